@@ -1,0 +1,90 @@
+"""The ``shopmail`` command line.  Each subcommand lives in the module that owns the capability;
+this file only wires them into one typer app."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streams.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="shopmail: Kafka-native lifecycle email pipeline (processors, SES sink, tools).")
+console = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $SHOPMAIL_CONFIG)")
+
+
+@app.callback()
+def _root() -> None:
+    """shopmail: Kafka-native lifecycle email pipeline."""
+
+
+def settings_from(config: Optional[Path]) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def topics(config: Optional[Path] = ConfigOpt,
+           verify_only: bool = typer.Option(False, "--verify", help="only verify; create nothing"),
+           as_json: bool = typer.Option(False, "--json", help="print the topic list as JSON and exit")) -> None:
+    """Create or verify every shopmail topic (idempotent); exit 1 on a mismatch."""
+    from streams.broker import kafka_bootstrap
+    from streams.topics import ensure_topics, topic_specs
+
+    settings = settings_from(config)
+    specs = topic_specs(settings)
+    if as_json:
+        print(json.dumps([s.as_dict() for s in specs], indent=2))
+        return
+    if not settings.kafka.bootstrap_servers:
+        console.print("[red]set KAFKA_BOOTSTRAP_SERVERS (or kafka.bootstrap_servers) to the cluster to provision[/red]")
+        raise typer.Exit(2)
+    with kafka_bootstrap(settings.kafka.bootstrap_servers) as bootstrap:
+        report = ensure_topics(bootstrap, specs, create=not verify_only)
+    table = Table("topic", "status")
+    for name in report.created:
+        table.add_row(name, "[green]created[/green]")
+    for name in report.ok:
+        table.add_row(name, "ok")
+    for line in report.mismatches:
+        table.add_row(line.split(":")[0], f"[red]{line.split(':', 1)[1].strip()}[/red]")
+    Console().print(table)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+def _register() -> None:
+    """Subcommands owned by other modules (imported lazily by typer at call time)."""
+    import importlib
+
+    for module in ("streams.worker_cli", "sinks.cli", "streams.demo", "streams.simulate_cli",
+                   "streams.replay_cli", "streams.report_cli", "bench.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue  # capability not present in this build
+            raise
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="shopmail")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

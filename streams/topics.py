@@ -1,0 +1,122 @@
+"""The one list of shopmail topics, used by ``shopmail topics``, the workers and deploy/ generation.
+
+Input topics (and the clock topic) share one partition count so one customer's state lives in one
+partition.  Compaction where a topic is a table (customer profiles, the sink ledger, changelogs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.config import Settings
+
+INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")
+# value schema per logical topic (the DLQ value is always DeadLetter)
+VALUE_SCHEMA = {
+    "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
+    "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick",
+    "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "EmailOutcome",
+}
+# faust tables of the processor app; their changelog topics are provisioned here too so that
+# deploy/ (Strimzi) and `shopmail topics` agree on them.
+PROCESSOR_TABLES = ("customers", "partition-state")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    logical: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    role: str = "input"  # input | output | dlq | changelog | ledger
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "logical": self.logical, "partitions": self.partitions,
+                "replication_factor": self.replication_factor, "config": dict(self.config), "role": self.role}
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust's changelog naming: ``<app_id>-<table>-changelog``."""
+    return f"{settings.topics.prefix}{settings.worker.app_id}-{table}-changelog"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    t = settings.topics
+    p, rf = t.partitions, t.replication_factor
+    delete = {"cleanup.policy": "delete", "retention.ms": str(t.retention_ms)}
+    compact = {"cleanup.policy": "compact"}
+    specs: list[TopicSpec] = []
+    for logical in INPUT_TOPICS:
+        cfg = compact if logical == "customers" else delete
+        specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(cfg), "input"))
+    for logical in ("commands", "outcomes"):
+        specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(delete), "output"))
+    specs.append(TopicSpec(t.name("sink_ledger"), "sink_ledger", p, rf, dict(compact), "ledger"))
+    for logical in INPUT_TOPICS + ("commands", "outcomes"):
+        specs.append(TopicSpec(t.dlq(logical), f"{logical}.dlq", p, rf, dict(delete), "dlq"))
+    for table in PROCESSOR_TABLES:
+        specs.append(TopicSpec(changelog_topic(settings, table), f"changelog.{table}", p, rf, dict(compact), "changelog"))
+    return specs
+
+
+@dataclass
+class TopicReport:
+    created: list[str] = field(default_factory=list)
+    ok: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.mismatches
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, timeout_s: float = 15.0) -> TopicReport:
+    """Create missing topics (when ``create``) and verify partitions and configs of existing ones."""
+    admin = admin_client(bootstrap)
+    report = TopicReport()
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [s for s in specs if s.name not in existing]
+    if missing and create:
+        futures = admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+             for s in missing], request_timeout=timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout_s)
+                report.created.append(name)
+            except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+                if "already exists" in str(exc).lower() or "TOPIC_ALREADY_EXISTS" in str(exc):
+                    report.ok.append(name)
+                else:
+                    report.mismatches.append(f"{name}: could not create ({exc})")
+    elif missing:
+        report.mismatches.extend(f"{s.name}: missing" for s in missing)
+    present = [s for s in specs if s.name in existing]
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        try:
+            configs = {r.name: f.result(timeout_s) for r, f in admin.describe_configs(resources).items()}
+        except Exception:  # brokers without DescribeConfigs: verify partitions only
+            configs = {}
+        for s in present:
+            problems = []
+            have = len(existing[s.name].partitions)
+            if have != s.partitions:
+                problems.append(f"partitions {have} != {s.partitions}")
+            cfg = configs.get(s.name, {})
+            for key in ("cleanup.policy",):
+                if key in cfg and cfg[key].value is not None and s.config.get(key) and cfg[key].value != s.config[key]:
+                    problems.append(f"{key} {cfg[key].value} != {s.config[key]}")
+            if problems:
+                report.mismatches.append(f"{s.name}: " + "; ".join(problems))
+            else:
+                report.ok.append(s.name)
+    return report
