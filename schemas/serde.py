@@ -140,10 +140,28 @@ def decode(data: bytes | None, expected: str | tuple[str, ...] | None = None) ->
     except EOFError as exc:
         raise SerdeError("truncated", f"{writer.name}: body ends early ({exc})") from exc
     except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
-        raise SerdeError("invalid", f"{writer.name}: {type(exc).__name__}: {exc}") from exc
+        raise SerdeError("invalid", f"{writer.name}: {_explain(data, writer, reader) or f'{type(exc).__name__}: {exc}'}") from exc
     if buf.tell() != len(data):
         raise SerdeError("invalid", f"{writer.name}: {len(data) - buf.tell()} trailing bytes after the body")
     return Decoded(writer.name, record, fp)
+
+
+def _explain(data: bytes, writer: SchemaEntry, reader: SchemaEntry) -> str | None:
+    """Name the required reader fields a writer-version record leaves missing or null."""
+    if reader is writer:
+        return None
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_LEN:]), writer.parsed)
+    except Exception:
+        return None
+    missing = []
+    for f in reader.raw["fields"]:
+        nullable = isinstance(f["type"], list) and "null" in f["type"]
+        if "default" not in f and not nullable and record.get(f["name"]) is None:
+            missing.append(f["name"])
+    if not missing:
+        return None
+    return f"required field(s) {', '.join(missing)} missing or null (writer {writer.path.name})"
 
 
 # ---- JSON form -------------------------------------------------------------------------------

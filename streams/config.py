@@ -63,6 +63,10 @@ class WorkerSettings:
     late_grace_ms: int = 10 * MINUTE_MS
     web_port: int = 6066  # /healthz and /metrics
     processing_guarantee: str = "exactly_once"
+    instance_id: str = ""  # stable per worker (transactional.id suffix); empty → hostname (pod name)
+    transaction_timeout_ms: int = 15000  # a crashed worker's open transaction is aborted after this
+    batch_size: int = 500  # records per transaction
+    restore_timeout_s: float = 300.0
 
 
 @dataclass

@@ -22,7 +22,7 @@ VALUE_SCHEMA = {
 }
 # faust tables of the processor app; their changelog topics are provisioned here too so that
 # deploy/ (Strimzi) and `shopmail topics` agree on them.
-PROCESSOR_TABLES = ("customers", "partition-state")
+PROCESSOR_TABLES = ("state",)  # one compacted changelog: key customer_id (or "\\x00…" partition keys)
 
 
 @dataclass(frozen=True)

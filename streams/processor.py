@@ -1,0 +1,285 @@
+"""The processor runtime: a single-threaded confluent-kafka loop with exactly-once transactions.
+
+Why not faust: on the embedded broker faust-streaming's ``exactly_once`` guarantee cannot start
+(aiokafka's InitProducerId → ``UnknownError`` from Tansu 0.6.0), and ``at_least_once`` re-emits the
+commands of every record processed since the last commit after a SIGKILL.  DESIGN.md names this
+loop as the fallback (the Quix Streams design): per-partition state in a ``PartitionEngine``, a
+compacted changelog topic, and one Kafka transaction per batch that carries
+
+    email commands + DLQ records + changelog updates + the input offsets
+
+so a crash at any point either commits all of a batch or none of it: no command twice, none lost.
+
+Co-partitioning: all input topics share one partition count and are keyed by customer_id, and the
+consumer uses the ``range`` assignor, so partition *p* of every input topic lands on the same worker
+and feeds the same engine.  On assignment the engine of *p* is rebuilt from changelog partition *p*
+(read_committed, to the high watermark) before any input of *p* is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from schemas import serde
+from streams.config import Settings
+from streams.core.engine import PartitionEngine, Rejection
+from streams.kafka_io import consumer_config, producer_config
+from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
+
+log = logging.getLogger("shopmail.processor")
+
+EngineFactory = Callable[[Settings, int], PartitionEngine]
+
+
+@dataclass
+class RuntimeStats:
+    events: int = 0
+    commands: int = 0
+    dead_letters: int = 0
+    transactions: int = 0
+    aborted: int = 0
+    recoveries: int = 0
+    by_flow: dict[str, int] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class ProcessorRuntime:
+    """Run the domain core over the input topics with exactly-once output."""
+
+    def __init__(self, settings: Settings, bootstrap: str, *, instance_id: str | None = None,
+                 engine_factory: EngineFactory | None = None, write_ticks: bool | None = None,
+                 observer: Any | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.instance_id = instance_id or settings.worker.instance_id or socket.gethostname()
+        self.engine_factory: EngineFactory = engine_factory or (lambda s, p: PartitionEngine(s, p))
+        self.write_ticks = settings.worker.tick_interval_s > 0 if write_ticks is None else write_ticks
+        self.observer = observer  # optional metrics sink with on_batch(stats) / on_dead_letter(topic)
+        t = settings.topics
+        self.topic_logical = {t.name(lt): lt for lt in INPUT_TOPICS}
+        self.commands_topic = t.name("commands")
+        self.clock_topic = t.name("clock")
+        self.changelog = changelog_topic(settings, "state")
+        self.engines: dict[int, PartitionEngine] = {}
+        self.stats = RuntimeStats()
+        self.ready = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_tick = 0.0
+        self._needs_recovery = False
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def _make_clients(self) -> None:
+        s = self.settings
+        self._consumer = Consumer(consumer_config(
+            s, self.bootstrap, s.worker.app_id, **{"client.id": f"{s.worker.app_id}-{self.instance_id}"}))
+        self._producer = Producer(producer_config(
+            s, self.bootstrap, **{"transactional.id": f"{s.worker.app_id}-{self.instance_id}",
+                                  "transaction.timeout.ms": s.worker.transaction_timeout_ms,
+                                  "linger.ms": 2}))
+        self._producer.init_transactions(30)
+
+    def run(self, stop: threading.Event) -> None:
+        self._make_clients()
+        assert self._consumer is not None and self._producer is not None
+        self._consumer.subscribe(list(self.topic_logical), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("processor %s consuming %s", self.instance_id, ", ".join(self.topic_logical))
+        try:
+            while not stop.is_set():
+                msgs = self._consumer.consume(self.settings.worker.batch_size, 0.1)
+                if self._needs_recovery:
+                    self._recover_after_abort()
+                    continue
+                ticks = self._due_ticks()
+                if not msgs and not ticks:
+                    if self.engines:
+                        self.ready.set()
+                    continue
+                self._process_batch(msgs, ticks)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # leaves the group: the next join is quick
+            except KafkaException:
+                pass
+        if self._producer is not None:
+            self._producer.flush(5)
+        self._consumer = self._producer = None
+
+    # ---- rebalancing ------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        wanted = sorted({tp.partition for tp in partitions})
+        for p in wanted:
+            if p not in self.engines:
+                self.engines[p] = self._restore_partition(p)
+        log.info("assigned partitions %s", wanted)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        remaining = {tp.partition for tp in consumer.assignment() if tp.partition not in gone} if partitions else set()
+        for p in list(self.engines):
+            if p in gone and p not in remaining:
+                del self.engines[p]
+        log.info("revoked partitions %s", sorted(gone))
+
+    def _restore_partition(self, partition: int) -> PartitionEngine:
+        """Rebuild partition state from its changelog partition (read_committed, to the end)."""
+        engine = self.engine_factory(self.settings, partition)
+        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed",
+                           "auto.offset.reset": "earliest"})
+        n = 0
+        try:
+            low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)
+            if high > low:
+                reader.assign([TopicPartition(self.changelog, partition, low)])
+                done = False
+                deadline = time.monotonic() + self.settings.worker.restore_timeout_s
+                while not done:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"changelog restore of partition {partition} timed out")
+                    for m in reader.consume(2000, 0.2):
+                        if m.error():
+                            if m.error().code() == KafkaError._PARTITION_EOF:
+                                continue
+                            raise KafkaException(m.error())
+                        engine.restore(m.key().decode(), m.value())
+                        n += 1
+                        if m.offset() >= high - 1:
+                            done = True
+                    # read_committed: aborted/control records may hide the last offsets
+                    if not done:
+                        pos = reader.position([TopicPartition(self.changelog, partition)])[0].offset
+                        _, high_now = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=5)
+                        if pos >= high_now or pos >= high:
+                            done = True
+        finally:
+            reader.close()
+        engine.restored()
+        self.stats.recoveries += 1
+        log.info("partition %d restored from %d changelog records (clock %d)", partition, n, engine.clock_ms)
+        return engine
+
+    def _recover_after_abort(self) -> None:
+        """After an aborted transaction the in-memory state ran ahead: rebuild it and rewind."""
+        assert self._consumer is not None
+        assignment = self._consumer.assignment()
+        for p in list(self.engines):
+            self.engines[p] = self._restore_partition(p)
+        committed = self._consumer.committed(assignment, timeout=10)
+        for tp in committed:
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+        self._needs_recovery = False
+
+    # ---- processing -------------------------------------------------------------------------
+    def _due_ticks(self) -> list[int]:
+        if not self.write_ticks or not self.engines:
+            return []
+        now = time.monotonic()
+        if now - self._last_tick < self.settings.worker.tick_interval_s:
+            return []
+        self._last_tick = now
+        return sorted(self.engines)
+
+    def _process_batch(self, msgs: list[Message], ticks: list[int]) -> None:
+        assert self._consumer is not None and self._producer is not None
+        producer = self._producer
+        producer.begin_transaction()
+        touched: set[int] = set()
+        batch_commands = 0
+        try:
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(err)
+                touched.add(m.partition())
+                batch_commands += self._handle(m)
+            now_ms = int(time.time() * 1000)
+            for p in ticks:
+                producer.produce(self.clock_topic, partition=p, key=f"clock-{p}".encode(),
+                                 value=serde.encode("ClockTick", {"partition": p, "tick_at": now_ms,
+                                                                  "source": self.instance_id}))
+            for p in touched:
+                engine = self.engines.get(p)
+                if engine is None:
+                    continue
+                for key, value in engine.drain_changes().items():
+                    producer.produce(self.changelog, partition=p, key=key.encode(), value=value)
+            if msgs:
+                positions = self._consumer.position(self._consumer.assignment())
+                producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(60)
+        except KafkaException as exc:
+            kerr = exc.args[0] if exc.args else None
+            if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
+                log.warning("transaction aborted (%s); rebuilding state from the changelog", kerr)
+                producer.abort_transaction(30)
+                self.stats.aborted += 1
+                self._needs_recovery = True
+                return
+            raise
+        self.stats.transactions += 1
+        self.stats.events += len(msgs)
+        self.stats.commands += batch_commands
+        if self.observer is not None:
+            self.observer.on_batch(self)
+
+    def _handle(self, m: Message) -> int:
+        topic = m.topic()
+        logical = self.topic_logical[topic]
+        engine = self.engines.get(m.partition())
+        if engine is None:  # assignment raced a revoke: the next owner reprocesses it
+            return 0
+        try:
+            decoded = serde.decode(m.value(), VALUE_SCHEMA[logical])
+        except serde.SerdeError as exc:
+            self._dead_letter(m, exc.reason, exc.detail)
+            return 0
+        try:
+            result = engine.process(logical, decoded.record)
+        except Exception as exc:  # a domain bug must not stall the partition: DLQ with the reason
+            log.exception("engine failed on %s[%d]@%d", topic, m.partition(), m.offset())
+            self._dead_letter(m, "processing_error", f"{type(exc).__name__}: {exc}")
+            return 0
+        for rej in result.rejections:
+            self._dead_letter(m, rej.reason, rej.detail)
+        assert self._producer is not None
+        for cmd in result.commands:
+            self._producer.produce(self.commands_topic, key=cmd["customer_id"].encode(),
+                                   value=serde.encode("EmailCommand", cmd), timestamp=cmd["created_at"])
+            self.stats.by_flow[cmd["flow"]] = self.stats.by_flow.get(cmd["flow"], 0) + 1
+        return len(result.commands)
+
+    def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
+        assert self._producer is not None
+        dl = {"original_value": m.value(), "original_key": m.key(), "topic": m.topic(), "partition": m.partition(),
+              "offset": m.offset(), "error": reason, "detail": detail[:2000], "failed_at": int(time.time() * 1000),
+              "component": "processor"}
+        self._producer.produce(m.topic() + ".dlq", key=m.key(), value=serde.encode("DeadLetter", dl))
+        self.stats.dead_letters += 1
+        log.warning("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])
+        if self.observer is not None and hasattr(self.observer, "on_dead_letter"):
+            self.observer.on_dead_letter(m.topic())
+
+
+def rejection_reasons(rejections: list[Rejection]) -> list[str]:
+    return [r.reason for r in rejections]
+
+
+def default_instance_id() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
