@@ -10,6 +10,15 @@ compacted changelog topic, and one Kafka transaction per batch that carries
 
 so a crash at any point either commits all of a batch or none of it: no command twice, none lost.
 
+Tansu 0.6.0 deviates from Kafka here (measured, see docs/runtime.md): it never times out an orphaned
+transaction, and when the restarted worker re-initialises the same ``transactional.id`` it *commits*
+the dead worker's open transaction instead of aborting it.  The runtime makes such a partial batch
+harmless: commands of partition *p* go to commands partition *p*; a batch's commands are flushed
+before its changelog records are produced (so state never runs ahead of visible commands); every
+transaction records the commands partition's end offset in the changelog; and on restore the
+command ids visible after that offset are suppressed if the replayed inputs emit them again.  On
+Apache Kafka the orphan is aborted and that set is simply empty.
+
 Co-partitioning: all input topics share one partition count and are keyed by customer_id, and the
 consumer uses the ``range`` assignor, so partition *p* of every input topic lands on the same worker
 and feeds the same engine.  On assignment the engine of *p* is rebuilt from changelog partition *p*
@@ -38,6 +47,7 @@ from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 log = logging.getLogger("shopmail.processor")
 
 EngineFactory = Callable[[Settings, int], PartitionEngine]
+RUNTIME_KEY = "\x01runtime.commands_end"  # changelog key owned by the runtime, not the engine
 
 
 @dataclass
@@ -70,6 +80,8 @@ class ProcessorRuntime:
         self.clock_topic = t.name("clock")
         self.changelog = changelog_topic(settings, "state")
         self.engines: dict[int, PartitionEngine] = {}
+        self._commands_end: dict[int, int] = {}  # partition → end offset of commands partition (committed)
+        self._already_emitted: dict[int, set[str]] = {}  # partition → command ids visible after the marker
         self.stats = RuntimeStats()
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
@@ -138,6 +150,7 @@ class ProcessorRuntime:
     def _restore_partition(self, partition: int) -> PartitionEngine:
         """Rebuild partition state from its changelog partition (read_committed, to the end)."""
         engine = self.engine_factory(self.settings, partition)
+        marker = 0
         reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
                            "auto.offset.reset": "earliest"})
@@ -156,7 +169,11 @@ class ProcessorRuntime:
                             if m.error().code() == KafkaError._PARTITION_EOF:
                                 continue
                             raise KafkaException(m.error())
-                        engine.restore(m.key().decode(), m.value())
+                        key = m.key().decode()
+                        if key == RUNTIME_KEY:
+                            marker = int(m.value() or b"0")
+                        else:
+                            engine.restore(key, m.value())
                         n += 1
                         if m.offset() >= high - 1:
                             done = True
@@ -169,9 +186,34 @@ class ProcessorRuntime:
         finally:
             reader.close()
         engine.restored()
+        self._already_emitted[partition], self._commands_end[partition] = self._commands_after(partition, marker)
         self.stats.recoveries += 1
         log.info("partition %d restored from %d changelog records (clock %d)", partition, n, engine.clock_ms)
         return engine
+
+    def _commands_after(self, partition: int, start: int) -> tuple[set[str], int]:
+        """Command ids visible in commands partition ``partition`` from offset ``start`` to the end."""
+        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        ids: set[str] = set()
+        try:
+            tp = TopicPartition(self.commands_topic, partition)
+            _, high = reader.get_watermark_offsets(tp, timeout=10)
+            if high > start:
+                reader.assign([TopicPartition(self.commands_topic, partition, start)])
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    for m in reader.consume(1000, 0.2):
+                        if m.error() is None:
+                            ids.add(serde.decode(m.value(), "EmailCommand").record["command_id"])
+                    if reader.position([tp])[0].offset >= high:
+                        break
+        finally:
+            reader.close()
+        if ids:
+            log.warning("partition %d: %d command(s) of an unfinished transaction are already visible; "
+                        "they will not be emitted again", partition, len(ids))
+        return ids, high
 
     def _recover_after_abort(self) -> None:
         """After an aborted transaction the in-memory state ran ahead: rebuild it and rewind."""
@@ -214,16 +256,21 @@ class ProcessorRuntime:
                 producer.produce(self.clock_topic, partition=p, key=f"clock-{p}".encode(),
                                  value=serde.encode("ClockTick", {"partition": p, "tick_at": now_ms,
                                                                   "source": self.instance_id}))
+            if batch_commands:
+                producer.flush(60)  # commands are on the broker before the state that says they were sent
             for p in touched:
                 engine = self.engines.get(p)
                 if engine is None:
                     continue
                 for key, value in engine.drain_changes().items():
                     producer.produce(self.changelog, partition=p, key=key.encode(), value=value)
+                producer.produce(self.changelog, partition=p, key=RUNTIME_KEY.encode(),
+                                 value=str(self._commands_end.get(p, 0)).encode())
             if msgs:
                 positions = self._consumer.position(self._consumer.assignment())
                 producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 30)
             producer.commit_transaction(60)
+            producer.poll(0)
         except KafkaException as exc:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
@@ -259,11 +306,23 @@ class ProcessorRuntime:
         for rej in result.rejections:
             self._dead_letter(m, rej.reason, rej.detail)
         assert self._producer is not None
+        already = self._already_emitted.get(m.partition())
+        emitted = 0
         for cmd in result.commands:
-            self._producer.produce(self.commands_topic, key=cmd["customer_id"].encode(),
-                                   value=serde.encode("EmailCommand", cmd), timestamp=cmd["created_at"])
+            if already and cmd["command_id"] in already:
+                already.discard(cmd["command_id"])
+                continue
+            self._producer.produce(self.commands_topic, partition=m.partition(), key=cmd["customer_id"].encode(),
+                                   value=serde.encode("EmailCommand", cmd), timestamp=cmd["created_at"],
+                                   on_delivery=self._on_command_delivered)
             self.stats.by_flow[cmd["flow"]] = self.stats.by_flow.get(cmd["flow"], 0) + 1
-        return len(result.commands)
+            emitted += 1
+        return emitted
+
+    def _on_command_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p = msg.partition()
+            self._commands_end[p] = max(self._commands_end.get(p, 0), msg.offset() + 1)
 
     def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
         assert self._producer is not None
