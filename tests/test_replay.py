@@ -1,0 +1,99 @@
+"""Replay for data teams: same log → identical commands; a changed delay → exactly the expected diff."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+
+from schemas import serde
+from streams.config import HOUR_MS, MINUTE_MS
+from streams.kafka_io import produce_records, read_topic
+from streams.processor import ProcessorRuntime
+from streams.replay import ReplayError, TimeRange, diff_commands, replay_settings, run_replay
+from streams.timeparse import parse_time_ms
+from streams.topics import ensure_topics, topic_specs
+
+T0 = parse_time_ms("2026-11-02T09:00:00Z")  # a Monday morning, outside quiet hours everywhere used here
+
+
+def _recorded_log(settings, bootstrap) -> None:
+    """Two customers abandon carts at T0; B orders at T0+90 min. Production ticks every 30 min for 80 h."""
+    t = settings.topics
+    customers = [serde.from_json("CustomerEvent", {
+        "event_id": f"cust-{c}", "customer_id": c, "occurred_at": T0 - HOUR_MS, "type": "upserted",
+        "email": f"{c}@example.com", "first_name": c, "locale": "en", "timezone": "UTC",
+        "marketing_opt_in": True}) for c in ("A", "B")]
+    carts = [serde.from_json("CartEvent", {
+        "event_id": f"cart-{c}", "customer_id": c, "occurred_at": T0, "type": "item_added", "cart_id": f"k-{c}",
+        "email": f"{c}@example.com", "cart_url": f"https://shop.example.com/cart/{c}", "currency": "EUR",
+        "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]}) for c in ("A", "B")]
+    order_b = serde.from_json("OrderEvent", {
+        "event_id": "order-B", "customer_id": "B", "occurred_at": T0 + 90 * MINUTE_MS, "type": "placed",
+        "order_id": "o-B", "cart_id": "k-B", "email": "B@example.com", "total": "9.00", "currency": "EUR",
+        "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]})
+    produce_records(settings, bootstrap, t.name("customers"), "CustomerEvent", customers)
+    produce_records(settings, bootstrap, t.name("carts"), "CartEvent", carts)
+    produce_records(settings, bootstrap, t.name("orders"), "OrderEvent", [order_b])
+    ticks = [{"partition": p, "tick_at": T0 + i * 30 * MINUTE_MS, "source": "prod"}
+             for i in range(1, 161) for p in range(settings.topics.partitions)]
+    produce_records(settings, bootstrap, t.name("clock"), "ClockTick", ticks, key_field="partition")
+
+
+def _run_production(settings, bootstrap) -> list[dict]:
+    settings.worker.tick_interval_s = 0
+    assert ensure_topics(bootstrap, topic_specs(settings)).healthy
+    _recorded_log(settings, bootstrap)
+    runtime = ProcessorRuntime(settings, bootstrap, instance_id="prod", write_ticks=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        got = read_topic(bootstrap, settings.topics.name("commands"), expect=5, timeout_s=60)
+    finally:
+        stop.set()
+        thread.join(30)
+    return [r.decoded().record for r in got]
+
+
+@pytest.mark.integration
+def test_replaying_a_recorded_log_twice_yields_identical_commands_and_a_changed_delay_exactly_its_diff(kafka, settings):
+    production = _run_production(settings, kafka)
+    # A: steps 1, 2, 3; B: step 1 only (ordered after it) → 4 commands, no order confirmation? B's order
+    # confirmation is transactional and immediate → 5 commands in all.
+    flows = sorted((c["customer_id"], c["flow"], c["step"]) for c in production)
+    assert flows == [("A", "abandoned_cart", 1), ("A", "abandoned_cart", 2), ("A", "abandoned_cart", 3),
+                     ("B", "abandoned_cart", 1), ("B", "order_confirmation", 1)]
+    window = TimeRange(T0 - 2 * HOUR_MS, T0 + 100 * HOUR_MS)
+    first = run_replay(settings, kafka, settings.topics.prefix + "r1.", window)
+    second = run_replay(settings, kafka, settings.topics.prefix + "r2.", window)
+    assert first.diff.identical and second.diff.identical
+    assert [serde.encode("EmailCommand", c) for c in sorted(first.commands, key=lambda c: c["command_id"])] == \
+           [serde.encode("EmailCommand", c) for c in sorted(second.commands, key=lambda c: c["command_id"])]
+
+    slower = copy.deepcopy(settings)
+    slower.flows.abandoned_cart.delays_ms = [2 * HOUR_MS, 24 * HOUR_MS, 72 * HOUR_MS]
+    what_if = run_replay(settings, kafka, settings.topics.prefix + "r3.", window, config=slower)
+    d = what_if.diff
+    assert d.added == []
+    assert [(c["customer_id"], c["flow"], c["step"]) for c in d.removed] == [("B", "abandoned_cart", 1)]
+    assert [(n["customer_id"], n["flow"], n["step"]) for _, n, _ in d.changed] == [("A", "abandoned_cart", 1)]
+    old, new, fields = d.changed[0]
+    assert "send_at" in fields and new["send_at"] - old["send_at"] == HOUR_MS
+    assert d.unchanged == 3
+    # production topics untouched by the replays
+    assert len(read_topic(kafka, settings.topics.name("commands"), idle_s=0.5)) == 5
+
+
+def test_a_replay_never_targets_the_production_prefix(settings):
+    with pytest.raises(ReplayError, match="must differ"):
+        replay_settings(settings, settings.topics.prefix)
+
+
+def test_diff_reports_added_removed_and_changed_by_command_id():
+    a = {"command_id": "1", "send_at": 1}
+    b = {"command_id": "2", "send_at": 2}
+    c = {"command_id": "3", "send_at": 3}
+    d = diff_commands([a, b], [dict(b, send_at=20), c])
+    assert d.added == [c] and d.removed == [a] and d.changed == [(b, dict(b, send_at=20), ["send_at"])]
