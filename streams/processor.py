@@ -42,6 +42,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine, Rejection
 from streams.kafka_io import consumer_config, producer_config
+from streams.state_store import LocalStore, open_store
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
 log = logging.getLogger("shopmail.processor")
@@ -58,6 +59,8 @@ class RuntimeStats:
     transactions: int = 0
     aborted: int = 0
     recoveries: int = 0
+    restored_local_keys: int = 0
+    restored_changelog_records: int = 0
     by_flow: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -80,6 +83,8 @@ class ProcessorRuntime:
         self.clock_topic = t.name("clock")
         self.changelog = changelog_topic(settings, "state")
         self.engines: dict[int, PartitionEngine] = {}
+        self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
+        self._changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
         self._commands_end: dict[int, int] = {}  # partition → end offset of commands partition (committed)
         self._already_emitted: dict[int, set[str]] = {}  # partition → command ids visible after the marker
         self.stats = RuntimeStats()
@@ -130,6 +135,7 @@ class ProcessorRuntime:
         if self._producer is not None:
             self._producer.flush(5)
         self._consumer = self._producer = None
+        self.store.close()
 
     # ---- rebalancing ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -148,20 +154,34 @@ class ProcessorRuntime:
         log.info("revoked partitions %s", sorted(gone))
 
     def _restore_partition(self, partition: int) -> PartitionEngine:
-        """Rebuild partition state from its changelog partition (read_committed, to the end)."""
+        """Rebuild partition state: the local store up to its checkpoint, then the changelog tail
+        (read_committed, to the high watermark)."""
         engine = self.engine_factory(self.settings, partition)
         marker = 0
+        tp = TopicPartition(self.changelog, partition)
         reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
                            "enable.auto.commit": False, "isolation.level": "read_committed",
                            "auto.offset.reset": "earliest"})
-        n = 0
+        local, n = 0, 0
         try:
-            low, high = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)
-            if high > low:
-                reader.assign([TopicPartition(self.changelog, partition, low)])
-                done = False
+            low, high = reader.get_watermark_offsets(tp, timeout=10)
+            values, checkpoint = self.store.load(partition)
+            if checkpoint > high or (checkpoint >= 0 and checkpoint < low):
+                log.warning("partition %d: local store checkpoint %d outside changelog [%d, %d): discarded",
+                            partition, checkpoint, low, high)
+                self.store.discard(partition)
+                values, checkpoint = {}, -1
+            for key, value in values.items():
+                if key == RUNTIME_KEY:
+                    marker = int(value or b"0")
+                else:
+                    engine.restore(key, value)
+                local += 1
+            start = max(low, checkpoint)
+            if high > start:
+                reader.assign([TopicPartition(self.changelog, partition, start)])
                 deadline = time.monotonic() + self.settings.worker.restore_timeout_s
-                while not done:
+                while True:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"changelog restore of partition {partition} timed out")
                     for m in reader.consume(2000, 0.2):
@@ -175,20 +195,19 @@ class ProcessorRuntime:
                         else:
                             engine.restore(key, m.value())
                         n += 1
-                        if m.offset() >= high - 1:
-                            done = True
-                    # read_committed: aborted/control records may hide the last offsets
-                    if not done:
-                        pos = reader.position([TopicPartition(self.changelog, partition)])[0].offset
-                        _, high_now = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=5)
-                        if pos >= high_now or pos >= high:
-                            done = True
+                    # position passes control records and aborted data under read_committed
+                    if reader.position([tp])[0].offset >= high:
+                        break
         finally:
             reader.close()
         engine.restored()
+        self._changelog_end[partition] = high
         self._already_emitted[partition], self._commands_end[partition] = self._commands_after(partition, marker)
         self.stats.recoveries += 1
-        log.info("partition %d restored from %d changelog records (clock %d)", partition, n, engine.clock_ms)
+        self.stats.restored_local_keys += local
+        self.stats.restored_changelog_records += n
+        log.info("partition %d restored: %d keys from the local store, %d changelog records (clock %d)",
+                 partition, local, n, engine.clock_ms)
         return engine
 
     def _commands_after(self, partition: int, start: int) -> tuple[set[str], int]:
@@ -258,19 +277,23 @@ class ProcessorRuntime:
                                                                   "source": self.instance_id}))
             if batch_commands:
                 producer.flush(60)  # commands are on the broker before the state that says they were sent
+            changes: dict[int, dict[str, bytes | None]] = {}
             for p in touched:
                 engine = self.engines.get(p)
                 if engine is None:
                     continue
-                for key, value in engine.drain_changes().items():
-                    producer.produce(self.changelog, partition=p, key=key.encode(), value=value)
-                producer.produce(self.changelog, partition=p, key=RUNTIME_KEY.encode(),
-                                 value=str(self._commands_end.get(p, 0)).encode())
+                changes[p] = engine.drain_changes()
+                changes[p][RUNTIME_KEY] = str(self._commands_end.get(p, 0)).encode()
+                for key, value in changes[p].items():
+                    producer.produce(self.changelog, partition=p, key=key.encode(), value=value,
+                                     on_delivery=self._on_changelog_delivered)
             if msgs:
                 positions = self._consumer.position(self._consumer.assignment())
                 producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 30)
             producer.commit_transaction(60)
             producer.poll(0)
+            for p, changed in changes.items():
+                self.store.apply(p, changed, self._changelog_end.get(p, 0))
         except KafkaException as exc:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
@@ -318,6 +341,11 @@ class ProcessorRuntime:
             self.stats.by_flow[cmd["flow"]] = self.stats.by_flow.get(cmd["flow"], 0) + 1
             emitted += 1
         return emitted
+
+    def _on_changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p = msg.partition()
+            self._changelog_end[p] = max(self._changelog_end.get(p, 0), msg.offset() + 1)
 
     def _on_command_delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

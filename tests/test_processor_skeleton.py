@@ -76,3 +76,22 @@ def test_worker_recovers_engine_state_from_the_changelog(kafka, settings):
         got = read_topic(kafka, settings.topics.name("commands"), expect=2, timeout_s=20)
         assert runtime.stats.recoveries >= 1
     assert sorted(c.decoded().record["trigger_event_id"] for c in got) == ["dup-1", "new-2"]
+
+
+def test_rocksdict_store_restores_from_local_disk_and_reads_only_the_changelog_tail(kafka, settings, tmp_path):
+    settings.worker.store = "rocksdict://"
+    settings.worker.data_dir = str(tmp_path / "state")
+    settings.worker.tick_interval_s = 0
+    orders = settings.topics.name("orders")
+    with running_processor(settings, kafka) as first:
+        produce_records(settings, kafka, orders, "OrderEvent", [order(f"r-{i}", customer=f"c{i}") for i in range(20)])
+        assert len(read_topic(kafka, settings.topics.name("commands"), expect=20, timeout_s=20)) == 20
+        assert first.stats.restored_local_keys == 0
+    assert (tmp_path / "state" / settings.worker.app_id).is_dir()
+    with running_processor(settings, kafka, instance_id="test-1") as second:
+        produce_records(settings, kafka, orders, "OrderEvent", [order("r-3", customer="c3"), order("r-new", customer="c3")])
+        got = read_topic(kafka, settings.topics.name("commands"), expect=21, timeout_s=20)
+        assert second.stats.restored_local_keys > 0
+        assert second.stats.restored_changelog_records == 0  # everything came from the local store
+    assert sorted(c.decoded().record["trigger_event_id"] for c in got)[-1] == "r-new"
+    assert len(got) == 21  # the duplicate r-3 was recognised from locally restored state

@@ -1,0 +1,277 @@
+"""`shopmail demo`: the whole pipeline on one machine.
+
+Embedded Tansu broker + moto SES server (HTTP, loopback) + topics + the processors (`shopmail
+worker`) and the SES sink (`shopmail sink`) as child processes, a little live synthetic shop traffic,
+then a wait for the emails, a table of what was sent and a clean shutdown (also on Ctrl-C).
+
+Demo timing (documented in the README): abandoned-cart steps after 4 s / 8 s / 12 s instead of
+1 h / 24 h / 72 h, a 2 s lateness grace, clock ticks every second, the marketing frequency cap at
+1 s and quiet hours off, so a run takes about a minute rather than three days.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas import serde
+from streams.config import Settings, load_settings
+
+DEMO_OVERRIDES: dict[str, Any] = {
+    "topics": {"partitions": 3},
+    "worker": {"tick_interval_s": 1.0, "late_grace_ms": 2000, "store": "memory://", "batch_size": 200},
+    "flows": {"abandoned_cart": {"delays_ms": [4000, 8000, 12000], "no_respam_ms": 1000},
+              "guards": {"frequency_cap_ms": 1000, "quiet_start_hour": 0, "quiet_end_hour": 0}},
+    "ses": {"max_send_rate": 50.0},
+}
+
+
+@dataclass
+class DemoTraffic:
+    customers: int
+    orders: int
+    abandoned: int
+    shipments: int
+    expected_transactional: int
+
+
+def demo_settings(config: Path | None) -> Settings:
+    return load_settings(config, overrides=DEMO_OVERRIDES)
+
+
+def env_for(settings: Settings, bootstrap: str, ses_endpoint: str, data_dir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SHOPMAIL_TOPICS__PARTITIONS": str(settings.topics.partitions),
+        "SHOPMAIL_TOPICS__PREFIX": settings.topics.prefix,
+        "SHOPMAIL_WORKER__TICK_INTERVAL_S": str(settings.worker.tick_interval_s),
+        "SHOPMAIL_WORKER__LATE_GRACE_MS": str(settings.worker.late_grace_ms),
+        "SHOPMAIL_WORKER__STORE": settings.worker.store,
+        "SHOPMAIL_WORKER__BATCH_SIZE": str(settings.worker.batch_size),
+        "SHOPMAIL_WORKER__DATA_DIR": data_dir,
+        "SHOPMAIL_WORKER__WEB_PORT": "0",
+        "SHOPMAIL_SINK__WEB_PORT": "0",
+        "SHOPMAIL_FLOWS__ABANDONED_CART__DELAYS_MS": ",".join(map(str, settings.flows.abandoned_cart.delays_ms)),
+        "SHOPMAIL_FLOWS__ABANDONED_CART__NO_RESPAM_MS": str(settings.flows.abandoned_cart.no_respam_ms),
+        "SHOPMAIL_FLOWS__GUARDS__FREQUENCY_CAP_MS": str(settings.flows.guards.frequency_cap_ms),
+        "SHOPMAIL_FLOWS__GUARDS__QUIET_START_HOUR": str(settings.flows.guards.quiet_start_hour),
+        "SHOPMAIL_FLOWS__GUARDS__QUIET_END_HOUR": str(settings.flows.guards.quiet_end_hour),
+        "SHOPMAIL_SES__ENDPOINT_URL": ses_endpoint,
+        "SHOPMAIL_SES__REGION": settings.ses.region,
+        "SHOPMAIL_SES__MAX_SEND_RATE": str(settings.ses.max_send_rate),
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "demo"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "demo"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+CATALOG = [("MUG-01", "Enamel camp mug", "14.00"), ("TEE-07", "Organic cotton tee", "29.00"),
+           ("SOCK-3", "Merino hiking socks", "18.50"), ("BAG-22", "Waxed canvas tote", "59.00"),
+           ("CAP-05", "Five-panel cap", "24.00"), ("BTL-11", "Insulated bottle 750 ml", "32.00")]
+
+
+def live_traffic(settings: Settings, customers: int, seed: int = 7) -> tuple[list[tuple[str, dict[str, Any]]], DemoTraffic]:
+    """A little shop traffic stamped with the wall clock: profiles, carts, orders, shipments."""
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000)
+    out: list[tuple[str, dict[str, Any]]] = []
+    orders = abandoned = shipments = transactional = 0
+    for i in range(customers):
+        cid = f"demo-{i:03d}"
+        email = f"{cid}@example.com"
+        t = now + i
+        out.append(("customers", {"event_id": f"{cid}-profile", "customer_id": cid, "occurred_at": t,
+                                  "type": "upserted", "email": email, "first_name": f"Customer {i}",
+                                  "locale": rnd.choice(["en", "en", "de"]), "timezone": "UTC",
+                                  "marketing_opt_in": rnd.random() < 0.9}))
+        picks = rnd.sample(CATALOG, rnd.randint(1, 3))
+        items = [{"sku": s, "name": n, "price": p, "quantity": rnd.randint(1, 2),
+                  "image_url": f"https://shop.example.com/img/{s}.jpg", "url": f"https://shop.example.com/p/{s}"}
+                 for s, n, p in picks]
+        cart = {"event_id": f"{cid}-cart", "customer_id": cid, "occurred_at": t + 10, "type": "item_added",
+                "cart_id": f"{cid}-cart", "email": email, "items": items, "currency": "EUR",
+                "cart_url": f"https://shop.example.com/cart/{cid}"}
+        out.append(("carts", cart))
+        if rnd.random() < 0.3:  # buys: order confirmation + shipping
+            orders += 1
+            total = sum(float(it["price"]) * it["quantity"] for it in items)
+            oid = f"{cid}-o1"
+            out.append(("orders", {"event_id": f"{oid}-placed", "customer_id": cid, "occurred_at": t + 20,
+                                   "type": "placed", "order_id": oid, "cart_id": cart["cart_id"], "email": email,
+                                   "items": items, "total": f"{total:.2f}", "currency": "EUR"}))
+            transactional += 1
+            shipments += 1
+            for k, status in enumerate(["label_created", "in_transit", "out_for_delivery"]):
+                out.append(("shipments", {"event_id": f"{oid}-s-{status}", "customer_id": cid,
+                                          "occurred_at": t + 30 + k, "type": status, "shipment_id": f"{oid}-s",
+                                          "order_id": oid, "carrier": "DHL", "tracking_number": f"JD{i:08d}",
+                                          "tracking_url": f"https://track.example.com/JD{i:08d}"}))
+            transactional += 3  # shipping confirmation + 2 status changes after the first
+        else:
+            abandoned += 1
+    return out, DemoTraffic(customers, orders, abandoned, shipments, transactional)
+
+
+def produce_traffic(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    from confluent_kafka import Producer
+
+    from streams.kafka_io import producer_config
+    from streams.topics import VALUE_SCHEMA
+
+    p = Producer(producer_config(settings, bootstrap))
+    for logical, obj in events:
+        rec = serde.from_json(VALUE_SCHEMA[logical], obj)
+        p.produce(settings.topics.name(logical), key=rec["customer_id"].encode(),
+                  value=serde.encode(VALUE_SCHEMA[logical], rec))
+    p.flush(30)
+
+
+class Child:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def tail(self, n: int = 1500) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+
+def _read_outcomes(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    from streams.kafka_io import read_topic
+
+    return [r.decoded().record for r in read_topic(bootstrap, topic, idle_s=0.3, timeout_s=10)]
+
+
+def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float = 120.0,
+             console: Console | None = None) -> int:
+    from moto.server import ThreadedMotoServer
+
+    from streams.broker import EmbeddedBroker
+    from streams.topics import ensure_topics, topic_specs
+
+    console = console or Console()
+    settings = demo_settings(config)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    children: list[Child] = []
+    work = Path(tempfile.mkdtemp(prefix="shopmail-demo-"))
+    broker = EmbeddedBroker(log_path=work / "tansu.log")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    try:
+        with console.status("starting the embedded Kafka broker (Tansu)…"):
+            broker.start()
+        console.print(f"[green]✓[/green] broker on {broker.bootstrap}")
+        with console.status("starting the SES emulator (moto server)…"):
+            moto.start()
+            host, port = moto.get_host_and_port()
+            ses_endpoint = f"http://{host}:{port}"
+            import boto3
+
+            boto3.client("sesv2", endpoint_url=ses_endpoint, region_name=settings.ses.region,
+                         aws_access_key_id="demo", aws_secret_access_key="demo").create_email_identity(
+                EmailIdentity=settings.ses.from_address)
+        console.print(f"[green]✓[/green] SES emulator on {ses_endpoint} (sender {settings.ses.from_address} verified)")
+        report = ensure_topics(broker.bootstrap, topic_specs(settings))
+        console.print(f"[green]✓[/green] {len(report.created) + len(report.ok)} topics ready")
+        env = env_for(settings, broker.bootstrap, ses_endpoint, str(work / "state"))
+        children.append(Child("worker", ["worker", "--instance-id", "demo-worker-0"], env, work))
+        children.append(Child("sink", ["sink"], env, work))
+        events, traffic = live_traffic(settings, customers)
+        produce_traffic(settings, broker.bootstrap, events)
+        console.print(f"[green]✓[/green] produced {len(events)} shop events: {traffic.customers} customers, "
+                      f"{traffic.orders} orders, {traffic.abandoned} abandoned carts, {traffic.shipments} shipments")
+        outcomes_topic = settings.topics.name("outcomes")
+        deadline = time.monotonic() + timeout_s
+        outcomes: list[dict[str, Any]] = []
+        with console.status("waiting for emails (abandoned-cart steps fire after 4 s / 8 s / 12 s)…") as status:
+            settled_since: float | None = None
+            while not stop.is_set() and time.monotonic() < deadline:
+                for child in children:
+                    if not child.alive():
+                        raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+                outcomes = _read_outcomes(broker.bootstrap, outcomes_topic)
+                ac3 = sum(1 for o in outcomes if o["flow"] == "abandoned_cart" and o["step"] == 3)
+                status.update(f"waiting for emails… {len(outcomes)} outcomes so far, {ac3} third reminders")
+                transactional = sum(1 for o in outcomes if o["category"] == "transactional")
+                if transactional >= traffic.expected_transactional and ac3 > 0:
+                    settled_since = settled_since or time.monotonic()
+                    if time.monotonic() - settled_since > 4:
+                        break
+                time.sleep(1.0)
+        if stop.is_set():
+            console.print("[yellow]interrupted: shutting down cleanly[/yellow]")
+        print_sent_table(console, outcomes)
+        _print_metrics_report(console, settings, broker.bootstrap, work)
+        console.print(f"logs and outputs: {work}")
+        return 0 if outcomes or stop.is_set() else 1
+    finally:
+        with console.status("shutting down…"):
+            for child in reversed(children):
+                child.stop()
+            try:
+                moto.stop()
+            except Exception:  # noqa: BLE001 - never started
+                pass
+            broker.stop()
+        signal.signal(signal.SIGINT, previous)
+        console.print("[green]✓[/green] stopped broker, SES emulator, worker and sink")
+
+
+def print_sent_table(console: Console, outcomes: list[dict[str, Any]]) -> None:
+    counts: dict[tuple[str, int, str], int] = {}
+    for o in outcomes:
+        key = (o["flow"], o["step"], o["outcome"] + (f" ({o['reason']})" if o.get("reason") else ""))
+        counts[key] = counts.get(key, 0) + 1
+    table = Table("flow", "step", "outcome", "emails", title="What the sink did")
+    for (flow, step, outcome), n in sorted(counts.items()):
+        table.add_row(flow, str(step), outcome, str(n))
+    console.print(table)
+
+
+def _print_metrics_report(console: Console, settings: Settings, bootstrap: str, work: Path) -> None:
+    try:
+        from streams.metrics.report import demo_report  # the metrics issue's report, when present
+    except ImportError:
+        return
+    demo_report(console, settings, bootstrap, work)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(customers: int = typer.Option(24, help="synthetic customers"),
+             config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file"),
+             timeout: float = typer.Option(120.0, help="seconds to wait for the emails")) -> None:
+        """Run the whole pipeline on an embedded broker + SES emulator with synthetic traffic."""
+        raise typer.Exit(run_demo(customers, config, timeout))
+
