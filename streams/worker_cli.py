@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 
 
-def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Optional[int]) -> None:
+def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Optional[int],
+               runtime_name: str = "txn") -> None:
     from streams.broker import kafka_bootstrap
     from streams.cli import settings_from
     from streams.processor import ProcessorRuntime
@@ -30,6 +31,11 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
         report = ensure_topics(bootstrap, topic_specs(settings), create=True)
         if not report.healthy:
             raise typer.BadParameter("topic mismatch: " + "; ".join(report.mismatches))
+        if runtime_name == "faust":
+            from streams.faust_runtime import run_faust_worker
+
+            run_faust_worker(settings, bootstrap)
+            return
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id)
         server = _start_web(settings, runtime)
         try:
@@ -52,6 +58,10 @@ def register(app: typer.Typer) -> None:
     def worker(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file"),
                instance_id: Optional[str] = typer.Option(None, "--instance-id",
                                                          help="stable id (transactional.id suffix); default hostname"),
-               web_port: Optional[int] = typer.Option(None, "--web-port", help="/healthz + /metrics port")) -> None:
+               web_port: Optional[int] = typer.Option(None, "--web-port", help="/healthz + /metrics port"),
+               runtime: str = typer.Option("txn", "--runtime",
+                                           help="txn (exactly-once, default) or faust (at-least-once adapter)")) -> None:
         """Run the stream processors: inputs → email commands, exactly once."""
-        run_worker(config, instance_id, web_port)
+        if runtime not in ("txn", "faust"):
+            raise typer.BadParameter("--runtime is txn or faust")
+        run_worker(config, instance_id, web_port, runtime)
