@@ -67,6 +67,9 @@ class WorkerSettings:
     transaction_timeout_ms: int = 15000  # a crashed worker's open transaction is aborted after this
     batch_size: int = 500  # records per transaction
     restore_timeout_s: float = 300.0
+    max_idle_ms: int = 500  # wait this long for a co-partitioned topic with unfetched data before
+    # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)
+    max_buffered: int = 5000  # records buffered per topic-partition before it is paused
 
 
 @dataclass

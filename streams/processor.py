@@ -42,6 +42,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine, Rejection
 from streams.kafka_io import consumer_config, producer_config
+from streams.merge import PartitionMerger, Pending, event_time_of
 from streams.state_store import LocalStore, open_store
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
@@ -85,6 +86,9 @@ class ProcessorRuntime:
         self.engines: dict[int, PartitionEngine] = {}
         self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
         self._changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
+        self._mergers: dict[int, PartitionMerger[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]] = {}
+        self._start_offsets: dict[tuple[str, int], int] = {}  # committed offset at assignment
+        self._paused: set[tuple[str, int]] = set()
         self._commands_end: dict[int, int] = {}  # partition → end offset of commands partition (committed)
         self._already_emitted: dict[int, set[str]] = {}  # partition → command ids visible after the marker
         self.stats = RuntimeStats()
@@ -113,16 +117,25 @@ class ProcessorRuntime:
         log.info("processor %s consuming %s", self.instance_id, ", ".join(self.topic_logical))
         try:
             while not stop.is_set():
-                msgs = self._consumer.consume(self.settings.worker.batch_size, 0.1)
+                msgs = self._consumer.consume(self.settings.worker.batch_size, 0.05)
                 if self._needs_recovery:
                     self._recover_after_abort()
                     continue
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise KafkaException(err)
+                    self._buffer(m)
+                pending = self._drain_ready()
                 ticks = self._due_ticks()
-                if not msgs and not ticks:
-                    if self.engines:
+                if not pending and not ticks:
+                    if self.engines and not msgs:
                         self.ready.set()
                     continue
-                self._process_batch(msgs, ticks)
+                self._process_batch(pending, ticks)
+                self._resume_drained()
         finally:
             self._close()
 
@@ -140,9 +153,13 @@ class ProcessorRuntime:
     # ---- rebalancing ------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = sorted({tp.partition for tp in partitions})
+        for tp in consumer.committed(partitions, timeout=30):
+            self._start_offsets[(tp.topic, tp.partition)] = max(tp.offset, 0)
         for p in wanted:
             if p not in self.engines:
                 self.engines[p] = self._restore_partition(p)
+            if p not in self._mergers:
+                self._mergers[p] = PartitionMerger(list(self.topic_logical), self.settings.worker.max_idle_ms)
         log.info("assigned partitions %s", wanted)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -151,6 +168,10 @@ class ProcessorRuntime:
         for p in list(self.engines):
             if p in gone and p not in remaining:
                 del self.engines[p]
+                self._mergers.pop(p, None)
+        for tp in partitions:
+            self._paused.discard((tp.topic, tp.partition))
+            self._start_offsets.pop((tp.topic, tp.partition), None)
         log.info("revoked partitions %s", sorted(gone))
 
     def _restore_partition(self, partition: int) -> PartitionEngine:
@@ -240,6 +261,11 @@ class ProcessorRuntime:
         assignment = self._consumer.assignment()
         for p in list(self.engines):
             self.engines[p] = self._restore_partition(p)
+        for merger in self._mergers.values():
+            merger.clear()
+        if self._paused:
+            self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
+            self._paused.clear()
         committed = self._consumer.committed(assignment, timeout=10)
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
@@ -255,21 +281,70 @@ class ProcessorRuntime:
         self._last_tick = now
         return sorted(self.engines)
 
-    def _process_batch(self, msgs: list[Message], ticks: list[int]) -> None:
+    def _buffer(self, m: Message) -> None:
+        merger = self._mergers.get(m.partition())
+        if merger is None:  # assignment raced a revoke: the next owner reprocesses it
+            return
+        logical = self.topic_logical[m.topic()]
+        try:
+            record: dict[str, Any] | None = serde.decode(m.value(), VALUE_SCHEMA[logical]).record
+            error = None
+            at = event_time_of(logical, record)
+        except serde.SerdeError as exc:
+            record, error, at = None, exc, -1
+        merger.add(Pending(m.topic(), at, (m, record, error)))
+        if merger.queued(m.topic()) > self.settings.worker.max_buffered and (m.topic(), m.partition()) not in self._paused:
+            assert self._consumer is not None
+            self._consumer.pause([TopicPartition(m.topic(), m.partition())])
+            self._paused.add((m.topic(), m.partition()))
+
+    def _resume_drained(self) -> None:
+        if not self._paused:
+            return
+        assert self._consumer is not None
+        low = self.settings.worker.max_buffered // 4
+        ready = [(t, p) for t, p in self._paused if p not in self._mergers or self._mergers[p].queued(t) <= low]
+        if ready:
+            self._consumer.resume([TopicPartition(t, p) for t, p in ready])
+            self._paused.difference_update(ready)
+
+    def _caught_up(self, topic: str, partition: int) -> bool:
+        """Nothing more to fetch for this topic-partition (as far as the last fetch response knows)."""
+        assert self._consumer is not None
+        tp = TopicPartition(topic, partition)
+        _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            return False
+        pos = self._consumer.position([tp])[0].offset
+        if pos < 0:
+            pos = self._start_offsets.get((topic, partition), -1)
+        return pos >= high
+
+    def _drain_ready(self) -> list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]]:
+        limit = self.settings.worker.batch_size
+        now_ms = time.monotonic() * 1000
+        out: list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]] = []
+        for p, merger in self._mergers.items():
+            if len(out) >= limit:
+                break
+            if len(merger):
+                out.extend(merger.drain(limit - len(out), lambda t, p=p: self._caught_up(t, p), now_ms))
+        return out
+
+    def _process_batch(self, pending: list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]],
+                       ticks: list[int]) -> None:
         assert self._consumer is not None and self._producer is not None
         producer = self._producer
         producer.begin_transaction()
         touched: set[int] = set()
+        processed: dict[tuple[str, int], int] = {}
         batch_commands = 0
         try:
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
+            for item in pending:
+                m, record, error = item.item
                 touched.add(m.partition())
-                batch_commands += self._handle(m)
+                processed[(m.topic(), m.partition())] = m.offset() + 1
+                batch_commands += self._handle(m, record, error)
             now_ms = int(time.time() * 1000)
             for p in ticks:
                 producer.produce(self.clock_topic, partition=p, key=f"clock-{p}".encode(),
@@ -287,9 +362,9 @@ class ProcessorRuntime:
                 for key, value in changes[p].items():
                     producer.produce(self.changelog, partition=p, key=key.encode(), value=value,
                                      on_delivery=self._on_changelog_delivered)
-            if msgs:
-                positions = self._consumer.position(self._consumer.assignment())
-                producer.send_offsets_to_transaction(positions, self._consumer.consumer_group_metadata(), 30)
+            if processed:
+                offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
+                producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
             producer.commit_transaction(60)
             producer.poll(0)
             for p, changed in changes.items():
@@ -304,24 +379,23 @@ class ProcessorRuntime:
                 return
             raise
         self.stats.transactions += 1
-        self.stats.events += len(msgs)
+        self.stats.events += len(pending)
         self.stats.commands += batch_commands
         if self.observer is not None:
             self.observer.on_batch(self)
 
-    def _handle(self, m: Message) -> int:
+    def _handle(self, m: Message, record: dict[str, Any] | None, error: serde.SerdeError | None) -> int:
         topic = m.topic()
         logical = self.topic_logical[topic]
         engine = self.engines.get(m.partition())
         if engine is None:  # assignment raced a revoke: the next owner reprocesses it
             return 0
-        try:
-            decoded = serde.decode(m.value(), VALUE_SCHEMA[logical])
-        except serde.SerdeError as exc:
-            self._dead_letter(m, exc.reason, exc.detail)
+        if error is not None or record is None:
+            reason, detail = (error.reason, error.detail) if error else ("invalid", "no record")
+            self._dead_letter(m, reason, detail)
             return 0
         try:
-            result = engine.process(logical, decoded.record)
+            result = engine.process(logical, record)
         except Exception as exc:  # a domain bug must not stall the partition: DLQ with the reason
             log.exception("engine failed on %s[%d]@%d", topic, m.partition(), m.offset())
             self._dead_letter(m, "processing_error", f"{type(exc).__name__}: {exc}")
