@@ -83,12 +83,20 @@ class SesSettings:
     max_attempts: int = 6
     unsubscribe_base_url: str = "https://shop.example.com/unsubscribe"
     unsubscribe_mailto: str = "unsubscribe@example.com"
+    rate_burst: float = 0.0  # token-bucket burst; 0 → max(1, rate / 10)
+    use_account_rate: bool = True  # min(max_send_rate, SES GetAccount MaxSendRate) when readable
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 20.0
 
 
 @dataclass
 class SinkSettings:
     group_id: str = "shopmail-sink"
     web_port: int = 6067
+    instance_id: str = ""  # stable per sink replica (transactional.id suffix); empty → hostname
+    batch_size: int = 200
+    ambiguous_policy: str = "skip"  # a command found pending after a crash: "skip" (no duplicate) or "resend"
+    pause_retry_s: float = 60.0  # how long sending stays paused after SendingPaused/AccountSuspended/quota
 
 
 @dataclass

@@ -18,7 +18,7 @@ INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock"
 VALUE_SCHEMA = {
     "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
     "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick",
-    "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "EmailOutcome",
+    "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "SinkLedgerEntry",
 }
 # faust tables of the processor app; their changelog topics are provisioned here too so that
 # deploy/ (Strimzi) and `shopmail topics` agree on them.

@@ -1,0 +1,41 @@
+"""Token bucket shared by the sending threads: never more than ``rate`` sends per second on average,
+with at most ``burst`` at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0 (use unlimited() for no limit)")
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate / 10)
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        """Block until a token is available; False if ``stop`` was set while waiting."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return True
+                wait = (1 - self._tokens) / self.rate
+            if stop is not None and stop.wait(wait):
+                return False
+            if stop is None:
+                time.sleep(wait)
+
+
+class Unlimited:
+    rate = float("inf")
+
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        return True
