@@ -1,7 +1,7 @@
 """The domain core's contract with every runtime (Kafka transactional loop, faust, `simulate`).
 
 One ``PartitionEngine`` holds all state of one input partition (every customer whose key hashes to
-it, plus the partition's event-time clock).  It is pure: no Kafka, no wall clock, no I/O.
+it, plus the partition's event-time clock). It is pure: no Kafka, no wall clock, no I/O.
 
 Runtime contract:
 - ``process(logical_topic, record)`` for each decoded input record in log order
@@ -11,18 +11,34 @@ Runtime contract:
 - ``drain_changes()`` → {changelog key: serialized state or None (delete)} changed since the last
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
+
+Time model (DESIGN.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
+the watermark is ``clock - late_grace_ms``; an event older than the watermark is rejected as
+``late``. Transactional mail an event causes (order/shipping confirmation, tracking update) is emitted
+the moment the event is processed. Everything else — cart activity, orders as exits, consent,
+suppression — goes into a per-customer buffer and is *settled* in (event time, topic rank, event id)
+order once the watermark passes it, interleaved with the customer's due timers. So any arrival order
+within the grace window yields the same commands (tested by a property test).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import logging
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.config import Settings
-from streams.core.ids import command_id
+from streams.config import DAY_MS, Settings
+from streams.core import flows
+from streams.core.segments import SpendHistogram
+
+log = logging.getLogger("shopmail.engine")
 
 CLOCK_KEY = "\x00partition"
+TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4}
+SEEN_RETENTION_MS = 2 * DAY_MS  # event ids remembered for dedupe (≫ grace; duplicates arrive soon)
 
 
 @dataclass(frozen=True)
@@ -41,60 +57,173 @@ class StepResult:
         self.rejections.extend(other.rejections)
 
 
+def new_customer() -> dict[str, Any]:
+    return {"p": {}, "seen": {}, "buf": []}
+
+
 class PartitionEngine:
     def __init__(self, settings: Settings, partition: int = 0) -> None:
         self.settings = settings
         self.partition = partition
         self.clock_ms = 0
-        self._seen: set[str] = set()
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.cooc: dict[str, dict[str, int]] = {}  # sku → {sku: times bought together}
+        self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
+        self.spend = SpendHistogram()
+        self.stats: dict[str, int] = {}
+        self._due: list[tuple[int, str]] = []  # (time, customer_id), lazily invalidated
         self._dirty: set[str] = set()
+        self._partition_dirty = False
+
+    # ---- input ------------------------------------------------------------------------------
+    @property
+    def watermark(self) -> int:
+        return self.clock_ms - self.settings.worker.late_grace_ms
 
     def process(self, logical_topic: str, record: dict[str, Any]) -> StepResult:
         result = StepResult()
-        event_id = record.get("event_id")
-        if event_id is not None:
-            if event_id in self._seen:
-                return result
-            self._seen.add(event_id)
-            self._dirty.add(CLOCK_KEY)
-        at = record.get("occurred_at", record.get("tick_at", 0))
+        if logical_topic == "clock":
+            return self.advance(int(record["tick_at"]))
+        at = int(record["occurred_at"])
+        if self.clock_ms and at < self.watermark:
+            self._count("late")
+            result.rejections.append(Rejection("late", f"occurred_at {at} is older than the watermark "
+                                                       f"{self.watermark} (clock {self.clock_ms})"))
+            return result
+        cid = record["customer_id"]
+        c = self.customers.get(cid)
+        if c is None:
+            c = self.customers[cid] = new_customer()
+        eid = record["event_id"]
+        if eid in c["seen"]:
+            self._count("duplicate")
+            return result
+        c["seen"][eid] = at
+        self._dirty.add(cid)
+        result.commands.extend(flows.on_arrival(self, cid, c, logical_topic, record))
+        c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
+        heapq.heappush(self._due, (at, cid))
         if at > self.clock_ms:
             self.clock_ms = at
-            self._dirty.add(CLOCK_KEY)
-        if logical_topic == "orders" and record["type"] == "placed" and record.get("email"):
-            result.commands.append(self._order_confirmation(record))
+            self._partition_dirty = True
+        result.extend(self._fire())
         return result
 
     def advance(self, clock_ms: int) -> StepResult:
-        self.clock_ms = max(self.clock_ms, clock_ms)
-        return StepResult()
+        if clock_ms > self.clock_ms:
+            self.clock_ms = clock_ms
+            self._partition_dirty = True
+        return self._fire()
 
-    def _order_confirmation(self, order: dict[str, Any]) -> dict[str, Any]:
-        ctx = {"order_id": order["order_id"], "items": order["items"], "total": order["total"],
-               "currency": order["currency"], "cross_sell": []}
-        return {
-            "command_id": command_id("order_confirmation", 1, order["customer_id"], order["event_id"]),
-            "customer_id": order["customer_id"], "to": order["email"], "flow": "order_confirmation", "step": 1,
-            "template": "order_confirmation/step1", "locale": "en", "variant": "control",
-            "category": "transactional", "send_at": order["occurred_at"],
-            "expires_at": order["occurred_at"] + self.settings.flows.transactional.expires_after_ms,
-            "context": json.dumps(ctx, sort_keys=True, separators=(",", ":")),
-            "trigger_event_id": order["event_id"], "created_at": order["occurred_at"],
-        }
+    # ---- settling and timers ----------------------------------------------------------------
+    def _fire(self) -> StepResult:
+        result = StepResult()
+        wm = self.watermark
+        while self._due and self._due[0][0] <= wm:
+            _, cid = heapq.heappop(self._due)
+            c = self.customers.get(cid)
+            if c is None:
+                continue
+            result.commands.extend(self._settle(cid, c, wm))
+            nxt = flows.next_due(self, c)
+            if nxt is not None:
+                heapq.heappush(self._due, (nxt, cid))
+        return result
+
+    def _settle(self, cid: str, c: dict[str, Any], wm: int) -> list[dict[str, Any]]:
+        """Apply buffered events and fire timers of one customer up to the watermark, in time order."""
+        out: list[dict[str, Any]] = []
+        c["buf"].sort(key=lambda e: (e[0], e[1], e[2]))
+        while True:
+            ev_at = c["buf"][0][0] if c["buf"] else None
+            timer = flows.next_timer(self, c)
+            if timer is not None and timer <= wm and (ev_at is None or timer <= ev_at):
+                out.extend(flows.on_timer(self, cid, c, timer))
+                self._dirty.add(cid)
+                continue
+            if ev_at is not None and ev_at <= wm:
+                at, _, _, topic, record = c["buf"].pop(0)
+                flows.settle_event(self, cid, c, topic, record)
+                self._dirty.add(cid)
+                continue
+            break
+        cutoff = self.clock_ms - SEEN_RETENTION_MS
+        if len(c["seen"]) > 16:
+            c["seen"] = {k: v for k, v in c["seen"].items() if v >= cutoff}
+        return out
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def dropped(self, cid: str, flow: str, step: int, reason: str) -> None:
+        """A step that will not be sent: counted and logged, never silent."""
+        self._count(f"dropped:{flow}:{reason}")
+        log.info("dropped %s step %d for %s: %s", flow, step, cid, reason)
+
+    # ---- helpers for flows ------------------------------------------------------------------
+    def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
+        scores: dict[str, int] = {}
+        for sku in skus:
+            for other, n in self.cooc.get(sku, {}).items():
+                if other not in skus:
+                    scores[other] = scores.get(other, 0) + n
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return [self.catalog[s] for s, _ in best if s in self.catalog]
+
+    def learn_basket(self, items: list[dict[str, Any]]) -> None:
+        skus = sorted({it["sku"] for it in items})
+        for it in items:
+            self.catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"],
+                                       "image_url": it.get("image_url"), "url": it.get("url")}
+        for a in skus:
+            row = self.cooc.setdefault(a, {})
+            for b in skus:
+                if a != b:
+                    row[b] = row.get(b, 0) + 1
+            if len(row) > 50:  # bounded: keep the strongest pairs
+                self.cooc[a] = dict(sorted(row.items(), key=lambda kv: -kv[1])[:30])
+        self._partition_dirty = True
 
     # ---- persistence ------------------------------------------------------------------------
     def drain_changes(self) -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}
-        if CLOCK_KEY in self._dirty:
-            out[CLOCK_KEY] = json.dumps({"clock_ms": self.clock_ms, "seen": sorted(self._seen)}).encode()
+        for cid in self._dirty:
+            c = self.customers.get(cid)
+            out[cid] = None if c is None else json.dumps(c, separators=(",", ":")).encode()
+        if self._partition_dirty:
+            out[CLOCK_KEY] = json.dumps({"clock": self.clock_ms, "cooc": self.cooc, "catalog": self.catalog,
+                                         "spend": self.spend.counts}, separators=(",", ":")).encode()
         self._dirty.clear()
+        self._partition_dirty = False
         return out
 
     def restore(self, key: str, value: bytes | None) -> None:
-        if key == CLOCK_KEY and value is not None:
-            data = json.loads(value)
-            self.clock_ms = data["clock_ms"]
-            self._seen = set(data["seen"])
+        if key == CLOCK_KEY:
+            if value is not None:
+                data = json.loads(value)
+                self.clock_ms = data["clock"]
+                self.cooc = data["cooc"]
+                self.catalog = data["catalog"]
+                self.spend = SpendHistogram({int(k): v for k, v in data["spend"].items()})
+            return
+        if value is None:
+            self.customers.pop(key, None)
+        else:
+            self.customers[key] = json.loads(value)
 
     def restored(self) -> None:
+        self._due = []
+        for cid, c in self.customers.items():
+            nxt = flows.next_due(self, c)
+            if nxt is not None:
+                self._due.append((nxt, cid))
+        heapq.heapify(self._due)
         self._dirty.clear()
+        self._partition_dirty = False
+
+
+def decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return Decimal(0)

@@ -1,0 +1,65 @@
+"""Customer segments: ``vip`` (top 2 % by 365-day spend), ``repeat`` (≥ 2 orders), ``one_time``.
+
+The vip threshold is estimated **per partition**: each partition keeps a histogram of its customers'
+365-day spend in logarithmic buckets (×1.05 apart), and the threshold is the lower edge of the bucket
+holding the 98th percentile. Customers are spread over partitions by a hash of their id, so every
+partition sees a random sample of the shop; with n customers per partition the percentile's sampling
+error is about ±sqrt(0.02·0.98/n) in rank (±0.14 percentage points at n = 10 000) plus ≤ 5 % in spend
+from the bucket width. A customer at the threshold may be vip in one partition's view and not in a
+global exact ranking — the DESIGN allows this per-partition estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+LOG_BASE = math.log(1.05)
+
+
+def spend_bucket(amount: float) -> int:
+    return 0 if amount <= 1 else int(math.log(amount) / LOG_BASE) + 1
+
+
+def bucket_floor(b: int) -> float:
+    return 0.0 if b <= 0 else math.exp((b - 1) * LOG_BASE)
+
+
+class SpendHistogram:
+    """Counts of customers per spend bucket (partition-level state)."""
+
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = dict(counts or {})
+        self.total = sum(self.counts.values())
+
+    def move(self, old: float | None, new: float | None) -> None:
+        if old is not None:
+            b = spend_bucket(old)
+            self.counts[b] = self.counts.get(b, 0) - 1
+            if self.counts[b] <= 0:
+                del self.counts[b]
+            self.total -= 1
+        if new is not None:
+            b = spend_bucket(new)
+            self.counts[b] = self.counts.get(b, 0) + 1
+            self.total += 1
+
+    def threshold(self, percentile: float) -> float:
+        """Spend at or above which a customer is in the top (1 - percentile)."""
+        if self.total == 0:
+            return math.inf
+        rank = percentile * self.total
+        acc = 0
+        for b in sorted(self.counts):
+            acc += self.counts[b]
+            if acc > rank:
+                return bucket_floor(b)
+        return math.inf
+
+
+def segment(orders: int, spend_365: Decimal | float, vip_threshold: float) -> str:
+    if orders >= 1 and float(spend_365) > 0 and float(spend_365) >= vip_threshold:
+        return "vip"
+    if orders >= 2:
+        return "repeat"
+    return "one_time"
