@@ -143,7 +143,7 @@ class PartitionEngine:
                 continue
             if ev_at is not None and ev_at <= wm:
                 at, _, _, topic, record = c["buf"].pop(0)
-                flows.settle_event(self, cid, c, topic, record)
+                out.extend(flows.settle_event(self, cid, c, topic, record))
                 self._dirty.add(cid)
                 continue
             break

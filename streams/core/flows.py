@@ -81,21 +81,12 @@ def on_arrival(eng: PartitionEngine, cid: str, c: dict[str, Any], topic: str, r:
         return []
     if r.get("email") and not p.get("email"):
         p["email"] = r["email"]
-    tx = eng.settings.flows.transactional
     if topic == "orders" and r["type"] == "placed":
-        to = r.get("email") or p.get("email")
         skus = [it["sku"] for it in r["items"]]
-        suggestions = eng.cross_sell(skus, tx.cross_sell_max)
+        suggestions = eng.cross_sell(skus, eng.settings.flows.transactional.cross_sell_max)
         eng.learn_basket(r["items"])
-        if not to:
-            eng.dropped(cid, "order_confirmation", 1, "no_email")
-            return []
-        ctx = {"order_id": r["order_id"], "items": _items(r["items"]), "total": r["total"],
-               "currency": r["currency"], "cross_sell": suggestions}
-        return [make_command(eng, cid, c, "order_confirmation", 1, r["event_id"], "transactional", at,
-                             at + tx.expires_after_ms, ctx, to)]
+        return _transactional(eng, cid, c, r, "order_confirmation", r["event_id"], {"cross_sell": suggestions})
     if topic == "shipments":
-        to = r.get("email") or p.get("email")
         sh = c.setdefault("sh", {})
         statuses = sh.setdefault(r["shipment_id"], [])
         if r["type"] in statuses:
@@ -104,20 +95,47 @@ def on_arrival(eng: PartitionEngine, cid: str, c: dict[str, Any], topic: str, r:
         statuses.append(r["type"])
         if len(sh) > 10:
             sh.pop(next(iter(sh)))
-        if not to:
-            eng.dropped(cid, "shipping_confirmation" if first else "tracking_update", 1, "no_email")
-            return []
-        ctx = {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
-               "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"), "status": r["type"]}
         flow = "shipping_confirmation" if first else "tracking_update"
         trigger = r["shipment_id"] if first else f"{r['shipment_id']}:{r['type']}"
-        return [make_command(eng, cid, c, flow, 1, trigger, "transactional", at, at + tx.expires_after_ms, ctx, to)]
+        return _transactional(eng, cid, c, r, flow, trigger, {})
     return []
+
+
+def _transactional(eng: PartitionEngine, cid: str, c: dict[str, Any], r: dict[str, Any], flow: str, trigger: str,
+                   extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Emit now; without a known address wait (until the event settles) for a profile that has one."""
+    to = r.get("email") or c["p"].get("email")
+    if not to:
+        c.setdefault("ptx", {})[r["event_id"]] = [flow, trigger, extra]
+        return []
+    at = r["occurred_at"]
+    if flow == "order_confirmation":
+        ctx = {"order_id": r["order_id"], "items": _items(r["items"]), "total": r["total"], "currency": r["currency"]}
+    else:
+        ctx = {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
+               "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"), "status": r["type"]}
+    ctx.update(extra)
+    return [make_command(eng, cid, c, flow, 1, trigger, "transactional", at,
+                         at + eng.settings.flows.transactional.expires_after_ms, ctx, to)]
 
 
 # ---- settlement: state changes in event-time order ------------------------------------------
 
-def settle_event(eng: PartitionEngine, cid: str, c: dict[str, Any], topic: str, r: dict[str, Any]) -> None:
+def settle_event(eng: PartitionEngine, cid: str, c: dict[str, Any], topic: str, r: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    waiting = c.get("ptx", {}).pop(r["event_id"], None)
+    if waiting is not None:  # transactional mail that waited for an address
+        if not c["ptx"]:
+            del c["ptx"]
+        if c["p"].get("email"):
+            out = _transactional(eng, cid, c, r, *waiting)
+        else:
+            eng.dropped(cid, waiting[0], 1, "no_email")
+    _settle_state(eng, c, topic, r)
+    return out
+
+
+def _settle_state(eng: PartitionEngine, c: dict[str, Any], topic: str, r: dict[str, Any]) -> None:
     at = r["occurred_at"]
     kind = r["type"]
     if topic == "customers":

@@ -1,0 +1,83 @@
+"""Marketing guards, segments and variants (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from streams.config import HOUR_MS, Experiment, GuardSettings
+from streams.core.guards import decide, quiet_hours_release
+from streams.core.segments import SpendHistogram, segment
+from streams.core.variants import assign, bucket
+
+
+def ms(text: str, tz: str = "UTC") -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+def local(at: int, tz: str) -> str:
+    return datetime.fromtimestamp(at / 1000, tz=timezone.utc).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def test_quiet_hours_release_at_eight_local_in_each_time_zone():
+    for tz in ("Europe/Berlin", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney"):
+        late = ms("2026-06-10T23:15", tz)
+        assert local(quiet_hours_release(late, tz, 22, 8), tz) == "2026-06-11 08:00"
+        early = ms("2026-06-11T05:00", tz)
+        assert local(quiet_hours_release(early, tz, 22, 8), tz) == "2026-06-11 08:00"
+        day = ms("2026-06-11T12:00", tz)
+        assert quiet_hours_release(day, tz, 22, 8) == day
+
+
+def test_quiet_hours_across_a_dst_change_still_release_at_eight_local():
+    # Berlin springs forward on 2026-03-29 (02:00 → 03:00): the night is an hour shorter
+    at = ms("2026-03-28T23:00", "Europe/Berlin")
+    release = quiet_hours_release(at, "Europe/Berlin", 22, 8)
+    assert local(release, "Europe/Berlin") == "2026-03-29 08:00"
+    assert release - at == 8 * HOUR_MS  # 9 wall-clock hours, 8 real ones
+    # New York falls back on 2026-11-01: the night is an hour longer
+    at = ms("2026-10-31T23:00", "America/New_York")
+    release = quiet_hours_release(at, "America/New_York", 22, 8)
+    assert local(release, "America/New_York") == "2026-11-01 08:00" and release - at == 10 * HOUR_MS
+
+
+def test_unknown_time_zone_falls_back_to_utc_and_equal_hours_disable_quiet_hours():
+    at = ms("2026-06-10T23:00")
+    assert local(quiet_hours_release(at, "Mars/Olympus", 22, 8), "UTC") == "2026-06-11 08:00"
+    assert quiet_hours_release(at, "UTC", 0, 0) == at
+
+
+def test_guards_drop_without_consent_email_or_after_suppression_and_defer_for_the_cap():
+    g = GuardSettings()
+    profile = {"email": "a@example.com", "opt": True, "tz": "UTC"}
+    noon = ms("2026-06-10T12:00")
+    assert decide(profile, {}, None, noon, noon + HOUR_MS, g).action == "send"
+    assert decide({**profile, "opt": False}, {}, None, noon, noon + HOUR_MS, g).reason == "no_consent"
+    assert decide({**profile, "email": None}, {}, None, noon, noon + HOUR_MS, g).reason == "no_email"
+    assert decide(profile, {"u": noon - 1}, None, noon, noon + HOUR_MS, g).reason == "unsubscribed"
+    assert decide(profile, {"b": noon - 1}, None, noon, noon + HOUR_MS, g).reason == "hard_bounced"
+    capped = decide(profile, {}, noon - 19 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)
+    assert capped.action == "defer" and capped.at == noon + HOUR_MS and capped.reason == "frequency_cap"
+    night = decide(profile, {}, noon - 2 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)  # cap ends 06:00 → 08:00
+    assert night.action == "defer" and night.at == noon + 20 * HOUR_MS
+    assert decide(profile, {}, noon - 2 * HOUR_MS, noon, noon + HOUR_MS, g).reason == "expired_by_frequency_cap"
+
+
+def test_vip_is_the_top_two_percent_by_spend_within_bucket_precision():
+    h = SpendHistogram()
+    for spend in range(1, 1001):
+        h.move(None, float(spend))
+    threshold = h.threshold(0.98)
+    assert 930 <= threshold <= 985  # the 98th percentile is 980; buckets are 5 % wide
+    assert segment(3, 990.0, threshold) == "vip"
+    assert segment(3, 100.0, threshold) == "repeat" and segment(1, 100.0, threshold) == "one_time"
+
+
+def test_variant_assignment_is_stable_and_follows_the_weights():
+    exp = Experiment(name="offer", flow="win_back", step=1, variants={"A": 3, "B": 1}, holdout=0.1)
+    picks = [assign(f"c{i}", exp) for i in range(8000)]
+    assert picks == [assign(f"c{i}", exp) for i in range(8000)]
+    share = {v: picks.count(v) / len(picks) for v in set(picks)}
+    assert abs(share["holdout"] - 0.10) < 0.02
+    assert abs(share["A"] - 0.675) < 0.03 and abs(share["B"] - 0.225) < 0.03
+    assert bucket("c1", "offer") != bucket("c1", "other experiment")
