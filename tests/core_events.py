@@ -8,7 +8,7 @@ from typing import Any
 from schemas import serde
 from streams.config import HOUR_MS
 
-T0 = 1_793_955_600_000  # 2026-11-05 09:00:00 UTC (a Thursday morning: no quiet hours in UTC)
+T0 = 1_793_955_600_000  # 2026-11-06 09:00:00 UTC (a Friday morning: no quiet hours in UTC)
 _ids = itertools.count()
 ITEMS = [{"sku": "MUG", "name": "Enamel mug", "price": "14.00", "quantity": 2,
           "image_url": "https://shop.example.com/i/MUG.jpg", "url": "https://shop.example.com/p/MUG"}]

@@ -175,9 +175,9 @@ def test_a_step_that_cannot_be_sent_before_it_expires_is_dropped_with_a_reason()
 
 def test_quiet_hours_move_marketing_to_eight_local():
     # cart at 21:30 in New York → step 1 due 22:30 local → sent 08:00 local next day
-    at = T0 + 17 * HOUR_MS + 30 * MINUTE_MS  # 2026-11-06 02:30 UTC = 21:30 EST (UTC-5)
+    at = T0 + 17 * HOUR_MS + 30 * MINUTE_MS  # 2026-11-07 02:30 UTC = 21:30 EST (UTC-5)
     cmds, _, _ = run([customer("v", tz="America/New_York"), cart("v", at)], until=at + 20 * HOUR_MS)
-    assert cmds[0]["send_at"] == T0 + 28 * HOUR_MS  # 2026-11-06 13:00 UTC = 08:00 EST (DST ended 1 Nov)
+    assert cmds[0]["send_at"] == T0 + 28 * HOUR_MS  # 2026-11-07 13:00 UTC = 08:00 EST (DST ended 1 Nov)
 
 
 def test_ab_variants_and_holdout_follow_the_configured_experiment():

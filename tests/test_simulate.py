@@ -1,0 +1,123 @@
+"""`shopmail simulate`: the same domain core over a JSONL file; identical to the broker path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from confluent_kafka import Producer
+
+from schemas import serde
+from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
+from streams.kafka_io import producer_config, read_topic
+from streams.processor import ProcessorRuntime
+from streams.topics import VALUE_SCHEMA, ensure_topics, topic_specs
+from tests.core_events import T0, cart, customer, feedback, order, shipment, tick
+
+
+def shop_log(partitions: int) -> list[tuple[str, dict]]:
+    """Twelve customers over four days, then clock ticks in every partition."""
+    evs: list[tuple[str, dict]] = []
+    for i in range(12):
+        c = f"cust-{i}"
+        t = T0 + i * MINUTE_MS
+        evs.append(customer(c, at=t, opt_in=i % 5 != 0, event_id=f"p-{i}"))
+        evs.append(cart(c, t + 1000, event_id=f"c-{i}"))
+        if i % 3 == 0:
+            evs.append(order(c, t + 2 * HOUR_MS, event_id=f"o-{i}"))
+            evs.append(shipment(c, t + DAY_MS, "in_transit", event_id=f"s1-{i}"))
+            evs.append(shipment(c, t + 2 * DAY_MS, "delivered", event_id=f"s2-{i}"))
+        if i == 4:
+            evs.append(feedback(c, t + 30 * HOUR_MS, "unsubscribed", event_id="u-4"))
+    evs.sort(key=lambda e: e[1]["occurred_at"])
+    for h in range(1, 4 * 24 + 1):
+        for p in range(partitions):
+            evs.append(tick(T0 + 6 * DAY_MS + h * MINUTE_MS if h == 4 * 24 else T0 + h * HOUR_MS, p))
+    evs.sort(key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    return evs
+
+
+def write_jsonl(path, events, settings) -> None:
+    with open(path, "w") as f:
+        for logical, rec in events:
+            name = settings.topics.name(logical)
+            f.write(json.dumps({"topic": name, "value": serde.to_json(VALUE_SCHEMA[logical], rec)}) + "\n")
+
+
+def run_cli(args, env=None):
+    return subprocess.run([sys.executable, "-m", "streams.cli", "simulate", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_simulate_reports_bad_lines_by_number_keeps_going_and_exits_3(tmp_path, settings):
+    good = json.dumps({"topic": "shop.orders", "value": serde.to_json("OrderEvent", order("ann", T0)[1])})
+    lines = [good, "{not json", json.dumps({"topic": "shop.orders", "value": {"event_id": "x"}}),
+             json.dumps({"topic": "shop.nowhere", "value": {}}), good.replace("ann", "bob")]
+    src = tmp_path / "events.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "commands.jsonl"
+    run = run_cli(["--input", str(src), "--output", str(out)])
+    assert run.returncode == 3
+    errors = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert [e["line"] for e in errors] == [2, 3, 4]
+    assert errors[1]["error"] == "invalid" and "customer_id" in errors[1]["detail"]
+    assert errors[2]["error"] == "unknown_topic"
+    commands = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["customer_id"] for c in commands] == ["ann", "bob"]
+    assert all(serde.from_json("EmailCommand", c) for c in commands)
+
+
+def test_simulate_advances_the_clock_until_the_given_time(tmp_path):
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, [customer("ann"), cart("ann", T0)], load_default())
+    until = "2026-11-09T12:00:00Z"  # past all three abandoned-cart steps (T0 = 2026-11-06 09:00)
+    run = run_cli(["--input", str(src), "--until", until])
+    assert run.returncode == 0, run.stderr
+    steps = [json.loads(line)["step"] for line in run.stdout.splitlines()]
+    assert steps == [1, 2, 3]
+    assert run_cli(["--input", str(src)]).stdout == ""  # without --until nothing is due yet
+
+
+def load_default():
+    from streams.config import load_settings
+
+    return load_settings(env={})
+
+
+@pytest.mark.integration
+def test_simulate_and_the_broker_path_emit_identical_commands_for_the_same_log(kafka, settings, tmp_path):
+    settings.worker.tick_interval_s = 0
+    events = shop_log(settings.topics.partitions)
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, events, settings)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'[topics]\nprefix = "{settings.topics.prefix}"\npartitions = {settings.topics.partitions}\n')
+    sim = run_cli(["--input", str(src), "--config", str(cfg)])
+    assert sim.returncode == 0, sim.stderr
+    simulated = sorted(sim.stdout.splitlines())
+    assert len(simulated) > 20
+    # the broker path: the same records, ticks into the partition they name
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    producer = Producer(producer_config(settings, kafka))
+    for logical, rec in events:
+        value = serde.encode(VALUE_SCHEMA[logical], rec)
+        if logical == "clock":
+            producer.produce(settings.topics.name("clock"), partition=rec["partition"], key=b"tick", value=value)
+        else:
+            producer.produce(settings.topics.name(logical), key=rec["customer_id"].encode(), value=value)
+    producer.flush(30)
+    runtime = ProcessorRuntime(settings, kafka, instance_id="sim-vs-broker", write_ticks=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        got = read_topic(kafka, settings.topics.name("commands"), expect=len(simulated), timeout_s=60)
+        got += read_topic(kafka, settings.topics.name("commands"), idle_s=2.0)[len(got):]
+    finally:
+        stop.set()
+        thread.join(30)
+    broker = sorted(serde.dumps_json("EmailCommand", r.decoded().record) for r in got)
+    assert broker == simulated
