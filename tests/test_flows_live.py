@@ -1,0 +1,91 @@
+"""Flows through the real broker on live event time (worker clock ticks), with short configured delays."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from schemas import serde
+from streams.kafka_io import produce_records, read_topic
+from tests.support.runtime import running_processor
+from tests.support.sink import point_at_ses, running_sink, verify_sender
+
+pytestmark = pytest.mark.integration
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+def live(settings) -> None:
+    settings.worker.tick_interval_s = 0.3
+    settings.worker.late_grace_ms = 500
+    settings.flows.abandoned_cart.delays_ms = [1500, 4000, 6000]
+    settings.flows.guards.frequency_cap_ms = 0
+    settings.flows.guards.quiet_start_hour = settings.flows.guards.quiet_end_hour = 0
+
+
+def profile(cid: str) -> dict:
+    return serde.from_json("CustomerEvent", {"event_id": f"{cid}-p-{now()}", "customer_id": cid, "occurred_at": now(),
+                                             "type": "upserted", "email": f"{cid}@example.com", "first_name": "Ann",
+                                             "timezone": "UTC", "marketing_opt_in": True})
+
+
+def cart(cid: str) -> dict:
+    return serde.from_json("CartEvent", {"event_id": f"{cid}-c-{now()}", "customer_id": cid, "occurred_at": now(),
+                                         "type": "item_added", "cart_id": f"k-{cid}", "currency": "EUR",
+                                         "cart_url": f"https://shop.example.com/cart/{cid}",
+                                         "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]})
+
+
+def order(cid: str) -> dict:
+    return serde.from_json("OrderEvent", {"event_id": f"{cid}-o-{now()}", "customer_id": cid, "occurred_at": now(),
+                                          "type": "placed", "order_id": f"o-{cid}", "email": f"{cid}@example.com",
+                                          "total": "9.00", "currency": "EUR",
+                                          "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]})
+
+
+def flows_of(kafka, settings, cid=None):
+    return [(c["flow"], c["step"]) for c in (r.decoded().record for r in
+            read_topic(kafka, settings.topics.name("commands"), idle_s=0.3, timeout_s=10))
+            if cid is None or c["customer_id"] == cid]
+
+
+def test_a_cart_left_alone_produces_step_one_and_an_order_cancels_pending_steps(kafka, settings):
+    live(settings)
+    t = settings.topics
+    with running_processor(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("alone"), profile("buyer")])
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [cart("alone"), cart("buyer")])
+        time.sleep(0.2)
+        produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("buyer")])
+        first = read_topic(kafka, t.name("commands"), expect=2, timeout_s=20)
+        assert sorted((r.decoded().record["customer_id"], r.decoded().record["flow"]) for r in first) == \
+            [("alone", "abandoned_cart"), ("buyer", "order_confirmation")]
+        time.sleep(7)  # past every step's due time
+        assert flows_of(kafka, settings, "buyer") == [("order_confirmation", 1)]
+        assert flows_of(kafka, settings, "alone") == [("abandoned_cart", 1), ("abandoned_cart", 2), ("abandoned_cart", 3)]
+
+
+def test_an_unsubscribed_customer_gets_no_more_marketing_but_still_an_order_confirmation(kafka, moto_ses, settings):
+    live(settings)
+    point_at_ses(settings, moto_ses.endpoint_url)
+    verify_sender(settings, moto_ses.endpoint_url)
+    t = settings.topics
+    with running_processor(settings, kafka), running_sink(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("unsub")])
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [cart("unsub")])
+        first = read_topic(kafka, t.name("outcomes"), expect=1, timeout_s=20)
+        assert [(o.decoded().record["flow"], o.decoded().record["outcome"]) for o in first] == [("abandoned_cart", "sent")]
+        produce_records(settings, kafka, t.name("feedback"), "EmailFeedback", [serde.from_json("EmailFeedback", {
+            "event_id": "unsub-1", "customer_id": "unsub", "occurred_at": now(), "type": "unsubscribed",
+            "command_id": first[0].decoded().record["command_id"]})])
+        time.sleep(7)  # steps 2 and 3 were due meanwhile
+        produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("unsub")])
+        outcomes = read_topic(kafka, t.name("outcomes"), expect=2, timeout_s=20)
+    assert [(o.decoded().record["flow"], o.decoded().record["outcome"]) for o in outcomes] == \
+        [("abandoned_cart", "sent"), ("order_confirmation", "sent")]
+    assert flows_of(kafka, settings, "unsub") == [("abandoned_cart", 1), ("order_confirmation", 1)]
+    sent_to = [m for m in moto_ses.sent_messages() if "unsub@example.com" in m["raw_data"]]
+    assert len(sent_to) == 2
