@@ -149,7 +149,7 @@ class SinkService:
                     self._waiting = []
                     PAUSED.set(0)
                 if not batch:
-                    if not msgs:
+                    if not msgs and self._offsets:  # assigned and idle
                         self.ready.set()
                     continue
                 self._settle_batch(batch, pool, stop)

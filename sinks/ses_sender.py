@@ -1,6 +1,6 @@
 """boto3 ``sesv2`` SendEmail with the sink's own retry policy and error classification.
 
-botocore's retries are turned off (``max_attempts=1``): SES has no idempotency token, so the sink
+botocore's retries are turned off (``total_max_attempts=1``): SES has no idempotency token, so the sink
 decides what is retried (throttling, 5xx, connection errors — with exponential backoff and full
 jitter) and what is permanent (rejected, unverified identity, bad request, not found) or pauses
 sending altogether (sending paused, account suspended, daily quota exhausted).
@@ -63,7 +63,7 @@ def classify(exc: Exception) -> SendFailure:
 
 
 def make_client(ses: SesSettings) -> Any:
-    cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15,
+    cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15,
                  max_pool_connections=max(10, ses.max_concurrency * 2))
     kwargs: dict[str, Any] = {"region_name": ses.region, "config": cfg}
     if ses.endpoint_url:
