@@ -53,7 +53,7 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 20.0) -> None:
     """Block until the broker answers a metadata request (or raise BrokerError)."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
     while time.monotonic() < deadline:
         try:
             md = admin.list_topics(timeout=2)

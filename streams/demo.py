@@ -180,6 +180,9 @@ def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float =
     from streams.broker import EmbeddedBroker
     from streams.topics import ensure_topics, topic_specs
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     console = console or Console()
     settings = demo_settings(config)
     stop = threading.Event()
