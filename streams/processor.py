@@ -281,6 +281,18 @@ class ProcessorRuntime:
         self._last_tick = now
         return sorted(self.engines)
 
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, high watermark − position) for the assigned input partitions (cached)."""
+        if self._consumer is None:
+            return []
+        out = []
+        for tp in self._consumer.assignment():
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            pos = self._consumer.position([tp])[0].offset
+            if high >= 0 and pos >= 0:
+                out.append((tp.topic, tp.partition, max(0, high - pos)))
+        return out
+
     def _buffer(self, m: Message) -> None:
         merger = self._mergers.get(m.partition())
         if merger is None:  # assignment raced a revoke: the next owner reprocesses it
@@ -382,7 +394,10 @@ class ProcessorRuntime:
         self.stats.events += len(pending)
         self.stats.commands += batch_commands
         if self.observer is not None:
-            self.observer.on_batch(self)
+            by_topic: dict[str, int] = {}
+            for item in pending:
+                by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
+            self.observer.on_batch(self, by_topic)
 
     def _handle(self, m: Message, record: dict[str, Any] | None, error: serde.SerdeError | None) -> int:
         topic = m.topic()

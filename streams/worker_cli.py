@@ -36,21 +36,16 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
 
             run_faust_worker(settings, bootstrap)
             return
-        runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id)
-        server = _start_web(settings, runtime)
+        from streams.processor_metrics import ProcessorMetrics, health
+        from streams.web import OpsServer
+
+        runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
+        server = OpsServer(settings.worker.web_port, lambda: health(runtime)).start()
+        logging.getLogger("shopmail.processor").info("ops http on :%d (/healthz, /metrics)", server.port)
         try:
             runtime.run(stop)
         finally:
-            if server is not None:
-                server.shutdown()
-
-
-def _start_web(settings, runtime):  # type: ignore[no-untyped-def]
-    try:
-        from streams.metrics.prometheus import serve_worker_http  # built with the metrics issue
-    except ImportError:
-        return None
-    return serve_worker_http(settings, runtime)
+            server.shutdown()
 
 
 def register(app: typer.Typer) -> None:
