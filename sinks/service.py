@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import serde
+from streams.shared_metrics import DLQ
 from sinks.mime import build_mime, unsubscribe_link
 from sinks.rate_limit import TokenBucket, Unlimited
 from sinks.rendering import RenderError, Renderer
@@ -55,7 +56,6 @@ QUEUE_AGE = Histogram("shopmail_sink_queue_age_seconds", "Time from send_at to t
                       buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600))
 PAUSED = Gauge("shopmail_sink_paused", "1 while sending is paused (SES paused/suspended/quota)")
 HELD = Gauge("shopmail_sink_held_commands", "Commands held until their send_at")
-DLQ = Counter("shopmail_dlq_records_total", "Records dead-lettered", ["topic"])
 
 
 def now_ms() -> int:

@@ -15,12 +15,15 @@ from typing import Any, Optional
 import typer
 from confluent_kafka import Producer
 
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
 from schemas import serde
 from sinks.ses_events import BridgeError, to_feedback
 from streams.config import Settings
 from streams.kafka_io import producer_config
 
 log = logging.getLogger("shopmail.ses_bridge")
+FEEDBACK = Counter("shopmail_feedback_total", "SES events turned into email.feedback", ["type"])
 
 
 class Bridge:
@@ -48,6 +51,7 @@ class Bridge:
             return "ignored"
         self.producer.produce(self.topic, key=record["customer_id"].encode(), value=serde.encode("EmailFeedback", record))
         self.counts["feedback"] += 1
+        FEEDBACK.labels(record["type"]).inc()
         return "feedback"
 
     def flush(self) -> None:
@@ -70,9 +74,15 @@ def serve_sns(bridge: Bridge, port: int, stop: threading.Event) -> None:
             self.end_headers()
 
         def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200 if self.path.startswith("/healthz") else 404)
-            self.send_header("Content-Length", "0")
+            if self.path.startswith("/metrics"):
+                body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
+            else:
+                body, ctype, code = b"{\"ok\": true}", "application/json", 200 if self.path.startswith("/healthz") else 404
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             return None

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
+from streams.shared_metrics import DLQ
+
 if TYPE_CHECKING:
     from streams.processor import ProcessorRuntime
 
 EVENTS = Counter("shopmail_processor_events_total", "Input records processed", ["topic"])
 COMMANDS = Counter("shopmail_processor_commands_total", "Email commands emitted", ["flow"])
-DLQ = Counter("shopmail_dlq_records_total", "Records dead-lettered", ["topic"])
 LAG = Gauge("shopmail_consumer_lag", "High watermark minus position", ["topic", "partition"])
 SKEW = Gauge("shopmail_processor_clock_skew_seconds", "Wall clock minus the partition's event-time clock",
              ["partition"])
