@@ -29,6 +29,7 @@ class KafkaSettings:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1500
     client_id: str = "shopmail"
+    fetch_wait_max_ms: int = 50  # librdkafka default 500 ms adds that much latency per consumer hop when idle
 
 
 @dataclass

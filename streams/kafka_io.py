@@ -29,6 +29,7 @@ def consumer_config(settings: Settings, bootstrap: str, group_id: str, **extra: 
         "session.timeout.ms": settings.kafka.session_timeout_ms,
         "heartbeat.interval.ms": settings.kafka.heartbeat_interval_ms,
         "partition.assignment.strategy": "range", "client.id": settings.kafka.client_id,
+        "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
     }
     cfg.update(extra)
     return cfg

@@ -12,7 +12,7 @@ import pytest
 
 from schemas import serde
 from streams.kafka_io import produce_records, read_topic
-from tests.support.fault_proxy import FaultProxy
+from sinks.fault_proxy import FaultProxy
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import point_at_ses, running_sink, verify_sender
 

@@ -87,6 +87,14 @@ def test_locale_overrides_fall_back_to_english_per_template_and_string():
     assert Renderer().render(command("order_confirmation", 1, locale="pt-BR"), "https://u").locale == "en"
 
 
+def test_optional_item_fields_may_be_absent():
+    cmd = command("order_confirmation", 1)
+    cmd["context"] = json.dumps({"order_id": "o", "total": "1.00", "currency": "EUR", "cross_sell": [],
+                                 "items": [{"sku": "S", "name": "Plain", "price": "1.00", "quantity": 1}]})
+    email = Renderer().render(cmd, "https://u")
+    assert "Plain" in email.html and "<img" not in email.html.split("Plain")[0].split("<table")[-1]
+
+
 def test_subject_lines_follow_the_variant():
     a = Renderer().render(command("abandoned_cart", 1, variant="control"), "https://u")
     b = Renderer().render(command("abandoned_cart", 1, variant="B"), "https://u")

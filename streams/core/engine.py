@@ -71,7 +71,8 @@ class PartitionEngine:
         self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
         self.spend = SpendHistogram()
         self.stats: dict[str, int] = {}
-        self._due: list[tuple[int, str]] = []  # (time, customer_id), lazily invalidated
+        self._due: list[tuple[int, str]] = []  # (time, customer_id); entries ≠ _scheduled are stale
+        self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
         self._partition_dirty = False
 
@@ -102,7 +103,7 @@ class PartitionEngine:
         self._dirty.add(cid)
         result.commands.extend(flows.on_arrival(self, cid, c, logical_topic, record))
         c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
-        heapq.heappush(self._due, (at, cid))
+        self._schedule(cid, at)
         if at > self.clock_ms:
             self.clock_ms = at
             self._partition_dirty = True
@@ -120,20 +121,30 @@ class PartitionEngine:
         result = StepResult()
         wm = self.watermark
         while self._due and self._due[0][0] <= wm:
-            _, cid = heapq.heappop(self._due)
+            at, cid = heapq.heappop(self._due)
+            if self._scheduled.get(cid) != at:
+                continue  # superseded by an earlier schedule
+            del self._scheduled[cid]
             c = self.customers.get(cid)
             if c is None:
                 continue
             result.commands.extend(self._settle(cid, c, wm))
-            nxt = flows.next_due(self, c)
-            if nxt is not None:
-                heapq.heappush(self._due, (nxt, cid))
+            self._schedule(cid, flows.next_due(self, c))
         return result
+
+    def _schedule(self, cid: str, at: int | None) -> None:
+        if at is None:
+            return
+        current = self._scheduled.get(cid)
+        if current is None or at < current:
+            self._scheduled[cid] = at
+            heapq.heappush(self._due, (at, cid))
 
     def _settle(self, cid: str, c: dict[str, Any], wm: int) -> list[dict[str, Any]]:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order."""
         out: list[dict[str, Any]] = []
-        c["buf"].sort(key=lambda e: (e[0], e[1], e[2]))
+        if len(c["buf"]) > 1:
+            c["buf"].sort(key=lambda e: (e[0], e[1], e[2]))
         while True:
             ev_at = c["buf"][0][0] if c["buf"] else None
             timer = flows.next_timer(self, c)
@@ -213,10 +224,12 @@ class PartitionEngine:
 
     def restored(self) -> None:
         self._due = []
+        self._scheduled = {}
         for cid, c in self.customers.items():
             nxt = flows.next_due(self, c)
             if nxt is not None:
                 self._due.append((nxt, cid))
+                self._scheduled[cid] = nxt
         heapq.heapify(self._due)
         self._dirty.clear()
         self._partition_dirty = False

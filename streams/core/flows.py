@@ -200,6 +200,7 @@ def _settle_order(eng: PartitionEngine, c: dict[str, Any], r: dict[str, Any]) ->
     o["lid"] = r["event_id"]
     o["sp"] = [s for s in o["sp"] if s[0] > at - YEAR_MS][-20:] + [[at, r["total"]]]
     _register_spend(eng, c)
+    c["lap"] = o["last"] + lapse_ms(eng, c)  # when this customer lapses (segment as of this order)
 
 
 def _register_spend(eng: PartitionEngine, c: dict[str, Any]) -> float:
@@ -234,8 +235,8 @@ def _timers(eng: PartitionEngine, c: dict[str, Any]) -> list[tuple[int, int, str
     if wb:
         if wb["next"] <= len(wbs.delays_ms):
             out.append((wb.get("d") or wb["a"] + wbs.delays_ms[wb["next"] - 1], 2, "win_back", ""))
-    elif c.get("ord", {}).get("last") is not None and c.get("wbd") != c["ord"]["last"]:
-        out.append((c["ord"]["last"] + lapse_ms(eng, c), 2, "win_back", "start"))
+    elif "lap" in c and c.get("wbd") != c["ord"]["last"]:
+        out.append((c["lap"], 2, "win_back", "start"))
     return out
 
 
@@ -245,10 +246,11 @@ def next_timer(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
 
 
 def next_due(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
-    candidates = [t for t in (next_timer(eng, c), c["buf"][0][0] if c["buf"] else None) if t is not None]
+    timer = next_timer(eng, c)
     if c["buf"]:
-        candidates.append(min(e[0] for e in c["buf"]))
-    return min(candidates) if candidates else None
+        first = min(e[0] for e in c["buf"])
+        return first if timer is None or first < timer else timer
+    return timer
 
 
 def lapse_ms(eng: PartitionEngine, c: dict[str, Any]) -> int:

@@ -31,8 +31,10 @@ class SpendHistogram:
     def __init__(self, counts: dict[int, int] | None = None) -> None:
         self.counts: dict[int, int] = dict(counts or {})
         self.total = sum(self.counts.values())
+        self._thresholds: dict[float, float] = {}  # cache, cleared on every change
 
     def move(self, old: float | None, new: float | None) -> None:
+        self._thresholds.clear()
         if old is not None:
             b = spend_bucket(old)
             self.counts[b] = self.counts.get(b, 0) - 1
@@ -46,6 +48,12 @@ class SpendHistogram:
 
     def threshold(self, percentile: float) -> float:
         """Spend at or above which a customer is in the top (1 - percentile)."""
+        cached = self._thresholds.get(percentile)
+        if cached is None:
+            cached = self._thresholds[percentile] = self._threshold(percentile)
+        return cached
+
+    def _threshold(self, percentile: float) -> float:
         if self.total == 0:
             return math.inf
         rank = percentile * self.total

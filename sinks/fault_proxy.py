@@ -1,4 +1,4 @@
-"""A loopback HTTP proxy in front of the moto SES server that the tests control.
+"""A loopback HTTP proxy in front of an SES endpoint (the moto server in tests and benchmarks).
 
 It forwards every request to moto, records each SendEmail call (time and parameters), and can answer
 the next N SendEmail calls itself with an SES error (429 TooManyRequestsException, 500, a

@@ -1,0 +1,76 @@
+"""`shopmail generate` (synthetic shop traffic) and `shopmail bench` (figures as a table and JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def generate(customers: int = typer.Option(1000, help="number of customers"),
+                 days: int = typer.Option(30, help="days of history"),
+                 seed: int = typer.Option(1, help="random seed (same seed, same events)"),
+                 jitter_ms: int = typer.Option(0, help="bounded out-of-order shuffle window"),
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL in the simulate format"),
+                 to_kafka: bool = typer.Option(False, "--to-kafka", help="produce to the input topics instead"),
+                 config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
+        """Generate seeded synthetic shop traffic (JSONL for `simulate`, or straight into the topics)."""
+        from bench.traffic import TrafficSpec, generate as gen, write_jsonl
+        from streams.cli import settings_from
+
+        settings = settings_from(config)
+        spec = TrafficSpec(customers=customers, days=days, seed=seed, jitter_ms=jitter_ms)
+        t0 = time.perf_counter()
+        if to_kafka:
+            from bench.runner import _produce_inputs
+            from streams.broker import kafka_bootstrap
+            from streams.topics import ensure_topics, topic_specs
+
+            if not settings.kafka.bootstrap_servers:
+                raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS")
+            with kafka_bootstrap(settings.kafka.bootstrap_servers) as bs:
+                ensure_topics(bs, topic_specs(settings))
+                events = list(gen(spec))
+                _produce_inputs(settings, bs, events)
+                n = len(events)
+        else:
+            out = open(output, "w") if output else sys.stdout  # noqa: SIM115
+            try:
+                n = write_jsonl(spec, out, settings.topics.name)
+            finally:
+                if output:
+                    out.close()
+        print(f"generated {n} events in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+    @app.command()
+    def bench(quick: bool = typer.Option(False, "--quick", help="small sizes: under 2 minutes"),
+              tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds: for the test suite"),
+              parts: str = typer.Option("core,worker,latency,sink", help="which benchmarks"),
+              as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
+        """Benchmarks: domain core vs decode ceiling, worker vs plain loop, latency, sink rate."""
+        from bench.runner import QUICK, TINY, BenchConfig, run_bench
+
+        cfg = TINY if tiny else QUICK if quick else BenchConfig()
+        t0 = time.perf_counter()
+        figures = run_bench(cfg, [p.strip() for p in parts.split(",") if p.strip()],
+                            os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+                   "seconds": round(time.perf_counter() - t0, 1), "size": "tiny" if tiny else "quick" if quick else "full"}
+        table = Table("figure", "value", title=f"shopmail bench ({machine['size']}, {machine['cpus']} cpus)")
+        for key, value in figures.rows.items():
+            table.add_row(key, str(value))
+        Console().print(table)
+        doc = {"machine": machine, "figures": figures.rows}
+        if as_json:
+            as_json.write_text(json.dumps(doc, indent=2))
+        print(json.dumps(doc))

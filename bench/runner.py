@@ -1,0 +1,372 @@
+"""`shopmail bench`: throughput, latency and memory figures, each with its baseline measured in the
+same run (these machines are noisy: ratios, not absolute numbers, are the figures to quote).
+
+1. core     — the domain core alone (the `simulate` path) in events/s on one core, against the raw
+              fastavro decode rate of the same events (the ceiling); state bytes per active customer.
+2. worker   — `ProcessorRuntime` through the embedded broker, against a plain confluent-kafka
+              consume→produce loop over the same topics.
+3. latency  — OrderEvent produced → SES SendEmail request (recorded by a proxy in front of moto),
+              p50/p95/p99 at a steady event rate, worker + sink running.
+4. sink     — sends/s against moto with the rate limit off, and the measured rate with it on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from bench.traffic import TrafficSpec, generate
+from schemas import serde
+from streams.config import Settings, load_settings
+from streams.kafka_io import consumer_config, producer_config
+from streams.simulate import Simulator
+from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+
+
+@dataclass
+class BenchConfig:
+    core_customers: int = 20_000
+    core_days: int = 90
+    state_customers: int = 20_000
+    worker_customers: int = 3_000
+    worker_days: int = 30
+    latency_seconds: float = 10.0
+    latency_rate: int = 1000
+    sink_commands: int = 600
+    sink_rate: float = 100.0
+
+
+QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=800,
+                    worker_days=30, latency_seconds=6.0, latency_rate=1000, sink_commands=300, sink_rate=100.0)
+TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
+                   latency_seconds=2.0, latency_rate=200, sink_commands=40, sink_rate=50.0)
+
+
+@dataclass
+class Figures:
+    rows: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, key: str, value: Any) -> None:
+        self.rows[key] = value
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+# ---- 1. domain core ----------------------------------------------------------------------------
+
+def bench_core(cfg: BenchConfig, out: Figures) -> None:
+    settings = load_settings(env={})
+    spec = TrafficSpec(customers=cfg.core_customers, days=cfg.core_days, seed=7)
+    events = [(t, serde.from_json(VALUE_SCHEMA[t], r)) for t, r in generate(spec)]
+    encoded = [serde.encode(VALUE_SCHEMA[t], r) for t, r in events]
+    t0 = time.perf_counter()
+    for data in encoded:
+        serde.decode(data)
+    decode_s = time.perf_counter() - t0
+    sim = Simulator(settings)
+    commands = 0
+    t0 = time.perf_counter()
+    for topic, rec in events:
+        commands += len(sim.apply(topic, rec))
+    core_s = time.perf_counter() - t0
+    out.add("core.events", len(events))
+    out.add("core.commands", commands)
+    out.add("core.events_per_s", round(len(events) / core_s))
+    out.add("core.decode_ceiling_per_s", round(len(encoded) / decode_s))
+    out.add("core.ratio_to_decode", round((len(events) / core_s) / (len(encoded) / decode_s), 3))
+
+
+def bench_state(cfg: BenchConfig, out: Figures) -> None:
+    settings = load_settings(env={})
+    sim = Simulator(settings)
+    for topic, rec in generate(TrafficSpec(customers=cfg.state_customers, days=30, seed=11)):
+        sim.apply(topic, rec)
+    total = customers = 0
+    for engine in sim.engines.values():
+        for key, value in engine.drain_changes().items():
+            if value is not None and not key.startswith("\x00"):
+                total += len(value)
+                customers += 1
+    out.add("state.customers", customers)
+    out.add("state.bytes_per_customer", round(total / max(customers, 1)))
+
+
+# ---- 2. worker vs plain loop -------------------------------------------------------------------
+
+def _produce_inputs(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    p = Producer(producer_config(settings, bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
+    for i, (topic, rec) in enumerate(events):
+        p.produce(settings.topics.name(topic), key=rec["customer_id"].encode(),
+                  value=serde.encode(VALUE_SCHEMA[topic], rec))
+        if i % 20000 == 0:
+            p.poll(0)
+    p.flush(60)
+
+
+def _plain_loop(settings: Settings, bootstrap: str, n: int) -> float:
+    """consume every input record and produce it to an output topic: the baseline."""
+    c = Consumer(consumer_config(settings, bootstrap, f"{settings.worker.app_id}-plain"))
+    p = Producer(producer_config(settings, bootstrap))
+    started: list[float] = []
+    c.subscribe([settings.topics.name(t) for t in INPUT_TOPICS],
+                on_assign=lambda consumer, parts: started.append(time.perf_counter()))
+    out = settings.topics.prefix + "plain-out"
+    seen = 0
+    deadline = time.monotonic() + 300
+    while seen < n and time.monotonic() < deadline:
+        for m in c.consume(500, 0.2):
+            if m.error():
+                continue
+            p.produce(out, key=m.key(), value=m.value())
+            seen += 1
+        p.poll(0)
+    p.flush(30)
+    end = time.perf_counter()
+    c.close()
+    return seen / (end - started[0])
+
+
+def _worker(settings: Settings, bootstrap: str, n: int) -> float:
+    from streams.processor import ProcessorRuntime
+
+    runtime = ProcessorRuntime(settings, bootstrap, instance_id="bench", write_ticks=False)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not runtime.engines and time.monotonic() < deadline:  # assigned and state restored
+        time.sleep(0.001)
+    start = time.perf_counter()
+    while runtime.stats.events < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    end = time.perf_counter()
+    stop.set()
+    thread.join(30)
+    return runtime.stats.events / (end - start)
+
+
+def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    settings = load_settings(env={})
+    settings.topics.prefix = f"bench-{int(time.time())}."
+    settings.topics.partitions = 2
+    settings.worker.app_id = f"bench-{int(time.time())}"
+    settings.worker.store = "memory://"
+    settings.worker.tick_interval_s = 0
+    assert ensure_topics(bootstrap, topic_specs(settings)).healthy
+    events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
+    _produce_inputs(settings, bootstrap, events)
+    plain = _plain_loop(settings, bootstrap, len(events))
+    worker = _worker(settings, bootstrap, len(events))
+    out.add("worker.events", len(events))
+    out.add("worker.events_per_s", round(worker))
+    out.add("worker.plain_loop_per_s", round(plain))
+    out.add("worker.ratio_to_plain", round(worker / plain, 3))
+
+
+# ---- 3 + 4. latency and sink --------------------------------------------------------------------
+
+class _Ses:
+    """moto server + recording proxy + verified sender."""
+
+    def __init__(self, settings: Settings) -> None:
+        import os
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        from sinks.fault_proxy import FaultProxy
+
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.proxy = FaultProxy(f"http://{host}:{port}")
+        boto3.client("sesv2", endpoint_url=self.proxy.url, region_name=settings.ses.region).create_email_identity(
+            EmailIdentity=settings.ses.from_address)
+        settings.ses.endpoint_url = self.proxy.url
+        settings.ses.use_account_rate = False
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.moto.stop()
+
+
+def _bench_settings(tag: str) -> Settings:
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    s = load_settings(env={})
+    stamp = f"{tag}-{int(time.time() * 1000)}"
+    s.topics.prefix = f"{stamp}."
+    s.topics.partitions = 2
+    s.worker.app_id = stamp
+    s.sink.group_id = f"{stamp}-sink"
+    s.worker.store = "memory://"
+    return s
+
+
+def _run_sink(settings: Settings, bootstrap: str) -> tuple[Any, threading.Event, threading.Thread]:
+    from sinks.service import SinkService
+
+    service = SinkService(settings, bootstrap, instance_id="bench")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run(stop)
+        except BaseException as exc:  # surfaced below, not swallowed by the thread
+            errors.append(exc)
+            raise
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    if not service.ready.wait(60) or errors:
+        raise RuntimeError(f"sink did not start: {errors}")
+    return service, stop, thread
+
+
+def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    import json
+
+    for label, rate in (("unlimited", 0.0), ("limited", cfg.sink_rate)):
+        s = _bench_settings(f"bench-sink-{label}")
+        s.ses.max_send_rate = rate
+        s.ses.max_concurrency = 8
+        assert ensure_topics(bootstrap, topic_specs(s)).healthy
+        ses = _Ses(s)
+        try:
+            service, stop, thread = _run_sink(s, bootstrap)
+            now = int(time.time() * 1000)
+            p = Producer(producer_config(s, bootstrap))
+            for i in range(cfg.sink_commands):
+                cmd = {"command_id": f"b{i}", "customer_id": f"c{i % 97}", "to": f"c{i % 97}@example.com",
+                       "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1",
+                       "locale": "en", "variant": "control", "category": "transactional", "send_at": now,
+                       "expires_at": now + 3_600_000, "trigger_event_id": f"e{i}", "created_at": now,
+                       "context": json.dumps({"order_id": f"o{i}", "total": "10.00", "currency": "EUR", "cross_sell": [],
+                                              "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
+                p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
+            p.flush(30)
+            deadline = time.monotonic() + 300
+            while service.settled < cfg.sink_commands and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+            thread.join(30)
+            times = sorted(r.at for r in ses.proxy.sends())
+            span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
+            out.add(f"sink.{label}.sends", len(times))
+            out.add(f"sink.{label}.sends_per_s", round((len(times) - 1) / span, 1) if span == span and span > 0 else None)
+            if label == "limited":
+                worst = max(sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times))
+                out.add("sink.limited.configured_rate", rate)
+                out.add("sink.limited.max_in_any_1s", worst)
+        finally:
+            ses.close()
+
+
+def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    """Steady event rate (10 % orders); latency = SES request time − order produce time."""
+    import random
+
+    from streams.processor import ProcessorRuntime
+
+    s = _bench_settings("bench-latency")
+    s.worker.tick_interval_s = 1.0
+    s.ses.max_send_rate = 0.0
+    assert ensure_topics(bootstrap, topic_specs(s)).healthy
+    ses = _Ses(s)
+    runtime = ProcessorRuntime(s, bootstrap, instance_id="bench-latency")
+    wstop = threading.Event()
+    wthread = threading.Thread(target=runtime.run, args=(wstop,), daemon=True)
+    wthread.start()
+    service, sstop, sthread = _run_sink(s, bootstrap)
+    runtime.ready.wait(60)
+    try:
+        producer = Producer(producer_config(s, bootstrap, **{"linger.ms": 0}))
+        produced: dict[str, float] = {}
+        rnd = random.Random(5)
+        interval = 1.0 / cfg.latency_rate
+        n = int(cfg.latency_seconds * cfg.latency_rate)
+        start = time.perf_counter()
+        for i in range(n):
+            target = start + i * interval
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            cid = f"lat-{rnd.randrange(5000)}"
+            at = int(time.time() * 1000)
+            if i % 10 == 0:
+                oid = f"o{i}"
+                rec = {"event_id": f"lat-o{i}", "customer_id": cid, "occurred_at": at, "type": "placed", "order_id": oid,
+                       "email": f"{cid}@example.com", "total": "9.00", "currency": "EUR",
+                       "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
+                producer.produce(s.topics.name("orders"), key=cid.encode(),
+                                 value=serde.encode("OrderEvent", serde.from_json("OrderEvent", rec)))
+                from streams.core.ids import command_id
+
+                produced[command_id("order_confirmation", 1, cid, rec["event_id"])] = time.monotonic()
+            else:
+                rec = {"event_id": f"lat-c{i}", "customer_id": cid, "occurred_at": at, "type": "item_added",
+                       "cart_id": f"k-{cid}", "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
+                producer.produce(s.topics.name("carts"), key=cid.encode(),
+                                 value=serde.encode("CartEvent", serde.from_json("CartEvent", rec)))
+            producer.poll(0)
+        producer.flush(30)
+        achieved = n / (time.perf_counter() - start)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = {tag["Value"] for r in ses.proxy.sends() for tag in r.body.get("EmailTags", [])
+                    if tag["Name"] == "command_id"}
+            if len(seen & produced.keys()) >= len(produced):
+                break
+            time.sleep(0.2)
+        latencies = []
+        for r in ses.proxy.sends():
+            tags = {t["Name"]: t["Value"] for t in r.body.get("EmailTags", [])}
+            if tags.get("command_id") in produced:
+                latencies.append((r.at - produced[tags["command_id"]]) * 1000)
+        out.add("latency.events_per_s", round(achieved))
+        out.add("latency.orders", len(produced))
+        out.add("latency.measured", len(latencies))
+        out.add("latency.p50_ms", round(percentile(latencies, 50), 1))
+        out.add("latency.p95_ms", round(percentile(latencies, 95), 1))
+        out.add("latency.p99_ms", round(percentile(latencies, 99), 1))
+        out.add("latency.mean_ms", round(statistics.fmean(latencies), 1) if latencies else None)
+    finally:
+        sstop.set()
+        wstop.set()
+        sthread.join(30)
+        wthread.join(30)
+        ses.close()
+
+
+def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) -> Figures:
+    from streams.broker import kafka_bootstrap
+
+    figures = Figures()
+    if "core" in parts:
+        bench_core(cfg, figures)
+        bench_state(cfg, figures)
+    broker_parts = [p for p in parts if p in ("worker", "latency", "sink")]
+    if broker_parts:
+        with kafka_bootstrap(bootstrap) as bs:
+            if "worker" in parts:
+                bench_worker(cfg, bs, figures)
+            if "latency" in parts:
+                bench_latency(cfg, bs, figures)
+            if "sink" in parts:
+                bench_sink(cfg, bs, figures)
+    return figures

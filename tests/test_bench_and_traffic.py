@@ -1,0 +1,61 @@
+"""Synthetic traffic generator and the benchmark harness (tiny sizes: keeps them working)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from bench.traffic import TrafficSpec, generate
+from schemas import serde
+from streams.topics import VALUE_SCHEMA
+
+
+def test_traffic_is_deterministic_by_seed_valid_and_sorted_by_event_time():
+    spec = TrafficSpec(customers=300, days=120, seed=9)
+    a = list(generate(spec))
+    assert a == list(generate(spec)) and a != list(generate(TrafficSpec(customers=300, days=120, seed=10)))
+    times = [r["occurred_at"] for _, r in a]
+    assert times == sorted(times)
+    assert len({r["event_id"] for _, r in a}) == len(a)
+    for topic, rec in a:
+        serde.from_json(VALUE_SCHEMA[topic], rec)
+
+
+def test_about_seventy_percent_of_carts_are_abandoned_and_some_customers_lapse():
+    events = list(generate(TrafficSpec(customers=2000, days=365, seed=4)))
+    kinds = Counter((t, r["type"]) for t, r in events)
+    sessions = len({r["cart_id"] for t, r in events if t == "carts"})
+    assert 0.62 <= 1 - kinds[("orders", "placed")] / sessions <= 0.78
+    last_order: dict[str, int] = {}
+    lapsed = 0
+    for t, r in events:
+        if t == "orders" and r["type"] == "placed":
+            if r["customer_id"] in last_order and r["occurred_at"] - last_order[r["customer_id"]] > 90 * 86_400_000:
+                lapsed += 1
+            last_order[r["customer_id"]] = r["occurred_at"]
+    assert lapsed > 20
+    assert kinds[("shipments", "delivered")] > 0 and kinds[("shipments", "returned")] > 0
+
+
+def test_bounded_jitter_shuffles_but_keeps_every_event():
+    plain = list(generate(TrafficSpec(customers=100, days=30)))
+    jittered = list(generate(TrafficSpec(customers=100, days=30, jitter_ms=60_000)))
+    assert sorted(r["event_id"] for _, r in plain) == sorted(r["event_id"] for _, r in jittered)
+    assert [r["event_id"] for _, r in plain] != [r["event_id"] for _, r in jittered]
+
+
+@pytest.mark.integration
+def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "bench", "--tiny", "--json", str(out)],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    fig = json.loads(out.read_text())["figures"]
+    for key in ("core.events_per_s", "core.decode_ceiling_per_s", "state.bytes_per_customer", "worker.events_per_s",
+                "worker.plain_loop_per_s", "latency.p99_ms", "sink.unlimited.sends_per_s", "sink.limited.sends_per_s"):
+        assert fig[key] and fig[key] > 0, key
+    assert fig["sink.limited.max_in_any_1s"] <= fig["sink.limited.configured_rate"] + 5
