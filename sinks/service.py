@@ -234,6 +234,9 @@ class SinkService:
         if cmd["expires_at"] < now_ms():
             w.outcome, w.reason = "suppressed", "expired"
             return
+        if cmd["variant"] == "holdout":  # experiment control group: measured, never sent
+            w.outcome, w.reason = "suppressed", "holdout"
+            return
         blocked = self._audience.blocked(cmd["customer_id"], cmd["category"])
         if blocked:
             w.outcome, w.reason = "suppressed", blocked

@@ -307,9 +307,9 @@ def _fire_marketing(eng: PartitionEngine, cid: str, c: dict[str, Any], flow: str
         return []
     exp = experiment_for(eng.settings.flows.experiments, flow, step)
     variant = assign(cid, exp) if exp else "control"
-    if variant == HOLDOUT:
+    if variant == HOLDOUT:  # the control group: recorded as a command the sink never sends
         eng._count(f"holdout:{flow}")
-        return []
+        return [_marketing_command(eng, cid, c, flow, step, inst, due, expires_at, variant, key)]
     c["mk"] = due
     if flow == "abandoned_cart":
         c["acl"] = due
