@@ -11,6 +11,7 @@ Demo timing (documented in the README): abandoned-cart steps after 4 s / 8 s / 1
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -37,6 +38,14 @@ DEMO_OVERRIDES: dict[str, Any] = {
               "guards": {"frequency_cap_ms": 1000, "quiet_start_hour": 0, "quiet_end_hour": 0}},
     "ses": {"max_send_rate": 50.0},
 }
+DEMO_TOML = """# written by `shopmail demo` for its worker and sink
+[[flows.experiments]]
+name = "demo-cart-subject"
+flow = "abandoned_cart"
+step = 1
+holdout = 0.2
+variants = { control = 1.0, B = 1.0 }
+"""
 
 
 @dataclass
@@ -48,8 +57,13 @@ class DemoTraffic:
     expected_transactional: int
 
 
-def demo_settings(config: Path | None) -> Settings:
-    return load_settings(config, overrides=DEMO_OVERRIDES)
+def demo_settings(config: Path | None, work: Path) -> Settings:
+    demo_toml = work / "demo.toml"
+    demo_toml.write_text(DEMO_TOML + ("" if config is None else f"# user config: {config}\n"))
+    settings = load_settings(config or demo_toml, overrides=DEMO_OVERRIDES)
+    if config is None:
+        os.environ["SHOPMAIL_CONFIG"] = str(demo_toml)  # the children read the experiment from it
+    return settings
 
 
 def env_for(settings: Settings, bootstrap: str, ses_endpoint: str, data_dir: str) -> dict[str, str]:
@@ -173,7 +187,7 @@ def _read_outcomes(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [r.decoded().record for r in read_topic(bootstrap, topic, idle_s=0.3, timeout_s=10)]
 
 
-def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float = 120.0,
+def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float = 120.0,
              console: Console | None = None) -> int:
     from moto.server import ThreadedMotoServer
 
@@ -183,12 +197,12 @@ def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float =
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    console = console or Console()
-    settings = demo_settings(config)
+    console = console or Console(width=max(Console().width, 132))
+    work = Path(tempfile.mkdtemp(prefix="shopmail-demo-"))
+    settings = demo_settings(config, work)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     children: list[Child] = []
-    work = Path(tempfile.mkdtemp(prefix="shopmail-demo-"))
     broker = EmbeddedBroker(log_path=work / "tansu.log")
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     try:
@@ -235,6 +249,11 @@ def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float =
         if stop.is_set():
             console.print("[yellow]interrupted: shutting down cleanly[/yellow]")
         print_sent_table(console, outcomes)
+        if not stop.is_set() and outcomes:
+            with console.status("recipients open and click; some come back and buy…"):
+                n_events, n_orders = simulate_recipients(settings, broker.bootstrap, outcomes)
+                time.sleep(3)
+            console.print(f"[green]✓[/green] {n_events} SES events through the bridge, {n_orders} orders from clicks")
         _print_metrics_report(console, settings, broker.bootstrap, work)
         console.print(f"logs and outputs: {work}")
         return 0 if outcomes or stop.is_set() else 1
@@ -249,6 +268,48 @@ def run_demo(customers: int = 24, config: Path | None = None, timeout_s: float =
             broker.stop()
         signal.signal(signal.SIGINT, previous)
         console.print("[green]✓[/green] stopped broker, SES emulator, worker and sink")
+
+
+def simulate_recipients(settings: Settings, bootstrap: str, outcomes: list[dict[str, Any]],
+                        seed: int = 3) -> tuple[int, int]:
+    """SES events for the sent emails (delivery, opens, clicks) fed through the SES events bridge, and
+    orders from some of the clickers (attributed to the clicked email by the shop)."""
+    from datetime import datetime, timezone
+
+    from sinks.ses_bridge_cli import Bridge
+
+    rnd = random.Random(seed)
+    bridge = Bridge(settings, bootstrap)
+    orders: list[tuple[str, dict[str, Any]]] = []
+    n = 0
+    now = int(time.time() * 1000)
+    iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()  # noqa: E731
+    for o in outcomes:
+        if o["outcome"] != "sent":
+            continue
+        mail = {"messageId": o["message_id"], "timestamp": iso(now),
+                "tags": {"command_id": [o["command_id"]], "customer_id": [o["customer_id"]], "flow": [o["flow"]]}}
+        kinds = ["Delivery"] + (["Open"] if o["category"] == "marketing" and rnd.random() < 0.55 else [])
+        if "Open" in kinds and rnd.random() < 0.45:
+            kinds.append("Click")
+        for i, kind in enumerate(kinds):
+            detail = {"timestamp": iso(now + 1000 * (i + 1))}
+            if kind == "Click":
+                detail["link"] = "https://shop.example.com/cart"
+            event = {"eventType": kind, "mail": mail, kind[0].lower() + kind[1:]: detail}
+            bridge.handle(json.dumps(event).encode(), "demo-ses-events", n)
+            n += 1
+        if "Click" in kinds and o["flow"] == "abandoned_cart" and rnd.random() < 0.5:
+            oid = f"{o['customer_id']}-back-{o['step']}"
+            orders.append(("orders", {"event_id": f"{oid}-placed", "customer_id": o["customer_id"],
+                                      "occurred_at": now + 5000, "type": "placed", "order_id": oid,
+                                      "email": f"{o['customer_id']}@example.com", "currency": "EUR",
+                                      "items": [{"sku": "MUG-01", "name": "Enamel camp mug", "price": "14.00",
+                                                 "quantity": 1}], "total": "14.00",
+                                      "attributed_command_id": o["command_id"]}))
+    bridge.flush()
+    produce_traffic(settings, bootstrap, orders)
+    return n, len(orders)
 
 
 def print_sent_table(console: Console, outcomes: list[dict[str, Any]]) -> None:
@@ -272,7 +333,7 @@ def _print_metrics_report(console: Console, settings: Settings, bootstrap: str, 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def demo(customers: int = typer.Option(24, help="synthetic customers"),
+    def demo(customers: int = typer.Option(40, help="synthetic customers"),
              config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file"),
              timeout: float = typer.Option(120.0, help="seconds to wait for the emails")) -> None:
         """Run the whole pipeline on an embedded broker + SES emulator with synthetic traffic."""

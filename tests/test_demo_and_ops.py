@@ -31,6 +31,8 @@ def test_demo_runs_the_whole_pipeline_and_prints_what_was_sent():
     for flow in ("abandoned_cart", "order_confirmation", "shipping_confirmation"):
         assert flow in out
     assert "failed" not in out
+    assert "Attribution by flow, step and variant" in out and "Experiments vs holdout" in out
+    assert "chart:" in out and "SES events through the bridge" in out
 
 
 def test_ctrl_c_shuts_the_demo_down_cleanly():
