@@ -255,3 +255,32 @@ def test_transactional_mail_without_an_address_waits_for_the_profile_within_the_
     assert cmds[0]["send_at"] == T0
     nobody, _, eng = run([shipment("zz", T0, "label_created")], until=T0 + HOUR_MS)
     assert nobody == [] and eng.stats["dropped:shipping_confirmation:no_email"] == 1
+
+
+def test_repeat_customers_can_lapse_at_a_multiple_of_their_own_median_gap():
+    s = load_settings(env={})
+    s.flows.win_back.median_gap_multiple = 2.0
+    evs = [customer("rep", at=T0 - HOUR_MS)] + [order("rep", T0 + i * 10 * DAY_MS, order_id=f"r{i}") for i in range(3)]
+    cmds, _, _ = run(evs, until=T0 + 60 * DAY_MS, settings=s)
+    wb = [c for c in cmds if c["flow"] == "win_back"]
+    assert wb and wb[0]["send_at"] == T0 + 20 * DAY_MS + 20 * DAY_MS  # last order + 2 × median gap (10 d)
+
+
+def test_vip_customers_get_the_bigger_win_back_offer():
+    s = load_settings(env={})
+    evs = [customer(f"p{i}", at=T0 - HOUR_MS) for i in range(60)]
+    evs += [order(f"p{i}", T0 + i, order_id=f"q{i}", total="20.00") for i in range(59)]
+    evs += [order("p59", T0 + 100, order_id="big", total="5000.00")]
+    cmds, _, _ = run(evs, until=T0 + 92 * DAY_MS, settings=s)
+    offers = {c["customer_id"]: json.loads(c["context"]) for c in cmds if c["flow"] == "win_back" and c["step"] == 1}
+    assert offers["p59"]["segment"] == "vip" and offers["p59"]["offer_percent"] == s.flows.win_back.offers["vip"]
+    assert offers["p1"]["segment"] == "one_time" and offers["p1"]["offer_percent"] < offers["p59"]["offer_percent"]
+
+
+def test_win_back_does_not_restart_until_the_customer_orders_and_lapses_again():
+    once, _, _ = run([customer("z1"), order("z1", T0)], until=T0 + 400 * DAY_MS)
+    assert [c["step"] for c in once if c["flow"] == "win_back"] == [1, 2, 3]
+    again, _, _ = run([customer("z2"), order("z2", T0), order("z2", T0 + 150 * DAY_MS, order_id="o2")],
+                      until=T0 + 300 * DAY_MS)
+    assert [c["step"] for c in again if c["flow"] == "win_back"] == [1, 2, 3, 1, 2, 3]
+    assert len({c["trigger_event_id"] for c in again if c["flow"] == "win_back"}) == 2

@@ -68,7 +68,12 @@ def test_vip_is_the_top_two_percent_by_spend_within_bucket_precision():
     for spend in range(1, 1001):
         h.move(None, float(spend))
     threshold = h.threshold(0.98)
-    assert 930 <= threshold <= 985  # the 98th percentile is 980; buckets are 5 % wide
+    assert 970 <= threshold <= 1000  # the top 2 % start at 981; buckets are 5 % wide
+    ties = SpendHistogram()
+    for _ in range(99):
+        ties.move(None, 20.0)
+    ties.move(None, 5000.0)
+    assert segment(1, 20.0, ties.threshold(0.98)) == "one_time" and segment(1, 5000.0, ties.threshold(0.98)) == "vip"
     assert segment(3, 990.0, threshold) == "vip"
     assert segment(3, 100.0, threshold) == "repeat" and segment(1, 100.0, threshold) == "one_time"
 
