@@ -253,16 +253,97 @@ def _convert(value: Any, schema: Any, names: dict[str, Any], to_json: bool, path
     raise SerdeError("invalid", f"{path}: unsupported schema type {t!r}")
 
 
+def _compile(schema: Any, names: dict[str, Any]) -> Any:
+    """A fast validating converter (JSON form → record) for one schema; falls back to ``_convert``
+    (which produces the precise error message) whenever a value does not fit."""
+    if isinstance(schema, str) and schema in names:
+        schema = names[schema]
+    t = schema["type"] if isinstance(schema, dict) else schema
+    simple = {"string": str, "long": int, "int": int, "boolean": bool}
+    if isinstance(schema, list):
+        branches = [b for b in schema if b != "null"]
+        if len(branches) == 1:
+            inner = _compile(branches[0], names)
+            nullable = "null" in schema
+
+            def union(value: Any) -> Any:
+                if value is None:
+                    if nullable:
+                        return None
+                    raise _Slow
+                return inner(value)
+            return union
+    elif t in simple:
+        py = simple[t]
+
+        def scalar(value: Any) -> Any:
+            if type(value) is not py:
+                raise _Slow
+            return value
+        return scalar
+    elif t == "enum":
+        symbols = frozenset(schema["symbols"])
+
+        def enum(value: Any) -> Any:
+            if value not in symbols:
+                raise _Slow
+            return value
+        return enum
+    elif t == "array":
+        item = _compile(schema["items"], names)
+
+        def array(value: Any) -> Any:
+            if type(value) is not list:
+                raise _Slow
+            return [item(v) for v in value]
+        return array
+    elif t == "record":
+        fields = [(f["name"], _compile(f["type"], names), "default" in f, f.get("default")) for f in schema["fields"]]
+        known = frozenset(f[0] for f in fields)
+
+        def record(value: Any) -> Any:
+            if type(value) is not dict or not known.issuperset(value):
+                raise _Slow
+            out = {}
+            for fname, conv, has_default, default in fields:
+                if fname in value:
+                    out[fname] = conv(value[fname])
+                elif has_default:
+                    out[fname] = default
+                else:
+                    raise _Slow
+            return out
+        return record
+
+    def slow(value: Any) -> Any:
+        raise _Slow
+    return slow
+
+
+class _Slow(Exception):
+    """The fast path cannot decide: take the precise path (and its error message)."""
+
+
+@lru_cache(maxsize=64)
+def _json_converter(name: str) -> tuple[Any, dict[str, Any]]:
+    entry = registry().get(name)
+    names = _named_types(entry.raw, {})
+    return _compile(entry.raw, names), names
+
+
 def from_json(name: str, obj: Any) -> dict[str, Any]:
     """JSON form → record of the current schema ``name``: validated, defaults filled."""
-    entry = registry().get(name)
-    return _convert(obj, entry.raw, _named_types(entry.raw, {}), to_json=False, path="")
+    fast, names = _json_converter(name)
+    try:
+        return fast(obj)  # type: ignore[no-any-return]
+    except _Slow:
+        return _convert(obj, registry().get(name).raw, names, to_json=False, path="")
 
 
 def to_json(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """Record → JSON form (plain object; bytes as base64)."""
-    entry = registry().get(name)
-    return _convert(record, entry.raw, _named_types(entry.raw, {}), to_json=True, path="")
+    _, names = _json_converter(name)
+    return _convert(record, registry().get(name).raw, names, to_json=True, path="")
 
 
 def dumps_json(name: str, record: dict[str, Any]) -> str:

@@ -241,8 +241,31 @@ def _timers(eng: PartitionEngine, c: dict[str, Any]) -> list[tuple[int, int, str
 
 
 def next_timer(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
-    timers = _timers(eng, c)
-    return min(t[0] for t in timers) if timers else None
+    """The earliest pending timer (same as min of ``_timers`` but without building them: hot path)."""
+    best: int | None = None
+    cart = c.get("cart")
+    if cart is not None:
+        delays = eng.settings.flows.abandoned_cart.delays_ms
+        if cart["next"] <= len(delays):
+            best = cart.get("d") or cart["a"] + delays[cart["next"] - 1]
+    fbs = c.get("fb")
+    if fbs:
+        for fb in fbs.values():
+            t = fb.get("d") or fb["due"]
+            if best is None or t < best:
+                best = t
+    wb = c.get("wb")
+    if wb is not None:
+        delays = eng.settings.flows.win_back.delays_ms
+        if wb["next"] <= len(delays):
+            t = wb.get("d") or wb["a"] + delays[wb["next"] - 1]
+            if best is None or t < best:
+                best = t
+    elif "lap" in c and c.get("wbd") != c["ord"]["last"]:
+        t = c["lap"]
+        if best is None or t < best:
+            best = t
+    return best
 
 
 def next_due(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
