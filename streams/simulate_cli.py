@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
     def simulate(input: Path = typer.Option(..., "--input", "-i", help="JSONL: {topic, value} per line"),  # noqa: A002
                  until: Optional[str] = typer.Option(None, "--until", help="advance the clock to (ISO-8601 or epoch ms)"),
                  config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file"),
-                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="commands JSONL (default stdout)")) -> None:
+                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="commands JSONL (default stdout)"),
+                 workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
+                                                                  "0 = one per CPU up to the partition count")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         from schemas import serde
         from streams.cli import settings_from
@@ -26,16 +28,33 @@ def register(app: typer.Typer) -> None:
             until_ms = parse_time_ms(until) if until else None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        import os
+        import time
+
+        from streams.simulate import simulate_parallel
+
+        n = workers or min(os.cpu_count() or 1, settings.topics.partitions)
+        started = time.perf_counter()
         out = open(output, "w") if output else sys.stdout  # noqa: SIM115
         try:
             with open(input) as lines:
-                result = run(lines, settings, until_ms,
-                             on_bad=lambda bad: print(bad.as_json(), file=sys.stderr),
-                             on_command=lambda cmd: out.write(serde.dumps_json("EmailCommand", cmd) + "\n"))
+                if n > 1:
+                    events, commands, bad = simulate_parallel(lines, settings, until_ms, n)
+                    for b in bad:
+                        print(b.as_json(), file=sys.stderr)
+                    for line in commands:
+                        out.write(line + "\n")
+                    n_commands = len(commands)
+                else:
+                    result = run(lines, settings, until_ms,
+                                 on_bad=lambda b: print(b.as_json(), file=sys.stderr),
+                                 on_command=lambda cmd: out.write(serde.dumps_json("EmailCommand", cmd) + "\n"))
+                    events, n_commands, bad = result.events, len(result.commands), result.bad_lines
         finally:
             if output:
                 out.close()
-        print(f"simulate: {result.events} events, {len(result.commands)} commands, "
-              f"{len(result.bad_lines)} bad lines", file=sys.stderr)
-        if result.bad_lines:
+        elapsed = time.perf_counter() - started
+        print(f"simulate: {events} events, {n_commands} commands, {len(bad)} bad lines in {elapsed:.1f}s "
+              f"({events / max(elapsed, 1e-9):,.0f} events/s, {n} process(es))", file=sys.stderr)
+        if bad:
             raise typer.Exit(3)

@@ -121,3 +121,22 @@ def test_simulate_and_the_broker_path_emit_identical_commands_for_the_same_log(k
         thread.join(30)
     broker = sorted(serde.dumps_json("EmailCommand", r.decoded().record) for r in got)
     assert broker == simulated
+
+
+def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
+    from bench.traffic import TrafficSpec, generate
+
+    settings = load_default()
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, [(t, serde.from_json(VALUE_SCHEMA[t], r)) for t, r in
+                      generate(TrafficSpec(customers=300, days=120, seed=2))], settings)
+    with open(src, "a") as f:
+        f.write("{broken\n")
+    args = ["--input", str(src), "--until", "2026-06-01T00:00:00Z"]
+    one = run_cli(args + ["--workers", "1"])
+    two = run_cli(args + ["--workers", "2"])
+    three = run_cli(args + ["--workers", "3"])
+    assert one.returncode == two.returncode == three.returncode == 3
+    assert one.stdout and one.stdout == two.stdout == three.stdout
+    assert [ln for ln in one.stderr.splitlines() if ln.startswith("{")] == \
+           [ln for ln in two.stderr.splitlines() if ln.startswith("{")]
