@@ -36,6 +36,7 @@ class SimulationResult:
     commands: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: list[BadLine] = field(default_factory=list)
     events: int = 0
+    count: int = 0  # commands emitted (also when not kept)
     engines: dict[int, PartitionEngine] = field(default_factory=dict)
 
 
@@ -99,7 +100,8 @@ def parse_lines(lines: Iterable[Any], settings: Settings, numbered: bool = False
 
 
 def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = None,
-             on_bad: Any = None, on_command: Any = None) -> SimulationResult:
+             on_bad: Any = None, on_command: Any = None, keep: bool = True) -> SimulationResult:
+    """``keep=False`` streams commands to ``on_command`` only (a year of a large shop does not fit)."""
     sim = Simulator(settings)
     result = SimulationResult(engines=sim.engines)
     for _, logical, record, bad in parse_lines(lines, settings):
@@ -111,12 +113,16 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
         assert logical is not None and record is not None
         result.events += 1
         for cmd in sim.apply(logical, record):
-            result.commands.append(cmd)
+            result.count += 1
+            if keep:
+                result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
     if until_ms is not None:
         for cmd in sim.advance(until_ms):
-            result.commands.append(cmd)
+            result.count += 1
+            if keep:
+                result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
     return result
@@ -144,39 +150,51 @@ def _route(line: str, partitions: int) -> int:
     return int(m.group(1)) % partitions if m else 0
 
 
-def _worker(settings: Settings, inbox: Any, outbox: Any, until_ms: int | None) -> None:
+def _worker(settings: Settings, inbox: Any, outbox: Any, until_ms: int | None, spool: str) -> None:
+    """Runs its partitions; writes "<line>\t<seq>\t<command>" lines (already in order) to ``spool``."""
+    import gc
+
+    gc.freeze()  # the state has no reference cycles: keep the collector off the growing heap
     sim = Simulator(settings)
-    commands: list[tuple[int, int, str]] = []
     bad: list[BadLine] = []
-    events = 0
-    while True:
-        chunk = inbox.get()
-        if chunk is None:
-            break
-        for n, logical, record, err in parse_lines(((n, line) for n, line in chunk), settings, numbered=True):
-            if err is not None:
-                bad.append(err)
-                continue
-            events += 1
-            for seq, cmd in enumerate(sim.apply(logical, record)):  # type: ignore[arg-type]
-                commands.append((n, seq, serde.dumps_json("EmailCommand", cmd)))
-    if until_ms is not None:
-        for p in sorted(sim.engines):
-            for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
-                commands.append((_UNTIL + p, seq, serde.dumps_json("EmailCommand", cmd)))
-    outbox.put((events, commands, bad))
+    events = count = 0
+    with open(spool, "w") as out:
+        while True:
+            chunk = inbox.get()
+            if chunk is None:
+                break
+            for n, logical, record, err in parse_lines(((n, line) for n, line in chunk), settings, numbered=True):
+                if err is not None:
+                    bad.append(err)
+                    continue
+                events += 1
+                for seq, cmd in enumerate(sim.apply(logical, record)):  # type: ignore[arg-type]
+                    out.write(f"{n:012d}\t{seq:06d}\t{serde.dumps_json('EmailCommand', cmd)}\n")
+                    count += 1
+        if until_ms is not None:
+            for p in sorted(sim.engines):
+                for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
+                    out.write(f"{_UNTIL + p:012d}\t{seq:06d}\t{serde.dumps_json('EmailCommand', cmd)}\n")
+                    count += 1
+    outbox.put((events, count, bad))
 
 
-def simulate_parallel(lines: Iterable[str], settings: Settings, until_ms: int | None, workers: int
-                      ) -> tuple[int, list[str], list[BadLine]]:
-    """Same output, same order as ``simulate`` (commands sorted by the input line that fired them)."""
+def simulate_parallel(lines: Iterable[str], settings: Settings, until_ms: int | None, workers: int,
+                      out: TextIO) -> tuple[int, int, list[BadLine]]:
+    """Same output, same order as ``simulate``: workers spool their (ordered) commands to files that
+    are merged by the input line that fired them. Returns (events, commands, bad lines)."""
+    import heapq
     import multiprocessing as mp
+    import os
+    import tempfile
 
     ctx = mp.get_context("fork")
     partitions = settings.topics.partitions
+    spool_dir = tempfile.mkdtemp(prefix="shopmail-simulate-")
+    spools = [os.path.join(spool_dir, f"w{w}.tsv") for w in range(workers)]
     inboxes = [ctx.Queue(maxsize=64) for _ in range(workers)]
     outbox = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(settings, inboxes[w], outbox, until_ms), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(settings, inboxes[w], outbox, until_ms, spools[w]), daemon=True)
              for w in range(workers)]
     for proc in procs:
         proc.start()
@@ -193,16 +211,24 @@ def simulate_parallel(lines: Iterable[str], settings: Settings, until_ms: int | 
         if chunks[w]:
             inboxes[w].put(chunks[w])
         inboxes[w].put(None)
-    events = 0
-    merged: list[tuple[int, int, str]] = []
+    events = count = 0
     bad: list[BadLine] = []
     for _ in procs:
-        e, cmds, b = outbox.get()
+        e, c, b = outbox.get()
         events += e
-        merged.extend(cmds)
+        count += c
         bad.extend(b)
     for proc in procs:
         proc.join()
-    merged.sort(key=lambda c: (c[0], c[1]))
+    files = [open(path) for path in spools]  # noqa: SIM115
+    try:
+        for line in heapq.merge(*files):  # fixed-width keys: text order is (line, seq) order
+            out.write(line.split("\t", 2)[2])
+    finally:
+        for f in files:
+            f.close()
+        for path in spools:
+            os.unlink(path)
+        os.rmdir(spool_dir)
     bad.sort(key=lambda b: b.line)
-    return events, [c[2] for c in merged], bad
+    return events, count, bad

@@ -39,17 +39,14 @@ def register(app: typer.Typer) -> None:
         try:
             with open(input) as lines:
                 if n > 1:
-                    events, commands, bad = simulate_parallel(lines, settings, until_ms, n)
+                    events, n_commands, bad = simulate_parallel(lines, settings, until_ms, n, out)
                     for b in bad:
                         print(b.as_json(), file=sys.stderr)
-                    for line in commands:
-                        out.write(line + "\n")
-                    n_commands = len(commands)
                 else:
-                    result = run(lines, settings, until_ms,
+                    result = run(lines, settings, until_ms, keep=False,
                                  on_bad=lambda b: print(b.as_json(), file=sys.stderr),
                                  on_command=lambda cmd: out.write(serde.dumps_json("EmailCommand", cmd) + "\n"))
-                    events, n_commands, bad = result.events, len(result.commands), result.bad_lines
+                    events, n_commands, bad = result.events, result.count, result.bad_lines
         finally:
             if output:
                 out.close()
