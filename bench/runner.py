@@ -5,8 +5,8 @@ same run (these machines are noisy: ratios, not absolute numbers, are the figure
               fastavro decode rate of the same events (the ceiling); state bytes per active customer.
 2. worker   — `ProcessorRuntime` through the embedded broker, against a plain confluent-kafka
               consume→produce loop over the same topics.
-3. latency  — OrderEvent produced → SES SendEmail request (recorded by a proxy in front of moto),
-              p50/p95/p99 at a steady event rate, worker + sink running.
+3. latency  — OrderEvent produced → SES answered (the sink's `sent` outcome time), p50/p95/p99 at a
+              steady event rate; worker, sink and moto each in their own process.
 4. sink     — sends/s against moto with the rate limit off, and the measured rate with it on.
 """
 
@@ -177,30 +177,48 @@ def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
 # ---- 3 + 4. latency and sink --------------------------------------------------------------------
 
 class _Ses:
-    """moto server + recording proxy + verified sender."""
+    """moto's SES server in its own process (like SES: not sharing our GIL) + a verified sender."""
 
     def __init__(self, settings: Settings) -> None:
         import os
+        import subprocess
+        import sys
+        import urllib.request
 
         import boto3
-        from moto.server import ThreadedMotoServer
 
-        from sinks.fault_proxy import FaultProxy
+        from streams.broker import free_port
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.proxy = FaultProxy(f"http://{host}:{port}")
-        boto3.client("sesv2", endpoint_url=self.proxy.url, region_name=settings.ses.region).create_email_identity(
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/data.json", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        boto3.client("sesv2", endpoint_url=self.url, region_name=settings.ses.region).create_email_identity(
             EmailIdentity=settings.ses.from_address)
-        settings.ses.endpoint_url = self.proxy.url
+        settings.ses.endpoint_url = self.url
         settings.ses.use_account_rate = False
 
     def close(self) -> None:
-        self.proxy.close()
-        self.moto.stop()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _outcomes(settings: Settings, bootstrap: str, expect: int, timeout_s: float = 120) -> list[dict[str, Any]]:
+    from streams.kafka_io import read_topic
+
+    return [r.decoded().record for r in read_topic(bootstrap, settings.topics.name("outcomes"), expect=expect,
+                                                    timeout_s=timeout_s)]
 
 
 def _bench_settings(tag: str) -> Settings:
@@ -239,33 +257,35 @@ def _run_sink(settings: Settings, bootstrap: str) -> tuple[Any, threading.Event,
 
 
 def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    """The sink in its own process against moto in its own process; SendEmail request times are
+    recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate)."""
     import json
+
+    from sinks.fault_proxy import FaultProxy
 
     for label, rate in (("unlimited", 0.0), ("limited", cfg.sink_rate)):
         s = _bench_settings(f"bench-sink-{label}")
         s.ses.max_send_rate = rate
-        s.ses.max_concurrency = 8
         assert ensure_topics(bootstrap, topic_specs(s)).healthy
         ses = _Ses(s)
+        proxy = FaultProxy(ses.url)
+        s.ses.endpoint_url = proxy.url
+        now = int(time.time() * 1000)
+        p = Producer(producer_config(s, bootstrap))
+        for i in range(cfg.sink_commands):
+            cmd = {"command_id": f"b{i}", "customer_id": f"c{i % 97}", "to": f"c{i % 97}@example.com",
+                   "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1",
+                   "locale": "en", "variant": "control", "category": "transactional", "send_at": now,
+                   "expires_at": now + 3_600_000, "trigger_event_id": f"e{i}", "created_at": now,
+                   "context": json.dumps({"order_id": f"o{i}", "total": "10.00", "currency": "EUR", "cross_sell": [],
+                                          "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
+            p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
+        p.flush(30)
+        sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap,
+                      {"SHOPMAIL_SES__MAX_CONCURRENCY": "8"})
         try:
-            service, stop, thread = _run_sink(s, bootstrap)
-            now = int(time.time() * 1000)
-            p = Producer(producer_config(s, bootstrap))
-            for i in range(cfg.sink_commands):
-                cmd = {"command_id": f"b{i}", "customer_id": f"c{i % 97}", "to": f"c{i % 97}@example.com",
-                       "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1",
-                       "locale": "en", "variant": "control", "category": "transactional", "send_at": now,
-                       "expires_at": now + 3_600_000, "trigger_event_id": f"e{i}", "created_at": now,
-                       "context": json.dumps({"order_id": f"o{i}", "total": "10.00", "currency": "EUR", "cross_sell": [],
-                                              "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
-                p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
-            p.flush(30)
-            deadline = time.monotonic() + 300
-            while service.settled < cfg.sink_commands and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stop.set()
-            thread.join(30)
-            times = sorted(r.at for r in ses.proxy.sends())
+            _outcomes(s, bootstrap, cfg.sink_commands, timeout_s=300)
+            times = sorted(r.at for r in proxy.sends())
             span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
             out.add(f"sink.{label}.sends", len(times))
             out.add(f"sink.{label}.sends_per_s", round((len(times) - 1) / span, 1) if span == span and span > 0 else None)
@@ -274,6 +294,9 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
                 out.add("sink.limited.configured_rate", rate)
                 out.add("sink.limited.max_in_any_1s", worst)
         finally:
+            sink.terminate()
+            sink.wait(30)
+            proxy.close()
             ses.close()
 
 
@@ -297,8 +320,8 @@ def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str,
 
 
 def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
-    """Steady event rate (10 % orders) with the worker and the sink in their own processes;
-    latency = SES SendEmail request time (seen by the proxy) − order produce time."""
+    """Steady event rate (10 % orders) with the worker, the sink and moto in their own processes;
+    latency = the sink's `sent` outcome time (right after SES answered) − order produce time."""
     import random
 
     from streams.core.ids import command_id
@@ -318,9 +341,7 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
                 "items": [{"sku": "S", "name": "Mug", "price": "1.00", "quantity": 1}]}
         producer.produce(s.topics.name("orders"), key=b"warm", value=serde.encode("OrderEvent", serde.from_json("OrderEvent", warm)))
         producer.flush(10)
-        deadline = time.monotonic() + 90
-        while not ses.proxy.sends() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _outcomes(s, bootstrap, 1, timeout_s=90)
         produced: dict[str, float] = {}
         rnd = random.Random(5)
         interval = 1.0 / cfg.latency_rate
@@ -338,7 +359,7 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
                        "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
                 producer.produce(s.topics.name("orders"), key=cid.encode(),
                                  value=serde.encode("OrderEvent", serde.from_json("OrderEvent", rec)))
-                produced[command_id("order_confirmation", 1, cid, rec["event_id"])] = time.monotonic()
+                produced[command_id("order_confirmation", 1, cid, rec["event_id"])] = time.time() * 1000
             else:
                 rec = {"event_id": f"lat-c{i}", "customer_id": cid, "occurred_at": at, "type": "item_added",
                        "cart_id": f"k-{cid}", "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
@@ -347,17 +368,9 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
             producer.poll(0)
         producer.flush(30)
         achieved = n / (time.perf_counter() - start)
-        deadline = time.monotonic() + 90
-        latencies: list[float] = []
-        while time.monotonic() < deadline:
-            latencies = []
-            for r in ses.proxy.sends():
-                tags = {t["Name"]: t["Value"] for t in r.body.get("EmailTags", [])}
-                if tags.get("command_id") in produced:
-                    latencies.append((r.at - produced[tags["command_id"]]) * 1000)
-            if len(latencies) >= len(produced):
-                break
-            time.sleep(0.3)
+        outs = _outcomes(s, bootstrap, len(produced) + 1, timeout_s=120)
+        latencies = [o["occurred_at"] - produced[o["command_id"]] for o in outs
+                     if o["command_id"] in produced and o["outcome"] == "sent"]
         out.add("latency.events_per_s", round(achieved))
         out.add("latency.orders", len(produced))
         out.add("latency.measured", len(latencies))
