@@ -136,12 +136,9 @@ class SinkService:
         log.info("sink %s sending at ≤ %s/s from %s", self.instance_id, self.rate, s.ses.from_address)
         pool = ThreadPoolExecutor(max_workers=max(1, s.ses.max_concurrency), thread_name_prefix="ses")
         try:
-            last_audience = 0.0
             while not stop.is_set():
-                msgs = self._consumer.consume(s.sink.batch_size, 0.1)
-                if time.monotonic() - last_audience > 1.0:
-                    self._audience.catch_up()
-                    last_audience = time.monotonic()
+                msgs = self._consumer.consume(s.sink.batch_size, s.sink.poll_timeout_s)
+                self._audience.refresh()  # non-blocking: a blocking catch-up here cost ~2 s per call
                 batch = self._intake(msgs)
                 batch.extend(self._due_held())
                 if self._waiting and time.time() >= self.paused_until:

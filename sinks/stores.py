@@ -52,6 +52,16 @@ class TopicFollower:
                     n += 1
             raise TimeoutError(f"could not catch up on {self.topics} within {timeout_s}s")
 
+    def poll(self, handle: Any, max_records: int = 5000) -> int:
+        """Apply whatever has already arrived, without waiting (the live refresh between batches)."""
+        with self._lock:
+            n = 0
+            for m in self._consumer.consume(max_records, 0):
+                if m.error() is None:
+                    handle(m)
+                    n += 1
+            return n
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -127,7 +137,12 @@ class Audience:
                 self.hard_bounced.add(cid)
 
     def catch_up(self) -> int:
+        """Blocking: everything up to the current end (at start)."""
         return self._follower.catch_up(self._apply)
+
+    def refresh(self) -> int:
+        """Non-blocking: whatever consent/suppression records arrived since (between batches)."""
+        return self._follower.poll(self._apply)
 
     def blocked(self, customer_id: str, category: str) -> str | None:
         """The reason this customer must not get mail of ``category`` now, or None."""

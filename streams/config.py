@@ -96,6 +96,7 @@ class SinkSettings:
     web_port: int = 6067
     instance_id: str = ""  # stable per sink replica (transactional.id suffix); empty → hostname
     batch_size: int = 200
+    poll_timeout_s: float = 0.02  # longest wait to fill a batch (latency vs. batching)
     ambiguous_policy: str = "skip"  # a command found pending after a crash: "skip" (no duplicate) or "resend"
     pause_retry_s: float = 60.0  # how long sending stays paused after SendingPaused/AccountSuspended/quota
 
