@@ -74,18 +74,18 @@ def test_an_unsubscribed_customer_gets_no_more_marketing_but_still_an_order_conf
     verify_sender(settings, moto_ses.endpoint_url)
     t = settings.topics
     with running_processor(settings, kafka), running_sink(settings, kafka):
-        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("unsub")])
-        produce_records(settings, kafka, t.name("carts"), "CartEvent", [cart("unsub")])
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("unsub-live")])
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [cart("unsub-live")])
         first = read_topic(kafka, t.name("outcomes"), expect=1, timeout_s=20)
         assert [(o.decoded().record["flow"], o.decoded().record["outcome"]) for o in first] == [("abandoned_cart", "sent")]
         produce_records(settings, kafka, t.name("feedback"), "EmailFeedback", [serde.from_json("EmailFeedback", {
-            "event_id": "unsub-1", "customer_id": "unsub", "occurred_at": now(), "type": "unsubscribed",
+            "event_id": "unsub-1", "customer_id": "unsub-live", "occurred_at": now(), "type": "unsubscribed",
             "command_id": first[0].decoded().record["command_id"]})])
         time.sleep(7)  # steps 2 and 3 were due meanwhile
-        produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("unsub")])
+        produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("unsub-live")])
         outcomes = read_topic(kafka, t.name("outcomes"), expect=2, timeout_s=20)
     assert [(o.decoded().record["flow"], o.decoded().record["outcome"]) for o in outcomes] == \
         [("abandoned_cart", "sent"), ("order_confirmation", "sent")]
-    assert flows_of(kafka, settings, "unsub") == [("abandoned_cart", 1), ("order_confirmation", 1)]
-    sent_to = [m for m in moto_ses.sent_messages() if "unsub@example.com" in m["raw_data"]]
+    assert flows_of(kafka, settings, "unsub-live") == [("abandoned_cart", 1), ("order_confirmation", 1)]
+    sent_to = [m for m in moto_ses.sent_messages() if "unsub-live@example.com" in m["raw_data"]]
     assert len(sent_to) == 2
