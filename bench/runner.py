@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from bench.traffic import TrafficSpec, generate
+from streams import background
 from schemas import serde
 from streams.config import Settings, load_settings
 from streams.kafka_io import consumer_config, producer_config
@@ -239,21 +240,10 @@ def _run_sink(settings: Settings, bootstrap: str) -> tuple[Any, threading.Event,
     from sinks.service import SinkService
 
     service = SinkService(settings, bootstrap, instance_id="bench")
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run(stop)
-        except BaseException as exc:  # surfaced below, not swallowed by the thread
-            errors.append(exc)
-            raise
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    if not service.ready.wait(60) or errors:
-        raise RuntimeError(f"sink did not start: {errors}")
-    return service, stop, thread
+    bg = background.start(service.run, "bench-sink")
+    if not service.ready.wait(60) or bg.errors:
+        raise RuntimeError(f"sink did not start: {bg.errors}")
+    return service, bg.stop, bg.thread
 
 
 def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:

@@ -24,7 +24,8 @@ class TopicFollower:
         self.bootstrap = bootstrap
         self.topics = topics
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                                   "fetch.wait.max.ms": 50})  # the default 500 ms stalls every catch-up
         md = self._consumer.list_topics(timeout=10)
         self._tps = [TopicPartition(t, p, 0) for t in topics if t in md.topics for p in md.topics[t].partitions]
         self._consumer.assign(self._tps)

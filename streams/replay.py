@@ -18,7 +18,6 @@ makes the sink send (no sink consumes the replay prefix unless someone points on
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import serde
+from streams import background
 from streams.config import Settings
 from streams.kafka_io import producer_config, read_topic
 from streams.processor import ProcessorRuntime
@@ -158,31 +158,21 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
         raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
     copied = copy_inputs(production, replay, bootstrap, window, offsets)
     runtime = ProcessorRuntime(replay, bootstrap, instance_id="replay", write_ticks=False)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            runtime.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="replay-processor", daemon=True)
-    thread.start()
+    bg = background.start(runtime.run, "replay-processor")
     inputs = [replay.topics.name(lt) for lt in INPUT_TOPICS]
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            if errors:
-                raise ReplayError(f"replay processor failed: {errors[0]}") from errors[0]
+            if bg.errors:
+                raise ReplayError(f"replay processor failed: {bg.errors[0]}") from bg.errors[0]
             if runtime.ready.is_set() and _caught_up(bootstrap, replay.worker.app_id, inputs):
                 break
             if time.monotonic() > deadline:
                 raise ReplayError(f"replay did not catch up within {timeout_s}s")
             time.sleep(0.3)
     finally:
-        stop.set()
-        thread.join(60)
+        bg.stop.set()
+        bg.thread.join(60)
     replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.5)]
     prod_cmds = [c for c in (r.decoded().record for r in
                              read_topic(bootstrap, production.topics.name("commands"), idle_s=0.5))

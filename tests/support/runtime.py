@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 
+from streams import background
 from streams.config import Settings
 from streams.processor import ProcessorRuntime
 from streams.topics import ensure_topics, topic_specs
@@ -17,23 +17,10 @@ def running_processor(settings: Settings, bootstrap: str, instance_id: str = "te
     report = ensure_topics(bootstrap, topic_specs(settings))
     assert report.healthy, report.mismatches
     runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            runtime.run(stop)
-        except BaseException as exc:  # surfaced to the test below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="processor", daemon=True)
-    thread.start()
+    bg = background.start(runtime.run, "processor")
     try:
         if not runtime.ready.wait(ready_timeout_s):
-            raise AssertionError(f"processor not ready in {ready_timeout_s}s (errors: {errors})")
+            raise AssertionError(f"processor not ready in {ready_timeout_s}s (errors: {bg.errors})")
         yield runtime
     finally:
-        stop.set()
-        thread.join(30)
-    if errors:
-        raise errors[0]
+        bg.finish()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 
 import boto3
 
 from sinks.service import SinkService
+from streams import background
 from streams.config import Settings
 from streams.topics import ensure_topics, topic_specs
 
@@ -30,23 +30,10 @@ def running_sink(settings: Settings, bootstrap: str, instance_id: str = "sink-0"
                  ready_timeout_s: float = 30.0) -> Iterator[SinkService]:
     assert ensure_topics(bootstrap, topic_specs(settings)).healthy
     service = SinkService(settings, bootstrap, instance_id=instance_id)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="sink", daemon=True)
-    thread.start()
+    bg = background.start(service.run, "sink")
     try:
         if not service.ready.wait(ready_timeout_s):
-            raise AssertionError(f"sink not ready in {ready_timeout_s}s (errors: {errors})")
+            raise AssertionError(f"sink not ready in {ready_timeout_s}s (errors: {bg.errors})")
         yield service
     finally:
-        stop.set()
-        thread.join(30)
-    if errors:
-        raise errors[0]
+        bg.finish()
