@@ -12,7 +12,9 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
+
+import orjson
 
 from schemas import serde
 from streams.config import Settings
@@ -54,6 +56,7 @@ class Simulator:
         self.partitions = settings.topics.partitions
         self.engines: dict[int, PartitionEngine] = {}
         self.lookup = topic_lookup(settings)
+        self._partition_of: dict[str, int] = {}  # murmur2 of a customer id, computed once
 
     def engine(self, p: int) -> PartitionEngine:
         e = self.engines.get(p)
@@ -61,16 +64,19 @@ class Simulator:
             e = self.engines[p] = PartitionEngine(self.settings, p)
         return e
 
+    def partition(self, customer_id: str) -> int:
+        p = self._partition_of.get(customer_id)
+        if p is None:
+            p = self._partition_of[customer_id] = partition_for(customer_id, self.partitions)
+        return p
+
     def apply(self, logical: str, record: dict[str, Any]) -> list[dict[str, Any]]:
         if logical == "clock":  # a tick is a partition's clock: apply it to the partition it names
-            engines = [self.engine(int(record["partition"]) % self.partitions)]
+            p = int(record["partition"]) % self.partitions
         else:
-            engines = [self.engine(partition_for(record["customer_id"], self.partitions))]
-        out: list[dict[str, Any]] = []
-        for e in engines:
-            res = e.process(logical, record)
-            out.extend(res.commands)
-        return out
+            p = self.partition(record["customer_id"])
+        e = self.engines.get(p) or self.engine(p)
+        return e.process(logical, record).commands
 
     def advance(self, until_ms: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -86,7 +92,7 @@ def parse_lines(lines: Iterable[Any], settings: Settings, numbered: bool = False
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = orjson.loads(raw)
             topic = obj["topic"]
             logical = lookup.get(topic)
             if logical is None:
@@ -95,7 +101,7 @@ def parse_lines(lines: Iterable[Any], settings: Settings, numbered: bool = False
             yield n, logical, record, None
         except serde.SerdeError as exc:
             yield n, None, None, BadLine(n, exc.reason, exc.detail)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             yield n, None, None, BadLine(n, "bad_line", f"{type(exc).__name__}: {exc}")
 
 
@@ -128,107 +134,135 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
     return result
 
 
-def write_commands(commands: Iterable[dict[str, Any]], out: TextIO) -> None:
+_COMMAND_FIELDS = frozenset(f["name"] for f in serde.registry().get("EmailCommand").raw["fields"])
+
+
+def command_line(cmd: dict[str, Any]) -> bytes:
+    """One output line: the command's canonical JSON form (``serde.dumps_json``). The engine builds
+    every field of the schema with its type, so when the field set matches the record is written
+    as it is; anything else takes the validating path."""
+    if cmd.keys() == _COMMAND_FIELDS:
+        out = orjson.dumps(cmd, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+        if out.isascii() and b"\x7f" not in out:
+            return out
+    return (serde.dumps_json("EmailCommand", cmd) + "\n").encode()
+
+
+def write_commands(commands: Iterable[dict[str, Any]], out: BinaryIO) -> None:
     for cmd in commands:
-        out.write(serde.dumps_json("EmailCommand", cmd) + "\n")
+        out.write(command_line(cmd))
 
 
 # ---- parallel: partitions are independent, exactly as on the workers --------------------------
 
-_CUSTOMER = re.compile(r'"customer_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
-_PARTITION = re.compile(r'"partition"\s*:\s*(\d+)')
-_CHUNK = 4000
-_UNTIL = 1 << 62  # sort key of commands fired by the final clock advance
+_CUSTOMER = re.compile(rb'"customer_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_PARTITION = re.compile(rb'"partition"\s*:\s*(\d+)')
+_KEY = b"%019d\t%06d\t"  # input line (or final advance), sequence: fixed width, so text order = key order
+_KEY_LEN = 27
+_UNTIL = 10**18  # key of commands fired by the final clock advance (after every input line)
 
 
-def _route(line: str, partitions: int) -> int:
-    """The engine partition a raw line belongs to (cheap: no JSON parse); 0 when unsure."""
-    m = _CUSTOMER.search(line)
-    if m:
-        return partition_for(json.loads(f'"{m.group(1)}"'), partitions)
-    m = _PARTITION.search(line)
-    return int(m.group(1)) % partitions if m else 0
+class _Router:
+    """The engine partition a raw line belongs to, without parsing the JSON (each worker reads the
+    whole file and keeps its own lines); ``None`` when the line names no customer or partition."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._cache: dict[bytes, int] = {}
+
+    def __call__(self, line: bytes) -> int | None:
+        m = _CUSTOMER.search(line)
+        if m:
+            raw = m.group(1)
+            p = self._cache.get(raw)
+            if p is None:
+                key = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+                p = self._cache[raw] = partition_for(key, self.partitions)
+            return p
+        m = _PARTITION.search(line)
+        return int(m.group(1)) % self.partitions if m else None
 
 
-def _worker(settings: Settings, inbox: Any, outbox: Any, until_ms: int | None, spool: str) -> None:
-    """Runs its partitions; writes "<line>\t<seq>\t<command>" lines (already in order) to ``spool``."""
+def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int | None, spool: str,
+            outbox: Any) -> None:
+    """Runs the partitions ``p % workers == w`` over the whole input; writes "<key><command>" lines
+    (in key order) to ``spool``. Lines that name no partition (bad lines) belong to worker 0."""
     import gc
 
-    gc.freeze()  # the state has no reference cycles: keep the collector off the growing heap
+    gc.disable()  # the state has no reference cycles worth collecting; a full pass costs seconds
     sim = Simulator(settings)
+    route = _Router(settings.topics.partitions)
     bad: list[BadLine] = []
     events = count = 0
-    with open(spool, "w") as out:
-        while True:
-            chunk = inbox.get()
-            if chunk is None:
-                break
-            for n, logical, record, err in parse_lines(((n, line) for n, line in chunk), settings, numbered=True):
+    try:
+        with open(path, "rb") as src, open(spool, "wb") as out:
+            mine = ((n, line) for n, line in enumerate(src, start=1)
+                    if line.strip() and ((route(line) or 0) % workers) == w)
+            for n, logical, record, err in parse_lines(mine, settings, numbered=True):
                 if err is not None:
                     bad.append(err)
                     continue
+                assert logical is not None and record is not None
+                if logical != "clock" and sim.partition(record["customer_id"]) % workers != w:
+                    raise RuntimeError(f"line {n}: routed to worker {w} but its customer belongs to another")
                 events += 1
-                for seq, cmd in enumerate(sim.apply(logical, record)):  # type: ignore[arg-type]
-                    out.write(f"{n:012d}\t{seq:06d}\t{serde.dumps_json('EmailCommand', cmd)}\n")
+                for seq, cmd in enumerate(sim.apply(logical, record)):
+                    out.write(_KEY % (n, seq) + command_line(cmd))
                     count += 1
-        if until_ms is not None:
-            for p in sorted(sim.engines):
-                for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
-                    out.write(f"{_UNTIL + p:012d}\t{seq:06d}\t{serde.dumps_json('EmailCommand', cmd)}\n")
-                    count += 1
-    outbox.put((events, count, bad))
+            if until_ms is not None:
+                for p in sorted(sim.engines):
+                    for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
+                        out.write(_KEY % (_UNTIL + p, seq) + command_line(cmd))
+                        count += 1
+        outbox.put((events, count, bad, None))
+    except Exception as exc:  # noqa: BLE001 — reported by the parent, which fails the run
+        outbox.put((events, count, bad, f"worker {w}: {type(exc).__name__}: {exc}"))
 
 
-def simulate_parallel(lines: Iterable[str], settings: Settings, until_ms: int | None, workers: int,
-                      out: TextIO) -> tuple[int, int, list[BadLine]]:
-    """Same output, same order as ``simulate``: workers spool their (ordered) commands to files that
-    are merged by the input line that fired them. Returns (events, commands, bad lines)."""
+def simulate_parallel(path: str, settings: Settings, until_ms: int | None, workers: int,
+                      out: BinaryIO) -> tuple[int, int, list[BadLine]]:
+    """Same output, same order as ``simulate``: each worker reads the whole file, runs its share of
+    the partitions and spools its (ordered) commands; the spools are merged by the input line that
+    fired them. Returns (events, commands, bad lines)."""
     import heapq
     import multiprocessing as mp
     import os
     import tempfile
 
     ctx = mp.get_context("fork")
-    partitions = settings.topics.partitions
     spool_dir = tempfile.mkdtemp(prefix="shopmail-simulate-")
     spools = [os.path.join(spool_dir, f"w{w}.tsv") for w in range(workers)]
-    inboxes = [ctx.Queue(maxsize=64) for _ in range(workers)]
     outbox = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(settings, inboxes[w], outbox, until_ms, spools[w]), daemon=True)
-             for w in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(settings, str(path), w, workers, until_ms, spools[w], outbox),
+                         daemon=True) for w in range(workers)]
     for proc in procs:
         proc.start()
-    chunks: list[list[tuple[int, str]]] = [[] for _ in range(workers)]
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        w = _route(line, partitions) % workers
-        chunks[w].append((n, line))
-        if len(chunks[w]) >= _CHUNK:
-            inboxes[w].put(chunks[w])
-            chunks[w] = []
-    for w in range(workers):
-        if chunks[w]:
-            inboxes[w].put(chunks[w])
-        inboxes[w].put(None)
     events = count = 0
     bad: list[BadLine] = []
-    for _ in procs:
-        e, c, b = outbox.get()
-        events += e
-        count += c
-        bad.extend(b)
-    for proc in procs:
-        proc.join()
-    files = [open(path) for path in spools]  # noqa: SIM115
+    failures: list[str] = []
     try:
-        for line in heapq.merge(*files):  # fixed-width keys: text order is (line, seq) order
-            out.write(line.split("\t", 2)[2])
+        for _ in procs:
+            e, c, b, failure = outbox.get()
+            events += e
+            count += c
+            bad.extend(b)
+            if failure:
+                failures.append(failure)
+        for proc in procs:
+            proc.join()
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        files = [open(p, "rb") for p in spools]  # noqa: SIM115
+        try:
+            for line in heapq.merge(*files):  # fixed-width keys: byte order is (line, seq) order
+                out.write(line[_KEY_LEN:])
+        finally:
+            for f in files:
+                f.close()
     finally:
-        for f in files:
-            f.close()
-        for path in spools:
-            os.unlink(path)
+        for p in spools:
+            if os.path.exists(p):
+                os.unlink(p)
         os.rmdir(spool_dir)
     bad.sort(key=lambda b: b.line)
     return events, count, bad

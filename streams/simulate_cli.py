@@ -18,8 +18,11 @@ def register(app: typer.Typer) -> None:
                  workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
                                                                   "0 = one per CPU up to the partition count")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
-        from schemas import serde
+        import os
+        import time
+
         from streams.cli import settings_from
+        from streams.simulate import command_line, simulate_parallel
         from streams.simulate import simulate as run
         from streams.timeparse import parse_time_ms
 
@@ -28,28 +31,29 @@ def register(app: typer.Typer) -> None:
             until_ms = parse_time_ms(until) if until else None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
-        import os
-        import time
-
-        from streams.simulate import simulate_parallel
-
         n = workers or min(os.cpu_count() or 1, settings.topics.partitions)
         started = time.perf_counter()
-        out = open(output, "w") if output else sys.stdout  # noqa: SIM115
+        out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
         try:
-            with open(input) as lines:
-                if n > 1:
-                    events, n_commands, bad = simulate_parallel(lines, settings, until_ms, n, out)
-                    for b in bad:
-                        print(b.as_json(), file=sys.stderr)
-                else:
+            if n > 1:
+                try:
+                    events, n_commands, bad = simulate_parallel(str(input), settings, until_ms, n, out)
+                except RuntimeError as exc:
+                    print(f"simulate: {exc}", file=sys.stderr)
+                    raise typer.Exit(1) from exc
+                for b in bad:
+                    print(b.as_json(), file=sys.stderr)
+            else:
+                with open(input, "rb") as lines:
                     result = run(lines, settings, until_ms, keep=False,
                                  on_bad=lambda b: print(b.as_json(), file=sys.stderr),
-                                 on_command=lambda cmd: out.write(serde.dumps_json("EmailCommand", cmd) + "\n"))
-                    events, n_commands, bad = result.events, result.count, result.bad_lines
+                                 on_command=lambda cmd: out.write(command_line(cmd)))
+                events, n_commands, bad = result.events, result.count, result.bad_lines
         finally:
             if output:
                 out.close()
+            else:
+                out.flush()
         elapsed = time.perf_counter() - started
         print(f"simulate: {events} events, {n_commands} commands, {len(bad)} bad lines in {elapsed:.1f}s "
               f"({events / max(elapsed, 1e-9):,.0f} events/s, {n} process(es))", file=sys.stderr)

@@ -86,3 +86,32 @@ def test_variant_assignment_is_stable_and_follows_the_weights():
     assert abs(share["holdout"] - 0.10) < 0.02
     assert abs(share["A"] - 0.675) < 0.03 and abs(share["B"] - 0.225) < 0.03
     assert bucket("c1", "offer") != bucket("c1", "other experiment")
+
+
+def test_quiet_hours_cached_per_quarter_hour_equals_the_exact_answer_for_every_instant():
+    import random
+
+    from streams.core import guards
+
+    rng = random.Random(7)
+    zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe",
+             "Pacific/Chatham", "UTC", "Not/AZone", None]
+    start = ms("2026-01-01T00:00")
+    for _ in range(20_000):
+        at = start + rng.randrange(400 * 24 * HOUR_MS)
+        tz = rng.choice(zones)
+        assert quiet_hours_release(at, tz, 22, 8) == (guards._release(at, tz, 22, 8) or at)
+
+
+def test_vip_threshold_kept_incrementally_equals_one_computed_from_scratch():
+    import random
+
+    rng = random.Random(3)
+    h = SpendHistogram()
+    spend: dict[int, float] = {}
+    for _ in range(5_000):
+        cid = rng.randrange(400)
+        new = round(rng.lognormvariate(4, 1.2), 2)
+        h.move(spend.get(cid), new)
+        spend[cid] = new
+        assert h.threshold(0.98) == SpendHistogram(h.counts).threshold(0.98)

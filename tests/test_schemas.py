@@ -147,3 +147,29 @@ def test_random_bytes_never_crash_the_decoder(data):
         serde.decode(data)
     except serde.SerdeError as exc:
         assert exc.reason in {"bad_magic", "truncated", "unknown_fingerprint", "invalid"}
+
+
+_json_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=20)
+                 | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f == 0 or abs(f) >= 1e-4))
+_json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4)
+                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_canonical_json_writes_exactly_what_the_standard_library_writes(value):
+    assert serde.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def test_canonical_json_escapes_non_ascii_and_del_like_the_standard_library():
+    for value in ({"name": "Müller", "a": 1}, {"x": "\x7f"}, {1: "int key"}, {"big": 10**30}):
+        assert serde.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def test_to_json_fast_path_equals_the_validating_path_and_still_rejects_bad_records():
+    cmd = serde.from_json("EmailCommand", SAMPLES["EmailCommand"])
+    fast = serde.to_json("EmailCommand", dict(cmd, extra_field="dropped"))
+    assert fast == serde._convert(cmd, serde.registry().get("EmailCommand").raw,
+                                  serde._json_converter("EmailCommand")[1], to_json=True, path="")
+    with pytest.raises(serde.SerdeError, match="step"):
+        serde.to_json("EmailCommand", dict(cmd, step="one"))

@@ -138,5 +138,7 @@ def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
     three = run_cli(args + ["--workers", "3"])
     assert one.returncode == two.returncode == three.returncode == 3
     assert one.stdout and one.stdout == two.stdout == three.stdout
+    for line in one.stdout.splitlines():  # the written form is the validated canonical JSON form
+        assert line == serde.dumps_json("EmailCommand", serde.from_json("EmailCommand", json.loads(line)))
     assert [ln for ln in one.stderr.splitlines() if ln.startswith("{")] == \
            [ln for ln in two.stderr.splitlines() if ln.startswith("{")]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+from operator import itemgetter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -57,6 +58,9 @@ class StepResult:
         self.rejections.extend(other.rejections)
 
 
+_BUF_ORDER = itemgetter(0, 1, 2)  # buffered event: (time, topic rank, event id, topic, record)
+
+
 def new_customer() -> dict[str, Any]:
     return {"p": {}, "seen": {}, "buf": []}
 
@@ -75,18 +79,22 @@ class PartitionEngine:
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
         self._partition_dirty = False
+        # hot-path copies of settings (the flows read these, not the nested settings objects)
+        self.grace_ms = settings.worker.late_grace_ms
+        self.cart_delays = list(settings.flows.abandoned_cart.delays_ms)
+        self.winback_delays = list(settings.flows.win_back.delays_ms)
 
     # ---- input ------------------------------------------------------------------------------
     @property
     def watermark(self) -> int:
-        return self.clock_ms - self.settings.worker.late_grace_ms
+        return self.clock_ms - self.grace_ms
 
     def process(self, logical_topic: str, record: dict[str, Any]) -> StepResult:
         result = StepResult()
         if logical_topic == "clock":
             return self.advance(int(record["tick_at"]))
         at = int(record["occurred_at"])
-        if self.clock_ms and at < self.watermark:
+        if self.clock_ms and at < self.clock_ms - self.grace_ms:
             self._count("late")
             result.rejections.append(Rejection("late", f"occurred_at {at} is older than the watermark "
                                                        f"{self.watermark} (clock {self.clock_ms})"))
@@ -96,41 +104,49 @@ class PartitionEngine:
         if c is None:
             c = self.customers[cid] = new_customer()
         eid = record["event_id"]
-        if eid in c["seen"]:
+        seen = c["seen"]
+        if eid in seen:
             self._count("duplicate")
             return result
-        c["seen"][eid] = at
+        seen[eid] = at
         self._dirty.add(cid)
-        result.commands.extend(flows.on_arrival(self, cid, c, logical_topic, record))
+        commands = result.commands
+        arrival = flows.on_arrival(self, cid, c, logical_topic, record)
+        if arrival:
+            commands.extend(arrival)
         c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
         self._schedule(cid, at)
         if at > self.clock_ms:
             self.clock_ms = at
             self._partition_dirty = True
-        result.extend(self._fire())
+        if self._due[0][0] <= self.clock_ms - self.grace_ms:
+            self._fire(commands)
         return result
 
     def advance(self, clock_ms: int) -> StepResult:
         if clock_ms > self.clock_ms:
             self.clock_ms = clock_ms
             self._partition_dirty = True
-        return self._fire()
+        result = StepResult()
+        self._fire(result.commands)
+        return result
 
     # ---- settling and timers ----------------------------------------------------------------
-    def _fire(self) -> StepResult:
-        result = StepResult()
-        wm = self.watermark
-        while self._due and self._due[0][0] <= wm:
-            at, cid = heapq.heappop(self._due)
-            if self._scheduled.get(cid) != at:
+    def _fire(self, out: list[dict[str, Any]]) -> None:
+        """Settle every customer whose next buffered event or timer is at or behind the watermark."""
+        wm = self.clock_ms - self.grace_ms
+        due = self._due
+        scheduled = self._scheduled
+        customers = self.customers
+        while due and due[0][0] <= wm:
+            at, cid = heapq.heappop(due)
+            if scheduled.get(cid) != at:
                 continue  # superseded by an earlier schedule
-            del self._scheduled[cid]
-            c = self.customers.get(cid)
+            del scheduled[cid]
+            c = customers.get(cid)
             if c is None:
                 continue
-            result.commands.extend(self._settle(cid, c, wm))
-            self._schedule(cid, flows.next_due(self, c))
-        return result
+            self._schedule(cid, self._settle(cid, c, wm, out))
 
     def _schedule(self, cid: str, at: int | None) -> None:
         if at is None:
@@ -140,28 +156,32 @@ class PartitionEngine:
             self._scheduled[cid] = at
             heapq.heappush(self._due, (at, cid))
 
-    def _settle(self, cid: str, c: dict[str, Any], wm: int) -> list[dict[str, Any]]:
-        """Apply buffered events and fire timers of one customer up to the watermark, in time order."""
-        out: list[dict[str, Any]] = []
-        if len(c["buf"]) > 1:
-            c["buf"].sort(key=lambda e: (e[0], e[1], e[2]))
+    def _settle(self, cid: str, c: dict[str, Any], wm: int, out: list[dict[str, Any]]) -> int | None:
+        """Apply buffered events and fire timers of one customer up to the watermark, in time order;
+        returns when the customer is due next (its earliest buffered event or timer)."""
+        buf = c["buf"]
+        if len(buf) > 1:
+            buf.sort(key=_BUF_ORDER)
+        timer = flows.next_timer(self, c)
         while True:
-            ev_at = c["buf"][0][0] if c["buf"] else None
-            timer = flows.next_timer(self, c)
+            ev_at = buf[0][0] if buf else None
             if timer is not None and timer <= wm and (ev_at is None or timer <= ev_at):
                 out.extend(flows.on_timer(self, cid, c, timer))
-                self._dirty.add(cid)
-                continue
-            if ev_at is not None and ev_at <= wm:
-                at, _, _, topic, record = c["buf"].pop(0)
+            elif ev_at is not None and ev_at <= wm:
+                _, _, _, topic, record = buf.pop(0)
                 out.extend(flows.settle_event(self, cid, c, topic, record))
-                self._dirty.add(cid)
-                continue
-            break
-        cutoff = self.clock_ms - SEEN_RETENTION_MS
-        if len(c["seen"]) > 16:
-            c["seen"] = {k: v for k, v in c["seen"].items() if v >= cutoff}
-        return out
+            else:
+                break
+            timer = flows.next_timer(self, c)
+        self._dirty.add(cid)
+        seen = c["seen"]
+        if len(seen) > 16:
+            cutoff = self.clock_ms - SEEN_RETENTION_MS
+            c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
+        if buf:
+            first = min(e[0] for e in buf)
+            return first if timer is None or first < timer else timer
+        return timer
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -178,8 +198,8 @@ class PartitionEngine:
             for other, n in self.cooc.get(sku, {}).items():
                 if other not in skus:
                     scores[other] = scores.get(other, 0) + n
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        return [self.catalog[s] for s, _ in best if s in self.catalog]
+        best = heapq.nsmallest(limit, [(-n, sku) for sku, n in scores.items()])
+        return [self.catalog[s] for _, s in best if s in self.catalog]
 
     def learn_basket(self, items: list[dict[str, Any]]) -> None:
         skus = sorted({it["sku"] for it in items})

@@ -3,7 +3,7 @@
 Customer state keys (short: it is serialized to the changelog for every change):
 ``p`` profile {email, fn, loc, tz, at, opt, opt_at}; ``sup`` suppression times {u, b, c};
 ``seen`` event id → time; ``buf`` events waiting to settle; ``cart`` abandoned-cart instance
-{id, items, cur, url, a (anchor), trig, next, d (deferred due)}; ``acl`` last abandoned-cart send;
+{id, items, cur, url, a (anchor), trig, next, d (deferred due), tot (total, cached)}; ``acl`` last abandoned-cart send;
 ``ord`` {n, last, lid, sp [[at, amount]], gaps}; ``hs`` spend registered in the partition histogram;
 ``fb`` order id → {due, trig, d}; ``x`` cancelled/returned order ids; ``sh`` shipment id → statuses;
 ``wb`` win-back instance {trig, a, next, seg, d}; ``wbd`` last order time a win-back ran for;
@@ -15,11 +15,13 @@ Arrival (``on_arrival``) emits transactional mail at once. Settlement (``settle_
 
 from __future__ import annotations
 
-import json
 import statistics
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from schemas.serde import canonical_json
 from streams.config import DAY_MS
 from streams.core.guards import decide
 from streams.core.ids import command_id, stable_code
@@ -41,7 +43,7 @@ def _dec(value: Any) -> Decimal:
 
 
 def _ctx(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return canonical_json(data)
 
 
 def _items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -182,6 +184,7 @@ def _settle_cart(eng: PartitionEngine, c: dict[str, Any], r: dict[str, Any]) -> 
     cart.update({"id": r["cart_id"], "items": _items(r["items"]), "cur": r.get("currency") or "USD",
                  "url": r.get("cart_url") or f"{eng.settings.flows.shop_url}/cart", "a": at})
     cart.pop("d", None)
+    cart.pop("tot", None)
     c["cart"] = cart
 
 
@@ -225,16 +228,16 @@ def _timers(eng: PartitionEngine, c: dict[str, Any]) -> list[tuple[int, int, str
     """(due, priority, flow, key) of every pending timer."""
     out: list[tuple[int, int, str, str]] = []
     cart = c.get("cart")
-    delays = eng.settings.flows.abandoned_cart.delays_ms
+    delays = eng.cart_delays
     if cart and cart["next"] <= len(delays):
         out.append((cart.get("d") or cart["a"] + delays[cart["next"] - 1], 0, "abandoned_cart", ""))
     for oid, fb in c.get("fb", {}).items():
         out.append((fb.get("d") or fb["due"], 1, "delivery_feedback", oid))
     wb = c.get("wb")
-    wbs = eng.settings.flows.win_back
     if wb:
-        if wb["next"] <= len(wbs.delays_ms):
-            out.append((wb.get("d") or wb["a"] + wbs.delays_ms[wb["next"] - 1], 2, "win_back", ""))
+        delays = eng.winback_delays
+        if wb["next"] <= len(delays):
+            out.append((wb.get("d") or wb["a"] + delays[wb["next"] - 1], 2, "win_back", ""))
     elif "lap" in c and c.get("wbd") != c["ord"]["last"]:
         out.append((c["lap"], 2, "win_back", "start"))
     return out
@@ -245,9 +248,10 @@ def next_timer(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
     best: int | None = None
     cart = c.get("cart")
     if cart is not None:
-        delays = eng.settings.flows.abandoned_cart.delays_ms
-        if cart["next"] <= len(delays):
-            best = cart.get("d") or cart["a"] + delays[cart["next"] - 1]
+        n = cart["next"]
+        delays = eng.cart_delays
+        if n <= len(delays):
+            best = cart.get("d") or cart["a"] + delays[n - 1]
     fbs = c.get("fb")
     if fbs:
         for fb in fbs.values():
@@ -256,9 +260,10 @@ def next_timer(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
                 best = t
     wb = c.get("wb")
     if wb is not None:
-        delays = eng.settings.flows.win_back.delays_ms
-        if wb["next"] <= len(delays):
-            t = wb.get("d") or wb["a"] + delays[wb["next"] - 1]
+        n = wb["next"]
+        delays = eng.winback_delays
+        if n <= len(delays):
+            t = wb.get("d") or wb["a"] + delays[n - 1]
             if best is None or t < best:
                 best = t
     elif "lap" in c and c.get("wbd") != c["ord"]["last"]:
@@ -309,9 +314,9 @@ def on_timer(eng: PartitionEngine, cid: str, c: dict[str, Any], now: int) -> lis
 
 def _original_due(eng: PartitionEngine, flow: str, inst: dict[str, Any]) -> int:
     if flow == "abandoned_cart":
-        return inst["a"] + eng.settings.flows.abandoned_cart.delays_ms[inst["next"] - 1]
+        return inst["a"] + eng.cart_delays[inst["next"] - 1]  # type: ignore[no-any-return]
     if flow == "win_back":
-        return inst["a"] + eng.settings.flows.win_back.delays_ms[inst["next"] - 1]
+        return inst["a"] + eng.winback_delays[inst["next"] - 1]  # type: ignore[no-any-return]
     return inst["due"]
 
 
@@ -351,8 +356,11 @@ def _marketing_command(eng: PartitionEngine, cid: str, c: dict[str, Any], flow: 
     shop = eng.settings.flows.shop_url
     to = c["p"]["email"]
     if flow == "abandoned_cart":
+        total = inst.get("tot")
+        if total is None:  # computed once per cart version (activity replaces the items and drops it)
+            total = inst["tot"] = _total(inst["items"])
         ctx: dict[str, Any] = {"cart_id": inst["id"], "cart_url": inst["url"], "items": inst["items"],
-                               "cart_total": _total(inst["items"]), "currency": inst["cur"]}
+                               "cart_total": total, "currency": inst["cur"]}
         if step == 3:
             ac = eng.settings.flows.abandoned_cart
             ctx["incentive"] = ac.incentive
@@ -372,7 +380,7 @@ def _marketing_command(eng: PartitionEngine, cid: str, c: dict[str, Any], flow: 
         ctx["coupon_code"] = stable_code("BACK", cid, inst["trig"])
     cmd = make_command(eng, cid, c, flow, step, inst["trig"], "marketing", at, expires_at, ctx, to, variant)
     if step == 3:
-        full = json.loads(cmd["context"])
+        full = orjson.loads(cmd["context"])
         full["opt_out_url"] = full["unsubscribe_url"]
         cmd["context"] = _ctx(full)
     return cmd

@@ -6,17 +6,15 @@ quiet hours), or drop with a reason (no consent / suppressed / no email / past e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.config import GuardSettings
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     action: str  # "send" | "defer" | "drop"
     at: int = 0  # when to send (send) or retry (defer)
     reason: str = ""
@@ -30,16 +28,48 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+_SLOT_MS = 15 * 60 * 1000  # every UTC offset in use is a multiple of 15 minutes, so is every transition
+_EXACT = -1  # cached for a slot whose local hour is not uniform: compute per instant
+_release_cache: dict[tuple[str | None, int, int, int], int | None] = {}
+
+
 def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: int) -> int:
     """``at_ms`` if outside quiet hours in ``tz``, else the next ``end_hour``:00 local (DST-correct)."""
     if start_hour == end_hour:
         return at_ms  # quiet hours disabled
+    slot = at_ms // _SLOT_MS  # the answer is the same for every instant of a 15-minute UTC slot
+    key = (tz, start_hour, end_hour, slot)
+    try:
+        release = _release_cache[key]
+    except KeyError:
+        release = _slot_release(slot * _SLOT_MS, tz, start_hour, end_hour)
+        if len(_release_cache) > 200_000:
+            _release_cache.clear()
+        _release_cache[key] = release
+    if release is None:
+        return at_ms
+    if release == _EXACT:
+        return _release(at_ms, tz, start_hour, end_hour) or at_ms
+    return release
+
+
+def _slot_release(slot_start: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
+    zone = _zone(tz)
+    first = datetime.fromtimestamp(slot_start / 1000, tz=timezone.utc).astimezone(zone)
+    last = datetime.fromtimestamp((slot_start + _SLOT_MS - 1) / 1000, tz=timezone.utc).astimezone(zone)
+    if first.utcoffset() != last.utcoffset() or first.hour != last.hour:
+        return _EXACT  # an offset that is not a multiple of 15 minutes (none in use today)
+    return _release(slot_start, tz, start_hour, end_hour)
+
+
+def _release(at_ms: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
+    """``None`` outside quiet hours, else the next ``end_hour``:00 local."""
     zone = _zone(tz)
     local = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone(zone)
     h = local.hour
     quiet = (h >= start_hour or h < end_hour) if start_hour > end_hour else (start_hour <= h < end_hour)
     if not quiet:
-        return at_ms
+        return None
     if start_hour > end_hour:  # wraps midnight, e.g. 22:00–08:00
         day = local.date() + timedelta(days=1) if h >= start_hour else local.date()
     else:

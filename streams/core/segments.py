@@ -12,6 +12,7 @@ global exact ranking — the DESIGN allows this per-partition estimate.
 
 from __future__ import annotations
 
+import bisect
 import math
 from decimal import Decimal
 
@@ -32,19 +33,28 @@ class SpendHistogram:
     def __init__(self, counts: dict[int, int] | None = None) -> None:
         self.counts: dict[int, int] = dict(counts or {})
         self.total = sum(self.counts.values())
+        self._buckets = sorted(self.counts)  # the occupied buckets, ascending
         self._thresholds: dict[float, float] = {}  # cache, cleared on every change
 
     def move(self, old: float | None, new: float | None) -> None:
+        ob = None if old is None else spend_bucket(old)
+        nb = None if new is None else spend_bucket(new)
+        if ob == nb and ob is not None:
+            return  # same bucket: nothing the threshold depends on changes
         self._thresholds.clear()
-        if old is not None:
-            b = spend_bucket(old)
-            self.counts[b] = self.counts.get(b, 0) - 1
-            if self.counts[b] <= 0:
-                del self.counts[b]
+        counts = self.counts
+        if ob is not None:
+            counts[ob] = counts.get(ob, 0) - 1
+            if counts[ob] <= 0:
+                del counts[ob]
+                i = bisect.bisect_left(self._buckets, ob)
+                if i < len(self._buckets) and self._buckets[i] == ob:
+                    del self._buckets[i]
             self.total -= 1
-        if new is not None:
-            b = spend_bucket(new)
-            self.counts[b] = self.counts.get(b, 0) + 1
+        if nb is not None:
+            if nb not in counts:
+                bisect.insort(self._buckets, nb)
+            counts[nb] = counts.get(nb, 0) + 1
             self.total += 1
 
     def threshold(self, percentile: float) -> float:
@@ -61,7 +71,7 @@ class SpendHistogram:
             return math.inf
         allowed = max(1.0, (1 - percentile) * self.total)
         acc = 0
-        for b in sorted(self.counts, reverse=True):
+        for b in reversed(self._buckets):  # walks only the few top buckets
             n = self.counts[b]
             if acc + n > allowed:  # the boundary falls inside this bucket: interpolate (uniform in log space)
                 inside = (allowed - acc) / n
