@@ -300,17 +300,26 @@ def _compile(schema: Any, names: dict[str, Any], lenient: bool = False) -> Any:
             return [item(v) for v in value]
         return array
     elif t == "record":
-        fields = [(f["name"], _compile(f["type"], names, lenient), "default" in f, f.get("default"))
-                  for f in schema["fields"]]
+        fields = [(f["name"], *_field_check(f["type"], names), _compile(f["type"], names, lenient),
+                   "default" in f, f.get("default")) for f in schema["fields"]]
         known = frozenset(f[0] for f in fields)
 
         def record(value: Any) -> Any:
             if type(value) is not dict or not (lenient or known.issuperset(value)):
                 raise _Slow
             out = {}
-            for fname, conv, has_default, default in fields:
+            for fname, kind, py, conv, has_default, default in fields:
                 if fname in value:
-                    out[fname] = conv(value[fname])
+                    v = value[fname]
+                    if kind == 1:  # a plain scalar, checked inline (the hot path of every record)
+                        if type(v) is not py:
+                            raise _Slow
+                    elif kind == 2:  # a nullable scalar
+                        if v is not None and type(v) is not py:
+                            raise _Slow
+                    else:
+                        v = conv(v)
+                    out[fname] = v
                 elif has_default:
                     out[fname] = default
                 else:
@@ -321,6 +330,18 @@ def _compile(schema: Any, names: dict[str, Any], lenient: bool = False) -> Any:
     def slow(value: Any) -> Any:
         raise _Slow
     return slow
+
+
+def _field_check(schema: Any, names: dict[str, Any]) -> tuple[int, type | None]:
+    """(1, type) for a plain scalar field, (2, type) for a nullable one, (0, None) otherwise."""
+    simple = {"string": str, "long": int, "int": int, "boolean": bool}
+    if isinstance(schema, str) and schema in simple:
+        return 1, simple[schema]
+    if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+        other = schema[1] if schema[0] == "null" else schema[0]
+        if isinstance(other, str) and other in simple:
+            return 2, simple[other]
+    return 0, None
 
 
 class _Slow(Exception):

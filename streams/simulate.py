@@ -9,7 +9,9 @@ advances to ``until`` and due steps fire. Bad lines are reported (with their lin
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -21,6 +23,8 @@ from streams.config import Settings
 from streams.core.engine import PartitionEngine
 from streams.partitioning import partition_for
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
+
+log = logging.getLogger("shopmail.simulate")
 
 
 @dataclass
@@ -215,6 +219,7 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                         out.write(_KEY % (_UNTIL + p, seq) + command_line(cmd))
                         count += 1
         outbox.put((events, count, bad, None))
+        log.info("simulate worker %d: %d events, %d commands in %.1f s CPU", w, events, count, time.process_time())
     except Exception as exc:  # noqa: BLE001 — reported by the parent, which fails the run
         outbox.put((events, count, bad, f"worker {w}: {type(exc).__name__}: {exc}"))
 
@@ -252,6 +257,7 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
             proc.join()
         if failures:
             raise RuntimeError("; ".join(failures))
+        merge_started = time.perf_counter()
         files = [open(p, "rb") for p in spools]  # noqa: SIM115
         try:
             for line in heapq.merge(*files):  # fixed-width keys: byte order is (line, seq) order
@@ -259,6 +265,7 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
         finally:
             for f in files:
                 f.close()
+        log.info("simulate merge: %.1f s", time.perf_counter() - merge_started)
     finally:
         for p in spools:
             if os.path.exists(p):

@@ -46,7 +46,14 @@ def _ctx(data: dict[str, Any]) -> str:
     return canonical_json(data)
 
 
+_ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
+
+
 def _items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Line items as kept in state and contexts: exactly the LineItem fields. Decoded records
+    already are (and are never mutated), so they are shared rather than copied."""
+    if all(len(it) == 6 and tuple(it) == _ITEM_FIELDS for it in items):
+        return items
     return [{"sku": it["sku"], "name": it["name"], "price": it["price"], "quantity": it["quantity"],
              "image_url": it.get("image_url"), "url": it.get("url")} for it in items]
 
