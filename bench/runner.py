@@ -8,10 +8,14 @@ same run (these machines are noisy: ratios, not absolute numbers, are the figure
 3. latency  — OrderEvent produced → SES answered (the sink's `sent` outcome time), p50/p95/p99 at a
               steady event rate; worker, sink and moto each in their own process.
 4. sink     — sends/s against moto with the rate limit off, and the measured rate with it on.
+5. simulate — `shopmail simulate` (one process per CPU) over a year of synthetic traffic for
+              ``simulate_customers`` customers (full size: 100k, the issue's target is < 60 s), against
+              the same run with one process.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -40,12 +44,15 @@ class BenchConfig:
     latency_rate: int = 1000
     sink_commands: int = 600
     sink_rate: float = 100.0
+    simulate_customers: int = 100_000
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=800,
-                    worker_days=30, latency_seconds=6.0, latency_rate=1000, sink_commands=300, sink_rate=100.0)
+                    worker_days=30, latency_seconds=6.0, latency_rate=1000, sink_commands=300, sink_rate=100.0,
+                    simulate_customers=10_000)
 TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
-                   latency_seconds=2.0, latency_rate=200, sink_commands=40, sink_rate=50.0)
+                   latency_seconds=2.0, latency_rate=200, sink_commands=40, sink_rate=50.0,
+                   simulate_customers=300)
 
 
 @dataclass
@@ -101,6 +108,43 @@ def bench_state(cfg: BenchConfig, out: Figures) -> None:
                 customers += 1
     out.add("state.customers", customers)
     out.add("state.bytes_per_customer", round(total / max(customers, 1)))
+
+
+def _simulate_cli(path: str, workers: int) -> tuple[float, str]:
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "simulate", "--input", path, "--output", os.devnull,
+                          "--workers", str(workers)], capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise RuntimeError(f"simulate failed ({run.returncode}): {run.stderr[-2000:]}")
+    return elapsed, run.stderr.strip().splitlines()[-1]
+
+
+def bench_simulate(cfg: BenchConfig, out: Figures) -> None:
+    """Wall time of the CLI (start-up, parsing, engines, output, merge) over a year of traffic."""
+    import tempfile
+
+    from bench.traffic import write_jsonl
+
+    settings = load_settings(env={})
+    with tempfile.TemporaryDirectory(prefix="shopmail-bench-") as tmp:
+        path = os.path.join(tmp, "year.jsonl")
+        with open(path, "w") as f:
+            events = write_jsonl(TrafficSpec(customers=cfg.simulate_customers, days=365, seed=1), f,
+                                 settings.topics.name)
+        workers = min(os.cpu_count() or 1, settings.topics.partitions)
+        parallel_s, summary = _simulate_cli(path, 0)
+        one_s, _ = _simulate_cli(path, 1)
+    out.add("simulate.customers", cfg.simulate_customers)
+    out.add("simulate.events", events)
+    out.add("simulate.workers", workers)
+    out.add("simulate.seconds", round(parallel_s, 1))
+    out.add("simulate.one_process_seconds", round(one_s, 1))
+    out.add("simulate.speedup", round(one_s / parallel_s, 2))
+    out.add("simulate.summary", summary)
 
 
 # ---- 2. worker vs plain loop -------------------------------------------------------------------
@@ -386,6 +430,8 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
     if "core" in parts:
         bench_core(cfg, figures)
         bench_state(cfg, figures)
+    if "simulate" in parts:
+        bench_simulate(cfg, figures)
     broker_parts = [p for p in parts if p in ("worker", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:

@@ -17,12 +17,13 @@ memory stays flat). ``jitter_ms`` shuffles events within a bounded window (out-o
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+import orjson
 
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
 
@@ -171,6 +172,6 @@ def generate(spec: TrafficSpec) -> Iterator[tuple[str, dict[str, Any]]]:
 def write_jsonl(spec: TrafficSpec, out: TextIO, topic_name: Any) -> int:
     n = 0
     for topic, rec in generate(spec):
-        out.write(json.dumps({"topic": topic_name(topic), "value": rec}, separators=(",", ":")) + "\n")
+        out.write(orjson.dumps({"topic": topic_name(topic), "value": rec}).decode() + "\n")
         n += 1
     return n

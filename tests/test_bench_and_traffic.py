@@ -56,6 +56,7 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     fig = json.loads(out.read_text())["figures"]
     for key in ("core.events_per_s", "core.decode_ceiling_per_s", "state.bytes_per_customer", "worker.events_per_s",
-                "worker.plain_loop_per_s", "latency.p99_ms", "sink.unlimited.sends_per_s", "sink.limited.sends_per_s"):
+                "worker.plain_loop_per_s", "latency.p99_ms", "sink.unlimited.sends_per_s", "sink.limited.sends_per_s",
+                "simulate.events", "simulate.seconds", "simulate.one_process_seconds"):
         assert fig[key] and fig[key] > 0, key
     assert fig["sink.limited.max_in_any_1s"] <= fig["sink.limited.configured_rate"] + 5
