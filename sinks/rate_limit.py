@@ -17,6 +17,18 @@ class TokenBucket:
         self._last = time.monotonic()
         self._lock = threading.Lock()
 
+    def set_rate(self, rate: float, burst: float | None = None) -> None:
+        """Change the rate (and burst) from now on: tokens earned so far count at the old rate."""
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self.rate = rate
+            self.capacity = burst if burst is not None else max(1.0, rate / 10)
+            self._tokens = min(self._tokens, self.capacity)
+
     def acquire(self, stop: threading.Event | None = None) -> bool:
         """Block until a token is available; False if ``stop`` was set while waiting."""
         while True:

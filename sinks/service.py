@@ -56,6 +56,7 @@ QUEUE_AGE = Histogram("shopmail_sink_queue_age_seconds", "Time from send_at to t
                       buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600))
 PAUSED = Gauge("shopmail_sink_paused", "1 while sending is paused (SES paused/suspended/quota)")
 HELD = Gauge("shopmail_sink_held_commands", "Commands held until their send_at")
+RATE = Gauge("shopmail_sink_send_rate", "This replica's token-bucket rate (its share of the account's rate), sends/s")
 
 
 def now_ms() -> int:
@@ -103,9 +104,10 @@ class SinkService:
             account = account_send_rate(self.sender.client)
             if account:
                 rate = min(rate, account) if rate > 0 else account
-        self.rate = rate
+        self.rate = rate  # the account's (or configured) rate, shared by all replicas
         burst = settings.ses.rate_burst or None
         self.bucket: TokenBucket | Unlimited = TokenBucket(rate, burst) if rate > 0 else Unlimited()
+        self._commands_partitions = 0  # partition count of email.commands, read at the first assignment
         self.ready = threading.Event()
         self.paused_until = 0.0
         self.settled = 0
@@ -171,6 +173,7 @@ class SinkService:
         self._ledger.catch_up()  # another replica may have settled commands of these partitions
         for tp in partitions:
             self._offsets.setdefault(tp.partition, PartitionOffsets())
+        self._share_rate(consumer)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
@@ -179,6 +182,22 @@ class SinkService:
         self._waiting = [w for w in self._waiting if w.msg.partition() not in gone]
         for p in gone:
             self._offsets.pop(p, None)
+        self._share_rate(consumer)
+
+    def _share_rate(self, consumer: Consumer) -> None:
+        """This replica's share of the send rate: rate × assigned ÷ all partitions of email.commands."""
+        ses = self.settings.ses
+        if not isinstance(self.bucket, TokenBucket) or not ses.share_rate_by_partitions:
+            return
+        if not self._commands_partitions:
+            meta = consumer.list_topics(self.commands_topic, timeout=10).topics.get(self.commands_topic)
+            self._commands_partitions = len(meta.partitions) if meta is not None and meta.partitions else 1
+        share = max(len(self._offsets), 1) / self._commands_partitions  # unassigned: sends nothing anyway
+        burst = ses.rate_burst * share if ses.rate_burst else None
+        self.bucket.set_rate(self.rate * share, max(1.0, burst) if burst is not None else None)
+        RATE.set(self.bucket.rate)
+        log.info("sink %s: %d of %d partitions → sending at ≤ %.2f/s", self.instance_id, len(self._offsets),
+                 self._commands_partitions, self.bucket.rate)
 
     # ---- intake -----------------------------------------------------------------------------
     def _track(self, m: Message) -> None:
@@ -354,4 +373,5 @@ class SinkService:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         return True, {"paused": time.time() < self.paused_until, "held": len(self._held), "settled": self.settled,
-                      "rate": self.rate}
+                      "rate": self.rate,
+                      "replica_rate": self.bucket.rate if isinstance(self.bucket, TokenBucket) else None}

@@ -86,6 +86,10 @@ class SesSettings:
     unsubscribe_mailto: str = "unsubscribe@example.com"
     rate_burst: float = 0.0  # token-bucket burst; 0 → max(1, rate / 10)
     use_account_rate: bool = True  # min(max_send_rate, SES GetAccount MaxSendRate) when readable
+    # Sink replicas share the account's rate: each one's bucket gets rate × (its partitions of
+    # email.commands ÷ all of them), so replicas together never exceed it (re-split on every
+    # rebalance). false → every replica sends at the full rate (one replica per account only).
+    share_rate_by_partitions: bool = True
     backoff_base_s: float = 0.2
     backoff_max_s: float = 20.0
 

@@ -197,6 +197,18 @@ def test_a_burst_of_500_commands_never_exceeds_the_configured_send_rate(kafka, p
     assert (times[-1] - times[0]) >= (500 - 5) / 100 * 0.95
 
 
+def test_replicas_split_the_send_rate_by_their_share_of_partitions(kafka, sink_settings):
+    sink_settings.ses.max_send_rate = 40
+    partitions = sink_settings.topics.partitions
+    assert partitions == 2
+    with running_sink(sink_settings, kafka, instance_id="r0") as first:
+        assert first.bucket.rate == 40  # alone: every partition, the whole rate
+        with running_sink(sink_settings, kafka, instance_id="r1") as second:
+            wait_for(lambda: first.bucket.rate == second.bucket.rate == 20, 60, what="rate re-split on rebalance")
+            assert first.health()[1]["replica_rate"] + second.health()[1]["replica_rate"] == 40
+        wait_for(lambda: first.bucket.rate == 40, 60, what="the whole rate back after the other replica left")
+
+
 def test_sigkill_between_send_and_commit_sends_no_second_email(kafka, moto_ses, proxy, sink_settings, tmp_path):
     proxy.delay_s = 0.3  # every SES call takes 300 ms: the kill lands while sends are in flight
     t = sink_settings.topics
@@ -223,3 +235,16 @@ def test_sigkill_between_send_and_commit_sends_no_second_email(kafka, moto_ses, 
     # every command is either sent exactly once or reported as ambiguous (the documented window)
     assert len(sent) + len(ambiguous) == 30
     print(f"crash window: {len(ambiguous)} of 30 commands were in flight at the kill and were not resent")
+
+
+def test_token_bucket_rate_change_keeps_earned_tokens_within_the_new_burst():
+    from sinks.rate_limit import TokenBucket
+
+    bucket = TokenBucket(100, burst=10)
+    bucket.set_rate(20)
+    assert bucket.rate == 20 and bucket.capacity == 2  # default burst: max(1, rate / 10)
+    assert bucket._tokens <= 2
+    bucket.set_rate(5, burst=1)
+    assert bucket.capacity == 1 and bucket._tokens <= 1
+    with pytest.raises(ValueError):
+        bucket.set_rate(0)
