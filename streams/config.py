@@ -70,6 +70,7 @@ class WorkerSettings:
     restore_timeout_s: float = 300.0
     max_idle_ms: int = 500  # wait this long for a co-partitioned topic with unfetched data before
     # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)
+    max_lag_wait_ms: int = 5000  # …and up to this long when that topic is known to have unfetched records
     max_buffered: int = 5000  # records buffered per topic-partition before it is paused
 
 

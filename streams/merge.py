@@ -5,8 +5,12 @@ Records of partition *p* arrive per topic in whatever order the fetcher returns 
 could be read far ahead of the carts topic, which would make every cart event look late. So each
 partition keeps one FIFO per topic and hands out the head with the smallest event time — but only when
 every topic of the partition either has a buffered record or is known to be caught up (nothing more to
-fetch). If some topic is neither for longer than ``max_idle_ms``, processing proceeds anyway
-("enforced processing"), like ``max.task.idle.ms``.
+fetch). An empty topic whose lag is unknown holds the others back for at most ``max_idle_ms``; one
+known to have unfetched records (lag > 0: the fetch is on its way) for up to ``max_lag_wait_ms`` —
+Kafka Streams' rule since KIP-695, which waits for known lag instead of enforcing processing, with a
+bound so a partition that cannot be fetched (e.g. behind an open transaction) does not stall the
+task forever. Past the bound processing proceeds anyway ("enforced processing"), and events that then
+arrive older than the watermark are rejected as ``late``.
 
 Pure: no Kafka here; the runtime tells it which topics are caught up and what time it is.
 """
@@ -29,10 +33,12 @@ class Pending(Generic[T]):
 
 
 class PartitionMerger(Generic[T]):
-    def __init__(self, topics: list[str], max_idle_ms: int) -> None:
+    def __init__(self, topics: list[str], max_idle_ms: int, max_lag_wait_ms: int | None = None) -> None:
         self.topics = list(topics)
         self._rank = {t: i for i, t in enumerate(self.topics)}
         self.max_idle_ms = max_idle_ms
+        self.max_lag_wait_ms = max(max_idle_ms, max_lag_wait_ms if max_lag_wait_ms is not None else max_idle_ms)
+        self.enforced = 0  # times processing went ahead without a record from every topic
         self.queues: dict[str, deque[Pending[T]]] = {t: deque() for t in self.topics}
         self._blocked_since: float | None = None
 
@@ -50,19 +56,23 @@ class PartitionMerger(Generic[T]):
             q.clear()
         self._blocked_since = None
 
-    def drain(self, limit: int, caught_up: Callable[[str], bool], now_ms: float) -> list[Pending[T]]:
-        """Up to ``limit`` records in event-time order (ties: topic order, then arrival)."""
+    def drain(self, limit: int, lag: Callable[[str], int | None], now_ms: float) -> list[Pending[T]]:
+        """Up to ``limit`` records in event-time order (ties: topic order, then arrival). ``lag(topic)``
+        is the records not yet fetched: 0 when caught up, ``None`` when unknown."""
         out: list[Pending[T]] = []
         while len(out) < limit:
             heads = [(q[0].at, self._rank[t], t) for t, q in self.queues.items() if q]
             if not heads:
                 break
-            waiting = [t for t, q in self.queues.items() if not q and not caught_up(t)]
+            lags = [lag(t) for t, q in self.queues.items() if not q]
+            waiting = [n for n in lags if n != 0]
             if waiting:
                 if self._blocked_since is None:
                     self._blocked_since = now_ms
-                if now_ms - self._blocked_since < self.max_idle_ms:
+                bound = self.max_lag_wait_ms if any(n is not None and n > 0 for n in waiting) else self.max_idle_ms
+                if now_ms - self._blocked_since < bound:
                     break
+                self.enforced += 1
             else:
                 self._blocked_since = None
             _, _, topic = min(heads)

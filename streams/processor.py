@@ -59,6 +59,7 @@ class RuntimeStats:
     dead_letters: int = 0
     transactions: int = 0
     aborted: int = 0
+    enforced: int = 0  # batches drained without a record from every topic of a partition (merge.py)
     recoveries: int = 0
     restored_local_keys: int = 0
     restored_changelog_records: int = 0
@@ -159,7 +160,8 @@ class ProcessorRuntime:
             if p not in self.engines:
                 self.engines[p] = self._restore_partition(p)
             if p not in self._mergers:
-                self._mergers[p] = PartitionMerger(list(self.topic_logical), self.settings.worker.max_idle_ms)
+                self._mergers[p] = PartitionMerger(list(self.topic_logical), self.settings.worker.max_idle_ms,
+                                                   self.settings.worker.max_lag_wait_ms)
         log.info("assigned partitions %s", wanted)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -320,17 +322,20 @@ class ProcessorRuntime:
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
             self._paused.difference_update(ready)
 
-    def _caught_up(self, topic: str, partition: int) -> bool:
-        """Nothing more to fetch for this topic-partition (as far as the last fetch response knows)."""
+    def _unfetched(self, topic: str, partition: int) -> int | None:
+        """Records of this topic-partition not fetched yet, as far as the last fetch response knows
+        (0: caught up; ``None``: not known yet)."""
         assert self._consumer is not None
         tp = TopicPartition(topic, partition)
         _, high = self._consumer.get_watermark_offsets(tp, cached=True)
         if high < 0:
-            return False
+            return None
         pos = self._consumer.position([tp])[0].offset
         if pos < 0:
             pos = self._start_offsets.get((topic, partition), -1)
-        return pos >= high
+        if pos < 0:
+            return None
+        return max(0, high - pos)
 
     def _drain_ready(self) -> list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]]:
         limit = self.settings.worker.batch_size
@@ -340,7 +345,9 @@ class ProcessorRuntime:
             if len(out) >= limit:
                 break
             if len(merger):
-                out.extend(merger.drain(limit - len(out), lambda t, p=p: self._caught_up(t, p), now_ms))
+                before = merger.enforced
+                out.extend(merger.drain(limit - len(out), lambda t, p=p: self._unfetched(t, p), now_ms))
+                self.stats.enforced += merger.enforced - before
         return out
 
     def _process_batch(self, pending: list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]],

@@ -20,6 +20,8 @@ SKEW = Gauge("shopmail_processor_clock_skew_seconds", "Wall clock minus the part
              ["partition"])
 TRANSACTIONS = Counter("shopmail_processor_transactions_total", "Committed transactions")
 ABORTED = Counter("shopmail_processor_aborted_transactions_total", "Aborted transactions")
+ENFORCED = Counter("shopmail_processor_enforced_processing_total",
+                   "Times a partition went ahead without a record from every co-partitioned topic")
 
 
 class ProcessorMetrics:
@@ -29,6 +31,7 @@ class ProcessorMetrics:
         self._seen_flows: dict[str, int] = {}
         self._seen_events = 0
         self._seen_aborted = 0
+        self._seen_enforced = 0
         self._lag_at = 0.0
         self.lag_interval_s = lag_interval_s
 
@@ -45,6 +48,9 @@ class ProcessorMetrics:
         if s.aborted > self._seen_aborted:
             ABORTED.inc(s.aborted - self._seen_aborted)
             self._seen_aborted = s.aborted
+        if s.enforced > self._seen_enforced:
+            ENFORCED.inc(s.enforced - self._seen_enforced)
+            self._seen_enforced = s.enforced
         now = time.time()
         for p, engine in list(runtime.engines.items()):
             if engine.clock_ms:
