@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -101,19 +100,14 @@ def register_bridge(app: typer.Typer) -> None:
                    http_port: Optional[int] = typer.Option(None, "--http-port", help="serve an SNS HTTP endpoint"),
                    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Turn SES event notifications into email.feedback records (malformed ones → email.feedback.dlq)."""
-        from streams.broker import kafka_bootstrap
         from streams.cli import settings_from
+        from streams.service_cli import service_context
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = settings_from(config)
-        if not settings.kafka.bootstrap_servers:
-            raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS")
-        with kafka_bootstrap(settings.kafka.bootstrap_servers) as bootstrap:
+        serving = http_port is not None  # stdin/file mode keeps Ctrl-C as an interrupt
+        with service_context(settings, check_topics=False, handle_signals=serving) as (bootstrap, stop):
             bridge = Bridge(settings, bootstrap)
             if http_port is not None:
-                stop = threading.Event()
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())
-                signal.signal(signal.SIGINT, lambda *_: stop.set())
                 serve_sns(bridge, http_port, stop)
             else:
                 stream = sys.stdin.buffer if input is None or str(input) == "-" else open(input, "rb")  # noqa: SIM115

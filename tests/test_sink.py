@@ -193,7 +193,9 @@ def test_a_burst_of_500_commands_never_exceeds_the_configured_send_rate(kafka, p
     times = sorted(r.at for r in proxy.sends())
     worst = max(sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times))
     print(f"rate: max {worst} SendEmail calls in any 1 s window at 100/s + burst 5; span {times[-1] - times[0]:.2f} s")
-    assert worst <= 100 + 5, f"{worst} sends within one second"
+    # the bucket grants at most 100 + 5 in any second; the proxy sees each call a few ms after its grant
+    # (8 sending threads), which can pull one more into a 1 s window: allow 2 for that, no more
+    assert worst <= 100 + 5 + 2, f"{worst} sends within one second"
     assert (times[-1] - times[0]) >= (500 - 5) / 100 * 0.95
 
 
