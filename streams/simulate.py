@@ -232,6 +232,7 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
     import heapq
     import multiprocessing as mp
     import os
+    import queue
     import tempfile
 
     ctx = mp.get_context("fork")
@@ -246,8 +247,20 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
     bad: list[BadLine] = []
     failures: list[str] = []
     try:
-        for _ in procs:
-            e, c, b, failure = outbox.get()
+        reported = 0
+        while reported < len(procs):
+            try:
+                e, c, b, failure = outbox.get(timeout=1.0)
+            except queue.Empty:  # a worker killed outright (OOM, signal) never reports: do not wait forever
+                dead = [f"worker {w} died (exit code {p.exitcode})" for w, p in enumerate(procs)
+                        if p.exitcode not in (None, 0)]
+                if dead:
+                    for proc in procs:
+                        if proc.is_alive():
+                            proc.terminate()
+                    raise RuntimeError("; ".join(dead)) from None
+                continue
+            reported += 1
             events += e
             count += c
             bad.extend(b)

@@ -142,3 +142,25 @@ def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
         assert line == serde.dumps_json("EmailCommand", serde.from_json("EmailCommand", json.loads(line)))
     assert [ln for ln in one.stderr.splitlines() if ln.startswith("{")] == \
            [ln for ln in two.stderr.splitlines() if ln.startswith("{")]
+
+
+def test_parallel_simulate_fails_clearly_when_a_worker_process_dies(tmp_path, monkeypatch):
+    import io
+    import os
+
+    from streams import simulate as sim_module
+    from streams.config import load_settings
+
+    settings = load_settings(env={})
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, shop_log(settings.topics.partitions), settings)
+    real_worker = sim_module._worker
+
+    def dies_if_second(*args):
+        if args[2] == 1:  # worker index
+            os._exit(9)  # as an OOM kill would: no report, no traceback
+        real_worker(*args)
+
+    monkeypatch.setattr(sim_module, "_worker", dies_if_second)
+    with pytest.raises(RuntimeError, match="worker 1 died"):
+        sim_module.simulate_parallel(str(src), settings, None, 2, io.BytesIO())
