@@ -4,6 +4,11 @@ Each input line is ``{"topic": "<topic name>", "value": {<event in JSON form>}}`
 order. Customers are spread over ``topics.partitions`` engines with Kafka's murmur2 partitioner, so
 the commands equal what the workers emit for the same log. After the last line every engine's clock
 advances to ``until`` and due steps fire. Bad lines are reported (with their line number) and skipped.
+
+Output: one command per line in its canonical JSON form (sorted keys), in firing order. With N worker
+processes each reads the whole file, keeps the lines of its partitions (``p % N``), and spools its
+commands keyed by the input line that fired them; the spools are merged by that key, so the output is
+byte-identical to one process. A worker that dies fails the run.
 """
 
 from __future__ import annotations
