@@ -51,6 +51,16 @@ class SimulationResult:
     engines: dict[int, PartitionEngine] = field(default_factory=dict)
 
 
+def engine_counters(engines: Iterable[PartitionEngine]) -> dict[str, int]:
+    """The engines' counters summed: ``command:<flow>``, ``holdout:<flow>``,
+    ``dropped:<flow>:<reason>`` (steps not sent, e.g. no consent or expired), ``late``, ``duplicate``."""
+    out: dict[str, int] = {}
+    for e in engines:
+        for key, n in e.stats.items():
+            out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items()))
+
+
 def topic_lookup(settings: Settings) -> dict[str, str]:
     """Topic name (with or without the configured prefix) → logical topic."""
     t = settings.topics
@@ -223,17 +233,17 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                     for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
                         out.write(_KEY % (_UNTIL + p, seq) + command_line(cmd))
                         count += 1
-        outbox.put((events, count, bad, None))
+        outbox.put((events, count, bad, None, engine_counters(sim.engines.values())))
         log.info("simulate worker %d: %d events, %d commands in %.1f s CPU", w, events, count, time.process_time())
     except Exception as exc:  # noqa: BLE001 — reported by the parent, which fails the run
-        outbox.put((events, count, bad, f"worker {w}: {type(exc).__name__}: {exc}"))
+        outbox.put((events, count, bad, f"worker {w}: {type(exc).__name__}: {exc}", {}))
 
 
 def simulate_parallel(path: str, settings: Settings, until_ms: int | None, workers: int,
-                      out: BinaryIO) -> tuple[int, int, list[BadLine]]:
+                      out: BinaryIO) -> tuple[int, int, list[BadLine], dict[str, int]]:
     """Same output, same order as ``simulate``: each worker reads the whole file, runs its share of
     the partitions and spools its (ordered) commands; the spools are merged by the input line that
-    fired them. Returns (events, commands, bad lines)."""
+    fired them. Returns (events, commands, bad lines, engine counters)."""
     import heapq
     import multiprocessing as mp
     import os
@@ -251,11 +261,12 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
     events = count = 0
     bad: list[BadLine] = []
     failures: list[str] = []
+    counters: dict[str, int] = {}
     try:
         reported = 0
         while reported < len(procs):
             try:
-                e, c, b, failure = outbox.get(timeout=1.0)
+                e, c, b, failure, worker_counters = outbox.get(timeout=1.0)
             except queue.Empty:  # a worker killed outright (OOM, signal) never reports: do not wait forever
                 dead = [f"worker {w} died (exit code {p.exitcode})" for w, p in enumerate(procs)
                         if p.exitcode not in (None, 0)]
@@ -271,6 +282,8 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
             bad.extend(b)
             if failure:
                 failures.append(failure)
+            for key, n in worker_counters.items():
+                counters[key] = counters.get(key, 0) + n
         for proc in procs:
             proc.join()
         if failures:
@@ -290,4 +303,4 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
                 os.unlink(p)
         os.rmdir(spool_dir)
     bad.sort(key=lambda b: b.line)
-    return events, count, bad
+    return events, count, bad, dict(sorted(counters.items()))

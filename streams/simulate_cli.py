@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,13 +17,15 @@ def register(app: typer.Typer) -> None:
                  config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file"),
                  output: Optional[Path] = typer.Option(None, "--output", "-o", help="commands JSONL (default stdout)"),
                  workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
-                                                                  "0 = one per CPU up to the partition count")) -> None:
+                                                                  "0 = one per CPU up to the partition count"),
+                 stats: Optional[Path] = typer.Option(None, "--stats", help="write counts as JSON: commands and "
+                                                      "holdouts per flow, steps dropped per flow and reason")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         import os
         import time
 
         from streams.cli import settings_from
-        from streams.simulate import command_line, simulate_parallel
+        from streams.simulate import command_line, engine_counters, simulate_parallel
         from streams.simulate import simulate as run
         from streams.timeparse import parse_time_ms
 
@@ -37,7 +40,7 @@ def register(app: typer.Typer) -> None:
         try:
             if n > 1:
                 try:
-                    events, n_commands, bad = simulate_parallel(str(input), settings, until_ms, n, out)
+                    events, n_commands, bad, counters = simulate_parallel(str(input), settings, until_ms, n, out)
                 except RuntimeError as exc:
                     print(f"simulate: {exc}", file=sys.stderr)
                     raise typer.Exit(1) from exc
@@ -49,13 +52,18 @@ def register(app: typer.Typer) -> None:
                                  on_bad=lambda b: print(b.as_json(), file=sys.stderr),
                                  on_command=lambda cmd: out.write(command_line(cmd)))
                 events, n_commands, bad = result.events, result.count, result.bad_lines
+                counters = engine_counters(result.engines.values())
         finally:
             if output:
                 out.close()
             else:
                 out.flush()
         elapsed = time.perf_counter() - started
-        print(f"simulate: {events} events, {n_commands} commands, {len(bad)} bad lines in {elapsed:.1f}s "
-              f"({events / max(elapsed, 1e-9):,.0f} events/s, {n} process(es))", file=sys.stderr)
+        if stats:
+            stats.write_text(json.dumps({"events": events, "commands": n_commands, "bad_lines": len(bad),
+                                         "counters": counters}, indent=2) + "\n")
+        dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
+        print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, {len(bad)} bad lines "
+              f"in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, {n} process(es))", file=sys.stderr)
         if bad:
             raise typer.Exit(3)

@@ -164,3 +164,22 @@ def test_parallel_simulate_fails_clearly_when_a_worker_process_dies(tmp_path, mo
     monkeypatch.setattr(sim_module, "_worker", dies_if_second)
     with pytest.raises(RuntimeError, match="worker 1 died"):
         sim_module.simulate_parallel(str(src), settings, None, 2, io.BytesIO())
+
+
+def test_simulate_stats_count_commands_holdouts_and_dropped_steps_alike_for_any_worker_count(tmp_path):
+    settings = load_default()
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, shop_log(settings.topics.partitions), settings)
+    stats = {}
+    for workers in (1, 2):
+        out = tmp_path / f"stats{workers}.json"
+        run = run_cli(["--input", str(src), "--stats", str(out), "--workers", str(workers)])
+        assert run.returncode == 0, run.stderr
+        stats[workers] = json.loads(out.read_text())
+        flows = [json.loads(line)["flow"] for line in run.stdout.splitlines()]
+    assert stats[1] == stats[2]
+    counters = stats[1]["counters"]
+    assert stats[1]["commands"] == len(flows)
+    assert counters["command:order_confirmation"] == flows.count("order_confirmation") == 4
+    # every fifth customer never opted in: their abandoned-cart steps are dropped, counted by reason
+    assert counters["dropped:abandoned_cart:no_consent"] >= 3
