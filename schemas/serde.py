@@ -254,6 +254,9 @@ def _convert(value: Any, schema: Any, names: dict[str, Any], to_json: bool, path
     raise SerdeError("invalid", f"{path}: unsupported schema type {t!r}")
 
 
+_SIMPLE_TYPES: dict[str, type] = {"string": str, "long": int, "int": int, "boolean": bool}
+
+
 def _compile(schema: Any, names: dict[str, Any], lenient: bool = False) -> Any:
     """A fast validating converter for one schema (JSON form → record; with ``lenient`` record →
     JSON form, where unknown fields are left out as ``_convert`` does); raises ``_Slow`` — take
@@ -261,7 +264,7 @@ def _compile(schema: Any, names: dict[str, Any], lenient: bool = False) -> Any:
     if isinstance(schema, str) and schema in names:
         schema = names[schema]
     t = schema["type"] if isinstance(schema, dict) else schema
-    simple = {"string": str, "long": int, "int": int, "boolean": bool}
+    simple = _SIMPLE_TYPES
     if isinstance(schema, list):
         branches = [b for b in schema if b != "null"]
         if len(branches) == 1:
@@ -334,7 +337,7 @@ def _compile(schema: Any, names: dict[str, Any], lenient: bool = False) -> Any:
 
 def _field_check(schema: Any, names: dict[str, Any]) -> tuple[int, type | None]:
     """(1, type) for a plain scalar field, (2, type) for a nullable one, (0, None) otherwise."""
-    simple = {"string": str, "long": int, "int": int, "boolean": bool}
+    simple = _SIMPLE_TYPES
     if isinstance(schema, str) and schema in simple:
         return 1, simple[schema]
     if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
@@ -348,11 +351,12 @@ class _Slow(Exception):
     """The fast path cannot decide: take the precise path (and its error message)."""
 
 
-@lru_cache(maxsize=64)
-def _json_converter(name: str) -> tuple[Any, dict[str, Any]]:
+@lru_cache(maxsize=128)
+def _json_converter(name: str, lenient: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The compiled converter of schema ``name`` (``lenient``: the record → JSON-form direction)."""
     entry = registry().get(name)
     names = _named_types(entry.raw, {})
-    return _compile(entry.raw, names), names
+    return _compile(entry.raw, names, lenient), names
 
 
 def from_json(name: str, obj: Any) -> dict[str, Any]:
@@ -364,34 +368,34 @@ def from_json(name: str, obj: Any) -> dict[str, Any]:
         return _convert(obj, registry().get(name).raw, names, to_json=False, path="")
 
 
-@lru_cache(maxsize=64)
-def _to_json_converter(name: str) -> tuple[Any, dict[str, Any]]:
-    entry = registry().get(name)
-    names = _named_types(entry.raw, {})
-    return _compile(entry.raw, names, lenient=True), names
-
-
 def to_json(name: str, record: dict[str, Any]) -> dict[str, Any]:
     """Record → JSON form (plain object; bytes as base64)."""
-    fast, names = _to_json_converter(name)
+    fast, names = _json_converter(name, lenient=True)
     try:
         return fast(record)  # type: ignore[no-any-return]
     except _Slow:
         return _convert(record, registry().get(name).raw, names, to_json=True, path="")
 
 
-def canonical_json(obj: Any) -> str:
+def canonical_json_bytes(obj: Any, newline: bool = False) -> bytes:
     """One line, sorted keys, no spaces, ASCII only (what ``json.dumps(obj, sort_keys=True,
     separators=(",", ":"))`` writes), made by orjson when its output is ASCII (≈5× faster). One
     difference is accepted: floats below 1e-4 are written as orjson writes them (``1e-6``, not
     ``1e-06``) — shopmail never puts such numbers in a record; ids never depend on this text."""
+    option = orjson.OPT_SORT_KEYS | (orjson.OPT_APPEND_NEWLINE if newline else 0)
     try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        out = orjson.dumps(obj, option=option)
     except TypeError:  # non-str keys, ints beyond 64 bits, …: the standard library decides
         out = b"\x80"
     if out.isascii() and b"\x7f" not in out:  # json.dumps escapes non-ASCII and DEL
-        return out.decode()
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+        return out
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return (text + "\n" if newline else text).encode()
+
+
+def canonical_json(obj: Any) -> str:
+    """``canonical_json_bytes`` as text."""
+    return canonical_json_bytes(obj).decode()
 
 
 def dumps_json(name: str, record: dict[str, Any]) -> str:

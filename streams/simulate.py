@@ -94,8 +94,7 @@ class Simulator:
             p = int(record["partition"]) % self.partitions
         else:
             p = self.partition(record["customer_id"])
-        e = self.engines.get(p) or self.engine(p)
-        return e.process(logical, record).commands
+        return self.engine(p).process(logical, record).commands
 
     def advance(self, until_ms: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -161,15 +160,8 @@ def command_line(cmd: dict[str, Any]) -> bytes:
     every field of the schema with its type, so when the field set matches the record is written
     as it is; anything else takes the validating path."""
     if cmd.keys() == _COMMAND_FIELDS:
-        out = orjson.dumps(cmd, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
-        if out.isascii() and b"\x7f" not in out:
-            return out
+        return serde.canonical_json_bytes(cmd, newline=True)
     return (serde.dumps_json("EmailCommand", cmd) + "\n").encode()
-
-
-def write_commands(commands: Iterable[dict[str, Any]], out: BinaryIO) -> None:
-    for cmd in commands:
-        out.write(command_line(cmd))
 
 
 # ---- parallel: partitions are independent, exactly as on the workers --------------------------

@@ -26,9 +26,9 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-from operator import itemgetter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import Any
 
 from streams.config import DAY_MS, Settings
@@ -94,7 +94,7 @@ class PartitionEngine:
         if logical_topic == "clock":
             return self.advance(int(record["tick_at"]))
         at = int(record["occurred_at"])
-        if self.clock_ms and at < self.clock_ms - self.grace_ms:
+        if self.clock_ms and at < self.watermark:
             self._count("late")
             result.rejections.append(Rejection("late", f"occurred_at {at} is older than the watermark "
                                                        f"{self.watermark} (clock {self.clock_ms})"))
@@ -119,7 +119,7 @@ class PartitionEngine:
         if at > self.clock_ms:
             self.clock_ms = at
             self._partition_dirty = True
-        if self._due[0][0] <= self.clock_ms - self.grace_ms:
+        if self._due[0][0] <= self.watermark:
             self._fire(commands)
         return result
 
@@ -134,7 +134,7 @@ class PartitionEngine:
     # ---- settling and timers ----------------------------------------------------------------
     def _fire(self, out: list[dict[str, Any]]) -> None:
         """Settle every customer whose next buffered event or timer is at or behind the watermark."""
-        wm = self.clock_ms - self.grace_ms
+        wm = self.watermark
         due = self._due
         scheduled = self._scheduled
         customers = self.customers
@@ -178,10 +178,7 @@ class PartitionEngine:
         if len(seen) > 16:
             cutoff = self.clock_ms - SEEN_RETENTION_MS
             c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
-        if buf:
-            first = min(e[0] for e in buf)
-            return first if timer is None or first < timer else timer
-        return timer
+        return flows.earliest(timer, buf)
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1

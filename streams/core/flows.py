@@ -281,9 +281,13 @@ def next_timer(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
 
 
 def next_due(eng: PartitionEngine, c: dict[str, Any]) -> int | None:
-    timer = next_timer(eng, c)
-    if c["buf"]:
-        first = min(e[0] for e in c["buf"])
+    return earliest(next_timer(eng, c), c["buf"])
+
+
+def earliest(timer: int | None, buf: list[list[Any]]) -> int | None:
+    """When a customer is due next: its earliest pending timer or buffered event."""
+    if buf:
+        first = min(e[0] for e in buf)
         return first if timer is None or first < timer else timer
     return timer
 
