@@ -33,6 +33,7 @@ from typing import Any
 
 from streams.config import DAY_MS, Settings
 from streams.core import flows
+from streams.core.due_queue import DueQueue
 from streams.core.segments import SpendHistogram
 
 log = logging.getLogger("shopmail.engine")
@@ -75,7 +76,7 @@ class PartitionEngine:
         self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
         self.spend = SpendHistogram()
         self.stats: dict[str, int] = {}
-        self._due: list[tuple[int, str]] = []  # (time, customer_id); entries ≠ _scheduled are stale
+        self._due = DueQueue()  # (time, customer_id); entries ≠ _scheduled are stale
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
         self._partition_dirty = False
@@ -119,7 +120,7 @@ class PartitionEngine:
         if at > self.clock_ms:
             self.clock_ms = at
             self._partition_dirty = True
-        if self._due[0][0] <= self.watermark:
+        if self._due.due(self.watermark):
             self._fire(commands)
         return result
 
@@ -135,7 +136,10 @@ class PartitionEngine:
     def _fire(self, out: list[dict[str, Any]]) -> None:
         """Settle every customer whose next buffered event or timer is at or behind the watermark."""
         wm = self.watermark
-        due = self._due
+        queue = self._due
+        if wm >= queue.horizon:
+            queue.due(wm)  # moves the entries up to the watermark into its heap
+        due = queue.near
         scheduled = self._scheduled
         customers = self.customers
         while due and due[0][0] <= wm:
@@ -154,7 +158,7 @@ class PartitionEngine:
         current = self._scheduled.get(cid)
         if current is None or at < current:
             self._scheduled[cid] = at
-            heapq.heappush(self._due, (at, cid))
+            self._due.push(at, cid)
 
     def _settle(self, cid: str, c: dict[str, Any], wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
@@ -240,14 +244,13 @@ class PartitionEngine:
             self.customers[key] = json.loads(value)
 
     def restored(self) -> None:
-        self._due = []
+        self._due = DueQueue()
         self._scheduled = {}
         for cid, c in self.customers.items():
             nxt = flows.next_due(self, c)
             if nxt is not None:
-                self._due.append((nxt, cid))
+                self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt
-        heapq.heapify(self._due)
         self._dirty.clear()
         self._partition_dirty = False
 
