@@ -195,12 +195,18 @@ class PartitionEngine:
     # ---- helpers for flows ------------------------------------------------------------------
     def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
         scores: dict[str, int] = {}
+        basket = set(skus)
+        cooc = self.cooc
         for sku in skus:
-            for other, n in self.cooc.get(sku, {}).items():
-                if other not in skus:
-                    scores[other] = scores.get(other, 0) + n
-        best = heapq.nsmallest(limit, [(-n, sku) for sku, n in scores.items()])
-        return [self.catalog[s] for _, s in best if s in self.catalog]
+            row = cooc.get(sku)
+            if row:
+                for other, n in row.items():
+                    if other not in basket:
+                        scores[other] = scores.get(other, 0) + n
+        ranked = [(-n, sku) for sku, n in scores.items()]  # most bought together first, then by sku
+        ranked.sort()
+        catalog = self.catalog
+        return [catalog[s] for _, s in ranked[:limit] if s in catalog]
 
     def learn_basket(self, items: list[dict[str, Any]]) -> None:
         skus = sorted({it["sku"] for it in items})

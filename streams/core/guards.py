@@ -59,13 +59,18 @@ def _slot_release(slot_start: int, tz: str | None, start_hour: int, end_hour: in
     last = datetime.fromtimestamp((slot_start + _SLOT_MS - 1) / 1000, tz=timezone.utc).astimezone(zone)
     if first.utcoffset() != last.utcoffset() or first.hour != last.hour:
         return _EXACT  # an offset that is not a multiple of 15 minutes (none in use today)
-    return _release(slot_start, tz, start_hour, end_hour)
+    return _local_release(first, zone, start_hour, end_hour)
 
 
 def _release(at_ms: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
     """``None`` outside quiet hours, else the next ``end_hour``:00 local."""
     zone = _zone(tz)
-    local = datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone(zone)
+    return _local_release(datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone(zone), zone,
+                          start_hour, end_hour)
+
+
+def _local_release(local: datetime, zone: ZoneInfo, start_hour: int, end_hour: int) -> int | None:
+    """``_release`` for an instant already converted to local time in ``zone``."""
     h = local.hour
     quiet = (h >= start_hour or h < end_hour) if start_hour > end_hour else (start_hour <= h < end_hour)
     if not quiet:
