@@ -172,6 +172,7 @@ _PARTITION = re.compile(rb'"partition"\s*:\s*(\d+)')
 _KEY = b"%019d\t%06d\t"  # input line (or final advance), sequence: fixed width, so text order = key order
 _KEY_LEN = 27
 _UNTIL = 10**18  # key of commands fired by the final clock advance (after every input line)
+IO_BUFFER = 1 << 20  # gigabytes go through the input, the spools and the output: few large syscalls
 
 
 class _Router:
@@ -217,7 +218,7 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
     bad: list[BadLine] = []
     events = count = 0
     try:
-        with open(path, "rb") as src, open(spool, "wb") as out:
+        with open(path, "rb", buffering=IO_BUFFER) as src, open(spool, "wb", buffering=IO_BUFFER) as out:
             mine = ((n, line) for n, line in enumerate(src, start=1)
                     if line.strip() and ((route(line) or 0) % workers) == w)
             for n, logical, record, err in parse_lines(mine, settings, numbered=True):
@@ -292,7 +293,7 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
         if failures:
             raise RuntimeError("; ".join(failures))
         merge_started = time.perf_counter()
-        files = [open(p, "rb") for p in spools]  # noqa: SIM115
+        files = [open(p, "rb", buffering=IO_BUFFER) for p in spools]  # noqa: SIM115
         try:
             for line in heapq.merge(*files):  # fixed-width keys: byte order is (line, seq) order
                 out.write(line[_KEY_LEN:])

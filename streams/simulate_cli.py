@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         import time
 
         from streams.cli import settings_from
-        from streams.simulate import command_line, engine_counters, simulate_parallel
+        from streams.simulate import IO_BUFFER, command_line, engine_counters, simulate_parallel
         from streams.simulate import simulate as run
         from streams.timeparse import parse_time_ms
 
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(exc)) from exc
         n = workers or min(os.cpu_count() or 1, settings.topics.partitions)
         started = time.perf_counter()
-        out = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+        out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
         try:
             if n > 1:
                 try:
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
                 for b in bad:
                     print(b.as_json(), file=sys.stderr)
             else:
-                with open(input, "rb") as lines:
+                with open(input, "rb", buffering=IO_BUFFER) as lines:
                     result = run(lines, settings, until_ms, keep=False,
                                  on_bad=lambda b: print(b.as_json(), file=sys.stderr),
                                  on_command=lambda cmd: out.write(command_line(cmd)))
