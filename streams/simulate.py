@@ -107,20 +107,24 @@ def parse_lines(lines: Iterable[Any], settings: Settings, numbered: bool = False
                 ) -> Iterator[tuple[int, str | None, dict[str, Any] | None, BadLine | None]]:
     lookup = topic_lookup(settings)
     for n, raw in (lines if numbered else enumerate(lines, start=1)):
-        if not raw.strip():
-            continue
-        try:
-            obj = orjson.loads(raw)
-            topic = obj["topic"]
-            logical = lookup.get(topic)
-            if logical is None:
-                raise serde.SerdeError("unknown_topic", f"{topic!r} is not an input topic")
-            record = serde.from_json(VALUE_SCHEMA[logical], obj["value"])
-            yield n, logical, record, None
-        except serde.SerdeError as exc:
-            yield n, None, None, BadLine(n, exc.reason, exc.detail)
-        except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
-            yield n, None, None, BadLine(n, "bad_line", f"{type(exc).__name__}: {exc}")
+        if raw.strip():
+            yield (n, *parse_line(n, raw, lookup))
+
+
+def parse_line(n: int, raw: Any, lookup: dict[str, str]
+               ) -> tuple[str | None, dict[str, Any] | None, BadLine | None]:
+    """(logical topic, record, None) for a good line, (None, None, BadLine) for a bad one."""
+    try:
+        obj = orjson.loads(raw)
+        topic = obj["topic"]
+        logical = lookup.get(topic)
+        if logical is None:
+            raise serde.SerdeError("unknown_topic", f"{topic!r} is not an input topic")
+        return logical, serde.from_json(VALUE_SCHEMA[logical], obj["value"]), None
+    except serde.SerdeError as exc:
+        return None, None, BadLine(n, exc.reason, exc.detail)
+    except (ValueError, KeyError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        return None, None, BadLine(n, "bad_line", f"{type(exc).__name__}: {exc}")
 
 
 def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = None,
@@ -181,7 +185,7 @@ class _Router:
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
-        self._cache: dict[bytes, int] = {}
+        self.cache: dict[bytes, int] = {}  # customer id as written (escapes included) → partition
 
     def __call__(self, line: bytes) -> int | None:
         start = line.find(_CUSTOMER_COMPACT)  # as written by `shopmail generate` and most producers
@@ -190,17 +194,17 @@ class _Router:
             end = line.find(b'"', start)
             raw = line[start:end]
             if b"\\" not in raw:
-                p = self._cache.get(raw)
+                p = self.cache.get(raw)
                 if p is None:
-                    p = self._cache[raw] = partition_for(raw.decode(), self.partitions)
+                    p = self.cache[raw] = partition_for(raw.decode(), self.partitions)
                 return p
         m = _CUSTOMER.search(line)
         if m:
             raw = m.group(1)
-            p = self._cache.get(raw)
+            p = self.cache.get(raw)
             if p is None:
                 key = orjson.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
-                p = self._cache[raw] = partition_for(key, self.partitions)
+                p = self.cache[raw] = partition_for(key, self.partitions)
             return p
         m = _PARTITION.search(line)
         return int(m.group(1)) % self.partitions if m else None
@@ -219,18 +223,34 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
     events = count = 0
     try:
         with open(path, "rb", buffering=IO_BUFFER) as src, open(spool, "wb", buffering=IO_BUFFER) as out:
-            mine = ((n, line) for n, line in enumerate(src, start=1)
-                    if line.strip() and ((route(line) or 0) % workers) == w)
-            for n, logical, record, err in parse_lines(mine, settings, numbered=True):
+            lookup = topic_lookup(settings)
+            known = route.cache  # customer id as written → partition (the router's fast path, inline)
+            skip = len(_CUSTOMER_COMPACT)
+            write = out.write
+            for n, line in enumerate(src, start=1):
+                start = line.find(_CUSTOMER_COMPACT)
+                p = known.get(line[start + skip:line.find(b'"', start + skip)]) if start >= 0 else None
+                if p is None:
+                    if not line.strip():
+                        continue
+                    p = route(line) or 0  # lines that name no partition (bad lines): worker 0
+                if p % workers != w:
+                    continue
+                logical, record, err = parse_line(n, line, lookup)
                 if err is not None:
                     bad.append(err)
                     continue
                 assert logical is not None and record is not None
-                if logical != "clock" and sim.partition(record["customer_id"]) % workers != w:
-                    raise RuntimeError(f"line {n}: routed to worker {w} but its customer belongs to another")
+                if logical == "clock":
+                    commands = sim.apply(logical, record)
+                else:
+                    p = sim.partition(record["customer_id"])
+                    if p % workers != w:
+                        raise RuntimeError(f"line {n}: routed to worker {w} but its customer belongs to another")
+                    commands = sim.engine(p).process(logical, record).commands
                 events += 1
-                for seq, cmd in enumerate(sim.apply(logical, record)):
-                    out.write(_KEY % (n, seq) + command_line(cmd))
+                for seq, cmd in enumerate(commands):
+                    write(_KEY % (n, seq) + command_line(cmd))
                     count += 1
             if until_ms is not None:
                 for p in sorted(sim.engines):
