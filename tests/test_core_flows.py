@@ -116,6 +116,20 @@ def test_duplicate_event_ids_are_ignored_and_late_events_rejected():
     assert len(within) == 1 and rejected == []
 
 
+def test_event_ids_are_remembered_for_the_dedupe_retention_then_forgotten():
+    from streams.core.engine import SEEN_RETENTION_MS
+
+    eng = PartitionEngine(load_settings(env={}))
+    for topic, rec in [customer("ret", at=T0), order("ret", T0, event_id="o-1")]:
+        eng.process(topic, rec)
+    eng.advance(T0 + HOUR_MS)
+    assert "o-1" in eng.customers["ret"]["seen"]  # a redelivery within the retention is a duplicate
+    eng.advance(T0 + SEEN_RETENTION_MS + HOUR_MS)
+    eng.process(*cart("ret", T0 + SEEN_RETENTION_MS + HOUR_MS))  # any later settle prunes
+    eng.advance(T0 + SEEN_RETENTION_MS + 2 * HOUR_MS)
+    assert "o-1" not in eng.customers["ret"]["seen"]  # state stays small: no ids kept for ever
+
+
 def test_order_confirmation_is_immediate_with_cross_sell_learnt_from_the_stream():
     tee = {"sku": "TEE", "name": "Tee", "price": "29.00", "quantity": 1}
     cap = {"sku": "CAP", "name": "Cap", "price": "20.00", "quantity": 1}

@@ -179,9 +179,10 @@ class PartitionEngine:
             timer = flows.next_timer(self, c)
         self._dirty.add(cid)
         seen = c["seen"]
-        if len(seen) > 16:
+        if seen:  # forget ids older than the retention (the first is the oldest but for jitter)
             cutoff = self.clock_ms - SEEN_RETENTION_MS
-            c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
+            if next(iter(seen.values())) < cutoff:
+                c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
         return flows.earliest(timer, buf)
 
     def _count(self, what: str) -> None:
