@@ -188,16 +188,6 @@ class _Router:
         self.cache: dict[bytes, int] = {}  # customer id as written (escapes included) → partition
 
     def __call__(self, line: bytes) -> int | None:
-        start = line.find(_CUSTOMER_COMPACT)  # as written by `shopmail generate` and most producers
-        if start >= 0:
-            start += len(_CUSTOMER_COMPACT)
-            end = line.find(b'"', start)
-            raw = line[start:end]
-            if b"\\" not in raw:
-                p = self.cache.get(raw)
-                if p is None:
-                    p = self.cache[raw] = partition_for(raw.decode(), self.partitions)
-                return p
         m = _CUSTOMER.search(line)
         if m:
             raw = m.group(1)
@@ -224,7 +214,7 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
     try:
         with open(path, "rb", buffering=IO_BUFFER) as src, open(spool, "wb", buffering=IO_BUFFER) as out:
             lookup = topic_lookup(settings)
-            known = route.cache  # customer id as written → partition (the router's fast path, inline)
+            known = route.cache  # ids seen before: a compact `"customer_id":"…"` is looked up inline
             skip = len(_CUSTOMER_COMPACT)
             write = out.write
             for n, line in enumerate(src, start=1):

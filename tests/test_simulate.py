@@ -130,7 +130,14 @@ def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
     src = tmp_path / "events.jsonl"
     write_jsonl(src, [(t, serde.from_json(VALUE_SCHEMA[t], r)) for t, r in
                       generate(TrafficSpec(customers=300, days=120, seed=2))], settings)
-    with open(src, "a") as f:
+    # lines as other producers write them: spaced JSON and a customer id that needs escapes
+    lines = [json.loads(line) for line in src.read_text().splitlines()]
+    odd_id = lines[0]["value"]["customer_id"]
+    with open(src, "w") as f:
+        for i, obj in enumerate(lines):
+            if obj["value"].get("customer_id") == odd_id:
+                obj["value"]["customer_id"] = 'we"ird\\é'
+            f.write((json.dumps(obj) if i % 3 == 0 else json.dumps(obj, separators=(",", ":"))) + "\n")
         f.write("{broken\n")
     args = ["--input", str(src), "--until", "2026-06-01T00:00:00Z"]
     one = run_cli(args + ["--workers", "1"])
@@ -138,6 +145,7 @@ def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
     three = run_cli(args + ["--workers", "3"])
     assert one.returncode == two.returncode == three.returncode == 3
     assert one.stdout and one.stdout == two.stdout == three.stdout
+    assert '"customer_id":"we\\"ird\\\\\\u00e9"' in one.stdout  # the odd customer got mail
     for line in one.stdout.splitlines():  # the written form is the validated canonical JSON form
         assert line == serde.dumps_json("EmailCommand", serde.from_json("EmailCommand", json.loads(line)))
     assert [ln for ln in one.stderr.splitlines() if ln.startswith("{")] == \
