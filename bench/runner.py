@@ -29,7 +29,7 @@ from streams import background
 from schemas import serde
 from streams.config import Settings, load_settings
 from streams.kafka_io import consumer_config, producer_config
-from streams.simulate import Simulator
+from streams.simulate import Simulator, default_workers
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
 
@@ -135,7 +135,7 @@ def bench_simulate(cfg: BenchConfig, out: Figures) -> None:
         with open(path, "w") as f:
             events = write_jsonl(TrafficSpec(customers=cfg.simulate_customers, days=365, seed=1), f,
                                  settings.topics.name)
-        workers = min(os.cpu_count() or 1, settings.topics.partitions)
+        workers = default_workers(settings)
         parallel_s, summary = _simulate_cli(path, 0)
         one_s, _ = _simulate_cli(path, 1)
     out.add("simulate.customers", cfg.simulate_customers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -49,6 +50,11 @@ class SimulationResult:
     events: int = 0
     count: int = 0  # commands emitted (also when not kept)
     engines: dict[int, PartitionEngine] = field(default_factory=dict)
+
+
+def default_workers(settings: Settings) -> int:
+    """``simulate --workers 0``: one process per CPU, at most one per partition."""
+    return min(os.cpu_count() or 1, settings.topics.partitions)
 
 
 def engine_counters(engines: Iterable[PartitionEngine]) -> dict[str, int]:
@@ -89,12 +95,14 @@ class Simulator:
             p = self._partition_of[customer_id] = partition_for(customer_id, self.partitions)
         return p
 
-    def apply(self, logical: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    def target(self, logical: str, record: dict[str, Any]) -> int:
+        """The partition a record belongs to: its customer's, or the one a tick names."""
         if logical == "clock":  # a tick is a partition's clock: apply it to the partition it names
-            p = int(record["partition"]) % self.partitions
-        else:
-            p = self.partition(record["customer_id"])
-        return self.engine(p).process(logical, record).commands
+            return int(record["partition"]) % self.partitions
+        return self.partition(record["customer_id"])
+
+    def apply(self, logical: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.engine(self.target(logical, record)).process(logical, record).commands
 
     def advance(self, until_ms: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -231,13 +239,10 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                     bad.append(err)
                     continue
                 assert logical is not None and record is not None
-                if logical == "clock":
-                    commands = sim.apply(logical, record)
-                else:
-                    p = sim.partition(record["customer_id"])
-                    if p % workers != w:
-                        raise RuntimeError(f"line {n}: routed to worker {w} but its customer belongs to another")
-                    commands = sim.engine(p).process(logical, record).commands
+                p = sim.target(logical, record)
+                if p % workers != w:
+                    raise RuntimeError(f"line {n}: routed to worker {w} but its partition belongs to another")
+                commands = sim.engine(p).process(logical, record).commands
                 events += 1
                 for seq, cmd in enumerate(commands):
                     write(_KEY % (n, seq) + command_line(cmd))
@@ -260,7 +265,6 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
     fired them. Returns (events, commands, bad lines, engine counters)."""
     import heapq
     import multiprocessing as mp
-    import os
     import queue
     import tempfile
 

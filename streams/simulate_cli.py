@@ -21,11 +21,10 @@ def register(app: typer.Typer) -> None:
                  stats: Optional[Path] = typer.Option(None, "--stats", help="write counts as JSON: commands and "
                                                       "holdouts per flow, steps dropped per flow and reason")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
-        import os
         import time
 
         from streams.cli import settings_from
-        from streams.simulate import IO_BUFFER, command_line, engine_counters, simulate_parallel
+        from streams.simulate import IO_BUFFER, command_line, default_workers, engine_counters, simulate_parallel
         from streams.simulate import simulate as run
         from streams.timeparse import parse_time_ms
 
@@ -34,7 +33,7 @@ def register(app: typer.Typer) -> None:
             until_ms = parse_time_ms(until) if until else None
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
-        n = workers or min(os.cpu_count() or 1, settings.topics.partitions)
+        n = workers or default_workers(settings)
         started = time.perf_counter()
         out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
         try:

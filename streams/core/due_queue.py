@@ -67,9 +67,3 @@ class DueQueue:
                 for entry in bucket:
                     heapq.heappush(near, entry)
         self.horizon = (last + 1) * width
-
-    def clear(self) -> None:
-        self.near.clear()
-        self.far.clear()
-        self.far_keys.clear()
-        self.horizon = 0

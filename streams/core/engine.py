@@ -23,7 +23,6 @@ within the grace window yields the same commands (tested by a property test).
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 from dataclasses import dataclass, field
@@ -137,13 +136,10 @@ class PartitionEngine:
         """Settle every customer whose next buffered event or timer is at or behind the watermark."""
         wm = self.watermark
         queue = self._due
-        if wm >= queue.horizon:
-            queue.due(wm)  # moves the entries up to the watermark into its heap
-        due = queue.near
         scheduled = self._scheduled
         customers = self.customers
-        while due and due[0][0] <= wm:
-            at, cid = heapq.heappop(due)
+        while queue.due(wm):
+            at, cid = queue.pop()
             if scheduled.get(cid) != at:
                 continue  # superseded by an earlier schedule
             del scheduled[cid]
