@@ -9,25 +9,27 @@ import time
 
 class TokenBucket:
     def __init__(self, rate: float, burst: float | None = None) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be > 0 (use unlimited() for no limit)")
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate / 10)
+        self.rate, self.capacity = self._checked(rate, burst)
         self._tokens = self.capacity
         self._last = time.monotonic()
         self._lock = threading.Lock()
 
     def set_rate(self, rate: float, burst: float | None = None) -> None:
         """Change the rate (and burst) from now on: tokens earned so far count at the old rate."""
-        if rate <= 0:
-            raise ValueError("rate must be > 0")
+        rate, capacity = self._checked(rate, burst)
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
             self._last = now
-            self.rate = rate
-            self.capacity = burst if burst is not None else max(1.0, rate / 10)
+            self.rate, self.capacity = rate, capacity
             self._tokens = min(self._tokens, self.capacity)
+
+    @staticmethod
+    def _checked(rate: float, burst: float | None) -> tuple[float, float]:
+        """(rate, capacity): the burst defaults to a tenth of a second's sends, at least one."""
+        if rate <= 0:
+            raise ValueError("rate must be > 0 (use Unlimited for no limit)")
+        return rate, burst if burst is not None else max(1.0, rate / 10)
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
         """Block until a token is available; False if ``stop`` was set while waiting."""

@@ -38,7 +38,7 @@ class PartitionMerger(Generic[T]):
         self._rank = {t: i for i, t in enumerate(self.topics)}
         self.max_idle_ms = max_idle_ms
         self.max_lag_wait_ms = max(max_idle_ms, max_lag_wait_ms if max_lag_wait_ms is not None else max_idle_ms)
-        self.enforced = 0  # times processing went ahead without a record from every topic
+        self.enforced = 0  # records handed out while a topic of the partition had none (enforced processing)
         self.queues: dict[str, deque[Pending[T]]] = {t: deque() for t in self.topics}
         self._blocked_since: float | None = None
 

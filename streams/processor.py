@@ -59,7 +59,7 @@ class RuntimeStats:
     dead_letters: int = 0
     transactions: int = 0
     aborted: int = 0
-    enforced: int = 0  # batches drained without a record from every topic of a partition (merge.py)
+    enforced: int = 0  # records processed while a topic of their partition had none (merge.py)
     recoveries: int = 0
     restored_local_keys: int = 0
     restored_changelog_records: int = 0

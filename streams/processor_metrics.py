@@ -21,7 +21,7 @@ SKEW = Gauge("shopmail_processor_clock_skew_seconds", "Wall clock minus the part
 TRANSACTIONS = Counter("shopmail_processor_transactions_total", "Committed transactions")
 ABORTED = Counter("shopmail_processor_aborted_transactions_total", "Aborted transactions")
 ENFORCED = Counter("shopmail_processor_enforced_processing_total",
-                   "Times a partition went ahead without a record from every co-partitioned topic")
+                   "Records processed while a co-partitioned topic of their partition had none")
 
 
 class ProcessorMetrics:
