@@ -160,6 +160,21 @@ class FlowSettings:
 
 
 @dataclass
+class LimitSettings:
+    """What one record may bring in and what may be produced for it (streams/record_limits.py)."""
+
+    max_record_bytes: int = 1024 * 1024  # larger input records are dead-lettered as too_large
+    max_message_bytes: int = 1_000_000  # the topics' max.message.bytes (Kafka's default)
+    record_overhead_bytes: int = 512  # room for record/batch headers under max_message_bytes
+    dead_letter_value_bytes: int = 64 * 1024  # a dead letter carries at most this much of the original
+    max_id_chars: int = 256  # longer ids (customer, event, order, cart, shipment) → DLQ invalid
+    max_name_chars: int = 200  # first_name and item names are cut to this
+    max_text_chars: int = 1000  # any other free text is cut to this
+    max_url_chars: int = 2048  # longer URLs are dropped (a cut URL is a broken link)
+    max_items: int = 100  # line items kept per record
+
+
+@dataclass
 class MetricsSettings:
     click_window_ms: int = 5 * DAY_MS
     open_window_ms: int = 1 * DAY_MS
@@ -174,6 +189,7 @@ class Settings:
     sink: SinkSettings = field(default_factory=SinkSettings)
     flows: FlowSettings = field(default_factory=FlowSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 class ConfigError(ValueError):

@@ -43,6 +43,7 @@ from streams.config import Settings
 from streams.core.engine import PartitionEngine, Rejection
 from streams.kafka_io import consumer_config, producer_config
 from streams.merge import PartitionMerger, Pending, event_time_of
+from streams.record_limits import Refusal, admit, clamp, dead_letter_value, fits
 from streams.state_store import LocalStore, open_store
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
@@ -50,6 +51,8 @@ log = logging.getLogger("shopmail.processor")
 
 EngineFactory = Callable[[Settings, int], PartitionEngine]
 RUNTIME_KEY = "\x01runtime.commands_end"  # changelog key owned by the runtime, not the engine
+ISOLATE_AFTER_ABORTS = 2  # aborted transactions in a row before records are isolated one per transaction
+Buffered = tuple[Message, "dict[str, Any] | None", "Refusal | None"]  # a record, decoded or refused
 
 
 @dataclass
@@ -60,6 +63,10 @@ class RuntimeStats:
     transactions: int = 0
     aborted: int = 0
     enforced: int = 0  # records processed while a topic of their partition had none (merge.py)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    clamped: int = 0  # records whose free text was cut to the limits (record_limits.clamp)
+    oversized_state: int = 0  # changelog values over limits.max_message_bytes, not written
+    isolated: int = 0  # records processed one per transaction after repeated aborts
     recoveries: int = 0
     restored_local_keys: int = 0
     restored_changelog_records: int = 0
@@ -87,7 +94,7 @@ class ProcessorRuntime:
         self.engines: dict[int, PartitionEngine] = {}
         self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
         self._changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
-        self._mergers: dict[int, PartitionMerger[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]] = {}
+        self._mergers: dict[int, PartitionMerger[Buffered]] = {}
         self._start_offsets: dict[tuple[str, int], int] = {}  # committed offset at assignment
         self._paused: set[tuple[str, int]] = set()
         self._commands_end: dict[int, int] = {}  # partition → end offset of commands partition (committed)
@@ -98,6 +105,14 @@ class ProcessorRuntime:
         self._producer: Producer | None = None
         self._last_tick = 0.0
         self._needs_recovery = False
+        self.limits = settings.limits
+        # Crash-loop guard: after ISOLATE_AFTER_ABORTS aborted transactions in a row the runtime
+        # processes one record per transaction; a record whose own transaction aborts is poison and
+        # is dead-lettered when it comes round again, so no record can stop its partition.
+        self._aborts_in_row = 0
+        self._isolating = 0  # records still to process one per transaction
+        self._in_flight: tuple[int, tuple[str, int, int] | None] = (0, None)  # open transaction: count, first
+        self._poison: set[tuple[str, int, int]] = set()
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _make_clients(self) -> None:
@@ -299,18 +314,34 @@ class ProcessorRuntime:
         merger = self._mergers.get(m.partition())
         if merger is None:  # assignment raced a revoke: the next owner reprocesses it
             return
-        logical = self.topic_logical[m.topic()]
-        try:
-            record: dict[str, Any] | None = serde.decode(m.value(), VALUE_SCHEMA[logical]).record
-            error = None
-            at = event_time_of(logical, record)
-        except serde.SerdeError as exc:
-            record, error, at = None, exc, -1
-        merger.add(Pending(m.topic(), at, (m, record, error)))
+        record, refusal = self._read(m)
+        at = -1 if record is None else event_time_of(self.topic_logical[m.topic()], record)
+        merger.add(Pending(m.topic(), at, (m, record, refusal)))
         if merger.queued(m.topic()) > self.settings.worker.max_buffered and (m.topic(), m.partition()) not in self._paused:
             assert self._consumer is not None
             self._consumer.pause([TopicPartition(m.topic(), m.partition())])
             self._paused.add((m.topic(), m.partition()))
+
+    def _read(self, m: Message) -> tuple[dict[str, Any] | None, Refusal | None]:
+        """Decode and admit one input record: the record, or why it goes to the DLQ. Never raises."""
+        logical = self.topic_logical[m.topic()]
+        value = m.value()
+        refusal = admit(self.limits, logical, m.key(), len(value) if value else 0, None)
+        if refusal is not None:
+            return None, refusal
+        try:
+            record: dict[str, Any] = serde.decode(value, VALUE_SCHEMA[logical]).record
+            event_time_of(logical, record)
+        except serde.SerdeError as exc:
+            return None, Refusal(exc.reason, exc.detail)
+        except Exception as exc:  # noqa: BLE001 - any unreadable record is a dead letter, never a crash
+            return None, Refusal("invalid", f"{type(exc).__name__}: {exc}")
+        refusal = admit(self.limits, logical, m.key(), 0, record)
+        if refusal is not None:
+            return None, refusal
+        if clamp(self.limits, record):
+            self.stats.clamped += 1
+        return record, None
 
     def _resume_drained(self) -> None:
         if not self._paused:
@@ -337,10 +368,10 @@ class ProcessorRuntime:
             return None
         return max(0, high - pos)
 
-    def _drain_ready(self) -> list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]]:
-        limit = self.settings.worker.batch_size
+    def _drain_ready(self) -> list[Pending[Buffered]]:
+        limit = 1 if self._isolating else self.settings.worker.batch_size
         now_ms = time.monotonic() * 1000
-        out: list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]] = []
+        out: list[Pending[Buffered]] = []
         for p, merger in self._mergers.items():
             if len(out) >= limit:
                 break
@@ -350,25 +381,26 @@ class ProcessorRuntime:
                 self.stats.enforced += merger.enforced - before
         return out
 
-    def _process_batch(self, pending: list[Pending[tuple[Message, dict[str, Any] | None, serde.SerdeError | None]]],
-                       ticks: list[int]) -> None:
+    def _process_batch(self, pending: list[Pending[Buffered]], ticks: list[int]) -> None:
         assert self._consumer is not None and self._producer is not None
         producer = self._producer
         producer.begin_transaction()
         touched: set[int] = set()
         processed: dict[tuple[str, int], int] = {}
         batch_commands = 0
+        first = pending[0].item[0] if pending else None
+        self._in_flight = (len(pending), (first.topic(), first.partition(), first.offset()) if first else None)
         try:
             for item in pending:
-                m, record, error = item.item
+                m, record, refusal = item.item
                 touched.add(m.partition())
                 processed[(m.topic(), m.partition())] = m.offset() + 1
-                batch_commands += self._handle(m, record, error)
+                batch_commands += self._handle(m, record, refusal)
             now_ms = int(time.time() * 1000)
             for p in ticks:
-                producer.produce(self.clock_topic, partition=p, key=f"clock-{p}".encode(),
-                                 value=serde.encode("ClockTick", {"partition": p, "tick_at": now_ms,
-                                                                  "source": self.instance_id}))
+                self._produce(self.clock_topic, f"clock-{p}".encode(),
+                              serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}),
+                              partition=p)
             if batch_commands:
                 producer.flush(60)  # commands are on the broker before the state that says they were sent
             changes: dict[int, dict[str, bytes | None]] = {}
@@ -378,9 +410,13 @@ class ProcessorRuntime:
                     continue
                 changes[p] = engine.drain_changes()
                 changes[p][RUNTIME_KEY] = str(self._commands_end.get(p, 0)).encode()
-                for key, value in changes[p].items():
-                    producer.produce(self.changelog, partition=p, key=key.encode(), value=value,
-                                     on_delivery=self._on_changelog_delivered)
+                for key, value in list(changes[p].items()):
+                    kb = key.encode()
+                    if not fits(self.limits, kb, value):
+                        del changes[p][key]
+                        self._state_too_large(p, key, value, pending)
+                        continue
+                    self._produce(self.changelog, kb, value, partition=p, on_delivery=self._on_changelog_delivered)
             if processed:
                 offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
                 producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
@@ -393,10 +429,10 @@ class ProcessorRuntime:
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
                 log.warning("transaction aborted (%s); rebuilding state from the changelog", kerr)
                 producer.abort_transaction(30)
-                self.stats.aborted += 1
-                self._needs_recovery = True
+                self._aborted()
                 return
             raise
+        self._committed(len(pending))
         self.stats.transactions += 1
         self.stats.events += len(pending)
         self.stats.commands += batch_commands
@@ -406,18 +442,44 @@ class ProcessorRuntime:
                 by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
             self.observer.on_batch(self, by_topic)
 
-    def _handle(self, m: Message, record: dict[str, Any] | None, error: serde.SerdeError | None) -> int:
+    def _aborted(self) -> None:
+        """An aborted transaction: rebuild and rewind; a record that aborts alone is poison."""
+        self.stats.aborted += 1
+        self._needs_recovery = True
+        self._aborts_in_row += 1
+        count, first = self._in_flight
+        if self._isolating and count == 1 and first is not None:
+            self._poison.add(first)
+            log.error("%s[%d]@%d aborted its own transaction: it will be dead-lettered", *first)
+        if self._aborts_in_row >= ISOLATE_AFTER_ABORTS and not self._isolating:
+            self._isolating = max(count, 1)
+            log.warning("%d aborted transactions in a row: processing the next %d records one per transaction",
+                        self._aborts_in_row, self._isolating)
+
+    def _committed(self, records: int) -> None:
+        self._aborts_in_row = 0
+        if self._isolating:
+            self.stats.isolated += records
+            self._isolating = max(0, self._isolating - records)
+
+    def _handle(self, m: Message, record: dict[str, Any] | None, refusal: Refusal | None) -> int:
+        """The one place where a record's fate is decided: processed (commands produced) or
+        dead-lettered with its reason. Nothing a single record carries can raise out of here."""
         topic = m.topic()
-        logical = self.topic_logical[topic]
         engine = self.engines.get(m.partition())
         if engine is None:  # assignment raced a revoke: the next owner reprocesses it
             return 0
-        if error is not None or record is None:
-            reason, detail = (error.reason, error.detail) if error else ("invalid", "no record")
+        if (topic, m.partition(), m.offset()) in self._poison:
+            self._poison.discard((topic, m.partition(), m.offset()))
+            self._dead_letter(m, "transaction_failed", "the record's own transaction aborted "
+                                                      f"{ISOLATE_AFTER_ABORTS}+ times; skipped so the partition goes on")
+            return 0
+        if refusal is not None or record is None:
+            reason, detail = (refusal.reason, refusal.detail) if refusal else ("invalid", "no record")
             self._dead_letter(m, reason, detail)
             return 0
         try:
-            result = engine.process(logical, record)
+            result = engine.process(self.topic_logical[topic], record)
         except Exception as exc:  # a domain bug must not stall the partition: DLQ with the reason
             log.exception("engine failed on %s[%d]@%d", topic, m.partition(), m.offset())
             self._dead_letter(m, "processing_error", f"{type(exc).__name__}: {exc}")
@@ -431,12 +493,48 @@ class ProcessorRuntime:
             if already and cmd["command_id"] in already:
                 already.discard(cmd["command_id"])
                 continue
-            self._producer.produce(self.commands_topic, partition=m.partition(), key=cmd["customer_id"].encode(),
-                                   value=serde.encode("EmailCommand", cmd), timestamp=cmd["created_at"],
-                                   on_delivery=self._on_command_delivered)
+            key, value = cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd)
+            if not fits(self.limits, key, value):
+                self._dead_letter(m, "output_too_large",
+                                  f"{cmd['flow']} step {cmd['step']} command {cmd['command_id']} would be "
+                                  f"{len(value)} bytes, over limits.max_message_bytes ({self.limits.max_message_bytes})")
+                continue
+            try:
+                self._produce(self.commands_topic, key, value, partition=m.partition(), timestamp=cmd["created_at"],
+                              on_delivery=self._on_command_delivered)
+            except KafkaException as exc:  # refused by the client (e.g. its message.max.bytes): this record only
+                if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
+                    raise
+                self._dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
+                continue
             self.stats.by_flow[cmd["flow"]] = self.stats.by_flow.get(cmd["flow"], 0) + 1
             emitted += 1
         return emitted
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
+        """Produce, waiting for room when the local queue is full (never an error for that)."""
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def _state_too_large(self, partition: int, key: str, value: bytes | None,
+                         pending: list[Pending[Buffered]]) -> None:
+        """A customer's state grew past what the changelog accepts: it is not written (the changelog
+        keeps the last state that fit), and the records of this batch that made it grow are
+        dead-lettered with the reason, so the fact is visible and replayable."""
+        self.stats.oversized_state += 1
+        size = len(value) if value else 0
+        log.error("partition %d: state of %r is %d bytes, over limits.max_message_bytes (%d); not written",
+                  partition, key[:80], size, self.limits.max_message_bytes)
+        for item in pending:
+            m, record, _ = item.item
+            if m.partition() == partition and record is not None and record.get("customer_id") == key:
+                self._dead_letter(m, "state_too_large", f"the customer's state would be {size} bytes, over "
+                                                        f"limits.max_message_bytes ({self.limits.max_message_bytes})")
 
     def _on_changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -449,13 +547,15 @@ class ProcessorRuntime:
             self._commands_end[p] = max(self._commands_end.get(p, 0), msg.offset() + 1)
 
     def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
-        assert self._producer is not None
-        dl = {"original_value": m.value(), "original_key": m.key(), "topic": m.topic(), "partition": m.partition(),
-              "offset": m.offset(), "error": reason, "detail": detail[:2000], "failed_at": int(time.time() * 1000),
-              "component": "processor"}
-        self._producer.produce(m.topic() + ".dlq", key=m.key(), value=serde.encode("DeadLetter", dl))
+        value, note = dead_letter_value(self.limits, m.value())
+        key, _ = dead_letter_value(self.limits, m.key())
+        dl = {"original_value": value, "original_key": key, "topic": m.topic(), "partition": m.partition(),
+              "offset": m.offset(), "error": reason, "detail": (detail[:2000] + note),
+              "failed_at": int(time.time() * 1000), "component": "processor"}
+        self._produce(m.topic() + ".dlq", key, serde.encode("DeadLetter", dl))
         self.stats.dead_letters += 1
-        log.warning("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])
+        self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
+        log.debug("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])
         if self.observer is not None and hasattr(self.observer, "on_dead_letter"):
             self.observer.on_dead_letter(m.topic())
 
