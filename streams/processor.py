@@ -22,7 +22,7 @@ Apache Kafka the orphan is aborted and that set is simply empty.
 Co-partitioning: all input topics share one partition count and are keyed by customer_id, and the
 consumer uses the ``range`` assignor, so partition *p* of every input topic lands on the same worker
 and feeds the same engine.  On assignment the engine of *p* is rebuilt from changelog partition *p*
-(read_committed, to the high watermark) before any input of *p* is processed.
+(read_committed, to the end the fetch reports) before any input of *p* is processed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine, Rejection
 from streams.kafka_io import consumer_config, producer_config
+from streams.log_reader import EOF_CONFIG, read_to_end
 from streams.merge import PartitionMerger, Pending, event_time_of
 from streams.record_limits import Refusal, admit, clamp, dead_letter_value, fits
 from streams.state_store import LocalStore, open_store
@@ -193,22 +194,25 @@ class ProcessorRuntime:
 
     def _restore_partition(self, partition: int) -> PartitionEngine:
         """Rebuild partition state: the local store up to its checkpoint, then the changelog tail
-        (read_committed, to the high watermark)."""
+        (read_committed) to the end the fetch reports — never to a ListOffsets high watermark, which
+        some brokers under-report (streams/log_reader.py)."""
         engine = self.engine_factory(self.settings, partition)
         marker = 0
-        tp = TopicPartition(self.changelog, partition)
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed",
-                           "auto.offset.reset": "earliest"})
         local, n = 0, 0
+
+        def apply(m: Message) -> None:
+            nonlocal marker, n
+            key = m.key().decode()
+            if key == RUNTIME_KEY:
+                marker = int(m.value() or b"0")
+            else:
+                engine.restore(key, m.value())
+            n += 1
+
+        reader = self._restore_reader()
         try:
-            low, high = reader.get_watermark_offsets(tp, timeout=10)
+            low, _ = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)
             values, checkpoint = self.store.load(partition)
-            if checkpoint > high or (checkpoint >= 0 and checkpoint < low):
-                log.warning("partition %d: local store checkpoint %d outside changelog [%d, %d): discarded",
-                            partition, checkpoint, low, high)
-                self.store.discard(partition)
-                values, checkpoint = {}, -1
             for key, value in values.items():
                 if key == RUNTIME_KEY:
                     marker = int(value or b"0")
@@ -216,30 +220,17 @@ class ProcessorRuntime:
                     engine.restore(key, value)
                 local += 1
             start = max(low, checkpoint)
-            if high > start:
-                reader.assign([TopicPartition(self.changelog, partition, start)])
-                deadline = time.monotonic() + self.settings.worker.restore_timeout_s
-                while True:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"changelog restore of partition {partition} timed out")
-                    for m in reader.consume(2000, 0.2):
-                        if m.error():
-                            if m.error().code() == KafkaError._PARTITION_EOF:
-                                continue
-                            raise KafkaException(m.error())
-                        key = m.key().decode()
-                        if key == RUNTIME_KEY:
-                            marker = int(m.value() or b"0")
-                        else:
-                            engine.restore(key, m.value())
-                        n += 1
-                    # position passes control records and aborted data under read_committed
-                    if reader.position([tp])[0].offset >= high:
-                        break
+            end = self._read_changelog(reader, partition, start, apply)
+            if checkpoint > end or (0 <= checkpoint < low):
+                log.warning("partition %d: local store checkpoint %d outside changelog [%d, %d): discarded",
+                            partition, checkpoint, low, end)
+                self.store.discard(partition)
+                engine, marker, local, n = self.engine_factory(self.settings, partition), 0, 0, 0
+                end = self._read_changelog(reader, partition, low, apply)
         finally:
             reader.close()
         engine.restored()
-        self._changelog_end[partition] = high
+        self._changelog_end[partition] = end
         self._already_emitted[partition], self._commands_end[partition] = self._commands_after(partition, marker)
         self.stats.recoveries += 1
         self.stats.restored_local_keys += local
@@ -248,29 +239,33 @@ class ProcessorRuntime:
                  partition, local, n, engine.clock_ms)
         return engine
 
+    def _restore_reader(self) -> Consumer:
+        return Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "auto.offset.reset": "earliest", **EOF_CONFIG})
+
+    def _read_changelog(self, reader: Consumer, partition: int, start: int, apply: Callable[[Message], None]) -> int:
+        ends = read_to_end(reader, [TopicPartition(self.changelog, partition, start)], apply,
+                           self.settings.worker.restore_timeout_s, f"changelog restore of partition {partition}")
+        return ends.get((self.changelog, partition), start)
+
     def _commands_after(self, partition: int, start: int) -> tuple[set[str], int]:
         """Command ids visible in commands partition ``partition`` from offset ``start`` to the end."""
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"})
         ids: set[str] = set()
+
+        def collect(m: Message) -> None:
+            ids.add(serde.decode(m.value(), "EmailCommand").record["command_id"])
+
+        reader = self._restore_reader()
         try:
-            tp = TopicPartition(self.commands_topic, partition)
-            _, high = reader.get_watermark_offsets(tp, timeout=10)
-            if high > start:
-                reader.assign([TopicPartition(self.commands_topic, partition, start)])
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    for m in reader.consume(1000, 0.2):
-                        if m.error() is None:
-                            ids.add(serde.decode(m.value(), "EmailCommand").record["command_id"])
-                    if reader.position([tp])[0].offset >= high:
-                        break
+            ends = read_to_end(reader, [TopicPartition(self.commands_topic, partition, start)], collect,
+                               self.settings.worker.restore_timeout_s, f"commands partition {partition}")
         finally:
             reader.close()
         if ids:
             log.warning("partition %d: %d command(s) of an unfinished transaction are already visible; "
                         "they will not be emitted again", partition, len(ids))
-        return ids, high
+        return ids, ends.get((self.commands_topic, partition), start)
 
     def _recover_after_abort(self) -> None:
         """After an aborted transaction the in-memory state ran ahead: rebuild it and rewind."""

@@ -127,3 +127,47 @@ def test_outputs_over_max_message_bytes_do_not_fit_and_dead_letters_carry_a_cut_
     value, note = dead_letter_value(limits, b"x" * 25)
     assert value == b"x" * 10 and "10 of 25 bytes" in note
     assert dead_letter_value(limits, b"short") == (b"short", "")
+
+
+def test_restart_restores_every_customer_from_a_changelog_written_in_multi_record_batches(kafka, settings):
+    """Restore reads the changelog to the end the fetch reports (streams/log_reader.py)."""
+    settings.worker.tick_interval_s = 0
+    settings.worker.batch_size = 2000
+    n = 12_000
+    at = int(time.time() * 1000)
+    rows = [(f"c{i}".encode(), _order(f"c{i}", 1, at + i)) for i in range(n)]
+    _produce(kafka, settings, "orders", "OrderEvent", rows)
+    with running_processor(settings, kafka) as runtime:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and runtime.stats.events < n:
+            time.sleep(0.2)
+        assert runtime.stats.events == n
+    with running_processor(settings, kafka, instance_id="test-1") as restored:
+        customers = {cid for engine in restored.engines.values() for cid in engine.customers}
+        assert len(customers) == n
+        assert restored.stats.restored_changelog_records >= n
+
+
+def test_reading_to_the_end_gets_every_record_of_a_partition_written_in_large_batches(kafka, settings):
+    """A ListOffsets high watermark can under-report the end of a partition written in multi-record
+    batches (the embedded broker answers the last batch's base offset); reading to the end the fetch
+    reports gets every record."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.log_reader import EOF_CONFIG, read_to_end
+
+    topic = settings.topics.name("customers")
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    p = Producer(producer_config(settings, kafka, **{"linger.ms": 50, "batch.num.messages": 5000}))
+    n = 10_000
+    for i in range(n):
+        p.produce(topic, partition=0, key=b"k%d" % i, value=b"v" * 100)
+    p.flush(30)
+    reader = Consumer({"bootstrap.servers": kafka, "group.id": "end-probe", "auto.offset.reset": "earliest",
+                       "enable.auto.commit": False, **EOF_CONFIG})
+    try:
+        seen: list[int] = []
+        ends = read_to_end(reader, [TopicPartition(topic, 0, 0)], lambda m: seen.append(m.offset()), 30, "probe")
+    finally:
+        reader.close()
+    assert len(seen) == n and ends[(topic, 0)] == n
