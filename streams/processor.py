@@ -28,7 +28,6 @@ and feeds the same engine.  On assignment the engine of *p* is rebuilt from chan
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -40,20 +39,21 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from schemas import serde
 from streams.config import Settings
-from streams.core.engine import PartitionEngine, Rejection
+from streams.core.engine import PartitionEngine
 from streams.kafka_io import consumer_config, producer_config
-from streams.log_reader import EOF_CONFIG, read_to_end
-from streams.merge import PartitionMerger, Pending, event_time_of
-from streams.record_limits import Refusal, admit, clamp, dead_letter_value, fits
-from streams.state_store import LocalStore, open_store
+from streams.record_limits import Refusal
+from streams.runtime.checkpoint import Checkpoint
+from streams.runtime.dead_letters import dead_letter
+from streams.runtime.restore import ChangelogRestore, OrphanedCommands
+from streams.runtime.state_store import LocalStore, open_store
+from streams.runtime.task import PartitionTask, TaskOutput
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
 log = logging.getLogger("shopmail.processor")
 
 EngineFactory = Callable[[Settings, int], PartitionEngine]
-RUNTIME_KEY = "\x01runtime.commands_end"  # changelog key owned by the runtime, not the engine
 ISOLATE_AFTER_ABORTS = 2  # aborted transactions in a row before records are isolated one per transaction
-Buffered = tuple[Message, "dict[str, Any] | None", "Refusal | None"]  # a record, decoded or refused
+Coords = tuple[str, int, int]  # topic, partition, offset
 
 
 @dataclass
@@ -63,7 +63,7 @@ class RuntimeStats:
     dead_letters: int = 0
     transactions: int = 0
     aborted: int = 0
-    enforced: int = 0  # records processed while a topic of their partition had none (merge.py)
+    enforced: int = 0  # records processed while a topic of their partition had none (runtime/merge.py)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     clamped: int = 0  # records whose free text was cut to the limits (record_limits.clamp)
     oversized_state: int = 0  # changelog values over limits.max_message_bytes, not written
@@ -92,28 +92,33 @@ class ProcessorRuntime:
         self.commands_topic = t.name("commands")
         self.clock_topic = t.name("clock")
         self.changelog = changelog_topic(settings, "state")
-        self.engines: dict[int, PartitionEngine] = {}
+        self.limits = settings.limits
+        self.tasks: dict[int, PartitionTask[Message]] = {}
         self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
-        self._changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
-        self._mergers: dict[int, PartitionMerger[Buffered]] = {}
+        self.restore = ChangelogRestore(settings, bootstrap, self.changelog, self.store, self.engine_factory)
+        self.orphans = OrphanedCommands(settings, bootstrap, self.commands_topic)
         self._start_offsets: dict[tuple[str, int], int] = {}  # committed offset at assignment
         self._paused: set[tuple[str, int]] = set()
-        self._commands_end: dict[int, int] = {}  # partition → end offset of commands partition (committed)
         self._already_emitted: dict[int, set[str]] = {}  # partition → command ids visible after the marker
         self.stats = RuntimeStats()
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._checkpoint: Checkpoint | None = None
         self._last_tick = 0.0
         self._needs_recovery = False
-        self.limits = settings.limits
+        self._out: TaskOutput[Message] = TaskOutput()
         # Crash-loop guard: after ISOLATE_AFTER_ABORTS aborted transactions in a row the runtime
         # processes one record per transaction; a record whose own transaction aborts is poison and
         # is dead-lettered when it comes round again, so no record can stop its partition.
         self._aborts_in_row = 0
         self._isolating = 0  # records still to process one per transaction
-        self._in_flight: tuple[int, tuple[str, int, int] | None] = (0, None)  # open transaction: count, first
-        self._poison: set[tuple[str, int, int]] = set()
+        self._in_flight: tuple[int, Coords | None] = (0, None)  # open transaction: record count, first record
+        self._poison: set[Coords] = set()
+
+    @property
+    def engines(self) -> dict[int, PartitionEngine]:
+        return {p: task.engine for p, task in self.tasks.items()}
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _make_clients(self) -> None:
@@ -125,6 +130,7 @@ class ProcessorRuntime:
                                   "transaction.timeout.ms": s.worker.transaction_timeout_ms,
                                   "linger.ms": 2}))
         self._producer.init_transactions(30)
+        self._checkpoint = Checkpoint(self._producer, self._produce, self.changelog, self.store, self.limits)
 
     def run(self, stop: threading.Event) -> None:
         self._make_clients()
@@ -144,14 +150,13 @@ class ProcessorRuntime:
                         if err.code() == KafkaError._PARTITION_EOF:
                             continue
                         raise KafkaException(err)
-                    self._buffer(m)
-                pending = self._drain_ready()
+                    self._offer(m)
                 ticks = self._due_ticks()
-                if not pending and not ticks:
-                    if self.engines and not msgs:
+                if not any(len(task) for task in self.tasks.values()) and not ticks:
+                    if self.tasks and not msgs:
                         self.ready.set()
                     continue
-                self._process_batch(pending, ticks)
+                self._process_batch(ticks)
                 self._resume_drained()
         finally:
             self._close()
@@ -173,108 +178,40 @@ class ProcessorRuntime:
         for tp in consumer.committed(partitions, timeout=30):
             self._start_offsets[(tp.topic, tp.partition)] = max(tp.offset, 0)
         for p in wanted:
-            if p not in self.engines:
-                self.engines[p] = self._restore_partition(p)
-            if p not in self._mergers:
-                self._mergers[p] = PartitionMerger(list(self.topic_logical), self.settings.worker.max_idle_ms,
-                                                   self.settings.worker.max_lag_wait_ms)
+            if p not in self.tasks:
+                self.tasks[p] = self._restore_partition(p)
         log.info("assigned partitions %s", wanted)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
         remaining = {tp.partition for tp in consumer.assignment() if tp.partition not in gone} if partitions else set()
-        for p in list(self.engines):
+        for p in list(self.tasks):
             if p in gone and p not in remaining:
-                del self.engines[p]
-                self._mergers.pop(p, None)
+                del self.tasks[p]
         for tp in partitions:
             self._paused.discard((tp.topic, tp.partition))
             self._start_offsets.pop((tp.topic, tp.partition), None)
         log.info("revoked partitions %s", sorted(gone))
 
-    def _restore_partition(self, partition: int) -> PartitionEngine:
-        """Rebuild partition state: the local store up to its checkpoint, then the changelog tail
-        (read_committed) to the end the fetch reports — never to a ListOffsets high watermark, which
-        some brokers under-report (streams/log_reader.py)."""
-        engine = self.engine_factory(self.settings, partition)
-        marker = 0
-        local, n = 0, 0
-
-        def apply(m: Message) -> None:
-            nonlocal marker, n
-            key = m.key().decode()
-            if key == RUNTIME_KEY:
-                marker = int(m.value() or b"0")
-            else:
-                engine.restore(key, m.value())
-            n += 1
-
-        reader = self._restore_reader()
-        try:
-            low, _ = reader.get_watermark_offsets(TopicPartition(self.changelog, partition), timeout=10)
-            values, checkpoint = self.store.load(partition)
-            for key, value in values.items():
-                if key == RUNTIME_KEY:
-                    marker = int(value or b"0")
-                else:
-                    engine.restore(key, value)
-                local += 1
-            start = max(low, checkpoint)
-            end = self._read_changelog(reader, partition, start, apply)
-            if checkpoint > end or (0 <= checkpoint < low):
-                log.warning("partition %d: local store checkpoint %d outside changelog [%d, %d): discarded",
-                            partition, checkpoint, low, end)
-                self.store.discard(partition)
-                engine, marker, local, n = self.engine_factory(self.settings, partition), 0, 0, 0
-                end = self._read_changelog(reader, partition, low, apply)
-        finally:
-            reader.close()
-        engine.restored()
-        self._changelog_end[partition] = end
-        self._already_emitted[partition], self._commands_end[partition] = self._commands_after(partition, marker)
+    def _restore_partition(self, partition: int) -> PartitionTask[Message]:
+        restored = self.restore.restore(partition)
+        ids, commands_end = self.orphans.visible_after(partition, restored.commands_marker)
+        self._already_emitted[partition] = ids
+        if self._checkpoint is not None:
+            self._checkpoint.restored(partition, restored.changelog_end, commands_end)
         self.stats.recoveries += 1
-        self.stats.restored_local_keys += local
-        self.stats.restored_changelog_records += n
+        self.stats.restored_local_keys += restored.local_keys
+        self.stats.restored_changelog_records += restored.changelog_records
         log.info("partition %d restored: %d keys from the local store, %d changelog records (clock %d)",
-                 partition, local, n, engine.clock_ms)
-        return engine
-
-    def _restore_reader(self) -> Consumer:
-        return Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.settings.worker.app_id}-restore",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "auto.offset.reset": "earliest", **EOF_CONFIG})
-
-    def _read_changelog(self, reader: Consumer, partition: int, start: int, apply: Callable[[Message], None]) -> int:
-        ends = read_to_end(reader, [TopicPartition(self.changelog, partition, start)], apply,
-                           self.settings.worker.restore_timeout_s, f"changelog restore of partition {partition}")
-        return ends.get((self.changelog, partition), start)
-
-    def _commands_after(self, partition: int, start: int) -> tuple[set[str], int]:
-        """Command ids visible in commands partition ``partition`` from offset ``start`` to the end."""
-        ids: set[str] = set()
-
-        def collect(m: Message) -> None:
-            ids.add(serde.decode(m.value(), "EmailCommand").record["command_id"])
-
-        reader = self._restore_reader()
-        try:
-            ends = read_to_end(reader, [TopicPartition(self.commands_topic, partition, start)], collect,
-                               self.settings.worker.restore_timeout_s, f"commands partition {partition}")
-        finally:
-            reader.close()
-        if ids:
-            log.warning("partition %d: %d command(s) of an unfinished transaction are already visible; "
-                        "they will not be emitted again", partition, len(ids))
-        return ids, ends.get((self.commands_topic, partition), start)
+                 partition, restored.local_keys, restored.changelog_records, restored.engine.clock_ms)
+        return PartitionTask(self.settings, partition, restored.engine, INPUT_TOPICS)
 
     def _recover_after_abort(self) -> None:
         """After an aborted transaction the in-memory state ran ahead: rebuild it and rewind."""
         assert self._consumer is not None
         assignment = self._consumer.assignment()
-        for p in list(self.engines):
-            self.engines[p] = self._restore_partition(p)
-        for merger in self._mergers.values():
-            merger.clear()
+        for p in list(self.tasks):
+            self.tasks[p] = self._restore_partition(p)
         if self._paused:
             self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
             self._paused.clear()
@@ -283,15 +220,15 @@ class ProcessorRuntime:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
         self._needs_recovery = False
 
-    # ---- processing -------------------------------------------------------------------------
+    # ---- intake -----------------------------------------------------------------------------
     def _due_ticks(self) -> list[int]:
-        if not self.write_ticks or not self.engines:
+        if not self.write_ticks or not self.tasks:
             return []
         now = time.monotonic()
         if now - self._last_tick < self.settings.worker.tick_interval_s:
             return []
         self._last_tick = now
-        return sorted(self.engines)
+        return sorted(self.tasks)
 
     def lag(self) -> list[tuple[str, int, int]]:
         """(topic, partition, high watermark − position) for the assigned input partitions (cached)."""
@@ -305,45 +242,43 @@ class ProcessorRuntime:
                 out.append((tp.topic, tp.partition, max(0, high - pos)))
         return out
 
-    def _buffer(self, m: Message) -> None:
-        merger = self._mergers.get(m.partition())
-        if merger is None:  # assignment raced a revoke: the next owner reprocesses it
+    def _offer(self, m: Message) -> None:
+        task = self.tasks.get(m.partition())
+        if task is None:  # assignment raced a revoke: the next owner reprocesses it
             return
-        record, refusal = self._read(m)
-        at = -1 if record is None else event_time_of(self.topic_logical[m.topic()], record)
-        merger.add(Pending(m.topic(), at, (m, record, refusal)))
-        if merger.queued(m.topic()) > self.settings.worker.max_buffered and (m.topic(), m.partition()) not in self._paused:
+        logical = self.topic_logical[m.topic()]
+        value = m.value()
+        size = len(value) if value else 0
+        record, refusal = self._decode(m, logical, size)
+        clamped = task.clamped
+        task.offer(logical, m, record, key=m.key(), size=size, refusal=refusal)
+        self.stats.clamped += task.clamped - clamped
+        if task.queued(logical) > self.settings.worker.max_buffered and (m.topic(), m.partition()) not in self._paused:
             assert self._consumer is not None
             self._consumer.pause([TopicPartition(m.topic(), m.partition())])
             self._paused.add((m.topic(), m.partition()))
 
-    def _read(self, m: Message) -> tuple[dict[str, Any] | None, Refusal | None]:
-        """Decode and admit one input record: the record, or why it goes to the DLQ. Never raises."""
-        logical = self.topic_logical[m.topic()]
-        value = m.value()
-        refusal = admit(self.limits, logical, m.key(), len(value) if value else 0, None)
-        if refusal is not None:
-            return None, refusal
+    def _decode(self, m: Message, logical: str, size: int) -> tuple[dict[str, Any] | None, Refusal | None]:
+        """The record, or why it cannot be read. Never raises."""
+        if (m.topic(), m.partition(), m.offset()) in self._poison:
+            return None, Refusal("transaction_failed", f"the record's own transaction aborted "
+                                                       f"{ISOLATE_AFTER_ABORTS}+ times; skipped so the partition goes on")
+        if size > self.limits.max_record_bytes:
+            return None, None  # the task refuses it by size without it being decoded
         try:
-            record: dict[str, Any] = serde.decode(value, VALUE_SCHEMA[logical]).record
-            event_time_of(logical, record)
+            return serde.decode(m.value(), VALUE_SCHEMA[logical]).record, None
         except serde.SerdeError as exc:
             return None, Refusal(exc.reason, exc.detail)
         except Exception as exc:  # noqa: BLE001 - any unreadable record is a dead letter, never a crash
             return None, Refusal("invalid", f"{type(exc).__name__}: {exc}")
-        refusal = admit(self.limits, logical, m.key(), 0, record)
-        if refusal is not None:
-            return None, refusal
-        if clamp(self.limits, record):
-            self.stats.clamped += 1
-        return record, None
 
     def _resume_drained(self) -> None:
         if not self._paused:
             return
         assert self._consumer is not None
         low = self.settings.worker.max_buffered // 4
-        ready = [(t, p) for t, p in self._paused if p not in self._mergers or self._mergers[p].queued(t) <= low]
+        ready = [(t, p) for t, p in self._paused
+                 if p not in self.tasks or self.tasks[p].queued(self.topic_logical[t]) <= low]
         if ready:
             self._consumer.resume([TopicPartition(t, p) for t, p in ready])
             self._paused.difference_update(ready)
@@ -363,62 +298,46 @@ class ProcessorRuntime:
             return None
         return max(0, high - pos)
 
-    def _drain_ready(self) -> list[Pending[Buffered]]:
+    # ---- one batch, one transaction ---------------------------------------------------------
+    def _run_tasks(self, out: TaskOutput[Message]) -> None:
         limit = 1 if self._isolating else self.settings.worker.batch_size
         now_ms = time.monotonic() * 1000
-        out: list[Pending[Buffered]] = []
-        for p, merger in self._mergers.items():
-            if len(out) >= limit:
+        t = self.settings.topics
+        for p, task in self.tasks.items():
+            left = limit - len(out.done)
+            if left <= 0:
                 break
-            if len(merger):
-                before = merger.enforced
-                out.extend(merger.drain(limit - len(out), lambda t, p=p: self._unfetched(t, p), now_ms))
-                self.stats.enforced += merger.enforced - before
-        return out
+            if len(task):
+                before = task.merger.enforced
+                task.run(out, left, lambda lt, p=p: self._unfetched(t.name(lt), p), now_ms)
+                self.stats.enforced += task.merger.enforced - before
 
-    def _process_batch(self, pending: list[Pending[Buffered]], ticks: list[int]) -> None:
-        assert self._consumer is not None and self._producer is not None
+    def _process_batch(self, ticks: list[int]) -> None:
+        assert self._consumer is not None and self._producer is not None and self._checkpoint is not None
         producer = self._producer
+        out = self._out
+        out.clear()
         producer.begin_transaction()
-        touched: set[int] = set()
-        processed: dict[tuple[str, int], int] = {}
-        batch_commands = 0
-        first = pending[0].item[0] if pending else None
-        self._in_flight = (len(pending), (first.topic(), first.partition(), first.offset()) if first else None)
         try:
-            for item in pending:
-                m, record, refusal = item.item
-                touched.add(m.partition())
-                processed[(m.topic(), m.partition())] = m.offset() + 1
-                batch_commands += self._handle(m, record, refusal)
+            self._run_tasks(out)
+            first = out.done[0] if out.done else None
+            self._in_flight = (len(out.done), (first.topic(), first.partition(), first.offset()) if first else None)
+            batch_commands = self._emit(out)
+            for d in out.dead_letters:
+                self._dead_letter(d.ref, d.reason, d.detail)
             now_ms = int(time.time() * 1000)
             for p in ticks:
                 self._produce(self.clock_topic, f"clock-{p}".encode(),
                               serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}),
                               partition=p)
-            if batch_commands:
-                producer.flush(60)  # commands are on the broker before the state that says they were sent
-            changes: dict[int, dict[str, bytes | None]] = {}
-            for p in touched:
-                engine = self.engines.get(p)
-                if engine is None:
-                    continue
-                changes[p] = engine.drain_changes()
-                changes[p][RUNTIME_KEY] = str(self._commands_end.get(p, 0)).encode()
-                for key, value in list(changes[p].items()):
-                    kb = key.encode()
-                    if not fits(self.limits, kb, value):
-                        del changes[p][key]
-                        self._state_too_large(p, key, value, pending)
-                        continue
-                    self._produce(self.changelog, kb, value, partition=p, on_delivery=self._on_changelog_delivered)
-            if processed:
-                offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
-                producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(60)
-            producer.poll(0)
-            for p, changed in changes.items():
-                self.store.apply(p, changed, self._changelog_end.get(p, 0))
+            processed: dict[tuple[str, int], int] = {}
+            for m in out.done:
+                processed[(m.topic(), m.partition())] = m.offset() + 1
+            touched = {p for _, p in processed}
+            changes = {p: self.tasks[p].changes() for p in touched if p in self.tasks}
+            offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
+            self._checkpoint.commit(changes, offsets, self._consumer.consumer_group_metadata(), batch_commands,
+                                    lambda p, key, value: self._state_too_large(p, key, value, out.done))
         except KafkaException as exc:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
@@ -427,15 +346,40 @@ class ProcessorRuntime:
                 self._aborted()
                 return
             raise
-        self._committed(len(pending))
+        self._committed(len(out.done))
         self.stats.transactions += 1
-        self.stats.events += len(pending)
+        self.stats.events += len(out.done)
         self.stats.commands += batch_commands
         if self.observer is not None:
             by_topic: dict[str, int] = {}
-            for item in pending:
-                by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
+            for m in out.done:
+                by_topic[m.topic()] = by_topic.get(m.topic(), 0) + 1
             self.observer.on_batch(self, by_topic)
+
+    def _emit(self, out: TaskOutput[Message]) -> int:
+        """Produce the batch's commands to the commands partition of the input that caused them."""
+        assert self._checkpoint is not None
+        emitted = 0
+        on_delivery = self._checkpoint.on_command_delivered
+        by_flow = self.stats.by_flow
+        for m, cmd in out.commands:
+            assert m is not None
+            p = m.partition()
+            already = self._already_emitted.get(p)
+            if already and cmd["command_id"] in already:
+                already.discard(cmd["command_id"])
+                continue
+            try:
+                self._produce(self.commands_topic, cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd),
+                              partition=p, timestamp=cmd["created_at"], on_delivery=on_delivery)
+            except KafkaException as exc:  # refused by the client (e.g. its message.max.bytes): this record only
+                if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
+                    raise
+                self._dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
+                continue
+            by_flow[cmd["flow"]] = by_flow.get(cmd["flow"], 0) + 1
+            emitted += 1
+        return emitted
 
     def _aborted(self) -> None:
         """An aborted transaction: rebuild and rewind; a record that aborts alone is poison."""
@@ -457,55 +401,6 @@ class ProcessorRuntime:
             self.stats.isolated += records
             self._isolating = max(0, self._isolating - records)
 
-    def _handle(self, m: Message, record: dict[str, Any] | None, refusal: Refusal | None) -> int:
-        """The one place where a record's fate is decided: processed (commands produced) or
-        dead-lettered with its reason. Nothing a single record carries can raise out of here."""
-        topic = m.topic()
-        engine = self.engines.get(m.partition())
-        if engine is None:  # assignment raced a revoke: the next owner reprocesses it
-            return 0
-        if (topic, m.partition(), m.offset()) in self._poison:
-            self._poison.discard((topic, m.partition(), m.offset()))
-            self._dead_letter(m, "transaction_failed", "the record's own transaction aborted "
-                                                      f"{ISOLATE_AFTER_ABORTS}+ times; skipped so the partition goes on")
-            return 0
-        if refusal is not None or record is None:
-            reason, detail = (refusal.reason, refusal.detail) if refusal else ("invalid", "no record")
-            self._dead_letter(m, reason, detail)
-            return 0
-        try:
-            result = engine.process(self.topic_logical[topic], record)
-        except Exception as exc:  # a domain bug must not stall the partition: DLQ with the reason
-            log.exception("engine failed on %s[%d]@%d", topic, m.partition(), m.offset())
-            self._dead_letter(m, "processing_error", f"{type(exc).__name__}: {exc}")
-            return 0
-        for rej in result.rejections:
-            self._dead_letter(m, rej.reason, rej.detail)
-        assert self._producer is not None
-        already = self._already_emitted.get(m.partition())
-        emitted = 0
-        for cmd in result.commands:
-            if already and cmd["command_id"] in already:
-                already.discard(cmd["command_id"])
-                continue
-            key, value = cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd)
-            if not fits(self.limits, key, value):
-                self._dead_letter(m, "output_too_large",
-                                  f"{cmd['flow']} step {cmd['step']} command {cmd['command_id']} would be "
-                                  f"{len(value)} bytes, over limits.max_message_bytes ({self.limits.max_message_bytes})")
-                continue
-            try:
-                self._produce(self.commands_topic, key, value, partition=m.partition(), timestamp=cmd["created_at"],
-                              on_delivery=self._on_command_delivered)
-            except KafkaException as exc:  # refused by the client (e.g. its message.max.bytes): this record only
-                if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
-                    raise
-                self._dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
-                continue
-            self.stats.by_flow[cmd["flow"]] = self.stats.by_flow.get(cmd["flow"], 0) + 1
-            emitted += 1
-        return emitted
-
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
         """Produce, waiting for room when the local queue is full (never an error for that)."""
         assert self._producer is not None
@@ -516,8 +411,7 @@ class ProcessorRuntime:
             except BufferError:
                 self._producer.poll(0.05)
 
-    def _state_too_large(self, partition: int, key: str, value: bytes | None,
-                         pending: list[Pending[Buffered]]) -> None:
+    def _state_too_large(self, partition: int, key: str, value: bytes | None, done: list[Message]) -> None:
         """A customer's state grew past what the changelog accepts: it is not written (the changelog
         keeps the last state that fit), and the records of this batch that made it grow are
         dead-lettered with the reason, so the fact is visible and replayable."""
@@ -525,39 +419,19 @@ class ProcessorRuntime:
         size = len(value) if value else 0
         log.error("partition %d: state of %r is %d bytes, over limits.max_message_bytes (%d); not written",
                   partition, key[:80], size, self.limits.max_message_bytes)
-        for item in pending:
-            m, record, _ = item.item
-            if m.partition() == partition and record is not None and record.get("customer_id") == key:
+        kb = key.encode()
+        for m in done:
+            if m.partition() == partition and m.key() == kb:
                 self._dead_letter(m, "state_too_large", f"the customer's state would be {size} bytes, over "
                                                         f"limits.max_message_bytes ({self.limits.max_message_bytes})")
 
-    def _on_changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            p = msg.partition()
-            self._changelog_end[p] = max(self._changelog_end.get(p, 0), msg.offset() + 1)
-
-    def _on_command_delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            p = msg.partition()
-            self._commands_end[p] = max(self._commands_end.get(p, 0), msg.offset() + 1)
-
     def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
-        value, note = dead_letter_value(self.limits, m.value())
-        key, _ = dead_letter_value(self.limits, m.key())
-        dl = {"original_value": value, "original_key": key, "topic": m.topic(), "partition": m.partition(),
-              "offset": m.offset(), "error": reason, "detail": (detail[:2000] + note),
-              "failed_at": int(time.time() * 1000), "component": "processor"}
-        self._produce(m.topic() + ".dlq", key, serde.encode("DeadLetter", dl))
+        dl = dead_letter(self.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
+                         value=m.value(), reason=reason, detail=detail, component="processor")
+        self._produce(m.topic() + ".dlq", dl["original_key"], serde.encode("DeadLetter", dl))
         self.stats.dead_letters += 1
         self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
         log.debug("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])
         if self.observer is not None and hasattr(self.observer, "on_dead_letter"):
             self.observer.on_dead_letter(m.topic())
 
-
-def rejection_reasons(rejections: list[Rejection]) -> list[str]:
-    return [r.reason for r in rejections]
-
-
-def default_instance_id() -> str:
-    return os.environ.get("HOSTNAME") or socket.gethostname()

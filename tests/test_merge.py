@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from streams.merge import PartitionMerger, Pending
+from streams.runtime.merge import PartitionMerger, Pending
 
 TOPICS = ["carts", "orders", "clock"]
 

@@ -1,0 +1,83 @@
+"""The commit of one batch, in the one order that keeps the worker exactly-once on every broker.
+
+Inside one Kafka transaction:
+1. the batch's **commands** (produced while the batch ran) are flushed — on the broker before the
+   state that says they were emitted (see streams/runtime/restore.py for why this order matters on
+   a broker that commits a dead producer's transaction);
+2. the **changelog**: every changed key of every touched partition, plus the runtime marker (the
+   commands partition's end) — each value checked against ``limits.max_message_bytes`` first;
+3. the **input offsets** (``send_offsets_to_transaction``);
+4. **commit**; only then
+5. the **local store** takes the changes, with the changelog offset they reach as its checkpoint,
+   so it never holds uncommitted state.
+
+An abort at any step leaves nothing of the batch visible (on Apache Kafka) and the caller rebuilds
+state from the changelog and rewinds to the committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+
+from streams.config import LimitSettings
+from streams.record_limits import fits
+from streams.runtime.restore import RUNTIME_KEY
+from streams.runtime.state_store import LocalStore
+
+log = logging.getLogger("shopmail.checkpoint")
+
+Produce = Callable[..., None]
+
+
+class Checkpoint:
+    def __init__(self, producer: Producer, produce: Produce, changelog: str, store: LocalStore,
+                 limits: LimitSettings) -> None:
+        self.producer = producer
+        self.produce = produce  # the runtime's produce (waits for queue room)
+        self.changelog = changelog
+        self.store = store
+        self.limits = limits
+        self.changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
+        self.commands_end: dict[int, int] = {}  # partition → end of the commands partition we wrote
+
+    def restored(self, partition: int, changelog_end: int, commands_end: int) -> None:
+        self.changelog_end[partition] = changelog_end
+        self.commands_end[partition] = commands_end
+
+    def on_command_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p = msg.partition()
+            self.commands_end[p] = max(self.commands_end.get(p, 0), msg.offset() + 1)
+
+    def _on_changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            p = msg.partition()
+            self.changelog_end[p] = max(self.changelog_end.get(p, 0), msg.offset() + 1)
+
+    def commit(self, changes: dict[int, dict[str, bytes | None]], offsets: list[TopicPartition],
+               group_metadata: Any, commands: int,
+               on_oversized: Callable[[int, str, bytes | None], None]) -> None:
+        """Steps 1–5 for a begun transaction. ``changes``: partition → changelog key → value (None:
+        delete); a value over the limit is not written and reported to ``on_oversized``."""
+        producer = self.producer
+        if commands:
+            producer.flush(60)  # 1. commands first
+        for p, changed in changes.items():  # 2. state
+            changed[RUNTIME_KEY] = str(self.commands_end.get(p, 0)).encode()
+            for key, value in list(changed.items()):
+                kb = key.encode()
+                if not fits(self.limits, kb, value):
+                    del changed[key]
+                    on_oversized(p, key, value)
+                    continue
+                self.produce(self.changelog, kb, value, partition=p, on_delivery=self._on_changelog_delivered)
+        if offsets:  # 3. input offsets
+            producer.send_offsets_to_transaction(offsets, group_metadata, 30)
+        producer.commit_transaction(60)  # 4.
+        producer.poll(0)
+        for p, changed in changes.items():  # 5. local store, committed state only
+            self.store.apply(p, changed, self.changelog_end.get(p, 0))
