@@ -97,7 +97,6 @@ class CertificateStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, x509.Certificate]] = {}
-        self.fetches = 0
 
     def get(self, url: str) -> x509.Certificate:
         now = self._clock()
@@ -109,7 +108,6 @@ class CertificateStore:
             pem = self._fetch(url)
         except OSError as exc:
             raise SnsRejected("certificate", f"cannot fetch {url}: {exc}") from exc
-        self.fetches += 1
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError as exc:
