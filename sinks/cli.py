@@ -16,7 +16,8 @@ def run_sink(config: Optional[Path], instance_id: Optional[str]) -> None:
     settings = settings_from(config)
     with service_context(settings) as (bootstrap, stop):
         service = SinkService(settings, bootstrap, instance_id=instance_id)
-        run_with_ops(settings.sink.web_port, service.health, service.run, stop, "shopmail.sink")
+        run_with_ops(settings.sink.web_port, service.health, service.run, stop, "shopmail.sink",
+                     host=settings.ops.bind_host)
 
 
 def register(app: typer.Typer) -> None:

@@ -107,6 +107,29 @@ class SinkSettings:
 
 
 @dataclass
+class OpsSettings:
+    # Address the /healthz + /metrics listeners of worker, sink and ses-bridge bind. Loopback for local
+    # runs; the deploy manifests set 0.0.0.0 (SHOPMAIL_OPS__BIND_HOST) so probes and Prometheus reach pods.
+    bind_host: str = "127.0.0.1"
+
+
+@dataclass
+class BridgeSettings:
+    """`shopmail ses-bridge --http-port`: the SNS HTTPS-subscription endpoint."""
+
+    bind_host: str = "127.0.0.1"  # the SNS listener; the manifests set 0.0.0.0 (SHOPMAIL_BRIDGE__BIND_HOST)
+    web_port: int = 6069  # /healthz and /metrics (kept off the SNS port, which faces the ingress)
+    # SigningCertURL and SubscribeURL must be https and their host must fully match this pattern.
+    cert_host_pattern: str = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
+    # Accepted TopicArns. Empty → any topic whose message is validly signed, but subscriptions are then
+    # never confirmed automatically (an operator confirms them, so no foreign topic can subscribe).
+    topic_arns: list[str] = field(default_factory=list)
+    cert_cache_ttl_s: float = 3600.0  # signing certificates cached per URL this long
+    http_timeout_s: float = 5.0  # certificate download and SubscribeURL confirmation
+    max_body_bytes: int = 1_048_576  # larger POSTs → 413 (SNS messages are at most 256 KiB)
+
+
+@dataclass
 class AbandonedCartSettings:
     delays_ms: list[int] = field(default_factory=lambda: [1 * HOUR_MS, 24 * HOUR_MS, 72 * HOUR_MS])
     incentive: str = "coupon"  # "coupon" or "free_shipping"
@@ -190,6 +213,8 @@ class Settings:
     flows: FlowSettings = field(default_factory=FlowSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
 
 
 class ConfigError(ValueError):

@@ -276,7 +276,7 @@ def simulate_recipients(settings: Settings, bootstrap: str, outcomes: list[dict[
     orders from some of the clickers (attributed to the clicked email by the shop)."""
     from datetime import datetime, timezone
 
-    from sinks.ses_bridge_cli import Bridge
+    from sinks.ses_bridge import Bridge
 
     rnd = random.Random(seed)
     bridge = Bridge(settings, bootstrap)

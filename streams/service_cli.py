@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from streams.config import Settings
+from streams.config import OpsSettings, Settings
 
 
 @contextlib.contextmanager
@@ -40,12 +40,12 @@ def service_context(settings: Settings, check_topics: bool = True,
 
 
 def run_with_ops(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], loop: Callable[[threading.Event], None],
-                 stop: threading.Event, logger: str) -> None:
-    """Serve /healthz and /metrics on ``port`` while ``loop(stop)`` runs."""
+                 stop: threading.Event, logger: str, host: str = OpsSettings.bind_host) -> None:
+    """Serve /healthz and /metrics on ``host:port`` (pass ``settings.ops.bind_host``) while ``loop(stop)`` runs."""
     from streams.web import OpsServer
 
-    server = OpsServer(port, health).start()
-    logging.getLogger(logger).info("ops http on :%d (/healthz, /metrics)", server.port)
+    server = OpsServer(port, health, host=host).start()
+    logging.getLogger(logger).info("ops http on %s:%d (/healthz, /metrics)", server.host, server.port)
     try:
         loop(stop)
     finally:

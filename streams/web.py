@@ -1,4 +1,5 @@
-"""/healthz and /metrics (Prometheus text format) on a small threaded HTTP server; port 0 = free port."""
+"""/healthz and /metrics (Prometheus text format) on a small threaded HTTP server; port 0 = free port.
+Binds loopback unless told otherwise (``ops.bind_host``; the deploy manifests set 0.0.0.0)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,32 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 
-class OpsServer:
+class HttpListener:
+    """A ThreadingHTTPServer for ``handler`` on ``host:port`` (0 = a free port), served on a daemon thread."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.host = host
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OpsServer(HttpListener):
     def __init__(self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]],
-                 registry: CollectorRegistry = REGISTRY, host: str = "0.0.0.0") -> None:
+                 registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1") -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,14 +54,4 @@ class OpsServer:
                 return None
 
         self.health = health
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="ops-http", daemon=True)
-
-    def start(self) -> "OpsServer":
-        self._thread.start()
-        return self
-
-    def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(host, port, Handler, "ops-http")

@@ -26,7 +26,8 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
         from streams.processor_metrics import ProcessorMetrics, health
 
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
-        run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor")
+        run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",
+                     host=settings.ops.bind_host)
 
 
 def register(app: typer.Typer) -> None:

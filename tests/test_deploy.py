@@ -96,6 +96,53 @@ def test_network_policy_allows_only_kafka_https_dns_and_scraping():
     assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny["spec"]
 
 
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+INGRESS_CONTROLLER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_sns_port_admits_only_the_ingress_controller_and_the_ops_ports_only_monitoring(overlay):
+    policies = [o for o in rendered(overlay) if o["kind"] == "NetworkPolicy"]
+    admitted: dict[int, list[tuple[str, dict]]] = {}
+    for pol in policies:
+        for rule in pol["spec"].get("ingress", []):
+            assert rule.get("from"), f"{pol['metadata']['name']}: an ingress rule without `from` admits anyone"
+            for port in rule["ports"]:
+                admitted.setdefault(port["port"], []).extend((pol["metadata"]["name"], peer) for peer in rule["from"])
+    assert {port: [peer for _, peer in peers] for port, peers in admitted.items()} == {
+        6066: [MONITORING], 6067: [MONITORING], 6069: [MONITORING], 6068: [INGRESS_CONTROLLER]}
+    (sns_policy,) = {name for name, _ in admitted[6068]}
+    selector = next(p["spec"]["podSelector"] for p in policies if p["metadata"]["name"] == sns_policy)
+    assert selector == {"matchLabels": {"app.kubernetes.io/name": "shopmail-ses-bridge"}}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_bind_their_listeners_on_all_interfaces_at_the_ports_probes_and_policies_use(overlay, tmp_path):
+    defaults = load_settings(env={})
+    assert defaults.ops.bind_host == defaults.bridge.bind_host == "127.0.0.1"  # local runs stay on loopback
+    objects = rendered(overlay)
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopmail-config")
+    toml = tmp_path / "shopmail.toml"
+    toml.write_text(config["data"]["shopmail.toml"])
+    shared_env = {k: v for k, v in config["data"].items() if k.startswith("SHOPMAIL_") and k != "SHOPMAIL_CONFIG"}
+    ops_port = {"shopmail-processors": lambda s: s.worker.web_port, "shopmail-sink": lambda s: s.sink.web_port,
+                "shopmail-ses-bridge": lambda s: s.bridge.web_port}
+    for name, spec in pod_specs(objects):
+        (container,) = spec["containers"]
+        env = {**shared_env, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
+        settings = load_settings(toml, env=env)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert settings.ops.bind_host == "0.0.0.0" and ports["ops"] == ops_port[name](settings), name
+        assert container["livenessProbe"]["httpGet"]["port"] == container["readinessProbe"]["httpGet"]["port"] == "ops"
+        if name == "shopmail-ses-bridge":
+            args = container["args"]
+            assert settings.bridge.bind_host == "0.0.0.0"
+            assert int(args[args.index("--http-port") + 1]) == ports["sns"] == 6068
+
+
 @pytest.mark.parametrize("overlay,rf", [("dev", 1), ("prod", 3)])
 def test_committed_kafka_topics_equal_the_generator_output(overlay, rf):
     committed = (DEPLOY / "overlays" / overlay / "kafka-topics.yaml").read_text()

@@ -1,18 +1,32 @@
-"""SES events bridge: SNS/Firehose SES events → email.feedback; malformed → DLQ."""
+"""SES events bridge: SNS/Firehose SES events → email.feedback; malformed → DLQ; only SNS-signed POSTs
+reach the topic (forged, tampered or untrusted ones get 403 and produce nothing)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import re
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
+from schemas import serde
+from sinks.ses_bridge import Bridge, SnsEndpoint, SnsHttpServer
 from sinks.ses_events import BridgeError, to_feedback
-from streams.kafka_io import read_topic
+from sinks.sns_signature import CertificateStore, SnsVerifier, https_get
+from streams.config import Settings
+from streams.kafka_io import produce_records, read_topic
 from streams.topics import ensure_topics, topic_specs
-from tests.support.procs import settings_env
+from tests.support.procs import CliProcess, settings_env, wait_for
+from tests.support.sink import point_at_ses, running_sink, verify_sender
+from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, subscription
 
 MAIL = {"messageId": "0102-abc", "timestamp": "2026-11-24T10:00:00.000Z",
         "tags": {"command_id": ["cmd-1"], "customer_id": ["cust-7"], "flow": ["abandoned_cart"]}}
@@ -69,3 +83,151 @@ def test_the_bridge_command_writes_feedback_and_dead_letters_the_rest(kafka, set
     assert sorted(f["type"] for f in fb) == ["bounced", "clicked"] and {f["customer_id"] for f in fb} == {"cust-7"}
     (dl,) = [r.decoded().record for r in read_topic(kafka, settings.topics.dlq("feedback"), expect=1, timeout_s=15)]
     assert dl["original_value"] == b"not json at all" and dl["offset"] == 2 and dl["error"] == "malformed"
+
+
+# ---- SNS HTTP endpoint: signatures -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def aws_sns() -> Signer:
+    """Plays Amazon SNS: its certificate is what CERT_URL (an sns.eu-west-1.amazonaws.com URL) serves."""
+    return Signer("sns.amazonaws.com").issue()
+
+
+def hard_bounce(customer: str) -> dict:
+    return {"eventType": "Bounce", "bounce": {"bounceType": "Permanent", "timestamp": "2026-11-24T10:05:00.000Z"},
+            "mail": {"messageId": f"0102-{customer}", "timestamp": "2026-11-24T10:00:00.000Z",
+                     "tags": {"command_id": [f"cmd-{customer}"], "customer_id": [customer]}}}
+
+
+@contextlib.contextmanager
+def sns_endpoint(settings: Settings, kafka: str, aws: Signer, topics: tuple[str, ...] = (),
+                 confirm: Callable[[str], Any] = lambda url: None) -> Iterator[tuple[SnsEndpoint, str]]:
+    """The bridge's real HTTP endpoint on loopback; the certificate at CERT_URL is served from memory."""
+    def fetch(url: str) -> bytes:
+        if url != CERT_URL:
+            raise OSError(f"404 {url}")
+        return aws.pem
+
+    verifier = SnsVerifier(CertificateStore(fetch), settings.bridge.cert_host_pattern, topics)
+    endpoint = SnsEndpoint(Bridge(settings, kafka), verifier, confirm)
+    server = SnsHttpServer(endpoint, "127.0.0.1", 0, settings.bridge.max_body_bytes).start()
+    try:
+        yield endpoint, f"http://127.0.0.1:{server.port}/"
+    finally:
+        server.shutdown()
+
+
+def post(url: str, message: dict | bytes, headers: dict[str, str] | None = None) -> int:
+    body = message if isinstance(message, bytes) else json.dumps(message).encode()
+    kind = {} if isinstance(message, bytes) else {"x-amz-sns-message-type": str(message.get("Type"))}
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "text/plain; charset=UTF-8", **kind, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def order_confirmation(customer: str) -> dict:
+    now = int(time.time() * 1000)
+    context = {"order_id": f"o-{customer}", "total": "12.00", "currency": "EUR", "cross_sell": [],
+               "items": [{"sku": "S", "name": "Mug", "price": "12.00", "quantity": 1, "image_url": None, "url": None}]}
+    return serde.from_json("EmailCommand", {
+        "command_id": f"order-{customer}", "customer_id": customer, "to": f"{customer}@example.com",
+        "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1", "category": "transactional",
+        "send_at": now, "expires_at": now + 3_600_000, "context": json.dumps(context), "trigger_event_id": f"ev-{customer}",
+        "created_at": now})
+
+
+def rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("shopmail_sns_rejected_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.integration
+def test_a_forged_hard_bounce_does_not_suppress_the_victims_next_order_confirmation(kafka, moto_ses, settings, aws_sns):
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    point_at_ses(settings, moto_ses.endpoint_url)
+    verify_sender(settings, moto_ses.endpoint_url)
+    attacker = Signer("sns.amazonaws.com").issue()  # a key of its own; cannot make SNS's certificate hold it
+    before = {r: rejected(r) for r in ("unsigned", "bad_signature", "untrusted_url")}
+    with sns_endpoint(settings, kafka, aws_sns) as (endpoint, url):
+        forged = {
+            "unsigned": notification(hard_bounce("victim")),
+            "signed by another key, SNS's certificate URL": attacker.sign(notification(hard_bounce("victim")), "2"),
+            "certificate on the attacker's host": attacker.sign(
+                notification(hard_bounce("victim")), "1", cert_url="https://sns.attacker.example.com/cert.pem"),
+            "a genuine message with its SES event swapped": dict(
+                aws_sns.sign(notification(hard_bounce("someone")), "2"), Message=json.dumps(hard_bounce("victim"))),
+        }
+        assert {what: post(url, m) for what, m in forged.items()} == {what: 403 for what in forged}
+        assert post(url, aws_sns.sign(notification(hard_bounce("bouncer-v1")), "1")) == 200
+        assert post(url, aws_sns.sign(notification(hard_bounce("bouncer-v2"), subject="SES"), "2")) == 200
+        assert endpoint.rejected == 4 and endpoint.health()[0]
+    assert {r: rejected(r) - before[r] for r in before} == {"unsigned": 1, "bad_signature": 2, "untrusted_url": 1}
+    feedback = [r.decoded().record for r in read_topic(kafka, settings.topics.name("feedback"), idle_s=1.5)]
+    assert sorted((f["customer_id"], f["type"], f["bounce_type"]) for f in feedback) == [
+        ("bouncer-v1", "bounced", "permanent"), ("bouncer-v2", "bounced", "permanent")]
+    with running_sink(settings, kafka):
+        produce_records(settings, kafka, settings.topics.name("commands"), "EmailCommand",
+                        [order_confirmation(c) for c in ("victim", "bouncer-v1", "bouncer-v2")])
+        outs = read_topic(kafka, settings.topics.name("outcomes"), expect=3, timeout_s=30)
+    assert {o["customer_id"]: (o["outcome"], o["reason"]) for o in (r.decoded().record for r in outs)} == {
+        "victim": ("sent", None), "bouncer-v1": ("suppressed", "hard_bounced"),
+        "bouncer-v2": ("suppressed", "hard_bounced")}
+
+
+@pytest.mark.integration
+def test_only_verified_subscriptions_to_allowed_topics_are_confirmed_through_their_subscribe_url(
+        kafka, settings, aws_sns, tmp_path):
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    # the loopback server stands in for sns.<region>.amazonaws.com: its host joins the allowed pattern
+    settings.bridge.cert_host_pattern = r"^(localhost|sns\.[a-z0-9-]+\.amazonaws\.com)$"
+    with loopback_https({"/confirm": b"<ConfirmSubscriptionResponse/>"}, tmp_path) as aws:
+        def confirm(url: str) -> bytes:
+            return https_get(url, 5.0, aws.client_context)
+
+        good = aws_sns.sign(subscription(f"{aws.url}/confirm?Action=ConfirmSubscription&Token=t1"), "2")
+        with sns_endpoint(settings, kafka, aws_sns, topics=(TOPIC,), confirm=confirm) as (_, url):
+            assert post(url, good) == 200
+            assert aws.requests == ["/confirm?Action=ConfirmSubscription&Token=t1"]
+            ip_host = aws.url.replace("localhost", "127.0.0.1")  # same server, host outside the pattern
+            refused = {
+                "forged": Signer("sns.amazonaws.com").issue().sign(subscription(f"{aws.url}/confirm?Token=t2"), "2"),
+                "SubscribeURL host not allowed": aws_sns.sign(subscription(f"{ip_host}/confirm?Token=t3"), "2"),
+                "topic not allowed": aws_sns.sign(subscription(f"{aws.url}/confirm?Token=t4", topic=TOPIC + "-x"), "1"),
+            }
+            assert {what: post(url, m) for what, m in refused.items()} == {what: 403 for what in refused}
+            assert post(url, aws_sns.sign(subscription(f"{aws.url}/gone?Token=t5"), "1")) == 503  # SNS resends it
+            assert post(url, aws_sns.sign(subscription(f"{aws.url}/confirm?Token=t6",
+                                                       kind="UnsubscribeConfirmation"), "1")) == 200
+        with sns_endpoint(settings, kafka, aws_sns, confirm=confirm) as (_, url):  # no allow-list: an operator confirms
+            assert post(url, good) == 200
+        assert aws.requests == ["/confirm?Action=ConfirmSubscription&Token=t1", "/gone?Token=t5"]
+    assert read_topic(kafka, settings.topics.name("feedback"), idle_s=1.0) == []
+
+
+@pytest.mark.integration
+def test_the_bridge_command_binds_loopback_by_default_and_refuses_unsigned_posts(kafka, settings, tmp_path):
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    env = settings_env(settings, kafka, SHOPMAIL_BRIDGE__WEB_PORT="0")
+    proc = CliProcess(["ses-bridge", "--http-port", "0"], env, tmp_path / "bridge.log")
+    try:
+        def listeners() -> tuple[re.Match, re.Match] | None:
+            sns, ops = (re.search(rf"{what} on (\S+):(\d+)", proc.log()) for what in ("SNS endpoint", "ops http"))
+            return (sns, ops) if sns and ops else None
+
+        found = wait_for(listeners, 30, what="the bridge's listeners")
+        (sns_host, sns_port), (ops_host, ops_port) = found[0].groups(), found[1].groups()
+        assert sns_host == ops_host == "127.0.0.1"
+        url = f"http://127.0.0.1:{sns_port}/"
+        assert post(url, notification(hard_bounce("victim"))) == 403
+        assert post(url, b"x" * 10, headers={"Content-Length": str(2 << 20)}) == 413
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "metrics", timeout=10)  # metrics are not served where SNS posts
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=10).read().decode()
+        assert 'shopmail_sns_rejected_total{reason="unsigned"} 1.0' in metrics
+        assert 'shopmail_sns_rejected_total{reason="too_large"} 1.0' in metrics
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    assert read_topic(kafka, settings.topics.name("feedback"), idle_s=1.0) == []
