@@ -10,6 +10,7 @@ config file (``--config FILE`` or ``SHOPMAIL_CONFIG``; sections match the datacl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
@@ -204,6 +205,62 @@ class MetricsSettings:
 
 
 @dataclass
+class TrackingSettings:
+    """The branded tracking page and carrier webhook ingest (``shopmail tracking``, streams/tracking/).
+
+    Secrets never go in the TOML file in production: set ``secret_file`` (a mounted Kubernetes Secret)
+    or the environment variable ``SHOPMAIL_TRACKING__SECRET``. Webhook secrets: one file per provider
+    in ``webhook_secrets_dir`` (file name = provider, e.g. ``aftership``; a mounted Secret gives exactly
+    that) and/or ``SHOPMAIL_TRACKING__WEBHOOK_SECRETS=aftership=…,generic=…``; a provider without a
+    secret is not accepted (404)."""
+
+    base_url: str = "https://shop.example.com/track"  # public URL prefix; a page is <base_url>/<token>
+    secret: str = ""  # HMAC-SHA256 key of the page tokens; empty → secret_file; both empty → no links
+    secret_file: str = ""  # file holding the key (trailing whitespace ignored)
+    webhook_secrets: dict[str, str] = field(default_factory=dict)  # provider → HMAC key
+    webhook_secrets_dir: str = ""  # directory of files named after providers, each holding its key
+    bind_host: str = "127.0.0.1"  # bind address of the page/webhook server (0.0.0.0 in a pod)
+    port: int = 8080  # /track/<token>, /webhooks/<provider>, /healthz, /readyz
+    web_port: int = 6069  # /metrics (and /healthz) for scraping, apart from the public port
+    view_topic: str = "shopmail-tracking-view"  # compacted: order_id → view (topics.prefix applies)
+    group_id: str = "shopmail-tracking"  # consumer group of the view builder
+    delivery_timeout_ms: int = 5000  # a webhook's record not confirmed within this → 503 (provider retries)
+    dedupe_ids: int = 100_000  # provider event ids remembered per replica (the engine dedupes too)
+    max_body_bytes: int = 256 * 1024  # larger webhook bodies → 413
+    restore_timeout_s: float = 300.0
+
+    def view_topic_name(self, prefix: str) -> str:
+        return prefix + self.view_topic
+
+    def signing_key(self) -> bytes:
+        """The page-token key: ``secret``, else the content of ``secret_file``; b"" when neither."""
+        if self.secret:
+            return self.secret.encode()
+        if self.secret_file:
+            return _read_secret(self.secret_file)
+        return b""
+
+    def webhook_key(self, provider: str) -> bytes:
+        """The HMAC key of ``provider``'s webhooks; b"" when the provider is not configured."""
+        if provider in self.webhook_secrets:
+            return self.webhook_secrets[provider].encode()
+        if self.webhook_secrets_dir and provider.replace("-", "").replace("_", "").isalnum():
+            path = Path(self.webhook_secrets_dir) / provider
+            if path.is_file():
+                return _read_secret(str(path))
+        return b""
+
+
+@functools.lru_cache(maxsize=64)
+def _read_secret(path: str) -> bytes:
+    """A secret file's content (cached: the token URL is built per shipment mail; rotate by restart)."""
+    try:
+        return Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc}") from exc
+
+
+@dataclass
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -215,6 +272,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
 
 class ConfigError(ValueError):

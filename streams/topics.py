@@ -60,6 +60,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         specs.append(TopicSpec(t.dlq(logical), f"{logical}.dlq", p, rf, dict(delete), "dlq"))
     for table in PROCESSOR_TABLES:
         specs.append(TopicSpec(changelog_topic(settings, table), f"changelog.{table}", p, rf, dict(compact), "changelog"))
+    # the tracking page's per-order view (key order_id); partition p is written by input partition p's owner
+    specs.append(TopicSpec(settings.tracking.view_topic_name(t.prefix), "tracking_view", p, rf, dict(compact), "changelog"))
     return specs
 
 

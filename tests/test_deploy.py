@@ -54,7 +54,8 @@ def test_overlay_renders_and_core_objects_validate_against_kubernetes_schemas(ov
 def test_every_pod_is_non_root_read_only_without_capabilities_and_has_probes_and_resources(overlay):
     objects = rendered(overlay)
     specs = pod_specs(objects)
-    assert {name for name, _ in specs} == {"shopmail-processors", "shopmail-sink", "shopmail-ses-bridge"}
+    assert {name for name, _ in specs} == {"shopmail-processors", "shopmail-sink", "shopmail-ses-bridge",
+                                           "shopmail-tracking"}
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -65,7 +66,10 @@ def test_every_pod_is_non_root_read_only_without_capabilities_and_has_probes_and
             assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], name
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"], name
             assert c["resources"]["requests"] and c["resources"]["limits"], name
-            for env in c.get("env", []):
+            for env in c.get("env", []):  # secrets come from mounted files (…_FILE / …_DIR name the path)
+                if env["name"].endswith(("_FILE", "_DIR")):
+                    assert env["value"].startswith("/"), f"{name}: {env['name']}"
+                    continue
                 assert not re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", env["name"]), f"{name}: {env['name']}"
     sa = next(o for o in objects if o["kind"] == "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
@@ -112,7 +116,8 @@ def test_the_sns_port_admits_only_the_ingress_controller_and_the_ops_ports_only_
             for port in rule["ports"]:
                 admitted.setdefault(port["port"], []).extend((pol["metadata"]["name"], peer) for peer in rule["from"])
     assert {port: [peer for _, peer in peers] for port, peers in admitted.items()} == {
-        6066: [MONITORING], 6067: [MONITORING], 6069: [MONITORING], 6068: [INGRESS_CONTROLLER]}
+        6066: [MONITORING], 6067: [MONITORING], 6069: [MONITORING, MONITORING],  # bridge and tracking ops
+        6068: [INGRESS_CONTROLLER], 8080: [INGRESS_CONTROLLER]}  # SNS posts; the tracking page and webhooks
     (sns_policy,) = {name for name, _ in admitted[6068]}
     selector = next(p["spec"]["podSelector"] for p in policies if p["metadata"]["name"] == sns_policy)
     assert selector == {"matchLabels": {"app.kubernetes.io/name": "shopmail-ses-bridge"}}
@@ -135,6 +140,10 @@ def test_pods_bind_their_listeners_on_all_interfaces_at_the_ports_probes_and_pol
         env = {**shared_env, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
         settings = load_settings(toml, env=env)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        if name == "shopmail-tracking":  # a public server of its own: probes on its http port
+            assert settings.tracking.bind_host == "0.0.0.0" and ports["http"] == settings.tracking.port
+            assert container["readinessProbe"]["httpGet"]["port"] == "http"
+            continue
         assert settings.ops.bind_host == "0.0.0.0" and ports["ops"] == ops_port[name](settings), name
         assert container["livenessProbe"]["httpGet"]["port"] == container["readinessProbe"]["httpGet"]["port"] == "ops"
         if name == "shopmail-ses-bridge":
