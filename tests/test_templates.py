@@ -183,3 +183,23 @@ def test_mime_is_multipart_alternative_with_the_email_language():
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg.get_content_type() == "multipart/alternative" and msg["Content-Language"] == "it"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+@pytest.mark.parametrize("name,old", [("OrderEvent", "OrderEvent.v1.avsc"), ("CartEvent", "CartEvent.v0.avsc")])
+def test_records_written_before_the_optional_email_fields_still_read_with_defaults(name, old):
+    import io
+
+    import fastavro
+
+    from schemas import serde
+
+    writer = next(e for e in serde.registry().by_fingerprint.values() if e.path.name == old)
+    rec = {"event_id": "e", "customer_id": "c", "occurred_at": 1, "type": "placed" if name == "OrderEvent" else
+           "item_added", "order_id": "o1", "cart_id": "k1",
+           "items": [{"sku": "S", "name": "n", "price": "1.00", "quantity": 1}]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer.parsed, rec)
+    decoded = serde.decode(serde.MAGIC + writer.fingerprint_bytes + buf.getvalue()).record
+    assert decoded["items"][0]["stock"] is None
+    if name == "OrderEvent":
+        assert decoded["order_number"] is None and decoded["shipping_address"] is None and decoded["order_id"] == "o1"
