@@ -164,7 +164,7 @@ def email_names(template_dir: Path = TEMPLATE_DIR) -> list[str]:
     return sorted(p.stem for p in (template_dir / "emails").glob("*.mjml"))
 
 
-def _environment(template_dir: Path, translations: Translations, html: bool) -> Environment:
+def make_environment(template_dir: Path, translations: Translations, html: bool) -> Environment:
     # the HTML environment escapes every template it loads, including the macros shared with the text part
     # (common.txt): a macro's output is trusted by its caller, so it must escape its own variables
     env = Environment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined, autoescape=html,
@@ -209,8 +209,8 @@ class Renderer:
             if key not in self._templates:
                 if lang not in self._envs:
                     tr = load_translations(lang, self.i18n_dir)
-                    self._envs[lang] = (_environment(self.template_dir, tr, True),
-                                        _environment(self.template_dir, tr, False))
+                    self._envs[lang] = (make_environment(self.template_dir, tr, True),
+                                        make_environment(self.template_dir, tr, False))
                 html_env, text_env = self._envs[lang]
                 if html:
                     if name not in self.compiled:

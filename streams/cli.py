@@ -69,7 +69,7 @@ def _register() -> None:
     import importlib
 
     for module in ("streams.worker_cli", "sinks.cli", "streams.demo", "streams.simulate_cli",
-                   "streams.replay_cli", "streams.report_cli", "bench.cli", "sinks.preview"):
+                   "streams.replay_cli", "streams.report_cli", "bench.cli", "sinks.customer_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
