@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/shopmail demo
 
-test: $(STAMP)
+# Headless Chromium for the browser tests (preview screenshots, unsubscribe page): installed where it can be
+# (root + apt-get, Debian's `chromium`); elsewhere those tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get update -qq && apt-get install -y -qq chromium fonts-thai-tlwg) || echo "chromium install failed: browser tests will skip"; \
+	    else echo "chromium not installed (needs root + apt-get): browser tests will skip"; fi; }
+
+test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 clean:

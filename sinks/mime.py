@@ -2,23 +2,90 @@
 
 multipart/alternative (text first, then HTML); marketing mail carries RFC 8058 one-click unsubscribe:
 ``List-Unsubscribe: <https://…>, <mailto:…>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
+
+``List-Unsubscribe`` is written byte for byte as RFC 2369 shows it: one line, never folded and never
+RFC 2047-encoded (Python's header folding would encode a long URL as ``=?utf-8?q?…?=``, which Gmail and
+Yahoo do not recognise). Its URLs are ASCII by construction (percent-encoded), so a raw line is valid.
+
+Addresses are checked before any header is built: a recipient with CR/LF (header injection) or one that is
+not a single ``local@domain`` raises :class:`sinks.errors.InvalidAddress`.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from prometheus_client import Counter
+
+from sinks.errors import InvalidAddress
 from sinks.rendering import RenderedEmail
+from sinks.unsubscribe_token import sign
+
+log = logging.getLogger("shopmail.sink.mime")
+
+UNSIGNED_LINKS = Counter("shopmail_unsubscribe_links_unsigned_total",
+                         "Unsubscribe links built without a signing key (the unsubscribe service rejects them)")
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
-def unsubscribe_link(base_url: str, command_id: str, customer_id: str) -> str:
-    return f"{base_url}?c={quote(command_id)}&u={quote(customer_id)}"
+def unsubscribe_link(base_url: str, command_id: str, customer_id: str, key: str | bytes | None = None,
+                     locale: str = "en") -> str:
+    """The one-click unsubscribe URL: ``base_url?c=<command>&u=<customer>&l=<locale>&t=<HMAC token>``.
+
+    Without ``key`` the link carries no token (counted in ``shopmail_unsubscribe_links_unsigned_total``);
+    the unsubscribe service answers such a link with 403, so production must configure the key."""
+    params = {"c": command_id, "u": customer_id, "l": locale or "en"}
+    if key:
+        params["t"] = sign(key, customer_id, command_id, params["l"])
+    else:
+        UNSIGNED_LINKS.inc()
+        log.debug("unsubscribe link for %s built without a signing key", command_id)
+    return f"{base_url}?{urlencode(params, quote_via=quote, safe='')}"
+
+
+def check_address(address: str, role: str = "to") -> str:
+    """``address`` unchanged if it is one deliverable addr-spec, else :class:`InvalidAddress`."""
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidAddress(role, str(address), "empty")
+    if _FORBIDDEN.search(address):
+        raise InvalidAddress(role, address, "contains CR, LF or NUL (header injection)")
+    if address != address.strip() or any(c in address for c in " \t,;<>\"()[]\\"):
+        raise InvalidAddress(role, address, "not a single bare addr-spec")
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        raise InvalidAddress(role, address, "missing local part or @")
+    if not _DOMAIN.match(domain.encode("idna").decode("ascii") if not domain.isascii() else domain):
+        raise InvalidAddress(role, address, f"domain {domain!r} is not a mail domain")
+    try:
+        Address(addr_spec=address)
+    except (ValueError, IndexError) as exc:
+        raise InvalidAddress(role, address, str(exc)) from exc
+    return address
+
+
+def list_unsubscribe(unsubscribe_url: str | None, unsubscribe_mailto: str | None, command_id: str) -> str:
+    parts = []
+    if unsubscribe_url:
+        parts.append(f"<{unsubscribe_url}>")
+    if unsubscribe_mailto:
+        parts.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe%20{quote(command_id, safe='')}>")
+    value = ", ".join(parts)
+    if not value.isascii() or _FORBIDDEN.search(value):
+        raise InvalidAddress("list-unsubscribe", value, "must be ASCII on one line")
+    return value
 
 
 def build_mime(rendered: RenderedEmail, *, sender: str, to: str, command_id: str, category: str,
                unsubscribe_url: str | None, unsubscribe_mailto: str | None, date_ms: int) -> bytes:
+    check_address(to, "to")
+    check_address(sender, "from")
     msg = EmailMessage()
     msg["Subject"] = rendered.subject
     msg["From"] = sender
@@ -26,15 +93,11 @@ def build_mime(rendered: RenderedEmail, *, sender: str, to: str, command_id: str
     msg["Date"] = formatdate(date_ms / 1000, usegmt=True)
     msg["Message-ID"] = make_msgid(idstring=command_id[:16], domain=sender.split("@")[-1])
     msg["X-Shopmail-Command-Id"] = command_id
-    msg["Content-Language"] = rendered.locale
-    if category == "marketing":
-        parts = []
-        if unsubscribe_url:
-            parts.append(f"<{unsubscribe_url}>")
-        if unsubscribe_mailto:
-            parts.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe%20{quote(command_id)}>")
-        msg["List-Unsubscribe"] = ", ".join(parts)
+    if category == "marketing" and (unsubscribe_url or unsubscribe_mailto):
+        # set_raw + refold_source="none": stored and written exactly as given (no folding, no encoded-words)
+        msg.set_raw("List-Unsubscribe", list_unsubscribe(unsubscribe_url, unsubscribe_mailto, command_id))
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
-    return msg.as_bytes()
+    msg["Content-Language"] = rendered.locale  # after the parts: make_alternative moves Content-* headers into them
+    return msg.as_bytes(policy=msg.policy.clone(refold_source="none"))

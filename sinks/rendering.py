@@ -1,31 +1,79 @@
-"""Render an EmailCommand into subject + HTML + text with jinja2 (autoescape, StrictUndefined).
+"""Render an EmailCommand into subject, preheader, HTML and text.
 
-Templates live in ``sinks/templates``: a shared layout, one HTML and one text template per flow and
-step (``<locale>/<flow>_step<n>.html|.txt``), strings and subject lines per locale
-(``<locale>/strings.json``; ``subjects["<flow>/step<n>"][variant]``, falling back to ``default``).
-A locale falls back to ``en`` file by file and string by string. A missing template or variable is a
-``RenderError`` naming it — never an email with a hole.
+Layout: MJML (``sinks/templates/layout.mjml`` around ``emails/<flow>_step<n>.mjml``), compiled once per
+process by MRML (``mjml-python``) into responsive HTML that still holds the jinja2 tags; jinja2 then fills
+it per send. The text part, subject and preheader come from ``emails/<flow>_step<n>.txt`` (blocks
+``subject``, ``preheader``, ``body``).
+
+Words: jinja2's i18n extension (``{% trans %}``) with Babel message catalogs in ``sinks/i18n/<lang>/
+LC_MESSAGES/messages.po``, compiled in memory (``babel.messages.mofile``) when a renderer first needs a
+language — only the ``.po`` files are committed, so a catalog edit can never ship with a stale ``.mo``.
+Money, percentages and dates are formatted by Babel for the customer's locale (``de-AT`` formats as
+Austria under the German catalog). A locale without a catalog, or one Babel does not know (``xx``), is
+rendered whole in ``brand.default_locale`` and counted — an email is never in two languages.
+
+Every ``href``/``src`` goes through ``safe_url``: only ``https``, ``http`` and ``mailto`` URLs render; others
+(``javascript:``, ``data:``, relative…) are dropped and counted. A missing required field or template is a
+``RenderError`` naming it; optional fields may be absent or null and render sensible text.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from babel.numbers import format_currency
-from jinja2 import (Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, UndefinedError,
-                    select_autoescape)
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency, format_percent
+from babel.support import Translations
+from jinja2 import (Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound, UndefinedError,
+                    pass_context)
+from mjml import mjml2html
+from prometheus_client import Counter
+
+from streams.config import BrandSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-FALLBACK_LOCALE = "en"
+I18N_DIR = Path(__file__).resolve().parent / "i18n"
+SAFE_SCHEMES = ("https", "http", "mailto")
+
+URLS_DROPPED = Counter("shopmail_render_urls_dropped_total",
+                       "Template URLs not rendered because their scheme is not https/http/mailto", ["scheme"])
+LOCALE_FALLBACKS = Counter("shopmail_render_locale_fallback_total",
+                           "Emails rendered in the default locale instead of the customer's", ["reason"])
+_KNOWN_BAD = ("javascript", "data", "vbscript", "file", "ftp")
+
+# Fields a flow's context always carries (the engine emits them); anything else is optional.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "abandoned_cart": ("items", "cart_total", "currency"),
+    "order_confirmation": ("order_id", "items", "total"),
+    "shipping_confirmation": ("order_id", "status"),
+    "tracking_update": ("order_id", "status"),
+    "delivery_feedback": ("order_id",),
+    "win_back": ("offer_percent",),
+}
+OPTIONAL: dict[str, Any] = {
+    "first_name": None, "currency": "USD", "cart_url": None, "order_number": None, "subtotal": None,
+    "shipping": None, "tax": None, "shipping_address": None, "order_url": None, "cross_sell": [], "carrier": None,
+    "tracking_number": None, "tracking_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
+    "coupon_percent": None, "coupon_expires_at": None, "items": [],
+}
+ITEM_OPTIONAL = ("image_url", "url", "stock", "quantity")
 
 
 class RenderError(ValueError):
-    """``reason`` is ``template_missing`` or ``template_variable_missing``; ``detail`` names it."""
+    """``reason`` is ``template_missing``, ``template_variable_missing`` or ``template_variable_invalid``;
+    ``detail`` names it."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -38,80 +86,197 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    locale: str  # the locale actually used for the body
+    locale: str  # the language of the whole email (html lang, Content-Language)
+    preheader: str = ""
 
 
-def money(value: Any, currency: str, locale: str) -> str:
+# ---- filters ----------------------------------------------------------------------------------
+
+def safe_url(value: Any, fallback: str = "") -> str:
+    """``value`` if it is an absolute https/http/mailto URL, else ``fallback`` (a dropped non-empty URL is counted)."""
+    if value is None or value == "":
+        return fallback
+    url = str(value).strip()
+    scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    if scheme in SAFE_SCHEMES and (scheme == "mailto" or urlsplit(url).netloc) and not any(c in url for c in "\r\n\x00"):
+        return url
+    URLS_DROPPED.labels(scheme if scheme in _KNOWN_BAD else ("relative" if not scheme else "other")).inc()
+    return fallback
+
+
+def _decimal(value: Any) -> Decimal:
     try:
-        amount = Decimal(str(value))
+        return Decimal(str(value))
     except InvalidOperation as exc:
         raise RenderError("template_variable_invalid", f"{value!r} is not a decimal amount") from exc
-    return format_currency(amount, currency or "USD", locale=_babel_locale(locale))
 
 
-def _babel_locale(locale: str) -> str:
-    return locale.replace("-", "_") if locale else FALLBACK_LOCALE
+@pass_context
+def money(ctx: Any, value: Any, currency: str | None = None, quantity: Any = None) -> str:
+    amount = _decimal(value) * (int(quantity) if quantity is not None else 1)
+    return format_currency(amount, currency or "USD", locale=ctx["fmt_locale"])
+
+
+@pass_context
+def percent(ctx: Any, value: Any) -> str:
+    return format_percent(_decimal(value) / 100, locale=ctx["fmt_locale"])
+
+
+@pass_context
+def date(ctx: Any, epoch_ms: Any) -> str:
+    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)
+    return format_date(when, format="long", locale=ctx["fmt_locale"])
+
+
+# ---- catalogs and templates -------------------------------------------------------------------
+
+def shipped_locales(i18n_dir: Path = I18N_DIR) -> list[str]:
+    return sorted(p.parent.parent.name for p in i18n_dir.glob("*/LC_MESSAGES/messages.po"))
+
+
+def load_translations(lang: str, i18n_dir: Path = I18N_DIR) -> Translations:
+    """The ``.po`` catalog compiled to ``.mo`` in memory (fuzzy entries excluded, as msgfmt does)."""
+    with open(i18n_dir / lang / "LC_MESSAGES" / "messages.po", "rb") as fh:
+        catalog = read_po(fh, locale=lang)
+    buf = io.BytesIO()
+    write_mo(buf, catalog, use_fuzzy=False)
+    buf.seek(0)
+    return Translations(fp=buf)
+
+
+def compile_mjml(template_dir: Path, name: str) -> str:
+    """layout.mjml around emails/<name>.mjml → responsive HTML (jinja tags kept) via MRML. Jinja statements
+    before the first MJML tag of the body (imports) are put in front of the document."""
+    layout = (template_dir / "layout.mjml").read_text()
+    body = (template_dir / "emails" / f"{name}.mjml").read_text()
+    cut = body.find("<mj-")
+    prefix, mjml_body = body[:cut].strip(), body[cut:]
+    html = mjml2html(layout.replace("<!-- content -->", mjml_body))
+    return prefix + html
+
+
+def _one_line(text: str) -> str:
+    """Collapse line breaks and runs of spaces; keep no-break spaces (``25\xa0%``, ``€\xa0198``)."""
+    return re.sub(r"[ \t\r\n]+", " ", text).strip()
+
+
+def email_names(template_dir: Path = TEMPLATE_DIR) -> list[str]:
+    return sorted(p.stem for p in (template_dir / "emails").glob("*.mjml"))
+
+
+def make_environment(template_dir: Path, translations: Translations, html: bool) -> Environment:
+    # the HTML environment escapes every template it loads, including the macros shared with the text part
+    # (common.txt): a macro's output is trusted by its caller, so it must escape its own variables
+    env = Environment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined, autoescape=html,
+                      extensions=["jinja2.ext.i18n"])
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(safe_url=safe_url, money=money, percent=percent, date=date)
+    return env
 
 
 class Renderer:
-    def __init__(self, template_dir: Path = TEMPLATE_DIR, shop_url: str = "https://shop.example.com") -> None:
+    def __init__(self, template_dir: Path = TEMPLATE_DIR, shop_url: str = "https://shop.example.com",
+                 brand: BrandSettings | None = None, i18n_dir: Path = I18N_DIR) -> None:
         self.template_dir = template_dir
         self.shop_url = shop_url
-        self.env = Environment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined,
-                               autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-                               trim_blocks=False, lstrip_blocks=False)
-        self.text_env = Environment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined,
-                                    autoescape=False)
-        for env in (self.env, self.text_env):
-            env.filters["money"] = money
+        self.brand = brand or BrandSettings()
+        self.i18n_dir = i18n_dir
+        self.locales = shipped_locales(i18n_dir)
+        if self.brand.default_locale not in self.locales:
+            raise ValueError(f"brand.default_locale {self.brand.default_locale!r} has no catalog ({self.locales})")
+        self.compiled = {name: compile_mjml(template_dir, name) for name in email_names(template_dir)}
+        self._lock = threading.Lock()
+        self._templates: dict[tuple[str, str, bool], Template] = {}
+        self._envs: dict[str, tuple[Environment, Environment]] = {}
 
-    @lru_cache(maxsize=64)  # noqa: B019 - one renderer per process
-    def strings(self, locale: str) -> dict[str, Any]:
-        base = self._load_strings(FALLBACK_LOCALE)
-        if locale != FALLBACK_LOCALE:
-            own = self._load_strings(locale)
-            subjects = {**base.get("subjects", {})}
-            for key, variants in own.get("subjects", {}).items():
-                subjects[key] = {**subjects.get(key, {}), **variants}
-            base = {**base, **own, "subjects": subjects}
-        return base
+    def resolve_locale(self, requested: str | None) -> tuple[str, str]:
+        """(catalog language, Babel formatting locale) for a customer's locale."""
+        default = self.brand.default_locale
+        try:
+            parsed = Locale.parse((requested or default).replace("-", "_"))
+        except (UnknownLocaleError, ValueError, TypeError):
+            LOCALE_FALLBACKS.labels("unknown_locale").inc()
+            return default, default
+        if parsed.language not in self.locales:
+            LOCALE_FALLBACKS.labels("no_catalog").inc()
+            return default, default
+        return parsed.language, str(parsed)
 
-    def _load_strings(self, locale: str) -> dict[str, Any]:
-        path = self.template_dir / locale / "strings.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def _template(self, lang: str, name: str, html: bool) -> Template:
+        key = (lang, name, html)
+        with self._lock:
+            if key not in self._templates:
+                if lang not in self._envs:
+                    tr = load_translations(lang, self.i18n_dir)
+                    self._envs[lang] = (make_environment(self.template_dir, tr, True),
+                                        make_environment(self.template_dir, tr, False))
+                html_env, text_env = self._envs[lang]
+                if html:
+                    if name not in self.compiled:
+                        raise RenderError("template_missing", f"emails/{name}.mjml")
+                    self._templates[key] = html_env.from_string(self.compiled[name])
+                else:
+                    self._templates[key] = text_env.get_template(f"emails/{name}.txt")
+            return self._templates[key]
 
-    def _resolve(self, locale: str, name: str) -> tuple[str, str]:
-        for loc in dict.fromkeys((locale, locale.split("-")[0], FALLBACK_LOCALE)):
-            if (self.template_dir / loc / name).exists():
-                return f"{loc}/{name}", loc
-        raise RenderError("template_missing", f"{name} (locale {locale}, fallback {FALLBACK_LOCALE})")
-
-    def render(self, command: dict[str, Any], unsubscribe_link: str) -> RenderedEmail:
-        flow, step, locale = command["flow"], command["step"], command.get("locale") or FALLBACK_LOCALE
+    def variables(self, command: dict[str, Any], unsubscribe_link: str, lang: str, fmt: str) -> dict[str, Any]:
+        flow = command["flow"]
         try:
             context = json.loads(command["context"])
         except (TypeError, ValueError) as exc:
             raise RenderError("template_variable_invalid", f"context is not JSON: {exc}") from exc
-        strings = self.strings(locale)
-        variables = {"first_name": None, "shop_url": self.shop_url, "currency": "USD", **context,
-                     "locale": locale, "flow": flow, "step": step, "variant": command.get("variant", "control"),
-                     "category": command["category"], "unsubscribe_link": unsubscribe_link, "t": strings}
-        html_name, used = self._resolve(locale, f"{flow}_step{step}.html")
-        text_name, _ = self._resolve(locale, f"{flow}_step{step}.txt")
-        key = f"{flow}/step{step}"
-        subjects = strings.get("subjects", {}).get(key)
-        if not subjects:
-            raise RenderError("template_missing", f"subject for {key} (locale {locale})")
-        subject_src = subjects.get(variables["variant"], subjects.get("default"))
-        if subject_src is None:
-            raise RenderError("template_missing", f"subject for {key} variant {variables['variant']}")
+        for required in REQUIRED.get(flow, ()):
+            if context.get(required) is None:
+                raise RenderError("template_variable_missing",
+                                  f"'{required}' is undefined in {flow}/step{command['step']}")
+        v: dict[str, Any] = {**OPTIONAL, "shop_url": self.shop_url,
+                             **{k: val for k, val in context.items() if val is not None}}
+        v["items"] = [self._item(it) for it in v["items"]]
+        v["cross_sell"] = [self._item(it) for it in v["cross_sell"] or []]
+        brand = self.brand
+        shop_link = safe_url(v["shop_url"]) or safe_url(self.shop_url)
+        support = (f"mailto:{brand.support_email}" if brand.support_email else "") or safe_url(brand.support_url)
+        address = v["shipping_address"]
+        v.update({
+            "lang": lang, "fmt_locale": fmt, "locale": lang, "flow": flow, "step": command["step"],
+            "variant": command.get("variant") or "control", "category": command["category"], "brand": brand,
+            "shop_link": shop_link, "logo_url": safe_url(brand.logo_url), "support_link": safe_url(support),
+            "support_label": brand.support_email or brand.support_url,
+            "unsubscribe_link": unsubscribe_link, "unsubscribe_href": safe_url(unsubscribe_link, shop_link),
+            "order_label": v.get("order_number") or v.get("order_id"),
+            "order_link": safe_url(v["order_url"]), "tracking_link": safe_url(v["tracking_url"]),
+            "shipping_address": address.splitlines() if isinstance(address, str) else address,
+            "story": brand.win_back_story.get(lang, ""),
+            "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold
+                                   for it in v["items"]),
+        })
+        return v
+
+    @staticmethod
+    def _item(item: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(item, dict) or item.get("name") is None or item.get("price") is None:
+            raise RenderError("template_variable_invalid", f"line item without name/price: {item!r}"[:200])
+        return {**{k: None for k in ITEM_OPTIONAL}, **item}
+
+    def render(self, command: dict[str, Any], unsubscribe_link: str) -> RenderedEmail:
+        flow, step = command["flow"], command["step"]
+        name = f"{flow}_step{step}"
+        lang, fmt = self.resolve_locale(command.get("locale"))
+        variables = self.variables(command, unsubscribe_link, lang, fmt)
         try:
-            subject = " ".join(self.text_env.from_string(subject_src).render(variables).split())
-            variables["subject"] = subject
-            html = self.env.get_template(html_name).render(variables)
-            text = self.text_env.get_template(text_name).render(variables)
+            text_tmpl = self._template(lang, name, html=False)
+            html_tmpl = self._template(lang, name, html=True)
+            blocks = text_tmpl.new_context(variables)
+            subject = _one_line("".join(text_tmpl.blocks["subject"](blocks)))
+            preheader = _one_line("".join(text_tmpl.blocks["preheader"](blocks)))
+            variables.update(subject=subject, preheader=preheader)
+            text = text_tmpl.render(variables)
+            html = html_tmpl.render(variables)
         except UndefinedError as exc:
-            raise RenderError("template_variable_missing", f"{exc.message} in {key} ({used})") from exc
+            raise RenderError("template_variable_missing", f"{exc.message} in {flow}/step{step} ({lang})") from exc
         except TemplateNotFound as exc:
-            raise RenderError("template_missing", f"{exc.name} (needed by {key})") from exc
-        return RenderedEmail(subject=subject, html=html, text=text, locale=used)
+            raise RenderError("template_missing", f"{exc.name} (needed by {flow}/step{step})") from exc
+        except KeyError as exc:
+            raise RenderError("template_missing", f"block {exc} in emails/{name}.txt") from exc
+        return RenderedEmail(subject=subject, html=html, text=text.strip() + "\n", locale=lang, preheader=preheader)

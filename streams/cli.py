@@ -69,7 +69,8 @@ def _register() -> None:
     import importlib
 
     for module in ("streams.worker_cli", "sinks.cli", "streams.demo", "streams.simulate_cli",
-                   "streams.replay_cli", "streams.report_cli", "streams.tracking.cli", "bench.cli"):
+                   "streams.replay_cli", "streams.report_cli", "streams.tracking.cli", "bench.cli",
+                   "sinks.customer_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -261,6 +261,36 @@ def _read_secret(path: str) -> bytes:
 
 
 @dataclass
+class BrandSettings:
+    """How every email looks and who it says it is from (rendered by the sink)."""
+    shop_name: str = "Example Shop"
+    logo_url: str = ""  # https URL of the logo; empty → the shop name as text
+    logo_width: int = 140  # px, the logo is shown at this size (give a 2x image for sharp screens)
+    logo_height: int = 40
+    primary_color: str = "#1d4ed8"  # buttons
+    button_text_color: str = "#ffffff"
+    text_color: str = "#1f2937"
+    background_color: str = "#f4f4f5"
+    support_email: str = "support@example.com"  # footer contact; empty → support_url
+    support_url: str = ""
+    # Physical postal address: CAN-SPAM requires one in commercial mail; replace the placeholder.
+    postal_address: str = "Example Shop Ltd · 1 Example Street · 10115 Berlin · Germany"
+    default_locale: str = "en"  # used for a customer locale without a catalog (counted)
+    low_stock_threshold: int = 5  # an item with stock ≤ this shows "only N left"; no stock data → no claim
+    # Win-back step 2 copy per language ("de" → text). Empty for a language → a neutral "what is new" line;
+    # nothing about the shop's values or services is claimed unless configured here.
+    win_back_story: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UnsubscribeSettings:
+    """The one-click unsubscribe endpoint (``shopmail unsubscribe-server``); links use ses.unsubscribe_base_url."""
+    secret: str = ""  # HMAC key for the link tokens, shared by the sink and the server (from a Secret); required
+    port: int = 8080  # serves the unsubscribe pages, /healthz and /metrics
+    bind_host: str = "127.0.0.1"  # bind address (0.0.0.0 in a pod, set in the manifest)
+
+
+@dataclass
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -273,6 +303,8 @@ class Settings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    brand: BrandSettings = field(default_factory=BrandSettings)
+    unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
 
 
 class ConfigError(ValueError):

@@ -55,7 +55,7 @@ def test_every_pod_is_non_root_read_only_without_capabilities_and_has_probes_and
     objects = rendered(overlay)
     specs = pod_specs(objects)
     assert {name for name, _ in specs} == {"shopmail-processors", "shopmail-sink", "shopmail-ses-bridge",
-                                           "shopmail-tracking"}
+                                           "shopmail-tracking", "shopmail-unsubscribe"}
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -117,7 +117,8 @@ def test_the_sns_port_admits_only_the_ingress_controller_and_the_ops_ports_only_
                 admitted.setdefault(port["port"], []).extend((pol["metadata"]["name"], peer) for peer in rule["from"])
     assert {port: [peer for _, peer in peers] for port, peers in admitted.items()} == {
         6066: [MONITORING], 6067: [MONITORING], 6069: [MONITORING, MONITORING],  # bridge and tracking ops
-        6068: [INGRESS_CONTROLLER], 8080: [INGRESS_CONTROLLER]}  # SNS posts; the tracking page and webhooks
+        6068: [INGRESS_CONTROLLER],  # SNS posts
+        8080: [INGRESS_CONTROLLER, INGRESS_CONTROLLER]}  # the tracking page and webhooks; unsubscribe links
     (sns_policy,) = {name for name, _ in admitted[6068]}
     selector = next(p["spec"]["podSelector"] for p in policies if p["metadata"]["name"] == sns_policy)
     assert selector == {"matchLabels": {"app.kubernetes.io/name": "shopmail-ses-bridge"}}
@@ -142,6 +143,10 @@ def test_pods_bind_their_listeners_on_all_interfaces_at_the_ports_probes_and_pol
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         if name == "shopmail-tracking":  # a public server of its own: probes on its http port
             assert settings.tracking.bind_host == "0.0.0.0" and ports["http"] == settings.tracking.port
+            assert container["readinessProbe"]["httpGet"]["port"] == "http"
+            continue
+        if name == "shopmail-unsubscribe":
+            assert settings.unsubscribe.bind_host == "0.0.0.0" and ports["http"] == settings.unsubscribe.port
             assert container["readinessProbe"]["httpGet"]["port"] == "http"
             continue
         assert settings.ops.bind_host == "0.0.0.0" and ports["ops"] == ops_port[name](settings), name

@@ -1,124 +1,205 @@
-"""Rendered email of every flow: structure, links, money formatting, escaping of hostile input."""
+"""Rendered email of every flow: structure, links, money, escaping, URL schemes, optional fields, brand."""
 
 from __future__ import annotations
 
 import json
+import re
 from email import message_from_bytes, policy
 from html.parser import HTMLParser
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sinks.mime import build_mime
-from sinks.rendering import RenderError, Renderer
+from sinks.rendering import RenderError, Renderer, safe_url
+from sinks.samples import FULL, MARKETING, MINIMAL, command
+from streams.config import BrandSettings
 
 HOSTILE = '<script>alert("x")</script>'
-ITEMS = [{"sku": "EVIL", "name": HOSTILE, "price": "1234.5", "quantity": 2,
-          "image_url": "https://shop.example.com/i/evil.jpg", "url": "https://shop.example.com/p/evil"}]
-CONTEXTS = {
-    ("abandoned_cart", 1): {"cart_id": "k", "cart_url": "https://shop.example.com/cart/k", "items": ITEMS,
-                            "cart_total": "2469.00", "currency": "EUR"},
-    ("abandoned_cart", 2): {"cart_id": "k", "cart_url": "https://shop.example.com/cart/k", "items": ITEMS,
-                            "cart_total": "2469.00", "currency": "EUR"},
-    ("abandoned_cart", 3): {"cart_id": "k", "cart_url": "https://shop.example.com/cart/k", "items": ITEMS,
-                            "cart_total": "2469.00", "currency": "EUR", "incentive": "coupon",
-                            "coupon_code": "CART-1234", "coupon_percent": 10},
-    ("order_confirmation", 1): {"order_id": "o-1", "items": ITEMS, "total": "2469.00", "currency": "EUR",
-                                "cross_sell": [{"sku": "CAP", "name": "Cap", "price": "20.00", "image_url": None,
-                                                "url": "https://shop.example.com/p/cap"}]},
-    ("shipping_confirmation", 1): {"order_id": "o-1", "shipment_id": "s", "carrier": "DHL", "tracking_number": "JD1",
-                                   "tracking_url": "https://track.example.com/JD1", "status": "label_created"},
-    ("tracking_update", 1): {"order_id": "o-1", "shipment_id": "s", "carrier": "DHL", "tracking_number": "JD1",
-                             "tracking_url": "https://track.example.com/JD1", "status": "out_for_delivery"},
-    ("delivery_feedback", 1): {"order_id": "o-1", "feedback_url": "https://shop.example.com/feedback?order=o-1",
-                               "coupon_code": "THANKS-1", "coupon_percent": 10, "currency": "EUR"},
-    ("win_back", 1): {"segment": "vip", "offer_percent": 25, "coupon_code": "BACK-1"},
-    ("win_back", 2): {"segment": "vip", "offer_percent": 25},
-    ("win_back", 3): {"segment": "vip", "offer_percent": 25, "opt_out_url": "https://shop.example.com/unsubscribe?c=x"},
-}
-MARKETING = {"abandoned_cart", "delivery_feedback", "win_back"}
+UNSUB = "https://shop.example.com/unsubscribe?c=cmd-1&t=abc"
+RENDERER = Renderer()
 
 
 class Structure(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[str] = []
-        self.links: list[str] = []
-        self.scripts = 0
+        self.urls: list[str] = []
+        self.imgs: list[dict[str, str | None]] = []
+        self.meta: dict[str, str | None] = {}
+        self.html_lang: str | None = None
 
     def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        a = dict(attrs)
         self.tags.append(tag)
-        self.links += [v for k, v in attrs if k == "href"]
-        self.scripts += tag == "script"
+        self.urls += [v or "" for k, v in attrs if k in ("href", "src")]
+        if tag == "img":
+            self.imgs.append(a)
+        if tag == "meta" and a.get("name"):
+            self.meta[a["name"] or ""] = a.get("content")
+        if tag == "html":
+            self.html_lang = a.get("lang")
 
 
-def command(flow: str, step: int, locale: str = "en", variant: str = "control") -> dict:
-    return {"command_id": "cmd-1", "customer_id": "c1", "to": "c1@example.com", "flow": flow, "step": step,
-            "locale": locale, "variant": variant, "category": "marketing" if flow in MARKETING else "transactional",
-            "context": json.dumps({**CONTEXTS[(flow, step)], "first_name": "Ada"})}
+def parse(html: str) -> Structure:
+    s = Structure()
+    s.feed(html)
+    return s
 
 
-@pytest.mark.parametrize("flow,step", sorted(CONTEXTS))
-def test_every_flow_renders_html_and_text_with_escaped_hostile_input(flow, step):
-    email = Renderer().render(command(flow, step), "https://shop.example.com/unsubscribe?c=cmd-1")
-    parsed = Structure()
-    parsed.feed(email.html)
-    assert parsed.tags[:3] == ["html", "head", "meta"] and "body" in parsed.tags
-    assert parsed.scripts == 0 and "<script>" not in email.html
-    assert email.subject and "Ada" in email.text
-    if (flow, step) in {("abandoned_cart", 1), ("order_confirmation", 1)}:
-        assert "&lt;script&gt;" in email.html and "€2,469.00" in email.html
-        assert "https://shop.example.com/p/evil" in parsed.links
-    if flow == "abandoned_cart":
-        assert "https://shop.example.com/cart/k" in parsed.links
-    if flow in ("shipping_confirmation", "tracking_update"):
-        assert "https://track.example.com/JD1" in parsed.links
+def render(flow: str, step: int, context: dict | None = None, **kw):  # type: ignore[no-untyped-def]
+    return RENDERER.render(command(flow, step, FULL[(flow, step)] if context is None else context, **kw), UNSUB)
+
+
+@pytest.mark.parametrize("flow,step", sorted(FULL))
+def test_every_flow_renders_a_branded_responsive_email_with_escaped_hostile_input(flow, step):
+    ctx = json.loads(json.dumps(FULL[(flow, step)]))
+    for it in ctx.get("items", []):
+        it["name"] = HOSTILE
+    email = render(flow, step, ctx, first_name=HOSTILE)
+    s = parse(email.html)
+    assert "<script>" not in email.html and "&lt;script&gt;" in email.html
+    assert HOSTILE in email.text  # the text part is not HTML
+    assert s.html_lang == "en" and s.meta.get("color-scheme") == "light dark" and "viewport" in s.meta
+    assert "Example Shop" in email.html and "1 Example Street" in email.html and "support@example.com" in email.html
+    assert email.preheader and email.preheader in email.html  # hidden preview text
+    assert "mso" in email.html  # Outlook conditional centring table from MJML
+    assert all(img.get("alt") and img.get("width") and img.get("height") for img in s.imgs)
     if flow in MARKETING:
-        assert "https://shop.example.com/unsubscribe?c=cmd-1" in parsed.links
+        assert UNSUB in s.urls and UNSUB in email.text
     else:
         assert "unsubscribe" not in email.html.lower()
 
 
-def test_locale_overrides_fall_back_to_english_per_template_and_string():
-    de = Renderer().render(command("abandoned_cart", 1, locale="de"), "https://u")
-    assert de.subject == "Sie haben etwas im Warenkorb vergessen" and "Hallo Ada" in de.html
-    assert "2.469,00\xa0€" in de.html  # German money format
-    de2 = Renderer().render(command("abandoned_cart", 2, locale="de"), "https://u")
-    assert de2.locale == "en" and "Hallo" in de2.text  # English template, German strings where present
-    assert Renderer().render(command("order_confirmation", 1, locale="pt-BR"), "https://u").locale == "en"
+def test_money_and_percent_follow_the_locale():
+    assert "198,00\xa0€" in render("abandoned_cart", 1, locale="de").html
+    assert "€198.00" in render("abandoned_cart", 1).html
+    assert "%25" in render("win_back", 1, locale="tr").subject  # Turkish puts the sign first
+    assert "25\xa0%" in render("win_back", 1, locale="de").subject
+    assert "31. Dezember 2025" in render("abandoned_cart", 3, locale="de").text
 
 
-def test_optional_item_fields_may_be_absent():
-    cmd = command("order_confirmation", 1)
-    cmd["context"] = json.dumps({"order_id": "o", "total": "1.00", "currency": "EUR", "cross_sell": [],
-                                 "items": [{"sku": "S", "name": "Plain", "price": "1.00", "quantity": 1}]})
-    email = Renderer().render(cmd, "https://u")
-    assert "Plain" in email.html and "<img" not in email.html.split("Plain")[0].split("<table")[-1]
+def test_every_call_to_action_is_a_bulletproof_button():
+    email = render("abandoned_cart", 1)
+    button = re.search(r'<td align="center" bgcolor="[^"]+" role="presentation"[^>]*>\s*<a href="([^"]+)"', email.html)
+    assert button and button.group(1) == "https://shop.example.com/cart/k-1"
+
+
+@pytest.mark.parametrize("flow,step", sorted(MINIMAL))
+@pytest.mark.parametrize("absent", ["missing", "null"])
+def test_every_optional_field_absent_renders_sensible_text_without_none_or_empty_links(flow, step, absent):
+    ctx = dict(MINIMAL[(flow, step)])
+    if absent == "null":  # the engine sends null for carrier/tracking/first_name when it has none
+        ctx.update({k: None for k in ("carrier", "tracking_number", "tracking_url", "cart_url", "coupon_code",
+                                      "order_number", "feedback_url", "incentive")})
+    for locale in ("en", "de"):
+        email = render(flow, step, ctx, first_name=None, locale=locale)
+        for part in (email.subject, email.preheader, email.text, email.html):
+            assert not re.search(r"\b(None|null|undefined)\b", part)
+        assert 'href=""' not in email.html and 'src=""' not in email.html
+        assert all(u.startswith(("https://", "http://", "mailto:")) for u in parse(email.html).urls)
+        assert email.subject.strip() and " ," not in email.text
+
+
+def test_no_scarcity_claim_without_stock_data():
+    no_stock = [{k: v for k, v in it.items() if k != "stock"} for it in FULL[("abandoned_cart", 2)]["items"]]
+    plenty = render("abandoned_cart", 2, {**FULL[("abandoned_cart", 2)], "items": no_stock})
+    assert "sold out" not in plenty.html and "left" not in plenty.text.split("--")[0].replace("left off", "")
+    low = render("abandoned_cart", 2)
+    assert "Only 2 left" in low.html and "nearly sold out" in low.text
+
+
+def test_win_back_story_comes_from_configuration_only():
+    default = render("win_back", 2).text
+    assert "repair" not in default and "Take a look at what has arrived" in default
+    brand = BrandSettings(win_back_story={"en": "Every jacket is made to last a decade."})
+    told = Renderer(brand=brand).render(command("win_back", 2, FULL[("win_back", 2)]), UNSUB)
+    assert "made to last a decade" in told.html
+
+
+def test_order_confirmation_shows_what_the_event_carries_and_a_human_order_number():
+    email = render("order_confirmation", 1)
+    assert email.subject == "Order #1042 confirmed" and "c0000044-o1" not in email.subject
+    for text in ("Subtotal", "€4.90", "Tax", "€202.90", "12 Example Road", "https://shop.example.com/account/orders/1042"):
+        assert text in email.html
+    bare = render("order_confirmation", 1, MINIMAL[("order_confirmation", 1)])
+    assert bare.subject == "Your order is confirmed" and "Subtotal" not in bare.html and "Order o-1" in bare.text
+
+
+@pytest.mark.parametrize("bad", ["javascript:alert(1)", "data:text/html;base64,PHNjcmlwdD4=", "vbscript:x",
+                                 "/relative/path", "JaVaScRiPt:alert(1)", " javascript:alert(1)"])
+def test_only_https_http_and_mailto_urls_render_and_dropped_ones_are_counted(bad):
+    before = sum(s.value for m in REGISTRY.collect() if m.name == "shopmail_render_urls_dropped"
+                 for s in m.samples if s.name.endswith("_total"))
+    ctx = json.loads(json.dumps(FULL[("order_confirmation", 1)]))
+    ctx.update(order_url=bad)
+    for it in ctx["items"] + ctx["cross_sell"]:
+        it.update(url=bad, image_url=bad)
+    email = render("order_confirmation", 1, ctx)
+    urls = parse(email.html).urls
+    assert urls and all(u.startswith(("https://", "http://", "mailto:")) for u in urls)
+    assert bad.strip() not in email.html and bad.strip() not in email.text
+    after = sum(s.value for m in REGISTRY.collect() if m.name == "shopmail_render_urls_dropped"
+                for s in m.samples if s.name.endswith("_total"))
+    assert after - before >= 7
+    assert safe_url("mailto:a@example.com") == "mailto:a@example.com" and safe_url("https://x.example/a") != ""
+
+
+def test_a_cta_with_an_unsafe_link_falls_back_to_the_shop():
+    email = render("abandoned_cart", 1, {**FULL[("abandoned_cart", 1)], "cart_url": "javascript:alert(1)"})
+    assert "https://shop.example.com" in parse(email.html).urls and "javascript" not in email.html
+
+
+@pytest.mark.parametrize("requested,lang", [("xx", "en"), ("pt-BR", "en"), ("", "en"), ("de-AT", "de"),
+                                            ("de_CH", "de"), ("th", "th"), ("not a locale!", "en")])
+def test_unknown_or_uncatalogued_locales_render_wholly_in_the_default_language(requested, lang):
+    email = render("abandoned_cart", 1, locale=requested)
+    assert email.locale == lang and parse(email.html).html_lang == lang
+
+
+def test_swiss_german_formats_money_the_swiss_way_under_the_german_catalog():
+    email = render("abandoned_cart", 1, {**FULL[("abandoned_cart", 1)], "currency": "CHF"}, locale="de-CH")
+    assert "CHF" in email.html and "Gesamtsumme" in email.html
 
 
 def test_subject_lines_follow_the_variant():
-    a = Renderer().render(command("abandoned_cart", 1, variant="control"), "https://u")
-    b = Renderer().render(command("abandoned_cart", 1, variant="B"), "https://u")
-    assert a.subject == "You left something in your cart" and b.subject == "Ada, your cart misses you"
+    assert render("abandoned_cart", 1, variant="control").subject == "You left something in your cart"
+    assert render("abandoned_cart", 1, variant="B").subject == "Ada, your cart misses you"
+    assert render("abandoned_cart", 1, variant="B", first_name=None).subject == "You left something in your cart"
 
 
 def test_a_missing_variable_or_template_names_what_is_missing():
-    cmd = command("order_confirmation", 1)
-    cmd["context"] = json.dumps({"items": [], "currency": "EUR"})
     with pytest.raises(RenderError, match="order_id") as err:
-        Renderer().render(cmd, "https://u")
+        render("order_confirmation", 1, {"items": [], "total": "1.00", "currency": "EUR"})
     assert err.value.reason == "template_variable_missing"
-    cmd = command("order_confirmation", 1) | {"flow": "no_such_flow"}
-    with pytest.raises(RenderError, match="no_such_flow_step1.html"):
-        Renderer().render(cmd, "https://u")
+    with pytest.raises(RenderError, match="no_such_flow_step1"):
+        RENDERER.render(command("no_such_flow", 1, {}), UNSUB)
 
 
-def test_mime_is_multipart_alternative_and_marketing_gets_rfc8058_headers():
-    email = Renderer().render(command("win_back", 1), "https://u")
+def test_mime_is_multipart_alternative_with_the_email_language():
+    email = render("win_back", 1, locale="it")
     raw = build_mime(email, sender="shop@example.com", to="c1@example.com", command_id="cmd-1", category="marketing",
-                     unsubscribe_url="https://shop.example.com/unsubscribe?c=cmd-1", unsubscribe_mailto="u@example.com",
-                     date_ms=1_700_000_000_000)
+                     unsubscribe_url=UNSUB, unsubscribe_mailto="u@example.com", date_ms=1_700_000_000_000)
     msg = message_from_bytes(raw, policy=policy.default)
-    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_content_type() == "multipart/alternative" and msg["Content-Language"] == "it"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
-    assert msg["List-Unsubscribe"].startswith("<https://shop.example.com/unsubscribe?c=cmd-1>, <mailto:u@example.com")
-    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+@pytest.mark.parametrize("name,old", [("OrderEvent", "OrderEvent.v1.avsc"), ("CartEvent", "CartEvent.v0.avsc")])
+def test_records_written_before_the_optional_email_fields_still_read_with_defaults(name, old):
+    import io
+
+    import fastavro
+
+    from schemas import serde
+
+    writer = next(e for e in serde.registry().by_fingerprint.values() if e.path.name == old)
+    rec = {"event_id": "e", "customer_id": "c", "occurred_at": 1, "type": "placed" if name == "OrderEvent" else
+           "item_added", "order_id": "o1", "cart_id": "k1",
+           "items": [{"sku": "S", "name": "n", "price": "1.00", "quantity": 1}]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, writer.parsed, rec)
+    decoded = serde.decode(serde.MAGIC + writer.fingerprint_bytes + buf.getvalue()).record
+    assert decoded["items"][0]["stock"] is None
+    if name == "OrderEvent":
+        assert decoded["order_number"] is None and decoded["shipping_address"] is None and decoded["order_id"] == "o1"

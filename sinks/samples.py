@@ -1,0 +1,66 @@
+"""Sample email contexts: every flow and step, as the engine emits them (``full``: with every optional field
+the schemas allow; ``minimal``: only what the engine always sends). Used by ``shopmail preview`` and tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MARKETING = ("abandoned_cart", "delivery_feedback", "win_back")
+SHOP = "https://shop.example.com"
+EXPIRES = 1_767_139_200_000  # 2025-12-31T00:00:00Z
+
+ITEMS = [
+    {"sku": "JKT-1", "name": "Waxed cotton jacket", "price": "149.00", "quantity": 1, "stock": 2,
+     "image_url": "https://shop.example.com/i/jacket.jpg", "url": "https://shop.example.com/p/jacket"},
+    {"sku": "SCK-3", "name": "Merino socks, 3 pairs", "price": "24.50", "quantity": 2, "stock": 40,
+     "image_url": "https://shop.example.com/i/socks.jpg", "url": "https://shop.example.com/p/socks"},
+]
+CART = {"cart_id": "k-1", "cart_url": f"{SHOP}/cart/k-1", "items": ITEMS, "cart_total": "198.00", "currency": "EUR"}
+SHIPMENT = {"order_id": "c0000044-o1", "order_number": "#1042", "shipment_id": "s-1", "carrier": "DHL",
+            "tracking_number": "JD0148 2201 77", "tracking_url": "https://track.example.com/JD0148220177"}
+
+FULL: dict[tuple[str, int], dict[str, Any]] = {
+    ("abandoned_cart", 1): CART,
+    ("abandoned_cart", 2): CART,
+    ("abandoned_cart", 3): {**CART, "incentive": "coupon", "coupon_code": "CART-7QK2-M9", "coupon_percent": 10,
+                            "coupon_expires_at": EXPIRES},
+    ("order_confirmation", 1): {
+        "order_id": "c0000044-o1", "order_number": "#1042", "items": ITEMS, "subtotal": "198.00", "shipping": "4.90",
+        "tax": "32.40", "total": "202.90", "currency": "EUR", "order_url": f"{SHOP}/account/orders/1042",
+        "shipping_address": ["Ada Lovelace", "12 Example Road", "10115 Berlin", "Germany"],
+        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "image_url": "https://shop.example.com/i/cap.jpg",
+                        "url": f"{SHOP}/p/cap"}]},
+    ("shipping_confirmation", 1): {**SHIPMENT, "status": "label_created"},
+    ("tracking_update", 1): {**SHIPMENT, "status": "out_for_delivery"},
+    ("delivery_feedback", 1): {"order_id": "c0000044-o1", "order_number": "#1042",
+                               "feedback_url": f"{SHOP}/feedback?order=c0000044-o1", "coupon_code": "THANKS-4K7P",
+                               "coupon_percent": 10, "coupon_expires_at": EXPIRES},
+    ("win_back", 1): {"segment": "vip", "offer_percent": 25, "coupon_code": "BACK-88XZ", "coupon_expires_at": EXPIRES},
+    ("win_back", 2): {"segment": "vip", "offer_percent": 25},
+    ("win_back", 3): {"segment": "vip", "offer_percent": 25},
+}
+
+MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
+    ("abandoned_cart", 1): {"cart_id": "k-1", "items": [{"sku": "S", "name": "Plain tee", "price": "20.00",
+                                                         "quantity": 1}], "cart_total": "20.00", "currency": "EUR"},
+    ("order_confirmation", 1): {"order_id": "o-1", "items": [{"sku": "S", "name": "Plain tee", "price": "20.00",
+                                                              "quantity": 1}], "total": "20.00"},
+    ("shipping_confirmation", 1): {"order_id": "o-1", "shipment_id": "s", "status": "label_created"},
+    ("tracking_update", 1): {"order_id": "o-1", "shipment_id": "s", "status": "in_transit"},
+    ("delivery_feedback", 1): {"order_id": "o-1"},
+    ("win_back", 1): {"segment": "one_time", "offer_percent": 10},
+}
+MINIMAL[("abandoned_cart", 2)] = MINIMAL[("abandoned_cart", 3)] = MINIMAL[("abandoned_cart", 1)]
+MINIMAL[("win_back", 2)] = MINIMAL[("win_back", 3)] = MINIMAL[("win_back", 1)]
+
+
+def command(flow: str, step: int, context: dict[str, Any], locale: str = "en", variant: str = "control",
+            first_name: str | None = "Ada", command_id: str = "3f9a1c0e7b2d4e6f8a1b2c3d4e5f6a7b",
+            customer_id: str = "c0000044") -> dict[str, Any]:
+    """An EmailCommand as the engine builds it (context JSON with shop_url, locale, first_name)."""
+    ctx = {"first_name": first_name, "shop_url": SHOP, "locale": locale, **context}
+    return {"command_id": command_id, "customer_id": customer_id, "to": "ada@example.com", "flow": flow,
+            "step": step, "template": f"{flow}/step{step}", "locale": locale, "variant": variant,
+            "category": "marketing" if flow in MARKETING else "transactional", "send_at": 0, "expires_at": 0,
+            "context": json.dumps(ctx), "trigger_event_id": "e-1", "created_at": 0}

@@ -1,0 +1,86 @@
+"""Raw MIME bytes: RFC 8058/2369 one-click unsubscribe header on one unencoded line, signed links, and
+recipient addresses checked before any header is built."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sinks.errors import InvalidAddress, SinkError
+from sinks.mime import build_mime, check_address, unsubscribe_link
+from sinks.rendering import RenderedEmail
+from sinks.unsubscribe_token import verify
+
+REAL_ID = "3f9a1c0e7b2d4e6f8a1b2c3d4e5f6a7b"  # command ids are 32 hex characters
+EMAIL = RenderedEmail(subject="Ihr Warenkorb wartet – ein langer Betreff mit Umlauten äöü, der gefaltet werden muss",
+                      html="<html><body>x</body></html>", text="x", locale="de")
+KEY = "test-secret-key"
+
+
+def raw(to: str = "ada@example.com", category: str = "marketing", url: str | None = None) -> bytes:
+    url = url or unsubscribe_link("https://shop.example.com/email/unsubscribe", REAL_ID, "customer-000123", key=KEY,
+                                  locale="de")
+    return build_mime(EMAIL, sender="shop@example.com", to=to, command_id=REAL_ID, category=category,
+                      unsubscribe_url=url, unsubscribe_mailto="unsubscribe@example.com", date_ms=1_700_000_000_000)
+
+
+def header_lines(data: bytes) -> list[bytes]:
+    head = data.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in data else data.split(b"\n\n", 1)[0]
+    return head.replace(b"\r\n", b"\n").split(b"\n")
+
+
+def test_list_unsubscribe_is_one_raw_unencoded_line_with_a_real_command_id():
+    data = raw()
+    lines = header_lines(data)
+    [line] = [ln for ln in lines if ln.lower().startswith(b"list-unsubscribe:")]
+    after = lines[lines.index(line) + 1]
+    assert not after[:1].isspace(), "List-Unsubscribe must not be folded onto a continuation line"
+    assert b"=?" not in line, "List-Unsubscribe must not be RFC 2047-encoded"
+    assert line.startswith(b"List-Unsubscribe: <https://shop.example.com/email/unsubscribe?c=" + REAL_ID.encode())
+    assert line.endswith(b", <mailto:unsubscribe@example.com?subject=unsubscribe%20" + REAL_ID.encode() + b">")
+    assert len(line) > 78  # long enough that default folding would have broken it
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines
+
+
+def test_other_long_headers_are_still_folded_and_encoded_normally():
+    msg = message_from_bytes(raw(), policy=policy.default)
+    assert msg["Subject"] == EMAIL.subject and msg["Content-Language"] == "de"
+    [subject] = [ln for ln in header_lines(raw()) if ln.startswith(b"Subject: ")]
+    assert b"=?utf-8?" in subject and len(subject) <= 78  # encoded and folded
+
+
+def test_transactional_mail_has_no_unsubscribe_headers():
+    data = raw(category="transactional")
+    assert b"List-Unsubscribe" not in data
+
+
+def test_unsubscribe_link_carries_a_token_that_verifies_and_binds_every_field():
+    link = unsubscribe_link("https://u.example.com/unsubscribe", REAL_ID, "cust 1&x", key=KEY, locale="th")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    assert q["c"] == REAL_ID and q["u"] == "cust 1&x" and q["l"] == "th" and len(q["t"]) == 43
+    assert verify(KEY, q["u"], q["c"], q["l"], q["t"])
+    assert not verify(KEY, "cust 2", q["c"], q["l"], q["t"])
+    assert not verify(KEY, q["u"], q["c"], "de", q["t"])
+    assert not verify("other-key", q["u"], q["c"], q["l"], q["t"])
+    assert link.isascii() and " " not in link
+
+
+def test_unsubscribe_link_without_a_key_has_no_token():
+    link = unsubscribe_link("https://u.example.com/unsubscribe", "cmd-1", "c1")
+    assert link.startswith("https://u.example.com/unsubscribe?c=cmd-1&u=c1") and "&t=" not in link
+
+
+@pytest.mark.parametrize("bad", ["ada@example.com\r\nBcc: victim@example.com", "ada@example.com\n", "a\x00@example.com",
+                                 "", "ada", "@example.com", "ada@", "ada@localhost", "Ada <ada@example.com>",
+                                 "ada@example.com, eve@example.com", " ada@example.com", "ada@exa mple.com"])
+def test_an_invalid_recipient_raises_a_typed_error_before_any_header_is_built(bad):
+    with pytest.raises(InvalidAddress) as err:
+        raw(to=bad)
+    assert isinstance(err.value, SinkError) and err.value.role == "to"
+
+
+@pytest.mark.parametrize("good", ["ada@example.com", "ada.lovelace+shop@mail.example.co.uk", "o'brien@example.ie"])
+def test_ordinary_addresses_pass(good):
+    assert check_address(good) == good

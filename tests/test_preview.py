@@ -1,0 +1,45 @@
+"""`shopmail preview`: HTML, text, .eml and PNG screenshots (600 / 375 px) in headless Chromium."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+import pytest
+from typer.testing import CliRunner
+
+from sinks.preview import find_browser
+from streams.cli import app
+
+needs_chromium = pytest.mark.skipif(find_browser() is None,
+                                    reason="headless Chromium not installed (Debian: apt-get install chromium)")
+
+
+def test_preview_writes_html_text_and_an_eml_for_any_flow_locale_and_variant(tmp_path):
+    ctx = tmp_path / "ctx.json"
+    ctx.write_text('{"order_id": "o-9", "order_number": "#9", "items": [], "total": "5.00", "currency": "PLN"}')
+    result = CliRunner().invoke(app, ["preview", "--flow", "order_confirmation", "--locale", "pl", "--context",
+                                      str(ctx), "--no-png", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    base = "order_confirmation_step1.pl.control"
+    assert "Zamówienie #9" in (tmp_path / f"{base}.txt").read_text() and "5,00" in (tmp_path / f"{base}.html").read_text()
+    msg = message_from_bytes((tmp_path / f"{base}.eml").read_bytes(), policy=policy.default)
+    assert msg["Subject"] == "Zamówienie #9 potwierdzone" and msg["Content-Language"] == "pl"
+
+
+def test_preview_all_renders_every_email_in_every_language(tmp_path):
+    result = CliRunner().invoke(app, ["preview", "--all", "--no-png", "--minimal", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("*.html"))) == 10 * 6 and len(list(tmp_path.glob("*.eml"))) == 60
+
+
+@needs_chromium
+def test_preview_screenshots_at_600_and_375_px(tmp_path):
+    from PIL import Image
+
+    result = CliRunner().invoke(app, ["preview", "--flow", "abandoned_cart", "--step", "2", "--locale", "th",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for width in (600, 375):
+        with Image.open(tmp_path / f"abandoned_cart_step2.th.control.{width}.png") as img:
+            assert img.width == width and 500 < img.height < 4000
+            assert len(set(img.convert("L").getdata())) > 20  # something was drawn, not a blank page
