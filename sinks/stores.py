@@ -91,8 +91,8 @@ class TopicFollower:
                     err = m.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
-                            if tp in self._next:
-                                self._next[tp] = m.offset()
+                            if tp in self._next:  # the event's offset is the broker's word: only ever forward
+                                self._next[tp] = max(self._next[tp], m.offset())
                             waiting.discard(tp)
                         else:
                             log.warning("follower error on %s: %s", self.topics, err)
