@@ -3,6 +3,7 @@ ledger and reports its health honestly — through the real broker and the moto 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -132,23 +133,32 @@ def ledger_entries(n: int, at: int, prefix: str = "c") -> list[tuple[bytes, byte
                                                                        "at": at})) for i in range(n)]
 
 
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_ledger_catch_up_reads_to_the_fetched_end_when_batches_hold_many_records(kafka, settings):
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     topic = settings.topics.name("sink_ledger")
-    n = 20_000
+    n = int(os.environ.get("SHOPMAIL_LEDGER_ENTRIES", "20000"))  # the 1M measurement sets it
     p = Producer({"bootstrap.servers": kafka, "linger.ms": 100, "batch.num.messages": 10_000})
-    for key, value in ledger_entries(n, now()):
+    for i, (key, value) in enumerate(ledger_entries(n, now())):
         p.produce(topic, key=key, value=value, partition=0)
+        if i % 50_000 == 0:
+            p.flush(60)
     p.flush(30)
     probe = Consumer({"bootstrap.servers": kafka, "group.id": "probe"})
     high = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
     probe.close()
     ledger = Ledger(kafka, topic, "ledger-test", settings.sink.ledger_retention_ms)
     try:
+        rss = _rss_kib()
         started = time.monotonic()
         applied = ledger.own({0})
         took = time.monotonic() - started
-        print(f"ledger catch-up: {n} entries in {took:.2f} s (ListOffsets high watermark said {high})")
+        print(f"ledger catch-up: {n} entries in {took:.2f} s, RSS +{(_rss_kib() - rss) / 1024:.0f} MiB "
+              f"(ListOffsets high watermark said {high})")
         assert applied == n and ledger.size == n and ledger.state(0, f"c{n - 1}") == "sent"
         assert ledger.own({0}) == 0  # nothing new: returns at once, no timeout
     finally:
