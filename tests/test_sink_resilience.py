@@ -70,13 +70,13 @@ def committed(kafka: str, group: str, topic: str, partitions: int) -> dict[int, 
 
 def test_a_held_command_does_not_pin_offsets_and_is_still_sent_at_send_at_after_a_restart(kafka, proxy, sink_settings):
     topic = sink_settings.topics.name("commands")
-    held = command(10, "h", send_in_ms=8000)
+    held = command(10, "h", send_in_ms=15_000)
     after = [command(11, "h"), command(12, "h")]
     with running_sink(sink_settings, kafka):
         produce_records(sink_settings, kafka, topic, "EmailCommand", [held, *after])
         assert {o["command_id"] for o in outcomes(kafka, sink_settings, 2)} == {c["command_id"] for c in after}
         # the held command's offset is committed too: a restart does not read the partition again
-        wait_for(lambda: max(committed(kafka, sink_settings.sink.group_id, topic, 2).values()) >= 3, 10,
+        wait_for(lambda: max(committed(kafka, sink_settings.sink.group_id, topic, 2).values()) >= 3, 5,
                  what="offsets committed past the held command")
     assert now() < held["send_at"], "the test is too slow to show the restart before send_at"
     with running_sink(sink_settings, kafka, instance_id="sink-1"):
