@@ -31,17 +31,23 @@ class TokenBucket:
             raise ValueError("rate must be > 0 (use Unlimited for no limit)")
         return rate, burst if burst is not None else max(1.0, rate / 10)
 
+    def try_acquire(self) -> float:
+        """Take a token if one is available: 0.0; otherwise the seconds until one will be."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
+
     def acquire(self, stop: threading.Event | None = None) -> bool:
         """Block until a token is available; False if ``stop`` was set while waiting."""
         while True:
-            with self._lock:
-                now = time.monotonic()
-                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return True
-                wait = (1 - self._tokens) / self.rate
+            wait = self.try_acquire()
+            if not wait:
+                return True
             if stop is not None and stop.wait(wait):
                 return False
             if stop is None:
@@ -50,6 +56,9 @@ class TokenBucket:
 
 class Unlimited:
     rate = float("inf")
+
+    def try_acquire(self) -> float:
+        return 0.0
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
         return True

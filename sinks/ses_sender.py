@@ -31,11 +31,17 @@ PAUSE_CODES = {"SendingPausedException", "AccountSuspendedException"}
 class SendFailure(Exception):
     """kind: ``retryable`` | ``permanent`` | ``pause``; ``code`` the SES error code."""
 
-    def __init__(self, kind: str, code: str, message: str) -> None:
+    def __init__(self, kind: str, code: str, message: str, exhausted: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.kind = kind
         self.code = code
         self.message = message
+        self.exhausted = exhausted  # a retryable error (throttling, 5xx, connection) that never cleared
+
+    @property
+    def service_failing(self) -> bool:
+        """SES itself failing (paused, unreachable, erroring) rather than rejecting this one message."""
+        return self.kind == "pause" or self.exhausted
 
 
 @dataclass
@@ -106,7 +112,8 @@ class SesSender:
                 failure = classify(exc)
                 if failure.kind != "retryable" or attempt >= self.ses.max_attempts:
                     if failure.kind == "retryable":
-                        failure = SendFailure("permanent", failure.code, f"gave up after {attempt} attempts: {failure.message}")
+                        failure = SendFailure("permanent", failure.code, f"gave up after {attempt} attempts: {failure.message}",
+                                              exhausted=True)
                     raise failure from exc
                 self.retries += 1
                 if on_retry is not None:

@@ -105,6 +105,16 @@ class SinkSettings:
     poll_timeout_s: float = 0.02  # longest wait to fill a batch (latency vs. batching)
     ambiguous_policy: str = "skip"  # a command found pending after a crash: "skip" (no duplicate) or "resend"
     pause_retry_s: float = 60.0  # how long sending stays paused after SendingPaused/AccountSuspended/quota
+    # Dedupe ledger bound: an entry is dropped (memory) and tombstoned (topic) this long after it was
+    # written, and the sink never sends a command later than this after its send_at (it is suppressed
+    # as expired), so a dropped entry can never let a command go out twice. Default: the longest flow
+    # expiry (transactional, 7 d) + 1 d for clock skew; must be ≥ every flows.*.expires_after_ms.
+    ledger_retention_ms: int = 8 * DAY_MS
+    ledger_sweep_interval_s: float = 60.0  # how often expired ledger entries are tombstoned
+    max_command_bytes: int = 512 * 1024  # a larger email.commands value → failed/command_too_large + DLQ
+    record_max_attempts: int = 3  # a retryable per-command error (e.g. OSError) is retried this often, then failed
+    health_stall_s: float = 60.0  # /healthz not ready when the loop has not advanced this long
+    health_ses_failure_s: float = 120.0  # …or SES calls have failed (pause, 5xx, connection) this long with no success
 
 
 @dataclass

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
+import json
+import time
 from collections.abc import Iterator
 
 import boto3
+import pytest
+
+from schemas import serde
+from sinks.fault_proxy import FaultProxy
+from streams.kafka_io import produce_records, read_topic
 
 from sinks.service import SinkService
 from streams import background
@@ -37,3 +45,62 @@ def running_sink(settings: Settings, bootstrap: str, instance_id: str = "sink-0"
         yield service
     finally:
         bg.finish()
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+def command(n: int, customer: str = "cust-1", category: str = "transactional", flow: str = "order_confirmation",
+            step: int = 1, send_in_ms: int = 0, expires_in_ms: int = 3_600_000, context: dict | None = None,
+            **extra) -> dict:
+    ctx = context if context is not None else {
+        "order_id": f"o-{n}", "total": "12.00", "currency": "EUR", "cross_sell": [],
+        "items": [{"sku": "S", "name": f"Item {n}", "price": "12.00", "quantity": 1, "image_url": None, "url": None}]}
+    return serde.from_json("EmailCommand", {
+        "command_id": f"cmd-{n}-{customer}", "customer_id": customer, "to": f"{customer}@example.com", "flow": flow,
+        "step": step, "template": f"{flow}/step{step}", "category": category, "send_at": now() + send_in_ms,
+        "expires_at": now() + expires_in_ms, "context": json.dumps(ctx), "trigger_event_id": f"ev-{n}",
+        "created_at": now(), **extra})
+
+
+CART_CTX = {"cart_id": "k1", "cart_url": "https://shop.example.com/cart/k1", "cart_total": "9.00", "currency": "EUR",
+            "items": [{"sku": "M", "name": "Mug", "price": "9.00", "quantity": 1, "image_url": None, "url": None}]}
+
+
+def consent(settings, kafka, customer: str, opt_in: bool = True) -> None:
+    produce_records(settings, kafka, settings.topics.name("customers"), "CustomerEvent", [serde.from_json(
+        "CustomerEvent", {"event_id": f"p-{customer}-{now()}", "customer_id": customer, "occurred_at": now(),
+                          "type": "upserted", "email": f"{customer}@example.com", "marketing_opt_in": opt_in})])
+
+
+def outcomes(kafka, settings, expect: int, timeout_s: float = 30) -> list[dict]:
+    return [r.decoded().record for r in read_topic(kafka, settings.topics.name("outcomes"), expect=expect,
+                                                    timeout_s=timeout_s)]
+
+
+@pytest.fixture
+def proxy(moto_ses):
+    p = FaultProxy(moto_ses.endpoint_url)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def sink_settings(kafka, settings, moto_ses, proxy):
+    from streams.topics import ensure_topics, topic_specs
+
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    point_at_ses(settings, proxy.url)
+    verify_sender(settings, moto_ses.endpoint_url)
+    settings.ses.max_send_rate = 200
+    return settings
+
+
+def delivered(moto_ses, marker: str = "X-Shopmail-Command-Id: ") -> Counter:  # type: ignore[no-untyped-def]
+    """command_id → how many emails moto received for it."""
+    out: Counter = Counter()
+    for m in moto_ses.sent_messages():
+        if marker in m["raw_data"]:
+            out[m["raw_data"].split(marker)[1].split("\r\n")[0].split("\n")[0]] += 1
+    return out

@@ -1,0 +1,59 @@
+"""A sink killed with SIGKILL while sending loses only what was in flight: after each kill at most
+``ses.max_concurrency`` commands are reported ambiguous, every other command is sent on restart, and
+no command is emailed twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from streams.kafka_io import produce_records, read_topic
+from tests.support.procs import CliProcess, settings_env, wait_for
+from tests.support.sink import command, delivered, proxy, sink_settings  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkills_while_sending_cost_at_most_the_commands_in_flight(kafka, moto_ses, proxy, sink_settings, tmp_path):
+    n = int(os.environ.get("SHOPMAIL_SINK_KILL_COMMANDS", "300"))  # the 2,000-command measurement sets it
+    kills = int(os.environ.get("SHOPMAIL_SINK_KILLS", "3"))
+    concurrency = 4
+    proxy.delay_s = 0.02  # each SES call takes a little while: kills land with calls in flight
+    t = sink_settings.topics
+    cmds = [command(5000 + i, f"k{i % 40}") for i in range(n)]
+    produce_records(sink_settings, kafka, t.name("commands"), "EmailCommand", cmds)
+    env = settings_env(sink_settings, kafka, SHOPMAIL_SES__ENDPOINT_URL=proxy.url,
+                       SHOPMAIL_SES__USE_ACCOUNT_RATE="false", SHOPMAIL_SES__MAX_SEND_RATE="0",
+                       SHOPMAIL_SES__MAX_CONCURRENCY=str(concurrency))
+    rng = random.Random(13)
+    for k in range(kills):
+        proc = CliProcess(["sink", "--instance-id", "s0"], env, tmp_path / f"sink{k}.log")
+        before = len(proxy.sends())
+        wait_for(lambda: len(proxy.sends()) >= before + rng.randint(20, max(21, n // (kills + 1))), 60,
+                 interval_s=0.01, what=f"sends before kill {k}")
+        proc.kill9()
+    last = CliProcess(["sink", "--instance-id", "s0"], env, tmp_path / "sink-last.log")
+    try:
+        outs = [r.decoded().record for r in read_topic(kafka, t.name("outcomes"), expect=n, timeout_s=90)]
+        time.sleep(1.0)
+        outs = [r.decoded().record for r in read_topic(kafka, t.name("outcomes"), idle_s=0.5, timeout_s=30)]
+    finally:
+        last.terminate()
+    per_command = Counter(o["command_id"] for o in outs)
+    emails = delivered(moto_ses)
+    ids = {c["command_id"] for c in cmds}
+    ambiguous = {o["command_id"] for o in outs if o["reason"] == "ambiguous_after_crash"}
+    sent = {o["command_id"] for o in outs if o["outcome"] == "sent"}
+    never_emailed = {c for c in ids if emails[c] == 0}
+    print(f"sink kill test: {n} commands, {kills} SIGKILLs, max_concurrency {concurrency}: "
+          f"{len(sent)} sent, {len(ambiguous)} ambiguous, {len(never_emailed - ambiguous)} never emailed and "
+          f"not ambiguous, {sum(1 for c in ids if emails[c] > 1)} emailed twice")
+    assert set(per_command) == ids and max(per_command.values()) == 1, "one outcome per command"
+    assert max(emails[c] for c in ids) == 1, "a command was emailed twice"
+    assert sent | ambiguous == ids and not sent & ambiguous
+    assert len(ambiguous) <= concurrency * kills, f"{len(ambiguous)} ambiguous after {kills} kills"
+    assert never_emailed <= ambiguous, "only commands handed to SES may go unsent"
