@@ -191,3 +191,29 @@ def test_simulate_stats_count_commands_holdouts_and_dropped_steps_alike_for_any_
     assert counters["command:order_confirmation"] == flows.count("order_confirmation") == 4
     # every fifth customer never opted in: their abandoned-cart steps are dropped, counted by reason
     assert counters["dropped:abandoned_cart:no_consent"] >= 3
+
+
+def test_simulate_applies_late_events_and_shows_them_in_the_summary_and_the_stats(tmp_path):
+    """The issue's probe: 40 carts at T, clocks at T+40 min, a late order and a late opt-out arrive."""
+    settings = load_default()
+    evs = [customer(f"k{i}", at=T0 - HOUR_MS) for i in range(40)] + [cart(f"k{i}", T0) for i in range(40)]
+    evs += [tick(T0 + 40 * MINUTE_MS, p) for p in range(settings.topics.partitions)]
+    evs += [order("k1", T0 + 15 * MINUTE_MS), customer("k2", at=T0 + 15 * MINUTE_MS, opt_in=False)]
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, evs, settings)
+    runs = {}
+    for workers in (1, 2):
+        stats = tmp_path / f"stats{workers}.json"
+        runs[workers] = run_cli(["--input", str(src), "--until", "2026-11-10T00:00:00Z", "--stats", str(stats),
+                                 "--workers", str(workers)])
+        assert runs[workers].returncode == 0, runs[workers].stderr
+    assert runs[1].stdout == runs[2].stdout
+    mail = [(c["customer_id"], c["flow"]) for c in map(json.loads, runs[1].stdout.splitlines())]
+    assert [f for cid, f in mail if cid == "k1"] == ["order_confirmation"]
+    assert [f for cid, f in mail if cid == "k2"] == []
+    assert [f for cid, f in mail if cid == "k3"] == ["abandoned_cart"] * 3
+    assert "2 late events applied (customers 1, orders 1), 0 ahead of the clock" in runs[1].stderr
+    stats = json.loads((tmp_path / "stats1.json").read_text())
+    assert stats == json.loads((tmp_path / "stats2.json").read_text())
+    assert stats["late_applied"] == {"customers": 1, "orders": 1}
+    assert stats["counters"]["lateness:orders:le_1h"] == 1
