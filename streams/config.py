@@ -62,7 +62,10 @@ class WorkerSettings:
     store: str = "rocksdict://"  # faust table store; "memory://" allowed in tests
     data_dir: str = "./.shopmail-data"
     tick_interval_s: float = 30.0  # live clock ticks written into each partition
-    late_grace_ms: int = 10 * MINUTE_MS
+    late_grace_ms: int = 10 * MINUTE_MS  # events within it settle in event-time order; later ones still apply
+    # an event more than this ahead of its partition's clock is set aside (DLQ reason ``future``) so a
+    # wrong timestamp cannot move the clock; a clock tick finding the clock this far ahead sets it back
+    max_future_skew_ms: int = DAY_MS
     web_port: int = 6066  # /healthz and /metrics
     processing_guarantee: str = "exactly_once"
     instance_id: str = ""  # stable per worker (transactional.id suffix); empty → hostname (pod name)

@@ -1,5 +1,7 @@
 """Prometheus metrics of the processors (per worker): events, commands by flow, DLQ records,
-consumer lag per partition, clock skew (wall clock − partition event-time clock)."""
+consumer lag per partition, clock skew (wall clock − partition event-time clock), and the domain
+core's own counters (``PartitionEngine.stats``): late events applied by topic and how late, events
+too far ahead of the clock, superseded facts, duplicates, clock repairs, steps dropped by reason."""
 
 from __future__ import annotations
 
@@ -20,6 +22,20 @@ SKEW = Gauge("shopmail_processor_clock_skew_seconds", "Wall clock minus the part
              ["partition"])
 TRANSACTIONS = Counter("shopmail_processor_transactions_total", "Committed transactions")
 ABORTED = Counter("shopmail_processor_aborted_transactions_total", "Aborted transactions")
+LATE = Counter("shopmail_processor_late_events_total",
+               "Events behind the watermark (beyond the grace), applied all the same, by how far they were "
+               "behind the partition clock (le_1h, le_1d, le_7d, gt_7d)", ["topic", "lateness"])
+FUTURE = Counter("shopmail_processor_future_events_total",
+                 "Events more than worker.max_future_skew_ms ahead of the last clock tick: applied without "
+                 "moving the clock", ["topic"])
+STALE = Counter("shopmail_processor_stale_facts_total",
+                "Late facts that a newer fact of their kind already superseded (consent, cart contents)", ["topic"])
+DUPLICATES = Counter("shopmail_processor_duplicate_events_total", "Redelivered events (known event id), ignored")
+CLOCK_REPAIRS = Counter("shopmail_processor_clock_repairs_total",
+                        "Partition clocks set back after running more than the skew ahead of a clock tick or, "
+                        "on restore, of every settled fact")
+DROPPED = Counter("shopmail_processor_steps_dropped_total", "Flow steps not sent, by flow and reason",
+                  ["flow", "reason"])
 ENFORCED = Counter("shopmail_processor_enforced_processing_total",
                    "Records processed while a co-partitioned topic of their partition had none")
 
@@ -32,6 +48,7 @@ class ProcessorMetrics:
         self._seen_events = 0
         self._seen_aborted = 0
         self._seen_enforced = 0
+        self._engine_seen: dict[int, tuple[int, dict[str, int]]] = {}  # partition → (id(engine), stats exported)
         self._lag_at = 0.0
         self.lag_interval_s = lag_interval_s
 
@@ -51,6 +68,8 @@ class ProcessorMetrics:
         if s.enforced > self._seen_enforced:
             ENFORCED.inc(s.enforced - self._seen_enforced)
             self._seen_enforced = s.enforced
+        for p, engine in list(runtime.engines.items()):
+            self._export_engine_counters(p, engine)
         now = time.time()
         for p, engine in list(runtime.engines.items()):
             if engine.clock_ms:
@@ -59,6 +78,33 @@ class ProcessorMetrics:
             self._lag_at = now
             for topic, partition, lag in runtime.lag():
                 LAG.labels(topic, str(partition)).set(lag)
+
+    def _export_engine_counters(self, partition: int, engine: Any) -> None:
+        """Increments of the engine's counters since the last batch. A rebuilt engine (restore after
+        a rebalance or an aborted transaction) starts its counters from zero, and so does its baseline."""
+        key, seen = self._engine_seen.get(partition, (0, {}))
+        if key != id(engine):
+            seen = {}
+        for name, n in engine.stats.items():
+            delta = n - seen.get(name, 0)
+            if delta <= 0:
+                continue
+            kind, _, rest = name.partition(":")
+            if kind == "lateness":
+                topic, _, bucket = rest.rpartition(":")
+                LATE.labels(topic, bucket).inc(delta)
+            elif kind == "future":
+                FUTURE.labels(rest).inc(delta)
+            elif kind == "stale":
+                STALE.labels(rest).inc(delta)
+            elif kind == "dropped":
+                flow, _, reason = rest.partition(":")
+                DROPPED.labels(flow, reason).inc(delta)
+            elif name == "duplicate":
+                DUPLICATES.inc(delta)
+            elif name == "clock_repaired":
+                CLOCK_REPAIRS.inc(delta)
+        self._engine_seen[partition] = (id(engine), dict(engine.stats))
 
     def on_dead_letter(self, topic: str) -> None:
         DLQ.labels(topic).inc()

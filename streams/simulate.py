@@ -59,12 +59,21 @@ def default_workers(settings: Settings) -> int:
 
 def engine_counters(engines: Iterable[PartitionEngine]) -> dict[str, int]:
     """The engines' counters summed: ``command:<flow>``, ``holdout:<flow>``,
-    ``dropped:<flow>:<reason>`` (steps not sent, e.g. no consent or expired), ``late``, ``duplicate``."""
+    ``dropped:<flow>:<reason>`` (steps not sent, e.g. no consent, expired, ``late_start``),
+    ``late_applied:<topic>`` and ``lateness:<topic>:<le_1h|le_1d|le_7d|gt_7d>`` (events behind the
+    watermark, applied all the same), ``future:<topic>`` (too far ahead of the last clock tick to move
+    the clock), ``stale:<topic>`` (late facts a newer one superseded), ``duplicate``, ``clock_repaired``."""
     out: dict[str, int] = {}
     for e in engines:
         for key, n in e.stats.items():
             out[key] = out.get(key, 0) + n
     return dict(sorted(out.items()))
+
+
+def counter_totals(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    """``{"late_applied:carts": 3, ...}`` → ``{"carts": 3, ...}`` for one counter prefix."""
+    start = len(prefix) + 1
+    return {k[start:]: n for k, n in counters.items() if k.startswith(prefix + ":")}
 
 
 def topic_lookup(settings: Settings) -> dict[str, str]:

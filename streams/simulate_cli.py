@@ -19,12 +19,14 @@ def register(app: typer.Typer) -> None:
                  workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
                                                                   "0 = one per CPU up to the partition count"),
                  stats: Optional[Path] = typer.Option(None, "--stats", help="write counts as JSON: commands and "
-                                                      "holdouts per flow, steps dropped per flow and reason")) -> None:
+                                                      "holdouts per flow, steps dropped per flow and reason, "
+                                                      "late events applied per topic and how late")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         import time
 
         from streams.cli import settings_from
-        from streams.simulate import IO_BUFFER, command_line, default_workers, engine_counters, simulate_parallel
+        from streams.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
+                                      simulate_parallel)
         from streams.simulate import simulate as run
         from streams.timeparse import parse_time_ms
 
@@ -58,11 +60,17 @@ def register(app: typer.Typer) -> None:
             else:
                 out.flush()
         elapsed = time.perf_counter() - started
+        late = counter_totals(counters, "late_applied")
+        future = counter_totals(counters, "future")
         if stats:
             stats.write_text(json.dumps({"events": events, "commands": n_commands, "bad_lines": len(bad),
-                                         "counters": counters}, indent=2) + "\n")
+                                         "late_applied": late, "future": future, "counters": counters},
+                                        indent=2) + "\n")
         dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
-        print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, {len(bad)} bad lines "
-              f"in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, {n} process(es))", file=sys.stderr)
+        late_by_topic = f" ({', '.join(f'{t} {n}' for t, n in late.items())})" if late else ""
+        print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, "
+              f"{sum(late.values())} late events applied{late_by_topic}, {sum(future.values())} ahead of the clock, "
+              f"{len(bad)} bad lines in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, "
+              f"{n} process(es))", file=sys.stderr)
         if bad:
             raise typer.Exit(3)

@@ -106,14 +106,18 @@ def test_incentive_can_be_free_shipping_and_coupons_are_unique_per_customer_and_
     assert len(codes) == 3
 
 
-def test_duplicate_event_ids_are_ignored_and_late_events_rejected():
+def test_duplicate_event_ids_are_ignored_and_late_events_are_applied_not_rejected():
     ev = order("o", T0, event_id="same")
     cmds, _, _ = run([customer("o"), ev, ev])
     assert len(cmds) == 1
-    cmds, rejected, _ = run([customer("p"), tick(T0 + HOUR_MS), order("p", T0)])
-    assert cmds == [] and [r.reason for r in rejected] == ["late"]
-    within, rejected, _ = run([customer("q"), tick(T0 + 5 * MINUTE_MS), order("q", T0)])
-    assert len(within) == 1 and rejected == []
+    cmds, rejected, eng = run([customer("p"), tick(T0 + HOUR_MS), order("p", T0)])
+    assert steps(cmds) == [("order_confirmation", 1)] and rejected == []
+    assert eng.stats["late_applied:orders"] == 1 and eng.stats["lateness:orders:le_1h"] == 1
+    within, rejected, eng = run([customer("q"), tick(T0 + 5 * MINUTE_MS), order("q", T0)])
+    assert len(within) == 1 and rejected == [] and "late_applied:orders" not in eng.stats
+    late_dup = order("r", T0, event_id="again")
+    twice, _, eng = run([customer("r"), tick(T0 + HOUR_MS), late_dup, late_dup])
+    assert len(twice) == 1 and eng.stats["duplicate"] == 1
 
 
 def test_event_ids_are_remembered_for_the_dedupe_retention_then_forgotten():

@@ -26,10 +26,11 @@ def live(settings) -> None:
     settings.flows.guards.quiet_start_hour = settings.flows.guards.quiet_end_hour = 0
 
 
-def profile(cid: str) -> dict:
-    return serde.from_json("CustomerEvent", {"event_id": f"{cid}-p-{now()}", "customer_id": cid, "occurred_at": now(),
+def profile(cid: str, at: int | None = None, opt_in: bool = True) -> dict:
+    at = now() if at is None else at
+    return serde.from_json("CustomerEvent", {"event_id": f"{cid}-p-{at}-{opt_in}", "customer_id": cid, "occurred_at": at,
                                              "type": "upserted", "email": f"{cid}@example.com", "first_name": "Ann",
-                                             "timezone": "UTC", "marketing_opt_in": True})
+                                             "timezone": "UTC", "marketing_opt_in": opt_in})
 
 
 def cart(cid: str) -> dict:
@@ -39,8 +40,9 @@ def cart(cid: str) -> dict:
                                          "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]})
 
 
-def order(cid: str) -> dict:
-    return serde.from_json("OrderEvent", {"event_id": f"{cid}-o-{now()}", "customer_id": cid, "occurred_at": now(),
+def order(cid: str, at: int | None = None) -> dict:
+    at = now() if at is None else at
+    return serde.from_json("OrderEvent", {"event_id": f"{cid}-o-{at}", "customer_id": cid, "occurred_at": at,
                                           "type": "placed", "order_id": f"o-{cid}", "email": f"{cid}@example.com",
                                           "total": "9.00", "currency": "EUR",
                                           "items": [{"sku": "MUG", "name": "Mug", "price": "9.00", "quantity": 1}]})
@@ -89,3 +91,56 @@ def test_an_unsubscribed_customer_gets_no_more_marketing_but_still_an_order_conf
     assert flows_of(kafka, settings, "unsub-live") == [("abandoned_cart", 1), ("order_confirmation", 1)]
     sent_to = [m for m in moto_ses.sent_messages() if "unsub-live@example.com" in m["raw_data"]]
     assert len(sent_to) == 2
+
+
+def test_a_late_order_produced_after_the_clock_moved_on_is_confirmed_and_stops_the_cart_series(kafka, settings):
+    live(settings)
+    t = settings.topics
+    with running_processor(settings, kafka) as runtime:
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("late-buyer"), profile("other")])
+        carts = [cart("late-buyer"), cart("other")]
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", carts)
+        time.sleep(1.0)  # the ticks move the clock on: an order from just after the cart is now beyond the grace
+        placed = carts[0]["occurred_at"] + 200
+        produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("late-buyer", at=placed)])
+        first = read_topic(kafka, t.name("commands"), expect=1, timeout_s=20)
+        assert [(r.decoded().record["flow"], r.decoded().record["send_at"]) for r in first] == \
+            [("order_confirmation", placed)]
+        time.sleep(7)  # past every step's due time
+        assert sum(e.stats.get("late_applied:orders", 0) for e in runtime.engines.values()) == 1
+        assert flows_of(kafka, settings, "late-buyer") == [("order_confirmation", 1)]
+        assert flows_of(kafka, settings, "other") == [("abandoned_cart", 1), ("abandoned_cart", 2), ("abandoned_cart", 3)]
+    assert read_topic(kafka, t.dlq("orders"), idle_s=0.5, timeout_s=5) == []  # nothing dead-lettered as late
+
+
+def test_a_late_opt_out_stops_the_pending_series(kafka, settings):
+    live(settings)
+    t = settings.topics
+    with running_processor(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("late-optout")])
+        started = cart("late-optout")
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [started])
+        time.sleep(1.0)
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent",
+                        [profile("late-optout", at=started["occurred_at"] + 200, opt_in=False)])
+        time.sleep(7)
+        assert flows_of(kafka, settings, "late-optout") == []
+    assert read_topic(kafka, t.dlq("customers"), idle_s=0.5, timeout_s=5) == []
+
+
+def test_a_command_emitted_before_an_opt_out_and_sent_after_it_is_suppressed_by_the_sink(kafka, moto_ses, settings):
+    live(settings)
+    point_at_ses(settings, moto_ses.endpoint_url)
+    verify_sender(settings, moto_ses.endpoint_url)
+    t = settings.topics
+    with running_processor(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("sent-after")])
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [cart("sent-after")])
+        emitted = read_topic(kafka, t.name("commands"), expect=1, timeout_s=20)  # step 1, not sent yet: no sink
+        assert [(r.decoded().record["flow"], r.decoded().record["step"]) for r in emitted] == [("abandoned_cart", 1)]
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("sent-after", opt_in=False)])
+    with running_sink(settings, kafka):
+        outcomes = read_topic(kafka, t.name("outcomes"), expect=1, timeout_s=20)
+    assert [(o.decoded().record["command_id"], o.decoded().record["outcome"], o.decoded().record["reason"])
+            for o in outcomes] == [(emitted[0].decoded().record["command_id"], "suppressed", "no_consent")]
+    assert not [m for m in moto_ses.sent_messages() if "sent-after@example.com" in m["raw_data"]]

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from schemas import serde
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
 from streams.kafka_io import producer_config, read_topic
+from streams.partitioning import partition_for
 from streams.processor import ProcessorRuntime
 from streams.topics import VALUE_SCHEMA, ensure_topics, topic_specs
 from tests.core_events import T0, cart, customer, feedback, order, shipment, tick
@@ -37,6 +38,21 @@ def shop_log(partitions: int) -> list[tuple[str, dict]]:
         for p in range(partitions):
             evs.append(tick(T0 + 6 * DAY_MS + h * MINUTE_MS if h == 4 * 24 else T0 + h * HOUR_MS, p))
     evs.sort(key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    # late facts, each right behind a later record of its own topic and partition (so the worker's
+    # event-time merge of the topics processes them at the same point as the file order): an order
+    # long after its cart's first step, and an opt-out that arrives a day late
+    part = {f"cust-{i}": partition_for(f"cust-{i}", partitions) for i in range(12)}
+    marketable = [f"cust-{i}" for i in range(12) if i % 3 and i % 5]
+    buyer, anchor = next((c, o) for c in marketable for o in ("cust-0", "cust-3", "cust-6", "cust-9")
+                         if part[c] == part[o])
+    after = next(i for i, (t, r) in enumerate(evs) if t == "orders" and r["customer_id"] == anchor)
+    t_cart = next(r["occurred_at"] for t, r in evs if t == "carts" and r["customer_id"] == buyer)
+    evs.insert(after + 1, order(buyer, t_cart + 30_000, event_id="o-late", order_id="o-late"))
+    quitter, other = next((c, o) for c in marketable if c != buyer for o in part if o != c and part[o] == part[c])
+    again = customer(other, at=T0 + 26 * HOUR_MS, opt_in=int(other.split("-")[1]) % 5 != 0, event_id="p-again")
+    after = next(i for i, (t, r) in enumerate(evs) if r.get("occurred_at", r.get("tick_at")) > T0 + 26 * HOUR_MS)
+    t_profile = next(r["occurred_at"] for t, r in evs if t == "customers" and r["customer_id"] == quitter)
+    evs[after:after] = [again, customer(quitter, at=t_profile + 2000, opt_in=False, event_id="p-out")]
     return evs
 
 
@@ -188,6 +204,33 @@ def test_simulate_stats_count_commands_holdouts_and_dropped_steps_alike_for_any_
     assert stats[1] == stats[2]
     counters = stats[1]["counters"]
     assert stats[1]["commands"] == len(flows)
-    assert counters["command:order_confirmation"] == flows.count("order_confirmation") == 4
+    assert counters["command:order_confirmation"] == flows.count("order_confirmation") == 5
+    assert stats[1]["late_applied"] == {"customers": 1, "orders": 1}
     # every fifth customer never opted in: their abandoned-cart steps are dropped, counted by reason
     assert counters["dropped:abandoned_cart:no_consent"] >= 3
+
+
+def test_simulate_applies_late_events_and_shows_them_in_the_summary_and_the_stats(tmp_path):
+    """The issue's probe: 40 carts at T, clocks at T+40 min, a late order and a late opt-out arrive."""
+    settings = load_default()
+    evs = [customer(f"k{i}", at=T0 - HOUR_MS) for i in range(40)] + [cart(f"k{i}", T0) for i in range(40)]
+    evs += [tick(T0 + 40 * MINUTE_MS, p) for p in range(settings.topics.partitions)]
+    evs += [order("k1", T0 + 15 * MINUTE_MS), customer("k2", at=T0 + 15 * MINUTE_MS, opt_in=False)]
+    src = tmp_path / "events.jsonl"
+    write_jsonl(src, evs, settings)
+    runs = {}
+    for workers in (1, 2):
+        stats = tmp_path / f"stats{workers}.json"
+        runs[workers] = run_cli(["--input", str(src), "--until", "2026-11-10T00:00:00Z", "--stats", str(stats),
+                                 "--workers", str(workers)])
+        assert runs[workers].returncode == 0, runs[workers].stderr
+    assert runs[1].stdout == runs[2].stdout
+    mail = [(c["customer_id"], c["flow"]) for c in map(json.loads, runs[1].stdout.splitlines())]
+    assert [f for cid, f in mail if cid == "k1"] == ["order_confirmation"]
+    assert [f for cid, f in mail if cid == "k2"] == []
+    assert [f for cid, f in mail if cid == "k3"] == ["abandoned_cart"] * 3
+    assert "2 late events applied (customers 1, orders 1), 0 ahead of the clock" in runs[1].stderr
+    stats = json.loads((tmp_path / "stats1.json").read_text())
+    assert stats == json.loads((tmp_path / "stats2.json").read_text())
+    assert stats["late_applied"] == {"customers": 1, "orders": 1}
+    assert stats["counters"]["lateness:orders:le_1h"] == 1

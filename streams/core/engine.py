@@ -6,19 +6,37 @@ it, plus the partition's event-time clock). It is pure: no Kafka, no wall clock,
 Runtime contract:
 - ``process(logical_topic, record)`` for each decoded input record in log order
   (``logical_topic`` ∈ carts, orders, shipments, customers, feedback, clock); returns the commands to
-  emit (EmailCommand records as dicts, in firing order) and rejections (→ DLQ, e.g. reason ``late``).
+  emit (EmailCommand records as dicts, in firing order) and rejections (→ DLQ; the engine has none
+  today: every readable event is applied, and unreadable ones never reach it).
 - ``advance(clock_ms)`` moves the clock forward (``simulate --until``); fires due steps.
 - ``drain_changes()`` → {changelog key: serialized state or None (delete)} changed since the last
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
 
 Time model (DESIGN.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
-the watermark is ``clock - late_grace_ms``; an event older than the watermark is rejected as
-``late``. Transactional mail an event causes (order/shipping confirmation, tracking update) is emitted
-the moment the event is processed. Everything else — cart activity, orders as exits, consent,
-suppression — goes into a per-customer buffer and is *settled* in (event time, topic rank, event id)
-order once the watermark passes it, interleaved with the customer's due timers. So any arrival order
-within the grace window yields the same commands (tested by a property test).
+the watermark is ``clock - late_grace_ms``. Transactional mail an event causes (order/shipping
+confirmation, tracking update) is emitted the moment the event is processed. Everything else — cart
+activity, orders as exits, consent, suppression — goes into a per-customer buffer and is *settled* in
+(event time, topic rank, event id) order once the watermark passes it, interleaved with the
+customer's due timers. So any arrival order within the grace window yields the same commands
+(tested by a property test).
+
+Late events (older than the watermark) are facts like any other: applied on arrival to the state as
+it is (a fact superseded by a newer one of the same kind changes nothing), counted per topic and by
+how late (``late_applied:<topic>``, ``lateness:<topic>:<bucket>``). Steps already emitted stand;
+whatever the fact ends or blocks is cancelled before it fires. A step a late fact would schedule at
+or behind the watermark — marketing in the past — is skipped (``dropped:<flow>:late_start``).
+
+Future events: the log's wall clock is its clock ticks (live workers write one per partition every
+``tick_interval_s``; replays copy them). An event more than ``max_future_skew_ms`` ahead of the
+partition's latest tick is applied like any event (transactional mail at once, settlement when the
+clock reaches its time) but never moves the clock (``future:<topic>``); ticks and the events within
+the skew do. A log without ticks (a ``simulate`` file, a test) has no wall clock: its events are the
+only time there is, and gaps of days between them are normal. A clock tick that finds the clock more
+than the skew ahead of itself (a first event of an empty partition, or a state written by a release
+without this rule) sets the clock back to the tick, and a restored legacy state whose clock is that
+far ahead of every settled fact is set back on restore (``clock_repaired``). All of it is a function
+of the log, so replays give the same result.
 """
 
 from __future__ import annotations
@@ -30,7 +48,7 @@ from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 
-from streams.config import DAY_MS, Settings
+from streams.config import DAY_MS, HOUR_MS, Settings
 from streams.core import flows
 from streams.core.due_queue import DueQueue
 from streams.core.segments import SpendHistogram
@@ -40,6 +58,8 @@ log = logging.getLogger("shopmail.engine")
 CLOCK_KEY = "\x00partition"
 TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4}
 SEEN_RETENTION_MS = 2 * DAY_MS  # event ids remembered for dedupe (≫ grace; duplicates arrive soon)
+STATE_VERSION = 2  # partition record: 2 = written by a release that never lets a future event move the clock
+LATENESS_BUCKETS = ((HOUR_MS, "le_1h"), (DAY_MS, "le_1d"), (7 * DAY_MS, "le_7d"))  # else "gt_7d"
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,7 @@ class PartitionEngine:
         self.settings = settings
         self.partition = partition
         self.clock_ms = 0
+        self.tick_ms = 0  # the latest clock tick (the log's wall clock); 0 = none seen
         self.customers: dict[str, dict[str, Any]] = {}
         self.cooc: dict[str, dict[str, int]] = {}  # sku → {sku: times bought together}
         self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
@@ -79,8 +100,10 @@ class PartitionEngine:
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
         self._partition_dirty = False
+        self._legacy_clock = False  # restored a partition record older than STATE_VERSION
         # hot-path copies of settings (the flows read these, not the nested settings objects)
         self.grace_ms = settings.worker.late_grace_ms
+        self.max_future_ms = settings.worker.max_future_skew_ms
         self.cart_delays = list(settings.flows.abandoned_cart.delays_ms)
         self.winback_delays = list(settings.flows.win_back.delays_ms)
 
@@ -92,13 +115,9 @@ class PartitionEngine:
     def process(self, logical_topic: str, record: dict[str, Any]) -> StepResult:
         result = StepResult()
         if logical_topic == "clock":
-            return self.advance(int(record["tick_at"]))
+            return self.tick(int(record["tick_at"]))
         at = int(record["occurred_at"])
-        if self.clock_ms and at < self.watermark:
-            self._count("late")
-            result.rejections.append(Rejection("late", f"occurred_at {at} is older than the watermark "
-                                                       f"{self.watermark} (clock {self.clock_ms})"))
-            return result
+        clock = self.clock_ms
         cid = record["customer_id"]
         c = self.customers.get(cid)
         if c is None:
@@ -108,6 +127,11 @@ class PartitionEngine:
         if eid in seen:
             self._count("duplicate")
             return result
+        wm = clock - self.grace_ms
+        if clock and at < wm:
+            seen[eid] = wm  # remembered from when it became known
+            self._apply_late(cid, c, logical_topic, record, at, result.commands)
+            return result
         seen[eid] = at
         self._dirty.add(cid)
         commands = result.commands
@@ -116,12 +140,51 @@ class PartitionEngine:
             commands.extend(arrival)
         c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
         self._schedule(cid, at)
-        if at > self.clock_ms:
-            self.clock_ms = at
-            self._partition_dirty = True
+        if at > clock:
+            if self.tick_ms and at - self.tick_ms > self.max_future_ms:
+                self._count(f"future:{logical_topic}")  # applied, but it does not move the clock
+                log.debug("%s event %s of %s is %d ms ahead of the last clock tick %d: the clock stays",
+                          logical_topic, eid, cid, at - self.tick_ms, self.tick_ms)
+            else:
+                self.clock_ms = at
+                self._partition_dirty = True
         if self._due.due(self.watermark):
             self._fire(commands)
         return result
+
+    def _apply_late(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any], at: int,
+                    out: list[dict[str, Any]]) -> None:
+        """A fact behind the watermark: applied now to the customer's settled state (all of it up to
+        the watermark), then every step it put at or behind the watermark is skipped."""
+        self._count(f"late_applied:{topic}")
+        behind = self.clock_ms - at
+        self._count(f"lateness:{topic}:" + next((name for limit, name in LATENESS_BUCKETS if behind <= limit), "gt_7d"))
+        wm = self.watermark
+        if self._due.due(wm):  # only after a restore: settle what is due first, in order
+            self._fire(out)
+        self._dirty.add(cid)
+        out.extend(flows.on_arrival(self, cid, c, topic, record))
+        out.extend(flows.settle_event(self, cid, c, topic, record))
+        flows.skip_past(self, cid, c, wm)
+        self._schedule(cid, flows.next_due(self, c))
+
+    def tick(self, tick_at: int) -> StepResult:
+        """A clock tick (wall-clock time written into the log by the live workers)."""
+        if self.clock_ms - tick_at > self.max_future_ms:
+            self._repair_clock(tick_at, "a clock tick")
+        if tick_at > self.tick_ms:
+            self.tick_ms = tick_at
+            self._partition_dirty = True
+        return self.advance(tick_at)
+
+    def _repair_clock(self, to: int, source: str) -> None:
+        """Set a clock that ran too far ahead back to ``to`` (steps already emitted stand)."""
+        log.warning("partition %d: clock %d is more than %d ms ahead of %s (%d): set back", self.partition,
+                    self.clock_ms, self.max_future_ms, source, to)
+        self._count("clock_repaired")
+        self.clock_ms = to
+        self._partition_dirty = True
+        self._rebuild_due()
 
     def advance(self, clock_ms: int) -> StepResult:
         if clock_ms > self.clock_ms:
@@ -187,7 +250,7 @@ class PartitionEngine:
     def dropped(self, cid: str, flow: str, step: int, reason: str) -> None:
         """A step that will not be sent: counted and logged, never silent."""
         self._count(f"dropped:{flow}:{reason}")
-        log.info("dropped %s step %d for %s: %s", flow, step, cid, reason)
+        log.debug("dropped %s step %d for %s: %s", flow, step, cid, reason)
 
     # ---- helpers for flows ------------------------------------------------------------------
     def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
@@ -227,7 +290,9 @@ class PartitionEngine:
             out[cid] = None if c is None else json.dumps(c, separators=(",", ":")).encode()
         if self._partition_dirty:
             out[CLOCK_KEY] = json.dumps({"clock": self.clock_ms, "cooc": self.cooc, "catalog": self.catalog,
-                                         "spend": self.spend.counts}, separators=(",", ":")).encode()
+                                         "spend": self.spend.counts, "tick": self.tick_ms,
+                                         "v": STATE_VERSION},
+                                        separators=(",", ":")).encode()
         self._dirty.clear()
         self._partition_dirty = False
         return out
@@ -240,6 +305,8 @@ class PartitionEngine:
                 self.cooc = data["cooc"]
                 self.catalog = data["catalog"]
                 self.spend = SpendHistogram({int(k): v for k, v in data["spend"].items()})
+                self.tick_ms = data.get("tick", 0)
+                self._legacy_clock = data.get("v", 1) < STATE_VERSION
             return
         if value is None:
             self.customers.pop(key, None)
@@ -247,6 +314,16 @@ class PartitionEngine:
             self.customers[key] = json.loads(value)
 
     def restored(self) -> None:
+        self._rebuild_due()
+        self._dirty.clear()
+        self._partition_dirty = False
+        if self._legacy_clock:  # written by a release that let any event move the clock: check it once
+            self._legacy_clock = False
+            settled = max((flows.settled_until(c) for c in self.customers.values()), default=0)
+            if settled and self.clock_ms - settled > self.max_future_ms:
+                self._repair_clock(settled, "every settled fact of the restored state")
+
+    def _rebuild_due(self) -> None:
         self._due = DueQueue()
         self._scheduled = {}
         for cid, c in self.customers.items():
@@ -254,8 +331,6 @@ class PartitionEngine:
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt
-        self._dirty.clear()
-        self._partition_dirty = False
 
 
 def decimal(value: Any) -> Decimal:

@@ -7,16 +7,21 @@ Customer state keys (short: it is serialized to the changelog for every change):
 ``ord`` {n, last, lid, sp [[at, amount]], gaps}; ``hs`` spend registered in the partition histogram;
 ``fb`` order id → {due, trig, d}; ``x`` cancelled/returned order ids; ``sh`` shipment id → statuses;
 ``wb`` win-back instance {trig, a, next, seg, d}; ``wbd`` last order time a win-back ran for;
-``mk`` last marketing send time.
+``mk`` last marketing send time; ``cx`` when the cart was last cleared.
 
 Arrival (``on_arrival``) emits transactional mail at once. Settlement (``settle_event``) and timers
-(``on_timer``) run in event-time order behind the watermark (see engine.py).
+(``on_timer``) run in event-time order behind the watermark (see engine.py). A late event settles on
+arrival against state that already holds newer facts, so every settlement rule compares event times:
+a fact older than the newer one of its kind (consent, cart contents, the last order) is superseded
+(counted ``stale:<topic>``); an end (order, clear, suppression) ends only what started before it;
+suppression counts from its earliest occurrence. For in-order input these comparisons never bite.
 """
 
 from __future__ import annotations
 
 import statistics
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -118,6 +123,7 @@ def _transactional(eng: PartitionEngine, cid: str, c: dict[str, Any], r: dict[st
         c.setdefault("ptx", {})[r["event_id"]] = [flow, trigger, extra]
         return []
     at = r["occurred_at"]
+    known = max(at, eng.clock_ms - eng.grace_ms)  # a late event's mail expires counting from its arrival
     if flow == "order_confirmation":
         ctx = {"order_id": r["order_id"], "items": _items(r["items"]), "total": r["total"], "currency": r["currency"]}
     else:
@@ -125,7 +131,7 @@ def _transactional(eng: PartitionEngine, cid: str, c: dict[str, Any], r: dict[st
                "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"), "status": r["type"]}
     ctx.update(extra)
     return [make_command(eng, cid, c, flow, 1, trigger, "transactional", at,
-                         at + eng.settings.flows.transactional.expires_after_ms, ctx, to)]
+                         known + eng.settings.flows.transactional.expires_after_ms, ctx, to)]
 
 
 # ---- settlement: state changes in event-time order ------------------------------------------
@@ -148,18 +154,19 @@ def _settle_state(eng: PartitionEngine, c: dict[str, Any], topic: str, r: dict[s
     at = r["occurred_at"]
     kind = r["type"]
     if topic == "customers":
-        c["p"]["opt"] = bool(r.get("marketing_opt_in"))
-        c["p"]["opt_at"] = at
-    elif topic == "feedback":
-        sup = c.setdefault("sup", {})
-        if kind == "unsubscribed":
-            sup["u"] = at
-        elif kind == "complained":
-            sup["c"] = at
-        elif kind == "bounced" and r.get("bounce_type") == "permanent":
-            sup["b"] = at
-        else:
+        p = c["p"]
+        if at < p.get("opt_at", at):
+            eng._count("stale:customers")  # a newer consent decision is already known
             return
+        p["opt"] = bool(r.get("marketing_opt_in"))
+        p["opt_at"] = at
+    elif topic == "feedback":
+        key = _SUPPRESSION.get(kind)
+        if key is None or (kind == "bounced" and r.get("bounce_type") != "permanent"):
+            return
+        sup = c.setdefault("sup", {})
+        if at < sup.get(key, at + 1):  # suppression holds from its earliest occurrence
+            sup[key] = at
         c.pop("cart", None)  # exits: abandoned cart and win-back stop here
         c.pop("wb", None)
     elif topic == "carts":
@@ -176,13 +183,24 @@ def _settle_state(eng: PartitionEngine, c: dict[str, Any], topic: str, r: dict[s
             _cancel_order(c, r["order_id"])
 
 
+_SUPPRESSION = {"unsubscribed": "u", "complained": "c", "bounced": "b"}
+
+
 def _settle_cart(eng: PartitionEngine, c: dict[str, Any], r: dict[str, Any]) -> None:
     at = r["occurred_at"]
+    cart = c.get("cart")
+    if cart is not None and at < cart["a"]:
+        eng._count("stale:carts")  # newer cart activity is already known
+        return
     if r["type"] == "cart_cleared" or not r["items"]:
         c.pop("cart", None)
+        if at > c.get("cx", -1):
+            c["cx"] = at
         return
     ac = eng.settings.flows.abandoned_cart
-    cart = c.get("cart")
+    if cart is None and (at < c.get("cx", -1) or at < c.get("ord", {}).get("last", -1)):
+        eng._count("stale:carts")  # the cart was cleared or bought after this activity
+        return
     if cart is None:  # a new flow instance
         cart = {"trig": r["event_id"], "next": 1}
     elif c.get("acl") is None or at - c["acl"] >= ac.no_respam_ms:  # restart only without a recent step
@@ -200,9 +218,16 @@ def _settle_order(eng: PartitionEngine, c: dict[str, Any], r: dict[str, Any]) ->
     if r["type"] in ("cancelled", "refunded"):
         _cancel_order(c, r["order_id"])
         return
-    c.pop("cart", None)  # exit: the customer ordered
-    c.pop("wb", None)
+    cart = c.get("cart")
+    if cart is not None and cart["a"] <= at:
+        del c["cart"]  # exit: the customer ordered after the cart activity
     o = c.setdefault("ord", {"n": 0, "sp": [], "gaps": []})
+    if o.get("last") is not None and at < o["last"]:  # older than the last order known: counts, but
+        o["n"] += 1  # the last order (lapse date, win-back) stays
+        o["sp"] = sorted(o["sp"] + [[at, r["total"]]], key=itemgetter(0))[-20:]
+        _register_spend(eng, c)
+        return
+    c.pop("wb", None)
     if o.get("last") is not None:
         o["gaps"] = (o["gaps"] + [at - o["last"]])[-5:]
     o["n"] += 1
@@ -290,6 +315,35 @@ def earliest(timer: int | None, buf: list[list[Any]]) -> int | None:
         first = min(e[0] for e in buf)
         return first if timer is None or first < timer else timer
     return timer
+
+
+def skip_past(eng: PartitionEngine, cid: str, c: dict[str, Any], wm: int) -> None:
+    """After a late fact: every step it put at or behind the watermark is marketing in the past and
+    is skipped (counted ``dropped:<flow>:late_start``); a win-back whose lapse date has passed starts
+    (as it would have) and continues with its steps still ahead. Steps already emitted are untouched."""
+    while True:
+        t = next_timer(eng, c)
+        if t is None or t > wm:
+            return
+        due, _, flow, key = min(_timers(eng, c))
+        if flow == "win_back" and key == "start":
+            on_timer(eng, cid, c, due)
+            continue
+        inst = c["fb"][key] if flow == "delivery_feedback" else c["cart" if flow == "abandoned_cart" else "wb"]
+        step = inst.get("next", 1)
+        inst.pop("d", None)
+        _advance(c, flow, inst, key)
+        eng.dropped(cid, flow, step, "late_start")
+
+
+def settled_until(c: dict[str, Any]) -> int:
+    """The latest event time among a customer's settled facts (0 if none)."""
+    times = [c["p"].get("opt_at", 0), c.get("cx", 0), *c.get("sup", {}).values()]
+    if "ord" in c:
+        times.append(c["ord"].get("last") or 0)
+    if "cart" in c:
+        times.append(c["cart"]["a"])
+    return max(times)
 
 
 def lapse_ms(eng: PartitionEngine, c: dict[str, Any]) -> int:

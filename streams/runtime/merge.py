@@ -10,7 +10,7 @@ known to have unfetched records (lag > 0: the fetch is on its way) for up to ``m
 Kafka Streams' rule since KIP-695, which waits for known lag instead of enforcing processing, with a
 bound so a partition that cannot be fetched (e.g. behind an open transaction) does not stall the
 task forever. Past the bound processing proceeds anyway ("enforced processing"), and events that then
-arrive older than the watermark are rejected as ``late``.
+arrive older than the watermark are applied as late facts (counted ``late_applied:<topic>``).
 
 Pure: no Kafka here; the runtime tells it which topics are caught up and what time it is.
 """
