@@ -11,7 +11,8 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from streams.config import Settings
+from streams.config import KafkaSettings, Settings
+from streams.kafka_io import client_config
 
 INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")
 # value schema per logical topic (the DLQ value is always DeadLetter)
@@ -74,13 +75,15 @@ class TopicReport:
         return not self.mismatches
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin_client(bootstrap: str, kafka: KafkaSettings | None = None) -> AdminClient:
+    return AdminClient(client_config(kafka or KafkaSettings(), bootstrap))
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, timeout_s: float = 15.0) -> TopicReport:
-    """Create missing topics (when ``create``) and verify partitions and configs of existing ones."""
-    admin = admin_client(bootstrap)
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, timeout_s: float = 15.0,
+                  kafka: KafkaSettings | None = None) -> TopicReport:
+    """Create missing topics (when ``create``) and verify partitions and configs of existing ones
+    (``kafka``: the cluster's security settings; plaintext defaults when omitted)."""
+    admin = admin_client(bootstrap, kafka)
     report = TopicReport()
     existing = admin.list_topics(timeout=timeout_s).topics
     missing = [s for s in specs if s.name not in existing]
