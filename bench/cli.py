@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
 
             if not settings.kafka.bootstrap_servers:
                 raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS")
-            with kafka_bootstrap(settings.kafka.bootstrap_servers) as bs:
-                ensure_topics(bs, topic_specs(settings))
+            with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bs:
+                ensure_topics(bs, topic_specs(settings), kafka=settings.kafka)
                 events = list(gen(spec))
                 _produce_inputs(settings, bs, events)
                 n = len(events)

@@ -208,7 +208,7 @@ def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     settings.worker.app_id = f"bench-{int(time.time())}"
     settings.worker.store = "memory://"
     settings.worker.tick_interval_s = 0
-    assert ensure_topics(bootstrap, topic_specs(settings)).healthy
+    assert ensure_topics(bootstrap, topic_specs(settings), kafka=settings.kafka).healthy
     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
     _produce_inputs(settings, bootstrap, events)
     plain = _plain_loop(settings, bootstrap, len(events))
@@ -263,7 +263,7 @@ def _outcomes(settings: Settings, bootstrap: str, expect: int, timeout_s: float 
     from streams.kafka_io import read_topic
 
     return [r.decoded().record for r in read_topic(bootstrap, settings.topics.name("outcomes"), expect=expect,
-                                                    timeout_s=timeout_s)]
+                                                    timeout_s=timeout_s, kafka=settings.kafka)]
 
 
 def _bench_settings(tag: str) -> Settings:
@@ -300,7 +300,7 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     for label, rate in (("unlimited", 0.0), ("limited", cfg.sink_rate)):
         s = _bench_settings(f"bench-sink-{label}")
         s.ses.max_send_rate = rate
-        assert ensure_topics(bootstrap, topic_specs(s)).healthy
+        assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
         ses = _Ses(s)
         proxy = FaultProxy(ses.url)
         s.ses.endpoint_url = proxy.url
@@ -363,7 +363,7 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     s = _bench_settings("bench-latency")
     s.worker.tick_interval_s = 1.0
     s.ses.max_send_rate = 0.0
-    assert ensure_topics(bootstrap, topic_specs(s)).healthy
+    assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
     ses = _Ses(s)
     worker = _child(["worker", "--instance-id", "bench-latency"], s, bootstrap, {})
     sink = _child(["sink", "--instance-id", "bench-latency"], s, bootstrap, {})

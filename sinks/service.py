@@ -169,9 +169,9 @@ class SinkService:
         s = self.settings
         self._stop = stop
         group = s.sink.group_id
-        self._ledger = Ledger(self.bootstrap, self.ledger_topic, f"{group}-ledger", s.sink.ledger_retention_ms)
+        self._ledger = Ledger(self.bootstrap, self.ledger_topic, f"{group}-ledger", s.sink.ledger_retention_ms, s.kafka)
         self._audience = Audience(self.bootstrap, s.topics.name("customers"), s.topics.name("feedback"),
-                                  f"{group}-audience")
+                                  f"{group}-audience", s.kafka)
         self._catching_up = True
         self._audience.catch_up(stop, self._progress)
         self._catching_up = False

@@ -29,6 +29,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from schemas import serde
+from streams.config import KafkaSettings
+from streams.kafka_io import client_config
 
 log = logging.getLogger("shopmail.sink.stores")
 
@@ -38,13 +40,14 @@ TP = tuple[str, int]
 class TopicFollower:
     """Follows chosen partitions of some topics from the beginning; catches up to the fetched end."""
 
-    def __init__(self, bootstrap: str, topics: list[str], group: str, *, all_partitions: bool = True) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], group: str, *, all_partitions: bool = True,
+                 kafka: KafkaSettings | None = None) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                                   "enable.partition.eof": True,
-                                   "fetch.wait.max.ms": 50})  # the default 500 ms stalls every catch-up
+        self._consumer = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{
+            "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50}))  # the default 500 ms stalls every catch-up
         md = self._consumer.list_topics(timeout=10)
         self.partition_counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics}
         self._next: dict[TP, int] = {}  # next offset to read per followed partition (our own bookkeeping)
@@ -148,10 +151,11 @@ class Ledger:
     Values of the ledger topic are ``SinkLedgerEntry`` (pending/sent/suppressed/failed) or
     ``SinkParkedCommand`` (parked/sending); a tombstone forgets the key."""
 
-    def __init__(self, bootstrap: str, topic: str, group: str, retention_ms: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, group: str, retention_ms: int,
+                 kafka: KafkaSettings | None = None) -> None:
         self.topic = topic
         self.retention_ms = retention_ms
-        self._follower = TopicFollower(bootstrap, [topic], group, all_partitions=False)
+        self._follower = TopicFollower(bootstrap, [topic], group, all_partitions=False, kafka=kafka)
         self.partitions = self._follower.partition_counts.get(topic, 0)
         if not self.partitions:
             raise RuntimeError(f"ledger topic {topic} does not exist (run `shopmail topics`)")
@@ -265,12 +269,13 @@ class Audience:
     - consent is the latest ``marketing_opt_in`` by event time (unknown customer → no consent).
     """
 
-    def __init__(self, bootstrap: str, customers_topic: str, feedback_topic: str, group: str) -> None:
+    def __init__(self, bootstrap: str, customers_topic: str, feedback_topic: str, group: str,
+                 kafka: KafkaSettings | None = None) -> None:
         self.consent: dict[str, tuple[int, bool]] = {}
         self.suppressed_marketing: dict[str, str] = {}
         self.hard_bounced: set[str] = set()
         self._customers_topic = customers_topic
-        self._follower = TopicFollower(bootstrap, [customers_topic, feedback_topic], group)
+        self._follower = TopicFollower(bootstrap, [customers_topic, feedback_topic], group, kafka=kafka)
 
     def _apply(self, m: Any) -> None:
         try:

@@ -50,8 +50,8 @@ def topics(config: Optional[Path] = ConfigOpt,
     if not settings.kafka.bootstrap_servers:
         console.print("[red]set KAFKA_BOOTSTRAP_SERVERS (or kafka.bootstrap_servers) to the cluster to provision[/red]")
         raise typer.Exit(2)
-    with kafka_bootstrap(settings.kafka.bootstrap_servers) as bootstrap:
-        report = ensure_topics(bootstrap, specs, create=not verify_only)
+    with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bootstrap:
+        report = ensure_topics(bootstrap, specs, create=not verify_only, kafka=settings.kafka)
     table = Table("topic", "status")
     for name in report.created:
         table.add_row(name, "[green]created[/green]")

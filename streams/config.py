@@ -24,6 +24,48 @@ DAY_MS = 24 * HOUR_MS
 MINUTE_MS = 60_000
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+OAUTH_PROVIDERS = ("aws-msk-iam",)
+SECRET_MASK = "***"
+
+
+@dataclass
+class KafkaSecuritySettings:
+    """How every Kafka client authenticates and encrypts (``[kafka.security]``,
+    ``SHOPMAIL_KAFKA__SECURITY__<FIELD>``). Applied by ``streams.kafka_io.client_config`` to every
+    client the project makes. Secrets come from a file (``*_file``: a mounted Secret) or from the
+    environment (``SHOPMAIL_KAFKA__SECURITY__SASL_PASSWORD``); ``repr`` masks them."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (librdkafka security.protocol)
+    # TLS (protocol SSL or SASL_SSL). Empty CA → the system trust store.
+    ssl_ca_location: str = ""  # PEM file of the CA(s) that signed the brokers' certificates
+    ssl_certificate_location: str = ""  # client certificate (PEM) for mutual TLS
+    ssl_key_location: str = ""  # its private key (PEM)
+    ssl_key_password: str = ""  # secret; or ssl_key_password_file
+    ssl_key_password_file: str = ""
+    ssl_endpoint_identification: bool = True  # verify the broker's hostname against its certificate
+    # SASL (protocol SASL_PLAINTEXT or SASL_SSL)
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    sasl_username: str = ""
+    sasl_password: str = ""  # secret; or sasl_password_file
+    sasl_password_file: str = ""
+    # OAUTHBEARER token source: "aws-msk-iam" signs tokens with the usual AWS credential chain
+    # (IRSA web identity in EKS, instance profile, env); region empty → AWS_REGION / the chain's region.
+    oauth_provider: str = ""
+    aws_region: str = ""
+    connect_timeout_s: float = 15.0  # start-up connectivity check: fail with the TLS/auth reason after this
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("sasl_password", "ssl_key_password") and value:
+                value = SECRET_MASK
+            parts.append(f"{f.name}={value!r}")
+        return f"KafkaSecuritySettings({', '.join(parts)})"
+
+
 @dataclass
 class KafkaSettings:
     bootstrap_servers: str = ""  # empty → start the embedded Tansu broker (demo/tests)
@@ -31,6 +73,11 @@ class KafkaSettings:
     heartbeat_interval_ms: int = 1500
     client_id: str = "shopmail"
     fetch_wait_max_ms: int = 50  # librdkafka default 500 ms adds that much latency per consumer hop when idle
+    security: KafkaSecuritySettings = field(default_factory=KafkaSecuritySettings)
+    # Any other librdkafka property, passed through to every client (``[kafka.librdkafka]`` table, or
+    # ``SHOPMAIL_KAFKA__LIBRDKAFKA="socket.keepalive.enable=true,client.rack=euw1-az1"``). Properties
+    # shopmail sets on a client itself (group.id, isolation.level, transactional.id, linger.ms, …) win.
+    librdkafka: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

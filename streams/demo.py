@@ -219,7 +219,7 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
                          aws_access_key_id="demo", aws_secret_access_key="demo").create_email_identity(
                 EmailIdentity=settings.ses.from_address)
         console.print(f"[green]✓[/green] SES emulator on {ses_endpoint} (sender {settings.ses.from_address} verified)")
-        report = ensure_topics(broker.bootstrap, topic_specs(settings))
+        report = ensure_topics(broker.bootstrap, topic_specs(settings), kafka=settings.kafka)
         console.print(f"[green]✓[/green] {len(report.created) + len(report.ok)} topics ready")
         env = env_for(settings, broker.bootstrap, ses_endpoint, str(work / "state"))
         children.append(Child("worker", ["worker", "--instance-id", "demo-worker-0"], env, work))

@@ -11,6 +11,7 @@ from typing import Any
 import fastavro
 
 from schemas import serde
+from streams.config import KafkaSettings
 from streams.kafka_io import read_topic
 
 TIME_FIELDS = ("occurred_at", "send_at", "tick_at", "failed_at", "at")
@@ -24,11 +25,11 @@ def record_time(rec: dict[str, Any]) -> int | None:
 
 
 def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None = None,
-                 end_ms: int | None = None) -> tuple[Path, int, int]:
-    """Returns (file, records written, records skipped as undecodable)."""
+                 end_ms: int | None = None, kafka: KafkaSettings | None = None) -> tuple[Path, int, int]:
+    """Returns (file, records written, records skipped as undecodable); ``kafka``: the cluster's security."""
     by_schema: dict[str, list[dict[str, Any]]] = {}
     skipped = 0
-    for r in read_topic(bootstrap, topic, idle_s=0.5, timeout_s=600):
+    for r in read_topic(bootstrap, topic, idle_s=0.5, timeout_s=600, kafka=kafka):
         try:
             d = serde.decode(r.value)
         except serde.SerdeError:

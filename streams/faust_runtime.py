@@ -10,6 +10,10 @@ Guarantee: **at-least-once**. faust's ``exactly_once`` cannot start on the embed
 (aiokafka InitProducerId → UnknownError) and after a SIGKILL at-least-once re-emits the commands of
 records processed since the last offset commit (the sink dedupes them by ``command_id``). That is why
 ``--runtime txn`` (streams/processor.py) is the default; see docs/runtime.md.
+
+Security: faust talks to Kafka through aiokafka, not librdkafka, so ``kafka.security`` and the
+librdkafka pass-through do not apply; the adapter refuses to start unless the protocol is PLAINTEXT
+(secured clusters run the default ``--runtime txn``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import faust
 
 from schemas import serde
-from streams.config import Settings
+from streams.config import ConfigError, Settings
 from streams.core.engine import PartitionEngine
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
 
@@ -29,6 +33,9 @@ log = logging.getLogger("shopmail.faust")
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    if settings.kafka.security.protocol.upper() != "PLAINTEXT":
+        raise ConfigError(f"--runtime faust connects in plaintext only (kafka.security.protocol is "
+                          f"{settings.kafka.security.protocol}): run the default --runtime txn on a secured cluster")
     store = "rocksdb://" if settings.worker.store.startswith("rocksdict://") else "memory://"
     n = settings.topics.partitions
     app = faust.App(

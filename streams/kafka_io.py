@@ -1,38 +1,194 @@
-"""Small confluent-kafka helpers shared by the processors, the sink, the CLI and the tests."""
+"""Small confluent-kafka helpers shared by the processors, the sink, the CLI and the tests.
+
+``client_config`` is the one place a client's configuration is built (bootstrap, TLS/SASL/OAUTHBEARER
+from ``KafkaSettings.security``, the librdkafka pass-through): every Consumer, Producer and AdminClient
+the project makes goes through it (a test scans the sources for clients built any other way).
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from schemas import serde
-from streams.config import Settings
+from streams.config import (
+    OAUTH_PROVIDERS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    ConfigError,
+    KafkaSecuritySettings,
+    KafkaSettings,
+    Settings,
+)
+
+# librdkafka properties whose values are secrets: never log a built config without masking these
+SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password", "oauth_cb"})
+
+
+def _secret(value: str, path: str, what: str) -> str:
+    """A secret given inline (env/TOML) or in a file (a mounted Secret); the file wins when both are set."""
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"kafka.security: cannot read {what} from {path}: {exc.strerror}") from None
+
+
+def _existing_file(path: str, what: str) -> str:
+    if not Path(path).is_file():
+        raise ConfigError(f"kafka.security.{what}: no such file {path}")
+    return path
+
+
+def msk_iam_oauth_cb(region: str) -> Callable[[str | None], tuple[str, float]]:
+    """OAUTHBEARER token callback for Amazon MSK IAM: a SigV4-signed token from the usual AWS credential
+    chain (IRSA / instance profile / env), refreshed by librdkafka before it expires."""
+    from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+    def oauth_cb(_config: str | None) -> tuple[str, float]:
+        token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+        return token, expiry_ms / 1000.0
+
+    return oauth_cb
+
+
+def _aws_region(sec: KafkaSecuritySettings) -> str:
+    region = sec.aws_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+    if not region:
+        import boto3
+
+        region = boto3.session.Session().region_name or ""
+    if not region:
+        raise ConfigError("kafka.security.aws_region: empty and no AWS region in the environment or profile "
+                          "(MSK IAM tokens are signed for the cluster's region)")
+    return region
+
+
+def security_config(sec: KafkaSecuritySettings) -> dict[str, Any]:
+    """librdkafka properties for ``sec`` (validated; secrets resolved from files/env)."""
+    protocol = sec.protocol.upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"kafka.security.protocol: {sec.protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    cfg: dict[str, Any] = {"security.protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        if sec.ssl_ca_location:
+            cfg["ssl.ca.location"] = _existing_file(sec.ssl_ca_location, "ssl_ca_location")
+        if bool(sec.ssl_certificate_location) != bool(sec.ssl_key_location):
+            raise ConfigError("kafka.security: mutual TLS needs both ssl_certificate_location and ssl_key_location")
+        if sec.ssl_certificate_location:
+            cfg["ssl.certificate.location"] = _existing_file(sec.ssl_certificate_location, "ssl_certificate_location")
+            cfg["ssl.key.location"] = _existing_file(sec.ssl_key_location, "ssl_key_location")
+            key_password = _secret(sec.ssl_key_password, sec.ssl_key_password_file, "ssl_key_password")
+            if key_password:
+                cfg["ssl.key.password"] = key_password
+        cfg["ssl.endpoint.identification.algorithm"] = "https" if sec.ssl_endpoint_identification else "none"
+    if protocol.startswith("SASL_"):
+        mechanism = sec.sasl_mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"kafka.security.sasl_mechanism: {sec.sasl_mechanism!r} is not one of "
+                              f"{', '.join(SASL_MECHANISMS)} (protocol {protocol} needs one)")
+        cfg["sasl.mechanism"] = mechanism
+        if mechanism == "OAUTHBEARER":
+            if sec.oauth_provider not in OAUTH_PROVIDERS:
+                raise ConfigError(f"kafka.security.oauth_provider: {sec.oauth_provider!r} is not one of "
+                                  f"{', '.join(OAUTH_PROVIDERS)} (OAUTHBEARER needs a token source)")
+            cfg["oauth_cb"] = msk_iam_oauth_cb(_aws_region(sec))
+        else:
+            password = _secret(sec.sasl_password, sec.sasl_password_file, "sasl_password")
+            if not sec.sasl_username or not password:
+                raise ConfigError(f"kafka.security: SASL {mechanism} needs sasl_username and sasl_password "
+                                  "(or sasl_password_file)")
+            cfg["sasl.username"] = sec.sasl_username
+            cfg["sasl.password"] = password
+    elif sec.sasl_mechanism:
+        raise ConfigError(f"kafka.security: sasl_mechanism {sec.sasl_mechanism} is set but protocol {protocol} "
+                          "does not use SASL (SASL_PLAINTEXT or SASL_SSL)")
+    return cfg
+
+
+def client_config(kafka: KafkaSettings, bootstrap: str | None = None, **extra: Any) -> dict[str, Any]:
+    """THE configuration of every Kafka client: bootstrap + client id, security, the librdkafka
+    pass-through (``kafka.librdkafka``), then the caller's own properties (which win)."""
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap or kafka.bootstrap_servers, "client.id": kafka.client_id}
+    cfg.update(security_config(kafka.security))
+    cfg.update(kafka.librdkafka)
+    cfg.update(extra)
+    return cfg
+
+
+def masked(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A client config safe to log: secret values replaced."""
+    return {k: ("***" if k in SECRET_PROPERTIES else v) for k, v in cfg.items()}
+
+
+class KafkaConnectError(RuntimeError):
+    """The cluster could not be reached or refused us; ``reason`` is "authentication", "tls" or "unreachable"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_FATAL = {KafkaError._AUTHENTICATION: "authentication", KafkaError._SSL: "tls"}
+
+
+def check_connection(kafka: KafkaSettings, bootstrap: str | None = None, timeout_s: float | None = None) -> None:
+    """Start-up connectivity check: return once the cluster answers a metadata request with our
+    credentials, raise ``KafkaConnectError`` at the first TLS or authentication failure (librdkafka
+    would otherwise retry them forever) or when nothing answered within ``timeout_s``."""
+    from confluent_kafka.admin import AdminClient
+
+    timeout_s = kafka.security.connect_timeout_s if timeout_s is None else timeout_s
+    target = bootstrap or kafka.bootstrap_servers
+    errors: list[KafkaError] = []
+    admin = AdminClient(client_config(kafka, target, **{"socket.timeout.ms": 2000, "log_level": 0,
+                                                          "error_cb": errors.append}))
+    sec = kafka.security
+    who = {"tls": f"TLS to {target} (CA {sec.ssl_ca_location or 'system trust store'}, hostname verification "
+                  f"{'on' if sec.ssl_endpoint_identification else 'off'})",
+           "authentication": f"SASL {sec.sasl_mechanism} authentication at {target} as "
+                             f"{sec.sasl_username or sec.oauth_provider or '?'}"}
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        try:
+            if admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic()))).brokers:
+                return
+        except Exception as exc:  # KafkaException while connecting; the cause arrives through error_cb
+            last = str(exc)
+        admin.poll(0)
+        for err in errors:
+            reason = _FATAL.get(err.code())
+            if reason:
+                raise KafkaConnectError(reason, f"{who[reason]} failed: {err.str()}")
+            last = err.str()
+        errors.clear()
+        if time.monotonic() >= deadline:
+            raise KafkaConnectError("unreachable", f"no Kafka broker at {target} answered within {timeout_s:g}s: "
+                                                   f"{last or 'no response'}")
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
     # murmur2 = the Java client's default partitioner, so every producer (and `simulate`) agrees on
     # which partition a customer's events live in.
-    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                           "client.id": settings.kafka.client_id, "linger.ms": 5}
-    cfg.update(extra)
-    return cfg
+    return client_config(settings.kafka, bootstrap, **{"partitioner": "murmur2_random", "linger.ms": 5, **extra})
 
 
 def consumer_config(settings: Settings, bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "bootstrap.servers": bootstrap, "group.id": group_id, "auto.offset.reset": "earliest",
+    return client_config(settings.kafka, bootstrap, **{
+        "group.id": group_id, "auto.offset.reset": "earliest",
         "enable.auto.commit": False, "isolation.level": "read_committed",
         "session.timeout.ms": settings.kafka.session_timeout_ms,
         "heartbeat.interval.ms": settings.kafka.heartbeat_interval_ms,
-        "partition.assignment.strategy": "range", "client.id": settings.kafka.client_id,
-        "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
-    }
-    cfg.update(extra)
-    return cfg
+        "partition.assignment.strategy": "range",
+        "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms, **extra})
 
 
 def produce_records(settings: Settings, bootstrap: str, topic: str, schema: str,
@@ -63,15 +219,17 @@ class ConsumedRecord:
 
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0,
-               idle_s: float = 1.0, read_committed: bool = True) -> list[ConsumedRecord]:
+               idle_s: float = 1.0, read_committed: bool = True,
+               kafka: KafkaSettings | None = None) -> list[ConsumedRecord]:
     """Read a whole topic from the beginning without a consumer group (assign + high watermarks).
 
     Returns when ``expect`` records were read, or when the end was reached and nothing new arrived for
-    ``idle_s`` (when ``expect`` is None), or at ``timeout_s``.
+    ``idle_s`` (when ``expect`` is None), or at ``timeout_s``. ``kafka``: the cluster's security
+    settings (plaintext defaults when omitted).
     """
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "shopmail-reader", "enable.auto.commit": False,
-                  "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-                  "auto.offset.reset": "earliest"})
+    c = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{
+        "group.id": "shopmail-reader", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted"}))
     try:
         md = c.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas import serde
 from streams import background
 from streams.config import Settings
-from streams.kafka_io import producer_config, read_topic
+from streams.kafka_io import client_config, producer_config, read_topic
 from streams.processor import ProcessorRuntime
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
@@ -112,7 +112,7 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
         src, dst = production.topics.name(logical), replay.topics.name(logical)
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
-        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600):
+        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka):
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
@@ -131,8 +131,8 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
     return copied
 
 
-def _caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> bool:
+    c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False}))
     try:
         md = c.list_topics(timeout=10)
         tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
@@ -150,10 +150,10 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
                config: Settings | None = None, timeout_s: float = 600.0,
                offsets: dict[str, tuple[int | None, int | None]] | None = None) -> ReplayResult:
     replay = replay_settings(production, replay_prefix, config)
-    report = ensure_topics(bootstrap, topic_specs(replay))
+    report = ensure_topics(bootstrap, topic_specs(replay), kafka=replay.kafka)
     if not report.healthy:
         raise ReplayError("replay topics do not match: " + "; ".join(report.mismatches))
-    if report.ok and any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5)
+    if report.ok and any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5, kafka=replay.kafka)
                          for lt in INPUT_TOPICS):
         raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
     copied = copy_inputs(production, replay, bootstrap, window, offsets)
@@ -165,7 +165,7 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
         while True:
             if bg.errors:
                 raise ReplayError(f"replay processor failed: {bg.errors[0]}") from bg.errors[0]
-            if runtime.ready.is_set() and _caught_up(bootstrap, replay.worker.app_id, inputs):
+            if runtime.ready.is_set() and _caught_up(replay, bootstrap, replay.worker.app_id, inputs):
                 break
             if time.monotonic() > deadline:
                 raise ReplayError(f"replay did not catch up within {timeout_s}s")
@@ -173,8 +173,10 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     finally:
         bg.stop.set()
         bg.thread.join(60)
-    replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.5)]
+    replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.5,
+                                                                  kafka=replay.kafka)]
     prod_cmds = [c for c in (r.decoded().record for r in
-                             read_topic(bootstrap, production.topics.name("commands"), idle_s=0.5))
+                             read_topic(bootstrap, production.topics.name("commands"), idle_s=0.5,
+                                        kafka=production.kafka))
                  if window.contains(c["created_at"])]
     return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix)

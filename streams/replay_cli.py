@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the production topics")
         window = TimeRange(parse_time_ms(start) if start else None, parse_time_ms(end) if end else None)
         console = Console()
-        with kafka_bootstrap(production.kafka.bootstrap_servers) as bootstrap:
+        with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
             with console.status("copying inputs and replaying…"):
                 try:
                     result = run_replay(production, bootstrap, prefix, window, other)

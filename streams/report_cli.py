@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
             if not settings.kafka.bootstrap_servers:
                 raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS or use --input-dir")
-            with kafka_bootstrap(settings.kafka.bootstrap_servers) as bs:
+            with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bs:
                 attribution = rep.from_topics(settings, bs)
         rows = attribution.table(by_day=by_day)
         rep.print_table(Console(), rows)
@@ -57,8 +57,8 @@ def register(app: typer.Typer) -> None:
         if not settings.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS")
         names = [settings.topics.name(t) if hasattr(settings.topics, t) else t for t in topics.split(",") if t]
-        with kafka_bootstrap(settings.kafka.bootstrap_servers) as bs:
+        with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bs:
             for name in names:
                 path, n, skipped = export_topic(bs, name, out, parse_time_ms(start) if start else None,
-                                                parse_time_ms(end) if end else None)
+                                                parse_time_ms(end) if end else None, kafka=settings.kafka)
                 Console().print(f"{path}: {n} records" + (f" ({skipped} undecodable skipped)" if skipped else ""))

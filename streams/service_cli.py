@@ -31,9 +31,9 @@ def service_context(settings: Settings, check_topics: bool = True,
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     if not settings.kafka.bootstrap_servers:
         raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS (or kafka.bootstrap_servers)")
-    with kafka_bootstrap(settings.kafka.bootstrap_servers) as bootstrap:
+    with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bootstrap:
         if check_topics:
-            report = ensure_topics(bootstrap, topic_specs(settings), create=True)
+            report = ensure_topics(bootstrap, topic_specs(settings), create=True, kafka=settings.kafka)
             if not report.healthy:
                 raise typer.BadParameter("topic mismatch: " + "; ".join(report.mismatches))
         yield bootstrap, stop

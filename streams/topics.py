@@ -11,7 +11,8 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from streams.config import Settings
+from streams.config import KafkaSettings, Settings
+from streams.kafka_io import client_config
 
 INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")
 # value schema per logical topic (the DLQ value is always DeadLetter)
@@ -65,6 +66,49 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+@dataclass(frozen=True)
+class ComponentAccess:
+    """What one component does on the cluster: the single source of its Kafka ACLs (deploy/ KafkaUsers,
+    ``streams.topics_k8s``), checked against the component's code by tests/test_deploy_security.py."""
+
+    component: str
+    reads: tuple[str, ...]  # logical topics it consumes (``TopicSpec.logical``)
+    writes: tuple[str, ...]  # logical topics it produces to
+    group_prefix: str = ""  # its consumer groups start with this ("" → none)
+    transactional_prefix: str = ""  # its transactional.ids start with this ("" → not transactional)
+    idempotent: bool = False  # idempotent (or transactional) producer
+    verifies_topics: bool = False  # checks every shopmail topic at start-up (Describe, DescribeConfigs)
+    topic_prefix: str = ""  # owns every topic under this prefix (replay's own topics: create, read, write)
+
+
+DEFAULT_REPLAY_PREFIX = "replay."  # `shopmail replay --prefix` values start with it where ACLs are enforced
+
+
+def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PREFIX) -> list[ComponentAccess]:
+    """Per component, the topics it reads and writes, its groups and transactional ids."""
+    w, sink = settings.worker, settings.sink
+    dlqs = tuple(f"{lt}.dlq" for lt in INPUT_TOPICS)
+    changelogs = tuple(f"changelog.{table}" for table in PROCESSOR_TABLES)
+    return [
+        ComponentAccess("processors", reads=INPUT_TOPICS + changelogs + ("commands",),
+                        writes=("commands", "clock") + changelogs + dlqs,
+                        group_prefix=w.app_id, transactional_prefix=w.app_id, idempotent=True,
+                        verifies_topics=True),
+        ComponentAccess("sink", reads=("commands", "sink_ledger", "customers", "feedback"),
+                        writes=("outcomes", "sink_ledger", "commands.dlq"),
+                        group_prefix=sink.group_id, transactional_prefix=sink.group_id, idempotent=True,
+                        verifies_topics=True),
+        ComponentAccess("ses-bridge", reads=(), writes=("feedback", "feedback.dlq"), idempotent=True),
+        ComponentAccess("tracking", reads=("orders", "shipments", "commands", "tracking_view"),
+                        writes=("tracking_view", "shipments", "shipments.dlq"),
+                        group_prefix=settings.tracking.group_id, idempotent=True, verifies_topics=True),
+        ComponentAccess("unsubscribe", reads=(), writes=("feedback",), idempotent=True),
+        ComponentAccess("replay", reads=INPUT_TOPICS + ("commands",), writes=(),
+                        group_prefix=f"{w.app_id}-replay-", transactional_prefix=f"{w.app_id}-replay-",
+                        idempotent=True, topic_prefix=replay_prefix),
+    ]
+
+
 @dataclass
 class TopicReport:
     created: list[str] = field(default_factory=list)
@@ -76,13 +120,15 @@ class TopicReport:
         return not self.mismatches
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin_client(bootstrap: str, kafka: KafkaSettings | None = None) -> AdminClient:
+    return AdminClient(client_config(kafka or KafkaSettings(), bootstrap))
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, timeout_s: float = 15.0) -> TopicReport:
-    """Create missing topics (when ``create``) and verify partitions and configs of existing ones."""
-    admin = admin_client(bootstrap)
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, timeout_s: float = 15.0,
+                  kafka: KafkaSettings | None = None) -> TopicReport:
+    """Create missing topics (when ``create``) and verify partitions and configs of existing ones
+    (``kafka``: the cluster's security settings; plaintext defaults when omitted)."""
+    admin = admin_client(bootstrap, kafka)
     report = TopicReport()
     existing = admin.list_topics(timeout=timeout_s).topics
     missing = [s for s in specs if s.name not in existing]

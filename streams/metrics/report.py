@@ -23,7 +23,8 @@ def from_topics(settings: Settings, bootstrap: str) -> Attribution:
 
     records = []
     for logical, kind in SOURCES.items():
-        for r in read_topic(bootstrap, settings.topics.name(logical), idle_s=0.5, timeout_s=120):
+        for r in read_topic(bootstrap, settings.topics.name(logical), idle_s=0.5, timeout_s=120,
+                            kafka=settings.kafka):
             try:
                 records.append((kind, r.decoded().record))
             except Exception:  # noqa: BLE001 - bad records are the DLQ's business, not the report's

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
+from streams.kafka_io import client_config
 from streams.log_reader import EOF_CONFIG, read_to_end
 from streams.runtime.state_store import LocalStore
 
@@ -44,9 +45,9 @@ class Restored:
 
 
 def _reader(settings: Settings, bootstrap: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"{settings.worker.app_id}-restore",
-                     "enable.auto.commit": False, "isolation.level": "read_committed",
-                     "auto.offset.reset": "earliest", **EOF_CONFIG})
+    return Consumer(client_config(settings.kafka, bootstrap, **{
+        "group.id": f"{settings.worker.app_id}-restore", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "auto.offset.reset": "earliest", **EOF_CONFIG}))
 
 
 class ChangelogRestore:

@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from streams.config import ConfigError, Settings
+from streams.kafka_io import client_config
 from streams.tracking.builder import ViewBuilder
 from streams.tracking.follower import ViewFollower
 from streams.tracking.ingest import WebhookIngest
@@ -28,7 +29,7 @@ def check_view_topic(settings: Settings, bootstrap: str) -> None:
     written by the owner of input partition p)."""
     t = settings.topics
     view_topic = settings.tracking.view_topic_name(t.prefix)
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    md = AdminClient(client_config(settings.kafka, bootstrap)).list_topics(timeout=10)
     counts = {name: len(md.topics[name].partitions) for name in (view_topic, t.name("orders"), t.name("shipments"),
                                                                  t.name("commands")) if name in md.topics}
     if view_topic not in counts:
