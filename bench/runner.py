@@ -86,7 +86,7 @@ def bench_core(cfg: BenchConfig, out: Figures) -> None:
     commands = 0
     t0 = time.perf_counter()
     for topic, rec in events:
-        commands += len(sim.apply(topic, rec))
+        commands += len(sim.apply(topic, rec).commands)
     core_s = time.perf_counter() - t0
     out.add("core.events", len(events))
     out.add("core.commands", commands)

@@ -69,6 +69,8 @@ def admit(limits: LimitSettings, logical: str, key: bytes | None, size: int,
 
 def clamp(limits: LimitSettings, record: dict[str, Any]) -> bool:
     """Clamp free text in place (see the module docstring); returns whether anything changed."""
+    if not _needs_clamp(limits, record):  # the hot path: nothing near a limit
+        return False
     changed = _clamp_fields(limits, record)
     items = record.get("items")
     if isinstance(items, list):
@@ -79,6 +81,23 @@ def clamp(limits: LimitSettings, record: dict[str, Any]) -> bool:
             if isinstance(item, dict) and _clamp_fields(limits, item):
                 changed = True
     return changed
+
+
+def _needs_clamp(limits: LimitSettings, record: dict[str, Any]) -> bool:
+    """Whether any text is longer than the smallest cap, or there are too many items (cheap)."""
+    cap = min(limits.max_name_chars, limits.max_text_chars)
+    for value in record.values():
+        if value.__class__ is str and len(value) > cap:
+            return True
+    items = record.get("items")
+    if items:
+        if len(items) > limits.max_items:
+            return True
+        for item in items:
+            for value in item.values():
+                if value.__class__ is str and len(value) > cap:
+                    return True
+    return False
 
 
 def _clamp_fields(limits: LimitSettings, record: dict[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
 from streams.partitioning import partition_for
+from streams.runtime.task import PartitionTask, TaskOutput
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.simulate")
@@ -85,18 +86,26 @@ def topic_lookup(settings: Settings) -> dict[str, str]:
 
 
 class Simulator:
+    """The partition tasks of a log read from a file: every record goes to its partition's
+    ``PartitionTask`` (the one the worker drives), which admits, orders and processes it."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.partitions = settings.topics.partitions
-        self.engines: dict[int, PartitionEngine] = {}
+        self.tasks: dict[int, PartitionTask[int]] = {}
         self.lookup = topic_lookup(settings)
+        self.out: TaskOutput[int] = TaskOutput()
         self._partition_of: dict[str, int] = {}  # murmur2 of a customer id, computed once
 
-    def engine(self, p: int) -> PartitionEngine:
-        e = self.engines.get(p)
-        if e is None:
-            e = self.engines[p] = PartitionEngine(self.settings, p)
-        return e
+    @property
+    def engines(self) -> dict[int, PartitionEngine]:
+        return {p: task.engine for p, task in self.tasks.items()}
+
+    def task(self, p: int) -> PartitionTask[int]:
+        t = self.tasks.get(p)
+        if t is None:
+            t = self.tasks[p] = PartitionTask(self.settings, p)
+        return t
 
     def partition(self, customer_id: str) -> int:
         p = self._partition_of.get(customer_id)
@@ -110,22 +119,38 @@ class Simulator:
             return int(record["partition"]) % self.partitions
         return self.partition(record["customer_id"])
 
-    def apply(self, logical: str, record: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.engine(self.target(logical, record)).process(logical, record).commands
+    def apply(self, logical: str, record: dict[str, Any], line: int = 0, size: int = 0) -> TaskOutput[int]:
+        """One record of input line ``line`` (its ``size`` in bytes): what it caused (cleared per call)."""
+        out = self.out
+        out.clear()
+        self.task(self.target(logical, record)).apply(logical, line, record, out, size=size)
+        return out
 
-    def advance(self, until_ms: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for p in sorted(self.engines):
-            out.extend(self.engines[p].advance(until_ms).commands)
+    def advance(self, until_ms: int) -> TaskOutput[int]:
+        out = self.out
+        out.clear()
+        for p in sorted(self.tasks):
+            self.tasks[p].advance(until_ms, out)
         return out
 
 
 def parse_lines(lines: Iterable[Any], settings: Settings, numbered: bool = False
-                ) -> Iterator[tuple[int, str | None, dict[str, Any] | None, BadLine | None]]:
+                ) -> Iterator[tuple[int, str | None, dict[str, Any] | None, BadLine | None, int]]:
+    """(line number, logical topic, record, bad line, the record's encoded size) per non-blank line."""
     lookup = topic_lookup(settings)
+    limit = settings.limits.max_record_bytes
     for n, raw in (lines if numbered else enumerate(lines, start=1)):
         if raw.strip():
-            yield (n, *parse_line(n, raw, lookup))
+            logical, record, bad = parse_line(n, raw, lookup)
+            yield n, logical, record, bad, record_size(logical, record, len(raw), limit)
+
+
+def record_size(logical: str | None, record: dict[str, Any] | None, line_bytes: int, limit: int) -> int:
+    """The record's Avro size where it matters: a JSON line is never shorter than the Avro encoding of
+    its record, so a line within the limit needs no encoding (0: within the limit)."""
+    if line_bytes <= limit or logical is None or record is None:
+        return 0
+    return len(serde.encode(VALUE_SCHEMA[logical], record))
 
 
 def parse_line(n: int, raw: Any, lookup: dict[str, str]
@@ -148,8 +173,8 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
              on_bad: Any = None, on_command: Any = None, keep: bool = True) -> SimulationResult:
     """``keep=False`` streams commands to ``on_command`` only (a year of a large shop does not fit)."""
     sim = Simulator(settings)
-    result = SimulationResult(engines=sim.engines)
-    for _, logical, record, bad in parse_lines(lines, settings):
+    result = SimulationResult()
+    for n, logical, record, bad, size in parse_lines(lines, settings):
         if bad is not None:
             result.bad_lines.append(bad)
             if on_bad:
@@ -157,19 +182,26 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
             continue
         assert logical is not None and record is not None
         result.events += 1
-        for cmd in sim.apply(logical, record):
+        out = sim.apply(logical, record, n, size)
+        for dead in out.dead_letters:
+            bad = BadLine(n, dead.reason, dead.detail)
+            result.bad_lines.append(bad)
+            if on_bad:
+                on_bad(bad)
+        for _, cmd in out.commands:
             result.count += 1
             if keep:
                 result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
     if until_ms is not None:
-        for cmd in sim.advance(until_ms):
+        for _, cmd in sim.advance(until_ms).commands:
             result.count += 1
             if keep:
                 result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
+    result.engines = sim.engines
     return result
 
 
@@ -225,6 +257,7 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
 
     gc.disable()  # the state has no reference cycles worth collecting; a full pass costs seconds
     sim = Simulator(settings)
+    task_out: TaskOutput[int] = TaskOutput()
     route = _Router(settings.topics.partitions)
     bad: list[BadLine] = []
     events = count = 0
@@ -251,14 +284,21 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                 p = sim.target(logical, record)
                 if p % workers != w:
                     raise RuntimeError(f"line {n}: routed to worker {w} but its partition belongs to another")
-                commands = sim.engine(p).process(logical, record).commands
+                task = sim.task(p)
+                task_out.clear()
+                task.apply(logical, n, record, task_out,
+                           size=record_size(logical, record, len(line), settings.limits.max_record_bytes))
                 events += 1
-                for seq, cmd in enumerate(commands):
+                for dead in task_out.dead_letters:
+                    bad.append(BadLine(n, dead.reason, dead.detail))
+                for seq, (_, cmd) in enumerate(task_out.commands):
                     write(_KEY % (n, seq) + command_line(cmd))
                     count += 1
             if until_ms is not None:
-                for p in sorted(sim.engines):
-                    for seq, cmd in enumerate(sim.engines[p].advance(until_ms).commands):
+                for p in sorted(sim.tasks):
+                    task_out.clear()
+                    sim.tasks[p].advance(until_ms, task_out)
+                    for seq, (_, cmd) in enumerate(task_out.commands):
                         out.write(_KEY % (_UNTIL + p, seq) + command_line(cmd))
                         count += 1
         outbox.put((events, count, bad, None, engine_counters(sim.engines.values())))

@@ -40,13 +40,15 @@ class PartitionMerger(Generic[T]):
         self.max_lag_wait_ms = max(max_idle_ms, max_lag_wait_ms if max_lag_wait_ms is not None else max_idle_ms)
         self.enforced = 0  # records handed out while a topic of the partition had none (enforced processing)
         self.queues: dict[str, deque[Pending[T]]] = {t: deque() for t in self.topics}
+        self.size = 0  # records queued over all topics
         self._blocked_since: float | None = None
 
     def add(self, pending: Pending[T]) -> None:
         self.queues[pending.topic].append(pending)
+        self.size += 1
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self.queues.values())
+        return self.size
 
     def queued(self, topic: str) -> int:
         return len(self.queues[topic])
@@ -54,6 +56,7 @@ class PartitionMerger(Generic[T]):
     def clear(self) -> None:
         for q in self.queues.values():
             q.clear()
+        self.size = 0
         self._blocked_since = None
 
     def drain(self, limit: int, lag: Callable[[str], int | None], now_ms: float) -> list[Pending[T]]:
@@ -77,6 +80,7 @@ class PartitionMerger(Generic[T]):
                 self._blocked_since = None
             _, _, topic = min(heads)
             out.append(self.queues[topic].popleft())
+            self.size -= 1
         return out
 
 

@@ -101,11 +101,18 @@ class PartitionTask(Generic[R]):
         """``offer`` + ``run`` for a driver with nothing unfetched and nothing queued (a file read in
         order): the record is the only head, so it is processed at once — the same rule, without the
         queue."""
-        if len(self.merger):
+        if self.merger.size or refusal is not None or record is None:
             self.offer(logical, ref, record, key=key, size=size, refusal=refusal)
-            self.run(out, len(self.merger))
+            self.run(out, self.merger.size)
             return
-        self._process(self._admit(logical, ref, record, key, size, refusal), out)
+        refusal = admit(self.limits, logical, key, size, record)
+        if refusal is not None:
+            out.done.append(ref)
+            out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail))
+            return
+        if clamp(self.limits, record):
+            self.clamped += 1
+        self._run_engine(logical, ref, record, out)
 
     def _admit(self, logical: str, ref: R, record: dict[str, Any] | None, key: bytes | None, size: int,
                refusal: Refusal | None) -> _Offered[R]:
@@ -138,22 +145,31 @@ class PartitionTask(Generic[R]):
             out.commands.append((None, cmd))
 
     def _process(self, item: _Offered[R], out: TaskOutput[R]) -> None:
-        ref = item.ref
-        out.done.append(ref)
         if item.refusal is not None or item.record is None:
             refusal = item.refusal or Refusal("invalid", "no record")
-            out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail))
+            out.done.append(item.ref)
+            out.dead_letters.append(DeadLetter(item.ref, refusal.reason, refusal.detail))
             return
+        self._run_engine(item.logical, item.ref, item.record, out)
+
+    def _run_engine(self, logical: str, ref: R, record: dict[str, Any], out: TaskOutput[R]) -> None:
+        out.done.append(ref)
         try:
-            result = self.engine.process(item.logical, item.record)
+            result = self.engine.process(logical, record)
         except Exception as exc:  # noqa: BLE001 - a domain bug must not stall the partition
             out.dead_letters.append(DeadLetter(ref, "processing_error", f"{type(exc).__name__}: {exc}"))
             return
-        for rej in result.rejections:
-            out.dead_letters.append(DeadLetter(ref, rej.reason, rej.detail))
+        if result.rejections:
+            for rej in result.rejections:
+                out.dead_letters.append(DeadLetter(ref, rej.reason, rej.detail))
+        max_bytes = self._max_bytes
         for cmd in result.commands:
+            context = cmd["context"]
+            if len(context) * 4 + COMMAND_FIELDS_BYTES <= max_bytes:  # cannot be too large: no need to count
+                out.commands.append((ref, cmd))
+                continue
             size = self._command_bytes(cmd)
-            if size > self._max_bytes:
+            if size > max_bytes:
                 out.dead_letters.append(DeadLetter(ref, "output_too_large", (
                     f"{cmd['flow']} step {cmd['step']} command {cmd['command_id']} would be about {size} bytes, "
                     f"over limits.max_message_bytes ({self.limits.max_message_bytes})")))
