@@ -73,6 +73,14 @@ class RuntimeStats:
     restored_changelog_records: int = 0
     by_flow: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    # wall seconds per stage of the loop (shopmail bench reports them): fetch (consume that returned
+    # records), idle (consume that returned none), decode (decode + admit + queue), process (merge +
+    # engine), emit (encode + produce commands and dead letters), changelog (drain + produce), flush,
+    # offsets, commit (commit_transaction + local store)
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, seconds: float) -> None:
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
 
 
 class ProcessorRuntime:
@@ -108,6 +116,7 @@ class ProcessorRuntime:
         self._last_tick = 0.0
         self._needs_recovery = False
         self._out: TaskOutput[Message] = TaskOutput()
+        self._full_batch_ready = False  # the last batch hit the batch limit: more is queued and ready
         # Crash-loop guard: after ISOLATE_AFTER_ABORTS aborted transactions in a row the runtime
         # processes one record per transaction; a record whose own transaction aborts is poison and
         # is dead-lettered when it comes round again, so no record can stop its partition.
@@ -139,8 +148,13 @@ class ProcessorRuntime:
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("processor %s consuming %s", self.instance_id, ", ".join(self.topic_logical))
         try:
+            stats = self.stats
+            clock = time.perf_counter
             while not stop.is_set():
-                msgs = self._consumer.consume(self.settings.worker.batch_size, 0.05)
+                started = clock()
+                msgs = self._fetch()
+                fetched = clock()
+                stats.timed("fetch" if msgs else "idle", fetched - started)
                 if self._needs_recovery:
                     self._recover_after_abort()
                     continue
@@ -151,6 +165,7 @@ class ProcessorRuntime:
                             continue
                         raise KafkaException(err)
                     self._offer(m)
+                stats.timed("decode", clock() - fetched)
                 ticks = self._due_ticks()
                 if not any(len(task) for task in self.tasks.values()) and not ticks:
                     if self.tasks and not msgs:
@@ -160,6 +175,20 @@ class ProcessorRuntime:
                 self._resume_drained()
         finally:
             self._close()
+
+    def _fetch(self) -> list[Message]:
+        """The records the client has now. Waits (up to 50 ms) only when no full batch is queued, and
+        then only until the first record arrives: ``consume(n, t)`` waits for n records or the whole
+        timeout, which stalled every batch while thousands of records sat queued, and added up to
+        50 ms to every record's latency at low rates."""
+        assert self._consumer is not None
+        n = self.settings.worker.batch_size
+        if self._full_batch_ready:
+            return self._consumer.consume(n, 0)
+        first = self._consumer.poll(0.05)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(n - 1, 0)]
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -303,28 +332,42 @@ class ProcessorRuntime:
         limit = 1 if self._isolating else self.settings.worker.batch_size
         now_ms = time.monotonic() * 1000
         t = self.settings.topics
+        lags: dict[tuple[str, int], int | None] = {}  # one position/watermark look-up per drain, not per record
+
+        def lag(logical: str, p: int) -> int | None:
+            if (logical, p) not in lags:
+                lags[(logical, p)] = self._unfetched(t.name(logical), p)
+            return lags[(logical, p)]
+
         for p, task in self.tasks.items():
             left = limit - len(out.done)
             if left <= 0:
                 break
             if len(task):
                 before = task.merger.enforced
-                task.run(out, left, lambda lt, p=p: self._unfetched(t.name(lt), p), now_ms)
+                task.run(out, left, lambda lt, p=p: lag(lt, p), now_ms)
                 self.stats.enforced += task.merger.enforced - before
+        self._full_batch_ready = len(out.done) >= limit
 
     def _process_batch(self, ticks: list[int]) -> None:
         assert self._consumer is not None and self._producer is not None and self._checkpoint is not None
         producer = self._producer
         out = self._out
         out.clear()
+        stats = self.stats
+        clock = time.perf_counter
         producer.begin_transaction()
         try:
+            started = clock()
             self._run_tasks(out)
+            processed_at = clock()
+            stats.timed("process", processed_at - started)
             first = out.done[0] if out.done else None
             self._in_flight = (len(out.done), (first.topic(), first.partition(), first.offset()) if first else None)
             batch_commands = self._emit(out)
             for d in out.dead_letters:
                 self._dead_letter(d.ref, d.reason, d.detail)
+            stats.timed("emit", clock() - processed_at)
             now_ms = int(time.time() * 1000)
             for p in ticks:
                 self._produce(self.clock_topic, f"clock-{p}".encode(),
@@ -334,10 +377,10 @@ class ProcessorRuntime:
             for m in out.done:
                 processed[(m.topic(), m.partition())] = m.offset() + 1
             touched = {p for _, p in processed}
-            changes = {p: self.tasks[p].changes() for p in touched if p in self.tasks}
             offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
-            self._checkpoint.commit(changes, offsets, self._consumer.consumer_group_metadata(), batch_commands,
-                                    lambda p, key, value: self._state_too_large(p, key, value, out.done))
+            self._checkpoint.commit(lambda: {p: self.tasks[p].changes() for p in touched if p in self.tasks}, offsets, self._consumer.consumer_group_metadata(), batch_commands,
+                                    lambda p, key, value: self._state_too_large(p, key, value, out.done),
+                                    stats.timed)
         except KafkaException as exc:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():

@@ -18,6 +18,7 @@ state from the changelog and rewinds to the committed offsets.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,26 +59,41 @@ class Checkpoint:
             p = msg.partition()
             self.changelog_end[p] = max(self.changelog_end.get(p, 0), msg.offset() + 1)
 
-    def commit(self, changes: dict[int, dict[str, bytes | None]], offsets: list[TopicPartition],
-               group_metadata: Any, commands: int,
-               on_oversized: Callable[[int, str, bytes | None], None]) -> None:
-        """Steps 1–5 for a begun transaction. ``changes``: partition → changelog key → value (None:
-        delete); a value over the limit is not written and reported to ``on_oversized``."""
+    def commit(self, changes: Callable[[], dict[int, dict[str, bytes | None]]], offsets: list[TopicPartition],
+               group_metadata: Any, commands: int, on_oversized: Callable[[int, str, bytes | None], None],
+               timed: Callable[[str, float], None] = lambda stage, seconds: None) -> None:
+        """Steps 1–5 for a begun transaction. ``changes()``: partition → changelog key → value (None:
+        delete), drained after the commands are flushed; a value over the limit is not written and
+        reported to ``on_oversized``. ``timed(stage, seconds)`` receives each step's wall time."""
         producer = self.producer
+        clock = time.perf_counter
+        started = clock()
         if commands:
             producer.flush(60)  # 1. commands first
-        for p, changed in changes.items():  # 2. state
-            changed[RUNTIME_KEY] = str(self.commands_end.get(p, 0)).encode()
+        flushed = clock()
+        changed_by_partition = changes()
+        for p, changed in changed_by_partition.items():  # 2. state
             for key, value in list(changed.items()):
                 kb = key.encode()
                 if not fits(self.limits, kb, value):
                     del changed[key]
                     on_oversized(p, key, value)
                     continue
-                self.produce(self.changelog, kb, value, partition=p, on_delivery=self._on_changelog_delivered)
+                self.produce(self.changelog, kb, value, partition=p)
+            # the marker goes last: its delivery report alone carries the partition's end offset
+            # (delivery is in order within a partition, and a failed delivery fails the commit)
+            marker = changed[RUNTIME_KEY] = str(self.commands_end.get(p, 0)).encode()
+            self.produce(self.changelog, RUNTIME_KEY.encode(), marker, partition=p,
+                         on_delivery=self._on_changelog_delivered)
+        produced = clock()
         if offsets:  # 3. input offsets
             producer.send_offsets_to_transaction(offsets, group_metadata, 30)
+        sent = clock()
         producer.commit_transaction(60)  # 4.
         producer.poll(0)
-        for p, changed in changes.items():  # 5. local store, committed state only
+        for p, changed in changed_by_partition.items():  # 5. local store, committed state only
             self.store.apply(p, changed, self.changelog_end.get(p, 0))
+        timed("flush", flushed - started)
+        timed("changelog", produced - flushed)
+        timed("offsets", sent - produced)
+        timed("commit", clock() - sent)
