@@ -44,13 +44,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
-from streams.core import flows
+from streams.core import customer as facts
+from streams.core.context import FlowContext
+from streams.core.customer import new_customer, on_arrival
+from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
+from streams.core.flows.base import Command, Flow
+from streams.core.flows.registry import FLOWS
 from streams.core.segments import SpendHistogram
 
 log = logging.getLogger("shopmail.engine")
@@ -81,43 +85,57 @@ class StepResult:
 _BUF_ORDER = itemgetter(0, 1, 2)  # buffered event: (time, topic rank, event id, topic, record)
 
 
-def new_customer() -> dict[str, Any]:
-    return {"p": {}, "seen": {}, "buf": []}
-
-
 class PartitionEngine:
     def __init__(self, settings: Settings, partition: int = 0) -> None:
         self.settings = settings
         self.partition = partition
-        self.clock_ms = 0
-        self.tick_ms = 0  # the latest clock tick (the log's wall clock); 0 = none seen
+        self.ctx = ctx = FlowContext(settings)
         self.customers: dict[str, dict[str, Any]] = {}
-        self.cooc: dict[str, dict[str, int]] = {}  # sku → {sku: times bought together}
-        self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
-        self.spend = SpendHistogram()
-        self.stats: dict[str, int] = {}
         self._due = DueQueue()  # (time, customer_id); entries ≠ _scheduled are stale
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
-        self._partition_dirty = False
         self._legacy_clock = False  # restored a partition record older than STATE_VERSION
-        # hot-path copies of settings (the flows read these, not the nested settings objects)
         self.grace_ms = settings.worker.late_grace_ms
         self.max_future_ms = settings.worker.max_future_skew_ms
-        self.cart_delays = list(settings.flows.abandoned_cart.delays_ms)
-        self.winback_delays = list(settings.flows.win_back.delays_ms)
+        self.flows: tuple[Flow, ...] = tuple(cls(ctx) for cls in FLOWS)
+        self._by_name = {f.name: f for f in self.flows}
+        # timed flows by priority (registry order breaks ties): the first due at a moment fires first
+        self._timed = tuple(sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority))
+        self._next_due = tuple((f.timer_key, f.next_due) for f in self._timed)
+        self._timers = tuple((f, f.next_due) for f in self._timed)
+        topics = set(TOPIC_RANK)
+        self._arrival = {t: tuple(f.on_arrival for f in self.flows if t in f.arrival_topics) for t in topics}
+        self._settlers = {t: tuple(f.settle for f in self.flows if t in f.settle_topics) for t in topics}
 
-    # ---- input ------------------------------------------------------------------------------
+    # ---- the partition's clock and counters live in the flows' context ----------------------
+    @property
+    def clock_ms(self) -> int:
+        return self.ctx.clock_ms
+
+    @clock_ms.setter
+    def clock_ms(self, value: int) -> None:
+        self.ctx.clock_ms = value
+
+    @property
+    def tick_ms(self) -> int:
+        return self.ctx.tick_ms
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.ctx.stats
+
     @property
     def watermark(self) -> int:
-        return self.clock_ms - self.grace_ms
+        return self.ctx.clock_ms - self.grace_ms
 
+    # ---- input ------------------------------------------------------------------------------
     def process(self, logical_topic: str, record: dict[str, Any]) -> StepResult:
         result = StepResult()
         if logical_topic == "clock":
             return self.tick(int(record["tick_at"]))
+        ctx = self.ctx
         at = int(record["occurred_at"])
-        clock = self.clock_ms
+        clock = ctx.clock_ms
         cid = record["customer_id"]
         c = self.customers.get(cid)
         if c is None:
@@ -125,7 +143,7 @@ class PartitionEngine:
         eid = record["event_id"]
         seen = c["seen"]
         if eid in seen:
-            self._count("duplicate")
+            ctx.count("duplicate")
             return result
         wm = clock - self.grace_ms
         if clock and at < wm:
@@ -135,61 +153,108 @@ class PartitionEngine:
         seen[eid] = at
         self._dirty.add(cid)
         commands = result.commands
-        arrival = flows.on_arrival(self, cid, c, logical_topic, record)
-        if arrival:
-            commands.extend(arrival)
+        on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
+        for arrive in self._arrival[logical_topic]:
+            sent = arrive(cid, c, logical_topic, record)
+            if sent:
+                commands.extend(sent)
         c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
         self._schedule(cid, at)
         if at > clock:
-            if self.tick_ms and at - self.tick_ms > self.max_future_ms:
-                self._count(f"future:{logical_topic}")  # applied, but it does not move the clock
+            if ctx.tick_ms and at - ctx.tick_ms > self.max_future_ms:
+                ctx.count(f"future:{logical_topic}")  # applied, but it does not move the clock
                 log.debug("%s event %s of %s is %d ms ahead of the last clock tick %d: the clock stays",
-                          logical_topic, eid, cid, at - self.tick_ms, self.tick_ms)
+                          logical_topic, eid, cid, at - ctx.tick_ms, ctx.tick_ms)
             else:
-                self.clock_ms = at
-                self._partition_dirty = True
-        if self._due.due(self.watermark):
+                ctx.clock_ms = at
+                ctx.partition_changed = True
+        if self._due.due(ctx.clock_ms - self.grace_ms):
             self._fire(commands)
         return result
+
+    def _arrive(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any], out: list[Command]) -> None:
+        """On arrival: contact details, then the mail an event causes at once (transactional)."""
+        on_arrival(c, topic, record)
+        for arrive in self._arrival.get(topic, ()):
+            sent = arrive(cid, c, topic, record)
+            if sent:
+                out.extend(sent)
+
+    def _settle_event(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any],
+                      out: list[Command]) -> None:
+        """One event in event-time order: mail that waited for an address, the shared facts, the flows."""
+        ptx = c.get("ptx")
+        if ptx is not None:
+            waiting = ptx.pop(record["event_id"], None)
+            if waiting is not None:  # transactional mail that waited for an address
+                if not ptx:
+                    del c["ptx"]
+                flow = self._by_name[waiting[0]]
+                if c["p"].get("email"):
+                    out.extend(flow.send(cid, c, record, waiting[1], waiting[2]))  # type: ignore[attr-defined]
+                else:
+                    self.ctx.dropped(cid, waiting[0], 1, "no_email")
+        if not settle_facts(self.ctx, c, topic, record):
+            return
+        if topic == "feedback":  # a suppression: every flow instance of the customer ends here
+            for f in self.flows:
+                f.suppressed(c)
+            return
+        for settle in self._settlers.get(topic, ()):
+            settle(cid, c, topic, record)
 
     def _apply_late(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any], at: int,
                     out: list[dict[str, Any]]) -> None:
         """A fact behind the watermark: applied now to the customer's settled state (all of it up to
         the watermark), then every step it put at or behind the watermark is skipped."""
-        self._count(f"late_applied:{topic}")
-        behind = self.clock_ms - at
-        self._count(f"lateness:{topic}:" + next((name for limit, name in LATENESS_BUCKETS if behind <= limit), "gt_7d"))
+        ctx = self.ctx
+        ctx.count(f"late_applied:{topic}")
+        behind = ctx.clock_ms - at
+        ctx.count(f"lateness:{topic}:" + next((name for limit, name in LATENESS_BUCKETS if behind <= limit), "gt_7d"))
         wm = self.watermark
         if self._due.due(wm):  # only after a restore: settle what is due first, in order
             self._fire(out)
         self._dirty.add(cid)
-        out.extend(flows.on_arrival(self, cid, c, topic, record))
-        out.extend(flows.settle_event(self, cid, c, topic, record))
-        flows.skip_past(self, cid, c, wm)
-        self._schedule(cid, flows.next_due(self, c))
+        self._arrive(cid, c, topic, record, out)
+        self._settle_event(cid, c, topic, record, out)
+        self._skip_past(cid, c, wm)
+        self._schedule(cid, self._next_due_at(c))
+
+    def _skip_past(self, cid: str, c: dict[str, Any], wm: int) -> None:
+        """After a late fact: every step it put at or behind the watermark is marketing in the past and
+        is skipped (counted ``dropped:<flow>:late_start``); a series whose start has passed starts (as
+        it would have) and continues with its steps still ahead. Steps already emitted are untouched."""
+        while True:
+            due = self._next_timer(c)
+            if due is None or due > wm:
+                return
+            self._timer_flow(c, due).skip(cid, c, due)
 
     def tick(self, tick_at: int) -> StepResult:
         """A clock tick (wall-clock time written into the log by the live workers)."""
-        if self.clock_ms - tick_at > self.max_future_ms:
+        ctx = self.ctx
+        if ctx.clock_ms - tick_at > self.max_future_ms:
             self._repair_clock(tick_at, "a clock tick")
-        if tick_at > self.tick_ms:
-            self.tick_ms = tick_at
-            self._partition_dirty = True
+        if tick_at > ctx.tick_ms:
+            ctx.tick_ms = tick_at
+            ctx.partition_changed = True
         return self.advance(tick_at)
 
     def _repair_clock(self, to: int, source: str) -> None:
         """Set a clock that ran too far ahead back to ``to`` (steps already emitted stand)."""
+        ctx = self.ctx
         log.warning("partition %d: clock %d is more than %d ms ahead of %s (%d): set back", self.partition,
-                    self.clock_ms, self.max_future_ms, source, to)
-        self._count("clock_repaired")
-        self.clock_ms = to
-        self._partition_dirty = True
+                    ctx.clock_ms, self.max_future_ms, source, to)
+        ctx.count("clock_repaired")
+        ctx.clock_ms = to
+        ctx.partition_changed = True
         self._rebuild_due()
 
     def advance(self, clock_ms: int) -> StepResult:
-        if clock_ms > self.clock_ms:
-            self.clock_ms = clock_ms
-            self._partition_dirty = True
+        ctx = self.ctx
+        if clock_ms > ctx.clock_ms:
+            ctx.clock_ms = clock_ms
+            ctx.partition_changed = True
         result = StepResult()
         self._fire(result.commands)
         return result
@@ -219,93 +284,81 @@ class PartitionEngine:
             self._scheduled[cid] = at
             self._due.push(at, cid)
 
+    def _next_timer(self, c: dict[str, Any]) -> int | None:
+        """The earliest pending timer of any flow."""
+        best: int | None = None
+        for key, next_due in self._next_due:
+            if key in c:  # a flow without its state key has no timer: not asked (hot path)
+                t = next_due(c)
+                if t is not None and (best is None or t < best):
+                    best = t
+        return best
+
+    def _timer_flow(self, c: dict[str, Any], due: int) -> Flow:
+        """The flow whose timer is due at ``due`` (the lowest priority on a tie)."""
+        for f, next_due in self._timers:
+            if next_due(c) == due:
+                return f
+        raise AssertionError(f"no flow has a timer at {due}")
+
     def _settle(self, cid: str, c: dict[str, Any], wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
         returns when the customer is due next (its earliest buffered event or timer)."""
         buf = c["buf"]
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
-        timer = flows.next_timer(self, c)
+        next_timer = self._next_timer
+        timer = next_timer(c)
         while True:
             ev_at = buf[0][0] if buf else None
             if timer is not None and timer <= wm and (ev_at is None or timer <= ev_at):
-                out.extend(flows.on_timer(self, cid, c, timer))
+                out.extend(self._timer_flow(c, timer).fire(cid, c, timer))
             elif ev_at is not None and ev_at <= wm:
                 _, _, _, topic, record = buf.pop(0)
-                out.extend(flows.settle_event(self, cid, c, topic, record))
+                self._settle_event(cid, c, topic, record, out)
             else:
                 break
-            timer = flows.next_timer(self, c)
+            timer = next_timer(c)
         self._dirty.add(cid)
         seen = c["seen"]
         if seen:  # forget ids older than the retention (the first is the oldest but for jitter)
-            cutoff = self.clock_ms - SEEN_RETENTION_MS
+            cutoff = self.ctx.clock_ms - SEEN_RETENTION_MS
             if next(iter(seen.values())) < cutoff:
                 c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
-        return flows.earliest(timer, buf)
+        return _earliest(timer, buf)
 
-    def _count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
+    def _next_due_at(self, c: dict[str, Any]) -> int | None:
+        return _earliest(self._next_timer(c), c["buf"])
 
-    def dropped(self, cid: str, flow: str, step: int, reason: str) -> None:
-        """A step that will not be sent: counted and logged, never silent."""
-        self._count(f"dropped:{flow}:{reason}")
-        log.debug("dropped %s step %d for %s: %s", flow, step, cid, reason)
-
-    # ---- helpers for flows ------------------------------------------------------------------
-    def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
-        scores: dict[str, int] = {}
-        basket = set(skus)
-        cooc = self.cooc
-        for sku in skus:
-            row = cooc.get(sku)
-            if row:
-                for other, n in row.items():
-                    if other not in basket:
-                        scores[other] = scores.get(other, 0) + n
-        ranked = [(-n, sku) for sku, n in scores.items()]  # most bought together first, then by sku
-        ranked.sort()
-        catalog = self.catalog
-        return [catalog[s] for _, s in ranked[:limit] if s in catalog]
-
-    def learn_basket(self, items: list[dict[str, Any]]) -> None:
-        skus = sorted({it["sku"] for it in items})
-        for it in items:
-            self.catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"],
-                                       "image_url": it.get("image_url"), "url": it.get("url")}
-        for a in skus:
-            row = self.cooc.setdefault(a, {})
-            for b in skus:
-                if a != b:
-                    row[b] = row.get(b, 0) + 1
-            if len(row) > 50:  # bounded: keep the strongest pairs
-                self.cooc[a] = dict(sorted(row.items(), key=lambda kv: -kv[1])[:30])
-        self._partition_dirty = True
+    def _settled_until(self, c: dict[str, Any]) -> int:
+        return max(facts.settled_until(c), *(f.settled_until(c) for f in self.flows))
 
     # ---- persistence ------------------------------------------------------------------------
     def drain_changes(self) -> dict[str, bytes | None]:
+        ctx = self.ctx
         out: dict[str, bytes | None] = {}
         for cid in self._dirty:
             c = self.customers.get(cid)
             out[cid] = None if c is None else json.dumps(c, separators=(",", ":")).encode()
-        if self._partition_dirty:
-            out[CLOCK_KEY] = json.dumps({"clock": self.clock_ms, "cooc": self.cooc, "catalog": self.catalog,
-                                         "spend": self.spend.counts, "tick": self.tick_ms,
+        if ctx.partition_changed:
+            out[CLOCK_KEY] = json.dumps({"clock": ctx.clock_ms, "cooc": ctx.cooc, "catalog": ctx.catalog,
+                                         "spend": ctx.spend.counts, "tick": ctx.tick_ms,
                                          "v": STATE_VERSION},
                                         separators=(",", ":")).encode()
         self._dirty.clear()
-        self._partition_dirty = False
+        ctx.partition_changed = False
         return out
 
     def restore(self, key: str, value: bytes | None) -> None:
         if key == CLOCK_KEY:
             if value is not None:
+                ctx = self.ctx
                 data = json.loads(value)
-                self.clock_ms = data["clock"]
-                self.cooc = data["cooc"]
-                self.catalog = data["catalog"]
-                self.spend = SpendHistogram({int(k): v for k, v in data["spend"].items()})
-                self.tick_ms = data.get("tick", 0)
+                ctx.clock_ms = data["clock"]
+                ctx.cooc = data["cooc"]
+                ctx.catalog = data["catalog"]
+                ctx.spend = SpendHistogram({int(k): v for k, v in data["spend"].items()})
+                ctx.tick_ms = data.get("tick", 0)
                 self._legacy_clock = data.get("v", 1) < STATE_VERSION
             return
         if value is None:
@@ -316,25 +369,27 @@ class PartitionEngine:
     def restored(self) -> None:
         self._rebuild_due()
         self._dirty.clear()
-        self._partition_dirty = False
+        self.ctx.partition_changed = False
         if self._legacy_clock:  # written by a release that let any event move the clock: check it once
             self._legacy_clock = False
-            settled = max((flows.settled_until(c) for c in self.customers.values()), default=0)
-            if settled and self.clock_ms - settled > self.max_future_ms:
+            settled = max((self._settled_until(c) for c in self.customers.values()), default=0)
+            if settled and self.ctx.clock_ms - settled > self.max_future_ms:
                 self._repair_clock(settled, "every settled fact of the restored state")
 
     def _rebuild_due(self) -> None:
         self._due = DueQueue()
         self._scheduled = {}
         for cid, c in self.customers.items():
-            nxt = flows.next_due(self, c)
+            nxt = self._next_due_at(c)
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt
 
 
-def decimal(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return Decimal(0)
+def _earliest(timer: int | None, buf: list[list[Any]]) -> int | None:
+    """When a customer is due next: its earliest pending timer or buffered event."""
+    if buf:
+        first = min(e[0] for e in buf)
+        return first if timer is None or first < timer else timer
+    return timer
+

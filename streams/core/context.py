@@ -1,0 +1,86 @@
+"""What a flow may see and do beyond its own customer's state: the partition's shared facts.
+
+One ``FlowContext`` per partition engine, handed to every flow when the engine builds it (the Kafka
+Streams ``ProcessorContext`` / Bytewax ``StatefulBatchLogic`` shape: the logic gets a narrow API, never
+the task). It holds the partition-wide state — the event-time clock, the co-purchase table and catalog
+(cross-sell), the spend histogram (segments) and the counters — and marks the partition record
+changed when a flow writes to it. The engine owns the ordering rules; flows never reach into it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streams.config import Settings
+from streams.core.segments import SpendHistogram, segment
+
+log = logging.getLogger("shopmail.engine")
+
+
+class FlowContext:
+    __slots__ = ("settings", "grace_ms", "clock_ms", "tick_ms", "stats", "cooc", "catalog", "spend",
+                 "partition_changed", "shop_url")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.grace_ms = settings.worker.late_grace_ms
+        self.shop_url = settings.flows.shop_url
+        self.clock_ms = 0  # the partition's event-time clock (largest event time seen, see engine.py)
+        self.tick_ms = 0  # the latest clock tick (the log's wall clock); 0 = none seen
+        self.stats: dict[str, int] = {}
+        self.cooc: dict[str, dict[str, int]] = {}  # sku → {sku: times bought together}
+        self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
+        self.spend = SpendHistogram()
+        self.partition_changed = False
+
+    @property
+    def watermark(self) -> int:
+        return self.clock_ms - self.grace_ms
+
+    def count(self, what: str) -> None:
+        stats = self.stats
+        stats[what] = stats.get(what, 0) + 1
+
+    def dropped(self, cid: str, flow: str, step: int, reason: str) -> None:
+        """A step that will not be sent: counted and logged, never silent."""
+        self.count(f"dropped:{flow}:{reason}")
+        log.debug("dropped %s step %d for %s: %s", flow, step, cid, reason)
+
+    # ---- cross-sell: what is bought together in this partition ----------------------------------
+    def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
+        scores: dict[str, int] = {}
+        basket = set(skus)
+        cooc = self.cooc
+        for sku in skus:
+            row = cooc.get(sku)
+            if row:
+                for other, n in row.items():
+                    if other not in basket:
+                        scores[other] = scores.get(other, 0) + n
+        ranked = [(-n, sku) for sku, n in scores.items()]  # most bought together first, then by sku
+        ranked.sort()
+        catalog = self.catalog
+        return [catalog[s] for _, s in ranked[:limit] if s in catalog]
+
+    def learn_basket(self, items: list[dict[str, Any]]) -> None:
+        skus = sorted({it["sku"] for it in items})
+        for it in items:
+            self.catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"],
+                                       "image_url": it.get("image_url"), "url": it.get("url")}
+        for a in skus:
+            row = self.cooc.setdefault(a, {})
+            for b in skus:
+                if a != b:
+                    row[b] = row.get(b, 0) + 1
+            if len(row) > 50:  # bounded: keep the strongest pairs
+                self.cooc[a] = dict(sorted(row.items(), key=lambda kv: -kv[1])[:30])
+        self.partition_changed = True
+
+    # ---- segments: spend over the partition -----------------------------------------------------
+    def move_spend(self, old: float | None, new: float) -> None:
+        self.spend.move(old, new)
+        self.partition_changed = True
+
+    def segment(self, orders: int, spend_365: float) -> str:
+        return segment(orders, spend_365, self.spend.threshold(self.settings.flows.win_back.vip_percentile))

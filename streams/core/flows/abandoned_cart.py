@@ -1,0 +1,89 @@
+"""Abandoned cart: help (1 h), urgency (24 h), incentive (72 h) after the last cart activity.
+
+State: ``cart`` {id, items, cur, url, a (anchor: last activity), trig, next, d (deferred due),
+tot (total, cached)}; ``acl`` when the last step went out; ``cx`` when the cart was last cleared.
+Starts on cart activity with items; new activity re-times the running series and restarts it from
+step 1 only when no step went out in the last ``no_respam_ms``. Ends on an order after the activity,
+a cleared cart, or a suppression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.config import AbandonedCartSettings, FlowSettings
+from streams.core.flows.base import Command, Customer, SeriesFlow, items, total
+from streams.core.ids import stable_code
+
+
+class AbandonedCart(SeriesFlow):
+    name = "abandoned_cart"
+    timer_key = "cart"
+    priority = 0
+    steps = 3
+    state_key = "cart"
+    settle_topics = frozenset({"carts", "orders"})
+
+    @staticmethod
+    def settings_of(flows: FlowSettings) -> AbandonedCartSettings:
+        return flows.abandoned_cart
+
+    def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
+        at = r["occurred_at"]
+        cart = c.get("cart")
+        if topic == "orders":
+            if r["type"] not in ("cancelled", "refunded") and cart is not None and cart["a"] <= at:
+                del c["cart"]  # exit: the customer ordered after the cart activity
+            return
+        if cart is not None and at < cart["a"]:
+            self.ctx.count("stale:carts")  # newer cart activity is already known
+            return
+        if r["type"] == "cart_cleared" or not r["items"]:
+            c.pop("cart", None)
+            if at > c.get("cx", -1):
+                c["cx"] = at
+            return
+        ac: AbandonedCartSettings = self.options
+        if cart is None and (at < c.get("cx", -1) or at < c.get("ord", {}).get("last", -1)):
+            self.ctx.count("stale:carts")  # the cart was cleared or bought after this activity
+            return
+        if cart is None:  # a new flow instance
+            cart = {"trig": r["event_id"], "next": 1}
+        elif c.get("acl") is None or at - c["acl"] >= ac.no_respam_ms:  # restart only without a recent step
+            cart["trig"], cart["next"] = r["event_id"], 1
+        # else: the running chain continues with its remaining steps, timed from this activity
+        cart.update({"id": r["cart_id"], "items": items(r["items"]), "cur": r.get("currency") or "USD",
+                     "url": r.get("cart_url") or f"{self.ctx.shop_url}/cart", "a": at})
+        cart.pop("d", None)
+        cart.pop("tot", None)
+        c["cart"] = cart
+
+    def next_due(self, c: Customer) -> int | None:
+        cart = c.get("cart")
+        return None if cart is None else self.series_due(cart)
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        return self.fire_instance(cid, c, c["cart"], due)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        self.skip_instance(cid, c, c["cart"])
+
+    def sent(self, c: Customer, due: int) -> None:
+        c["acl"] = due
+
+    def settled_until(self, c: Customer) -> int:
+        return max(c.get("cx", 0), c["cart"]["a"] if "cart" in c else 0)
+
+    def context(self, cid: str, c: Customer, inst: dict[str, Any], step: int, key: str) -> dict[str, Any]:
+        cart_total = inst.get("tot")
+        if cart_total is None:  # computed once per cart version (activity replaces the items and drops it)
+            cart_total = inst["tot"] = total(inst["items"])
+        ctx: dict[str, Any] = {"cart_id": inst["id"], "cart_url": inst["url"], "items": inst["items"],
+                               "cart_total": cart_total, "currency": inst["cur"]}
+        if step == 3:
+            ac: AbandonedCartSettings = self.options
+            ctx["incentive"] = ac.incentive
+            if ac.incentive == "coupon":
+                ctx["coupon_code"] = stable_code("CART", cid, inst["id"])
+                ctx["coupon_percent"] = ac.coupon_percent
+        return ctx

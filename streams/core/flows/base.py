@@ -1,0 +1,213 @@
+"""The one protocol every flow implements, and what marketing flows share (guards, experiments).
+
+A flow is one class (the Bytewax ``StatefulBatchLogic`` / Kafka Streams ``Processor`` shape): it is
+built once per partition engine with the partition's ``FlowContext`` and then only reacts:
+
+- ``on_arrival`` — a record arrived (before settlement): transactional mail goes out at once;
+- ``settle`` — a record of one of its ``settle_topics`` settled (event-time order, behind the
+  watermark): start, re-time or end its instance; ``suppressed`` — the customer unsubscribed,
+  bounced or complained;
+- ``next_due`` — when its earliest timer is due (``None``: none pending). The engine asks every flow
+  and fires the earliest; when two are due at the same moment the lower ``priority`` goes first;
+- ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
+  fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
+- ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``).
+
+Flows keep their state in the customer dict under their own keys and never touch the engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import orjson
+
+from schemas.serde import canonical_json
+from streams.config import FlowSettings
+from streams.core.context import FlowContext
+from streams.core.customer import dec
+from streams.core.guards import decide
+from streams.core.ids import command_id
+from streams.core.variants import HOLDOUT, assign, experiment_for
+
+Command = dict[str, Any]
+Customer = dict[str, Any]
+
+ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
+
+
+def items(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Line items as kept in state and contexts: exactly the LineItem fields. Decoded records
+    already are (and are never mutated), so they are shared rather than copied."""
+    if all(len(it) == 6 and tuple(it) == ITEM_FIELDS for it in lines):
+        return lines
+    return [{"sku": it["sku"], "name": it["name"], "price": it["price"], "quantity": it["quantity"],
+             "image_url": it.get("image_url"), "url": it.get("url")} for it in lines]
+
+
+def total(lines: list[dict[str, Any]]) -> str:
+    return str(sum((dec(it["price"]) * it["quantity"] for it in lines), Decimal(0)).quantize(Decimal("0.01")))
+
+
+class Flow(ABC):
+    name: ClassVar[str]
+    category: ClassVar[str]  # "transactional" (sent on arrival, no guards) or "marketing"
+    priority: ClassVar[int] = 9  # lower goes first when two steps are due at the same moment
+    steps: ClassVar[int] = 1  # template steps: emails/<name>_step1 … _step<steps>
+    settle_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``settle`` is called for
+    arrival_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``on_arrival`` is called for
+    has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
+    timer_key: ClassVar[str] = ""  # a customer without this state key has no timer of this flow
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        self.options = self.settings_of(ctx.settings.flows)
+
+    @staticmethod
+    @abstractmethod
+    def settings_of(flows: FlowSettings) -> Any:
+        """This flow's settings section (a dataclass of streams/config.py)."""
+
+    def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
+        return []
+
+    def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
+        return None
+
+    def suppressed(self, c: Customer) -> None:
+        return None
+
+    def next_due(self, c: Customer) -> int | None:
+        return None
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        return []
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        return None
+
+    def settled_until(self, c: Customer) -> int:
+        """The latest event time among this flow's settled facts (0 if none)."""
+        return 0
+
+    def command(self, cid: str, c: Customer, step: int, trigger: str, at: int, expires_at: int,
+                context: dict[str, Any], to: str, variant: str = "control") -> Command:
+        """An EmailCommand of this flow (template ``<name>/step<step>``)."""
+        p = c["p"]
+        ctx = self.ctx
+        name = self.name
+        cmd_id = command_id(name, step, cid, trigger)
+        loc = p.get("loc") or "en"
+        base = {"first_name": p.get("fn"), "shop_url": ctx.shop_url, "locale": loc}
+        if self.category == "marketing":
+            base["unsubscribe_url"] = f"{ctx.shop_url}/unsubscribe?c={cmd_id}"
+        base.update(context)
+        ctx.count(f"command:{name}")
+        return {"command_id": cmd_id, "customer_id": cid, "to": to, "flow": name, "step": step,
+                "template": f"{name}/step{step}", "locale": loc, "variant": variant,
+                "category": self.category, "send_at": at, "expires_at": expires_at, "context": canonical_json(base),
+                "trigger_event_id": trigger, "created_at": at}
+
+
+class MarketingFlow(Flow):
+    """A timed series behind the guards: consent, suppression, frequency cap, quiet hours, expiry,
+    then the experiment's variant (a holdout is recorded as a command the sink never sends)."""
+
+    category = "marketing"
+    has_timers = True
+
+    def __init__(self, ctx: FlowContext) -> None:
+        super().__init__(ctx)
+        self.expires_ms = self.expires_after()
+        self.guards = ctx.settings.flows.guards
+        self.experiments = ctx.settings.flows.experiments
+
+    @abstractmethod
+    def original_due(self, inst: dict[str, Any]) -> int:
+        """When the instance's next step was due before any deferral (its expiry counts from here)."""
+
+    @abstractmethod
+    def advance(self, c: Customer, inst: dict[str, Any], key: str) -> None:
+        """The step is done (sent, held out, dropped or skipped): move on."""
+
+    @abstractmethod
+    def context(self, cid: str, c: Customer, inst: dict[str, Any], step: int, key: str) -> dict[str, Any]:
+        """The template context of ``step``."""
+
+    def sent(self, c: Customer, due: int) -> None:
+        """A step went out (not a holdout)."""
+        return None
+
+    def expires_after(self) -> int:
+        return int(self.options.expires_after_ms)
+
+    def step_command(self, cid: str, c: Customer, inst: dict[str, Any], step: int, at: int, expires_at: int,
+                     variant: str, key: str) -> Command:
+        return self.command(cid, c, step, inst["trig"], at, expires_at, self.context(cid, c, inst, step, key),
+                            c["p"]["email"], variant)
+
+    def fire_instance(self, cid: str, c: Customer, inst: dict[str, Any], due: int, key: str = "") -> list[Command]:
+        ctx = self.ctx
+        name = self.name
+        step = inst.get("next", 1)
+        expires_at = self.original_due(inst) + self.expires_ms
+        decision = decide(c["p"], c.get("sup", {}), c.get("mk"), due, expires_at, self.guards)
+        if decision.action == "defer":
+            inst["d"] = decision.at
+            return []
+        inst.pop("d", None)
+        self.advance(c, inst, key)
+        if decision.action == "drop":
+            ctx.dropped(cid, name, step, decision.reason)
+            return []
+        exp = experiment_for(self.experiments, name, step) if self.experiments else None
+        variant = assign(cid, exp) if exp else "control"
+        if variant == HOLDOUT:  # the control group: recorded as a command the sink never sends
+            ctx.count(f"holdout:{name}")
+            return [self.step_command(cid, c, inst, step, due, expires_at, variant, key)]
+        c["mk"] = due
+        self.sent(c, due)
+        return [self.step_command(cid, c, inst, step, due, expires_at, variant, key)]
+
+    def skip_instance(self, cid: str, c: Customer, inst: dict[str, Any], key: str = "") -> None:
+        step = inst.get("next", 1)
+        inst.pop("d", None)
+        self.advance(c, inst, key)
+        self.ctx.dropped(cid, self.name, step, "late_start")
+
+
+class SeriesFlow(MarketingFlow):
+    """A marketing series of one instance under ``state_key``: step n is due ``delays[n-1]`` after
+    the instance's anchor ``a`` (or at its deferral ``d``)."""
+
+    state_key: ClassVar[str]
+
+    def __init__(self, ctx: FlowContext) -> None:
+        super().__init__(ctx)
+        self.delays: list[int] = list(self.options.delays_ms)
+
+    def series_due(self, inst: dict[str, Any]) -> int | None:
+        n = inst["next"]
+        delays = self.delays
+        if n <= len(delays):
+            return inst.get("d") or inst["a"] + delays[n - 1]  # type: ignore[no-any-return]
+        return None
+
+    def original_due(self, inst: dict[str, Any]) -> int:
+        return inst["a"] + self.delays[inst["next"] - 1]  # type: ignore[no-any-return]
+
+    def advance(self, c: Customer, inst: dict[str, Any], key: str) -> None:
+        inst["next"] = inst.get("next", 1) + 1
+
+    def suppressed(self, c: Customer) -> None:
+        c.pop(self.state_key, None)
+
+
+def with_opt_out(cmd: Command) -> Command:
+    """A goodbye step also links the opt-out explicitly (``opt_out_url`` = the unsubscribe link)."""
+    full = orjson.loads(cmd["context"])
+    full["opt_out_url"] = full["unsubscribe_url"]
+    cmd["context"] = canonical_json(full)
+    return cmd

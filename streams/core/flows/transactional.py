@@ -1,0 +1,95 @@
+"""Transactional mail, sent the moment the event is processed (no guards, no timers):
+order confirmation (with cross-sell learnt from the partition's orders), shipping confirmation (the
+first status of a shipment) and one tracking update per later status change.
+
+State: ``sh`` shipment id → statuses seen (last 10 shipments); ``ptx`` event id → [flow, trigger,
+extra] for mail that waits for an address until the event settles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.config import FlowSettings, TransactionalSettings
+from streams.core.flows.base import Command, Customer, Flow, items
+
+
+class TransactionalFlow(Flow):
+    category = "transactional"
+
+    @staticmethod
+    def settings_of(flows: FlowSettings) -> TransactionalSettings:
+        return flows.transactional
+
+    def context(self, r: dict[str, Any]) -> dict[str, Any]:
+        return {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
+                "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"),
+                "status": r["type"]}
+
+    def send(self, cid: str, c: Customer, r: dict[str, Any], trigger: str, extra: dict[str, Any]) -> list[Command]:
+        """Emit now; without a known address wait (until the event settles) for a profile that has one."""
+        to = r.get("email") or c["p"].get("email")
+        if not to:
+            c.setdefault("ptx", {})[r["event_id"]] = [self.name, trigger, extra]
+            return []
+        at = r["occurred_at"]
+        known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
+        ctx = self.context(r)
+        ctx.update(extra)
+        return [self.command(cid, c, 1, trigger, at, known + self.options.expires_after_ms, ctx, to)]
+
+
+class OrderConfirmation(TransactionalFlow):
+    name = "order_confirmation"
+    arrival_topics = frozenset({"orders"})
+
+    def context(self, r: dict[str, Any]) -> dict[str, Any]:
+        return {"order_id": r["order_id"], "items": items(r["items"]), "total": r["total"], "currency": r["currency"]}
+
+    def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
+        if r["type"] != "placed":
+            return []
+        skus = [it["sku"] for it in r["items"]]
+        suggestions = self.ctx.cross_sell(skus, self.options.cross_sell_max)
+        self.ctx.learn_basket(r["items"])
+        return self.send(cid, c, r, r["event_id"], {"cross_sell": suggestions})
+
+
+def _statuses(c: Customer, r: dict[str, Any]) -> list[str] | None:
+    """The statuses already seen for the record's shipment (``None``: none yet)."""
+    sh = c.get("sh")
+    return None if sh is None else sh.get(r["shipment_id"])
+
+
+def _record_status(c: Customer, r: dict[str, Any]) -> None:
+    sh = c.setdefault("sh", {})
+    sh.setdefault(r["shipment_id"], []).append(r["type"])
+    if len(sh) > 10:
+        sh.pop(next(iter(sh)))
+
+
+class ShippingConfirmation(TransactionalFlow):
+    """The first status of a shipment."""
+
+    name = "shipping_confirmation"
+    arrival_topics = frozenset({"shipments"})
+
+    def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
+        if _statuses(c, r):
+            return []
+        _record_status(c, r)
+        return self.send(cid, c, r, r["shipment_id"], {})
+
+
+class TrackingUpdate(TransactionalFlow):
+    """Each later status change of a shipment (a repeat of a status sends nothing)."""
+
+    name = "tracking_update"
+    arrival_topics = frozenset({"shipments"})
+
+    def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
+        statuses = _statuses(c, r)
+        if not statuses or r["type"] in statuses:
+            return []
+        _record_status(c, r)
+        return self.send(cid, c, r, f"{r['shipment_id']}:{r['type']}", {})

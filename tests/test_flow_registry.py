@@ -1,0 +1,60 @@
+"""Flows are plug-ins: every registered flow has its templates and subjects in every shipped locale."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sinks.rendering import I18N_DIR, TEMPLATE_DIR, Renderer, RenderError
+from sinks.samples import MINIMAL, command
+from streams.config import load_settings
+from streams.core.engine import PartitionEngine
+from streams.core.flows.base import Flow
+from streams.core.flows.registry import FLOWS
+
+
+def missing_templates(renderer: Renderer, flows: tuple[type[Flow], ...]) -> list[str]:
+    """Every (flow, step, locale) the renderer cannot find a template or a subject for."""
+    problems = []
+    for flow in flows:
+        for step in range(1, flow.steps + 1):
+            name = f"{flow.name}_step{step}"
+            for lang in renderer.locales:
+                try:
+                    text = renderer._template(lang, name, html=False)
+                    renderer._template(lang, name, html=True)
+                except (RenderError, OSError) as exc:  # jinja2's TemplateNotFound is an OSError
+                    problems.append(f"{flow.name}/step{step} ({lang}): {exc}")
+                    continue
+                if "subject" not in text.blocks:
+                    problems.append(f"{flow.name}/step{step} ({lang}): no subject block")
+                    continue
+                sample = MINIMAL.get((flow.name, step))
+                if sample is not None:
+                    subject = renderer.render(command(flow.name, step, sample, lang), "https://u.example/x").subject
+                    if not subject.strip():
+                        problems.append(f"{flow.name}/step{step} ({lang}): empty subject")
+    return problems
+
+
+def test_every_registered_flow_has_a_template_and_subject_for_every_step_in_every_shipped_locale():
+    assert missing_templates(Renderer(), FLOWS) == []
+
+
+def test_a_flow_without_a_template_for_one_of_its_steps_is_reported(tmp_path: Path):
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, templates)
+    (templates / "emails" / "win_back_step3.txt").unlink()
+    (templates / "emails" / "abandoned_cart_step2.mjml").unlink()
+    problems = missing_templates(Renderer(template_dir=templates, i18n_dir=I18N_DIR), FLOWS)
+    assert any(p.startswith("win_back/step3 (de)") for p in problems)
+    assert any(p.startswith("abandoned_cart/step2 (th)") for p in problems)
+
+
+def test_flows_are_registered_once_with_distinct_timer_priorities():
+    names = [f.name for f in FLOWS]
+    assert len(names) == len(set(names))
+    timed = [f.priority for f in FLOWS if f.has_timers]
+    assert len(timed) == len(set(timed))
+    engine = PartitionEngine(load_settings(env={}), 0)
+    assert [f.name for f in engine.flows] == names  # the engine runs exactly the registered flows
