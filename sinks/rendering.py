@@ -65,7 +65,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 OPTIONAL: dict[str, Any] = {
     "first_name": None, "currency": "USD", "cart_url": None, "order_number": None, "subtotal": None,
     "shipping": None, "tax": None, "shipping_address": None, "order_url": None, "cross_sell": [], "carrier": None,
-    "tracking_number": None, "tracking_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
+    "tracking_number": None, "tracking_url": None, "tracking_page_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
     "coupon_percent": None, "coupon_expires_at": None, "items": [],
 }
 ITEM_OPTIONAL = ("image_url", "url", "stock", "quantity")
@@ -245,7 +245,7 @@ class Renderer:
             "support_label": brand.support_email or brand.support_url,
             "unsubscribe_link": unsubscribe_link, "unsubscribe_href": safe_url(unsubscribe_link, shop_link),
             "order_label": v.get("order_number") or v.get("order_id"),
-            "order_link": safe_url(v["order_url"]), "tracking_link": safe_url(v["tracking_url"]),
+            "order_link": safe_url(v["order_url"]), "tracking_link": safe_url(v["tracking_page_url"] or v["tracking_url"]),
             "shipping_address": address.splitlines() if isinstance(address, str) else address,
             "story": brand.win_back_story.get(lang, ""),
             "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold

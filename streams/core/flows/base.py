@@ -39,12 +39,19 @@ ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
 
 
 def items(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Line items as kept in state and contexts: exactly the LineItem fields. Decoded records
-    already are (and are never mutated), so they are shared rather than copied."""
+    """Line items as kept in state and contexts: the LineItem fields, with ``stock`` only where the
+    shop sent it (templates claim scarcity only then). Lines that are exactly that are shared."""
     if all(len(it) == 6 and tuple(it) == ITEM_FIELDS for it in lines):
         return lines
-    return [{"sku": it["sku"], "name": it["name"], "price": it["price"], "quantity": it["quantity"],
-             "image_url": it.get("image_url"), "url": it.get("url")} for it in lines]
+    return [_line(it) for it in lines]
+
+
+def _line(it: dict[str, Any]) -> dict[str, Any]:
+    line = {"sku": it["sku"], "name": it["name"], "price": it["price"], "quantity": it["quantity"],
+            "image_url": it.get("image_url"), "url": it.get("url")}
+    if it.get("stock") is not None:
+        line["stock"] = it["stock"]
+    return line
 
 
 def total(lines: list[dict[str, Any]]) -> str:

@@ -12,6 +12,9 @@ from typing import Any
 
 from streams.config import FlowSettings, TransactionalSettings
 from streams.core.flows.base import Command, Customer, Flow, items
+from streams.tracking.tokens import tracking_page_url
+
+ORDER_DETAILS = ("order_number", "subtotal", "shipping", "tax", "shipping_address", "order_url")
 
 
 class TransactionalFlow(Flow):
@@ -22,9 +25,10 @@ class TransactionalFlow(Flow):
         return flows.transactional
 
     def context(self, r: dict[str, Any]) -> dict[str, Any]:
-        return {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
-                "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"),
-                "status": r["type"]}
+        ctx = {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
+               "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"),
+               "status": r["type"]}
+        return ctx
 
     def send(self, cid: str, c: Customer, r: dict[str, Any], trigger: str, extra: dict[str, Any]) -> list[Command]:
         """Emit now; without a known address wait (until the event settles) for a profile that has one."""
@@ -35,6 +39,10 @@ class TransactionalFlow(Flow):
         at = r["occurred_at"]
         known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
         ctx = self.context(r)
+        if "shipment_id" in ctx:  # shipping mail links to the shop's own tracking page when it is configured
+            page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c["p"].get("loc"))
+            if page is not None:  # no key configured: contexts (and replays) stay as they were
+                ctx["tracking_page_url"] = page
         ctx.update(extra)
         return [self.command(cid, c, 1, trigger, at, known + self.options.expires_after_ms, ctx, to)]
 
@@ -44,7 +52,11 @@ class OrderConfirmation(TransactionalFlow):
     arrival_topics = frozenset({"orders"})
 
     def context(self, r: dict[str, Any]) -> dict[str, Any]:
-        return {"order_id": r["order_id"], "items": items(r["items"]), "total": r["total"], "currency": r["currency"]}
+        ctx = {"order_id": r["order_id"], "items": items(r["items"]), "total": r["total"], "currency": r["currency"]}
+        for key in ORDER_DETAILS:  # what the event carries beyond the items (optional fields)
+            if r.get(key) is not None:
+                ctx[key] = r[key]
+        return ctx
 
     def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
         if r["type"] != "placed":
