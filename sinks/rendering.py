@@ -220,12 +220,15 @@ class Renderer:
                     self._templates[key] = text_env.get_template(f"emails/{name}.txt")
             return self._templates[key]
 
-    def variables(self, command: dict[str, Any], unsubscribe_link: str, lang: str, fmt: str) -> dict[str, Any]:
+    def variables(self, command: dict[str, Any], unsubscribe_link: str, lang: str, fmt: str,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
         flow = command["flow"]
         try:
             context = json.loads(command["context"])
         except (TypeError, ValueError) as exc:
             raise RenderError("template_variable_invalid", f"context is not JSON: {exc}") from exc
+        if extra:
+            context.update(extra)
         for required in REQUIRED.get(flow, ()):
             if context.get(required) is None:
                 raise RenderError("template_variable_missing",
@@ -259,11 +262,13 @@ class Renderer:
             raise RenderError("template_variable_invalid", f"line item without name/price: {item!r}"[:200])
         return {**{k: None for k in ITEM_OPTIONAL}, **item}
 
-    def render(self, command: dict[str, Any], unsubscribe_link: str) -> RenderedEmail:
+    def render(self, command: dict[str, Any], unsubscribe_link: str,
+               extra: dict[str, Any] | None = None) -> RenderedEmail:
+        """``extra``: variables the sink adds to the command's context (e.g. a coupon's expiry)."""
         flow, step = command["flow"], command["step"]
         name = f"{flow}_step{step}"
         lang, fmt = self.resolve_locale(command.get("locale"))
-        variables = self.variables(command, unsubscribe_link, lang, fmt)
+        variables = self.variables(command, unsubscribe_link, lang, fmt, extra)
         try:
             text_tmpl = self._template(lang, name, html=False)
             html_tmpl = self._template(lang, name, html=True)

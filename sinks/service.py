@@ -40,6 +40,8 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import serde
+from sinks import coupons
+from streams.runtime.dead_letters import dead_letter
 from sinks.mime import build_mime, unsubscribe_link
 from sinks.rate_limit import TokenBucket, Unlimited
 from sinks.record_errors import RecordError, classify, truncate
@@ -119,6 +121,7 @@ class SinkService:
         t = settings.topics
         self.commands_topic = t.name("commands")
         self.outcomes_topic = t.name("outcomes")
+        self.coupons_topic = t.name("coupons")
         self.ledger_topic = t.name("sink_ledger")
         self.dlq_topic = t.dlq("commands")
         fl = settings.flows
@@ -461,7 +464,7 @@ class SinkService:
         ses = self.settings.ses
         unsub = unsubscribe_link(ses.unsubscribe_base_url, cmd["command_id"], cmd["customer_id"],
                                  key=self.settings.unsubscribe.secret, locale=cmd.get("locale") or "en")
-        rendered = self.renderer.render(cmd, unsub)
+        rendered = self.renderer.render(cmd, unsub, coupons.render_extra(self.settings.coupons, cmd))
         marketing = cmd["category"] == "marketing"
         w.raw = build_mime(rendered, sender=ses.from_address, to=cmd["to"], command_id=cmd["command_id"],
                            category=cmd["category"], unsubscribe_url=unsub if marketing else None,
@@ -605,14 +608,10 @@ class SinkService:
                           partition=self._ledger.partition_of(w.partition))
             return
         if w.dead_letter:
-            limit = self.settings.sink.max_command_bytes
-            dl = {"original_value": w.value[:limit], "original_key": w.key, "topic": w.topic,
-                  "partition": w.partition, "offset": w.offset,
-                  "error": w.error_code or (w.reason or "failed").split(":")[0],
-                  "detail": (w.reason or "") + (f" (original value truncated to {limit} bytes)"
-                                                if len(w.value) > limit else ""),
-                  "failed_at": at, "component": "sink"}
-            p.produce(self.dlq_topic, key=w.key, value=serde.encode("DeadLetter", dl))
+            dl = dead_letter(self.settings.limits, topic=w.topic, partition=w.partition, offset=w.offset, key=w.key,
+                             value=w.value, reason=w.error_code or (w.reason or "failed").split(":")[0],
+                             detail=w.reason or "", component="sink", failed_at=at)
+            p.produce(self.dlq_topic, key=dl["original_key"], value=serde.encode("DeadLetter", dl))
             DLQ.labels(self.dlq_topic).inc()
         SENDS.labels(w.outcome, (w.error_code or w.reason or "").split(":")[0]).inc()
         if w.outcome == "skip" or not cmd.get("command_id") or not cmd.get("flow"):
@@ -623,6 +622,9 @@ class SinkService:
                    "attempts": max(w.attempts, 1 if w.outcome == "sent" else 0)}
         p.produce(self.outcomes_topic, key=(cmd["customer_id"] or cmd["command_id"]).encode(),
                   value=serde.encode("EmailOutcome", outcome))
+        coupon = coupons.issued(self.settings.coupons, cmd, at) if w.outcome == "sent" else None
+        if coupon is not None:  # the code the customer received: the shop's checkout may now honour it
+            p.produce(self.coupons_topic, key=coupon["code"].encode(), value=serde.encode("CouponIssued", coupon))
         self._produce_ledger(p, w, w.outcome, at)
         self.settled += 1
         if log.isEnabledFor(logging.DEBUG):

@@ -13,7 +13,6 @@ import json
 import logging
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -22,6 +21,7 @@ from confluent_kafka import KafkaException, Producer
 from prometheus_client import Counter
 
 from schemas import serde
+from streams.runtime.dead_letters import dead_letter
 from sinks.ses_events import BridgeError, to_feedback
 from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message
 from streams.config import Settings
@@ -40,6 +40,7 @@ SNS_SUBSCRIPTIONS = Counter("shopmail_sns_subscriptions_total",
 
 class Bridge:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
         self.topic = settings.topics.name("feedback")
         self.dlq = settings.topics.dlq("feedback")
         self.producer = Producer(producer_config(settings, bootstrap, **{"enable.idempotence": True}))
@@ -51,12 +52,11 @@ class Bridge:
         except (BridgeError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, BridgeError) else "malformed"
             detail = exc.detail if isinstance(exc, BridgeError) else f"not JSON: {exc}"
-            dl = {"original_value": raw, "original_key": None, "topic": source, "partition": -1, "offset": position,
-                  "error": reason, "detail": detail[:2000], "failed_at": int(time.time() * 1000),
-                  "component": "ses-bridge"}
+            dl = dead_letter(self.settings.limits, topic=source, partition=-1, offset=position, key=None, value=raw,
+                             reason=reason, detail=detail, component="ses-bridge")
             self.producer.produce(self.dlq, value=serde.encode("DeadLetter", dl))
             self.counts["dead_lettered"] += 1
-            log.warning("dead-lettered %s #%d: %s: %s", source, position, reason, detail)
+            log.debug("dead-lettered %s #%d: %s: %s", source, position, reason, detail)
             return "dead_lettered"
         if record is None:
             self.counts["ignored"] += 1

@@ -95,6 +95,7 @@ class TopicSettings:
     outcomes: str = "email.outcomes"
     feedback: str = "email.feedback"
     sink_ledger: str = "email.sink-ledger"  # compacted: command_id → outcome (sink dedupe)
+    coupons: str = "email.coupons"  # compacted: coupon code → CouponIssued (the shop's checkout reads it)
 
     def name(self, logical: str) -> str:
         return self.prefix + str(getattr(self, logical))
@@ -259,6 +260,13 @@ class LimitSettings:
 
 
 @dataclass
+class CouponSettings:
+    """Coupons in emails (sinks/coupons.py): each emailed code is published on ``topics.coupons``."""
+
+    valid_days: int = 14  # a code is valid this long from the command's created_at; the email shows the date
+
+
+@dataclass
 class MetricsSettings:
     click_window_ms: int = 5 * DAY_MS
     open_window_ms: int = 1 * DAY_MS
@@ -360,6 +368,7 @@ class Settings:
     flows: FlowSettings = field(default_factory=FlowSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    coupons: CouponSettings = field(default_factory=CouponSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)

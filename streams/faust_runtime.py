@@ -27,6 +27,7 @@ import faust
 from schemas import serde
 from streams.config import ConfigError, Settings
 from streams.core.engine import PartitionEngine
+from streams.runtime.dead_letters import dead_letter as build_dead_letter
 from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.faust")
@@ -74,9 +75,8 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
 
     async def dead_letter(event: Any, reason: str, detail: str) -> None:
         msg = event.message
-        dl = {"original_value": msg.value, "original_key": msg.key, "topic": msg.topic, "partition": msg.partition,
-              "offset": msg.offset, "error": reason, "detail": detail[:2000], "failed_at": int(time.time() * 1000),
-              "component": "processor-faust"}
+        dl = build_dead_letter(settings.limits, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                               key=msg.key, value=msg.value, reason=reason, detail=detail, component="processor-faust")
         await app.topic(msg.topic + ".dlq", value_serializer="raw").send(
             key=msg.key, value=serde.encode("DeadLetter", dl))
 

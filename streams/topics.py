@@ -20,6 +20,7 @@ VALUE_SCHEMA = {
     "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
     "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick",
     "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "SinkLedgerEntry",
+    "coupons": "CouponIssued",
 }
 # faust tables of the processor app; their changelog topics are provisioned here too so that
 # deploy/ (Strimzi) and `shopmail topics` agree on them.
@@ -57,6 +58,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     for logical in ("commands", "outcomes"):
         specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(delete), "output"))
     specs.append(TopicSpec(t.name("sink_ledger"), "sink_ledger", p, rf, dict(compact), "ledger"))
+    specs.append(TopicSpec(t.name("coupons"), "coupons", p, rf, dict(compact), "output"))
     for logical in INPUT_TOPICS + ("commands", "outcomes"):
         specs.append(TopicSpec(t.dlq(logical), f"{logical}.dlq", p, rf, dict(delete), "dlq"))
     for table in PROCESSOR_TABLES:
@@ -95,7 +97,7 @@ def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PRE
                         group_prefix=w.app_id, transactional_prefix=w.app_id, idempotent=True,
                         verifies_topics=True),
         ComponentAccess("sink", reads=("commands", "sink_ledger", "customers", "feedback"),
-                        writes=("outcomes", "sink_ledger", "commands.dlq"),
+                        writes=("outcomes", "sink_ledger", "coupons", "commands.dlq"),
                         group_prefix=sink.group_id, transactional_prefix=sink.group_id, idempotent=True,
                         verifies_topics=True),
         ComponentAccess("ses-bridge", reads=(), writes=("feedback", "feedback.dlq"), idempotent=True),

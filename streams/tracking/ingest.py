@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from schemas import serde
+from streams.runtime.dead_letters import dead_letter
 from streams.config import Settings
 from streams.kafka_io import producer_config
 from streams.tracking import webhooks
@@ -123,10 +123,8 @@ class WebhookIngest:
                             "shipment_status": update.status})
 
     def _dead_letter(self, provider: str, body: bytes, exc: webhooks.WebhookError) -> Answer:
-        limit = self.settings.limits.dead_letter_value_bytes
-        dl = {"original_value": body[:limit], "original_key": None, "topic": f"webhook:{provider}",
-              "partition": -1, "offset": -1, "error": exc.reason, "detail": exc.detail[:2000],
-              "failed_at": int(time.time() * 1000), "component": "tracking-webhook"}
+        dl = dead_letter(self.settings.limits, topic=f"webhook:{provider}", partition=-1, offset=-1, key=None,
+                         value=body, reason=exc.reason, detail=exc.detail, component="tracking-webhook")
         error = self._write(self.dlq, None, serde.encode("DeadLetter", dl))
         if error is not None:
             return Answer(503, {"error": "not_written", "detail": f"dead letter not written: {error}"})
