@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/shopmail demo
+	$(VENV)/bin/shopmail demo  # .venv has the [test] extra, which includes [demo]
 
 # Headless Chromium for the browser tests (preview screenshots, unsubscribe page): installed where it can be
 # (root + apt-get, Debian's `chromium`); elsewhere those tests skip and say why.

@@ -295,7 +295,7 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate)."""
     import json
 
-    from sinks.fault_proxy import FaultProxy
+    from bench.fault_proxy import FaultProxy
 
     for label, rate in (("unlimited", 0.0), ("limited", cfg.sink_rate)):
         s = _bench_settings(f"bench-sink-{label}")

@@ -27,8 +27,6 @@ def register(app: typer.Typer) -> None:
         """Run the SES sender: email.commands → SES → email.outcomes (each command at most once)."""
         run_sink(config, instance_id)
 
-    try:
-        from sinks.ses_bridge_cli import register_bridge
-    except ImportError:
-        return
+    from sinks.ses_bridge_cli import register_bridge
+
     register_bridge(app)

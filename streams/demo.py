@@ -142,17 +142,11 @@ def live_traffic(settings: Settings, customers: int, seed: int = 7) -> tuple[lis
 
 
 def produce_traffic(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
-    from confluent_kafka import Producer
-
-    from streams.kafka_io import producer_config
+    """Events in their JSON form (validated here) to the input topics."""
+    from streams.kafka_io import produce_events
     from streams.topics import VALUE_SCHEMA
 
-    p = Producer(producer_config(settings, bootstrap))
-    for logical, obj in events:
-        rec = serde.from_json(VALUE_SCHEMA[logical], obj)
-        p.produce(settings.topics.name(logical), key=rec["customer_id"].encode(),
-                  value=serde.encode(VALUE_SCHEMA[logical], rec))
-    p.flush(30)
+    produce_events(settings, bootstrap, ((lt, serde.from_json(VALUE_SCHEMA[lt], obj)) for lt, obj in events))
 
 
 class Child:
@@ -196,6 +190,9 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
 
     import logging
 
+    from streams.extras import require
+
+    require("moto", "the demo's SES emulator")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     console = console or Console(width=max(Console().width, 132))
     work = Path(tempfile.mkdtemp(prefix="shopmail-demo-"))
@@ -324,10 +321,8 @@ def print_sent_table(console: Console, outcomes: list[dict[str, Any]]) -> None:
 
 
 def _print_metrics_report(console: Console, settings: Settings, bootstrap: str, work: Path) -> None:
-    try:
-        from streams.metrics.report import demo_report  # the metrics issue's report, when present
-    except ImportError:
-        return
+    from streams.metrics.report import demo_report
+
     demo_report(console, settings, bootstrap, work)
 
 

@@ -18,6 +18,9 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
         settings.worker.web_port = web_port
     with service_context(settings) as (bootstrap, stop):
         if runtime_name == "faust":
+            from streams.extras import require
+
+            require("faust", "--runtime faust")
             from streams.faust_runtime import run_faust_worker
 
             run_faust_worker(settings, bootstrap)

@@ -82,8 +82,9 @@ def write_json(rows: list[Row], path: Path) -> None:
 
 
 def write_chart(rows: list[Row], path: Path) -> None:
-    import matplotlib
+    from streams.extras import require
 
+    matplotlib = require("matplotlib", "a PNG chart")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

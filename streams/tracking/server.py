@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -23,6 +22,7 @@ from streams.tracking.page import PageRenderer, pick_language
 from streams.tracking.tokens import token_order_id, verify_token
 from streams.tracking.view import ViewStore
 from streams.tracking.webhooks import signature_header
+from streams.web import HttpListener
 
 log = logging.getLogger("shopmail.tracking.http")
 PAGES = Counter("shopmail_tracking_pages_total", "Tracking page requests by answer", ["code"])
@@ -37,7 +37,7 @@ PAGE_HEADERS = {
 }
 
 
-class TrackingHttp:
+class TrackingHttp(HttpListener):
     def __init__(self, host: str, port: int, store: ViewStore, renderer: PageRenderer, ingest: WebhookIngest,
                  key: bytes, max_body_bytes: int, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
         outer = self
@@ -97,10 +97,8 @@ class TrackingHttp:
             def log_message(self, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        super().__init__(host, port, Handler, "tracking-http")
         self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="tracking-http", daemon=True)
 
     def page(self, token: str, query: dict[str, list[str]], accept_language: str | None) -> tuple[int, str]:
         token = unquote(token)
@@ -118,10 +116,3 @@ class TrackingHttp:
         PAGES.labels("200").inc()
         return 200, self.renderer.render(view, lang)
 
-    def start(self) -> "TrackingHttp":
-        self._thread.start()
-        return self
-
-    def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

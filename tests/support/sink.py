@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from schemas import serde
-from sinks.fault_proxy import FaultProxy
+from bench.fault_proxy import FaultProxy
 from streams.kafka_io import produce_records, read_topic
 
 from sinks.service import SinkService
