@@ -2,7 +2,7 @@
 
 It forwards every request to moto, records each SendEmail call (time and parameters), and can answer
 the next N SendEmail calls itself with an SES error (429 TooManyRequestsException, 500, a
-SendingPausedException, …) — the wire-level fault injection DESIGN.md asks for, no boto3 patching.
+SendingPausedException, …) — wire-level fault injection, no boto3 patching.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """All shopmail configuration in one typed place.
 
-Precedence (lowest → highest): the defaults below (documented in DESIGN.md and the README) → a TOML
+Precedence (lowest → highest): the defaults below (documented in docs/architecture.md and the README) → a TOML
 config file (``--config FILE`` or ``SHOPMAIL_CONFIG``; sections match the dataclass names, e.g.
 ``[kafka]``, ``[topics]``, ``[flows.abandoned_cart]``) → environment variables
 ``SHOPMAIL_<SECTION>__<FIELD>`` (double underscore between levels, e.g.

@@ -2,8 +2,8 @@
 
 Why not faust: on the embedded broker faust-streaming's ``exactly_once`` guarantee cannot start
 (aiokafka's InitProducerId → ``UnknownError`` from Tansu 0.6.0), and ``at_least_once`` re-emits the
-commands of every record processed since the last commit after a SIGKILL.  DESIGN.md names this
-loop as the fallback (the Quix Streams design): per-partition state in a ``PartitionEngine``, a
+commands of every record processed since the last commit after a SIGKILL.  So the processors run
+this loop instead (the Quix Streams design): per-partition state in a ``PartitionEngine``, a
 compacted changelog topic, and one Kafka transaction per batch that carries
 
     email commands + DLQ records + changelog updates + the input offsets

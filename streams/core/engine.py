@@ -13,7 +13,7 @@ Runtime contract:
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
 
-Time model (DESIGN.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
+Time model (docs/architecture.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
 the watermark is ``clock - late_grace_ms``. Transactional mail an event causes (order/shipping
 confirmation, tracking update) is emitted the moment the event is processed. Everything else — cart
 activity, orders as exits, consent, suppression — goes into a per-customer buffer and is *settled* in

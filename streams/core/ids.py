@@ -6,7 +6,7 @@ import hashlib
 
 
 def command_id(flow: str, step: int, customer_id: str, trigger_event_id: str) -> str:
-    """hash(flow, step, customer_id, id of the event that started the flow instance) — DESIGN.md."""
+    """hash(flow, step, customer_id, id of the event that started the flow instance) — docs/architecture.md."""
     raw = "\x1f".join((flow, str(step), customer_id, trigger_event_id)).encode()
     return hashlib.sha256(raw).hexdigest()[:32]
 
