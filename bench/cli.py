@@ -26,15 +26,15 @@ def register(app: typer.Typer) -> None:
                  config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Generate seeded synthetic shop traffic (JSONL for `simulate`, or straight into the topics)."""
         from bench.traffic import TrafficSpec, generate as gen, write_jsonl
-        from streams.cli import settings_from
+        from streams.cli.main import settings_from
 
         settings = settings_from(config)
         spec = TrafficSpec(customers=customers, days=days, seed=seed, jitter_ms=jitter_ms)
         t0 = time.perf_counter()
         if to_kafka:
             from bench.runner import _produce_inputs
-            from streams.broker import kafka_bootstrap
-            from streams.topics import ensure_topics, topic_specs
+            from streams.kafka.embedded_broker import kafka_bootstrap
+            from streams.kafka.topics import ensure_topics, topic_specs
 
             if not settings.kafka.bootstrap_servers:
                 raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS")

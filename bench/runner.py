@@ -25,12 +25,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from bench.traffic import TrafficSpec, generate
-from streams import background
+from streams.runtime import background
 from schemas import serde
 from streams.config import Settings, load_settings
-from streams.kafka_io import consumer_config, producer_config
-from streams.simulate import Simulator, default_workers
-from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+from streams.kafka.io import consumer_config, producer_config
+from streams.tools.simulate import Simulator, default_workers
+from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
 
 @dataclass
@@ -183,7 +183,7 @@ def _plain_loop(settings: Settings, bootstrap: str, n: int) -> float:
 
 
 def _worker(settings: Settings, bootstrap: str, n: int) -> float:
-    from streams.processor import ProcessorRuntime
+    from streams.runtime.worker import ProcessorRuntime
 
     runtime = ProcessorRuntime(settings, bootstrap, instance_id="bench", write_ticks=False)
     stop = threading.Event()
@@ -232,7 +232,7 @@ class _Ses:
 
         import boto3
 
-        from streams.broker import free_port
+        from streams.kafka.embedded_broker import free_port
 
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -260,7 +260,7 @@ class _Ses:
 
 
 def _outcomes(settings: Settings, bootstrap: str, expect: int, timeout_s: float = 120) -> list[dict[str, Any]]:
-    from streams.kafka_io import read_topic
+    from streams.kafka.io import read_topic
 
     return [r.decoded().record for r in read_topic(bootstrap, settings.topics.name("outcomes"), expect=expect,
                                                     timeout_s=timeout_s, kafka=settings.kafka)]
@@ -424,7 +424,7 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
 
 
 def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) -> Figures:
-    from streams.broker import kafka_bootstrap
+    from streams.kafka.embedded_broker import kafka_bootstrap
 
     figures = Figures()
     if "core" in parts:

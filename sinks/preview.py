@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
                 png: bool = typer.Option(True, help="screenshots at 600 and 375 px through headless Chromium"),
                 config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Render emails to HTML, text, .eml and PNG (600 / 375 px) without sending anything."""
-        from streams.cli import settings_from
+        from streams.cli.main import settings_from
 
         settings = settings_from(config)
         renderer = Renderer(shop_url=settings.flows.shop_url, brand=settings.brand)

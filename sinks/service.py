@@ -49,7 +49,7 @@ from sinks.rendering import Renderer
 from sinks.ses_sender import SendFailure, SesSender, account_send_rate
 from sinks.stores import Audience, Ledger, Parked
 from streams.config import Settings
-from streams.kafka_io import consumer_config, producer_config
+from streams.kafka.io import consumer_config, producer_config
 from streams.shared_metrics import DLQ
 
 log = logging.getLogger("shopmail.sink")

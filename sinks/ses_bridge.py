@@ -25,7 +25,7 @@ from streams.runtime.dead_letters import dead_letter
 from sinks.ses_events import BridgeError, to_feedback
 from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message
 from streams.config import Settings
-from streams.kafka_io import producer_config
+from streams.kafka.io import producer_config
 from streams.web import HttpListener
 
 log = logging.getLogger("shopmail.ses_bridge")

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from schemas import serde
 from streams.config import KafkaSettings
-from streams.kafka_io import client_config
+from streams.kafka.io import client_config
 
 log = logging.getLogger("shopmail.sink.stores")
 

@@ -29,7 +29,7 @@ from schemas import serde
 from sinks.rendering import TEMPLATE_DIR, load_translations, make_environment, safe_url, shipped_locales
 from sinks.unsubscribe_token import verify
 from streams.config import Settings
-from streams.kafka_io import producer_config
+from streams.kafka.io import producer_config
 from streams.web import HttpListener
 
 log = logging.getLogger("shopmail.unsubscribe")
@@ -138,8 +138,8 @@ def register(app: typer.Typer) -> None:
     def unsubscribe_server(port: Optional[int] = typer.Option(None, "--port", help="default: unsubscribe.port"),
                            config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Serve the one-click unsubscribe endpoint (POST) and its confirmation page (GET) → email.feedback."""
-        from streams.cli import settings_from
-        from streams.service_cli import service_context
+        from streams.cli.main import settings_from
+        from streams.cli.service import service_context
 
         settings = settings_from(config)
         if not settings.unsubscribe.secret:

@@ -33,7 +33,7 @@ SECRET_MASK = "***"
 @dataclass
 class KafkaSecuritySettings:
     """How every Kafka client authenticates and encrypts (``[kafka.security]``,
-    ``SHOPMAIL_KAFKA__SECURITY__<FIELD>``). Applied by ``streams.kafka_io.client_config`` to every
+    ``SHOPMAIL_KAFKA__SECURITY__<FIELD>``). Applied by ``streams.kafka.io.client_config`` to every
     client the project makes. Secrets come from a file (``*_file``: a mounted Secret) or from the
     environment (``SHOPMAIL_KAFKA__SECURITY__SASL_PASSWORD``); ``repr`` masks them."""
 
@@ -246,7 +246,7 @@ class FlowSettings:
 
 @dataclass
 class LimitSettings:
-    """What one record may bring in and what may be produced for it (streams/record_limits.py)."""
+    """What one record may bring in and what may be produced for it (streams/runtime/limits.py)."""
 
     max_record_bytes: int = 1024 * 1024  # larger input records are dead-lettered as too_large
     max_message_bytes: int = 1_000_000  # the topics' max.message.bytes (Kafka's default)

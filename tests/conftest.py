@@ -34,7 +34,7 @@ def kafka() -> Iterator[str]:
     if os.environ.get("SHOPMAIL_TEST_BROKER") == "container":
         yield from _container_bootstrap()
         return
-    from streams.broker import kafka_bootstrap
+    from streams.kafka.embedded_broker import kafka_bootstrap
 
     with kafka_bootstrap() as bootstrap:
         yield bootstrap

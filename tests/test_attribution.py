@@ -10,10 +10,10 @@ import pytest
 
 from schemas import serde
 from streams.config import DAY_MS, HOUR_MS
-from streams.kafka_io import produce_records
-from streams.metrics.attribution import Attribution
-from streams.metrics.experiments import lifts, two_proportion
-from streams.metrics.report import from_avro_dir, write_chart, write_csv, write_json
+from streams.kafka.io import produce_records
+from streams.analytics.attribution import Attribution
+from streams.analytics.experiments import lifts, two_proportion
+from streams.analytics.report import from_avro_dir, write_chart, write_csv, write_json
 
 T = 1_790_000_000_000
 
@@ -127,8 +127,8 @@ def test_report_writes_csv_json_and_a_png_chart(tmp_path):
 
 @pytest.mark.integration
 def test_export_writes_avro_files_that_fastavro_reads_back_and_the_report_reads(kafka, settings, tmp_path):
-    from streams.export import export_topic
-    from streams.topics import ensure_topics, topic_specs
+    from streams.tools.export import export_topic
+    from streams.kafka.topics import ensure_topics, topic_specs
 
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     orders = [serde.from_json("OrderEvent", {"event_id": f"e{i}", "customer_id": "ann", "occurred_at": T + i * DAY_MS,

@@ -11,7 +11,7 @@ import pytest
 
 from bench.traffic import TrafficSpec, generate
 from schemas import serde
-from streams.topics import VALUE_SCHEMA
+from streams.kafka.topics import VALUE_SCHEMA
 
 
 def test_traffic_is_deterministic_by_seed_valid_and_sorted_by_event_time():

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas import serde
-from streams.kafka_io import producer_config, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import producer_config, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import point_at_ses, verify_sender
 

@@ -12,7 +12,7 @@ import pytest
 from schemas import serde
 from sinks.coupons import expires_at, issued
 from streams.config import DAY_MS, CouponSettings
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from tests.support.sink import (CART_CTX, command, consent, now, outcomes, proxy, running_sink,  # noqa: F401
                                 sink_settings)
 

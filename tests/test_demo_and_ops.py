@@ -11,11 +11,11 @@ import urllib.request
 
 import pytest
 
-from streams.processor_metrics import ProcessorMetrics, health
+from streams.runtime.metrics import ProcessorMetrics, health
 from streams.web import OpsServer
 from tests.support.runtime import running_processor
 from tests.test_processor_skeleton import order
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from streams.config import load_settings
-from streams.topics_k8s import render
+from streams.kafka.strimzi import render
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -161,7 +161,7 @@ def test_pods_bind_their_listeners_on_all_interfaces_at_the_ports_probes_and_pol
 def test_committed_kafka_topics_equal_the_generator_output(overlay, rf):
     committed = (DEPLOY / "overlays" / overlay / "kafka-topics.yaml").read_text()
     assert committed == render(load_settings(env={}), rf, "shopmail-kafka"), \
-        f"regenerate: python -m streams.topics_k8s --replication {rf} > deploy/overlays/{overlay}/kafka-topics.yaml"
+        f"regenerate: python -m streams.kafka.strimzi --replication {rf} > deploy/overlays/{overlay}/kafka-topics.yaml"
     topics = [d for d in yaml.safe_load_all(committed) if d]
     assert all(t["spec"]["replicas"] == rf for t in topics)
     compacted = {t["spec"]["topicName"] for t in topics if t["spec"]["config"]["cleanup.policy"] == "compact"}

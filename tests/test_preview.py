@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sinks.preview import find_browser
-from streams.cli import app
+from streams.cli.main import app
 
 needs_chromium = pytest.mark.skipif(find_browser() is None,
                                     reason="headless Chromium not installed (Debian: apt-get install chromium)")

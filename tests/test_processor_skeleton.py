@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas import serde
-from streams.kafka_io import produce_records, producer_config, read_topic
+from streams.kafka.io import produce_records, producer_config, read_topic
 from tests.support.runtime import running_processor
 
 pytestmark = pytest.mark.integration

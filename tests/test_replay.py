@@ -9,11 +9,11 @@ import pytest
 
 from schemas import serde
 from streams.config import HOUR_MS, MINUTE_MS
-from streams.kafka_io import produce_records, read_topic
-from streams.processor import ProcessorRuntime
-from streams.replay import ReplayError, TimeRange, diff_commands, replay_settings, run_replay
+from streams.kafka.io import produce_records, read_topic
+from streams.runtime.worker import ProcessorRuntime
+from streams.tools.replay import ReplayError, TimeRange, diff_commands, replay_settings, run_replay
 from streams.timeparse import parse_time_ms
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.topics import ensure_topics, topic_specs
 
 T0 = parse_time_ms("2026-11-02T09:00:00Z")  # a Monday morning, outside quiet hours everywhere used here
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from schemas import serde
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 
 SAMPLES: dict[str, dict] = {
     "CartEvent": {"event_id": "e1", "customer_id": "c1", "occurred_at": 1_700_000_000_000, "type": "item_added",

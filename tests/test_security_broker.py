@@ -2,7 +2,7 @@
 and a wrong certificate or wrong credentials fail at once with the reason, not after a hang.
 
 Authenticated data paths cannot run here: Tansu 0.6.0 can require SASL SCRAM, but no client can ever
-authenticate to it (see ``streams.broker.EmbeddedBroker``), so SASL is covered by
+authenticate to it (see ``streams.kafka.embedded_broker.EmbeddedBroker``), so SASL is covered by
 tests/test_security_config.py and, on the broker, by the failure path only."""
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sinks.service import SinkService
-from streams import background
-from streams.broker import EmbeddedBroker, TlsFiles, kafka_bootstrap
+from streams.runtime import background
+from streams.kafka.embedded_broker import EmbeddedBroker, TlsFiles, kafka_bootstrap
 from streams.config import KafkaSettings, Settings
-from streams.kafka_io import KafkaConnectError, check_connection, produce_records, read_topic
-from streams.processor import ProcessorRuntime
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import KafkaConnectError, check_connection, produce_records, read_topic
+from streams.runtime.worker import ProcessorRuntime
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.sink import point_at_ses, verify_sender
 from tests.test_processor_skeleton import order
 

@@ -1,4 +1,4 @@
-"""Every Kafka client the product makes is configured by ``streams.kafka_io.client_config`` (directly or
+"""Every Kafka client the product makes is configured by ``streams.kafka.io.client_config`` (directly or
 through ``producer_config`` / ``consumer_config``), so the cluster's TLS/SASL settings reach all of
 them. A client built from a hand-written dict (or any other expression) would connect without them."""
 
@@ -47,5 +47,5 @@ def test_every_kafka_client_in_the_product_goes_through_client_config() -> None:
     for package in PRODUCT_PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             offenders += clients_built_without_client_config(path.read_text(), str(path.relative_to(ROOT)))
-    assert not offenders, ("Kafka clients built without streams.kafka_io.client_config (they would ignore "
+    assert not offenders, ("Kafka clients built without streams.kafka.io.client_config (they would ignore "
                            "kafka.security): " + ", ".join(offenders))

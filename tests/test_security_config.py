@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import ConfigError, KafkaSettings, load_settings
-from streams.kafka_io import client_config, consumer_config, masked, producer_config
+from streams.kafka.io import client_config, consumer_config, masked, producer_config
 
 
 def _kafka(**security: object) -> KafkaSettings:

@@ -22,8 +22,8 @@ from sinks.ses_bridge import Bridge, SnsEndpoint, SnsHttpServer
 from sinks.ses_events import BridgeError, to_feedback
 from sinks.sns_signature import CertificateStore, SnsVerifier, https_get
 from streams.config import Settings
-from streams.kafka_io import produce_records, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import produce_records, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import point_at_ses, running_sink, verify_sender
 from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, subscription

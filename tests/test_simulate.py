@@ -12,10 +12,10 @@ from confluent_kafka import Producer
 
 from schemas import serde
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
-from streams.kafka_io import producer_config, read_topic
-from streams.partitioning import partition_for
-from streams.processor import ProcessorRuntime
-from streams.topics import VALUE_SCHEMA, ensure_topics, topic_specs
+from streams.kafka.io import producer_config, read_topic
+from streams.kafka.partitioning import partition_for
+from streams.runtime.worker import ProcessorRuntime
+from streams.kafka.topics import VALUE_SCHEMA, ensure_topics, topic_specs
 from tests.core_events import T0, cart, customer, feedback, order, shipment, tick
 
 
@@ -172,7 +172,7 @@ def test_parallel_simulate_fails_clearly_when_a_worker_process_dies(tmp_path, mo
     import io
     import os
 
-    from streams import simulate as sim_module
+    from streams.tools import simulate as sim_module
     from streams.config import load_settings
 
     settings = load_settings(env={})

@@ -11,7 +11,7 @@ from email import policy
 import pytest
 
 from schemas import serde
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import CART_CTX, command, consent, now, outcomes, proxy, running_sink, sink_settings  # noqa: F401
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import command, delivered, proxy, sink_settings  # noqa: F401
 

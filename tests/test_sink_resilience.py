@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import serde
 from sinks.stores import Ledger
-from streams import background
-from streams.kafka_io import produce_records, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.runtime import background
+from streams.kafka.io import produce_records, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import wait_for
 from tests.support.sink import command, delivered, now, outcomes, proxy, running_sink, sink_settings  # noqa: F401
 

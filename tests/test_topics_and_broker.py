@@ -9,9 +9,9 @@ import sys
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.broker import EmbeddedBroker, BrokerError, wait_until_ready
-from streams.partitioning import partition_for
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.embedded_broker import EmbeddedBroker, BrokerError, wait_until_ready
+from streams.kafka.partitioning import partition_for
+from streams.kafka.topics import ensure_topics, topic_specs
 
 
 def test_embedded_broker_starts_on_a_free_loopback_port_and_stops_cleanly():

@@ -19,8 +19,8 @@ from babel.messages.pofile import read_po
 
 from schemas import serde
 from streams.config import Settings, load_settings
-from streams.kafka_io import produce_records, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import produce_records, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from streams.tracking import view as views
 from streams.tracking.page import LOCALE_DIR, ORDER_STATUS_LABELS, STATUS_LABELS, HERE, PageRenderer, pick_language, safe_link
 from streams.tracking.service import TrackingService

@@ -19,8 +19,8 @@ from sinks.mime import unsubscribe_link
 from sinks.preview import find_browser
 from sinks.unsubscribe_service import UnsubscribeService
 from streams.config import Settings
-from streams.kafka_io import consumer_config
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import consumer_config
+from streams.kafka.topics import ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
 CMD = "3f9a1c0e7b2d4e6f8a1b2c3d4e5f6a7b"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import serde
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 from streams.tracking import view as views
 from streams.tracking.ingest import WebhookIngest, shipment_event_id
 from streams.tracking.tokens import make_token

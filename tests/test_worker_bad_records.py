@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas import serde
-from streams.kafka_io import producer_config, read_topic
-from streams.record_limits import admit, clamp, dead_letter_value, fits
+from streams.kafka.io import producer_config, read_topic
+from streams.runtime.limits import admit, clamp, dead_letter_value, fits
 from streams.config import LimitSettings
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.runtime import running_processor
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ def test_outputs_over_max_message_bytes_do_not_fit_and_dead_letters_carry_a_cut_
 
 
 def test_restart_restores_every_customer_from_a_changelog_written_in_multi_record_batches(kafka, settings):
-    """Restore reads the changelog to the end the fetch reports (streams/log_reader.py)."""
+    """Restore reads the changelog to the end the fetch reports (streams/kafka/log_reader.py)."""
     settings.worker.tick_interval_s = 0
     settings.worker.batch_size = 2000
     n = 12_000
@@ -154,7 +154,7 @@ def test_reading_to_the_end_gets_every_record_of_a_partition_written_in_large_ba
     reports gets every record."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from streams.log_reader import EOF_CONFIG, read_to_end
+    from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 
     topic = settings.topics.name("customers")
     assert ensure_topics(kafka, topic_specs(settings)).healthy

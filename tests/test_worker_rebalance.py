@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from schemas import serde
-from streams.kafka_io import produce_records, read_topic
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.io import produce_records, read_topic
+from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import CliProcess, high_watermark_total, settings_env, wait_for
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from streams.config import LimitSettings
-from streams.record_limits import fits
+from streams.runtime.limits import fits
 from streams.runtime.restore import RUNTIME_KEY
 from streams.runtime.state_store import LocalStore
 

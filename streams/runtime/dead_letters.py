@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from streams.config import LimitSettings
-from streams.record_limits import dead_letter_value
+from streams.runtime.limits import dead_letter_value
 
 MAX_DETAIL_CHARS = 2000
 

@@ -1,7 +1,7 @@
 """Restore of one partition's state, and the one broker workaround the runtime needs.
 
 ``ChangelogRestore`` rebuilds a partition's engine: the local store up to its checkpoint, then the
-changelog tail (read_committed) to the end the fetch reports (streams/log_reader.py) — never to a
+changelog tail (read_committed) to the end the fetch reports (streams/kafka/log_reader.py) — never to a
 ListOffsets high watermark, which some brokers under-report. A local checkpoint outside the changelog
 (the topic was recreated) is discarded and the whole changelog read instead.
 
@@ -26,8 +26,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
-from streams.kafka_io import client_config
-from streams.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.io import client_config
+from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.runtime.state_store import LocalStore
 
 log = logging.getLogger("shopmail.restore")

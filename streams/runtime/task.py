@@ -7,7 +7,7 @@ dead-letter rules of its own; a driver only reads records (Avro bytes, JSON line
 comes out (a Kafka transaction, a file).
 
 The rules, in order, for each record offered:
-1. **Admission** (streams/record_limits.py): a record that could not be read, is over the size
+1. **Admission** (streams/runtime/limits.py): a record that could not be read, is over the size
    limit, has an empty customer id or a key that differs from it, or an overlong id, becomes a dead
    letter; free text is clamped.
 2. **Ordering** (streams/runtime/merge.py): records wait per topic and are handed to the engine in
@@ -30,9 +30,9 @@ from typing import Any, Generic, TypeVar
 
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
-from streams.record_limits import Refusal, admit, clamp
+from streams.runtime.limits import Refusal, admit, clamp
 from streams.runtime.merge import PartitionMerger, Pending, event_time_of
-from streams.topics import INPUT_TOPICS
+from streams.kafka.topics import INPUT_TOPICS
 
 R = TypeVar("R")  # the driver's handle on a record: a Kafka message, a line number, ...
 

@@ -23,8 +23,8 @@ from prometheus_client import Counter
 
 from schemas import serde
 from streams.config import Settings
-from streams.kafka_io import consumer_config, producer_config
-from streams.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.io import consumer_config, producer_config
+from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.tracking import view as views
 
 log = logging.getLogger("shopmail.tracking.builder")

@@ -10,8 +10,8 @@ import threading
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.config import Settings
-from streams.kafka_io import consumer_config
-from streams.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.io import consumer_config
+from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.tracking import view as views
 from streams.tracking.builder import SKIPPED
 

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 from schemas import serde
 from streams.runtime.dead_letters import dead_letter
 from streams.config import Settings
-from streams.kafka_io import producer_config
+from streams.kafka.io import producer_config
 from streams.tracking import webhooks
 from streams.tracking.view import ViewStore
 

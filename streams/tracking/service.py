@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 
 from streams.config import ConfigError, Settings
-from streams.kafka_io import client_config
+from streams.kafka.io import client_config
 from streams.tracking.builder import ViewBuilder
 from streams.tracking.follower import ViewFollower
 from streams.tracking.ingest import WebhookIngest

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from streams import background
+from streams.runtime import background
 from streams.config import Settings
-from streams.processor import ProcessorRuntime
-from streams.topics import ensure_topics, topic_specs
+from streams.runtime.worker import ProcessorRuntime
+from streams.kafka.topics import ensure_topics, topic_specs
 
 
 @contextlib.contextmanager

@@ -13,12 +13,12 @@ import pytest
 
 from schemas import serde
 from bench.fault_proxy import FaultProxy
-from streams.kafka_io import produce_records, read_topic
+from streams.kafka.io import produce_records, read_topic
 
 from sinks.service import SinkService
-from streams import background
+from streams.runtime import background
 from streams.config import Settings
-from streams.topics import ensure_topics, topic_specs
+from streams.kafka.topics import ensure_topics, topic_specs
 
 
 def verify_sender(settings: Settings, endpoint_url: str) -> None:
@@ -88,7 +88,7 @@ def proxy(moto_ses):
 
 @pytest.fixture
 def sink_settings(kafka, settings, moto_ses, proxy):
-    from streams.topics import ensure_topics, topic_specs
+    from streams.kafka.topics import ensure_topics, topic_specs
 
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     point_at_ses(settings, proxy.url)

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge
 from streams.shared_metrics import DLQ
 
 if TYPE_CHECKING:
-    from streams.processor import ProcessorRuntime
+    from streams.runtime.worker import ProcessorRuntime
 
 EVENTS = Counter("shopmail_processor_events_total", "Input records processed", ["topic"])
 COMMANDS = Counter("shopmail_processor_commands_total", "Email commands emitted", ["flow"])

@@ -25,11 +25,11 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import serde
-from streams import background
+from streams.runtime import background
 from streams.config import Settings
-from streams.kafka_io import client_config, producer_config, read_topic
-from streams.processor import ProcessorRuntime
-from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+from streams.kafka.io import client_config, producer_config, read_topic
+from streams.runtime.worker import ProcessorRuntime
+from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
 
 class ReplayError(RuntimeError):

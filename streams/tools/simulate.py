@@ -27,9 +27,9 @@ import orjson
 from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
-from streams.partitioning import partition_for
+from streams.kafka.partitioning import partition_for
 from streams.runtime.task import PartitionTask, TaskOutput
-from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
+from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.simulate")
 

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.config import Settings
-from streams.metrics.attribution import Attribution, Row
-from streams.metrics.experiments import lifts
+from streams.analytics.attribution import Attribution, Row
+from streams.analytics.experiments import lifts
 
 SOURCES = {"commands": "command", "outcomes": "outcome", "feedback": "feedback", "orders": "order"}
 
 
 def from_topics(settings: Settings, bootstrap: str) -> Attribution:
-    from streams.kafka_io import read_topic
+    from streams.kafka.io import read_topic
 
     records = []
     for logical, kind in SOURCES.items():

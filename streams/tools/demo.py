@@ -143,8 +143,8 @@ def live_traffic(settings: Settings, customers: int, seed: int = 7) -> tuple[lis
 
 def produce_traffic(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
     """Events in their JSON form (validated here) to the input topics."""
-    from streams.kafka_io import produce_events
-    from streams.topics import VALUE_SCHEMA
+    from streams.kafka.io import produce_events
+    from streams.kafka.topics import VALUE_SCHEMA
 
     produce_events(settings, bootstrap, ((lt, serde.from_json(VALUE_SCHEMA[lt], obj)) for lt, obj in events))
 
@@ -176,7 +176,7 @@ class Child:
 
 
 def _read_outcomes(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    from streams.kafka_io import read_topic
+    from streams.kafka.io import read_topic
 
     return [r.decoded().record for r in read_topic(bootstrap, topic, idle_s=0.3, timeout_s=10)]
 
@@ -185,8 +185,8 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
              console: Console | None = None) -> int:
     from moto.server import ThreadedMotoServer
 
-    from streams.broker import EmbeddedBroker
-    from streams.topics import ensure_topics, topic_specs
+    from streams.kafka.embedded_broker import EmbeddedBroker
+    from streams.kafka.topics import ensure_topics, topic_specs
 
     import logging
 
@@ -321,7 +321,7 @@ def print_sent_table(console: Console, outcomes: list[dict[str, Any]]) -> None:
 
 
 def _print_metrics_report(console: Console, settings: Settings, bootstrap: str, work: Path) -> None:
-    from streams.metrics.report import demo_report
+    from streams.analytics.report import demo_report
 
     demo_report(console, settings, bootstrap, work)
 

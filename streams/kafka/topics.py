@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.config import KafkaSettings, Settings
-from streams.kafka_io import client_config
+from streams.kafka.io import client_config
 
 INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")
 # value schema per logical topic (the DLQ value is always DeadLetter)
@@ -71,7 +71,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 @dataclass(frozen=True)
 class ComponentAccess:
     """What one component does on the cluster: the single source of its Kafka ACLs (deploy/ KafkaUsers,
-    ``streams.topics_k8s``), checked against the component's code by tests/test_deploy_security.py."""
+    ``streams.kafka.strimzi``), checked against the component's code by tests/test_deploy_security.py."""
 
     component: str
     reads: tuple[str, ...]  # logical topics it consumes (``TopicSpec.logical``)

@@ -39,8 +39,8 @@ def topics(config: Optional[Path] = ConfigOpt,
            verify_only: bool = typer.Option(False, "--verify", help="only verify; create nothing"),
            as_json: bool = typer.Option(False, "--json", help="print the topic list as JSON and exit")) -> None:
     """Create or verify every shopmail topic (idempotent); exit 1 on a mismatch."""
-    from streams.broker import kafka_bootstrap
-    from streams.topics import ensure_topics, topic_specs
+    from streams.kafka.embedded_broker import kafka_bootstrap
+    from streams.kafka.topics import ensure_topics, topic_specs
 
     settings = settings_from(config)
     specs = topic_specs(settings)
@@ -70,11 +70,11 @@ def _register() -> None:
     from bench import cli as bench_cli
     from sinks import cli as sink_cli
     from sinks import customer_cli
-    from streams import demo, replay_cli, report_cli, simulate_cli, worker_cli
+    from streams.cli import replay, report, simulate, worker
+    from streams.tools import demo
     from streams.tracking import cli as tracking_cli
 
-    for module in (worker_cli, sink_cli, demo, simulate_cli, replay_cli, report_cli, tracking_cli, bench_cli,
-                   customer_cli):
+    for module in (worker, sink_cli, demo, simulate, replay, report, tracking_cli, bench_cli, customer_cli):
         module.register(app)
 
 

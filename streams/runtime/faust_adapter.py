@@ -9,7 +9,7 @@ table after a rebalance.
 Guarantee: **at-least-once**. faust's ``exactly_once`` cannot start on the embedded Tansu broker
 (aiokafka InitProducerId → UnknownError) and after a SIGKILL at-least-once re-emits the commands of
 records processed since the last offset commit (the sink dedupes them by ``command_id``). That is why
-``--runtime txn`` (streams/processor.py) is the default; see docs/runtime.md.
+``--runtime txn`` (streams/runtime/worker.py) is the default; see docs/runtime.md.
 
 Security: faust talks to Kafka through aiokafka, not librdkafka, so ``kafka.security`` and the
 librdkafka pass-through do not apply; the adapter refuses to start unless the protocol is PLAINTEXT
@@ -28,7 +28,7 @@ from schemas import serde
 from streams.config import ConfigError, Settings
 from streams.core.engine import PartitionEngine
 from streams.runtime.dead_letters import dead_letter as build_dead_letter
-from streams.topics import INPUT_TOPICS, VALUE_SCHEMA
+from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.faust")
 

@@ -40,14 +40,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
-from streams.kafka_io import consumer_config, producer_config
-from streams.record_limits import Refusal
+from streams.kafka.io import consumer_config, producer_config
+from streams.runtime.limits import Refusal
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.dead_letters import dead_letter
 from streams.runtime.restore import ChangelogRestore, OrphanedCommands
 from streams.runtime.state_store import LocalStore, open_store
 from streams.runtime.task import PartitionTask, TaskOutput
-from streams.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
+from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
 log = logging.getLogger("shopmail.processor")
 

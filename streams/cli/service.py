@@ -21,8 +21,8 @@ def service_context(settings: Settings, check_topics: bool = True,
                     handle_signals: bool = True) -> Iterator[tuple[str, threading.Event]]:
     """Yields (bootstrap servers, stop event); with ``handle_signals`` SIGTERM and SIGINT set the
     event (a loop that checks it stops cleanly) instead of raising."""
-    from streams.broker import kafka_bootstrap
-    from streams.topics import ensure_topics, topic_specs
+    from streams.kafka.embedded_broker import kafka_bootstrap
+    from streams.kafka.topics import ensure_topics, topic_specs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()

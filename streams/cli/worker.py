@@ -10,8 +10,8 @@ import typer
 
 def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Optional[int],
                runtime_name: str = "txn") -> None:
-    from streams.cli import settings_from
-    from streams.service_cli import run_with_ops, service_context
+    from streams.cli.main import settings_from
+    from streams.cli.service import run_with_ops, service_context
 
     settings = settings_from(config)
     if web_port is not None:
@@ -21,12 +21,12 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
             from streams.extras import require
 
             require("faust", "--runtime faust")
-            from streams.faust_runtime import run_faust_worker
+            from streams.runtime.faust_adapter import run_faust_worker
 
             run_faust_worker(settings, bootstrap)
             return
-        from streams.processor import ProcessorRuntime
-        from streams.processor_metrics import ProcessorMetrics, health
+        from streams.runtime.worker import ProcessorRuntime
+        from streams.runtime.metrics import ProcessorMetrics, health
 
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
         run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",

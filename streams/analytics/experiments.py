@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from streams.metrics.attribution import HOLDOUT, Row
+from streams.analytics.attribution import HOLDOUT, Row
 
 Z95 = 1.959964
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.config import KafkaSettings
-from streams.kafka_io import KafkaConnectError, check_connection
+from streams.kafka.io import KafkaConnectError, check_connection
 
 
 class BrokerError(RuntimeError):

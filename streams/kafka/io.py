@@ -201,7 +201,7 @@ def produce_events(settings: Settings, bootstrap: str, events: Iterable[tuple[st
                    **producer_extra: Any) -> int:
     """Encode and produce shop events given as (logical topic, record) to their topics, keyed by
     customer; returns the count. Flushes. The one producer helper of the demo, the bench and tests."""
-    from streams.topics import VALUE_SCHEMA  # topics imports this module
+    from streams.kafka.topics import VALUE_SCHEMA  # topics imports this module
 
     names = {lt: settings.topics.name(lt) for lt in VALUE_SCHEMA}
     return _produce(settings, bootstrap, ((names[lt], VALUE_SCHEMA[lt], rec, "customer_id") for lt, rec in events),

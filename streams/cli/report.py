@@ -18,14 +18,14 @@ def register(app: typer.Typer) -> None:
                chart: Optional[Path] = typer.Option(None, "--chart", help="write a PNG chart"),
                config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Open/click/conversion rates and recovered revenue per flow, step and variant (+ experiment lift)."""
-        from streams.cli import settings_from
-        from streams.metrics import report as rep
+        from streams.cli.main import settings_from
+        from streams.analytics import report as rep
 
         settings = settings_from(config)
         if input_dir is not None:
             attribution = rep.from_avro_dir(settings, input_dir)
         else:
-            from streams.broker import kafka_bootstrap
+            from streams.kafka.embedded_broker import kafka_bootstrap
 
             if not settings.kafka.bootstrap_servers:
                 raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS or use --input-dir")
@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
                end: Optional[str] = typer.Option(None, "--to", help="event time to, exclusive"),
                config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Write topic ranges to Avro container files (schema embedded) for data teams."""
-        from streams.broker import kafka_bootstrap
-        from streams.cli import settings_from
-        from streams.export import export_topic
+        from streams.kafka.embedded_broker import kafka_bootstrap
+        from streams.cli.main import settings_from
+        from streams.tools.export import export_topic
         from streams.timeparse import parse_time_ms
 
         settings = settings_from(config)

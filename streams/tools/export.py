@@ -12,7 +12,7 @@ import fastavro
 
 from schemas import serde
 from streams.config import KafkaSettings
-from streams.kafka_io import read_topic
+from streams.kafka.io import read_topic
 
 TIME_FIELDS = ("occurred_at", "send_at", "tick_at", "failed_at", "at")
 

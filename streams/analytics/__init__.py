@@ -1,0 +1,1 @@
+"""Attribution, the report and experiment lift over the email topics."""

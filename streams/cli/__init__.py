@@ -1,0 +1,1 @@
+"""Thin `shopmail` commands; each calls into the module that owns the capability."""

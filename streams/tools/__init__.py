@@ -1,0 +1,1 @@
+"""Tools over the same partition task: simulate, replay, export, the demo."""
