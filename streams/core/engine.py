@@ -5,13 +5,24 @@ it, plus the partition's event-time clock). It is pure: no Kafka, no wall clock,
 
 Runtime contract:
 - ``process(logical_topic, record)`` for each decoded input record in log order
-  (``logical_topic`` ∈ carts, orders, shipments, customers, feedback, clock); returns the commands to
+  (``logical_topic`` ∈ carts, orders, shipments, customers, feedback, clock — keyed by customer,
+  co-partitioned — or inventory, a *global* topic: see below); returns the commands to
   emit (EmailCommand records as dicts, in firing order) and rejections (→ DLQ; the engine has none
   today: every readable event is applied, and unreadable ones never reach it).
 - ``advance(clock_ms)`` moves the clock forward (``simulate --until``); fires due steps.
 - ``drain_changes()`` → {changelog key: serialized state or None (delete)} changed since the last
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
+
+Global topics (``GLOBAL_TOPICS``: ``inventory``, keyed by SKU, no ``customer_id``) are not
+co-partitioned with customers: the runtime feeds every record of them to every partition engine it
+runs, in the global topic's log order, interleaved with the partition's own records in arrival
+order. The engine hands them to the flows that declare them (``Flow.on_global``), which keep what
+they learn in partition tables (``streams/core/tables.py``, changelog keys ``"\x03<table>:<key>"``).
+A global record never moves the partition clock (its producer's clock is not this partition's) and
+is not buffered for settlement: it is applied on arrival, and a record older than the row it would
+replace is stale (``stale:<topic>``). Mail it causes is due at its ``occurred_at`` or the watermark,
+whichever is later, and goes through the same timers and guards as any marketing step.
 
 Time model (DESIGN.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
 the watermark is ``clock - late_grace_ms``. Transactional mail an event causes (order/shipping
@@ -56,11 +67,13 @@ from streams.core.flows.base import Command, Flow
 from streams.core.flows.registry import FLOWS
 from streams.core.segments import SpendHistogram
 from streams.core.state import CLOCK_KEY, Customer, Partition, decode_customer, decode_partition, encode, new_customer
+from streams.core.tables import split_key
 
 log = logging.getLogger("shopmail.engine")
 
-__all__ = ["CLOCK_KEY", "PartitionEngine", "Rejection", "StepResult"]
+__all__ = ["CLOCK_KEY", "GLOBAL_TOPICS", "PartitionEngine", "Rejection", "StepResult"]
 
+GLOBAL_TOPICS = frozenset({"inventory"})
 TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4}
 SEEN_RETENTION_MS = 2 * DAY_MS  # event ids remembered for dedupe (≫ grace; duplicates arrive soon)
 PARTITION_VERSION = 2  # partition record: 2 = written by a release that never lets a future event move the clock
@@ -107,6 +120,7 @@ class PartitionEngine:
         topics = set(TOPIC_RANK)
         self._arrival = {t: tuple(f.on_arrival for f in self.flows if t in f.arrival_topics) for t in topics}
         self._settlers = {t: tuple(f.settle for f in self.flows if t in f.settle_topics) for t in topics}
+        self._global = {t: tuple(f.on_global for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
 
     # ---- the partition's clock and counters live in the flows' context ----------------------
     @property
@@ -134,6 +148,8 @@ class PartitionEngine:
         result = StepResult()
         if logical_topic == "clock":
             return self.tick(int(record["tick_at"]))
+        if logical_topic in self._global:
+            return self._process_global(logical_topic, record)
         ctx = self.ctx
         at = int(record["occurred_at"])
         clock = ctx.clock_ms
@@ -171,6 +187,22 @@ class PartitionEngine:
                 ctx.partition_changed = True
         if self._due.due(ctx.clock_ms - self.grace_ms):
             self._fire(commands)
+        return result
+
+    def _process_global(self, topic: str, record: dict[str, Any]) -> StepResult:
+        """A record of a global topic: the flows apply it; the customers they changed are persisted and
+        re-timed. The clock stays where it is."""
+        result = StepResult()
+        self.ctx.count(f"global:{topic}")
+        touched: set[str] = set()
+        for apply in self._global[topic]:
+            touched.update(apply(topic, record, self.customers))
+        customers = self.customers
+        for cid in sorted(touched):
+            self._dirty.add(cid)
+            self._schedule(cid, self._next_due_at(customers[cid]))
+        if self._due.due(self.watermark):
+            self._fire(result.commands)
         return result
 
     def _arrive(self, cid: str, c: Customer, topic: str, record: dict[str, Any], out: list[Command]) -> None:
@@ -341,6 +373,8 @@ class PartitionEngine:
         for cid in self._dirty:
             c = customers.get(cid)
             out[cid] = None if c is None else encode(c)
+        for table in ctx.tables.values():
+            table.drain(out)
         if ctx.partition_changed:
             out[CLOCK_KEY] = encode(Partition(clock=ctx.clock_ms, cooc=ctx.cooc, catalog=ctx.catalog,
                                               spend=ctx.spend.counts, tick=ctx.tick_ms, v=PARTITION_VERSION))
@@ -350,6 +384,15 @@ class PartitionEngine:
 
     def restore(self, key: str, value: bytes | None) -> None:
         """One changelog record (any format this release or an earlier one wrote)."""
+        in_table = split_key(key)
+        if in_table is not None:
+            table = self.ctx.tables.get(in_table[0])
+            if table is None:  # a table no registered flow keeps (a flow was removed): not restored
+                self.ctx.count("restore:unknown_table")
+                log.warning("partition %d: changelog key %r belongs to no table of this release", self.partition, key)
+            else:
+                table.restore(in_table[1], value)
+            return
         if key == CLOCK_KEY:
             if value is not None:
                 ctx = self.ctx

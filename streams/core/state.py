@@ -94,6 +94,28 @@ class FeedbackRequest(Instance):
     o: str = ""  # order id
 
 
+class WaitingSku(Instance):
+    """Back-in-stock: a SKU of the abandoned cart that went out of stock; ``due`` once it is restocked."""
+
+    since: int = 0  # when it was seen out of stock in the cart
+    item: dict[str, Any] = {}  # the cart's line (name, price, image, url) for the mail
+    cur: str = "USD"  # the cart's currency
+    due: int | None = None  # the restock's time as this partition learnt it (None: still out of stock)
+
+
+class Stock(Record):
+    """A row of the partition's ``stock`` table (SKU → the latest inventory record applied)."""
+
+    at: int = 0  # occurred_at of that record (an older record is stale)
+    eid: str = ""  # its event id
+    out: bool = False  # out of stock
+    qty: int | None = None
+    price: str | None = None
+    name: str | None = None
+    url: str | None = None
+    image_url: str | None = None
+
+
 class Customer(Record):
     v: int = 1  # the format this record was written in (absent = 1)
     p: Profile = msgspec.field(default_factory=Profile)
@@ -113,6 +135,7 @@ class Customer(Record):
     wbd: int | None = None  # win-back: the last order a win-back ran for
     wb: WinBackRun | None = None  # win-back
     fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
+    bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
 
 
 class Partition(Record):

@@ -11,7 +11,11 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   and fires the earliest; when two are due at the same moment the lower ``priority`` goes first;
 - ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
   fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
-- ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``).
+- ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``);
+- ``on_global`` — a record of one of its ``global_topics`` (not keyed by customer: every partition
+  engine gets every record) arrived; it may update the flow's partition tables and the state of any
+  customer of the partition, and returns the ids of the customers it changed (the engine persists
+  them and re-times their timers).
 
 Flows keep their state in their own fields of the customer record (``streams/core/state.py``) and
 never touch the engine.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -66,6 +71,7 @@ class Flow(ABC):
     steps: ClassVar[int] = 1  # template steps: emails/<name>_step1 … _step<steps>
     settle_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``settle`` is called for
     arrival_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``on_arrival`` is called for
+    global_topics: ClassVar[frozenset[str]] = frozenset()  # topics not keyed by customer, for ``on_global``
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
     timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
 
@@ -83,6 +89,9 @@ class Flow(ABC):
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         return None
+
+    def on_global(self, topic: str, r: dict[str, Any], customers: Mapping[str, Customer]) -> list[str]:
+        return []
 
     def suppressed(self, c: Customer) -> None:
         return None
