@@ -48,6 +48,13 @@ def test_a_sold_out_line_in_an_abandoned_cart_brings_one_mail_when_the_sku_is_re
     assert [c["step"] for c in cmds if c["flow"] == "abandoned_cart"] == [1, 2, 3]  # the cart series as before
 
 
+def test_a_restock_that_arrives_before_the_sold_out_cart_activity_settles_still_brings_the_mail():
+    # the cart activity waits out the grace period; the restock, 5 minutes later, is applied on arrival
+    cmds, _ = run([customer("a"), cart("a", T0, items=SOLD_OUT), inventory("MUG", T0 + 5 * MINUTE_MS, "restocked"),
+                   tick(T0 + 15 * MINUTE_MS)], until=T0 + 5 * DAY_MS)
+    assert [c["send_at"] - T0 for c in bis(cmds)] == [5 * MINUTE_MS]  # due when the activity settled
+
+
 def test_an_out_of_stock_record_marks_the_customers_whose_open_cart_holds_the_sku_and_no_one_else():
     cmds, eng = run([customer("a"), customer("b"), cart("a", T0), cart("b", T0, items=OTHER),
                      tick(T0 + 2 * HOUR_MS), inventory("MUG", T0 + 2 * HOUR_MS, "out_of_stock"),

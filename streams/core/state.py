@@ -109,6 +109,7 @@ class Stock(Record):
     at: int = 0  # occurred_at of that record (an older record is stale)
     eid: str = ""  # its event id
     out: bool = False  # out of stock
+    back: int | None = None  # time of the last restock
     qty: int | None = None
     price: str | None = None
     name: str | None = None

@@ -13,7 +13,9 @@ A customer waits for a SKU when
 A ``restocked`` record (quantity absent or > 0) makes every customer waiting for the SKU since
 before it due at its time (or the watermark, if later); the mail goes through the marketing guards
 (consent, suppression, frequency cap, quiet hours, expiry) like any step, then the SKU is forgotten:
-one mail per customer per restock. An order with the SKU ends the wait; so does a suppression.
+one mail per customer per restock. A sold-out line whose activity settles after a later restock
+reached the partition (activity waits out the grace period; inventory is applied on arrival) is due
+at once. An order with the SKU ends the wait; so does a suppression.
 Priority 3: below the cart series, feedback and win-back when two steps are due at the same moment.
 """
 
@@ -57,10 +59,18 @@ class BackInStock(MarketingFlow):
         if cart is None or cart.a != r["occurred_at"]:
             return  # cleared, bought or stale: no open cart from this activity
         stock = self.stock.rows
+        at = r["occurred_at"]
         for it in cart.items:
             row = stock.get(it["sku"])
-            if it.get("stock") == 0 or (row is not None and row.out and row.at <= r["occurred_at"]):
-                self._wait(c, it, r["occurred_at"])
+            if it.get("stock") == 0:
+                if self._wait(c, it, at) and row is not None and not row.out and row.back is not None \
+                        and row.back > at:
+                    # restocked after this activity, and the restock reached this partition before the
+                    # activity settled (it waits out the grace period): the mail is due now
+                    w = c.bis[it["sku"]]
+                    w.due, w.trig = max(row.back, self.ctx.watermark), f"{it['sku']}@{row.back}"
+            elif row is not None and row.out and row.at <= at:
+                self._wait(c, it, at)
 
     def _wait(self, c: Customer, item: dict[str, Any], at: int) -> bool:
         sku = item["sku"]
@@ -88,7 +98,7 @@ class BackInStock(MarketingFlow):
             return []
         was_out = row is not None and row.out
         kind = r["type"]
-        new = Stock(at=at, eid=r["event_id"], out=was_out, qty=r.get("quantity"),
+        new = Stock(at=at, eid=r["event_id"], out=was_out, back=row.back if row else None, qty=r.get("quantity"),
                     price=r.get("price") or (row.price if row else None), name=r.get("name") or (row.name if row else None),
                     url=r.get("url") or (row.url if row else None),
                     image_url=r.get("image_url") or (row.image_url if row else None))
@@ -96,6 +106,7 @@ class BackInStock(MarketingFlow):
             new.out = True
         elif kind == "restocked" and (r.get("quantity") is None or r["quantity"] > 0):
             new.out = False
+            new.back = at
         self.stock.put(sku, new)
         if kind == "out_of_stock":
             return [cid for cid, c in customers.items() if c.cart is not None and any(it["sku"] == sku for it in c.cart.items) and self._wait(c, _cart_line(c, sku), at)]
@@ -105,7 +116,7 @@ class BackInStock(MarketingFlow):
             for cid, c in customers.items():
                 w = c.bis.get(sku) if c.bis else None
                 if w is not None and w.due is None and w.since <= at:
-                    w.due, w.trig, w.next = due, r["event_id"], 1
+                    w.due, w.trig, w.next = due, f"{sku}@{at}", 1  # the trigger: this restock
                     touched.append(cid)
             return touched
         return []
