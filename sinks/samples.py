@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MARKETING = ("abandoned_cart", "delivery_feedback", "win_back")
+MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock")
 SHOP = "https://shop.example.com"
 EXPIRES = 1_767_139_200_000  # 2025-12-31T00:00:00Z
 
@@ -39,6 +39,8 @@ FULL: dict[tuple[str, int], dict[str, Any]] = {
     ("win_back", 1): {"segment": "vip", "offer_percent": 25, "coupon_code": "BACK-88XZ", "coupon_expires_at": EXPIRES},
     ("win_back", 2): {"segment": "vip", "offer_percent": 25},
     ("win_back", 3): {"segment": "vip", "offer_percent": 25},
+    ("back_in_stock", 1): {"sku": "JKT-1", "items": [{k: v for k, v in ITEMS[0].items() if k != "stock"}],
+                           "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR"},
 }
 
 MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
@@ -50,6 +52,8 @@ MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
     ("tracking_update", 1): {"order_id": "o-1", "shipment_id": "s", "status": "in_transit"},
     ("delivery_feedback", 1): {"order_id": "o-1"},
     ("win_back", 1): {"segment": "one_time", "offer_percent": 10},
+    ("back_in_stock", 1): {"sku": "S", "items": [{"sku": "S", "name": "Plain tee", "price": "20.00", "quantity": 1}],
+                           "product_name": "Plain tee", "product_url": f"{SHOP}/cart", "currency": "USD"},
 }
 MINIMAL[("abandoned_cart", 2)] = MINIMAL[("abandoned_cart", 3)] = MINIMAL[("abandoned_cart", 1)]
 MINIMAL[("win_back", 2)] = MINIMAL[("win_back", 3)] = MINIMAL[("win_back", 1)]

@@ -91,6 +91,7 @@ class TopicSettings:
     shipments: str = "shop.shipments"
     customers: str = "shop.customers"
     clock: str = "shop.clock"
+    inventory: str = "shop.inventory"  # keyed by sku: a global table every worker reads in full
     commands: str = "email.commands"
     outcomes: str = "email.outcomes"
     feedback: str = "email.feedback"
@@ -219,6 +220,15 @@ class TransactionalSettings:
 
 
 @dataclass
+class BackInStockSettings:
+    """Back-in-stock (streams/core/flows/back_in_stock.py): one mail when a SKU that went out of stock
+    while it sat in the customer's abandoned cart is restocked."""
+
+    expires_after_ms: int = 2 * DAY_MS  # a mail the guards hold back longer than this after the restock is dropped
+    max_waiting_skus: int = 10  # SKUs remembered per customer (the oldest is forgotten first)
+
+
+@dataclass
 class GuardSettings:
     frequency_cap_ms: int = 20 * HOUR_MS
     quiet_start_hour: int = 22
@@ -239,6 +249,7 @@ class FlowSettings:
     abandoned_cart: AbandonedCartSettings = field(default_factory=AbandonedCartSettings)
     win_back: WinBackSettings = field(default_factory=WinBackSettings)
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
+    back_in_stock: BackInStockSettings = field(default_factory=BackInStockSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     experiments: list[Experiment] = field(default_factory=list)
     shop_url: str = "https://shop.example.com"

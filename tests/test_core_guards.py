@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from streams.config import HOUR_MS, Experiment, GuardSettings
 from streams.core.guards import decide, quiet_hours_release
 from streams.core.segments import SpendHistogram, segment
+from streams.core.state import Profile, Suppression
 from streams.core.variants import assign, bucket
 
 
@@ -49,18 +52,18 @@ def test_unknown_time_zone_falls_back_to_utc_and_equal_hours_disable_quiet_hours
 
 def test_guards_drop_without_consent_email_or_after_suppression_and_defer_for_the_cap():
     g = GuardSettings()
-    profile = {"email": "a@example.com", "opt": True, "tz": "UTC"}
+    profile = Profile(email="a@example.com", opt=True, tz="UTC")
     noon = ms("2026-06-10T12:00")
-    assert decide(profile, {}, None, noon, noon + HOUR_MS, g).action == "send"
-    assert decide({**profile, "opt": False}, {}, None, noon, noon + HOUR_MS, g).reason == "no_consent"
-    assert decide({**profile, "email": None}, {}, None, noon, noon + HOUR_MS, g).reason == "no_email"
-    assert decide(profile, {"u": noon - 1}, None, noon, noon + HOUR_MS, g).reason == "unsubscribed"
-    assert decide(profile, {"b": noon - 1}, None, noon, noon + HOUR_MS, g).reason == "hard_bounced"
-    capped = decide(profile, {}, noon - 19 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)
+    assert decide(profile, None, None, noon, noon + HOUR_MS, g).action == "send"
+    assert decide(msgspec.structs.replace(profile, opt=False), None, None, noon, noon + HOUR_MS, g).reason == "no_consent"
+    assert decide(msgspec.structs.replace(profile, email=None), None, None, noon, noon + HOUR_MS, g).reason == "no_email"
+    assert decide(profile, Suppression(u=noon - 1), None, noon, noon + HOUR_MS, g).reason == "unsubscribed"
+    assert decide(profile, Suppression(b=noon - 1), None, noon, noon + HOUR_MS, g).reason == "hard_bounced"
+    capped = decide(profile, None, noon - 19 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)
     assert capped.action == "defer" and capped.at == noon + HOUR_MS and capped.reason == "frequency_cap"
-    night = decide(profile, {}, noon - 2 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)  # cap ends 06:00 → 08:00
+    night = decide(profile, None, noon - 2 * HOUR_MS, noon, noon + 30 * HOUR_MS, g)  # cap ends 06:00 → 08:00
     assert night.action == "defer" and night.at == noon + 20 * HOUR_MS
-    assert decide(profile, {}, noon - 2 * HOUR_MS, noon, noon + HOUR_MS, g).reason == "expired_by_frequency_cap"
+    assert decide(profile, None, noon - 2 * HOUR_MS, noon, noon + HOUR_MS, g).reason == "expired_by_frequency_cap"
 
 
 def test_vip_is_the_top_two_percent_by_spend_within_bucket_precision():

@@ -144,3 +144,25 @@ def test_a_command_emitted_before_an_opt_out_and_sent_after_it_is_suppressed_by_
     assert [(o.decoded().record["command_id"], o.decoded().record["outcome"], o.decoded().record["reason"])
             for o in outcomes] == [(emitted[0].decoded().record["command_id"], "suppressed", "no_consent")]
     assert not [m for m in moto_ses.sent_messages() if "sent-after@example.com" in m["raw_data"]]
+
+
+def test_a_restock_on_the_global_inventory_topic_reaches_the_customer_whose_cart_held_the_sold_out_sku(kafka, settings):
+    """shop.inventory is keyed by SKU, not by customer: every worker reads all of it and hands each
+    record to every partition it runs, so the waiting customer gets one back-in-stock mail."""
+    live(settings)
+    settings.flows.abandoned_cart.delays_ms = [3_600_000, 7_200_000, 10_800_000]  # out of the way
+    t = settings.topics
+    with running_processor(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [profile("bis-1"), profile("bis-2")])
+        sold_out = cart("bis-1")
+        sold_out["items"] = [dict(sold_out["items"][0], stock=0)]
+        produce_records(settings, kafka, t.name("carts"), "CartEvent", [sold_out, cart("bis-2")])
+        time.sleep(1.0)
+        restock = serde.from_json("InventoryEvent", {"event_id": f"inv-{now()}", "sku": "MUG", "occurred_at": now(),
+                                                     "type": "restocked", "quantity": 5})
+        produce_records(settings, kafka, t.name("inventory"), "InventoryEvent", [restock], key_field="sku")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and flows_of(kafka, settings, "bis-1") != [("back_in_stock", 1)]:
+            time.sleep(0.5)
+        assert flows_of(kafka, settings, "bis-1") == [("back_in_stock", 1)]
+        assert flows_of(kafka, settings, "bis-2") == []  # its cart's mug was never sold out

@@ -38,6 +38,8 @@ SAMPLES: dict[str, dict] = {
     "DeadLetter": {"original_value": b"\x00\x01", "original_key": b"c1", "topic": "shop.carts", "partition": 0,
                    "offset": 7, "error": "bad_magic", "detail": "expected C3 01", "failed_at": 9},
     "SinkLedgerEntry": {"command_id": "cmd-1", "state": "pending", "at": 5},
+    "InventoryEvent": {"event_id": "i1", "sku": "MUG", "occurred_at": 1_700_000_400_000, "type": "restocked",
+                       "quantity": 12, "price": "14.00", "name": "Enamel mug"},
     "CouponIssued": {"code": "CART-1", "customer_id": "c1", "command_id": "cmd-1", "flow": "abandoned_cart",
                      "step": 3, "kind": "percent_off", "value": 10, "issued_at": 5, "expires_at": 9, "sent_at": 6},
     "SinkParkedCommand": {"command_id": "cmd-1", "state": "parked", "command": b"\xc3\x01", "commands_partition": 0,
@@ -72,7 +74,7 @@ def test_every_schema_round_trips_through_a_real_topic(kafka, settings):
     topic = settings.topics.prefix + "roundtrip"
     for name in sorted(SAMPLES):
         key = {"DeadLetter": "original_key", "ClockTick": "partition", "SinkLedgerEntry": "command_id",
-               "SinkParkedCommand": "command_id", "CouponIssued": "code"}.get(name, "customer_id")
+               "SinkParkedCommand": "command_id", "CouponIssued": "code", "InventoryEvent": "sku"}.get(name, "customer_id")
         rec = serde.from_json(name, SAMPLES[name])
         produce_records(settings, kafka, topic, name, [rec], key_field=key)
     got = read_topic(kafka, topic, expect=len(SAMPLES), timeout_s=20)

@@ -10,17 +10,21 @@ changed when a flow writes to it. The engine owns the ordering rules; flows neve
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.config import Settings
 from streams.core.segments import SpendHistogram, segment
+from streams.core.state import Record
+from streams.core.tables import Table
+
+R = TypeVar("R", bound=Record)
 
 log = logging.getLogger("shopmail.engine")
 
 
 class FlowContext:
     __slots__ = ("settings", "grace_ms", "clock_ms", "tick_ms", "stats", "cooc", "catalog", "spend",
-                 "partition_changed", "shop_url")
+                 "partition_changed", "shop_url", "tables")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -33,6 +37,16 @@ class FlowContext:
         self.catalog: dict[str, dict[str, Any]] = {}  # sku → last seen item (name, price, image, url)
         self.spend = SpendHistogram()
         self.partition_changed = False
+        self.tables: dict[str, Table[Any]] = {}  # state not keyed by customer (streams/core/tables.py)
+
+    def table(self, name: str, row_type: type[R]) -> Table[R]:
+        """The partition's table ``name`` (created on first use; one row type per name)."""
+        t = self.tables.get(name)
+        if t is None:
+            t = self.tables[name] = Table(name, row_type)
+        elif t.row_type is not row_type:
+            raise ValueError(f"table {name!r} holds {t.row_type.__name__}, not {row_type.__name__}")
+        return t
 
     @property
     def watermark(self) -> int:

@@ -5,13 +5,24 @@ it, plus the partition's event-time clock). It is pure: no Kafka, no wall clock,
 
 Runtime contract:
 - ``process(logical_topic, record)`` for each decoded input record in log order
-  (``logical_topic`` ∈ carts, orders, shipments, customers, feedback, clock); returns the commands to
+  (``logical_topic`` ∈ carts, orders, shipments, customers, feedback, clock — keyed by customer,
+  co-partitioned — or inventory, a *global* topic: see below); returns the commands to
   emit (EmailCommand records as dicts, in firing order) and rejections (→ DLQ; the engine has none
   today: every readable event is applied, and unreadable ones never reach it).
 - ``advance(clock_ms)`` moves the clock forward (``simulate --until``); fires due steps.
 - ``drain_changes()`` → {changelog key: serialized state or None (delete)} changed since the last
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
+
+Global topics (``GLOBAL_TOPICS``: ``inventory``, keyed by SKU, no ``customer_id``) are not
+co-partitioned with customers: the runtime feeds every record of them to every partition engine it
+runs, in the global topic's log order, interleaved with the partition's own records in arrival
+order. The engine hands them to the flows that declare them (``Flow.on_global``), which keep what
+they learn in partition tables (``streams/core/tables.py``, changelog keys ``"\x03<table>:<key>"``).
+A global record never moves the partition clock (its producer's clock is not this partition's) and
+is not buffered for settlement: it is applied on arrival, and a record older than the row it would
+replace is stale (``stale:<topic>``). Mail it causes is due at its ``occurred_at`` or the watermark,
+whichever is later, and goes through the same timers and guards as any marketing step.
 
 Time model (docs/architecture.md "Time"): the partition clock is the largest ``occurred_at``/``tick_at`` seen;
 the watermark is ``clock - late_grace_ms``. Transactional mail an event causes (order/shipping
@@ -41,28 +52,31 @@ of the log, so replays give the same result.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
 from streams.core import customer as facts
 from streams.core.context import FlowContext
-from streams.core.customer import new_customer, on_arrival
+from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
 from streams.core.flows.base import Command, Flow
 from streams.core.flows.registry import FLOWS
 from streams.core.segments import SpendHistogram
+from streams.core.state import CLOCK_KEY, Customer, Partition, decode_customer, decode_partition, encode, new_customer
+from streams.core.tables import split_key
 
 log = logging.getLogger("shopmail.engine")
 
-CLOCK_KEY = "\x00partition"
+__all__ = ["CLOCK_KEY", "GLOBAL_TOPICS", "PartitionEngine", "Rejection", "StepResult"]
+
+GLOBAL_TOPICS = frozenset({"inventory"})
 TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4}
 SEEN_RETENTION_MS = 2 * DAY_MS  # event ids remembered for dedupe (≫ grace; duplicates arrive soon)
-STATE_VERSION = 2  # partition record: 2 = written by a release that never lets a future event move the clock
+PARTITION_VERSION = 2  # partition record: 2 = written by a release that never lets a future event move the clock
 LATENESS_BUCKETS = ((HOUR_MS, "le_1h"), (DAY_MS, "le_1d"), (7 * DAY_MS, "le_7d"))  # else "gt_7d"
 
 
@@ -90,22 +104,23 @@ class PartitionEngine:
         self.settings = settings
         self.partition = partition
         self.ctx = ctx = FlowContext(settings)
-        self.customers: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, Customer] = {}
         self._due = DueQueue()  # (time, customer_id); entries ≠ _scheduled are stale
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
         self._dirty: set[str] = set()
-        self._legacy_clock = False  # restored a partition record older than STATE_VERSION
+        self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
         self.max_future_ms = settings.worker.max_future_skew_ms
         self.flows: tuple[Flow, ...] = tuple(cls(ctx) for cls in FLOWS)
         self._by_name = {f.name: f for f in self.flows}
         # timed flows by priority (registry order breaks ties): the first due at a moment fires first
         self._timed = tuple(sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority))
-        self._next_due = tuple((f.timer_key, f.next_due) for f in self._timed)
+        self._next_due = tuple((attrgetter(f.timer_key), f.next_due) for f in self._timed)
         self._timers = tuple((f, f.next_due) for f in self._timed)
         topics = set(TOPIC_RANK)
         self._arrival = {t: tuple(f.on_arrival for f in self.flows if t in f.arrival_topics) for t in topics}
         self._settlers = {t: tuple(f.settle for f in self.flows if t in f.settle_topics) for t in topics}
+        self._global = {t: tuple(f.on_global for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
 
     # ---- the partition's clock and counters live in the flows' context ----------------------
     @property
@@ -133,6 +148,8 @@ class PartitionEngine:
         result = StepResult()
         if logical_topic == "clock":
             return self.tick(int(record["tick_at"]))
+        if logical_topic in self._global:
+            return self._process_global(logical_topic, record)
         ctx = self.ctx
         at = int(record["occurred_at"])
         clock = ctx.clock_ms
@@ -141,7 +158,7 @@ class PartitionEngine:
         if c is None:
             c = self.customers[cid] = new_customer()
         eid = record["event_id"]
-        seen = c["seen"]
+        seen = c.seen
         if eid in seen:
             ctx.count("duplicate")
             return result
@@ -158,7 +175,7 @@ class PartitionEngine:
             sent = arrive(cid, c, logical_topic, record)
             if sent:
                 commands.extend(sent)
-        c["buf"].append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
+        c.buf.append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
         self._schedule(cid, at)
         if at > clock:
             if ctx.tick_ms and at - ctx.tick_ms > self.max_future_ms:
@@ -172,7 +189,23 @@ class PartitionEngine:
             self._fire(commands)
         return result
 
-    def _arrive(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any], out: list[Command]) -> None:
+    def _process_global(self, topic: str, record: dict[str, Any]) -> StepResult:
+        """A record of a global topic: the flows apply it; the customers they changed are persisted and
+        re-timed. The clock stays where it is."""
+        result = StepResult()
+        self.ctx.count(f"global:{topic}")
+        touched: set[str] = set()
+        for apply in self._global[topic]:
+            touched.update(apply(topic, record, self.customers))
+        customers = self.customers
+        for cid in sorted(touched):
+            self._dirty.add(cid)
+            self._schedule(cid, self._next_due_at(customers[cid]))
+        if self._due.due(self.watermark):
+            self._fire(result.commands)
+        return result
+
+    def _arrive(self, cid: str, c: Customer, topic: str, record: dict[str, Any], out: list[Command]) -> None:
         """On arrival: contact details, then the mail an event causes at once (transactional)."""
         on_arrival(c, topic, record)
         for arrive in self._arrival.get(topic, ()):
@@ -180,17 +213,15 @@ class PartitionEngine:
             if sent:
                 out.extend(sent)
 
-    def _settle_event(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any],
+    def _settle_event(self, cid: str, c: Customer, topic: str, record: dict[str, Any],
                       out: list[Command]) -> None:
         """One event in event-time order: mail that waited for an address, the shared facts, the flows."""
-        ptx = c.get("ptx")
-        if ptx is not None:
+        ptx = c.ptx
+        if ptx:
             waiting = ptx.pop(record["event_id"], None)
             if waiting is not None:  # transactional mail that waited for an address
-                if not ptx:
-                    del c["ptx"]
                 flow = self._by_name[waiting[0]]
-                if c["p"].get("email"):
+                if c.p.email:
                     out.extend(flow.send(cid, c, record, waiting[1], waiting[2]))  # type: ignore[attr-defined]
                 else:
                     self.ctx.dropped(cid, waiting[0], 1, "no_email")
@@ -203,7 +234,7 @@ class PartitionEngine:
         for settle in self._settlers.get(topic, ()):
             settle(cid, c, topic, record)
 
-    def _apply_late(self, cid: str, c: dict[str, Any], topic: str, record: dict[str, Any], at: int,
+    def _apply_late(self, cid: str, c: Customer, topic: str, record: dict[str, Any], at: int,
                     out: list[dict[str, Any]]) -> None:
         """A fact behind the watermark: applied now to the customer's settled state (all of it up to
         the watermark), then every step it put at or behind the watermark is skipped."""
@@ -220,7 +251,7 @@ class PartitionEngine:
         self._skip_past(cid, c, wm)
         self._schedule(cid, self._next_due_at(c))
 
-    def _skip_past(self, cid: str, c: dict[str, Any], wm: int) -> None:
+    def _skip_past(self, cid: str, c: Customer, wm: int) -> None:
         """After a late fact: every step it put at or behind the watermark is marketing in the past and
         is skipped (counted ``dropped:<flow>:late_start``); a series whose start has passed starts (as
         it would have) and continues with its steps still ahead. Steps already emitted are untouched."""
@@ -284,27 +315,27 @@ class PartitionEngine:
             self._scheduled[cid] = at
             self._due.push(at, cid)
 
-    def _next_timer(self, c: dict[str, Any]) -> int | None:
+    def _next_timer(self, c: Customer) -> int | None:
         """The earliest pending timer of any flow."""
         best: int | None = None
-        for key, next_due in self._next_due:
-            if key in c:  # a flow without its state key has no timer: not asked (hot path)
+        for has_state, next_due in self._next_due:
+            if has_state(c):  # a flow whose timer field is empty has no timer: not asked (hot path)
                 t = next_due(c)
                 if t is not None and (best is None or t < best):
                     best = t
         return best
 
-    def _timer_flow(self, c: dict[str, Any], due: int) -> Flow:
+    def _timer_flow(self, c: Customer, due: int) -> Flow:
         """The flow whose timer is due at ``due`` (the lowest priority on a tie)."""
         for f, next_due in self._timers:
             if next_due(c) == due:
                 return f
         raise AssertionError(f"no flow has a timer at {due}")
 
-    def _settle(self, cid: str, c: dict[str, Any], wm: int, out: list[dict[str, Any]]) -> int | None:
+    def _settle(self, cid: str, c: Customer, wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
         returns when the customer is due next (its earliest buffered event or timer)."""
-        buf = c["buf"]
+        buf = c.buf
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
         next_timer = self._next_timer
@@ -320,51 +351,63 @@ class PartitionEngine:
                 break
             timer = next_timer(c)
         self._dirty.add(cid)
-        seen = c["seen"]
+        seen = c.seen
         if seen:  # forget ids older than the retention (the first is the oldest but for jitter)
             cutoff = self.ctx.clock_ms - SEEN_RETENTION_MS
             if next(iter(seen.values())) < cutoff:
-                c["seen"] = {k: v for k, v in seen.items() if v >= cutoff}
+                c.seen = {k: v for k, v in seen.items() if v >= cutoff}
         return _earliest(timer, buf)
 
-    def _next_due_at(self, c: dict[str, Any]) -> int | None:
-        return _earliest(self._next_timer(c), c["buf"])
+    def _next_due_at(self, c: Customer) -> int | None:
+        return _earliest(self._next_timer(c), c.buf)
 
-    def _settled_until(self, c: dict[str, Any]) -> int:
+    def _settled_until(self, c: Customer) -> int:
         return max(facts.settled_until(c), *(f.settled_until(c) for f in self.flows))
 
     # ---- persistence ------------------------------------------------------------------------
     def drain_changes(self) -> dict[str, bytes | None]:
+        """Changelog records of what changed since the last drain (encoded by ``streams/core/state.py``)."""
         ctx = self.ctx
+        customers = self.customers
         out: dict[str, bytes | None] = {}
         for cid in self._dirty:
-            c = self.customers.get(cid)
-            out[cid] = None if c is None else json.dumps(c, separators=(",", ":")).encode()
+            c = customers.get(cid)
+            out[cid] = None if c is None else encode(c)
+        for table in ctx.tables.values():
+            table.drain(out)
         if ctx.partition_changed:
-            out[CLOCK_KEY] = json.dumps({"clock": ctx.clock_ms, "cooc": ctx.cooc, "catalog": ctx.catalog,
-                                         "spend": ctx.spend.counts, "tick": ctx.tick_ms,
-                                         "v": STATE_VERSION},
-                                        separators=(",", ":")).encode()
+            out[CLOCK_KEY] = encode(Partition(clock=ctx.clock_ms, cooc=ctx.cooc, catalog=ctx.catalog,
+                                              spend=ctx.spend.counts, tick=ctx.tick_ms, v=PARTITION_VERSION))
         self._dirty.clear()
         ctx.partition_changed = False
         return out
 
     def restore(self, key: str, value: bytes | None) -> None:
+        """One changelog record (any format this release or an earlier one wrote)."""
+        in_table = split_key(key)
+        if in_table is not None:
+            table = self.ctx.tables.get(in_table[0])
+            if table is None:  # a table no registered flow keeps (a flow was removed): not restored
+                self.ctx.count("restore:unknown_table")
+                log.warning("partition %d: changelog key %r belongs to no table of this release", self.partition, key)
+            else:
+                table.restore(in_table[1], value)
+            return
         if key == CLOCK_KEY:
             if value is not None:
                 ctx = self.ctx
-                data = json.loads(value)
-                ctx.clock_ms = data["clock"]
-                ctx.cooc = data["cooc"]
-                ctx.catalog = data["catalog"]
-                ctx.spend = SpendHistogram({int(k): v for k, v in data["spend"].items()})
-                ctx.tick_ms = data.get("tick", 0)
-                self._legacy_clock = data.get("v", 1) < STATE_VERSION
+                data = decode_partition(value)
+                ctx.clock_ms = data.clock
+                ctx.cooc = data.cooc
+                ctx.catalog = data.catalog
+                ctx.spend = SpendHistogram(data.spend)
+                ctx.tick_ms = data.tick
+                self._legacy_clock = data.v < PARTITION_VERSION
             return
         if value is None:
             self.customers.pop(key, None)
         else:
-            self.customers[key] = json.loads(value)
+            self.customers[key] = decode_customer(value)
 
     def restored(self) -> None:
         self._rebuild_due()

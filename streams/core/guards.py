@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.config import GuardSettings
+from streams.core.state import Profile, Suppression
 
 
 class Decision(NamedTuple):
@@ -83,19 +84,21 @@ def _local_release(local: datetime, zone: ZoneInfo, start_hour: int, end_hour: i
     return int(release.timestamp() * 1000)
 
 
-def decide(profile: dict[str, Any], suppression: dict[str, int], last_marketing_at: int | None, at: int,
+def decide(profile: Profile, suppression: Suppression | None, last_marketing_at: int | None, at: int,
            expires_at: int, guards: GuardSettings) -> Decision:
-    if not profile.get("email"):
+    if not profile.email:
         return Decision("drop", reason="no_email")
-    if not profile.get("opt"):
+    if not profile.opt:
         return Decision("drop", reason="no_consent")
-    for key, reason in (("u", "unsubscribed"), ("b", "hard_bounced"), ("c", "complained")):
-        if key in suppression and suppression[key] <= at:
-            return Decision("drop", reason=reason)
+    if suppression is not None:
+        for since, reason in ((suppression.u, "unsubscribed"), (suppression.b, "hard_bounced"),
+                              (suppression.c, "complained")):
+            if since is not None and since <= at:
+                return Decision("drop", reason=reason)
     when = at
     if last_marketing_at is not None and when < last_marketing_at + guards.frequency_cap_ms:
         when = last_marketing_at + guards.frequency_cap_ms
-    when = quiet_hours_release(when, profile.get("tz"), guards.quiet_start_hour, guards.quiet_end_hour)
+    when = quiet_hours_release(when, profile.tz, guards.quiet_start_hour, guards.quiet_end_hour)
     if when > expires_at:
         return Decision("drop", reason="expired_by_frequency_cap" if last_marketing_at is not None
                         and at < last_marketing_at + guards.frequency_cap_ms else "expired_by_quiet_hours")

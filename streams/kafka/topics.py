@@ -14,11 +14,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from streams.config import KafkaSettings, Settings
 from streams.kafka.io import client_config
 
-INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")
+INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")  # keyed by customer (or partition)
+# input topics not keyed by customer (a global table): every worker reads all of their partitions and
+# feeds every record to every partition task it runs (streams/core/engine.py GLOBAL_TOPICS)
+GLOBAL_INPUT_TOPICS = ("inventory",)
 # value schema per logical topic (the DLQ value is always DeadLetter)
 VALUE_SCHEMA = {
     "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
-    "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick",
+    "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick", "inventory": "InventoryEvent",
     "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "SinkLedgerEntry",
     "coupons": "CouponIssued",
 }
@@ -52,14 +55,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     delete = {"cleanup.policy": "delete", "retention.ms": str(t.retention_ms)}
     compact = {"cleanup.policy": "compact"}
     specs: list[TopicSpec] = []
-    for logical in INPUT_TOPICS:
-        cfg = compact if logical == "customers" else delete
+    for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS:
+        cfg = compact if logical in ("customers", "inventory") else delete
         specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(cfg), "input"))
     for logical in ("commands", "outcomes"):
         specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(delete), "output"))
     specs.append(TopicSpec(t.name("sink_ledger"), "sink_ledger", p, rf, dict(compact), "ledger"))
     specs.append(TopicSpec(t.name("coupons"), "coupons", p, rf, dict(compact), "output"))
-    for logical in INPUT_TOPICS + ("commands", "outcomes"):
+    for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands", "outcomes"):
         specs.append(TopicSpec(t.dlq(logical), f"{logical}.dlq", p, rf, dict(delete), "dlq"))
     for table in PROCESSOR_TABLES:
         specs.append(TopicSpec(changelog_topic(settings, table), f"changelog.{table}", p, rf, dict(compact), "changelog"))
@@ -89,10 +92,10 @@ DEFAULT_REPLAY_PREFIX = "replay."  # `shopmail replay --prefix` values start wit
 def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PREFIX) -> list[ComponentAccess]:
     """Per component, the topics it reads and writes, its groups and transactional ids."""
     w, sink = settings.worker, settings.sink
-    dlqs = tuple(f"{lt}.dlq" for lt in INPUT_TOPICS)
+    dlqs = tuple(f"{lt}.dlq" for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS)
     changelogs = tuple(f"changelog.{table}" for table in PROCESSOR_TABLES)
     return [
-        ComponentAccess("processors", reads=INPUT_TOPICS + changelogs + ("commands",),
+        ComponentAccess("processors", reads=INPUT_TOPICS + GLOBAL_INPUT_TOPICS + changelogs + ("commands",),
                         writes=("commands", "clock") + changelogs + dlqs,
                         group_prefix=w.app_id, transactional_prefix=w.app_id, idempotent=True,
                         verifies_topics=True),
@@ -105,7 +108,7 @@ def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PRE
                         writes=("tracking_view", "shipments", "shipments.dlq"),
                         group_prefix=settings.tracking.group_id, idempotent=True, verifies_topics=True),
         ComponentAccess("unsubscribe", reads=(), writes=("feedback",), idempotent=True),
-        ComponentAccess("replay", reads=INPUT_TOPICS + ("commands",), writes=(),
+        ComponentAccess("replay", reads=INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands",), writes=(),
                         group_prefix=f"{w.app_id}-replay-", transactional_prefix=f"{w.app_id}-replay-",
                         idempotent=True, topic_prefix=replay_prefix),
     ]

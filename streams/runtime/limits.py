@@ -32,7 +32,7 @@ MAX_EMAIL_CHARS = 254
 _ID_FIELDS = ("event_id", "order_id", "cart_id", "shipment_id", "command_id", "message_id")
 _NAME_FIELDS = ("first_name", "name")
 _URL_FIELDS = ("url", "image_url", "cart_url", "tracking_url", "link")
-_KEYLESS = frozenset({"clock"})  # clock ticks are keyed by partition, not by customer
+_KEYLESS = frozenset({"clock", "inventory"})  # keyed by partition / by SKU, not by customer
 
 
 @dataclass(frozen=True)

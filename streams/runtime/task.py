@@ -114,6 +114,14 @@ class PartitionTask(Generic[R]):
             self.clamped += 1
         self._run_engine(logical, ref, record, out)
 
+    def apply_global(self, logical: str, ref: R, record: dict[str, Any] | None, out: TaskOutput[R], *,
+                     size: int = 0, refusal: Refusal | None = None) -> None:
+        """A record of a global topic (not keyed by customer, e.g. inventory): applied at once, in its
+        arrival order among this partition's records — it is not co-partitioned, so there is no
+        event-time merge to take part in (Kafka Streams' global tables work the same way)."""
+        item = self._admit(logical, ref, record, None, size, refusal)
+        self._process(item, out)
+
     def _admit(self, logical: str, ref: R, record: dict[str, Any] | None, key: bytes | None, size: int,
                refusal: Refusal | None) -> _Offered[R]:
         if refusal is None:

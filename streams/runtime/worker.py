@@ -35,25 +35,50 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
-from streams.kafka.io import consumer_config, producer_config
+from streams.kafka.io import client_config, consumer_config, producer_config
 from streams.runtime.limits import Refusal
 from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.dead_letters import dead_letter
 from streams.runtime.restore import ChangelogRestore, OrphanedCommands
 from streams.runtime.state_store import LocalStore, open_store
 from streams.runtime.task import PartitionTask, TaskOutput
-from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
+from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
 log = logging.getLogger("shopmail.processor")
 
 EngineFactory = Callable[[Settings, int], PartitionEngine]
 ISOLATE_AFTER_ABORTS = 2  # aborted transactions in a row before records are isolated one per transaction
 Coords = tuple[str, int, int]  # topic, partition, offset
+
+
+class GlobalRecord:
+    """A global topic's record as applied to one partition task: its commands go to that partition."""
+
+    __slots__ = ("message", "task_partition")
+
+    def __init__(self, message: Message, task_partition: int) -> None:
+        self.message = message
+        self.task_partition = task_partition
+
+    def partition(self) -> int:
+        return self.task_partition
+
+    def topic(self) -> str:
+        return self.message.topic()  # type: ignore[no-any-return]
+
+    def offset(self) -> int:
+        return self.message.offset()  # type: ignore[no-any-return]
+
+    def key(self) -> bytes | None:
+        return self.message.key()  # type: ignore[no-any-return]
+
+    def value(self) -> bytes | None:
+        return self.message.value()  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -116,6 +141,11 @@ class ProcessorRuntime:
         self._last_tick = 0.0
         self._needs_recovery = False
         self._out: TaskOutput[Message] = TaskOutput()
+        self._scratch: TaskOutput[Message] = TaskOutput()
+        self.global_logical = {t.name(lt): lt for lt in GLOBAL_INPUT_TOPICS}
+        self._global: Consumer | None = None
+        self._global_partitions: list[TopicPartition] = []
+        self._global_pending: list[tuple[Message, str, dict[str, Any] | None, Refusal | None, int]] = []
         self._full_batch_ready = False  # the last batch hit the batch limit: more is queued and ready
         # Crash-loop guard: after ISOLATE_AFTER_ABORTS aborted transactions in a row the runtime
         # processes one record per transaction; a record whose own transaction aborts is poison and
@@ -144,6 +174,7 @@ class ProcessorRuntime:
     def run(self, stop: threading.Event) -> None:
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
+        self._global = self._global_reader()
         self._consumer.subscribe(list(self.topic_logical), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("processor %s consuming %s", self.instance_id, ", ".join(self.topic_logical))
@@ -165,9 +196,10 @@ class ProcessorRuntime:
                             continue
                         raise KafkaException(err)
                     self._offer(m)
+                self._read_global()
                 stats.timed("decode", clock() - fetched)
                 ticks = self._due_ticks()
-                if not any(len(task) for task in self.tasks.values()) and not ticks:
+                if not any(len(task) for task in self.tasks.values()) and not ticks and not self._global_pending:
                     if self.tasks and not msgs:
                         self.ready.set()
                     continue
@@ -198,7 +230,9 @@ class ProcessorRuntime:
                 pass
         if self._producer is not None:
             self._producer.flush(5)
-        self._consumer = self._producer = None
+        if self._global is not None:
+            self._global.close()
+        self._consumer = self._producer = self._global = None
         self.store.close()
 
     # ---- rebalancing ------------------------------------------------------------------------
@@ -209,6 +243,7 @@ class ProcessorRuntime:
         for p in wanted:
             if p not in self.tasks:
                 self.tasks[p] = self._restore_partition(p)
+        self._rewind_global()  # a new partition has not seen the global topics through this worker yet
         log.info("assigned partitions %s", wanted)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -247,7 +282,58 @@ class ProcessorRuntime:
         committed = self._consumer.committed(assignment, timeout=10)
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+        self._rewind_global()
         self._needs_recovery = False
+
+    # ---- global topics (not keyed by customer) ------------------------------------------------
+    def _global_reader(self) -> Consumer | None:
+        """A consumer of every partition of the global topics (inventory), outside the group: every
+        worker needs all of it. It is read from the beginning at start and after an abort — the
+        engine keeps the newest record per key and counts older ones as stale — so its offsets are
+        never committed (Kafka Streams restores a GlobalKTable the same way)."""
+        if not self.global_logical:
+            return None
+        assert self._consumer is not None
+        reader = Consumer(client_config(self.settings.kafka, self.bootstrap, **{
+            "group.id": f"{self.settings.worker.app_id}-global-{self.instance_id}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest"}))
+        md = reader.list_topics(timeout=10)
+        self._global_partitions = [TopicPartition(t, p, OFFSET_BEGINNING) for t in self.global_logical
+                                   if t in md.topics for p in md.topics[t].partitions]
+        reader.assign(self._global_partitions)
+        return reader
+
+    def _rewind_global(self) -> None:
+        self._global_pending.clear()
+        if self._global is not None:
+            self._global.assign(self._global_partitions)
+
+    def _read_global(self) -> None:
+        if self._global is None or not self.tasks:  # nothing to apply them to yet
+            return
+        for m in self._global.consume(self.settings.worker.batch_size, 0):
+            if m.error() is not None:
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(m.error())
+                continue
+            logical = self.global_logical[m.topic()]
+            value = m.value()
+            size = len(value) if value else 0
+            record, refusal = self._decode(m, logical, size)
+            self._global_pending.append((m, logical, record, refusal, size))
+
+    def _apply_global(self, out: TaskOutput[Message]) -> None:
+        """Every pending global record to every partition task, before the batch's own records; its
+        dead letters once (the first task's), its commands per partition."""
+        scratch = self._scratch
+        for m, logical, record, refusal, size in self._global_pending:
+            for i, (p, task) in enumerate(sorted(self.tasks.items())):
+                target = out if i == 0 else scratch
+                scratch.clear()
+                task.apply_global(logical, GlobalRecord(m, p), record, target, size=size, refusal=refusal)
+                if i:
+                    out.commands.extend(scratch.commands)
+        self._global_pending.clear()
 
     # ---- intake -----------------------------------------------------------------------------
     def _due_ticks(self) -> list[int]:
@@ -359,6 +445,7 @@ class ProcessorRuntime:
         producer.begin_transaction()
         try:
             started = clock()
+            self._apply_global(out)
             self._run_tasks(out)
             processed_at = clock()
             stats.timed("process", processed_at - started)
@@ -374,9 +461,11 @@ class ProcessorRuntime:
                               serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}),
                               partition=p)
             processed: dict[tuple[str, int], int] = {}
+            touched: set[int] = set()
             for m in out.done:
-                processed[(m.topic(), m.partition())] = m.offset() + 1
-            touched = {p for _, p in processed}
+                touched.add(m.partition())
+                if m.__class__ is not GlobalRecord:  # global topics are read outside the group: no offsets
+                    processed[(m.topic(), m.partition())] = m.offset() + 1
             offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
             self._checkpoint.commit(lambda: {p: self.tasks[p].changes() for p in touched if p in self.tasks}, offsets, self._consumer.consumer_group_metadata(), batch_commands,
                                     lambda p, key, value: self._state_too_large(p, key, value, out.done),
@@ -468,7 +557,8 @@ class ProcessorRuntime:
                 self._dead_letter(m, "state_too_large", f"the customer's state would be {size} bytes, over "
                                                         f"limits.max_message_bytes ({self.limits.max_message_bytes})")
 
-    def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
+    def _dead_letter(self, ref: Message, reason: str, detail: str) -> None:
+        m = ref.message if isinstance(ref, GlobalRecord) else ref
         dl = dead_letter(self.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
                          value=m.value(), reason=reason, detail=detail, component="processor")
         self._produce(m.topic() + ".dlq", dl["original_key"], serde.encode("DeadLetter", dl))

@@ -29,7 +29,8 @@ from streams.runtime import background
 from streams.config import Settings
 from streams.kafka.io import client_config, producer_config, read_topic
 from streams.runtime.worker import ProcessorRuntime
-from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+from streams.kafka.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
 
 class ReplayError(RuntimeError):
@@ -108,7 +109,7 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
     """Copy the inputs in ``window`` into the replay topics, partition for partition."""
     producer = Producer(producer_config(replay, bootstrap, **{"enable.idempotence": True}))
     copied: dict[str, int] = {}
-    for logical in INPUT_TOPICS:
+    for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS:
         src, dst = production.topics.name(logical), replay.topics.name(logical)
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
@@ -132,16 +133,22 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
 
 
 def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> bool:
-    c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False}))
+    """Whether the group has committed past every record: nothing is left between its committed offsets
+    and the end the fetch reports (a ListOffsets high watermark can under-report that end)."""
+    c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                                           "isolation.level": "read_committed", **EOF_CONFIG}))
+    left = 0
+
+    def count(_: object) -> None:
+        nonlocal left
+        left += 1
+
     try:
         md = c.list_topics(timeout=10)
         tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
-        committed = c.committed(tps, timeout=10)
-        for tp in committed:
-            _, high = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
-                return False
-        return True
+        committed = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in c.committed(tps, timeout=10)]
+        read_to_end(c, committed, count, 30, "replay progress")
+        return left == 0
     finally:
         c.close()
 

@@ -29,7 +29,7 @@ from streams.config import Settings
 from streams.core.engine import PartitionEngine
 from streams.kafka.partitioning import partition_for
 from streams.runtime.task import PartitionTask, TaskOutput
-from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA
+from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.simulate")
 
@@ -80,8 +80,9 @@ def counter_totals(counters: dict[str, int], prefix: str) -> dict[str, int]:
 def topic_lookup(settings: Settings) -> dict[str, str]:
     """Topic name (with or without the configured prefix) → logical topic."""
     t = settings.topics
-    out = {str(getattr(t, lt)): lt for lt in INPUT_TOPICS}
-    out.update({t.name(lt): lt for lt in INPUT_TOPICS})
+    logical = INPUT_TOPICS + GLOBAL_INPUT_TOPICS
+    out = {str(getattr(t, lt)): lt for lt in logical}
+    out.update({t.name(lt): lt for lt in logical})
     return out
 
 
@@ -95,6 +96,7 @@ class Simulator:
         self.tasks: dict[int, PartitionTask[int]] = {}
         self.lookup = topic_lookup(settings)
         self.out: TaskOutput[int] = TaskOutput()
+        self._scratch: TaskOutput[int] = TaskOutput()
         self._partition_of: dict[str, int] = {}  # murmur2 of a customer id, computed once
 
     @property
@@ -120,9 +122,18 @@ class Simulator:
         return self.partition(record["customer_id"])
 
     def apply(self, logical: str, record: dict[str, Any], line: int = 0, size: int = 0) -> TaskOutput[int]:
-        """One record of input line ``line`` (its ``size`` in bytes): what it caused (cleared per call)."""
+        """One record of input line ``line`` (its ``size`` in bytes): what it caused (cleared per call).
+        A record of a global topic (inventory) goes to every partition, in partition order."""
         out = self.out
         out.clear()
+        if logical in GLOBAL_INPUT_TOPICS:  # dead letters once (partition 0's), commands of every partition
+            self.task(0).apply_global(logical, line, record, out, size=size)
+            scratch = self._scratch
+            for p in range(1, self.partitions):
+                scratch.clear()
+                self.task(p).apply_global(logical, line, record, scratch, size=size)
+                out.commands.extend(scratch.commands)
+            return out
         self.task(self.target(logical, record)).apply(logical, line, record, out, size=size)
         return out
 
@@ -224,6 +235,7 @@ _CUSTOMER_COMPACT = b'"customer_id":"'
 _PARTITION = re.compile(rb'"partition"\s*:\s*(\d+)')
 _KEY = b"%019d\t%06d\t"  # input line (or final advance), sequence: fixed width, so text order = key order
 _KEY_LEN = 27
+GLOBAL_SEQ = 10_000  # a global record's commands are keyed (line, partition × this + seq): partition order
 _UNTIL = 10**18  # key of commands fired by the final clock advance (after every input line)
 IO_BUFFER = 1 << 20  # gigabytes go through the input, the spools and the output: few large syscalls
 
@@ -273,7 +285,24 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                 if p is None:
                     if not line.strip():
                         continue
-                    p = route(line) or 0  # lines that name no partition (bad lines): worker 0
+                    p = route(line)
+                    if p is None:  # no customer, no partition: a global record (every worker) or a bad line
+                        logical, record, err = parse_line(n, line, lookup)
+                        if err is None and logical in GLOBAL_INPUT_TOPICS:
+                            assert record is not None
+                            events += w == 0  # counted once, as in ``simulate``
+                            size = record_size(logical, record, len(line), settings.limits.max_record_bytes)
+                            for q in range(w, settings.topics.partitions, workers):
+                                task_out.clear()
+                                sim.task(q).apply_global(logical, n, record, task_out, size=size)
+                                for dead in task_out.dead_letters:
+                                    if q == 0:  # reported once, like a bad line
+                                        bad.append(BadLine(n, dead.reason, dead.detail))
+                                for seq, (_, cmd) in enumerate(task_out.commands):  # partition order, as sequential
+                                    write(_KEY % (n, q * GLOBAL_SEQ + seq) + command_line(cmd))
+                                    count += 1
+                            continue
+                        p = 0  # bad lines: worker 0
                 if p % workers != w:
                     continue
                 logical, record, err = parse_line(n, line, lookup)

@@ -1,7 +1,8 @@
 """Abandoned cart: help (1 h), urgency (24 h), incentive (72 h) after the last cart activity.
 
-State: ``cart`` {id, items, cur, url, a (anchor: last activity), trig, next, d (deferred due),
-tot (total, cached)}; ``acl`` when the last step went out; ``cx`` when the cart was last cleared.
+State (``streams/core/state.py``): ``cart`` (a ``Cart``: id, items, currency, url, anchor ``a`` = the
+last activity, trigger, next step, deferral, cached total); ``acl`` when the last step went out; ``cx``
+when the cart was last cleared.
 Starts on cart activity with items; new activity re-times the running series and restarts it from
 step 1 only when no step went out in the last ``no_respam_ms``. Ends on an order after the activity,
 a cleared cart, or a suppression.
@@ -14,6 +15,7 @@ from typing import Any
 from streams.config import AbandonedCartSettings, FlowSettings
 from streams.core.flows.base import Command, Customer, SeriesFlow, items, total
 from streams.core.ids import stable_code
+from streams.core.state import Cart
 
 
 class AbandonedCart(SeriesFlow):
@@ -30,60 +32,65 @@ class AbandonedCart(SeriesFlow):
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         at = r["occurred_at"]
-        cart = c.get("cart")
+        cart = c.cart
         if topic == "orders":
-            if r["type"] not in ("cancelled", "refunded") and cart is not None and cart["a"] <= at:
-                del c["cart"]  # exit: the customer ordered after the cart activity
+            if r["type"] not in ("cancelled", "refunded") and cart is not None and cart.a <= at:
+                c.cart = None  # exit: the customer ordered after the cart activity
             return
-        if cart is not None and at < cart["a"]:
+        if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known
             return
+        cleared = -1 if c.cx is None else c.cx
         if r["type"] == "cart_cleared" or not r["items"]:
-            c.pop("cart", None)
-            if at > c.get("cx", -1):
-                c["cx"] = at
+            c.cart = None
+            if at > cleared:
+                c.cx = at
             return
         ac: AbandonedCartSettings = self.options
-        if cart is None and (at < c.get("cx", -1) or at < c.get("ord", {}).get("last", -1)):
+        if cart is None and (at < cleared or (c.ord is not None and c.ord.last is not None and at < c.ord.last)):
             self.ctx.count("stale:carts")  # the cart was cleared or bought after this activity
             return
         if cart is None:  # a new flow instance
-            cart = {"trig": r["event_id"], "next": 1}
-        elif c.get("acl") is None or at - c["acl"] >= ac.no_respam_ms:  # restart only without a recent step
-            cart["trig"], cart["next"] = r["event_id"], 1
+            cart = c.cart = Cart(trig=r["event_id"])
+        elif c.acl is None or at - c.acl >= ac.no_respam_ms:  # restart only without a recent step
+            cart.trig, cart.next = r["event_id"], 1
         # else: the running chain continues with its remaining steps, timed from this activity
-        cart.update({"id": r["cart_id"], "items": items(r["items"]), "cur": r.get("currency") or "USD",
-                     "url": r.get("cart_url") or f"{self.ctx.shop_url}/cart", "a": at})
-        cart.pop("d", None)
-        cart.pop("tot", None)
-        c["cart"] = cart
+        cart.id = r["cart_id"]
+        cart.items = items(r["items"])
+        cart.cur = r.get("currency") or "USD"
+        cart.url = r.get("cart_url") or f"{self.ctx.shop_url}/cart"
+        cart.a = at
+        cart.d = None
+        cart.tot = None
 
     def next_due(self, c: Customer) -> int | None:
-        cart = c.get("cart")
+        cart = c.cart
         return None if cart is None else self.series_due(cart)
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        return self.fire_instance(cid, c, c["cart"], due)
+        assert c.cart is not None
+        return self.fire_instance(cid, c, c.cart, due)
 
     def skip(self, cid: str, c: Customer, due: int) -> None:
-        self.skip_instance(cid, c, c["cart"])
+        assert c.cart is not None
+        self.skip_instance(cid, c, c.cart)
 
     def sent(self, c: Customer, due: int) -> None:
-        c["acl"] = due
+        c.acl = due
 
     def settled_until(self, c: Customer) -> int:
-        return max(c.get("cx", 0), c["cart"]["a"] if "cart" in c else 0)
+        return max(c.cx or 0, c.cart.a if c.cart is not None else 0)
 
-    def context(self, cid: str, c: Customer, inst: dict[str, Any], step: int, key: str) -> dict[str, Any]:
-        cart_total = inst.get("tot")
+    def context(self, cid: str, c: Customer, inst: Cart, step: int, key: str) -> dict[str, Any]:
+        cart_total = inst.tot
         if cart_total is None:  # computed once per cart version (activity replaces the items and drops it)
-            cart_total = inst["tot"] = total(inst["items"])
-        ctx: dict[str, Any] = {"cart_id": inst["id"], "cart_url": inst["url"], "items": inst["items"],
-                               "cart_total": cart_total, "currency": inst["cur"]}
+            cart_total = inst.tot = total(inst.items)
+        ctx: dict[str, Any] = {"cart_id": inst.id, "cart_url": inst.url, "items": inst.items,
+                               "cart_total": cart_total, "currency": inst.cur}
         if step == 3:
             ac: AbandonedCartSettings = self.options
             ctx["incentive"] = ac.incentive
             if ac.incentive == "coupon":
-                ctx["coupon_code"] = stable_code("CART", cid, inst["id"])
+                ctx["coupon_code"] = stable_code("CART", cid, inst.id)
                 ctx["coupon_percent"] = ac.coupon_percent
         return ctx

@@ -11,15 +11,21 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   and fires the earliest; when two are due at the same moment the lower ``priority`` goes first;
 - ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
   fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
-- ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``).
+- ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``);
+- ``on_global`` — a record of one of its ``global_topics`` (not keyed by customer: every partition
+  engine gets every record) arrived; it may update the flow's partition tables and the state of any
+  customer of the partition, and returns the ids of the customers it changed (the engine persists
+  them and re-times their timers).
 
-Flows keep their state in the customer dict under their own keys and never touch the engine.
+Flows keep their state in their own fields of the customer record (``streams/core/state.py``) and
+never touch the engine.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -30,10 +36,10 @@ from streams.core.context import FlowContext
 from streams.core.customer import dec
 from streams.core.guards import decide
 from streams.core.ids import command_id
+from streams.core.state import Customer, Instance
 from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
-Customer = dict[str, Any]
 
 ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
 
@@ -65,8 +71,9 @@ class Flow(ABC):
     steps: ClassVar[int] = 1  # template steps: emails/<name>_step1 … _step<steps>
     settle_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``settle`` is called for
     arrival_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``on_arrival`` is called for
+    global_topics: ClassVar[frozenset[str]] = frozenset()  # topics not keyed by customer, for ``on_global``
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
-    timer_key: ClassVar[str] = ""  # a customer without this state key has no timer of this flow
+    timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
@@ -82,6 +89,9 @@ class Flow(ABC):
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         return None
+
+    def on_global(self, topic: str, r: dict[str, Any], customers: Mapping[str, Customer]) -> list[str]:
+        return []
 
     def suppressed(self, c: Customer) -> None:
         return None
@@ -102,12 +112,12 @@ class Flow(ABC):
     def command(self, cid: str, c: Customer, step: int, trigger: str, at: int, expires_at: int,
                 context: dict[str, Any], to: str, variant: str = "control") -> Command:
         """An EmailCommand of this flow (template ``<name>/step<step>``)."""
-        p = c["p"]
+        p = c.p
         ctx = self.ctx
         name = self.name
         cmd_id = command_id(name, step, cid, trigger)
-        loc = p.get("loc") or "en"
-        base = {"first_name": p.get("fn"), "shop_url": ctx.shop_url, "locale": loc}
+        loc = p.loc or "en"
+        base = {"first_name": p.fn, "shop_url": ctx.shop_url, "locale": loc}
         if self.category == "marketing":
             base["unsubscribe_url"] = f"{ctx.shop_url}/unsubscribe?c={cmd_id}"
         base.update(context)
@@ -132,15 +142,15 @@ class MarketingFlow(Flow):
         self.experiments = ctx.settings.flows.experiments
 
     @abstractmethod
-    def original_due(self, inst: dict[str, Any]) -> int:
+    def original_due(self, inst: Any) -> int:
         """When the instance's next step was due before any deferral (its expiry counts from here)."""
 
     @abstractmethod
-    def advance(self, c: Customer, inst: dict[str, Any], key: str) -> None:
+    def advance(self, c: Customer, inst: Any, key: str) -> None:
         """The step is done (sent, held out, dropped or skipped): move on."""
 
     @abstractmethod
-    def context(self, cid: str, c: Customer, inst: dict[str, Any], step: int, key: str) -> dict[str, Any]:
+    def context(self, cid: str, c: Customer, inst: Any, step: int, key: str) -> dict[str, Any]:
         """The template context of ``step``."""
 
     def sent(self, c: Customer, due: int) -> None:
@@ -150,21 +160,21 @@ class MarketingFlow(Flow):
     def expires_after(self) -> int:
         return int(self.options.expires_after_ms)
 
-    def step_command(self, cid: str, c: Customer, inst: dict[str, Any], step: int, at: int, expires_at: int,
+    def step_command(self, cid: str, c: Customer, inst: Any, step: int, at: int, expires_at: int,
                      variant: str, key: str) -> Command:
-        return self.command(cid, c, step, inst["trig"], at, expires_at, self.context(cid, c, inst, step, key),
-                            c["p"]["email"], variant)
+        return self.command(cid, c, step, inst.trig, at, expires_at, self.context(cid, c, inst, step, key),
+                            c.p.email or "", variant)
 
-    def fire_instance(self, cid: str, c: Customer, inst: dict[str, Any], due: int, key: str = "") -> list[Command]:
+    def fire_instance(self, cid: str, c: Customer, inst: Instance, due: int, key: str = "") -> list[Command]:
         ctx = self.ctx
         name = self.name
-        step = inst.get("next", 1)
+        step = inst.next
         expires_at = self.original_due(inst) + self.expires_ms
-        decision = decide(c["p"], c.get("sup", {}), c.get("mk"), due, expires_at, self.guards)
+        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards)
         if decision.action == "defer":
-            inst["d"] = decision.at
+            inst.d = decision.at
             return []
-        inst.pop("d", None)
+        inst.d = None
         self.advance(c, inst, key)
         if decision.action == "drop":
             ctx.dropped(cid, name, step, decision.reason)
@@ -174,20 +184,20 @@ class MarketingFlow(Flow):
         if variant == HOLDOUT:  # the control group: recorded as a command the sink never sends
             ctx.count(f"holdout:{name}")
             return [self.step_command(cid, c, inst, step, due, expires_at, variant, key)]
-        c["mk"] = due
+        c.mk = due
         self.sent(c, due)
         return [self.step_command(cid, c, inst, step, due, expires_at, variant, key)]
 
-    def skip_instance(self, cid: str, c: Customer, inst: dict[str, Any], key: str = "") -> None:
-        step = inst.get("next", 1)
-        inst.pop("d", None)
+    def skip_instance(self, cid: str, c: Customer, inst: Instance, key: str = "") -> None:
+        step = inst.next
+        inst.d = None
         self.advance(c, inst, key)
         self.ctx.dropped(cid, self.name, step, "late_start")
 
 
 class SeriesFlow(MarketingFlow):
-    """A marketing series of one instance under ``state_key``: step n is due ``delays[n-1]`` after
-    the instance's anchor ``a`` (or at its deferral ``d``)."""
+    """A marketing series of one instance in the customer field ``state_key``: step n is due
+    ``delays[n-1]`` after the instance's anchor ``a`` (or at its deferral ``d``)."""
 
     state_key: ClassVar[str]
 
@@ -195,21 +205,21 @@ class SeriesFlow(MarketingFlow):
         super().__init__(ctx)
         self.delays: list[int] = list(self.options.delays_ms)
 
-    def series_due(self, inst: dict[str, Any]) -> int | None:
-        n = inst["next"]
+    def series_due(self, inst: Any) -> int | None:
+        n = inst.next
         delays = self.delays
         if n <= len(delays):
-            return inst.get("d") or inst["a"] + delays[n - 1]  # type: ignore[no-any-return]
+            return inst.d or inst.a + delays[n - 1]  # type: ignore[no-any-return]
         return None
 
-    def original_due(self, inst: dict[str, Any]) -> int:
-        return inst["a"] + self.delays[inst["next"] - 1]  # type: ignore[no-any-return]
+    def original_due(self, inst: Any) -> int:
+        return inst.a + self.delays[inst.next - 1]  # type: ignore[no-any-return]
 
-    def advance(self, c: Customer, inst: dict[str, Any], key: str) -> None:
-        inst["next"] = inst.get("next", 1) + 1
+    def advance(self, c: Customer, inst: Any, key: str) -> None:
+        inst.next += 1
 
     def suppressed(self, c: Customer) -> None:
-        c.pop(self.state_key, None)
+        setattr(c, self.state_key, None)
 
 
 def with_opt_out(cmd: Command) -> Command:

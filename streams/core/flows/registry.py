@@ -7,6 +7,7 @@ lower ``priority`` fires first (registry order breaks a tie of equal priorities)
 from __future__ import annotations
 
 from streams.core.flows.abandoned_cart import AbandonedCart
+from streams.core.flows.back_in_stock import BackInStock
 from streams.core.flows.base import Flow
 from streams.core.flows.delivery_feedback import DeliveryFeedback
 from streams.core.flows.transactional import OrderConfirmation, ShippingConfirmation, TrackingUpdate
@@ -19,6 +20,7 @@ FLOWS: tuple[type[Flow], ...] = (
     AbandonedCart,
     DeliveryFeedback,
     WinBack,
+    BackInStock,
 )
 
 

@@ -2,8 +2,8 @@
 order confirmation (with cross-sell learnt from the partition's orders), shipping confirmation (the
 first status of a shipment) and one tracking update per later status change.
 
-State: ``sh`` shipment id → statuses seen (last 10 shipments); ``ptx`` event id → [flow, trigger,
-extra] for mail that waits for an address until the event settles.
+State (``streams/core/state.py``): ``sh`` shipment id → statuses seen (last 10 shipments); ``ptx``
+event id → [flow, trigger, extra] for mail that waits for an address until the event settles.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ class TransactionalFlow(Flow):
 
     def send(self, cid: str, c: Customer, r: dict[str, Any], trigger: str, extra: dict[str, Any]) -> list[Command]:
         """Emit now; without a known address wait (until the event settles) for a profile that has one."""
-        to = r.get("email") or c["p"].get("email")
+        to = r.get("email") or c.p.email
         if not to:
-            c.setdefault("ptx", {})[r["event_id"]] = [self.name, trigger, extra]
+            c.ptx[r["event_id"]] = [self.name, trigger, extra]
             return []
         at = r["occurred_at"]
         known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
         ctx = self.context(r)
         if "shipment_id" in ctx:  # shipping mail links to the shop's own tracking page when it is configured
-            page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c["p"].get("loc"))
+            page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c.p.loc)
             if page is not None:  # no key configured: contexts (and replays) stay as they were
                 ctx["tracking_page_url"] = page
         ctx.update(extra)
@@ -69,12 +69,11 @@ class OrderConfirmation(TransactionalFlow):
 
 def _statuses(c: Customer, r: dict[str, Any]) -> list[str] | None:
     """The statuses already seen for the record's shipment (``None``: none yet)."""
-    sh = c.get("sh")
-    return None if sh is None else sh.get(r["shipment_id"])
+    return c.sh.get(r["shipment_id"])
 
 
 def _record_status(c: Customer, r: dict[str, Any]) -> None:
-    sh = c.setdefault("sh", {})
+    sh = c.sh
     sh.setdefault(r["shipment_id"], []).append(r["type"])
     if len(sh) > 10:
         sh.pop(next(iter(sh)))

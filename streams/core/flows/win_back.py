@@ -1,9 +1,10 @@
 """Win-back: when a customer lapses (no order for the segment's lapse time), offer (step 1), remind
 (+7 d), say goodbye (+14 d, with an explicit opt-out link).
 
-State: ``lap`` when the customer lapses (set by each order, from the segment as of that order);
-``wbd`` the last order a win-back ran for (one per lapse); ``wb`` {trig, a (lapse time), next, seg,
-d (deferred due)}. Any newer order or a suppression ends it.
+State (``streams/core/state.py``): ``lap`` when the customer lapses (set by each order, from the
+segment as of that order); ``wbd`` the last order a win-back ran for (one per lapse); ``wb`` (a
+``WinBackRun``: trigger, lapse time ``a``, next step, segment, deferral). Any newer order or a
+suppression ends it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from streams.config import DAY_MS, FlowSettings, WinBackSettings
 from streams.core.customer import customer_segment, register_spend
 from streams.core.flows.base import Command, Customer, SeriesFlow, with_opt_out
 from streams.core.ids import stable_code
+from streams.core.state import WinBackRun
 
 
 class WinBack(SeriesFlow):
@@ -30,57 +32,59 @@ class WinBack(SeriesFlow):
         return flows.win_back
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
-        o = c.get("ord")
-        if o is None or o.get("lid") != r["event_id"]:
+        o = c.ord
+        if o is None or o.lid != r["event_id"] or o.last is None:
             return  # a cancellation, or an order older than the last one known: the lapse date stays
-        c.pop("wb", None)
-        c["lap"] = o["last"] + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
+        c.wb = None
+        c.lap = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
 
     def lapse_ms(self, c: Customer) -> int:
         wbs: WinBackSettings = self.options
         seg = customer_segment(self.ctx, c)
-        gaps = c.get("ord", {}).get("gaps", [])
+        gaps = c.ord.gaps if c.ord is not None else []
         if wbs.median_gap_multiple > 0 and seg in ("vip", "repeat") and gaps:
             return int(wbs.median_gap_multiple * statistics.median(gaps))
         return wbs.lapse_days.get(seg, 90) * DAY_MS
 
     def next_due(self, c: Customer) -> int | None:
-        wb = c.get("wb")
+        wb = c.wb
         if wb is not None:
             return self.series_due(wb)
-        if "lap" in c and c.get("wbd") != c["ord"]["last"]:
-            return c["lap"]  # type: ignore[no-any-return]
+        lap = c.lap
+        if lap is not None and c.ord is not None and c.wbd != c.ord.last:
+            return lap
         return None
 
     def _start(self, cid: str, c: Customer, due: int) -> None:
-        o = c["ord"]
-        c["wbd"] = o["last"]
+        o = c.ord
+        assert o is not None and o.lid is not None
+        c.wbd = o.last
         register_spend(self.ctx, c)  # 365-day window moves on: re-register before segmenting
-        c["wb"] = {"trig": o["lid"], "a": due, "next": 1, "seg": customer_segment(self.ctx, c)}
+        c.wb = WinBackRun(trig=o.lid, a=due, seg=customer_segment(self.ctx, c))
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        wb = c.get("wb")
+        wb = c.wb
         if wb is None:  # the lapse date: the series starts (its first step is due now or later)
             self._start(cid, c, due)
             return []
         return self.fire_instance(cid, c, wb, due)
 
     def skip(self, cid: str, c: Customer, due: int) -> None:
-        wb = c.get("wb")
+        wb = c.wb
         if wb is None:  # a lapse date in the past starts the series as it would have
             self._start(cid, c, due)
             return
         self.skip_instance(cid, c, wb)
 
-    def context(self, cid: str, c: Customer, inst: dict[str, Any], step: int, key: str) -> dict[str, Any]:
+    def context(self, cid: str, c: Customer, inst: WinBackRun, step: int, key: str) -> dict[str, Any]:
         wbs: WinBackSettings = self.options
-        seg = inst.get("seg", "one_time")
+        seg = inst.seg
         ctx: dict[str, Any] = {"segment": seg, "offer_percent": wbs.offers.get(seg, 10)}
         if step == 1:
-            ctx["coupon_code"] = stable_code("BACK", cid, inst["trig"])
+            ctx["coupon_code"] = stable_code("BACK", cid, inst.trig)
         return ctx
 
-    def step_command(self, cid: str, c: Customer, inst: dict[str, Any], step: int, at: int, expires_at: int,
+    def step_command(self, cid: str, c: Customer, inst: Any, step: int, at: int, expires_at: int,
                      variant: str, key: str) -> Command:
         cmd = super().step_command(cid, c, inst, step, at, expires_at, variant, key)
         return with_opt_out(cmd) if step == 3 else cmd

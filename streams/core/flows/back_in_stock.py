@@ -1,0 +1,175 @@
+"""Back in stock: one mail when a SKU that went out of stock while it sat in the customer's abandoned
+cart is restocked.
+
+Inputs: the customer's cart activity (settled, like every flow) and ``inventory``, a global topic
+keyed by SKU that every partition engine receives in full (``Flow.on_global``). The partition's
+``stock`` table (SKU → ``Stock``, the latest inventory record applied) is this flow's state not keyed
+by customer; per customer it keeps ``bis`` (SKU → ``WaitingSku``, at most ``max_waiting_skus``).
+
+A customer waits for a SKU when
+- a cart activity settles with a line whose ``stock`` is 0, or with a SKU the ``stock`` table holds
+  as out of stock; or
+- an ``out_of_stock`` record arrives while the SKU is in the customer's open abandoned cart.
+A ``restocked`` record (quantity absent or > 0) makes every customer waiting for the SKU since
+before it due at its time (or the watermark, if later); the mail goes through the marketing guards
+(consent, suppression, frequency cap, quiet hours, expiry) like any step, then the SKU is forgotten:
+one mail per customer per restock. A sold-out line whose activity settles after a later restock
+reached the partition (activity waits out the grace period; inventory is applied on arrival) is due
+at once. An order with the SKU ends the wait; so does a suppression.
+Priority 3: below the cart series, feedback and win-back when two steps are due at the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streams.config import BackInStockSettings, FlowSettings
+from streams.core.context import FlowContext
+from streams.core.flows.base import Command, Customer, MarketingFlow
+from streams.core.state import Stock, WaitingSku
+
+
+class BackInStock(MarketingFlow):
+    name = "back_in_stock"
+    timer_key = "bis"
+    priority = 3
+    steps = 1
+    settle_topics = frozenset({"carts", "orders"})
+    global_topics = frozenset({"inventory"})
+
+    def __init__(self, ctx: FlowContext) -> None:
+        super().__init__(ctx)
+        self.stock = ctx.table("stock", Stock)
+
+    @staticmethod
+    def settings_of(flows: FlowSettings) -> BackInStockSettings:
+        return flows.back_in_stock
+
+    # ---- customer events --------------------------------------------------------------------
+    def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
+        if topic == "orders":
+            if r["type"] == "placed" and c.bis:
+                for it in r["items"]:
+                    w = c.bis.get(it["sku"])
+                    if w is not None and w.since <= r["occurred_at"]:
+                        del c.bis[it["sku"]]  # bought it: nothing to tell
+            return
+        cart = c.cart  # the abandoned-cart flow settled this activity first (registry order)
+        if cart is None or cart.a != r["occurred_at"]:
+            return  # cleared, bought or stale: no open cart from this activity
+        stock = self.stock.rows
+        at = r["occurred_at"]
+        for it in cart.items:
+            row = stock.get(it["sku"])
+            if it.get("stock") == 0:
+                if self._wait(c, it, at) and row is not None and not row.out and row.back is not None \
+                        and row.back > at:
+                    # restocked after this activity, and the restock reached this partition before the
+                    # activity settled (it waits out the grace period): the mail is due now
+                    w = c.bis[it["sku"]]
+                    w.due, w.trig = max(row.back, self.ctx.watermark), f"{it['sku']}@{row.back}"
+            elif row is not None and row.out and row.at <= at:
+                self._wait(c, it, at)
+
+    def _wait(self, c: Customer, item: dict[str, Any], at: int) -> bool:
+        sku = item["sku"]
+        if sku in c.bis:
+            return False  # already waiting, or its mail is due
+        c.bis[sku] = WaitingSku(since=at, item=item, cur=c.cart.cur if c.cart is not None else "USD")
+        limit = self.options.max_waiting_skus
+        if len(c.bis) > limit:  # forget the oldest waits (never a mail already due)
+            waiting = sorted((w.since, s) for s, w in c.bis.items() if w.due is None)
+            for _, s in waiting[:len(c.bis) - limit]:
+                del c.bis[s]
+                self.ctx.count("back_in_stock:forgotten")
+        return True
+
+    def suppressed(self, c: Customer) -> None:
+        c.bis = {}
+
+    # ---- the global inventory topic ----------------------------------------------------------
+    def on_global(self, topic: str, r: dict[str, Any], customers: Mapping[str, Customer]) -> list[str]:
+        sku = r["sku"]
+        at = r["occurred_at"]
+        row = self.stock.get(sku)
+        if row is not None and (at < row.at or (at == row.at and r["event_id"] == row.eid)):
+            self.ctx.count("stale:inventory" if at < row.at else "duplicate:inventory")
+            return []
+        was_out = row is not None and row.out
+        kind = r["type"]
+        new = Stock(at=at, eid=r["event_id"], out=was_out, back=row.back if row else None, qty=r.get("quantity"),
+                    price=r.get("price") or (row.price if row else None), name=r.get("name") or (row.name if row else None),
+                    url=r.get("url") or (row.url if row else None),
+                    image_url=r.get("image_url") or (row.image_url if row else None))
+        if kind == "out_of_stock":
+            new.out = True
+        elif kind == "restocked" and (r.get("quantity") is None or r["quantity"] > 0):
+            new.out = False
+            new.back = at
+        self.stock.put(sku, new)
+        if kind == "out_of_stock":
+            return [cid for cid, c in customers.items() if c.cart is not None and any(it["sku"] == sku for it in c.cart.items) and self._wait(c, _cart_line(c, sku), at)]
+        if kind == "restocked" and not new.out:
+            due = max(at, self.ctx.watermark)
+            touched = []
+            for cid, c in customers.items():
+                w = c.bis.get(sku) if c.bis else None
+                if w is not None and w.due is None and w.since <= at:
+                    w.due, w.trig, w.next = due, f"{sku}@{at}", 1  # the trigger: this restock
+                    touched.append(cid)
+            return touched
+        return []
+
+    # ---- timers -----------------------------------------------------------------------------
+    def next_due(self, c: Customer) -> int | None:
+        best: int | None = None
+        for w in c.bis.values():
+            if w.due is not None:
+                t = w.d or w.due
+                if best is None or t < best:
+                    best = t
+        return best
+
+    def _due_now(self, c: Customer, due: int) -> str:
+        """The SKU whose mail is due at ``due`` (the smallest SKU on a tie)."""
+        return min(s for s, w in c.bis.items() if w.due is not None and (w.d or w.due) == due)
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        sku = self._due_now(c, due)
+        w = c.bis[sku]
+        row = self.stock.get(sku)
+        if row is not None and row.out:  # sold out again before the mail went: wait for the next restock
+            w.due = w.d = None
+            w.since = row.at
+            self.ctx.count("back_in_stock:sold_out_again")
+            return []
+        return self.fire_instance(cid, c, w, due, sku)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        sku = self._due_now(c, due)
+        self.skip_instance(cid, c, c.bis[sku], sku)
+
+    def original_due(self, inst: WaitingSku) -> int:
+        return inst.due or 0
+
+    def advance(self, c: Customer, inst: WaitingSku, key: str) -> None:
+        c.bis.pop(key, None)
+
+    def context(self, cid: str, c: Customer, inst: WaitingSku, step: int, key: str) -> dict[str, Any]:
+        row = self.stock.get(key)
+        item = dict(inst.item)
+        if row is not None:  # the inventory's product details are fresher than the cart line
+            for field, value in (("name", row.name), ("price", row.price), ("url", row.url),
+                                 ("image_url", row.image_url)):
+                if value is not None:
+                    item[field] = value
+        item.pop("stock", None)
+        url = item.get("url") or (c.cart.url if c.cart is not None else None) or f"{self.ctx.shop_url}/cart"
+        return {"sku": key, "items": [item], "product_name": item.get("name") or key, "product_url": url,
+                "currency": inst.cur}
+
+
+def _cart_line(c: Customer, sku: str) -> dict[str, Any]:
+    assert c.cart is not None
+    return next(it for it in c.cart.items if it["sku"] == sku)

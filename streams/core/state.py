@@ -1,0 +1,171 @@
+"""The persisted state of a partition engine: typed, versioned, serialised here and nowhere else.
+
+Every changelog record of a partition engine is one of these structs encoded as JSON (msgspec):
+
+- a customer id → ``Customer`` (the shared facts and each flow's instance);
+- ``CLOCK_KEY`` → ``Partition`` (the event-time clock, cross-sell tables, spend histogram);
+- ``TABLE_PREFIX`` + table + ``:`` + key → a row of a partition table that is not keyed by customer
+  (``streams/core/tables.py``).
+
+Field names are the short keys of the dict release (state format 1: ``p``, ``sup``, ``cart``, …), and
+every field has a default that is omitted when encoded, so a format-1 blob decodes as it is and an
+idle customer costs a few bytes. ``v`` is the format a record was written in: absent in format 1
+(decoded as 1), written as ``STATE_VERSION`` by this release. Format 2 adds only fields, so a
+format-1 record needs no migration; a future format that renames or reshapes a field migrates in
+``decode_customer`` by ``v``.
+
+Line items and buffered records stay the plain dicts the event carried (they go into templates and
+commands as they are; converting them on every step would cost the engine its speed).
+
+A flow that keeps state adds its struct and one field of ``Customer`` here, with a short name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+STATE_VERSION = 2  # 1: the dict release (no ``v``); 2: these structs
+CLOCK_KEY = "\x00partition"
+TABLE_PREFIX = "\x03"  # + "<table>:<key>": cannot collide with a customer id (ids are printable)
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    """A state record: fields by attribute; ``record["field"]`` reads one too (tools, tests)."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+
+class Profile(Record):
+    email: str | None = None
+    fn: str | None = None  # first name
+    loc: str | None = None  # locale
+    tz: str | None = None  # IANA time zone
+    at: int | None = None  # time of the profile event the contact details come from
+    opt: bool | None = None  # marketing consent
+    opt_at: int | None = None  # time of the consent decision
+
+
+class Suppression(Record):
+    """The earliest time of each suppression: unsubscribed, hard bounce, complaint."""
+
+    u: int | None = None
+    b: int | None = None
+    c: int | None = None
+
+
+class Orders(Record):
+    n: int = 0  # orders placed
+    sp: list[tuple[int, str]] = []  # [time, total] of the orders of the last 365 days (≤ 20)
+    gaps: list[int] = []  # the last 5 gaps between orders
+    last: int | None = None  # time of the last order
+    lid: str | None = None  # event id of the last order
+
+
+class Instance(Record):
+    """One running instance of a marketing flow: its trigger, next step and deferral."""
+
+    trig: str = ""  # trigger event id (command ids derive from it)
+    next: int = 1  # the next step
+    d: int | None = None  # deferred due time (frequency cap, quiet hours)
+
+
+class Cart(Instance):
+    id: str = ""
+    items: list[dict[str, Any]] = []
+    cur: str = "USD"
+    url: str = ""
+    a: int = 0  # anchor: the last cart activity
+    tot: str | None = None  # cart total, cached per cart version
+
+
+class WinBackRun(Instance):
+    a: int = 0  # the lapse time
+    seg: str = "one_time"  # segment when it started
+
+
+class FeedbackRequest(Instance):
+    due: int = 0
+    o: str = ""  # order id
+
+
+class WaitingSku(Instance):
+    """Back-in-stock: a SKU of the abandoned cart that went out of stock; ``due`` once it is restocked."""
+
+    since: int = 0  # when it was seen out of stock in the cart
+    item: dict[str, Any] = {}  # the cart's line (name, price, image, url) for the mail
+    cur: str = "USD"  # the cart's currency
+    due: int | None = None  # the restock's time as this partition learnt it (None: still out of stock)
+
+
+class Stock(Record):
+    """A row of the partition's ``stock`` table (SKU → the latest inventory record applied)."""
+
+    at: int = 0  # occurred_at of that record (an older record is stale)
+    eid: str = ""  # its event id
+    out: bool = False  # out of stock
+    back: int | None = None  # time of the last restock
+    qty: int | None = None
+    price: str | None = None
+    name: str | None = None
+    url: str | None = None
+    image_url: str | None = None
+
+
+class Customer(Record):
+    v: int = 1  # the format this record was written in (absent = 1)
+    p: Profile = msgspec.field(default_factory=Profile)
+    seen: dict[str, int] = {}  # event id → time (dedupe)
+    buf: list[list[Any]] = []  # events waiting to settle: [time, topic rank, event id, topic, record]
+    sup: Suppression | None = None
+    ord: Orders | None = None
+    hs: float | None = None  # 365-day spend registered in the partition histogram
+    x: list[str] = []  # cancelled / returned order ids (≤ 20)
+    mk: int | None = None  # last marketing send
+    ptx: dict[str, list[Any]] = {}  # event id → [flow, trigger, extra]: transactional mail waiting for an address
+    sh: dict[str, list[str]] = {}  # shipment id → statuses seen (≤ 10 shipments)
+    cart: Cart | None = None  # abandoned cart
+    acl: int | None = None  # abandoned cart: last step sent
+    cx: int | None = None  # abandoned cart: last cleared
+    lap: int | None = None  # win-back: when the customer lapses
+    wbd: int | None = None  # win-back: the last order a win-back ran for
+    wb: WinBackRun | None = None  # win-back
+    fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
+    bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
+
+
+class Partition(Record):
+    clock: int = 0
+    cooc: dict[str, dict[str, int]] = {}
+    catalog: dict[str, dict[str, Any]] = {}
+    spend: dict[int, int] = {}
+    tick: int = 0
+    v: int = 1  # 1: any event could move the clock; 2: a future event never does
+
+
+_encoder = msgspec.json.Encoder()
+_customer = msgspec.json.Decoder(Customer)
+_partition = msgspec.json.Decoder(Partition)
+
+
+def encode(record: Record) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_customer(blob: bytes) -> Customer:
+    c = _customer.decode(blob)
+    c.v = STATE_VERSION  # formats 1 and 2 differ only in fields added since: nothing to migrate
+    return c
+
+
+def decode_partition(blob: bytes) -> Partition:
+    return _partition.decode(blob)
+
+
+def new_customer() -> Customer:
+    return Customer(v=STATE_VERSION)
