@@ -57,6 +57,13 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path):
     fig = json.loads(out.read_text())["figures"]
     for key in ("core.events_per_s", "core.decode_ceiling_per_s", "state.bytes_per_customer", "worker.events_per_s",
                 "worker.plain_loop_per_s", "latency.p99_ms", "sink.unlimited.sends_per_s", "sink.limited.sends_per_s",
-                "simulate.events", "simulate.seconds", "simulate.one_process_seconds"):
+                "simulate.events", "simulate.seconds", "simulate.one_process_seconds",
+                "scaleout.1_process.events_per_s", "scaleout.2_process.events_per_s", "scaleout.ratio_2_to_1",
+                "restore.seconds", "restore.seconds_per_100k_customers"):
         assert fig[key] and fig[key] > 0, key
+    assert {"worker.stage.process", "worker.stage.commit", "worker.stage.decode"} <= set(fig)
+    assert sum(fig["restore.keys_restored_by_partition"].values()) == fig["restore.customers"] == 300
+    measured, _, orders, _ = fig["latency.run1.measured"].split()
+    assert measured == orders  # every order's latency and hops measured
+    assert all(f"latency.run1.hop.{hop}" in fig for hop in ("produce → worker batch start", "render", "SES call"))
     assert fig["sink.limited.max_in_any_1s"] <= fig["sink.limited.configured_rate"] + 5
