@@ -67,3 +67,20 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path):
     assert measured == orders  # every order's latency and hops measured
     assert all(f"latency.run1.hop.{hop}" in fig for hop in ("produce → worker batch start", "render", "SES call"))
     assert fig["sink.limited.max_in_any_1s"] <= fig["sink.limited.configured_rate"] + 5
+
+
+def test_latency_hops_split_each_order_from_the_traced_timestamps(tmp_path):
+    from bench.runner import HOPS, _hops
+
+    t = 1_000.0
+    rows = [{"w": "cmd-1", "start": t + 0.010, "end": t + 0.030}, {"f": "cmd-1", "t": t + 0.050},
+            {"p": "cmd-1", "t0": t + 0.060, "t1": t + 0.066}, {"r": "cmd-1", "s": 0.002},
+            {"x": "cmd-1", "t0": t + 0.070, "t1": t + 0.090}, {"o": ["cmd-1"], "t": t + 0.100},
+            {"w": "cmd-2", "start": t, "end": t}]  # cmd-2 never reached the sink: not measured
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hops = _hops(str(trace), {"cmd-1": t * 1000, "cmd-2": t * 1000})
+    got = [round(hops[h][0], 3) for h in HOPS]
+    assert got == [10.0, 20.0, 20.0, 10.0, 2.0, 4.0, 4.0, 20.0, 10.0]
+    assert sum(got) == 100.0  # the hops add up to produce → outcome committed
+    assert all(len(v) == 1 for v in hops.values())
