@@ -53,11 +53,12 @@ def register(app: typer.Typer) -> None:
         print(f"generated {n} events in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
     @app.command()
-    def bench(quick: bool = typer.Option(False, "--quick", help="small sizes: under 2 minutes"),
+    def bench(quick: bool = typer.Option(False, "--quick", help="smaller sizes (worker at ≥ 50k events): a few minutes"),
               tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds: for the test suite"),
-              parts: str = typer.Option("core,simulate,worker,latency,sink", help="which benchmarks"),
+              parts: str = typer.Option("core,simulate,worker,scaleout,restore,latency,sink", help="which benchmarks"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
-        """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop, latency, sink rate."""
+        """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
+        scale-out, restore, latency, sink rate."""
         from bench.runner import QUICK, TINY, BenchConfig, run_bench
 
         cfg = TINY if tiny else QUICK if quick else BenchConfig()

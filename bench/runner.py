@@ -3,10 +3,16 @@ same run (these machines are noisy: ratios, not absolute numbers, are the figure
 
 1. core     — the domain core alone (the `simulate` path) in events/s on one core, against the raw
               fastavro decode rate of the same events (the ceiling); state bytes per active customer.
-2. worker   — `ProcessorRuntime` through the embedded broker, against a plain confluent-kafka
-              consume→produce loop over the same topics.
+2. worker   — `ProcessorRuntime` through the embedded broker (full: 101,731 events, quick: 51,296),
+              against a plain confluent-kafka consume→produce loop over the same topics, with the
+              runtime's per-stage wall times over the same window; then the Quix Streams baseline
+              (bench/quix_app.py, its own virtualenv) on the same topics, exactly-once.
+   scaleout — one vs two `shopmail worker` processes in one group on the same input.
+   restore  — a `shopmail worker` SIGKILLed after a backlog of ``restore_customers`` customers; a new
+              runtime restores them (keys restored == customers per partition, asserted), timed.
 3. latency  — OrderEvent produced → SES answered (the sink's `sent` outcome time), p50/p95/p99 at a
-              steady event rate; worker, sink and moto each in their own process.
+              steady event rate, ``latency_runs`` runs; worker, sink and moto each in their own
+              process, with a per-hop split (bench/traced.py) and each process's CPU seconds.
 4. sink     — sends/s against moto with the rate limit off, and the measured rate with it on.
 5. simulate — `shopmail simulate` (one process per CPU) over a year of synthetic traffic for
               ``simulate_customers`` customers (full size: 100k, the issue's target is < 60 s), against
@@ -15,6 +21,7 @@ same run (these machines are noisy: ratios, not absolute numbers, are the figure
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import threading
@@ -22,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.traffic import TrafficSpec, generate
 from streams.runtime import background
@@ -38,21 +45,24 @@ class BenchConfig:
     core_customers: int = 20_000
     core_days: int = 90
     state_customers: int = 20_000
-    worker_customers: int = 3_000
+    worker_customers: int = 50_000  # × worker_days: 101,731 events over 4 input topics
     worker_days: int = 30
     latency_seconds: float = 10.0
     latency_rate: int = 1000
+    latency_runs: int = 3
     sink_commands: int = 600
     sink_rate: float = 100.0
     simulate_customers: int = 100_000
+    restore_customers: int = 100_000  # one profile each (2 days of traffic): 100k keys in the changelog
+    quix: bool = True  # the Quix Streams baseline (its own virtualenv, created on first use)
 
 
-QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=800,
-                    worker_days=30, latency_seconds=6.0, latency_rate=1000, sink_commands=300, sink_rate=100.0,
-                    simulate_customers=10_000)
+QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,
+                    worker_days=30, latency_seconds=6.0, latency_rate=1000, latency_runs=3, sink_commands=300,
+                    sink_rate=100.0, simulate_customers=10_000, restore_customers=20_000)
 TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
-                   latency_seconds=2.0, latency_rate=200, sink_commands=40, sink_rate=50.0,
-                   simulate_customers=300)
+                   latency_seconds=2.0, latency_rate=200, latency_runs=1, sink_commands=40, sink_rate=50.0,
+                   simulate_customers=300, restore_customers=300, quix=False)
 
 
 @dataclass
@@ -147,13 +157,20 @@ def bench_simulate(cfg: BenchConfig, out: Figures) -> None:
     out.add("simulate.summary", summary)
 
 
-# ---- 2. worker vs plain loop -------------------------------------------------------------------
+# ---- 2. worker vs plain loop, Quix Streams, scale-out, restore -------------------------------
 
-def _produce_inputs(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+def _produce_inputs(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]],
+                    customers_by_partition: dict[int, set[str]] | None = None) -> None:
+    """Produce the events; with ``customers_by_partition``, record where each customer's records landed."""
     p = Producer(producer_config(settings, bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
+
+    def landed(err: Any, msg: Any) -> None:
+        if err is None and customers_by_partition is not None:
+            customers_by_partition.setdefault(msg.partition(), set()).add(msg.key().decode())
+
     for i, (topic, rec) in enumerate(events):
         p.produce(settings.topics.name(topic), key=rec["customer_id"].encode(),
-                  value=serde.encode(VALUE_SCHEMA[topic], rec))
+                  value=serde.encode(VALUE_SCHEMA[topic], rec), on_delivery=landed)
         if i % 20000 == 0:
             p.poll(0)
     p.flush(60)
@@ -182,41 +199,299 @@ def _plain_loop(settings: Settings, bootstrap: str, n: int) -> float:
     return seen / (end - started[0])
 
 
-def _worker(settings: Settings, bootstrap: str, n: int) -> float:
+@dataclass
+class WorkerRun:
+    events: int
+    seconds: float
+    stage_s: dict[str, float]
+    commands: int
+    transactions: int
+
+
+def _worker(settings: Settings, bootstrap: str, n: int) -> WorkerRun:
+    """The in-process runtime from assignment + restore to ``n`` events committed; its per-stage wall
+    times (``RuntimeStats.stage_s``) over exactly that window."""
     from streams.runtime.worker import ProcessorRuntime
 
     runtime = ProcessorRuntime(settings, bootstrap, instance_id="bench", write_ticks=False)
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
+    stats = runtime.stats
     while not runtime.engines and time.monotonic() < deadline:  # assigned and state restored
         time.sleep(0.001)
+    timed = sum(stats.stage_s.values())
+    while sum(stats.stage_s.values()) == timed and time.monotonic() < deadline:
+        time.sleep(0.0005)  # the fetch that ran the assignment (and the restore) has returned
+    stats.stage_s = {}
     start = time.perf_counter()
-    while runtime.stats.events < n and time.monotonic() < deadline:
+    events0, commands0, transactions0 = stats.events, stats.commands, stats.transactions
+    while stats.events < n and time.monotonic() < deadline:
         time.sleep(0.005)
     end = time.perf_counter()
+    stages = dict(stats.stage_s)
     stop.set()
     thread.join(30)
-    return runtime.stats.events / (end - start)
+    return WorkerRun(stats.events - events0, end - start, stages, stats.commands - commands0,
+                     stats.transactions - transactions0)
 
 
-def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
-    settings = load_settings(env={})
-    settings.topics.prefix = f"bench-{int(time.time())}."
-    settings.topics.partitions = 2
-    settings.worker.app_id = f"bench-{int(time.time())}"
-    settings.worker.store = "memory://"
-    settings.worker.tick_interval_s = 0
-    assert ensure_topics(bootstrap, topic_specs(settings), kafka=settings.kafka).healthy
+def _worker_settings(tag: str) -> Settings:
+    s = _bench_settings(tag)
+    s.worker.tick_interval_s = 0
+    return s
+
+
+def _quix_specs(settings: Settings) -> list[Any]:
+    """The topics, with retention.ms set explicitly on the compacted shop.customers too: Quix copies a
+    source topic's retention into its changelog topics and needs it in DescribeConfigs, which the
+    embedded broker answers with explicitly set configs only."""
+    specs = topic_specs(settings)
+    for spec in specs:
+        if spec.logical == "customers":
+            spec.config["retention.ms"] = str(settings.topics.retention_ms)
+    return specs
+
+
+def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[tuple[str, dict[str, Any]]]:
+    settings = _worker_settings("bench-worker")
+    assert ensure_topics(bootstrap, _quix_specs(settings), kafka=settings.kafka).healthy
     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
     _produce_inputs(settings, bootstrap, events)
     plain = _plain_loop(settings, bootstrap, len(events))
-    worker = _worker(settings, bootstrap, len(events))
+    run = _worker(settings, bootstrap, len(events))
+    worker = run.events / run.seconds
     out.add("worker.events", len(events))
     out.add("worker.events_per_s", round(worker))
     out.add("worker.plain_loop_per_s", round(plain))
     out.add("worker.ratio_to_plain", round(worker / plain, 3))
+    out.add("worker.seconds", round(run.seconds, 2))
+    out.add("worker.transactions", run.transactions)
+    out.add("worker.commands", run.commands)
+    for stage, seconds in sorted(run.stage_s.items(), key=lambda kv: -kv[1]):
+        out.add(f"worker.stage.{stage}", f"{seconds:.2f} s ({100 * seconds / run.seconds:.0f} %)")
+    other = run.seconds - sum(run.stage_s.values())
+    out.add("worker.stage.(outside the timed stages)", f"{other:.2f} s ({100 * other / run.seconds:.0f} %)")
+    if cfg.quix:
+        bench_quix(settings, bootstrap, len(events), worker, out)
+    return events
+
+
+# Quix Streams baseline ----------------------------------------------------------------------------
+
+QUIX_REQUIREMENTS = ["quixstreams==3.28.1", "fastavro"]
+
+
+def _quix_python(settings: Settings) -> tuple[str | None, str]:
+    """The baseline's interpreter: its own virtualenv (quixstreams pins an older confluent-kafka than
+    shopmail), created on first use under the data directory. (None, reason) if it cannot be."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = Path(settings.worker.data_dir) / "bench-quix-venv"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import quixstreams, fastavro; print(quixstreams.__version__)"]
+    if python.exists():
+        ok = subprocess.run(probe, capture_output=True, text=True, check=False)
+        if ok.returncode == 0:
+            return str(python), ok.stdout.strip()
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", "--quiet", *QUIX_REQUIREMENTS], probe]
+    for step in steps:
+        run = subprocess.run(step, capture_output=True, text=True, check=False, timeout=900)
+        if run.returncode != 0:
+            return None, f"{' '.join(step[:4])} failed: {(run.stderr or run.stdout).strip()[-300:]}"
+    return str(python), run.stdout.strip()
+
+
+def bench_quix(settings: Settings, bootstrap: str, n: int, worker_per_s: float, out: Figures) -> None:
+    """bench/quix_app.py on the worker bench's input topics (its own consumer group), exactly-once:
+    once with Quix's default commit interval (5 s), once committing every 500 records like the worker."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    python, version = _quix_python(settings)
+    if python is None:
+        out.add("quix.unavailable", version)
+        return
+    out.add("quix.version", version)
+    out.add("quix.does", "decode + per-customer profile/cart state + abandoned-cart steps when the customer's next "
+                         "event is past the delay (no timers, no other flows, no quiet hours/caps/holdouts/"
+                         "dedupe/DLQ, JSON output), exactly-once")
+    app = str(Path(__file__).with_name("quix_app.py"))
+    schemas = str(Path(serde.__file__).parent)
+    for label, commit_every in (("", 0), ("commit_every_500.", 500)):
+        group = f"{settings.worker.app_id}-quix{commit_every}"
+        with tempfile.TemporaryDirectory(prefix="shopmail-quix-") as state:
+            run = subprocess.run([python, app, bootstrap, settings.topics.prefix, group, str(n), schemas,
+                                  str(commit_every), state], capture_output=True, text=True, timeout=900, check=False)
+        lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+        if run.returncode != 0 or not lines:
+            out.add(f"quix.{label}error", (run.stderr or run.stdout).strip()[-500:])
+            continue
+        res = json.loads(lines[-1])
+        per_s = res["events"] / res["seconds"]
+        out.add(f"quix.{label}events_per_s", round(per_s))
+        out.add(f"quix.{label}commands", res["commands"])
+        out.add(f"worker.ratio_to_quix{'_commit_every_500' if commit_every else ''}", round(worker_per_s / per_s, 3))
+
+
+# scale-out and restore: `shopmail worker` processes ---------------------------------------------
+
+class _Committed:
+    """Sum of the group's committed input offsets (records: the inputs are written without transactions)."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.c = Consumer(consumer_config(settings, bootstrap, settings.worker.app_id))
+        self.tps = [TopicPartition(settings.topics.name(t), p) for t in INPUT_TOPICS
+                    for p in range(settings.topics.partitions)]
+
+    def total(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self.c.committed(self.tps, timeout=10))
+
+    def wait_for(self, n: int, timeout_s: float) -> list[tuple[float, int]]:
+        """Poll until ``n`` records are committed; the (time, committed) series."""
+        series: list[tuple[float, int]] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = self.total()
+            series.append((time.perf_counter(), done))
+            if done >= n:
+                return series
+            time.sleep(0.05)
+        raise RuntimeError(f"workers committed {series[-1][1] if series else 0} of {n} records in {timeout_s} s")
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def _crossing(series: list[tuple[float, int]], level: float) -> float:
+    return next(t for t, done in series if done >= level)
+
+
+def bench_scaleout(events: list[tuple[str, dict[str, Any]]], bootstrap: str, out: Figures) -> None:
+    """One vs two `shopmail worker` processes in one group on the same input: committed records per
+    second between 10 % and 90 % of the input (start-up and the group join excluded)."""
+    n = len(events)
+    rates: dict[int, float] = {}
+    for procs in (1, 2):
+        s = _worker_settings(f"bench-scale{procs}")
+        assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
+        _produce_inputs(s, bootstrap, events)
+        committed = _Committed(s, bootstrap)
+        children = [_child(["worker", "--instance-id", f"scale-{i}"], s, bootstrap, {}) for i in range(procs)]
+        try:
+            series = committed.wait_for(n, 900)
+            cpu = [_cpu_s(ch.pid) for ch in children]
+        finally:
+            _stop(children)
+            committed.close()
+        t10, t90 = _crossing(series, 0.1 * n), _crossing(series, 0.9 * n)
+        if t90 <= t10:  # tiny inputs finish within one poll: fall back to launch → done
+            t10, t90 = series[0][0], series[-1][0]
+        rates[procs] = 0.8 * n / (t90 - t10)
+        out.add(f"scaleout.{procs}_process.events_per_s", round(rates[procs]))
+        out.add(f"scaleout.{procs}_process.cpu_s", [round(c, 1) for c in cpu])
+    out.add("scaleout.events", n)
+    out.add("scaleout.ratio_2_to_1", round(rates[2] / rates[1], 2))
+
+
+def bench_restore(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    """A `shopmail worker` process works through a backlog of ``restore_customers`` customers, is
+    SIGKILLed, and a new runtime with the same instance id restores its partitions from the changelog:
+    keys restored must equal the customers whose records landed in each partition."""
+    import signal
+
+    from streams.runtime.worker import ProcessorRuntime
+
+    s = _worker_settings("bench-restore")
+    assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
+    events = list(generate(TrafficSpec(customers=cfg.restore_customers, days=2, seed=13)))
+    customers: dict[int, set[str]] = {}
+    _produce_inputs(s, bootstrap, events, customers)
+    committed = _Committed(s, bootstrap)
+    worker = _child(["worker", "--instance-id", "bench-restore"], s, bootstrap, {})
+    try:
+        committed.wait_for(len(events), 900)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+        committed.close()
+    runtime = ProcessorRuntime(s, bootstrap, instance_id="bench-restore", write_ticks=False)
+    restore_s: dict[int, float] = {}
+    restore = runtime.restore.restore
+
+    def timed(partition: int) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return restore(partition)
+        finally:
+            restore_s[partition] = time.perf_counter() - t0
+
+    runtime.restore.restore = timed  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    deadline = time.monotonic() + 600
+    while set(runtime.tasks) != set(customers) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    ready_s = time.perf_counter() - started
+    keys = {p: len(task.engine.customers) for p, task in runtime.tasks.items()}
+    records = runtime.stats.restored_changelog_records
+    stop.set()
+    thread.join(30)
+    expected = {p: len(ids) for p, ids in customers.items()}
+    if keys != expected:
+        raise RuntimeError(f"restore lost or invented state: keys restored {keys} != customers per partition {expected}")
+    total = sum(keys.values())
+    seconds = sum(restore_s.values())
+    out.add("restore.customers", total)
+    out.add("restore.keys_restored_by_partition", keys)
+    out.add("restore.changelog_records", records)
+    out.add("restore.seconds", round(seconds, 2))
+    out.add("restore.seconds_per_100k_customers", round(seconds * 100_000 / total, 2))
+    out.add("restore.restart_to_ready_s", round(ready_s, 2))  # includes waiting out the killed member's session
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc); NaN when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _broker_pid() -> int | None:
+    """The embedded broker, when this process started it."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        if rest.split()[1] == me and "tansu" in name:
+            return int(entry)
+    return None
+
+
+def _stop(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except Exception:  # noqa: BLE001
+            proc.kill()
 
 
 # ---- 3 + 4. latency and sink --------------------------------------------------------------------
@@ -334,9 +609,10 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
             ses.close()
 
 
-def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str, str]) -> Any:
-    """A `shopmail` subprocess with the bench's settings (like a pod: its own interpreter and GIL)."""
-    import os
+def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str, str],
+           module: str = "streams.cli") -> Any:
+    """A `shopmail` subprocess with the bench's settings (like a pod: its own interpreter and GIL);
+    ``module="bench.traced"`` runs it with the latency bench's timestamps."""
     import subprocess
     import sys
 
@@ -349,24 +625,69 @@ def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str,
                 "SHOPMAIL_SINK__GROUP_ID": settings.sink.group_id, "SHOPMAIL_SES__ENDPOINT_URL": settings.ses.endpoint_url,
                 "SHOPMAIL_SES__USE_ACCOUNT_RATE": "false", "SHOPMAIL_SES__MAX_SEND_RATE": str(settings.ses.max_send_rate)})
     env.update(extra)
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
-def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
-    """Steady event rate (10 % orders) with the worker, the sink and moto in their own processes;
-    latency = the sink's `sent` outcome time (right after SES answered) − order produce time."""
+HOPS = ("produce → worker batch start", "worker batch → commit", "commit → sink fetch",
+        "sink fetch → render start", "render", "build MIME", "prepared → SES call", "SES call",
+        "SES answered → outcome committed")
+
+
+def _hops(trace_path: str, produced: dict[str, float]) -> dict[str, list[float]]:
+    """Per-hop milliseconds per order, from the traced worker's and sink's timestamps."""
+    worker: dict[str, tuple[float, float]] = {}
+    fetched: dict[str, float] = {}
+    render: dict[str, float] = {}
+    prepared: dict[str, tuple[float, float]] = {}
+    sent: dict[str, tuple[float, float]] = {}
+    settled: dict[str, float] = {}
+    with open(trace_path) as f:
+        for line in f:
+            r = json.loads(line)
+            if "w" in r:
+                worker.setdefault(r["w"], (r["start"], r["end"]))
+            elif "f" in r:
+                fetched.setdefault(r["f"], r["t"])
+            elif "r" in r:
+                render.setdefault(r["r"], r["s"])
+            elif "p" in r:
+                prepared.setdefault(r["p"], (r["t0"], r["t1"]))
+            elif "x" in r:
+                sent.setdefault(r["x"], (r["t0"], r["t1"]))
+            elif "o" in r:
+                for cid in r["o"]:
+                    settled.setdefault(cid, r["t"])
+    hops: dict[str, list[float]] = {h: [] for h in HOPS}
+    for cid, at in produced.items():
+        if not all(cid in d for d in (worker, fetched, render, prepared, sent, settled)):
+            continue
+        (w0, w1), (p0, p1), (s0, s1) = worker[cid], prepared[cid], sent[cid]
+        for hop, ms in zip(HOPS, (w0 * 1000 - at, (w1 - w0) * 1000, (fetched[cid] - w1) * 1000, (p0 - fetched[cid]) * 1000,
+                                  render[cid] * 1000, (p1 - p0 - render[cid]) * 1000, (s0 - p1) * 1000,
+                                  (s1 - s0) * 1000, (settled[cid] - s1) * 1000)):
+            hops[hop].append(ms)
+    return hops
+
+
+def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
+    """One run: steady event rate (10 % orders); worker, sink and moto in their own processes."""
     import random
+    import tempfile
 
     from streams.core.ids import command_id
 
-    s = _bench_settings("bench-latency")
+    s = _bench_settings(f"bench-latency{run}")
     s.worker.tick_interval_s = 1.0
     s.ses.max_send_rate = 0.0
     assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
     ses = _Ses(s)
-    worker = _child(["worker", "--instance-id", "bench-latency"], s, bootstrap, {})
-    sink = _child(["sink", "--instance-id", "bench-latency"], s, bootstrap, {})
+    trace = tempfile.NamedTemporaryFile(prefix="shopmail-latency-", suffix=".jsonl", delete=False)  # noqa: SIM115
+    trace.close()
+    env = {"SHOPMAIL_BENCH_TRACE": trace.name}
+    worker = _child(["worker", "--instance-id", f"bench-latency{run}"], s, bootstrap, env, module="bench.traced")
+    sink = _child(["sink", "--instance-id", f"bench-latency{run}"], s, bootstrap, env, module="bench.traced")
+    procs = {"worker": worker.pid, "sink": sink.pid, "moto": ses.proc.pid, "broker": _broker_pid()}
     try:
         producer = Producer(producer_config(s, bootstrap, **{"linger.ms": 0}))
         # warm-up: wait until an order goes all the way through (group joins, state restore)
@@ -376,6 +697,9 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
         producer.produce(s.topics.name("orders"), key=b"warm", value=serde.encode("OrderEvent", serde.from_json("OrderEvent", warm)))
         producer.flush(10)
         _outcomes(s, bootstrap, 1, timeout_s=90)
+        cpu0 = {name: _cpu_s(pid) if pid else float("nan") for name, pid in procs.items()}
+        bench_cpu0 = time.process_time()
+        wall0 = time.perf_counter()
         produced: dict[str, float] = {}
         rnd = random.Random(5)
         interval = 1.0 / cfg.latency_rate
@@ -403,24 +727,42 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
         producer.flush(30)
         achieved = n / (time.perf_counter() - start)
         outs = _outcomes(s, bootstrap, len(produced) + 1, timeout_s=120)
+        wall = time.perf_counter() - wall0
+        cpu = {name: round(_cpu_s(pid) - cpu0[name], 1) if pid else None for name, pid in procs.items()}
+        cpu["bench (producer, reader)"] = round(time.process_time() - bench_cpu0, 1)
         latencies = [o["occurred_at"] - produced[o["command_id"]] for o in outs
                      if o["command_id"] in produced and o["outcome"] == "sent"]
-        out.add("latency.events_per_s", round(achieved))
-        out.add("latency.orders", len(produced))
-        out.add("latency.measured", len(latencies))
-        out.add("latency.p50_ms", round(percentile(latencies, 50), 1))
-        out.add("latency.p95_ms", round(percentile(latencies, 95), 1))
-        out.add("latency.p99_ms", round(percentile(latencies, 99), 1))
-        out.add("latency.mean_ms", round(statistics.fmean(latencies), 1) if latencies else None)
     finally:
-        for proc in (sink, worker):
-            proc.terminate()
-        for proc in (sink, worker):
-            try:
-                proc.wait(30)
-            except Exception:  # noqa: BLE001
-                proc.kill()
+        _stop([sink, worker])
         ses.close()
+    time.sleep(0.2)
+    hops = _hops(trace.name, produced)
+    os.unlink(trace.name)
+    return {"events_per_s": achieved, "orders": len(produced), "latencies": latencies, "hops": hops,
+            "cpu_s": cpu, "wall_s": wall, "load": os.getloadavg()[0]}
+
+
+def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
+    """Order produced → SES answered (the sink's `sent` outcome time), ``latency_runs`` runs in a row,
+    each with its per-hop split (bench/traced.py) and every process's CPU seconds over the run."""
+    runs = [_latency_run(cfg, bootstrap, i) for i in range(cfg.latency_runs)]
+    for i, r in enumerate(runs):
+        lat = r["latencies"]
+        tag = f"latency.run{i + 1}"
+        out.add(f"{tag}.p50_p95_p99_ms", [round(percentile(lat, q)) for q in (50, 95, 99)])
+        out.add(f"{tag}.events_per_s", round(r["events_per_s"]))
+        out.add(f"{tag}.measured", f"{len(lat)} of {r['orders']} orders")
+        out.add(f"{tag}.cpu_s", {**r["cpu_s"], "wall": round(r["wall_s"], 1), "load1": round(r["load"], 2)})
+        for hop in HOPS:
+            ms = r["hops"][hop]
+            out.add(f"{tag}.hop.{hop}", f"p50 {percentile(ms, 50):.1f} / p99 {percentile(ms, 99):.1f} ms")
+    pooled = [x for r in runs for x in r["latencies"]]
+    out.add("latency.runs", len(runs))
+    out.add("latency.p50_ms", round(percentile(pooled, 50), 1))
+    out.add("latency.p95_ms", round(percentile(pooled, 95), 1))
+    out.add("latency.p99_ms", round(percentile(pooled, 99), 1))
+    out.add("latency.worst_run_p99_ms", max(round(percentile(r["latencies"], 99)) for r in runs))
+    out.add("latency.mean_ms", round(statistics.fmean(pooled), 1) if pooled else None)
 
 
 def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) -> Figures:
@@ -432,11 +774,18 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         bench_state(cfg, figures)
     if "simulate" in parts:
         bench_simulate(cfg, figures)
-    broker_parts = [p for p in parts if p in ("worker", "latency", "sink")]
+    broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:
+            events: list[tuple[str, dict[str, Any]]] | None = None
             if "worker" in parts:
-                bench_worker(cfg, bs, figures)
+                events = bench_worker(cfg, bs, figures)
+            if "scaleout" in parts:
+                if events is None:
+                    events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
+                bench_scaleout(events, bs, figures)
+            if "restore" in parts:
+                bench_restore(cfg, bs, figures)
             if "latency" in parts:
                 bench_latency(cfg, bs, figures)
             if "sink" in parts:

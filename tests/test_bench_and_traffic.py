@@ -57,6 +57,30 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path):
     fig = json.loads(out.read_text())["figures"]
     for key in ("core.events_per_s", "core.decode_ceiling_per_s", "state.bytes_per_customer", "worker.events_per_s",
                 "worker.plain_loop_per_s", "latency.p99_ms", "sink.unlimited.sends_per_s", "sink.limited.sends_per_s",
-                "simulate.events", "simulate.seconds", "simulate.one_process_seconds"):
+                "simulate.events", "simulate.seconds", "simulate.one_process_seconds",
+                "scaleout.1_process.events_per_s", "scaleout.2_process.events_per_s", "scaleout.ratio_2_to_1",
+                "restore.seconds", "restore.seconds_per_100k_customers"):
         assert fig[key] and fig[key] > 0, key
+    assert {"worker.stage.process", "worker.stage.commit", "worker.stage.decode"} <= set(fig)
+    assert sum(fig["restore.keys_restored_by_partition"].values()) == fig["restore.customers"] == 300
+    measured, _, orders, _ = fig["latency.run1.measured"].split()
+    assert measured == orders  # every order's latency and hops measured
+    assert all(f"latency.run1.hop.{hop}" in fig for hop in ("produce → worker batch start", "render", "SES call"))
     assert fig["sink.limited.max_in_any_1s"] <= fig["sink.limited.configured_rate"] + 5
+
+
+def test_latency_hops_split_each_order_from_the_traced_timestamps(tmp_path):
+    from bench.runner import HOPS, _hops
+
+    t = 1_000.0
+    rows = [{"w": "cmd-1", "start": t + 0.010, "end": t + 0.030}, {"f": "cmd-1", "t": t + 0.050},
+            {"p": "cmd-1", "t0": t + 0.060, "t1": t + 0.066}, {"r": "cmd-1", "s": 0.002},
+            {"x": "cmd-1", "t0": t + 0.070, "t1": t + 0.090}, {"o": ["cmd-1"], "t": t + 0.100},
+            {"w": "cmd-2", "start": t, "end": t}]  # cmd-2 never reached the sink: not measured
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hops = _hops(str(trace), {"cmd-1": t * 1000, "cmd-2": t * 1000})
+    got = [round(hops[h][0], 3) for h in HOPS]
+    assert got == [10.0, 20.0, 20.0, 10.0, 2.0, 4.0, 4.0, 20.0, 10.0]
+    assert sum(got) == 100.0  # the hops add up to produce → outcome committed
+    assert all(len(v) == 1 for v in hops.values())

@@ -1,0 +1,96 @@
+"""`shopmail worker` / `shopmail sink` with per-command timestamps for the latency bench's per-hop split.
+
+``python -m bench.traced worker|sink ...`` wraps a few methods of the unchanged runtime and sink (a
+timestamp before and after each; nothing else changes) and appends one JSON line per event to
+``$SHOPMAIL_BENCH_TRACE``:
+
+- worker: ``{"w": command_id, "start": batch start, "end": batch committed}`` for every command of a batch;
+- sink: ``{"f": id, "t": fetched}``, ``{"r": id, "s": render s}``, ``{"p": id, "t0", "t1"}`` (render +
+  MIME), ``{"x": id, "t0", "t1"}`` (the SES call), ``{"o": [ids], "t": outcome committed}``.
+
+Times are ``time.time()`` seconds (one clock for every process on the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+_lock = threading.Lock()
+_out = open(os.environ.get("SHOPMAIL_BENCH_TRACE", os.devnull), "a", buffering=1)  # noqa: SIM115
+
+
+def _write(row: dict[str, Any]) -> None:
+    line = json.dumps(row) + "\n"
+    with _lock:
+        _out.write(line)
+
+
+def trace_worker() -> None:
+    from streams.runtime.worker import ProcessorRuntime
+
+    process_batch = ProcessorRuntime._process_batch
+
+    def traced(self: ProcessorRuntime, ticks: list[int]) -> None:
+        start = time.time()
+        process_batch(self, ticks)
+        end = time.time()
+        for _, cmd in self._out.commands:
+            _write({"w": cmd["command_id"], "start": start, "end": end})
+
+    ProcessorRuntime._process_batch = traced  # type: ignore[method-assign]
+
+
+def trace_sink() -> None:
+    from sinks import rendering, service
+
+    classify, prepare, send, commit = (service.SinkService._classify_new, service.SinkService._prepare,
+                                       service.SinkService._send, service.SinkService._commit)
+    render = rendering.Renderer.render
+
+    def classify_new(self: Any, w: Any) -> None:
+        classify(self, w)
+        if w.command_id:
+            _write({"f": w.command_id, "t": time.time()})
+
+    def traced_render(self: Any, command: dict[str, Any], unsubscribe_link: str) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return render(self, command, unsubscribe_link)
+        finally:
+            _write({"r": command.get("command_id"), "s": time.perf_counter() - t0})
+
+    def traced_prepare(self: Any, w: Any) -> None:
+        t0 = time.time()
+        prepare(self, w)
+        _write({"p": w.command_id, "t0": t0, "t1": time.time()})
+
+    def traced_send(self: Any, w: Any) -> Any:
+        t0 = time.time()
+        r = send(self, w)
+        _write({"x": w.command_id, "t0": t0, "t1": time.time()})
+        return r
+
+    def traced_commit(self: Any, to_send: list[Any], tombstones: list[Any]) -> None:
+        settled = [w.command_id for w in self._done if w.outcome == "sent"]
+        commit(self, to_send, tombstones)
+        if settled:
+            _write({"o": settled, "t": time.time()})
+
+    service.SinkService._classify_new = classify_new  # type: ignore[method-assign]
+    service.SinkService._prepare = traced_prepare  # type: ignore[method-assign]
+    service.SinkService._send = traced_send  # type: ignore[method-assign]
+    service.SinkService._commit = traced_commit  # type: ignore[method-assign]
+    rendering.Renderer.render = traced_render  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    from streams.cli import main
+
+    (trace_worker if sys.argv[1] == "worker" else trace_sink)()
+    sys.argv = ["shopmail", *sys.argv[1:]]
+    sys.exit(main())
