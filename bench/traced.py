@@ -57,10 +57,10 @@ def trace_sink() -> None:
         if w.command_id:
             _write({"f": w.command_id, "t": time.time()})
 
-    def traced_render(self: Any, command: dict[str, Any], unsubscribe_link: str) -> Any:
+    def traced_render(self: Any, command: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return render(self, command, unsubscribe_link)
+            return render(self, command, *args, **kwargs)
         finally:
             _write({"r": command.get("command_id"), "s": time.perf_counter() - t0})
 
@@ -89,7 +89,7 @@ def trace_sink() -> None:
 
 
 if __name__ == "__main__":
-    from streams.cli import main
+    from streams.cli.main import main
 
     (trace_worker if sys.argv[1] == "worker" else trace_sink)()
     sys.argv = ["shopmail", *sys.argv[1:]]
