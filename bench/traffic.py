@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -175,3 +176,56 @@ def write_jsonl(spec: TrafficSpec, out: TextIO, topic_name: Any) -> int:
         out.write(orjson.dumps({"topic": topic_name(topic), "value": rec}).decode() + "\n")
         n += 1
     return n
+
+
+# ---- live: a little shop traffic stamped with the wall clock (the demo) --------------------------
+
+@dataclass
+class LiveTraffic:
+    """What ``live_traffic`` produced (the demo waits for the mail it implies)."""
+
+    customers: int
+    orders: int
+    abandoned: int
+    shipments: int
+    expected_transactional: int
+
+
+def live_traffic(customers: int, seed: int = 7, shop_url: str = "https://shop.example.com",
+                 now_ms: int | None = None) -> tuple[list[tuple[str, dict[str, Any]]], LiveTraffic]:
+    """A little shop traffic stamped with the wall clock: profiles, carts, orders, shipments."""
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    out: list[tuple[str, dict[str, Any]]] = []
+    orders = abandoned = shipments = transactional = 0
+    for i in range(customers):
+        cid = f"demo-{i:03d}"
+        email = f"{cid}@example.com"
+        t = now + i
+        out.append(("customers", {"event_id": f"{cid}-profile", "customer_id": cid, "occurred_at": t,
+                                  "type": "upserted", "email": email, "first_name": f"Customer {i}",
+                                  "locale": rnd.choice(["en", "en", "de"]), "timezone": "UTC",
+                                  "marketing_opt_in": rnd.random() < 0.9}))
+        items = _items(rnd, shop_url)
+        cart = {"event_id": f"{cid}-cart", "customer_id": cid, "occurred_at": t + 10, "type": "item_added",
+                "cart_id": f"{cid}-cart", "email": email, "items": items, "currency": "EUR",
+                "cart_url": f"{shop_url}/cart/{cid}"}
+        out.append(("carts", cart))
+        if rnd.random() < 0.3:  # buys: order confirmation + shipping
+            orders += 1
+            total = sum(float(it["price"]) * it["quantity"] for it in items)
+            oid = f"{cid}-o1"
+            out.append(("orders", {"event_id": f"{oid}-placed", "customer_id": cid, "occurred_at": t + 20,
+                                   "type": "placed", "order_id": oid, "cart_id": cart["cart_id"], "email": email,
+                                   "items": items, "total": f"{total:.2f}", "currency": "EUR"}))
+            transactional += 1
+            shipments += 1
+            for k, status in enumerate(["label_created", "in_transit", "out_for_delivery"]):
+                out.append(("shipments", {"event_id": f"{oid}-s-{status}", "customer_id": cid,
+                                          "occurred_at": t + 30 + k, "type": status, "shipment_id": f"{oid}-s",
+                                          "order_id": oid, "carrier": "DHL", "tracking_number": f"JD{i:08d}",
+                                          "tracking_url": f"https://track.example.com/JD{i:08d}"}))
+            transactional += 3  # shipping confirmation + 2 status changes after the first
+        else:
+            abandoned += 1
+    return out, LiveTraffic(customers, orders, abandoned, shipments, transactional)

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import serde
+from bench.traffic import live_traffic
 from streams.config import Settings, load_settings
 
 DEMO_OVERRIDES: dict[str, Any] = {
@@ -46,15 +46,6 @@ step = 1
 holdout = 0.2
 variants = { control = 1.0, B = 1.0 }
 """
-
-
-@dataclass
-class DemoTraffic:
-    customers: int
-    orders: int
-    abandoned: int
-    shipments: int
-    expected_transactional: int
 
 
 def demo_settings(config: Path | None, work: Path) -> Settings:
@@ -92,53 +83,6 @@ def env_for(settings: Settings, bootstrap: str, ses_endpoint: str, data_dir: str
         "PYTHONUNBUFFERED": "1",
     })
     return env
-
-
-CATALOG = [("MUG-01", "Enamel camp mug", "14.00"), ("TEE-07", "Organic cotton tee", "29.00"),
-           ("SOCK-3", "Merino hiking socks", "18.50"), ("BAG-22", "Waxed canvas tote", "59.00"),
-           ("CAP-05", "Five-panel cap", "24.00"), ("BTL-11", "Insulated bottle 750 ml", "32.00")]
-
-
-def live_traffic(settings: Settings, customers: int, seed: int = 7) -> tuple[list[tuple[str, dict[str, Any]]], DemoTraffic]:
-    """A little shop traffic stamped with the wall clock: profiles, carts, orders, shipments."""
-    rnd = random.Random(seed)
-    now = int(time.time() * 1000)
-    out: list[tuple[str, dict[str, Any]]] = []
-    orders = abandoned = shipments = transactional = 0
-    for i in range(customers):
-        cid = f"demo-{i:03d}"
-        email = f"{cid}@example.com"
-        t = now + i
-        out.append(("customers", {"event_id": f"{cid}-profile", "customer_id": cid, "occurred_at": t,
-                                  "type": "upserted", "email": email, "first_name": f"Customer {i}",
-                                  "locale": rnd.choice(["en", "en", "de"]), "timezone": "UTC",
-                                  "marketing_opt_in": rnd.random() < 0.9}))
-        picks = rnd.sample(CATALOG, rnd.randint(1, 3))
-        items = [{"sku": s, "name": n, "price": p, "quantity": rnd.randint(1, 2),
-                  "image_url": f"https://shop.example.com/img/{s}.jpg", "url": f"https://shop.example.com/p/{s}"}
-                 for s, n, p in picks]
-        cart = {"event_id": f"{cid}-cart", "customer_id": cid, "occurred_at": t + 10, "type": "item_added",
-                "cart_id": f"{cid}-cart", "email": email, "items": items, "currency": "EUR",
-                "cart_url": f"https://shop.example.com/cart/{cid}"}
-        out.append(("carts", cart))
-        if rnd.random() < 0.3:  # buys: order confirmation + shipping
-            orders += 1
-            total = sum(float(it["price"]) * it["quantity"] for it in items)
-            oid = f"{cid}-o1"
-            out.append(("orders", {"event_id": f"{oid}-placed", "customer_id": cid, "occurred_at": t + 20,
-                                   "type": "placed", "order_id": oid, "cart_id": cart["cart_id"], "email": email,
-                                   "items": items, "total": f"{total:.2f}", "currency": "EUR"}))
-            transactional += 1
-            shipments += 1
-            for k, status in enumerate(["label_created", "in_transit", "out_for_delivery"]):
-                out.append(("shipments", {"event_id": f"{oid}-s-{status}", "customer_id": cid,
-                                          "occurred_at": t + 30 + k, "type": status, "shipment_id": f"{oid}-s",
-                                          "order_id": oid, "carrier": "DHL", "tracking_number": f"JD{i:08d}",
-                                          "tracking_url": f"https://track.example.com/JD{i:08d}"}))
-            transactional += 3  # shipping confirmation + 2 status changes after the first
-        else:
-            abandoned += 1
-    return out, DemoTraffic(customers, orders, abandoned, shipments, transactional)
 
 
 def produce_traffic(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -221,7 +165,7 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         env = env_for(settings, broker.bootstrap, ses_endpoint, str(work / "state"))
         children.append(Child("worker", ["worker", "--instance-id", "demo-worker-0"], env, work))
         children.append(Child("sink", ["sink"], env, work))
-        events, traffic = live_traffic(settings, customers)
+        events, traffic = live_traffic(customers, shop_url=settings.flows.shop_url)
         produce_traffic(settings, broker.bootstrap, events)
         console.print(f"[green]✓[/green] produced {len(events)} shop events: {traffic.customers} customers, "
                       f"{traffic.orders} orders, {traffic.abandoned} abandoned carts, {traffic.shipments} shipments")
