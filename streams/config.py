@@ -97,6 +97,7 @@ class TopicSettings:
     feedback: str = "email.feedback"
     sink_ledger: str = "email.sink-ledger"  # compacted: command_id → outcome (sink dedupe)
     coupons: str = "email.coupons"  # compacted: coupon code → CouponIssued (the shop's checkout reads it)
+    audiences: str = "audience.memberships"  # compacted: "<audience>:<customer_id>" → AudienceMembership
 
     def name(self, logical: str) -> str:
         return self.prefix + str(getattr(self, logical))
@@ -278,6 +279,15 @@ class CouponSettings:
 
 
 @dataclass
+class AudienceSettings:
+    """Retargeting audiences (streams/core/audiences.py): joins and leaves on ``topics.audiences``."""
+
+    enabled: bool = True  # false: the processors keep no memberships and write none
+    # only these audiences (empty: every audience a flow defines); e.g. ["abandoned_cart_open"]
+    only: list[str] = field(default_factory=list)
+
+
+@dataclass
 class MetricsSettings:
     click_window_ms: int = 5 * DAY_MS
     open_window_ms: int = 1 * DAY_MS
@@ -380,6 +390,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     coupons: CouponSettings = field(default_factory=CouponSettings)
+    audiences: AudienceSettings = field(default_factory=AudienceSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)

@@ -35,6 +35,8 @@ def test_demo_runs_the_whole_pipeline_and_prints_what_was_sent():
     if "holdout" in out.split("Attribution by flow, step and variant")[1]:  # 20 % holdout: not always drawn
         assert "Experiments vs holdout" in out
     assert "chart:" in out and "SES events through the bridge" in out
+    assert "tracking page from a shipping mail opens (HTTP 200" in out
+    assert "audience export:" in out and "abandoned_cart_open" in out
 
 
 def test_ctrl_c_shuts_the_demo_down_cleanly():
@@ -49,7 +51,7 @@ def test_ctrl_c_shuts_the_demo_down_cleanly():
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, seen + out
-    assert "stopped broker, SES emulator, worker and sink" in out
+    assert "stopped broker, SES emulator, worker, sink and tracking page" in out
     time.sleep(0.5)
     children = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert children == [], f"left behind: {children}"

@@ -45,6 +45,8 @@ SAMPLES: dict[str, dict] = {
     "SinkParkedCommand": {"command_id": "cmd-1", "state": "parked", "command": b"\xc3\x01", "commands_partition": 0,
                           "commands_offset": 7, "send_at": 9, "at": 5},
     "ClockTick": {"partition": 3, "tick_at": 1_700_000_000_000, "source": "worker-0"},
+    "AudienceMembership": {"audience": "abandoned_cart_open", "customer_id": "c1", "member": True, "reason": "joined",
+                           "email_sha256": "ab" * 32, "changed_at": 1_700_000_000_000},
 }
 
 

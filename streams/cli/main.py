@@ -70,11 +70,12 @@ def _register() -> None:
     from bench import cli as bench_cli
     from sinks import cli as sink_cli
     from sinks import customer_cli
-    from streams.cli import replay, report, simulate, worker
+    from streams.cli import audiences, replay, report, simulate, worker
     from streams.tools import demo
     from streams.tracking import cli as tracking_cli
 
-    for module in (worker, sink_cli, demo, simulate, replay, report, tracking_cli, bench_cli, customer_cli):
+    for module in (worker, sink_cli, demo, simulate, replay, report, tracking_cli, bench_cli, customer_cli,
+                   audiences):
         module.register(app)
 
 

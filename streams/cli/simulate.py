@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import orjson
 import typer
 
 
@@ -20,7 +21,9 @@ def register(app: typer.Typer) -> None:
                                                                   "0 = one per CPU up to the partition count"),
                  stats: Optional[Path] = typer.Option(None, "--stats", help="write counts as JSON: commands and "
                                                       "holdouts per flow, steps dropped per flow and reason, "
-                                                      "late events applied per topic and how late")) -> None:
+                                                      "late events applied per topic and how late"),
+                 audiences: Optional[Path] = typer.Option(None, "--audiences", help="write the audience joins "
+                                                          "and leaves as JSONL (one process)")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         import time
 
@@ -36,6 +39,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
         n = workers or default_workers(settings)
+        if audiences is not None:
+            if workers > 1:
+                raise typer.BadParameter("--audiences runs in one process: drop --workers or set it to 1")
+            n = 1
         started = time.perf_counter()
         out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
         try:
@@ -48,10 +55,16 @@ def register(app: typer.Typer) -> None:
                 for b in bad:
                     print(b.as_json(), file=sys.stderr)
             else:
-                with open(input, "rb", buffering=IO_BUFFER) as lines:
-                    result = run(lines, settings, until_ms, keep=False,
-                                 on_bad=lambda b: print(b.as_json(), file=sys.stderr),
-                                 on_command=lambda cmd: out.write(command_line(cmd)))
+                members = open(audiences, "wb") if audiences else None  # noqa: SIM115
+                try:
+                    with open(input, "rb", buffering=IO_BUFFER) as lines:
+                        result = run(lines, settings, until_ms, keep=False,
+                                     on_bad=lambda b: print(b.as_json(), file=sys.stderr),
+                                     on_command=lambda cmd: out.write(command_line(cmd)),
+                                     on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n")) if members else None)
+                finally:
+                    if members is not None:
+                        members.close()
                 events, n_commands, bad = result.events, result.count, result.bad_lines
                 counters = engine_counters(result.engines.values())
         finally:

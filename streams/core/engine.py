@@ -13,6 +13,8 @@ Runtime contract:
 - ``drain_changes()`` → {changelog key: serialized state or None (delete)} changed since the last
   drain; the runtime writes them to the changelog in the same transaction as the commands.
 - ``restore(key, value)`` for each changelog record during recovery, then ``restored()``.
+- ``drain_memberships()`` → the retargeting-audience joins and leaves since the last drain
+  (``streams/core/audiences.py``); the runtime writes them in the same transaction as the commands.
 
 Global topics (``GLOBAL_TOPICS``: ``inventory``, keyed by SKU, no ``customer_id``) are not
 co-partitioned with customers: the runtime feeds every record of them to every partition engine it
@@ -59,6 +61,7 @@ from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
 from streams.core import customer as facts
+from streams.core.audiences import AudienceTracker, Membership
 from streams.core.context import FlowContext
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
@@ -96,6 +99,7 @@ class StepResult:
         self.rejections.extend(other.rejections)
 
 
+_WITHDRAWING = frozenset({"customers", "feedback"})  # topics whose records can end marketing consent
 _BUF_ORDER = itemgetter(0, 1, 2)  # buffered event: (time, topic rank, event id, topic, record)
 
 
@@ -121,6 +125,16 @@ class PartitionEngine:
         self._arrival = {t: tuple(f.on_arrival for f in self.flows if t in f.arrival_topics) for t in topics}
         self._settlers = {t: tuple(f.settle for f in self.flows if t in f.settle_topics) for t in topics}
         self._global = {t: tuple(f.on_global for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
+        self.audiences = AudienceTracker(self.flows, settings.audiences, ctx.count)
+        self._track = self.audiences.track if self.audiences.enabled else None
+
+    def drain_memberships(self) -> list[Membership]:
+        """Audience joins and leaves since the last drain, in the order they happened."""
+        events = self.audiences.events
+        if not events:
+            return []
+        self.audiences.events = []
+        return events
 
     # ---- the partition's clock and counters live in the flows' context ----------------------
     @property
@@ -171,6 +185,8 @@ class PartitionEngine:
         self._dirty.add(cid)
         commands = result.commands
         on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
+        if logical_topic in _WITHDRAWING and self._track is not None:
+            self.audiences.withdrawn(cid, c, logical_topic, record)
         for arrive in self._arrival[logical_topic]:
             sent = arrive(cid, c, logical_topic, record)
             if sent:
@@ -198,9 +214,12 @@ class PartitionEngine:
         for apply in self._global[topic]:
             touched.update(apply(topic, record, self.customers))
         customers = self.customers
+        track = self._track
         for cid in sorted(touched):
             self._dirty.add(cid)
             self._schedule(cid, self._next_due_at(customers[cid]))
+            if track is not None:
+                track(cid, customers[cid], self.watermark)
         if self._due.due(self.watermark):
             self._fire(result.commands)
         return result
@@ -208,6 +227,8 @@ class PartitionEngine:
     def _arrive(self, cid: str, c: Customer, topic: str, record: dict[str, Any], out: list[Command]) -> None:
         """On arrival: contact details, then the mail an event causes at once (transactional)."""
         on_arrival(c, topic, record)
+        if topic in _WITHDRAWING and self._track is not None:
+            self.audiences.withdrawn(cid, c, topic, record)
         for arrive in self._arrival.get(topic, ()):
             sent = arrive(cid, c, topic, record)
             if sent:
@@ -250,6 +271,8 @@ class PartitionEngine:
         self._settle_event(cid, c, topic, record, out)
         self._skip_past(cid, c, wm)
         self._schedule(cid, self._next_due_at(c))
+        if self._track is not None:
+            self._track(cid, c, wm)
 
     def _skip_past(self, cid: str, c: Customer, wm: int) -> None:
         """After a late fact: every step it put at or behind the watermark is marketing in the past and
@@ -356,6 +379,8 @@ class PartitionEngine:
             cutoff = self.ctx.clock_ms - SEEN_RETENTION_MS
             if next(iter(seen.values())) < cutoff:
                 c.seen = {k: v for k, v in seen.items() if v >= cutoff}
+        if self._track is not None:
+            self._track(cid, c, wm)
         return _earliest(timer, buf)
 
     def _next_due_at(self, c: Customer) -> int | None:

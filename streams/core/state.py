@@ -137,6 +137,9 @@ class Customer(Record):
     wb: WinBackRun | None = None  # win-back
     fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
     bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
+    aud: list[str] = []  # retargeting audiences the customer is in (sorted; streams/core/audiences.py)
+    ah: str | None = None  # digest of the hashed email those memberships were published with
+    aw: int | None = None  # time of a consent withdrawal / suppression not settled yet: in no audience until then
 
 
 class Partition(Record):

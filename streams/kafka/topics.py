@@ -23,7 +23,7 @@ VALUE_SCHEMA = {
     "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
     "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick", "inventory": "InventoryEvent",
     "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "SinkLedgerEntry",
-    "coupons": "CouponIssued",
+    "coupons": "CouponIssued", "audiences": "AudienceMembership",
 }
 # faust tables of the processor app; their changelog topics are provisioned here too so that
 # deploy/ (Strimzi) and `shopmail topics` agree on them.
@@ -62,6 +62,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         specs.append(TopicSpec(t.name(logical), logical, p, rf, dict(delete), "output"))
     specs.append(TopicSpec(t.name("sink_ledger"), "sink_ledger", p, rf, dict(compact), "ledger"))
     specs.append(TopicSpec(t.name("coupons"), "coupons", p, rf, dict(compact), "output"))
+    specs.append(TopicSpec(t.name("audiences"), "audiences", p, rf, dict(compact), "output"))
     for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands", "outcomes"):
         specs.append(TopicSpec(t.dlq(logical), f"{logical}.dlq", p, rf, dict(delete), "dlq"))
     for table in PROCESSOR_TABLES:
@@ -96,7 +97,7 @@ def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PRE
     changelogs = tuple(f"changelog.{table}" for table in PROCESSOR_TABLES)
     return [
         ComponentAccess("processors", reads=INPUT_TOPICS + GLOBAL_INPUT_TOPICS + changelogs + ("commands",),
-                        writes=("commands", "clock") + changelogs + dlqs,
+                        writes=("commands", "clock", "audiences") + changelogs + dlqs,
                         group_prefix=w.app_id, transactional_prefix=w.app_id, idempotent=True,
                         verifies_topics=True),
         ComponentAccess("sink", reads=("commands", "sink_ledger", "customers", "feedback"),

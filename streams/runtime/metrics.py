@@ -1,7 +1,8 @@
 """Prometheus metrics of the processors (per worker): events, commands by flow, DLQ records,
 consumer lag per partition, clock skew (wall clock − partition event-time clock), and the domain
 core's own counters (``PartitionEngine.stats``): late events applied by topic and how late, events
-too far ahead of the clock, superseded facts, duplicates, clock repairs, steps dropped by reason."""
+too far ahead of the clock, superseded facts, duplicates, clock repairs, steps dropped by reason,
+audience joins and leaves."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ CLOCK_REPAIRS = Counter("shopmail_processor_clock_repairs_total",
                         "on restore, of every settled fact")
 DROPPED = Counter("shopmail_processor_steps_dropped_total", "Flow steps not sent, by flow and reason",
                   ["flow", "reason"])
+AUDIENCE = Counter("shopmail_processor_audience_changes_total",
+                   "Retargeting audience joins and leaves written (change: join, leave)", ["audience", "change"])
 ENFORCED = Counter("shopmail_processor_enforced_processing_total",
                    "Records processed while a co-partitioned topic of their partition had none")
 
@@ -100,6 +103,9 @@ class ProcessorMetrics:
             elif kind == "dropped":
                 flow, _, reason = rest.partition(":")
                 DROPPED.labels(flow, reason).inc(delta)
+            elif kind == "audience":
+                audience, _, change = rest.rpartition(":")
+                AUDIENCE.labels(audience, change).inc(delta)
             elif name == "duplicate":
                 DUPLICATES.inc(delta)
             elif name == "clock_repaired":

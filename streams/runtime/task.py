@@ -24,11 +24,12 @@ tested like its TopologyTestDriver: records in, time advanced, outputs asserted,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from streams.config import Settings
+from streams.core.audiences import Membership
 from streams.core.engine import PartitionEngine
 from streams.runtime.limits import Refusal, admit, clamp
 from streams.runtime.merge import PartitionMerger, Pending, event_time_of
@@ -54,17 +55,26 @@ class DeadLetter(Generic[R]):
 @dataclass
 class TaskOutput(Generic[R]):
     """What a task produced since it was created or cleared: ``commands`` as (cause, command) in firing
-    order (cause ``None``: fired by time advancing), ``dead_letters``, and ``done`` — every record
-    handed to the engine or dead-lettered, in processing order."""
+    order (cause ``None``: fired by time advancing), ``dead_letters``, ``memberships`` (audience joins
+    and leaves, in order), and ``done`` — every record handed to the engine or dead-lettered, in
+    processing order."""
 
     commands: list[tuple[R | None, dict[str, Any]]] = field(default_factory=list)
     dead_letters: list[DeadLetter[R]] = field(default_factory=list)
     done: list[R] = field(default_factory=list)
+    memberships: list[Membership] = field(default_factory=list)
 
     def clear(self) -> None:
         self.commands.clear()
         self.dead_letters.clear()
         self.done.clear()
+        self.memberships.clear()
+
+    def take(self, other: "TaskOutput[R]") -> None:
+        """What another partition's task produced for the same global record: its commands and
+        memberships (its dead letters and ``done`` are the same record's, already here once)."""
+        self.commands.extend(other.commands)
+        self.memberships.extend(other.memberships)
 
 
 @dataclass
@@ -151,6 +161,9 @@ class PartitionTask(Generic[R]):
         """Move the partition's clock (``simulate --until``); due steps fire."""
         for cmd in self.engine.advance(clock_ms).commands:
             out.commands.append((None, cmd))
+        memberships = self.engine.drain_memberships()
+        if memberships:
+            out.memberships.extend(memberships)
 
     def _process(self, item: _Offered[R], out: TaskOutput[R]) -> None:
         if item.refusal is not None or item.record is None:
@@ -167,6 +180,8 @@ class PartitionTask(Generic[R]):
         except Exception as exc:  # noqa: BLE001 - a domain bug must not stall the partition
             out.dead_letters.append(DeadLetter(ref, "processing_error", f"{type(exc).__name__}: {exc}"))
             return
+        if self.engine.audiences.events:
+            out.memberships.extend(self.engine.drain_memberships())
         if result.rejections:
             for rej in result.rejections:
                 out.dead_letters.append(DeadLetter(ref, rej.reason, rej.detail))
@@ -198,3 +213,20 @@ class PartitionTask(Generic[R]):
     def clear(self) -> None:
         """Forget queued records (after an aborted transaction the driver rewinds and offers them again)."""
         self.merger.clear()
+
+
+def apply_global_everywhere(tasks: Iterable[tuple[int, PartitionTask[R]]], logical: str, ref_of: Callable[[int], R],
+                            record: dict[str, Any] | None, out: TaskOutput[R], scratch: TaskOutput[R], *,
+                            size: int = 0, refusal: Refusal | None = None) -> None:
+    """One record of a global topic to every partition task, in partition order: what each partition
+    does with it (commands, memberships) goes to ``out``; its dead letter and ``done`` once (the
+    first partition's), since it is one record. ``ref_of(p)``: the driver's handle on it for partition p."""
+    first = True
+    for p, task in tasks:
+        if first:
+            task.apply_global(logical, ref_of(p), record, out, size=size, refusal=refusal)
+            first = False
+            continue
+        scratch.clear()
+        task.apply_global(logical, ref_of(p), record, scratch, size=size, refusal=refusal)
+        out.take(scratch)

@@ -39,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from schemas import serde
 from streams.config import Settings
+from streams.core.audiences import membership_key
 from streams.core.engine import PartitionEngine
 from streams.kafka.io import client_config, consumer_config, producer_config
 from streams.runtime.limits import Refusal
@@ -46,7 +47,7 @@ from streams.runtime.checkpoint import Checkpoint
 from streams.runtime.dead_letters import dead_letter
 from streams.runtime.restore import ChangelogRestore, OrphanedCommands
 from streams.runtime.state_store import LocalStore, open_store
-from streams.runtime.task import PartitionTask, TaskOutput
+from streams.runtime.task import PartitionTask, TaskOutput, apply_global_everywhere
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, changelog_topic
 
 log = logging.getLogger("shopmail.processor")
@@ -85,6 +86,7 @@ class GlobalRecord:
 class RuntimeStats:
     events: int = 0
     commands: int = 0
+    memberships: int = 0  # audience joins and leaves written
     dead_letters: int = 0
     transactions: int = 0
     aborted: int = 0
@@ -123,6 +125,7 @@ class ProcessorRuntime:
         t = settings.topics
         self.topic_logical = {t.name(lt): lt for lt in INPUT_TOPICS}
         self.commands_topic = t.name("commands")
+        self.audiences_topic = t.name("audiences")
         self.clock_topic = t.name("clock")
         self.changelog = changelog_topic(settings, "state")
         self.limits = settings.limits
@@ -325,14 +328,10 @@ class ProcessorRuntime:
     def _apply_global(self, out: TaskOutput[Message]) -> None:
         """Every pending global record to every partition task, before the batch's own records; its
         dead letters once (the first task's), its commands per partition."""
-        scratch = self._scratch
+        tasks = sorted(self.tasks.items())
         for m, logical, record, refusal, size in self._global_pending:
-            for i, (p, task) in enumerate(sorted(self.tasks.items())):
-                target = out if i == 0 else scratch
-                scratch.clear()
-                task.apply_global(logical, GlobalRecord(m, p), record, target, size=size, refusal=refusal)
-                if i:
-                    out.commands.extend(scratch.commands)
+            apply_global_everywhere(tasks, logical, lambda p, m=m: GlobalRecord(m, p), record, out, self._scratch,
+                                    size=size, refusal=refusal)
         self._global_pending.clear()
 
     # ---- intake -----------------------------------------------------------------------------
@@ -452,6 +451,7 @@ class ProcessorRuntime:
             first = out.done[0] if out.done else None
             self._in_flight = (len(out.done), (first.topic(), first.partition(), first.offset()) if first else None)
             batch_commands = self._emit(out)
+            self._emit_memberships(out)
             for d in out.dead_letters:
                 self._dead_letter(d.ref, d.reason, d.detail)
             stats.timed("emit", clock() - processed_at)
@@ -512,6 +512,16 @@ class ProcessorRuntime:
             by_flow[cmd["flow"]] = by_flow.get(cmd["flow"], 0) + 1
             emitted += 1
         return emitted
+
+    def _emit_memberships(self, out: TaskOutput[Message]) -> None:
+        """Audience joins and leaves of the batch, in the same transaction as the state that holds them."""
+        if not out.memberships:
+            return
+        topic = self.audiences_topic
+        for ev in out.memberships:
+            self._produce(topic, membership_key(ev["audience"], ev["customer_id"]).encode(),
+                          serde.encode("AudienceMembership", ev), timestamp=ev["changed_at"])
+        self.stats.memberships += len(out.memberships)
 
     def _aborted(self) -> None:
         """An aborted transaction: rebuild and rewind; a record that aborts alone is poison."""

@@ -2,7 +2,9 @@
 
 Embedded Tansu broker + moto SES server (HTTP, loopback) + topics + the processors (`shopmail
 worker`) and the SES sink (`shopmail sink`) as child processes, a little live synthetic shop traffic,
-then a wait for the emails, a table of what was sent and a clean shutdown (also on Ctrl-C).
+then a wait for the emails, a table of what was sent, a tracking page from a shipping mail (fetched, and
+saved), an audience export (hashed emails) and a clean shutdown (also on Ctrl-C). The tracking page
+server (`shopmail tracking`) runs as a third child with a per-run token key.
 
 Demo timing (documented in the README): abandoned-cart steps after 4 s / 8 s / 12 s instead of
 1 h / 24 h / 72 h, a 2 s lateness grace, clock ticks every second, the marketing frequency cap at
@@ -49,9 +51,16 @@ variants = { control = 1.0, B = 1.0 }
 
 
 def demo_settings(config: Path | None, work: Path) -> Settings:
+    import secrets
+
+    from streams.kafka.embedded_broker import free_port
+
     demo_toml = work / "demo.toml"
     demo_toml.write_text(DEMO_TOML + ("" if config is None else f"# user config: {config}\n"))
     settings = load_settings(config or demo_toml, overrides=DEMO_OVERRIDES)
+    settings.tracking.port = free_port()
+    settings.tracking.base_url = f"http://127.0.0.1:{settings.tracking.port}/track"
+    settings.tracking.secret = secrets.token_hex(16)  # per run: the demo's pages die with it
     if config is None:
         os.environ["SHOPMAIL_CONFIG"] = str(demo_toml)  # the children read the experiment from it
     return settings
@@ -75,6 +84,10 @@ def env_for(settings: Settings, bootstrap: str, ses_endpoint: str, data_dir: str
         "SHOPMAIL_FLOWS__GUARDS__FREQUENCY_CAP_MS": str(settings.flows.guards.frequency_cap_ms),
         "SHOPMAIL_FLOWS__GUARDS__QUIET_START_HOUR": str(settings.flows.guards.quiet_start_hour),
         "SHOPMAIL_FLOWS__GUARDS__QUIET_END_HOUR": str(settings.flows.guards.quiet_end_hour),
+        "SHOPMAIL_TRACKING__SECRET": settings.tracking.secret,
+        "SHOPMAIL_TRACKING__BASE_URL": settings.tracking.base_url,
+        "SHOPMAIL_TRACKING__PORT": str(settings.tracking.port),
+        "SHOPMAIL_TRACKING__WEB_PORT": "0",
         "SHOPMAIL_SES__ENDPOINT_URL": ses_endpoint,
         "SHOPMAIL_SES__REGION": settings.ses.region,
         "SHOPMAIL_SES__MAX_SEND_RATE": str(settings.ses.max_send_rate),
@@ -165,6 +178,7 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         env = env_for(settings, broker.bootstrap, ses_endpoint, str(work / "state"))
         children.append(Child("worker", ["worker", "--instance-id", "demo-worker-0"], env, work))
         children.append(Child("sink", ["sink"], env, work))
+        children.append(Child("tracking", ["tracking"], env, work))
         events, traffic = live_traffic(customers, shop_url=settings.flows.shop_url)
         produce_traffic(settings, broker.bootstrap, events)
         console.print(f"[green]✓[/green] produced {len(events)} shop events: {traffic.customers} customers, "
@@ -195,6 +209,8 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
                 n_events, n_orders = simulate_recipients(settings, broker.bootstrap, outcomes)
                 time.sleep(3)
             console.print(f"[green]✓[/green] {n_events} SES events through the bridge, {n_orders} orders from clicks")
+            show_tracking_page(console, settings, broker.bootstrap, work)
+            show_audiences(console, settings, broker.bootstrap, work)
         _print_metrics_report(console, settings, broker.bootstrap, work)
         console.print(f"logs and outputs: {work}")
         return 0 if outcomes or stop.is_set() else 1
@@ -208,7 +224,7 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
                 pass
             broker.stop()
         signal.signal(signal.SIGINT, previous)
-        console.print("[green]✓[/green] stopped broker, SES emulator, worker and sink")
+        console.print("[green]✓[/green] stopped broker, SES emulator, worker, sink and tracking page")
 
 
 def simulate_recipients(settings: Settings, bootstrap: str, outcomes: list[dict[str, Any]],
@@ -251,6 +267,59 @@ def simulate_recipients(settings: Settings, bootstrap: str, outcomes: list[dict[
     bridge.flush()
     produce_traffic(settings, bootstrap, orders)
     return n, len(orders)
+
+
+def show_tracking_page(console: Console, settings: Settings, bootstrap: str, work: Path,
+                       timeout_s: float = 15.0) -> str | None:
+    """The tracking page a shipping mail links to: fetched from the running `shopmail tracking`, saved."""
+    import urllib.error
+    import urllib.request
+
+    from streams.kafka.io import read_topic
+
+    urls = []
+    for r in read_topic(bootstrap, settings.topics.name("commands"), idle_s=0.3, timeout_s=10):
+        cmd = r.decoded().record
+        if cmd["flow"] in ("shipping_confirmation", "tracking_update"):
+            url = json.loads(cmd["context"]).get("tracking_page_url")
+            if url:
+                urls.append(url)
+    if not urls:
+        console.print("[yellow]no shipping mail carried a tracking page link[/yellow]")
+        return None
+    url = urls[-1]  # the latest status mail
+    deadline = time.monotonic() + timeout_s
+    problem = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - the demo's own loopback server
+                html = resp.read()
+            page = work / "tracking-page.html"
+            page.write_bytes(html)
+            console.print(f"[green]✓[/green] tracking page from a shipping mail opens (HTTP 200, {len(html):,} bytes): "
+                          f"{url}\n  saved as {page}")
+            return url
+        except (urllib.error.URLError, OSError) as exc:  # the view may trail the commands by a moment
+            problem = str(exc)
+            time.sleep(0.5)
+    console.print(f"[red]tracking page did not open: {problem}[/red] {url}")
+    return None
+
+
+def show_audiences(console: Console, settings: Settings, bootstrap: str, work: Path) -> Path:
+    """The retargeting audiences now, and one exported as an ad platform's customer list."""
+    from streams.tools.audiences import read_topic, write_csv
+
+    state = read_topic(settings, bootstrap)
+    table = Table("audience", "members", "left", title="Retargeting audiences (audience.memberships)")
+    for name, (members, left) in state.counts().items():
+        table.add_row(name, str(members), str(left))
+    console.print(table)
+    path = work / "audience-abandoned_cart_open.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        n = write_csv(state.members("abandoned_cart_open"), f, "meta")
+    console.print(f"[green]✓[/green] audience export: {n} hashed emails of abandoned_cart_open for Meta → {path}")
+    return path
 
 
 def print_sent_table(console: Console, outcomes: list[dict[str, Any]]) -> None:

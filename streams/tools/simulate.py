@@ -28,7 +28,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
 from streams.kafka.partitioning import partition_for
-from streams.runtime.task import PartitionTask, TaskOutput
+from streams.runtime.task import PartitionTask, TaskOutput, apply_global_everywhere
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.simulate")
@@ -127,12 +127,8 @@ class Simulator:
         out = self.out
         out.clear()
         if logical in GLOBAL_INPUT_TOPICS:  # dead letters once (partition 0's), commands of every partition
-            self.task(0).apply_global(logical, line, record, out, size=size)
-            scratch = self._scratch
-            for p in range(1, self.partitions):
-                scratch.clear()
-                self.task(p).apply_global(logical, line, record, scratch, size=size)
-                out.commands.extend(scratch.commands)
+            apply_global_everywhere(((p, self.task(p)) for p in range(self.partitions)), logical, lambda p: line,
+                                    record, out, self._scratch, size=size)
             return out
         self.task(self.target(logical, record)).apply(logical, line, record, out, size=size)
         return out
@@ -181,8 +177,10 @@ def parse_line(n: int, raw: Any, lookup: dict[str, str]
 
 
 def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = None,
-             on_bad: Any = None, on_command: Any = None, keep: bool = True) -> SimulationResult:
-    """``keep=False`` streams commands to ``on_command`` only (a year of a large shop does not fit)."""
+             on_bad: Any = None, on_command: Any = None, keep: bool = True,
+             on_membership: Any = None) -> SimulationResult:
+    """``keep=False`` streams commands to ``on_command`` only (a year of a large shop does not fit);
+    ``on_membership`` gets each audience join and leave."""
     sim = Simulator(settings)
     result = SimulationResult()
     for n, logical, record, bad, size in parse_lines(lines, settings):
@@ -205,13 +203,20 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
                 result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
+        if on_membership and out.memberships:
+            for m in out.memberships:
+                on_membership(m)
     if until_ms is not None:
-        for _, cmd in sim.advance(until_ms).commands:
+        out = sim.advance(until_ms)
+        for _, cmd in out.commands:
             result.count += 1
             if keep:
                 result.commands.append(cmd)
             if on_command:
                 on_command(cmd)
+        if on_membership:
+            for m in out.memberships:
+                on_membership(m)
     result.engines = sim.engines
     return result
 

@@ -25,6 +25,7 @@ class AbandonedCart(SeriesFlow):
     steps = 3
     state_key = "cart"
     settle_topics = frozenset({"carts", "orders"})
+    audiences = ("abandoned_cart_open",)  # a cart with items, neither bought nor cleared
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> AbandonedCartSettings:
@@ -62,6 +63,9 @@ class AbandonedCart(SeriesFlow):
         cart.a = at
         cart.d = None
         cart.tot = None
+
+    def audience_of(self, c: Customer) -> tuple[str, ...]:
+        return self.audiences if c.cart is not None else ()
 
     def next_due(self, c: Customer) -> int | None:
         cart = c.cart

@@ -12,6 +12,8 @@ built once per partition engine with the partition's ``FlowContext`` and then on
 - ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
   fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
 - ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``);
+- ``audience_of`` — which of its named retargeting ``audiences`` a customer is in now
+  (``streams/core/audiences.py`` turns the answers into joins and leaves);
 - ``on_global`` — a record of one of its ``global_topics`` (not keyed by customer: every partition
   engine gets every record) arrived; it may update the flow's partition tables and the state of any
   customer of the partition, and returns the ids of the customers it changed (the engine persists
@@ -74,6 +76,7 @@ class Flow(ABC):
     global_topics: ClassVar[frozenset[str]] = frozenset()  # topics not keyed by customer, for ``on_global``
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
     timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
+    audiences: ClassVar[tuple[str, ...]] = ()  # retargeting audiences it defines (``audience_of``)
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
@@ -95,6 +98,11 @@ class Flow(ABC):
 
     def suppressed(self, c: Customer) -> None:
         return None
+
+    def audience_of(self, c: Customer) -> tuple[str, ...]:
+        """Which of this flow's ``audiences`` the customer is in, as the flow sees them now (consent is
+        the engine's: it asks only for customers who may be in an audience at all)."""
+        return ()
 
     def next_due(self, c: Customer) -> int | None:
         return None

@@ -26,6 +26,7 @@ class WinBack(SeriesFlow):
     steps = 3
     state_key = "wb"
     settle_topics = frozenset({"orders"})
+    audiences = ("lapsed", "lapsed_vip")  # lapsed: a win-back is running (until the next order)
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> WinBackSettings:
@@ -37,6 +38,12 @@ class WinBack(SeriesFlow):
             return  # a cancellation, or an order older than the last one known: the lapse date stays
         c.wb = None
         c.lap = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
+
+    def audience_of(self, c: Customer) -> tuple[str, ...]:
+        wb = c.wb
+        if wb is None:
+            return ()
+        return self.audiences if wb.seg == "vip" else ("lapsed",)
 
     def lapse_ms(self, c: Customer) -> int:
         wbs: WinBackSettings = self.options
