@@ -26,6 +26,7 @@ import faust
 
 from schemas import serde
 from streams.config import ConfigError, Settings
+from streams.core.audiences import membership_key
 from streams.core.engine import PartitionEngine
 from streams.runtime.dead_letters import dead_letter as build_dead_letter
 from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA
@@ -52,6 +53,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     logical_by_name = {t.name(lt): lt for lt in INPUT_TOPICS}
     inputs = app.topic(*logical_by_name, key_type=bytes, value_type=bytes, value_serializer="raw")
     commands = app.topic(t.name("commands"), key_type=bytes, value_type=bytes, value_serializer="raw")
+    audiences = app.topic(t.name("audiences"), key_type=bytes, value_type=bytes, value_serializer="raw")
     clock = app.topic(t.name("clock"), key_type=bytes, value_type=bytes, value_serializer="raw")
     table = app.Table("faust-engine", default=None, partitions=n, key_type=bytes, value_type=bytes)
     engines: dict[int, PartitionEngine] = {}
@@ -97,6 +99,9 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
             for cmd in result.commands:
                 await commands.send(key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd),
                                     partition=msg.partition)
+            for m in engine.drain_memberships():
+                await audiences.send(key=membership_key(m["audience"], m["customer_id"]).encode(),
+                                     value=serde.encode("AudienceMembership", m))
             for key, value in engine.drain_changes().items():
                 full = f"{msg.partition}|{key}".encode()
                 if value is None:
