@@ -185,26 +185,22 @@ class PartitionTask(Generic[R]):
         if result.rejections:
             for rej in result.rejections:
                 out.dead_letters.append(DeadLetter(ref, rej.reason, rej.detail))
-        max_bytes = self._max_bytes
         for cmd in result.commands:
-            context = cmd["context"]
-            if len(context) * 4 + COMMAND_FIELDS_BYTES <= max_bytes:  # cannot be too large: no need to count
-                out.commands.append((ref, cmd))
-                continue
-            size = self._command_bytes(cmd)
-            if size > max_bytes:
+            size = self._oversize(cmd)
+            if size:
                 out.dead_letters.append(DeadLetter(ref, "output_too_large", (
                     f"{cmd['flow']} step {cmd['step']} command {cmd['command_id']} would be about {size} bytes, "
                     f"over limits.max_message_bytes ({self.limits.max_message_bytes})")))
                 continue
             out.commands.append((ref, cmd))
 
-    def _command_bytes(self, cmd: dict[str, Any]) -> int:
-        context = cmd["context"]
-        n = len(context)
-        if n * 4 > self._max_bytes:  # only a large context can matter: count its UTF-8 bytes exactly
-            n = len(context.encode())
-        return n + COMMAND_FIELDS_BYTES
+    def _oversize(self, cmd: dict[str, Any]) -> int:
+        """0 when the command fits in ``limits.max_message_bytes``; else about how large it would be."""
+        n = len(cmd["context"])
+        if n * 4 + COMMAND_FIELDS_BYTES <= self._max_bytes:  # fits even at 4 UTF-8 bytes a character: not counted
+            return 0
+        size = len(cmd["context"].encode()) + COMMAND_FIELDS_BYTES
+        return size if size > self._max_bytes else 0
 
     # ---- state ------------------------------------------------------------------------------
     def changes(self) -> dict[str, bytes | None]:
