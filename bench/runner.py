@@ -35,7 +35,7 @@ from bench.traffic import TrafficSpec, generate
 from streams.runtime import background
 from schemas import serde
 from streams.config import Settings, load_settings
-from streams.kafka.io import consumer_config, producer_config
+from streams.kafka.io import consumer_config, produce_events, producer_config
 from streams.tools.simulate import Simulator, default_workers
 from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
@@ -168,18 +168,12 @@ def bench_simulate(cfg: BenchConfig, out: Figures) -> None:
 def _produce_inputs(settings: Settings, bootstrap: str, events: list[tuple[str, dict[str, Any]]],
                     customers_by_partition: dict[int, set[str]] | None = None) -> None:
     """Produce the events; with ``customers_by_partition``, record where each customer's records landed."""
-    p = Producer(producer_config(settings, bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
 
-    def landed(err: Any, msg: Any) -> None:
-        if err is None and customers_by_partition is not None:
+    def landed(msg: Any) -> None:
+        if customers_by_partition is not None:
             customers_by_partition.setdefault(msg.partition(), set()).add(msg.key().decode())
 
-    for i, (topic, rec) in enumerate(events):
-        p.produce(settings.topics.name(topic), key=rec["customer_id"].encode(),
-                  value=serde.encode(VALUE_SCHEMA[topic], rec), on_delivery=landed)
-        if i % 20000 == 0:
-            p.poll(0)
-    p.flush(60)
+    produce_events(settings, bootstrap, events, on_delivery=landed, **{"linger.ms": 20, "batch.num.messages": 10000})
 
 
 def _plain_loop(settings: Settings, bootstrap: str, n: int) -> float:

@@ -198,25 +198,35 @@ def produce_records(settings: Settings, bootstrap: str, topic: str, schema: str,
 
 
 def produce_events(settings: Settings, bootstrap: str, events: Iterable[tuple[str, dict[str, Any]]],
-                   **producer_extra: Any) -> int:
+                   on_delivery: Callable[[Any], None] | None = None, **producer_extra: Any) -> int:
     """Encode and produce shop events given as (logical topic, record) to their topics, keyed by
-    customer; returns the count. Flushes. The one producer helper of the demo, the bench and tests."""
+    customer; returns the count. Flushes, and raises if any record was not delivered. ``on_delivery``
+    gets each delivered message (e.g. to see the partition it landed in). The one producer helper of
+    the demo, the bench and tests."""
     from streams.kafka.topics import VALUE_SCHEMA  # topics imports this module
 
     names = {lt: settings.topics.name(lt) for lt in VALUE_SCHEMA}
     return _produce(settings, bootstrap, ((names[lt], VALUE_SCHEMA[lt], rec, "customer_id") for lt, rec in events),
-                    **producer_extra)
+                    on_delivery, **producer_extra)
 
 
 def _produce(settings: Settings, bootstrap: str, rows: Iterable[tuple[str, str, dict[str, Any], str]],
-             **producer_extra: Any) -> int:
+             on_delivery: Callable[[Any], None] | None = None, **producer_extra: Any) -> int:
     p = Producer(producer_config(settings, bootstrap, **producer_extra))
+    failed: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            failed.append(f"{msg.topic()}: {err}")
+        elif on_delivery is not None:
+            on_delivery(msg)
+
     n = 0
     for topic, schema, rec, key_field in rows:
         value = serde.encode(schema, rec)
         while True:
             try:
-                p.produce(topic, key=str(rec[key_field]).encode(), value=value)
+                p.produce(topic, key=str(rec[key_field]).encode(), value=value, on_delivery=delivered)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 p.poll(0.1)
@@ -225,6 +235,8 @@ def _produce(settings: Settings, bootstrap: str, rows: Iterable[tuple[str, str, 
             p.poll(0)
     if p.flush(60):
         raise RuntimeError(f"{len(p)} records were not delivered within 60 s")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n} records were not delivered, e.g. {failed[0]}")
     return n
 
 
