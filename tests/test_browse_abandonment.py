@@ -10,9 +10,8 @@ import pytest
 
 from schemas import serde
 from sinks.rendering import Renderer
-from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, load_settings
-from streams.core.engine import PartitionEngine
-from tests.core_events import T0, cart, customer, feedback, order, tick
+from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
+from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick
 
 _ids = itertools.count()
 SHOP = "https://shop.example.com"
@@ -23,16 +22,6 @@ def view(cid: str, at: int, sku: str = "TEE", name: str | None = None, **kw: Any
         "event_id": kw.pop("event_id", f"view-{next(_ids)}"), "customer_id": cid, "occurred_at": at, "sku": sku,
         "name": name or f"Product {sku}", "price": "25.00", "currency": "EUR",
         "image_url": f"{SHOP}/i/{sku}.jpg", "url": f"{SHOP}/p/{sku}", **kw})
-
-
-def run(events, until=None, eng=None):
-    eng = eng or PartitionEngine(load_settings(env={}), 0)
-    out = []
-    for topic, rec in events:
-        out += eng.process(topic, rec).commands
-    if until is not None:
-        out += eng.advance(until).commands
-    return out, eng
 
 
 def browse(cmds):
