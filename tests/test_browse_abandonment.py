@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
 import pytest
 
 from schemas import serde
 from sinks.rendering import Renderer
+from streams.kafka.io import produce_records, read_topic
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
 from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick
+from tests.support.runtime import running_processor
 
 _ids = itertools.count()
 SHOP = "https://shop.example.com"
@@ -148,3 +151,26 @@ def test_the_engine_context_renders_in_every_shipped_locale(lang):
     email = Renderer().render(mail, "https://shop.example.com/unsubscribe?c=x")
     assert "Organic tee" in email.subject and "Organic tee" in email.text and "Wool cap" in email.text
     assert f"{SHOP}/p/TEE" in email.html and email.locale == lang
+
+
+@pytest.mark.integration
+def test_a_product_view_on_shop_product_views_brings_a_browse_mail_through_the_worker(kafka, settings):
+    settings.worker.tick_interval_s = 0.3
+    settings.worker.late_grace_ms = 500
+    settings.flows.browse_abandonment.delay_ms = 1500
+    settings.flows.guards.frequency_cap_ms = 0
+    settings.flows.guards.quiet_start_hour = settings.flows.guards.quiet_end_hour = 0
+    t = settings.topics
+    live_now = int(time.time() * 1000)
+    with running_processor(settings, kafka):
+        produce_records(settings, kafka, t.name("customers"), "CustomerEvent", [customer("bv-1", at=live_now)[1]])
+        produce_records(settings, kafka, t.name("product_views"), "ProductViewed",
+                        [view("bv-1", int(time.time() * 1000), "TEE", "Organic tee")[1]])
+        deadline = time.monotonic() + 30
+        while True:
+            got = [r.decoded().record for r in read_topic(kafka, t.name("commands"), idle_s=1.0, timeout_s=10)]
+            if got or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert [(c["flow"], c["step"], c["customer_id"]) for c in got] == [("browse_abandonment", 1, "bv-1")]
+    assert json.loads(got[0]["context"])["items"][0]["name"] == "Organic tee"
