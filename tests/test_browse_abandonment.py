@@ -12,7 +12,8 @@ import pytest
 from schemas import serde
 from sinks.rendering import Renderer
 from streams.kafka.io import produce_records, read_topic
-from streams.config import DAY_MS, HOUR_MS, MINUTE_MS
+from streams.runtime.limits import admit, clamp
+from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, LimitSettings
 from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick
 from tests.support.runtime import running_processor
 
@@ -128,6 +129,14 @@ def test_the_view_is_a_fact_of_event_time_not_of_arrival_order():
     a, _ = run([customer("kim"), first, second], until=T0 + DAY_MS)
     b, _ = run([customer("kim"), second, first], until=T0 + DAY_MS)
     assert len(a) == 1 and a == b
+
+
+def test_a_view_is_admitted_and_clamped_like_every_customer_record():
+    limits = LimitSettings()
+    _, rec = view("nia", T0, name="N" * 500, url="https://shop.example.com/p/" + "x" * 3000)
+    assert admit(limits, "product_views", b"nia", 100, rec) is None
+    assert admit(limits, "product_views", b"other", 100, rec).reason == "key_mismatch"
+    assert clamp(limits, rec) and rec["name"] == "N" * limits.max_name_chars and rec["url"] is None
 
 
 def _mail_with_cross_sell() -> dict[str, Any]:
