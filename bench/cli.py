@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
                  days: int = typer.Option(30, help="days of history"),
                  seed: int = typer.Option(1, help="random seed (same seed, same events)"),
                  jitter_ms: int = typer.Option(0, help="bounded out-of-order shuffle window"),
+                 product_views: bool = typer.Option(False, "--product-views",
+                                                    help="add product views (browse abandonment); other events unchanged"),
                  output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL in the simulate format"),
                  to_kafka: bool = typer.Option(False, "--to-kafka", help="produce to the input topics instead"),
                  config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from streams.cli.main import settings_from
 
         settings = settings_from(config)
-        spec = TrafficSpec(customers=customers, days=days, seed=seed, jitter_ms=jitter_ms)
+        spec = TrafficSpec(customers=customers, days=days, seed=seed, jitter_ms=jitter_ms, product_views=product_views)
         t0 = time.perf_counter()
         if to_kafka:
             from bench.runner import _produce_inputs

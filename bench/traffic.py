@@ -7,7 +7,10 @@ Per customer (all draws from ``random.Random(seed, customer index)``, so any sli
 - ~70 % of carts are abandoned (a few cleared), ~30 % end in an order; ~3 % of orders are cancelled;
 - each order ships: label_created → in_transit → out_for_delivery → delivered (4 % exception, 3 %
   returned after delivery);
-- optional email feedback (opens/clicks) after sessions.
+- optional email feedback (opens/clicks) after sessions;
+- optional product views (``shop.product_views``, off by default): a few views before each cart, and
+  browse-only visits between sessions. They are drawn from their own ``random.Random``, so turning
+  them on only adds events: every other event is the same as without them.
 
 Events are valid per ``schemas/`` (JSON form), ``event_id`` deterministic, ``occurred_at`` epoch ms,
 and the whole stream is sorted by ``occurred_at`` (``heapq.merge`` over lazy per-customer streams, so
@@ -47,6 +50,7 @@ class TrafficSpec:
     abandonment: float = 0.70
     opt_in: float = 0.80
     feedback: bool = False
+    product_views: bool = False  # views before carts and browse-only visits (a separate random stream)
     jitter_ms: int = 0
     shop_url: str = "https://shop.example.com"
 
@@ -60,6 +64,34 @@ def _items(rnd: random.Random, shop: str) -> list[dict[str, Any]]:
         out.append({"sku": sku, "name": name, "price": price, "quantity": rnd.randint(1, 2),
                     "image_url": f"{shop}/img/{sku}.jpg", "url": f"{shop}/p/{sku}"})
     return out
+
+
+def _view(cid: str, email: str, at: int, event_id: str, product: tuple[str, str, str], shop: str) -> dict[str, Any]:
+    sku, name, price = product
+    return {"event_id": event_id, "customer_id": cid, "occurred_at": at, "type": "viewed", "sku": sku, "name": name,
+            "price": price, "currency": "EUR", "image_url": f"{shop}/img/{sku}.jpg", "url": f"{shop}/p/{sku}",
+            "email": email}
+
+
+class _Views:
+    """One customer's product views, from a random stream of their own (the other events never change)."""
+
+    def __init__(self, spec: TrafficSpec, index: int, cid: str, email: str) -> None:
+        self.rnd = random.Random(f"{spec.seed}:{index}:views")
+        self.cid, self.email, self.shop = cid, email, spec.shop_url
+        self.n = 0
+
+    def burst(self, start: int, count: int, first: list[str] | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """``count`` views from ``start`` on, minutes apart (``first``: SKUs viewed first)."""
+        rnd = self.rnd
+        products = [p for p in CATALOG if p[0] in (first or [])] + rnd.sample(CATALOG, count)
+        out = []
+        at = start
+        for product in products[:count]:
+            self.n += 1
+            out.append((at, _view(self.cid, self.email, at, f"{self.cid}-v-{self.n}", product, self.shop)))
+            at += rnd.randrange(MINUTE_MS, 5 * MINUTE_MS)
+        return out
 
 
 def customer_events(spec: TrafficSpec, index: int) -> Iterator[Event]:
@@ -84,14 +116,27 @@ def customer_events(spec: TrafficSpec, index: int) -> Iterator[Event]:
     sigma = 0.6
     pending: list[tuple[int, int, str, dict[str, Any]]] = []  # future events (shipments…), in time order
     order_no = 0
+    views = _Views(spec, index, cid, email) if spec.product_views else None
     while True:
+        before = t
         t += int(DAY_MS * median_gap_days * math.exp(rnd.gauss(0, sigma))) + rnd.randrange(0, HOUR_MS)
+        items = _items(rnd, shop) if t < end else []
+        if views is not None:  # a browse-only visit half-way, then the session's views before its cart
+            vr = views.rnd
+            seen = views.burst(before + (t - before) // 2, vr.randint(1, 3)) if vr.random() < 0.5 else []
+            seen += views.burst(t - 15 * MINUTE_MS, vr.randint(1, 3), [it["sku"] for it in items])
+            for at_v, rec_v in seen:
+                if at_v >= end:
+                    break
+                while pending and pending[0][0] <= at_v:
+                    at_, _, topic_, rec_ = heapq.heappop(pending)
+                    yield at_, topic_, rec_
+                yield at_v, "product_views", rec_v
         while pending and pending[0][0] <= t:
             at_, _, topic_, rec_ = heapq.heappop(pending)
             yield at_, topic_, rec_
         if t >= end:
             break
-        items = _items(rnd, shop)
         cart_id = f"{cid}-k{n}"
         cart = {"event_id": eid("c"), "customer_id": cid, "occurred_at": t, "type": "item_added", "cart_id": cart_id,
                 "email": email, "items": items, "currency": "EUR", "cart_url": f"{shop}/cart/{cart_id}"}
@@ -189,15 +234,18 @@ class LiveTraffic:
     abandoned: int
     shipments: int
     expected_transactional: int
+    browsing: int = 0  # buyers who then viewed products without adding them (a browse-abandonment mail each, if opted in)
 
 
 def live_traffic(customers: int, seed: int = 7, shop_url: str = "https://shop.example.com",
                  now_ms: int | None = None) -> tuple[list[tuple[str, dict[str, Any]]], LiveTraffic]:
-    """A little shop traffic stamped with the wall clock: profiles, carts, orders, shipments."""
+    """A little shop traffic stamped with the wall clock: profiles, carts, orders, shipments, and product
+    views by some buyers after their order (from a random stream of their own: the rest is unchanged)."""
     rnd = random.Random(seed)
+    view_rnd = random.Random(f"{seed}:views")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     out: list[tuple[str, dict[str, Any]]] = []
-    orders = abandoned = shipments = transactional = 0
+    orders = abandoned = shipments = transactional = browsing = 0
     for i in range(customers):
         cid = f"demo-{i:03d}"
         email = f"{cid}@example.com"
@@ -226,6 +274,10 @@ def live_traffic(customers: int, seed: int = 7, shop_url: str = "https://shop.ex
                                           "order_id": oid, "carrier": "DHL", "tracking_number": f"JD{i:08d}",
                                           "tracking_url": f"https://track.example.com/JD{i:08d}"}))
             transactional += 3  # shipping confirmation + 2 status changes after the first
+            if view_rnd.random() < 0.5:  # looks around after buying, adds nothing: browse abandonment
+                browsing += 1
+                for k, product in enumerate(view_rnd.sample(CATALOG, view_rnd.randint(1, 3))):
+                    out.append(("product_views", _view(cid, email, t + 40 + k, f"{cid}-view-{k}", product, shop_url)))
         else:
             abandoned += 1
-    return out, LiveTraffic(customers, orders, abandoned, shipments, transactional)
+    return out, LiveTraffic(customers, orders, abandoned, shipments, transactional, browsing)

@@ -61,6 +61,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "tracking_update": ("order_id", "status"),
     "delivery_feedback": ("order_id",),
     "win_back": ("offer_percent",),
+    "browse_abandonment": ("items", "currency", "product_url"),
 }
 OPTIONAL: dict[str, Any] = {
     "first_name": None, "currency": "USD", "cart_url": None, "order_number": None, "subtotal": None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock")
+MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock", "browse_abandonment")
 SHOP = "https://shop.example.com"
 EXPIRES = 1_767_139_200_000  # 2025-12-31T00:00:00Z
 
@@ -41,6 +41,11 @@ FULL: dict[tuple[str, int], dict[str, Any]] = {
     ("win_back", 3): {"segment": "vip", "offer_percent": 25},
     ("back_in_stock", 1): {"sku": "JKT-1", "items": [{k: v for k, v in ITEMS[0].items() if k != "stock"}],
                            "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR"},
+    ("browse_abandonment", 1): {
+        "items": [{k: v for k, v in it.items() if k not in ("stock", "quantity")} for it in ITEMS],
+        "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR",
+        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "image_url": "https://shop.example.com/i/cap.jpg",
+                        "url": f"{SHOP}/p/cap"}]},
 }
 
 MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
@@ -54,6 +59,9 @@ MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
     ("win_back", 1): {"segment": "one_time", "offer_percent": 10},
     ("back_in_stock", 1): {"sku": "S", "items": [{"sku": "S", "name": "Plain tee", "price": "20.00", "quantity": 1}],
                            "product_name": "Plain tee", "product_url": f"{SHOP}/cart", "currency": "USD"},
+    ("browse_abandonment", 1): {"items": [{"sku": "S", "name": "Plain tee", "price": "20.00", "image_url": None,
+                                           "url": None}], "product_name": "Plain tee", "product_url": SHOP,
+                                "currency": "USD"},
 }
 MINIMAL[("abandoned_cart", 2)] = MINIMAL[("abandoned_cart", 3)] = MINIMAL[("abandoned_cart", 1)]
 MINIMAL[("win_back", 2)] = MINIMAL[("win_back", 3)] = MINIMAL[("win_back", 1)]

@@ -92,6 +92,7 @@ class TopicSettings:
     customers: str = "shop.customers"
     clock: str = "shop.clock"
     inventory: str = "shop.inventory"  # keyed by sku: a global table every worker reads in full
+    product_views: str = "shop.product_views"  # ProductViewed, keyed by customer (browse abandonment)
     commands: str = "email.commands"
     outcomes: str = "email.outcomes"
     feedback: str = "email.feedback"
@@ -230,6 +231,18 @@ class BackInStockSettings:
 
 
 @dataclass
+class BrowseAbandonmentSettings:
+    """Browse abandonment (streams/core/flows/browse_abandonment.py): one mail when a customer viewed
+    products (``shop.product_views``) but neither added anything to the cart nor ordered."""
+
+    delay_ms: int = 2 * HOUR_MS  # the mail is due this long after the run's last product view
+    weekly_cap_ms: int = 7 * DAY_MS  # no new run starts this soon after the last browse mail (one a week)
+    expires_after_ms: int = 12 * HOUR_MS  # a mail the guards hold back longer than this after it was due is dropped
+    max_items: int = 3  # viewed products shown (distinct SKUs, the most recently viewed first)
+    cross_sell_max: int = 3  # "bought together" suggestions for the viewed products (0: none)
+
+
+@dataclass
 class GuardSettings:
     frequency_cap_ms: int = 20 * HOUR_MS
     quiet_start_hour: int = 22
@@ -251,6 +264,7 @@ class FlowSettings:
     win_back: WinBackSettings = field(default_factory=WinBackSettings)
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
     back_in_stock: BackInStockSettings = field(default_factory=BackInStockSettings)
+    browse_abandonment: BrowseAbandonmentSettings = field(default_factory=BrowseAbandonmentSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     experiments: list[Experiment] = field(default_factory=list)
     shop_url: str = "https://shop.example.com"

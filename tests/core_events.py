@@ -6,7 +6,8 @@ import itertools
 from typing import Any
 
 from schemas import serde
-from streams.config import HOUR_MS
+from streams.config import HOUR_MS, load_settings
+from streams.core.engine import PartitionEngine
 
 T0 = 1_793_955_600_000  # 2026-11-06 09:00:00 UTC (a Friday morning: no quiet hours in UTC)
 _ids = itertools.count()
@@ -57,3 +58,16 @@ def feedback(cid: str, at: int, kind: str, **kw: Any) -> tuple[str, dict]:
 
 def tick(at: int, partition: int = 0) -> tuple[str, dict]:
     return "clock", {"partition": partition, "tick_at": at, "source": "test"}
+
+
+def run_engine(events: list[tuple[str, dict]], until: int | None = None,
+               eng: PartitionEngine | None = None) -> tuple[list[dict[str, Any]], PartitionEngine]:
+    """Records through one partition engine (a new one with the defaults unless given), then the clock
+    moved to ``until``: the commands in firing order, and the engine."""
+    eng = eng or PartitionEngine(load_settings(env={}), 0)
+    out: list[dict[str, Any]] = []
+    for topic, rec in events:
+        out += eng.process(topic, rec).commands
+    if until is not None:
+        out += eng.advance(until).commands
+    return out, eng

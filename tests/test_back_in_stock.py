@@ -8,7 +8,7 @@ import json
 from schemas import serde
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, load_settings
 from streams.core.engine import PartitionEngine
-from tests.core_events import ITEMS, T0, cart, customer, order, tick
+from tests.core_events import ITEMS, T0, cart, customer, order, run_engine as run, tick
 
 _ids = itertools.count()
 SOLD_OUT = [{**ITEMS[0], "stock": 0}]
@@ -18,16 +18,6 @@ OTHER = [{**ITEMS[0], "sku": "CAP", "name": "Wool cap"}]
 def inventory(sku: str, at: int, kind: str, **kw):
     return "inventory", serde.from_json("InventoryEvent", {
         "event_id": kw.pop("event_id", f"inv-{next(_ids)}"), "sku": sku, "occurred_at": at, "type": kind, **kw})
-
-
-def run(events, until=None, eng=None):
-    eng = eng or PartitionEngine(load_settings(env={}), 0)
-    out = []
-    for topic, rec in events:
-        out += eng.process(topic, rec).commands
-    if until is not None:
-        out += eng.advance(until).commands
-    return out, eng
 
 
 def bis(cmds):

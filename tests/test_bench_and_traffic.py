@@ -41,6 +41,19 @@ def test_about_seventy_percent_of_carts_are_abandoned_and_some_customers_lapse()
     assert kinds[("shipments", "delivered")] > 0 and kinds[("shipments", "returned")] > 0
 
 
+def test_product_views_are_off_by_default_and_turning_them_on_only_adds_valid_views():
+    spec = TrafficSpec(customers=200, days=90, seed=5)
+    plain = list(generate(spec))
+    with_views = list(generate(TrafficSpec(customers=200, days=90, seed=5, product_views=True)))
+    assert all(t != "product_views" for t, _ in plain)
+    views = [r for t, r in with_views if t == "product_views"]
+    assert len(views) > 200 and [(t, r) for t, r in with_views if t != "product_views"] == plain
+    times = [r["occurred_at"] for _, r in with_views]
+    assert times == sorted(times) and len({r["event_id"] for _, r in with_views}) == len(with_views)
+    for rec in views:
+        serde.from_json(VALUE_SCHEMA["product_views"], rec)
+
+
 def test_bounded_jitter_shuffles_but_keeps_every_event():
     plain = list(generate(TrafficSpec(customers=100, days=30)))
     jittered = list(generate(TrafficSpec(customers=100, days=30, jitter_ms=60_000)))

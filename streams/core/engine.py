@@ -77,7 +77,7 @@ log = logging.getLogger("shopmail.engine")
 __all__ = ["CLOCK_KEY", "GLOBAL_TOPICS", "PartitionEngine", "Rejection", "StepResult"]
 
 GLOBAL_TOPICS = frozenset({"inventory"})
-TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4}
+TOPIC_RANK = {"customers": 0, "feedback": 1, "orders": 2, "shipments": 3, "carts": 4, "product_views": 5}
 SEEN_RETENTION_MS = 2 * DAY_MS  # event ids remembered for dedupe (≫ grace; duplicates arrive soon)
 PARTITION_VERSION = 2  # partition record: 2 = written by a release that never lets a future event move the clock
 LATENESS_BUCKETS = ((HOUR_MS, "le_1h"), (DAY_MS, "le_1d"), (7 * DAY_MS, "le_7d"))  # else "gt_7d"

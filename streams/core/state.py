@@ -103,6 +103,15 @@ class WaitingSku(Instance):
     due: int | None = None  # the restock's time as this partition learnt it (None: still out of stock)
 
 
+class BrowseRun(Instance):
+    """Browse abandonment: products viewed without a cart activity or an order since the first view."""
+
+    f: int = 0  # the run's first view (a cart activity with items or an order at or after it ends the run)
+    a: int = 0  # anchor: the last view (the mail is due ``delay_ms`` after it)
+    items: list[dict[str, Any]] = []  # viewed products, distinct SKUs, the most recent first (≤ max_items)
+    cur: str = "USD"  # currency of the last view
+
+
 class Stock(Record):
     """A row of the partition's ``stock`` table (SKU → the latest inventory record applied)."""
 
@@ -137,6 +146,8 @@ class Customer(Record):
     wb: WinBackRun | None = None  # win-back
     fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
     bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
+    bv: BrowseRun | None = None  # browse abandonment
+    bvl: int | None = None  # browse abandonment: when the last browse mail was due (the weekly cap)
     aud: list[str] = []  # retargeting audiences the customer is in (sorted; streams/core/audiences.py)
     ah: str | None = None  # digest of the hashed email those memberships were published with
     aw: int | None = None  # time of a consent withdrawal / suppression not settled yet: in no audience until then

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from streams.config import KafkaSettings, Settings
 from streams.kafka.io import client_config
 
-INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock")  # keyed by customer (or partition)
+INPUT_TOPICS = ("carts", "orders", "shipments", "customers", "feedback", "clock", "product_views")  # keyed by customer (or partition)
 # input topics not keyed by customer (a global table): every worker reads all of their partitions and
 # feeds every record to every partition task it runs (streams/core/engine.py GLOBAL_TOPICS)
 GLOBAL_INPUT_TOPICS = ("inventory",)
@@ -22,6 +22,7 @@ GLOBAL_INPUT_TOPICS = ("inventory",)
 VALUE_SCHEMA = {
     "carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent",
     "customers": "CustomerEvent", "feedback": "EmailFeedback", "clock": "ClockTick", "inventory": "InventoryEvent",
+    "product_views": "ProductViewed",
     "commands": "EmailCommand", "outcomes": "EmailOutcome", "sink_ledger": "SinkLedgerEntry",
     "coupons": "CouponIssued", "audiences": "AudienceMembership",
 }

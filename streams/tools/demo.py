@@ -7,8 +7,9 @@ saved), an audience export (hashed emails) and a clean shutdown (also on Ctrl-C)
 server (`shopmail tracking`) runs as a third child with a per-run token key.
 
 Demo timing (documented in the README): abandoned-cart steps after 4 s / 8 s / 12 s instead of
-1 h / 24 h / 72 h, a 2 s lateness grace, clock ticks every second, the marketing frequency cap at
-1 s and quiet hours off, so a run takes about a minute rather than three days.
+1 h / 24 h / 72 h, browse abandonment after 6 s instead of 2 h, a 2 s lateness grace, clock ticks
+every second, the marketing frequency cap at 1 s and quiet hours off, so a run takes about a minute
+rather than three days.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "topics": {"partitions": 3},
     "worker": {"tick_interval_s": 1.0, "late_grace_ms": 2000, "store": "memory://", "batch_size": 200},
     "flows": {"abandoned_cart": {"delays_ms": [4000, 8000, 12000], "no_respam_ms": 1000},
+              "browse_abandonment": {"delay_ms": 6000},
               "guards": {"frequency_cap_ms": 1000, "quiet_start_hour": 0, "quiet_end_hour": 0}},
     "ses": {"max_send_rate": 50.0},
 }
@@ -81,6 +83,7 @@ def env_for(settings: Settings, bootstrap: str, ses_endpoint: str, data_dir: str
         "SHOPMAIL_SINK__WEB_PORT": "0",
         "SHOPMAIL_FLOWS__ABANDONED_CART__DELAYS_MS": ",".join(map(str, settings.flows.abandoned_cart.delays_ms)),
         "SHOPMAIL_FLOWS__ABANDONED_CART__NO_RESPAM_MS": str(settings.flows.abandoned_cart.no_respam_ms),
+        "SHOPMAIL_FLOWS__BROWSE_ABANDONMENT__DELAY_MS": str(settings.flows.browse_abandonment.delay_ms),
         "SHOPMAIL_FLOWS__GUARDS__FREQUENCY_CAP_MS": str(settings.flows.guards.frequency_cap_ms),
         "SHOPMAIL_FLOWS__GUARDS__QUIET_START_HOUR": str(settings.flows.guards.quiet_start_hour),
         "SHOPMAIL_FLOWS__GUARDS__QUIET_END_HOUR": str(settings.flows.guards.quiet_end_hour),
@@ -182,7 +185,8 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         events, traffic = live_traffic(customers, shop_url=settings.flows.shop_url)
         produce_traffic(settings, broker.bootstrap, events)
         console.print(f"[green]✓[/green] produced {len(events)} shop events: {traffic.customers} customers, "
-                      f"{traffic.orders} orders, {traffic.abandoned} abandoned carts, {traffic.shipments} shipments")
+                      f"{traffic.orders} orders, {traffic.abandoned} abandoned carts, {traffic.shipments} shipments, "
+                      f"{traffic.browsing} buyers browsing on")
         outcomes_topic = settings.topics.name("outcomes")
         deadline = time.monotonic() + timeout_s
         outcomes: list[dict[str, Any]] = []

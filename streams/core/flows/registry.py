@@ -9,6 +9,7 @@ from __future__ import annotations
 from streams.core.flows.abandoned_cart import AbandonedCart
 from streams.core.flows.back_in_stock import BackInStock
 from streams.core.flows.base import Flow
+from streams.core.flows.browse_abandonment import BrowseAbandonment
 from streams.core.flows.delivery_feedback import DeliveryFeedback
 from streams.core.flows.transactional import OrderConfirmation, ShippingConfirmation, TrackingUpdate
 from streams.core.flows.win_back import WinBack
@@ -21,6 +22,7 @@ FLOWS: tuple[type[Flow], ...] = (
     DeliveryFeedback,
     WinBack,
     BackInStock,
+    BrowseAbandonment,
 )
 
 
