@@ -28,7 +28,7 @@ def test_demo_runs_the_whole_pipeline_and_prints_what_was_sent():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert "What the sink did" in out and "stopped broker" in out
-    for flow in ("abandoned_cart", "order_confirmation", "shipping_confirmation"):
+    for flow in ("abandoned_cart", "order_confirmation", "shipping_confirmation", "browse_abandonment"):
         assert flow in out
     assert "failed" not in out
     assert "Attribution by flow, step and variant" in out

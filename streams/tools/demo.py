@@ -200,7 +200,8 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
                 ac3 = sum(1 for o in outcomes if o["flow"] == "abandoned_cart" and o["step"] == 3)
                 status.update(f"waiting for emails… {len(outcomes)} outcomes so far, {ac3} third reminders")
                 transactional = sum(1 for o in outcomes if o["category"] == "transactional")
-                if transactional >= traffic.expected_transactional and ac3 > 0:
+                browse = sum(1 for o in outcomes if o["flow"] == "browse_abandonment")
+                if transactional >= traffic.expected_transactional and ac3 > 0 and (browse or not traffic.browsing):
                     settled_since = settled_since or time.monotonic()
                     if time.monotonic() - settled_since > 4:
                         break
