@@ -24,8 +24,9 @@ chromium:
 	      (apt-get update -qq && apt-get install -y -qq chromium fonts-thai-tlwg) || echo "chromium install failed: browser tests will skip"; \
 	    else echo "chromium not installed (needs root + apt-get): browser tests will skip"; fi; }
 
+# Two pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
 test: $(STAMP) chromium
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .shopmail-data

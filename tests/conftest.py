@@ -81,8 +81,11 @@ _counter = itertools.count()
 
 @pytest.fixture
 def settings(request: pytest.FixtureRequest) -> Settings:
-    """Settings isolated per test: a unique topic prefix and app id, memory store, small partitions."""
-    n = next(_counter)
+    """Settings isolated per test: a unique topic prefix and app id, memory store, small partitions.
+
+    Under pytest-xdist each worker process counts on its own: the worker id keeps names unique when the
+    workers share one cluster (KAFKA_BOOTSTRAP_SERVERS); otherwise each worker has its own broker."""
+    n = f"{os.environ.get('PYTEST_XDIST_WORKER', '')}{next(_counter)}"
     name = request.node.name[:40].replace("[", "-").replace("]", "").replace("/", "-")
     s = load_settings(env={})
     s.topics.prefix = f"t{n}-{name}."

@@ -10,7 +10,7 @@ import pytest
 from schemas import serde
 from streams.kafka.io import produce_records, read_topic
 from streams.kafka.topics import ensure_topics, topic_specs
-from tests.support.procs import CliProcess, high_watermark_total, settings_env, wait_for
+from tests.support.procs import CliProcess, high_watermark_total, read_until_settled, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,7 @@ def test_worker_killed_with_sigkill_restarts_without_duplicates_or_losses(kafka,
     assert 0 < partial < n, f"kill landed outside the stream ({partial} of {n}); log: {worker.log()}"
     restarted = CliProcess(["worker", "--instance-id", "w0"], env, tmp_path / "worker2.log")
     try:
-        got = wait_for(lambda: (r := read_topic(kafka, commands_topic, idle_s=0.5, timeout_s=10)) and len(r) >= n and r,
-                       90, what="all commands after restart")
-        time.sleep(1.0)
-        got = read_topic(kafka, commands_topic, idle_s=1.0, timeout_s=15)
+        got = read_until_settled(kafka, commands_topic, n, 90, what="all commands after restart")
     finally:
         assert restarted.terminate() == 0, restarted.log()
     ids = Counter(r.decoded().record["trigger_event_id"] for r in got)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from schemas import serde
 from sinks.mime import unsubscribe_link
@@ -51,13 +51,15 @@ def request(url: str, method: str = "GET", body: bytes | None = None) -> tuple[i
 
 
 def feedback(kafka: str, settings: Settings) -> list[dict]:
-    """Every record on email.feedback, read until every partition reports EOF (never trusting watermarks)."""
+    """Every record on email.feedback, read until every partition reports EOF (never trusting watermarks).
+
+    Partitions are assigned, not subscribed: no group join to wait for."""
     consumer = Consumer(consumer_config(settings, kafka, f"check-{time.monotonic_ns()}",
                                         **{"enable.partition.eof": True}))
     topic = settings.topics.name("feedback")
-    consumer.subscribe([topic])
     out, eof, deadline = [], set(), time.monotonic() + 30
     parts = len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(parts)])
     try:
         while len(eof) < parts and time.monotonic() < deadline:
             msg = consumer.poll(0.5)

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from schemas import serde
-from streams.kafka.io import produce_records, read_topic
+from streams.kafka.io import produce_records
 from streams.kafka.topics import ensure_topics, topic_specs
-from tests.support.procs import CliProcess, high_watermark_total, settings_env, wait_for
+from tests.support.procs import CliProcess, high_watermark_total, read_until_settled, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +38,7 @@ def test_a_worker_joining_and_another_leaving_mid_stream_lose_and_duplicate_noth
         second = CliProcess(["worker", "--instance-id", "w1"], env, tmp_path / "w1.log")  # rebalance 1
         wait_for(lambda: "assigned partitions" in second.log(), 60, what="the second worker's assignment")
         assert first.terminate() == 0, first.log()  # rebalance 2: the first leaves, the second takes all
-        got = wait_for(lambda: (r := read_topic(kafka, commands_topic, idle_s=0.5, timeout_s=10)) and len(r) >= n and r,
-                       120, what="every order confirmed")
-        time.sleep(1.0)
-        got = read_topic(kafka, commands_topic, idle_s=1.0, timeout_s=15)
+        got = read_until_settled(kafka, commands_topic, n, 120, what="every order confirmed")
     finally:
         for proc in (first, second):
             if proc is not None:
