@@ -85,7 +85,8 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
     Under pytest-xdist each worker process counts on its own: the worker id keeps names unique when the
     workers share one cluster (KAFKA_BOOTSTRAP_SERVERS); otherwise each worker has its own broker."""
-    n = f"{os.environ.get('PYTEST_XDIST_WORKER', '')}{next(_counter)}"
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    n = f"{worker}x{next(_counter)}" if worker else str(next(_counter))
     name = request.node.name[:40].replace("[", "-").replace("]", "").replace("/", "-")
     s = load_settings(env={})
     s.topics.prefix = f"t{n}-{name}."

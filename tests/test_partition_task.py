@@ -103,3 +103,14 @@ def test_simulate_dead_letters_what_the_worker_dead_letters_and_clamps_what_it_c
     assert [(b.line, b.reason) for b in result.bad_lines] == [(1, "invalid_key")]
     names = [c["context"] for c in result.commands if c["customer_id"] == "c3"]
     assert len(names) == 1 and "N" * s.limits.max_name_chars in names[0] and "N" * 5000 not in names[0]
+
+
+def test_a_global_records_processing_error_in_a_later_partition_is_kept_and_its_refusal_reported_once():
+    from streams.runtime.task import DeadLetter
+
+    out: TaskOutput[int] = TaskOutput()
+    later: TaskOutput[int] = TaskOutput()
+    later.dead_letters += [DeadLetter(1, "processing_error", "partition 2 only"),
+                           DeadLetter(1, "too_large", "every partition", admission=True)]
+    out.take(later)
+    assert [d.reason for d in out.dead_letters] == ["processing_error"]

@@ -58,7 +58,16 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+        from streams.core.flows.registry import FLOWS
+
+        defined = sorted(a for f in FLOWS for a in f.audiences)
+        if audience not in defined:
+            raise typer.BadParameter(f"no flow defines the audience {audience!r} (defined: {', '.join(defined)})")
         state = load(config, from_file)
+        if state.unreadable:  # one of them may be a leave: exporting without it could list a withdrawn member
+            print(f"{state.unreadable} membership records could not be read (see the processors' schema "
+                  f"version); nothing exported", file=sys.stderr)
+            raise typer.Exit(1)
         members = state.members(audience)
         if out is None:
             n = write_csv(members, sys.stdout, fmt)
@@ -66,5 +75,3 @@ def register(app: typer.Typer) -> None:
             with open(out, "w", encoding="utf-8", newline="") as f:
                 n = write_csv(members, f, fmt)
         print(f"{audience}: {n} hashed emails ({fmt})" + (f" → {out}" if out else ""), file=sys.stderr)
-        if state.unreadable:
-            print(f"{state.unreadable} unreadable membership records skipped", file=sys.stderr)

@@ -143,7 +143,7 @@ class AudienceTracker:
         else:
             return
         at = int(r["occurred_at"])
-        if c.aw is None or at > c.aw:
+        if self.enabled and (c.aw is None or at > c.aw):
             c.aw = at
         if c.aud:
             self._leave(cid, c, c.aud, at, reason)

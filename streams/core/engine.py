@@ -127,6 +127,9 @@ class PartitionEngine:
         self._global = {t: tuple(f.on_global for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
         self.audiences = AudienceTracker(self.flows, settings.audiences, ctx.count)
         self._track = self.audiences.track if self.audiences.enabled else None
+        # whether every customer of the partition has been through the audience check (a state written
+        # by a release without audiences, or with them switched off, is checked once when restored)
+        self._audiences_checked = self.audiences.enabled
 
     def drain_memberships(self) -> list[Membership]:
         """Audience joins and leaves since the last drain, in the order they happened."""
@@ -185,7 +188,7 @@ class PartitionEngine:
         self._dirty.add(cid)
         commands = result.commands
         on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
-        if logical_topic in _WITHDRAWING and self._track is not None:
+        if logical_topic in _WITHDRAWING and (self._track is not None or c.aud):
             self.audiences.withdrawn(cid, c, logical_topic, record)
         for arrive in self._arrival[logical_topic]:
             sent = arrive(cid, c, logical_topic, record)
@@ -227,7 +230,7 @@ class PartitionEngine:
     def _arrive(self, cid: str, c: Customer, topic: str, record: dict[str, Any], out: list[Command]) -> None:
         """On arrival: contact details, then the mail an event causes at once (transactional)."""
         on_arrival(c, topic, record)
-        if topic in _WITHDRAWING and self._track is not None:
+        if topic in _WITHDRAWING and (self._track is not None or c.aud):
             self.audiences.withdrawn(cid, c, topic, record)
         for arrive in self._arrival.get(topic, ()):
             sent = arrive(cid, c, topic, record)
@@ -402,7 +405,8 @@ class PartitionEngine:
             table.drain(out)
         if ctx.partition_changed:
             out[CLOCK_KEY] = encode(Partition(clock=ctx.clock_ms, cooc=ctx.cooc, catalog=ctx.catalog,
-                                              spend=ctx.spend.counts, tick=ctx.tick_ms, v=PARTITION_VERSION))
+                                              spend=ctx.spend.counts, tick=ctx.tick_ms, v=PARTITION_VERSION,
+                                              aud=self._audiences_checked))
         self._dirty.clear()
         ctx.partition_changed = False
         return out
@@ -428,6 +432,7 @@ class PartitionEngine:
                 ctx.spend = SpendHistogram(data.spend)
                 ctx.tick_ms = data.tick
                 self._legacy_clock = data.v < PARTITION_VERSION
+                self._audiences_checked = data.aud and self.audiences.enabled
             return
         if value is None:
             self.customers.pop(key, None)
@@ -438,11 +443,29 @@ class PartitionEngine:
         self._rebuild_due()
         self._dirty.clear()
         self.ctx.partition_changed = False
+        if self._track is not None and not self._audiences_checked:
+            self._check_audiences()
         if self._legacy_clock:  # written by a release that let any event move the clock: check it once
             self._legacy_clock = False
             settled = max((self._settled_until(c) for c in self.customers.values()), default=0)
             if settled and self.ctx.clock_ms - settled > self.max_future_ms:
                 self._repair_clock(settled, "every settled fact of the restored state")
+
+    def _check_audiences(self) -> None:
+        """Every customer through the audience check once: a state restored from a release without
+        audiences (or with them off) has members no settlement would find until they are active again."""
+        track = self._track
+        assert track is not None
+        wm = self.watermark
+        for cid in sorted(self.customers):
+            c = self.customers[cid]
+            before = (c.aud, c.ah)
+            track(cid, c, wm)
+            if (c.aud, c.ah) != before:
+                self._dirty.add(cid)
+        self._audiences_checked = True
+        self.ctx.partition_changed = True
+        self.ctx.count("audiences_checked_on_restore")
 
     def _rebuild_due(self) -> None:
         self._due = DueQueue()

@@ -160,6 +160,7 @@ class Partition(Record):
     spend: dict[int, int] = {}
     tick: int = 0
     v: int = 1  # 1: any event could move the clock; 2: a future event never does
+    aud: bool = False  # every customer has been through the audience check (streams/core/audiences.py)
 
 
 _encoder = msgspec.json.Encoder()

@@ -1,7 +1,7 @@
 """The commit of one batch, in the one order that keeps the worker exactly-once on every broker.
 
 Inside one Kafka transaction:
-1. the batch's **commands** (produced while the batch ran) are flushed — on the broker before the
+1. the batch's **commands** and audience changes (produced while the batch ran) are flushed — on the broker before the
    state that says they were emitted (see streams/runtime/restore.py for why this order matters on
    a broker that commits a dead producer's transaction);
 2. the **changelog**: every changed key of every touched partition, plus the runtime marker (the
@@ -60,7 +60,7 @@ class Checkpoint:
             self.changelog_end[p] = max(self.changelog_end.get(p, 0), msg.offset() + 1)
 
     def commit(self, changes: Callable[[], dict[int, dict[str, bytes | None]]], offsets: list[TopicPartition],
-               group_metadata: Any, commands: int, on_oversized: Callable[[int, str, bytes | None], None],
+               group_metadata: Any, outputs: int, on_oversized: Callable[[int, str, bytes | None], None],
                timed: Callable[[str, float], None] = lambda stage, seconds: None) -> None:
         """Steps 1–5 for a begun transaction. ``changes()``: partition → changelog key → value (None:
         delete), drained after the commands are flushed; a value over the limit is not written and
@@ -68,8 +68,8 @@ class Checkpoint:
         producer = self.producer
         clock = time.perf_counter
         started = clock()
-        if commands:
-            producer.flush(60)  # 1. commands first
+        if outputs:
+            producer.flush(60)  # 1. commands (and audience changes) first
         flushed = clock()
         changed_by_partition = changes()
         for p, changed in changed_by_partition.items():  # 2. state

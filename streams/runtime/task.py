@@ -50,6 +50,7 @@ class DeadLetter(Generic[R]):
     ref: R
     reason: str
     detail: str
+    admission: bool = False  # refused before the engine saw it (the same in every partition)
 
 
 @dataclass
@@ -71,10 +72,12 @@ class TaskOutput(Generic[R]):
         self.memberships.clear()
 
     def take(self, other: "TaskOutput[R]") -> None:
-        """What another partition's task produced for the same global record: its commands and
-        memberships (its dead letters and ``done`` are the same record's, already here once)."""
+        """What another partition's task produced for the same global record: its commands,
+        memberships and its own processing errors (an admission refusal and ``done`` are the same
+        record's in every partition, already here once)."""
         self.commands.extend(other.commands)
         self.memberships.extend(other.memberships)
+        self.dead_letters.extend(d for d in other.dead_letters if not d.admission)
 
 
 @dataclass
@@ -118,7 +121,7 @@ class PartitionTask(Generic[R]):
         refusal = admit(self.limits, logical, key, size, record)
         if refusal is not None:
             out.done.append(ref)
-            out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail))
+            out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail, admission=True))
             return
         if clamp(self.limits, record):
             self.clamped += 1
@@ -169,7 +172,7 @@ class PartitionTask(Generic[R]):
         if item.refusal is not None or item.record is None:
             refusal = item.refusal or Refusal("invalid", "no record")
             out.done.append(item.ref)
-            out.dead_letters.append(DeadLetter(item.ref, refusal.reason, refusal.detail))
+            out.dead_letters.append(DeadLetter(item.ref, refusal.reason, refusal.detail, admission=True))
             return
         self._run_engine(item.logical, item.ref, item.record, out)
 
@@ -215,8 +218,8 @@ def apply_global_everywhere(tasks: Iterable[tuple[int, PartitionTask[R]]], logic
                             record: dict[str, Any] | None, out: TaskOutput[R], scratch: TaskOutput[R], *,
                             size: int = 0, refusal: Refusal | None = None) -> None:
     """One record of a global topic to every partition task, in partition order: what each partition
-    does with it (commands, memberships) goes to ``out``; its dead letter and ``done`` once (the
-    first partition's), since it is one record. ``ref_of(p)``: the driver's handle on it for partition p."""
+    does with it (commands, memberships, a processing error of its own) goes to ``out``; an admission
+    refusal and ``done`` once (the first partition's), since it is one record. ``ref_of(p)``: the driver's handle on it for partition p."""
     first = True
     for p, task in tasks:
         if first:

@@ -451,7 +451,7 @@ class ProcessorRuntime:
             first = out.done[0] if out.done else None
             self._in_flight = (len(out.done), (first.topic(), first.partition(), first.offset()) if first else None)
             batch_commands = self._emit(out)
-            self._emit_memberships(out)
+            batch_memberships = self._emit_memberships(out)
             for d in out.dead_letters:
                 self._dead_letter(d.ref, d.reason, d.detail)
             stats.timed("emit", clock() - processed_at)
@@ -466,8 +466,10 @@ class ProcessorRuntime:
                 touched.add(m.partition())
                 if m.__class__ is not GlobalRecord:  # global topics are read outside the group: no offsets
                     processed[(m.topic(), m.partition())] = m.offset() + 1
+                else:  # applied to every partition task: every one of them may have changed state
+                    touched.update(self.tasks)
             offsets = [TopicPartition(t, p, off) for (t, p), off in processed.items()]
-            self._checkpoint.commit(lambda: {p: self.tasks[p].changes() for p in touched if p in self.tasks}, offsets, self._consumer.consumer_group_metadata(), batch_commands,
+            self._checkpoint.commit(lambda: {p: self.tasks[p].changes() for p in touched if p in self.tasks}, offsets, self._consumer.consumer_group_metadata(), batch_commands + batch_memberships,
                                     lambda p, key, value: self._state_too_large(p, key, value, out.done),
                                     stats.timed)
         except KafkaException as exc:
@@ -482,6 +484,7 @@ class ProcessorRuntime:
         self.stats.transactions += 1
         self.stats.events += len(out.done)
         self.stats.commands += batch_commands
+        self.stats.memberships += batch_memberships
         if self.observer is not None:
             by_topic: dict[str, int] = {}
             for m in out.done:
@@ -513,15 +516,14 @@ class ProcessorRuntime:
             emitted += 1
         return emitted
 
-    def _emit_memberships(self, out: TaskOutput[Message]) -> None:
-        """Audience joins and leaves of the batch, in the same transaction as the state that holds them."""
-        if not out.memberships:
-            return
+    def _emit_memberships(self, out: TaskOutput[Message]) -> int:
+        """Audience joins and leaves of the batch, in the same transaction as the state that holds them
+        (and, like commands, flushed before that state is written)."""
         topic = self.audiences_topic
         for ev in out.memberships:
             self._produce(topic, membership_key(ev["audience"], ev["customer_id"]).encode(),
                           serde.encode("AudienceMembership", ev), timestamp=ev["changed_at"])
-        self.stats.memberships += len(out.memberships)
+        return len(out.memberships)
 
     def _aborted(self) -> None:
         """An aborted transaction: rebuild and rewind; a record that aborts alone is poison."""

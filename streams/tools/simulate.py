@@ -301,7 +301,7 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                                 task_out.clear()
                                 sim.task(q).apply_global(logical, n, record, task_out, size=size)
                                 for dead in task_out.dead_letters:
-                                    if q == 0:  # reported once, like a bad line
+                                    if q == 0 or not dead.admission:  # a refusal once, like a bad line
                                         bad.append(BadLine(n, dead.reason, dead.detail))
                                 for seq, (_, cmd) in enumerate(task_out.commands):  # partition order, as sequential
                                     write(_KEY % (n, q * GLOBAL_SEQ + seq) + command_line(cmd))
