@@ -18,8 +18,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +31,7 @@ from rich.table import Table
 from schemas import serde
 from bench.traffic import live_traffic
 from streams.config import Settings, load_settings
+from streams.tools.cli_process import CliProcess
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "topics": {"partitions": 3},
@@ -109,32 +108,6 @@ def produce_traffic(settings: Settings, bootstrap: str, events: list[tuple[str, 
     produce_events(settings, bootstrap, ((lt, serde.from_json(VALUE_SCHEMA[lt], obj)) for lt, obj in events))
 
 
-class Child:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 20) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-    def tail(self, n: int = 1500) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
-
-
 def _read_outcomes(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     from streams.kafka.io import read_topic
 
@@ -159,7 +132,7 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
     settings = demo_settings(config, work)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    children: list[Child] = []
+    children: dict[str, CliProcess] = {}
     broker = EmbeddedBroker(log_path=work / "tansu.log")
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     try:
@@ -179,9 +152,9 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         report = ensure_topics(broker.bootstrap, topic_specs(settings), kafka=settings.kafka)
         console.print(f"[green]✓[/green] {len(report.created) + len(report.ok)} topics ready")
         env = env_for(settings, broker.bootstrap, ses_endpoint, str(work / "state"))
-        children.append(Child("worker", ["worker", "--instance-id", "demo-worker-0"], env, work))
-        children.append(Child("sink", ["sink"], env, work))
-        children.append(Child("tracking", ["tracking"], env, work))
+        for name, args in (("worker", ["worker", "--instance-id", "demo-worker-0"]), ("sink", ["sink"]),
+                           ("tracking", ["tracking"])):
+            children[name] = CliProcess(args, env, work / f"{name}.log")
         events, traffic = live_traffic(customers, shop_url=settings.flows.shop_url)
         produce_traffic(settings, broker.bootstrap, events)
         console.print(f"[green]✓[/green] produced {len(events)} shop events: {traffic.customers} customers, "
@@ -193,9 +166,9 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         with console.status("waiting for emails (abandoned-cart steps fire after 4 s / 8 s / 12 s)…") as status:
             settled_since: float | None = None
             while not stop.is_set() and time.monotonic() < deadline:
-                for child in children:
+                for name, child in children.items():
                     if not child.alive():
-                        raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+                        raise RuntimeError(f"{name} exited ({child.proc.returncode}):\n{child.log(1500)}")
                 outcomes = _read_outcomes(broker.bootstrap, outcomes_topic)
                 ac3 = sum(1 for o in outcomes if o["flow"] == "abandoned_cart" and o["step"] == 3)
                 status.update(f"waiting for emails… {len(outcomes)} outcomes so far, {ac3} third reminders")
@@ -221,8 +194,8 @@ def run_demo(customers: int = 40, config: Path | None = None, timeout_s: float =
         return 0 if outcomes or stop.is_set() else 1
     finally:
         with console.status("shutting down…"):
-            for child in reversed(children):
-                child.stop()
+            for child in reversed(children.values()):
+                child.terminate(20)
             try:
                 moto.stop()
             except Exception:  # noqa: BLE001 - never started

@@ -183,6 +183,18 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
     ``on_membership`` gets each audience join and leave."""
     sim = Simulator(settings)
     result = SimulationResult()
+
+    def emitted(out: TaskOutput[int]) -> None:
+        for _, cmd in out.commands:
+            result.count += 1
+            if keep:
+                result.commands.append(cmd)
+            if on_command:
+                on_command(cmd)
+        if on_membership:
+            for m in out.memberships:
+                on_membership(m)
+
     for n, logical, record, bad, size in parse_lines(lines, settings):
         if bad is not None:
             result.bad_lines.append(bad)
@@ -197,26 +209,9 @@ def simulate(lines: Iterable[str], settings: Settings, until_ms: int | None = No
             result.bad_lines.append(bad)
             if on_bad:
                 on_bad(bad)
-        for _, cmd in out.commands:
-            result.count += 1
-            if keep:
-                result.commands.append(cmd)
-            if on_command:
-                on_command(cmd)
-        if on_membership and out.memberships:
-            for m in out.memberships:
-                on_membership(m)
+        emitted(out)
     if until_ms is not None:
-        out = sim.advance(until_ms)
-        for _, cmd in out.commands:
-            result.count += 1
-            if keep:
-                result.commands.append(cmd)
-            if on_command:
-                on_command(cmd)
-        if on_membership:
-            for m in out.memberships:
-                on_membership(m)
+        emitted(sim.advance(until_ms))
     result.engines = sim.engines
     return result
 

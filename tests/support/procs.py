@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from streams.config import Settings
+from streams.tools.cli_process import CliProcess  # noqa: F401 - the tests' handle on a CLI child
 from streams.kafka.io import ConsumedRecord
 
 
@@ -30,33 +27,6 @@ def settings_env(settings: Settings, bootstrap: str, **extra: str) -> dict[str, 
     })
     env.update(extra)
     return env
-
-
-class CliProcess:
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait/kill
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", *args], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill9(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def terminate(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
