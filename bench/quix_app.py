@@ -44,7 +44,7 @@ def load_schemas(directory: Path) -> dict[bytes, Any]:
     out: dict[bytes, Any] = {}
     for name in TOPICS.values():
         raw = json.loads((directory / f"{name}.avsc").read_text())
-        parsed = fastavro.parse_schema(raw, _write_hint=False)
+        parsed = fastavro.parse_schema(raw)
         fp = int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16)
         out[fp.to_bytes(8, "little")] = parsed
     return out

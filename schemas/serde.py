@@ -70,7 +70,9 @@ class SchemaRegistry:
     @staticmethod
     def _load(path: Path) -> SchemaEntry:
         raw = json.loads(path.read_text())
-        parsed = fastavro.parse_schema(raw, _write_hint=False)
+        # parsed once, with fastavro's "already parsed" mark: without it every schemaless_reader and
+        # schemaless_writer call parses the schema again (about half of decode and encode time)
+        parsed = fastavro.parse_schema(raw)
         canonical = to_parsing_canonical_form(parsed)
         fp = int(avro_fingerprint(canonical, "CRC-64-AVRO"), 16)
         return SchemaEntry(name=raw["name"], fingerprint=fp, parsed=parsed, raw=raw, path=path)
