@@ -31,8 +31,12 @@ class HttpListener:
 
 
 class OpsServer(HttpListener):
+    """``/healthz`` answers ``health`` (liveness: 503 restarts the pod), ``/readyz`` answers ``ready``
+    (readiness: 503 takes it out of service; ``health`` when not given), ``/metrics`` Prometheus."""
+
     def __init__(self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]],
-                 registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1") -> None:
+                 registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1",
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,7 +44,7 @@ class OpsServer(HttpListener):
                 if self.path.startswith("/metrics"):
                     body, ctype, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
                 elif self.path.startswith("/healthz") or self.path.startswith("/readyz"):
-                    ok, detail = outer.health()
+                    ok, detail = outer.ready() if self.path.startswith("/readyz") else outer.health()
                     body, ctype, code = json.dumps({"ok": ok, **detail}).encode(), "application/json", 200 if ok else 503
                 else:
                     body, ctype, code = b"not found", "text/plain", 404
@@ -54,4 +58,5 @@ class OpsServer(HttpListener):
                 return None
 
         self.health = health
+        self.ready = ready or health
         super().__init__(host, port, Handler, "ops-http")

@@ -40,11 +40,13 @@ def service_context(settings: Settings, check_topics: bool = True,
 
 
 def run_with_ops(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], loop: Callable[[threading.Event], None],
-                 stop: threading.Event, logger: str, host: str = OpsSettings.bind_host) -> None:
-    """Serve /healthz and /metrics on ``host:port`` (pass ``settings.ops.bind_host``) while ``loop(stop)`` runs."""
+                 stop: threading.Event, logger: str, host: str = OpsSettings.bind_host,
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+    """Serve /healthz, /readyz and /metrics on ``host:port`` (pass ``settings.ops.bind_host``) while
+    ``loop(stop)`` runs; ``ready`` answers /readyz (``health`` when not given)."""
     from streams.web import OpsServer
 
-    server = OpsServer(port, health, host=host).start()
+    server = OpsServer(port, health, host=host, ready=ready).start()
     logging.getLogger(logger).info("ops http on %s:%d (/healthz, /metrics)", server.host, server.port)
     try:
         loop(stop)
