@@ -36,14 +36,18 @@ _FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
 def unsubscribe_link(base_url: str, command_id: str, customer_id: str, key: str | bytes | None = None,
-                     locale: str = "en") -> str:
+                     locale: str = "en", purpose: str = "unsubscribe") -> str:
     """The one-click unsubscribe URL: ``base_url?c=<command>&u=<customer>&l=<locale>&t=<HMAC token>``.
+    For the other list links (``purpose`` ``keep`` or ``preferences``) the same URL carries ``&a=<purpose>``
+    and a token signed for that purpose (:mod:`sinks.unsubscribe_token`).
 
     Without ``key`` the link carries no token (counted in ``shopmail_unsubscribe_links_unsigned_total``);
     the unsubscribe service answers such a link with 403, so production must configure the key."""
     params = {"c": command_id, "u": customer_id, "l": locale or "en"}
+    if purpose != "unsubscribe":
+        params["a"] = purpose
     if key:
-        params["t"] = sign(key, customer_id, command_id, params["l"])
+        params["t"] = sign(key, customer_id, command_id, params["l"], purpose)
     else:
         UNSIGNED_LINKS.inc()
         log.debug("unsubscribe link for %s built without a signing key", command_id)
