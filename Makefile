@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean chromium
+.PHONY: demo test test-fast venv clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ chromium:
 # Two pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
 test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+
+# The edit loop: every test that needs neither the broker nor the SES emulator nor a slow run (≈ 1 min).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 -m "not integration and not slow"
 
 clean:
 	rm -rf $(VENV) .shopmail-data

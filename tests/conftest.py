@@ -96,3 +96,11 @@ def settings(request: pytest.FixtureRequest) -> Settings:
     s.worker.store = "memory://"
     s.worker.tick_interval_s = 0.5
     return s
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that needs the broker or the SES emulator is an integration test, whether or not it says so:
+    `make test-fast` (``-m "not integration and not slow"``) runs the rest."""
+    for item in items:
+        if {"kafka", "moto_ses"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

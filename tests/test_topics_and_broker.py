@@ -73,6 +73,7 @@ def test_simulate_partitioning_matches_the_producers_partitioner(kafka, settings
     assert all(partition_for(key, 7) == p for key, p in placed)
 
 
+@pytest.mark.slow  # waits for the Docker client to give up
 def test_container_broker_path_skips_with_a_reason_when_no_docker_engine_answers(tmp_path):
     """SHOPMAIL_TEST_BROKER=container uses testcontainers; without a Docker engine it skips, never fails."""
     try:
