@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
     def bench(quick: bool = typer.Option(False, "--quick", help="smaller sizes (worker at ≥ 50k events): a few minutes"),
               tiny: bool = typer.Option(False, "--tiny", hidden=True, help="seconds: for the test suite"),
               parts: str = typer.Option("core,simulate,worker,scaleout,restore,latency,sink", help="which benchmarks"),
+              instructions: bool = typer.Option(False, "--instructions",
+                                                help="only instructions per event of decode, engine and partition "
+                                                     "task under valgrind's callgrind (repeatable on a busy machine)"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
@@ -65,7 +68,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = TINY if tiny else QUICK if quick else BenchConfig()
         t0 = time.perf_counter()
-        figures = run_bench(cfg, [p.strip() for p in parts.split(",") if p.strip()],
+        chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
+        figures = run_bench(cfg, chosen,
                             os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
         machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
                    "seconds": round(time.perf_counter() - t0, 1), "size": "tiny" if tiny else "quick" if quick else "full"}

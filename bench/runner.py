@@ -14,6 +14,9 @@ same run (these machines are noisy: ratios, not absolute numbers, are the figure
               steady event rate, ``latency_runs`` runs; worker, sink and moto each in their own
               process, with a per-hop split (bench/traced.py) and each process's CPU seconds.
 4. sink     — sends/s against moto with the rate limit off, and the measured rate with it on.
+6. instructions — instructions per event of decode, the engine and the partition task under
+              `valgrind --tool=callgrind` (bench/instructions.py): a count that repeats whatever the
+              machine is doing, over the core part's input.
 5. simulate — `shopmail simulate` (one process per CPU) over a year of synthetic traffic for
               ``simulate_customers`` customers (full size: 100k, the issue's target is < 60 s), against
               the same run with one process.
@@ -109,6 +112,22 @@ def bench_core(cfg: BenchConfig, out: Figures) -> None:
     out.add("core.task_events_per_s", round(len(events) / task_s))
     out.add("core.decode_ceiling_per_s", round(len(encoded) / decode_s))
     out.add("core.ratio_to_decode", round((len(events) / core_s) / (len(encoded) / decode_s), 3))
+
+
+def bench_instructions(cfg: BenchConfig, out: Figures) -> None:
+    """Instructions per event (callgrind) over the core part's events; says why where it cannot count."""
+    from bench.instructions import REGIONS, InstructionsUnavailable, count_instructions
+
+    events = list(generate(TrafficSpec(customers=cfg.core_customers, days=cfg.core_days, seed=7)))
+    try:
+        counts = count_instructions(events)
+    except InstructionsUnavailable as exc:
+        out.add("instructions.skipped", str(exc))
+        return
+    out.add("instructions.events", counts.events)
+    out.add("instructions.commands", counts.commands)
+    for region in REGIONS:
+        out.add(f"instructions.{region}_per_event", round(counts.per_event(region)))
 
 
 def bench_state(cfg: BenchConfig, out: Figures) -> None:
@@ -774,6 +793,8 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         bench_state(cfg, figures)
     if "simulate" in parts:
         bench_simulate(cfg, figures)
+    if "instructions" in parts:
+        bench_instructions(cfg, figures)
     broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:
