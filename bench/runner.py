@@ -609,8 +609,10 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
                                           "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
             p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
         p.flush(30)
-        sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap,
-                      {"SHOPMAIL_SES__MAX_CONCURRENCY": "8"})
+        # the sink child takes the user's settings (SHOPMAIL_SES__MAX_CONCURRENCY and the rest from the
+        # environment or SHOPMAIL_CONFIG); the figure names the concurrency it ran with
+        sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap, {})
+        out.add("sink.max_concurrency", load_settings().ses.max_concurrency)
         try:
             _outcomes(s, bootstrap, cfg.sink_commands, timeout_s=300)
             times = sorted(r.at for r in proxy.sends())
