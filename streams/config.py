@@ -54,7 +54,9 @@ class KafkaSecuritySettings:
     # (IRSA web identity in EKS, instance profile, env); region empty → AWS_REGION / the chain's region.
     oauth_provider: str = ""
     aws_region: str = ""
-    connect_timeout_s: float = 15.0  # start-up connectivity check: fail with the TLS/auth reason after this
+    # start-up connectivity check: TLS/auth failures are reported at once; refused, unknown host or no
+    # answer after this many seconds (every command that needs the broker fails within it, exit code 3)
+    connect_timeout_s: float = 6.0
 
     def __repr__(self) -> str:
         parts = []

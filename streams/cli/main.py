@@ -21,9 +21,15 @@ console = Console(stderr=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $SHOPMAIL_CONFIG)")
 
 
+EXIT_KAFKA_UNREACHABLE = 3  # the cluster could not be reached or refused us (README "Exit codes")
+_debug = False
+
+
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback of a failure")) -> None:
     """shopmail: Kafka-native lifecycle email pipeline."""
+    global _debug
+    _debug = debug
 
 
 def settings_from(config: Optional[Path]) -> Settings:
@@ -83,7 +89,17 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="shopmail")
+    """Run the app; a cluster that cannot be reached is one line on stderr (the bootstrap servers and the
+    cause) and exit code 3, its traceback only with ``--debug``."""
+    from streams.kafka.io import KafkaConnectError
+
+    try:
+        app(prog_name="shopmail")
+    except KafkaConnectError as exc:
+        if _debug:
+            raise
+        print(f"shopmail: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_KAFKA_UNREACHABLE)
 
 
 if __name__ == "__main__":
