@@ -129,6 +129,7 @@ class WorkerSettings:
     # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)
     max_lag_wait_ms: int = 5000  # …and up to this long when that topic is known to have unfetched records
     max_buffered: int = 5000  # records buffered per topic-partition before it is paused
+    health_stall_s: float = 60.0  # /healthz fails (the pod restarts) when the loop has not turned this long
 
 
 @dataclass

@@ -7,20 +7,59 @@ whole partition.  If the checkpoint is past the changelog's end (the topic was r
 copy is discarded.  It is written only after a transaction commits, so it never holds uncommitted state.
 
 - ``rocksdict://`` (production): one RocksDB database per partition under
-  ``<worker.data_dir>/<app_id>/partition-<p>``.
+  ``<worker.data_dir>/<app_id>/<instance_id>/partition-<p>``. Each worker instance owns its directory
+  through an exclusive lock (``<instance_id>.lock``, released by the OS when the process dies): a second
+  worker on the same host without an instance id of its own takes ``<hostname>-2`` (its own directory
+  and transactional.id) instead of crashing on the first one's RocksDB lock.
 - ``memory://`` (tests, demo): nothing is kept locally; recovery reads the whole changelog.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 CHECKPOINT_KEY = b"\x02checkpoint"
 
 
+class StateDirLocked(RuntimeError):
+    """Another live process on this host runs the same worker instance."""
+
+
+@dataclass(frozen=True)
+class InstanceClaim:
+    instance_id: str
+    directory: Path
+    lock_fd: int  # held open for the process's life; closing it releases the claim
+
+
+def claim_instance(base: Path, wanted: str, fixed: bool) -> InstanceClaim:
+    """Lock ``<base>/<wanted>.lock``. When another process holds it: a ``fixed`` (configured) instance id
+    raises ``StateDirLocked``; a defaulted one (the hostname) tries ``<wanted>-2``, ``-3``, …"""
+    base.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        name = wanted if n == 1 else f"{wanted}-{n}"
+        fd = os.open(base / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if fixed:
+                raise StateDirLocked(f"worker instance {name!r} already runs on this host ({base / name} is locked "
+                                     "by another process): give this worker an --instance-id of its own") from None
+            continue
+        return InstanceClaim(name, base / name, fd)
+    raise AssertionError("unreachable")
+
+
 class LocalStore(Protocol):
+    instance_id: str  # the worker instance whose state this is (its transactional.id suffix)
+
     def load(self, partition: int) -> tuple[dict[str, bytes], int]:
         """(values by key, checkpoint offset or -1 when there is nothing local)."""
         ...
@@ -29,10 +68,17 @@ class LocalStore(Protocol):
 
     def discard(self, partition: int) -> None: ...
 
+    def release(self, partition: int) -> None:
+        """Close the partition's local database (revoked: another worker may take it)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class MemoryStore:
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+
     def load(self, partition: int) -> tuple[dict[str, bytes], int]:
         return {}, -1
 
@@ -42,16 +88,22 @@ class MemoryStore:
     def discard(self, partition: int) -> None:
         return None
 
+    def release(self, partition: int) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
 
 class RocksdictStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, claim: InstanceClaim) -> None:
         from rocksdict import Rdict  # imported here: only production workers need the native library
 
         self._rdict_cls = Rdict
-        self.directory = directory
+        self._claim = claim
+        self._released = False
+        self.instance_id = claim.instance_id
+        self.directory = claim.directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._dbs: dict[int, object] = {}
 
@@ -88,21 +140,30 @@ class RocksdictStore:
         batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
         db.write(batch)  # type: ignore[attr-defined]
 
-    def discard(self, partition: int) -> None:
+    def release(self, partition: int) -> None:
         db = self._dbs.pop(partition, None)
         if db is not None:
             db.close()  # type: ignore[attr-defined]
+
+    def discard(self, partition: int) -> None:
+        self.release(partition)
         shutil.rmtree(self.directory / f"partition-{partition}", ignore_errors=True)
 
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()  # type: ignore[attr-defined]
         self._dbs.clear()
+        if not self._released:
+            self._released = True
+            os.close(self._claim.lock_fd)
 
 
-def open_store(url: str, data_dir: str, app_id: str) -> LocalStore:
+def open_store(url: str, data_dir: str, app_id: str, instance_id: str, fixed: bool = True) -> LocalStore:
+    """The worker's local store; ``instance_id`` is the wanted one (``fixed``: configured, else a default
+    that a second worker on the host replaces with ``<id>-2``); the store's ``instance_id`` is the one
+    it got."""
     if url.startswith("memory://"):
-        return MemoryStore()
+        return MemoryStore(instance_id)
     if url.startswith("rocksdict://"):
-        return RocksdictStore(Path(data_dir) / app_id)
+        return RocksdictStore(claim_instance(Path(data_dir) / app_id, instance_id, fixed))
     raise ValueError(f"unknown worker.store {url!r}: use rocksdict:// or memory://")
