@@ -40,10 +40,10 @@ def blackhole() -> Iterator[int]:
         s.close()
 
 
-def shopmail(bootstrap: str, *args: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def shopmail(bootstrap: str, *args: str, tmp_path: Path, **extra_env: str) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPMAIL_")}
     env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SHOPMAIL_WORKER__DATA_DIR": str(tmp_path / "data"),
-                "SHOPMAIL_WORKER__STORE": "memory://", "SHOPMAIL_WORKER__WEB_PORT": "0"})
+                "SHOPMAIL_WORKER__STORE": "memory://", "SHOPMAIL_WORKER__WEB_PORT": "0", **extra_env})
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60, cwd=tmp_path)
@@ -83,3 +83,11 @@ def test_the_worker_fails_fast_too_and_debug_shows_the_traceback(closed_port: in
     assert_one_line_error(done, elapsed, bootstrap, "connection refused")
     debug, _ = shopmail(bootstrap, "--debug", "worker", tmp_path=tmp_path)
     assert debug.returncode != 0 and "KafkaConnectError" in debug.stderr and "Traceback" in debug.stderr
+
+
+def test_unusable_security_settings_are_one_line_with_exit_code_two(closed_port: int, tmp_path: Path):
+    missing_ca = tmp_path / "no-such-ca.crt"
+    env = {"SHOPMAIL_KAFKA__SECURITY__PROTOCOL": "SSL", "SHOPMAIL_KAFKA__SECURITY__SSL_CA_LOCATION": str(missing_ca)}
+    done, elapsed = shopmail(f"127.0.0.1:{closed_port}", "topics", "--verify", tmp_path=tmp_path, **env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and elapsed < FAIL_FAST_S
+    assert done.stderr.strip().splitlines() == [f"shopmail: config error: kafka.security.ssl_ca_location: no such file {missing_ca}"]

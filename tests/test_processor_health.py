@@ -6,11 +6,11 @@ once; a second worker on the same host gets its own state directory."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from streams.kafka.io import produce_records
 from streams.kafka.topics import ensure_topics, topic_specs
 from streams.runtime import background
 from streams.runtime.metrics import ProcessorMetrics, health, readiness
-from streams.runtime.state_store import StateDirLocked, open_store
 from streams.runtime.worker import ProcessorRuntime
 from streams.web import OpsServer
 from tests.test_processor_skeleton import order
@@ -143,21 +142,24 @@ def test_restore_reads_every_partition_at_once_and_an_empty_changelog_costs_next
     assert elapsed < 3.0, f"6 empty partitions took {elapsed:.2f}s (one at a time it was ~1.2 s each)"
 
 
-def test_a_second_worker_on_the_same_host_gets_its_own_state_directory(tmp_path: Path):
-    first = open_store("rocksdict://", str(tmp_path), "shopmail-processors", "host-a", fixed=False)
-    second = open_store("rocksdict://", str(tmp_path), "shopmail-processors", "host-a", fixed=False)
+def test_a_second_worker_on_the_same_host_gets_its_own_state_directory_and_instance_id(kafka, settings, tmp_path):
+    settings.worker.store = "rocksdict://"
+    settings.worker.data_dir = str(tmp_path)
+    settings.worker.instance_id = ""
+    host = socket.gethostname()
+    first = ProcessorRuntime(settings, kafka)
+    second = ProcessorRuntime(settings, kafka)  # same host, same settings, first still running
     try:
-        assert (first.instance_id, second.instance_id) == ("host-a", "host-a-2")
-        first.apply(0, {"k": b"1"}, 5)
-        second.apply(0, {"k": b"2"}, 7)  # the same partition, its own database: no lock clash
-        assert first.load(0) == ({"k": b"1"}, 5) and second.load(0) == ({"k": b"2"}, 7)
-        with pytest.raises(StateDirLocked, match="host-a"):
-            open_store("rocksdict://", str(tmp_path), "shopmail-processors", "host-a", fixed=True)
+        assert (first.instance_id, second.instance_id) == (host, f"{host}-2")  # two transactional.ids
+        first.store.apply(0, {"k": b"1"}, 5)
+        second.store.apply(0, {"k": b"2"}, 7)  # the same partition, its own database: no lock clash
+        assert first.store.load(0) == ({"k": b"1"}, 5) and second.store.load(0) == ({"k": b"2"}, 7)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [settings.worker.app_id, f"{settings.worker.app_id}.worker-2"]
     finally:
-        first.close()
-        second.close()
-    again = open_store("rocksdict://", str(tmp_path), "shopmail-processors", "host-a", fixed=False)
+        first.store.close()
+        second.store.close()
+    again = ProcessorRuntime(settings, kafka)  # both gone: the first directory is free again, with its state
     try:
-        assert again.instance_id == "host-a" and again.load(0) == ({"k": b"1"}, 5)  # released on close
+        assert again.instance_id == host and again.store.load(0) == ({"k": b"1"}, 5)
     finally:
-        again.close()
+        again.store.close()

@@ -90,16 +90,18 @@ _register()
 
 def main() -> None:
     """Run the app; a cluster that cannot be reached is one line on stderr (the bootstrap servers and the
-    cause) and exit code 3, its traceback only with ``--debug``."""
+    cause) and exit code 3, invalid security settings one line and exit code 2; the traceback only with
+    ``--debug``."""
     from streams.kafka.io import KafkaConnectError
 
     try:
         app(prog_name="shopmail")
-    except KafkaConnectError as exc:
+    except (KafkaConnectError, ConfigError) as exc:  # a ConfigError here: security settings, read at connect
         if _debug:
             raise
-        print(f"shopmail: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_KAFKA_UNREACHABLE)
+        kind = "error" if isinstance(exc, KafkaConnectError) else "config error"
+        print(f"shopmail: {kind}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_KAFKA_UNREACHABLE if isinstance(exc, KafkaConnectError) else 2)
 
 
 if __name__ == "__main__":

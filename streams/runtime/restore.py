@@ -1,6 +1,7 @@
-"""Restore of one partition's state, and the one broker workaround the runtime needs.
+"""Restore of partitions' state (all partitions of an assignment read together), and the one broker
+workaround the runtime needs.
 
-``ChangelogRestore`` rebuilds a partition's engine: the local store up to its checkpoint, then the
+``ChangelogRestore`` rebuilds partitions' engines: each one's local store up to its checkpoint, then the
 changelog tail (read_committed) to the end the fetch reports (streams/kafka/log_reader.py) — never to a
 ListOffsets high watermark, which some brokers under-report. A local checkpoint outside the changelog
 (the topic was recreated) is discarded and the whole changelog read instead.

@@ -7,10 +7,11 @@ whole partition.  If the checkpoint is past the changelog's end (the topic was r
 copy is discarded.  It is written only after a transaction commits, so it never holds uncommitted state.
 
 - ``rocksdict://`` (production): one RocksDB database per partition under
-  ``<worker.data_dir>/<app_id>/<instance_id>/partition-<p>``. Each worker instance owns its directory
-  through an exclusive lock (``<instance_id>.lock``, released by the OS when the process dies): a second
-  worker on the same host without an instance id of its own takes ``<hostname>-2`` (its own directory
-  and transactional.id) instead of crashing on the first one's RocksDB lock.
+  ``<worker.data_dir>/<app_id>/partition-<p>``. A worker process owns that directory through an
+  exclusive lock (released by the OS when the process dies); a second live worker on the same host takes
+  ``<app_id>.worker-2`` (and, without an instance id of its own, ``<hostname>-2`` as transactional.id
+  suffix) instead of crashing on the first one's RocksDB lock. Any worker may use a directory another
+  one left: the checkpoint says up to where it is complete, the changelog holds the rest.
 - ``memory://`` (tests, demo): nothing is kept locally; recovery reads the whole changelog.
 """
 
@@ -27,38 +28,34 @@ from typing import Protocol
 CHECKPOINT_KEY = b"\x02checkpoint"
 
 
-class StateDirLocked(RuntimeError):
-    """Another live process on this host runs the same worker instance."""
-
-
 @dataclass(frozen=True)
-class InstanceClaim:
-    instance_id: str
+class DirectoryClaim:
     directory: Path
+    slot: int  # 1 for <data_dir>/<app_id>, n for <data_dir>/<app_id>.worker-<n>
     lock_fd: int  # held open for the process's life; closing it releases the claim
 
 
-def claim_instance(base: Path, wanted: str, fixed: bool) -> InstanceClaim:
-    """Lock ``<base>/<wanted>.lock``. When another process holds it: a ``fixed`` (configured) instance id
-    raises ``StateDirLocked``; a defaulted one (the hostname) tries ``<wanted>-2``, ``-3``, …"""
-    base.mkdir(parents=True, exist_ok=True)
+LOCK_FILE = "shopmail.lock"
+
+
+def claim_directory(base: Path) -> DirectoryClaim:
+    """Lock ``base`` (an exclusive ``flock`` on a file inside it, released by the OS when the process
+    dies); when another live process holds it, the next free ``<base>.worker-<n>``."""
     for n in itertools.count(1):
-        name = wanted if n == 1 else f"{wanted}-{n}"
-        fd = os.open(base / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        directory = base if n == 1 else base.with_name(f"{base.name}.worker-{n}")
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            if fixed:
-                raise StateDirLocked(f"worker instance {name!r} already runs on this host ({base / name} is locked "
-                                     "by another process): give this worker an --instance-id of its own") from None
             continue
-        return InstanceClaim(name, base / name, fd)
+        return DirectoryClaim(directory, n, fd)
     raise AssertionError("unreachable")
 
 
 class LocalStore(Protocol):
-    instance_id: str  # the worker instance whose state this is (its transactional.id suffix)
+    slot: int  # 1, or n > 1 when n − 1 other live workers on this host hold the directories before it
 
     def load(self, partition: int) -> tuple[dict[str, bytes], int]:
         """(values by key, checkpoint offset or -1 when there is nothing local)."""
@@ -76,8 +73,7 @@ class LocalStore(Protocol):
 
 
 class MemoryStore:
-    def __init__(self, instance_id: str) -> None:
-        self.instance_id = instance_id
+    slot = 1
 
     def load(self, partition: int) -> tuple[dict[str, bytes], int]:
         return {}, -1
@@ -96,13 +92,13 @@ class MemoryStore:
 
 
 class RocksdictStore:
-    def __init__(self, claim: InstanceClaim) -> None:
+    def __init__(self, claim: DirectoryClaim) -> None:
         from rocksdict import Rdict  # imported here: only production workers need the native library
 
         self._rdict_cls = Rdict
         self._claim = claim
         self._released = False
-        self.instance_id = claim.instance_id
+        self.slot = claim.slot
         self.directory = claim.directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._dbs: dict[int, object] = {}
@@ -158,12 +154,9 @@ class RocksdictStore:
             os.close(self._claim.lock_fd)
 
 
-def open_store(url: str, data_dir: str, app_id: str, instance_id: str, fixed: bool = True) -> LocalStore:
-    """The worker's local store; ``instance_id`` is the wanted one (``fixed``: configured, else a default
-    that a second worker on the host replaces with ``<id>-2``); the store's ``instance_id`` is the one
-    it got."""
+def open_store(url: str, data_dir: str, app_id: str) -> LocalStore:
     if url.startswith("memory://"):
-        return MemoryStore(instance_id)
+        return MemoryStore()
     if url.startswith("rocksdict://"):
-        return RocksdictStore(claim_instance(Path(data_dir) / app_id, instance_id, fixed))
+        return RocksdictStore(claim_directory(Path(data_dir) / app_id))
     raise ValueError(f"unknown worker.store {url!r}: use rocksdict:// or memory://")

@@ -130,11 +130,11 @@ class ProcessorRuntime:
         self.changelog = changelog_topic(settings, "state")
         self.limits = settings.limits
         self.tasks: dict[int, PartitionTask[Message]] = {}
-        # the local store claims the instance's state directory; a second worker on this host without an
-        # instance id of its own gets "<hostname>-2" (its own directory and transactional.id)
-        self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id,
-                                            configured or socket.gethostname(), fixed=bool(configured))
-        self.instance_id = self.store.instance_id
+        # the local store claims a state directory; the n-th live worker on this host gets its own
+        # (slot n), and without a configured instance id "<hostname>-<n>" as transactional.id suffix
+        self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
+        hostname = socket.gethostname()
+        self.instance_id = configured or (hostname if self.store.slot == 1 else f"{hostname}-{self.store.slot}")
         # health (streams/runtime/metrics.py): the loop's last turn, and the partitions being restored
         self.beat_at = time.monotonic()
         self.restoring: list[int] = []
