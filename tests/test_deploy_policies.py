@@ -32,7 +32,7 @@ PROMETHEUS = Pod("prometheus-0", "monitoring", {"app.kubernetes.io/name": "prome
 INGRESS_NGINX = Pod("ingress-nginx-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 KAFKA_BROKER = Pod("shopmail-kafka-0", "kafka", {"strimzi.io/cluster": "shopmail-kafka"})
 COREDNS = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"})
-STRANGERS = [Pod("curl", "default", {"app": "curl"}), Pod("grafana", "monitoring-other", {"app": "grafana"}),
+STRANGERS = [Pod("curl", "default", {"app": "curl"}), Pod("grafana", "monitoring", {"app.kubernetes.io/name": "grafana"}),
              Pod("shopmail-kafka-0", "kafka", {"strimzi.io/cluster": "shopmail-kafka"}),
              Pod("exporter", "monitoring-extra", {"app.kubernetes.io/name": "prometheus"})]
 
