@@ -54,7 +54,9 @@ class KafkaSecuritySettings:
     # (IRSA web identity in EKS, instance profile, env); region empty → AWS_REGION / the chain's region.
     oauth_provider: str = ""
     aws_region: str = ""
-    connect_timeout_s: float = 15.0  # start-up connectivity check: fail with the TLS/auth reason after this
+    # start-up connectivity check: TLS/auth failures are reported at once; refused, unknown host or no
+    # answer after this many seconds (every command that needs the broker fails within it, exit code 3)
+    connect_timeout_s: float = 6.0
 
     def __repr__(self) -> str:
         parts = []
@@ -127,6 +129,7 @@ class WorkerSettings:
     # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)
     max_lag_wait_ms: int = 5000  # …and up to this long when that topic is known to have unfetched records
     max_buffered: int = 5000  # records buffered per topic-partition before it is paused
+    health_stall_s: float = 60.0  # /healthz fails (the pod restarts) when the loop has not turned this long
 
 
 @dataclass

@@ -5,36 +5,19 @@ from the topic list — and a check that each component's code touches only topi
 from __future__ import annotations
 
 import ast
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from streams.config import Settings, load_settings
 from streams.kafka.io import security_config
 from streams.kafka.topics import INPUT_TOPICS, component_access, topic_specs
-from streams.kafka.strimzi import render_users, user_acls
+from streams.kafka.strimzi import kafka_users, render_users, user_acls
+from tests.support.deploy import DEPLOY, ROOT, needs_kubectl, one, rendered
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
 WORKLOAD_OVERLAYS = ["dev", "prod", "prod-msk-iam"]
 CONTAINER_COMPONENT = {"processor": "processors", "sink": "sink", "ses-bridge": "ses-bridge", "tracking": "tracking",
                        "unsubscribe": "unsubscribe"}
-
-needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed on this machine")
-
-
-def rendered(overlay: str) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def one(objects: list[dict], kind: str) -> dict:
-    (obj,) = [o for o in objects if o["kind"] == kind]
-    return obj
 
 
 @needs_kubectl
@@ -42,7 +25,7 @@ def test_the_msk_iam_overlay_validates_against_kubernetes_schemas() -> None:
     import kubernetes_validate
 
     for obj in rendered("prod-msk-iam"):
-        if obj["kind"] not in ("ServiceMonitor", "PrometheusRule", "ScaledObject"):
+        if obj["kind"] not in ("ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"):
             kubernetes_validate.validate(obj, "1.32", strict=True)
 
 
@@ -68,7 +51,7 @@ def _workloads(objects: list[dict]) -> list[tuple[dict, dict]]:
 @needs_kubectl
 def test_prod_workloads_authenticate_as_their_own_kafka_user_with_the_password_from_its_secret() -> None:
     objects = rendered("prod")
-    config = one(objects, "ConfigMap")["data"]
+    config = one(objects, "ConfigMap", "shopmail-config")["data"]
     users = {u["metadata"]["name"] for u in rendered("prod-kafka-users")}
     assert config["SHOPMAIL_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL" and config["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093")
     assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in config), "no literal secret in a ConfigMap"
@@ -93,7 +76,7 @@ def test_prod_workloads_authenticate_as_their_own_kafka_user_with_the_password_f
 @pytest.mark.parametrize("overlay", ["prod", "prod-msk-iam"])
 def test_the_security_settings_in_each_overlay_are_real_settings_that_build_a_client_config(
         overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = one(rendered(overlay), "ConfigMap")["data"]
+    data = one(rendered(overlay), "ConfigMap", "shopmail-config")["data"]
     env = {k: v for k, v in data.items() if k.startswith("SHOPMAIL_KAFKA__")}
     for key in ("SASL_PASSWORD_FILE", "SSL_CA_LOCATION"):  # the mounted Secrets, here as files
         name = f"SHOPMAIL_KAFKA__SECURITY__{key}"
@@ -116,6 +99,72 @@ def test_committed_kafka_users_equal_the_generator_output() -> None:
     committed = (DEPLOY / "overlays" / "prod-kafka-users" / "kafka-users.yaml").read_text()
     assert committed == render_users(load_settings(env={}), "shopmail-kafka"), (
         "regenerate: python -m streams.kafka.strimzi --users > deploy/overlays/prod-kafka-users/kafka-users.yaml")
+
+
+def _auth_params(objects: list[dict], auth: dict) -> dict[str, str]:
+    """A TriggerAuthentication's parameters as KEDA resolves them: ConfigMap values from the render,
+    Secret references as "secret:<name>/<key>" (Strimzi writes those Secrets)."""
+    maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    params = {ref["parameter"]: maps[ref["name"]][ref["key"]] for ref in auth["spec"].get("configMapTargetRef", [])}
+    params |= {ref["parameter"]: f"secret:{ref['name']}/{ref['key']}" for ref in auth["spec"].get("secretTargetRef", [])}
+    return params
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", WORKLOAD_OVERLAYS)
+def test_keda_reads_lag_of_every_input_topic_and_the_commands_from_the_brokers_the_workloads_use(overlay: str) -> None:
+    s = load_settings(env={})
+    objects = rendered(overlay)
+    config = one(objects, "ConfigMap", "shopmail-config")["data"]
+    workloads = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
+    watched: dict[str, set[str]] = {}
+    for so in (o for o in objects if o["kind"] == "ScaledObject"):
+        target = so["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) in workloads
+        for trigger in so["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            assert meta["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"], so["metadata"]["name"]
+            watched.setdefault(meta["consumerGroup"], set()).add(meta["topic"])
+    assert watched == {s.worker.app_id: {s.topics.name(lt) for lt in INPUT_TOPICS},
+                       s.sink.group_id: {s.topics.name("commands")}}
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", ["prod", "prod-msk-iam"])
+def test_keda_authenticates_on_a_secured_cluster(overlay: str) -> None:
+    objects = rendered(overlay)
+    config = one(objects, "ConfigMap", "shopmail-config")["data"]
+    auths = {o["metadata"]["name"]: o for o in objects if o["kind"] == "TriggerAuthentication"}
+    triggers = [t for o in objects if o["kind"] == "ScaledObject" for t in o["spec"]["triggers"]]
+    names = {t.get("authenticationRef", {}).get("name") for t in triggers}
+    (name,) = names
+    assert name in auths, f"every trigger must name an existing TriggerAuthentication, got {names}"
+    params = _auth_params(objects, auths[name])
+    assert params["tls"] == "enable"
+    if overlay == "prod":  # SCRAM over TLS as KafkaUser shopmail-keda, trusting the cluster CA the pods trust
+        users = {u["metadata"]["name"]: u for u in rendered("prod-kafka-users")}
+        assert params["sasl"] == "scram_sha512" and params["username"] in users
+        assert params["password"] == f"secret:{params['username']}/password"
+        ca_secret = next(v["secret"]["secretName"] for o in objects if o["kind"] == "StatefulSet"
+                         for v in o["spec"]["template"]["spec"]["volumes"] if v["name"] == "kafka-ca")
+        assert params["ca"] == f"secret:{ca_secret}/ca.crt"
+        assert config["KAFKA_BOOTSTRAP_SERVERS"].endswith(":9093")
+    else:  # MSK IAM: a role assumed by the KEDA operator, region from the workloads' config
+        identity = auths[name]["spec"]["podIdentity"]
+        assert identity["provider"] == "aws" and identity["roleArn"].startswith("arn:aws:iam::111111111111:")
+        assert (params["sasl"], params["saslTokenProvider"]) == ("oauthbearer", "aws_msk_iam")
+        assert {t["metadata"]["awsRegion"] for t in triggers} == {config["SHOPMAIL_KAFKA__SECURITY__AWS_REGION"]}
+
+
+def test_the_keda_user_may_only_describe_the_scaled_groups_and_their_topics() -> None:
+    s = load_settings(env={})
+    users = {u["metadata"]["name"]: u for u in kafka_users(s, "shopmail-kafka")}
+    acls = users["shopmail-keda"]["spec"]["authorization"]["acls"]
+    assert {op for a in acls for op in a["operations"]} == {"Describe"}
+    assert {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"} == {s.worker.app_id, s.sink.group_id}
+    assert {a["resource"]["name"] for a in acls if a["resource"]["type"] == "topic"} == (
+        {s.topics.name(lt) for lt in INPUT_TOPICS} | {s.topics.name("commands")})
+    assert all(a["resource"].get("patternType") == "literal" for a in acls)
 
 
 def granted(settings: Settings, component: str) -> dict[tuple[str, str], set[str]]:

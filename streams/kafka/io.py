@@ -129,20 +129,35 @@ def masked(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 class KafkaConnectError(RuntimeError):
-    """The cluster could not be reached or refused us; ``reason`` is "authentication", "tls" or "unreachable"."""
+    """The cluster could not be reached or refused us. ``reason`` is "authentication", "tls" or
+    "unreachable"; ``cause`` says which: "authentication", "tls", "connection refused", "unknown host"
+    or "timeout" (a TCP connection but no Kafka answer, e.g. a firewall that drops packets). The message
+    is one line naming the bootstrap servers and the cause."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, cause: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.cause = cause or reason
 
 
 _FATAL = {KafkaError._AUTHENTICATION: "authentication", KafkaError._SSL: "tls"}
+# librdkafka's words for why a connection failed (error_cb / log strings), most specific first
+_UNREACHABLE_CAUSES = (("connection refused", "connection refused"), ("failed to resolve", "unknown host"),
+                       ("name or service not known", "unknown host"), ("no route to host", "no route to host"),
+                       ("network is unreachable", "no route to host"))
+
+
+def unreachable_cause(detail: str) -> str:
+    """The cause a librdkafka connection error names ("timeout" when it names none we know)."""
+    lowered = detail.lower()
+    return next((cause for words, cause in _UNREACHABLE_CAUSES if words in lowered), "timeout")
 
 
 def check_connection(kafka: KafkaSettings, bootstrap: str | None = None, timeout_s: float | None = None) -> None:
     """Start-up connectivity check: return once the cluster answers a metadata request with our
     credentials, raise ``KafkaConnectError`` at the first TLS or authentication failure (librdkafka
-    would otherwise retry them forever) or when nothing answered within ``timeout_s``."""
+    would otherwise retry them forever) or when nothing answered within ``timeout_s``
+    (``kafka.security.connect_timeout_s``), naming the last cause seen (refused, unknown host, timeout)."""
     from confluent_kafka.admin import AdminClient
 
     timeout_s = kafka.security.connect_timeout_s if timeout_s is None else timeout_s
@@ -156,23 +171,28 @@ def check_connection(kafka: KafkaSettings, bootstrap: str | None = None, timeout
            "authentication": f"SASL {sec.sasl_mechanism} authentication at {target} as "
                              f"{sec.sasl_username or sec.oauth_provider or '?'}"}
     deadline = time.monotonic() + timeout_s
-    last = ""
+    causes: list[str] = []
     while True:
         try:
             if admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic()))).brokers:
                 return
-        except Exception as exc:  # KafkaException while connecting; the cause arrives through error_cb
-            last = str(exc)
+        except Exception:  # noqa: BLE001 - KafkaException while connecting; the cause arrives through error_cb
+            pass
         admin.poll(0)
         for err in errors:
             reason = _FATAL.get(err.code())
             if reason:
-                raise KafkaConnectError(reason, f"{who[reason]} failed: {err.str()}")
-            last = err.str()
+                raise KafkaConnectError(reason, f"{who[reason]} failed: {err.str()}", reason)
+            causes.append(err.str())
         errors.clear()
         if time.monotonic() >= deadline:
-            raise KafkaConnectError("unreachable", f"no Kafka broker at {target} answered within {timeout_s:g}s: "
-                                                   f"{last or 'no response'}")
+            detail = next((c for c in reversed(causes) if unreachable_cause(c) != "timeout"), causes[-1] if causes else "")
+            cause = unreachable_cause(detail)
+            if cause == "timeout":
+                message = f"cannot reach Kafka at {target}: timeout (no answer to a metadata request within {timeout_s:g}s)"
+            else:
+                message = f"cannot reach Kafka at {target}: {cause} ({detail}); gave up after {timeout_s:g}s"
+            raise KafkaConnectError("unreachable", message, cause)
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:

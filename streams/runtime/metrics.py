@@ -1,15 +1,20 @@
 """Prometheus metrics of the processors (per worker): events, commands by flow, DLQ records,
-consumer lag per partition, clock skew (wall clock − partition event-time clock), and the domain
+consumer lag per assigned partition (removed on revoke: alerts read the cluster's own
+``kafka_consumergroup_lag``), restore time, clock skew (wall clock − partition event-time clock), and the domain
 core's own counters (``PartitionEngine.stats``): late events applied by topic and how late, events
 too far ahead of the clock, superseded facts, duplicates, clock repairs, steps dropped by reason,
-audience joins and leaves."""
+audience joins and leaves.
+
+``health`` (liveness, /healthz) and ``readiness`` (/readyz) are the processors' honest answers: not
+live when the loop has not turned for ``worker.health_stall_s`` (or a restore has run past
+``worker.restore_timeout_s``); not ready without an assigned partition or while restoring."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from streams.shared_metrics import DLQ
 
@@ -39,6 +44,10 @@ DROPPED = Counter("shopmail_processor_steps_dropped_total", "Flow steps not sent
                   ["flow", "reason"])
 AUDIENCE = Counter("shopmail_processor_audience_changes_total",
                    "Retargeting audience joins and leaves written (change: join, leave)", ["audience", "change"])
+RESTORE = Histogram("shopmail_processor_restore_seconds",
+                    "Wall time to restore the partitions of one assignment (or after an aborted transaction)",
+                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+RESTORED_PARTITIONS = Counter("shopmail_processor_restored_partitions_total", "Partitions restored")
 ENFORCED = Counter("shopmail_processor_enforced_processing_total",
                    "Records processed while a co-partitioned topic of their partition had none")
 
@@ -115,7 +124,47 @@ class ProcessorMetrics:
     def on_dead_letter(self, topic: str) -> None:
         DLQ.labels(topic).inc()
 
+    def on_restore(self, partitions: int, seconds: float) -> None:
+        RESTORE.observe(seconds)
+        RESTORED_PARTITIONS.inc(partitions)
+
+    def on_revoke(self, topic_partitions: list[tuple[str, int]], partitions: set[int]) -> None:
+        """Drop the gauges of what this worker no longer owns (a stale lag would read as lag forever)."""
+        for topic, partition in topic_partitions:
+            LAG.remove(topic, str(partition))
+        for partition in partitions:
+            SKEW.remove(str(partition))
+            self._engine_seen.pop(partition, None)
+
+
+def _liveness_problems(runtime: Any, now: float) -> list[str]:
+    worker = runtime.settings.worker
+    if runtime.restoring:  # restoring inside the loop's turn: alive until the restore's own timeout
+        if now - runtime.restore_started > worker.restore_timeout_s:
+            return [f"restore_stalled_{now - runtime.restore_started:.0f}s"]
+        return []
+    if now - runtime.beat_at > worker.health_stall_s:
+        return [f"loop_stalled_{now - runtime.beat_at:.0f}s"]
+    return []
+
+
+def _details(runtime: Any, problems: list[str]) -> dict[str, Any]:
+    return {"problems": problems, "assigned_partitions": sorted(list(runtime.tasks)),
+            "restoring": list(runtime.restoring), "events": runtime.stats.events,
+            "commands": runtime.stats.commands}
+
 
 def health(runtime: Any) -> tuple[bool, dict[str, Any]]:
-    return True, {"assigned_partitions": sorted(runtime.engines), "events": runtime.stats.events,
-                  "commands": runtime.stats.commands, "ready": runtime.ready.is_set()}
+    """Liveness: the loop turned within ``worker.health_stall_s``."""
+    problems = _liveness_problems(runtime, time.monotonic())
+    return not problems, _details(runtime, problems)
+
+
+def readiness(runtime: Any) -> tuple[bool, dict[str, Any]]:
+    """Readiness: live, with at least one assigned partition, and not restoring."""
+    problems = _liveness_problems(runtime, time.monotonic())
+    if runtime.restoring:
+        problems.append("restoring")
+    elif not runtime.tasks:
+        problems.append("no_assignment")
+    return not problems, _details(runtime, problems)

@@ -118,7 +118,7 @@ class ProcessorRuntime:
                  observer: Any | None = None) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        self.instance_id = instance_id or settings.worker.instance_id or socket.gethostname()
+        configured = instance_id or settings.worker.instance_id
         self.engine_factory: EngineFactory = engine_factory or (lambda s, p: PartitionEngine(s, p))
         self.write_ticks = settings.worker.tick_interval_s > 0 if write_ticks is None else write_ticks
         self.observer = observer  # optional metrics sink with on_batch(stats) / on_dead_letter(topic)
@@ -130,8 +130,17 @@ class ProcessorRuntime:
         self.changelog = changelog_topic(settings, "state")
         self.limits = settings.limits
         self.tasks: dict[int, PartitionTask[Message]] = {}
+        # the local store claims a state directory; the n-th live worker on this host gets its own
+        # (slot n), and without a configured instance id "<hostname>-<n>" as transactional.id suffix
         self.store: LocalStore = open_store(settings.worker.store, settings.worker.data_dir, settings.worker.app_id)
-        self.restore = ChangelogRestore(settings, bootstrap, self.changelog, self.store, self.engine_factory)
+        hostname = socket.gethostname()
+        self.instance_id = configured or (hostname if self.store.slot == 1 else f"{hostname}-{self.store.slot}")
+        # health (streams/runtime/metrics.py): the loop's last turn, and the partitions being restored
+        self.beat_at = time.monotonic()
+        self.restoring: list[int] = []
+        self.restore_started = 0.0
+        self.restore = ChangelogRestore(settings, bootstrap, self.changelog, self.store, self.engine_factory,
+                                        progress=self._beat)
         self.orphans = OrphanedCommands(settings, bootstrap, self.commands_topic)
         self._start_offsets: dict[tuple[str, int], int] = {}  # committed offset at assignment
         self._paused: set[tuple[str, int]] = set()
@@ -185,6 +194,7 @@ class ProcessorRuntime:
             stats = self.stats
             clock = time.perf_counter
             while not stop.is_set():
+                self.beat_at = time.monotonic()
                 started = clock()
                 msgs = self._fetch()
                 fetched = clock()
@@ -210,6 +220,9 @@ class ProcessorRuntime:
                 self._resume_drained()
         finally:
             self._close()
+
+    def _beat(self) -> None:
+        self.beat_at = time.monotonic()
 
     def _fetch(self) -> list[Message]:
         """The records the client has now. Waits (up to 50 ms) only when no full batch is queued, and
@@ -243,9 +256,7 @@ class ProcessorRuntime:
         wanted = sorted({tp.partition for tp in partitions})
         for tp in consumer.committed(partitions, timeout=30):
             self._start_offsets[(tp.topic, tp.partition)] = max(tp.offset, 0)
-        for p in wanted:
-            if p not in self.tasks:
-                self.tasks[p] = self._restore_partition(p)
+        self.tasks.update(self._restore_partitions([p for p in wanted if p not in self.tasks]))
         self._rewind_global()  # a new partition has not seen the global topics through this worker yet
         log.info("assigned partitions %s", wanted)
 
@@ -255,30 +266,49 @@ class ProcessorRuntime:
         for p in list(self.tasks):
             if p in gone and p not in remaining:
                 del self.tasks[p]
+                self.store.release(p)  # the next owner may be another worker on this host
         for tp in partitions:
             self._paused.discard((tp.topic, tp.partition))
             self._start_offsets.pop((tp.topic, tp.partition), None)
+        if self.observer is not None and hasattr(self.observer, "on_revoke"):
+            self.observer.on_revoke([(tp.topic, tp.partition) for tp in partitions], gone - remaining)
         log.info("revoked partitions %s", sorted(gone))
 
-    def _restore_partition(self, partition: int) -> PartitionTask[Message]:
-        restored = self.restore.restore(partition)
-        ids, commands_end = self.orphans.visible_after(partition, restored.commands_marker)
-        self._already_emitted[partition] = ids
-        if self._checkpoint is not None:
-            self._checkpoint.restored(partition, restored.changelog_end, commands_end)
-        self.stats.recoveries += 1
-        self.stats.restored_local_keys += restored.local_keys
-        self.stats.restored_changelog_records += restored.changelog_records
-        log.info("partition %d restored: %d keys from the local store, %d changelog records (clock %d)",
-                 partition, restored.local_keys, restored.changelog_records, restored.engine.clock_ms)
-        return PartitionTask(self.settings, partition, restored.engine, INPUT_TOPICS)
+    def _restore_partitions(self, partitions: list[int]) -> dict[int, PartitionTask[Message]]:
+        """Rebuild the partitions' engines together (one changelog read for all of them, one read of
+        the commands partitions), not one partition after another."""
+        if not partitions:
+            return {}
+        self.restore_started = time.monotonic()
+        self.restoring = sorted(partitions)
+        try:
+            restored = self.restore.restore_many(self.restoring)
+            orphans = self.orphans.visible_after({p: r.commands_marker for p, r in restored.items()})
+        finally:
+            self.restoring = []
+        tasks: dict[int, PartitionTask[Message]] = {}
+        for p, r in sorted(restored.items()):
+            ids, commands_end = orphans[p]
+            self._already_emitted[p] = ids
+            if self._checkpoint is not None:
+                self._checkpoint.restored(p, r.changelog_end, commands_end)
+            self.stats.recoveries += 1
+            self.stats.restored_local_keys += r.local_keys
+            self.stats.restored_changelog_records += r.changelog_records
+            log.info("partition %d restored: %d keys from the local store, %d changelog records (clock %d)",
+                     p, r.local_keys, r.changelog_records, r.engine.clock_ms)
+            tasks[p] = PartitionTask(self.settings, p, r.engine, INPUT_TOPICS)
+        seconds = time.monotonic() - self.restore_started
+        log.info("restored partitions %s in %.3f s", sorted(partitions), seconds)
+        if self.observer is not None and hasattr(self.observer, "on_restore"):
+            self.observer.on_restore(len(partitions), seconds)
+        return tasks
 
     def _recover_after_abort(self) -> None:
         """After an aborted transaction the in-memory state ran ahead: rebuild it and rewind."""
         assert self._consumer is not None
         assignment = self._consumer.assignment()
-        for p in list(self.tasks):
-            self.tasks[p] = self._restore_partition(p)
+        self.tasks.update(self._restore_partitions(list(self.tasks)))
         if self._paused:
             self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
             self._paused.clear()
