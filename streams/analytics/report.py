@@ -94,10 +94,6 @@ def read_avro_dir(settings: Settings, directory: Path) -> Inputs:
     return inputs
 
 
-def from_topics(settings: Settings, bootstrap: str) -> Attribution:
-    return Attribution(settings.metrics).feed(read_topics(settings, bootstrap).records)
-
-
 def from_avro_dir(settings: Settings, directory: Path) -> Attribution:
     return Attribution(settings.metrics).feed(read_avro_dir(settings, directory).records)
 
@@ -254,7 +250,8 @@ LIFT_COLUMNS = ("lift_pp", "lift_pp_ci_low", "lift_pp_ci_high", "incremental_con
 
 
 def row_dicts(report: Report) -> Iterator[dict[str, Any]]:
-    """Each row with its lift over the holdout (empty without one) and the attribution window."""
+    """Each row with its lift over the holdout (empty without one; over the whole range, also in rows of
+    one day) and the attribution window."""
     lift = _lift_columns(report)
     for r in report.rows:
         d = r.as_dict()
