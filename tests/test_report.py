@@ -133,3 +133,13 @@ def test_the_terminal_tables_show_opens_split_and_the_holdouts_incremental_figur
     lead = text.index("Per flow (holdout excluded)")
     assert text.index("human") < text.index("RPR") < text.index("opens") and lead < text.index("Attribution by")
     assert "abandoned_cart · 1 · holdout" in text and "+240.00" in text and "20 vs 20" in text
+
+
+def test_without_a_holdout_the_report_says_there_are_no_incremental_figures():
+    files = shop()
+    records = [("command", c) for c in files["EmailCommand"] if c["variant"] == "A"]
+    records += [("outcome", o) for o in files["EmailOutcome"]] + [("feedback", f) for f in files["EmailFeedback"]]
+    console = Console(record=True, width=220)
+    print_report(console, build(Attribution().feed(records)))
+    text = console.export_text()
+    assert "no incremental figures" in text and "Experiments vs holdout" not in text

@@ -212,7 +212,8 @@ def print_report(console: Console, report: Report) -> None:
                       _interval(rev, r_lo, r_hi, significant=x.revenue_significant))
         console.print(t)
     else:
-        console.print("No holdout in this range: no incremental figures (flows.experiments[].holdout sets one).")
+        console.print("No held-back control group in this range, so no incremental figures "
+                      "(an experiment's share in flows.experiments sets one).")
     parts = []
     for kind, label in (("opened", "opens"), ("clicked", "clicks")):
         counts = report.engagement.get(kind, {})
