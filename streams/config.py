@@ -304,10 +304,28 @@ class AudienceSettings:
     only: list[str] = field(default_factory=list)
 
 
+SCANNER_USER_AGENTS = ("barracuda", "proofpoint", "mimecast", "ironport", "ciscosecureemail", "fortimail",
+                       "fortiguard", "sophos", "trend micro", "symantec", "forcepoint", "safelinks", "bingpreview",
+                       "headlesschrome", "phantomjs", "python-requests", "python-urllib", "go-http-client", "curl/",
+                       "wget/", "okhttp", "java/", "libwww-perl", "bot/", "spider", "crawler")
+
+
 @dataclass
 class MetricsSettings:
-    click_window_ms: int = 5 * DAY_MS
-    open_window_ms: int = 1 * DAY_MS
+    """Attribution (streams/analytics/) and the machine-open / bot-click rules (streams/core/engagement.py)."""
+
+    click_window_ms: int = 5 * DAY_MS  # an order this long after the customer's last human click converts it
+    open_window_ms: int = 1 * DAY_MS  # …after a human open, only when attribute_opens
+    attribute_opens: bool = False  # false: last click; true: the last human open or click (opens: open_window_ms)
+    machine_open_within_ms: int = 5_000  # an open no later than this after the delivery is a machine's
+    bot_click_within_ms: int = 10_000  # a click no later than this after the delivery is a bot's
+    bot_burst_links: int = 3  # this many distinct links of one message clicked…
+    bot_burst_window_ms: int = 2_000  # …within this span: every click of the burst is a bot's (0 links: off)
+    # user-agent substrings (case-insensitive) of security gateways, link scanners and HTTP libraries
+    scanner_user_agents: list[str] = field(default_factory=lambda: list(SCANNER_USER_AGENTS))
+    # Apple Mail Privacy Protection: the proxy's whole user agent, and the address ranges it fetches from
+    apple_proxy_user_agents: list[str] = field(default_factory=lambda: ["Mozilla/5.0"])
+    apple_proxy_ip_ranges: list[str] = field(default_factory=lambda: ["17.0.0.0/8"])
 
 
 @dataclass

@@ -9,11 +9,11 @@ import fastavro
 import pytest
 
 from schemas import serde
-from streams.config import DAY_MS, HOUR_MS
+from streams.config import DAY_MS, HOUR_MS, MetricsSettings
 from streams.kafka.io import produce_records
-from streams.analytics.attribution import Attribution
-from streams.analytics.experiments import lifts, two_proportion
-from streams.analytics.report import from_avro_dir, write_chart, write_csv, write_json
+from streams.analytics.attribution import Attribution, window_label
+from streams.analytics.experiments import lifts, two_means, two_proportion
+from streams.analytics.report import build, from_avro_dir, write_chart, write_csv, write_json
 
 T = 1_790_000_000_000
 
@@ -30,8 +30,10 @@ def sent(cid: str, customer: str = "ann", at: int = T, flow: str = "abandoned_ca
                        "variant": variant, "occurred_at": at + 1}
 
 
-def fb(cid: str, kind: str, at: int, customer: str = "ann") -> tuple[str, dict]:
-    return "feedback", {"command_id": cid, "customer_id": customer, "type": kind, "occurred_at": at}
+def fb(cid: str, kind: str, at: int, customer: str = "ann", ua: str | None = None, ip: str | None = None,
+       link: str | None = None) -> tuple[str, dict]:
+    return "feedback", {"command_id": cid, "customer_id": customer, "type": kind, "occurred_at": at,
+                        "message_id": f"m-{cid}", "user_agent": ua, "ip_address": ip, "link": link}
 
 
 def order(at: int, total: str = "50.00", customer: str = "ann", attributed: str | None = None) -> tuple[str, dict]:
@@ -56,10 +58,18 @@ def test_an_order_outside_the_click_window_does_not_convert():
     assert row(a).converted == 0 and row(a).revenue == 0
 
 
-def test_an_open_only_attributes_within_one_day():
-    inside = Attribution().feed([cmd("c1"), sent("c1"), fb("c1", "opened", T), order(T + 20 * HOUR_MS)])
-    outside = Attribution().feed([cmd("c1"), sent("c1"), fb("c1", "opened", T), order(T + 30 * HOUR_MS)])
+def test_by_default_the_model_is_last_click_and_an_open_converts_nothing():
+    a = Attribution().feed([cmd("c1"), sent("c1"), fb("c1", "opened", T + HOUR_MS), order(T + 2 * HOUR_MS)])
+    assert (row(a).human_opened, row(a).converted) == (1, 0)
+    assert window_label(MetricsSettings()) == "last click, 5 days"
+
+
+def test_with_opens_attributing_a_human_open_attributes_within_one_day():
+    opens = MetricsSettings(attribute_opens=True)
+    inside = Attribution(opens).feed([cmd("c1"), sent("c1"), fb("c1", "opened", T), order(T + 20 * HOUR_MS)])
+    outside = Attribution(opens).feed([cmd("c1"), sent("c1"), fb("c1", "opened", T), order(T + 30 * HOUR_MS)])
     assert row(inside).converted == 1 and row(outside).converted == 0
+    assert window_label(opens) == "last human touch: click 5 days, open 1 day"
 
 
 def test_with_two_emails_the_last_touch_wins():
@@ -97,6 +107,68 @@ def test_holdout_customers_are_the_control_group_and_lift_has_a_confidence_inter
     assert lift.ci_low < 0.15 < lift.ci_high and lift.relative_lift == pytest.approx(3.0)
 
 
+def test_revenue_per_recipient_and_incremental_revenue_over_the_holdout_have_an_interval():
+    events = []
+    for i in range(200):
+        c = f"v{i}"
+        events += [cmd(f"a{i}", c, variant="A"), sent(f"a{i}", c, variant="A"), fb(f"a{i}", "clicked", T + HOUR_MS, c)]
+        if i < 40:
+            events.append(order(T + DAY_MS, "50.00", customer=c))
+    for i in range(200):
+        events.append(cmd(f"h{i}", f"h{i}", variant="holdout"))
+        if i < 10:
+            events.append(order(T + DAY_MS, "50.00", customer=f"h{i}"))
+    a = Attribution().feed(events)
+    assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr) == (Decimal("10"), Decimal("2.5"))
+    (lift,) = lifts(a.table())
+    # Welch: variances 80,000/199 and 23,750/199 of the per-recipient revenue, 200 recipients each
+    half = 1.959964 * (80_000 / 199 / 200 + 23_750 / 199 / 200) ** 0.5
+    assert (lift.rpr, lift.control_rpr, lift.rpr_diff) == (10.0, 2.5, 7.5)
+    assert (lift.rpr_ci_low, lift.rpr_ci_high) == (pytest.approx(7.5 - half), pytest.approx(7.5 + half))
+    revenue, low, high = lift.incremental_revenue
+    assert revenue == 1500.0 and low == pytest.approx(200 * (7.5 - half)) and lift.revenue_significant
+    assert lift.incremental_conversions[0] == pytest.approx(30.0)  # 40 orders where the holdout's rate gives 10
+
+
+def test_without_a_difference_the_revenue_interval_contains_zero():
+    diff, lo, hi = two_means(100.0, 10_000.0, 50, 100.0, 10_000.0, 50)
+    assert diff == 0 and lo < 0 < hi
+
+
+def test_machine_opens_and_bot_clicks_are_counted_apart_and_convert_nothing():
+    link = "https://shop.example.com/{}"
+    events = [cmd("c1"), sent("c1"), fb("c1", "delivered", T + 1_000),
+              fb("c1", "opened", T + HOUR_MS, ua="Mozilla/5.0", ip="17.58.63.11"),  # Apple's proxy
+              fb("c1", "clicked", T + 4_000, link=link.format("cart")),  # seconds after delivery: a scanner
+              fb("c1", "clicked", T + 4_100, link=link.format("p/mug")),
+              order(T + 2 * HOUR_MS, "40.00")]
+    a = Attribution().feed(events)
+    r = row(a)
+    assert (r.opened, r.human_opened, r.machine_opened) == (1, 0, 1)
+    assert (r.clicked, r.human_clicked, r.bot_clicked, r.converted, r.revenue) == (1, 0, 1, 0, 0)
+    assert a.engagement == {("opened", "machine", "apple_mpp"): 1, ("clicked", "bot", "soon_after_delivery"): 2}
+
+
+def test_a_human_click_after_a_scanners_click_converts_the_order_and_counts_the_mail_as_human():
+    events = [cmd("c1"), sent("c1"), fb("c1", "delivered", T + 1_000),
+              fb("c1", "clicked", T + 3 * HOUR_MS, ua="Mozilla/5.0 (compatible; Mimecast URL Protect)"),
+              fb("c1", "clicked", T + 5 * HOUR_MS, ua="Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)"),
+              order(T + 6 * HOUR_MS, "40.00")]
+    r = row(Attribution().feed(events))
+    assert (r.clicked, r.human_clicked, r.bot_clicked, r.human_opened, r.machine_opened) == (1, 1, 0, 1, 0)
+    assert (r.converted, r.revenue, r.as_dict()["human_click_rate"]) == (1, Decimal("40.00"), 1.0)
+
+
+def test_fed_one_by_one_opens_and_clicks_are_judged_on_what_came_before():
+    a = Attribution()
+    for kind, rec in [cmd("c1"), sent("c1"), fb("c1", "delivered", T + 1_000), fb("c1", "opened", T + 3_000),
+                      fb("c1", "clicked", T + HOUR_MS)]:
+        getattr(a, f"add_{kind}")(rec)
+    r = row(a)
+    assert (r.machine_opened, r.human_clicked) == (0, 1) and a.engagement[("opened", "machine",
+                                                                             "soon_after_delivery")] == 1
+
+
 def test_two_proportion_interval_contains_zero_when_there_is_no_difference():
     diff, lo, hi = two_proportion(10, 100, 10, 100)
     assert diff == 0 and lo < 0 < hi
@@ -115,13 +187,24 @@ def test_unsubscribes_bounces_and_suppressions_are_counted_per_step():
 def test_report_writes_csv_json_and_a_png_chart(tmp_path):
     a = Attribution().feed([cmd("c1"), sent("c1"), fb("c1", "clicked", T + 1), order(T + 2, "9.99"),
                             cmd("h1", "h", variant="holdout")])
-    rows = a.table()
-    write_csv(rows, tmp_path / "r.csv")
-    write_json(rows, tmp_path / "r.json")
-    write_chart(rows, tmp_path / "r.png")
-    assert (tmp_path / "r.csv").read_text().splitlines()[0].startswith("flow,step,variant,day,sent")
+    report = build(a)
+    write_csv(report, tmp_path / "r.csv")
+    write_json(report, tmp_path / "r.json")
+    write_chart(report, tmp_path / "r.png")
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert header.startswith("flow,step,variant,day,sent,human_click_rate,placed_order_rate,rpr,revenue")
+    assert "incremental_revenue_ci_low" in header and header.endswith(",attribution")
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["rows"][0]["revenue"] == "9.99" and doc["rows"][0]["conversion_rate"] == 1.0
+    assert doc["attribution"] == {"model": "last click, 5 days", "click_window_ms": 5 * DAY_MS,
+                                  "open_window_ms": DAY_MS, "attribute_opens": False}
+    control = doc["rows"][0]
+    assert (control["variant"], control["revenue"], control["rpr"], control["placed_order_rate"]) == \
+        ("control", "9.99", "9.9900", 1.0)
+    assert control["incremental_revenue"] == 9.99 and control["attribution"] == "last click, 5 days"
+    assert doc["rows"][1]["variant"] == "holdout" and doc["rows"][1]["incremental_revenue"] is None
+    assert doc["flows"] == [doc["flows"][0]] and doc["flows"][0]["rpr"] == "9.9900"
+    (experiment,) = doc["experiments"]
+    assert (experiment["variant"], experiment["rpr"], experiment["control_rpr"]) == ("control", 9.99, 0.0)
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -4,25 +4,35 @@ Inputs are the four streams the pipeline already has — ``email.commands`` (flo
 command id), ``email.outcomes`` (sent/suppressed/failed), ``email.feedback`` (delivered, opened,
 clicked, unsubscribed, bounced) and ``shop.orders`` — fed in event-time order (``feed`` sorts them).
 
-- A **touch** is an open or a click of an email. The customer's last touch wins.
+- Every open is **human** or **machine** and every click **human** or **bot**
+  (``streams.core.engagement``: Apple Mail Privacy Protection, scanner user agents, seconds after
+  delivery, a burst of links). Machine opens and bot clicks are counted apart, never dropped, and
+  never touch a customer.
+- A **touch** is a human click (the attribution model is *last click*); with
+  ``metrics.attribute_opens`` a human open is one too. The customer's last touch wins.
 - An order **converts** the touched command when it comes within the attribution window after the
   touch (``metrics.click_window_ms``, default 5 days, after a click; ``metrics.open_window_ms``,
-  default 1 day, after an open). ``attributed_command_id`` on the order, when present, wins over any
-  touch. A command counts as converted once; every attributed order adds its total to recovered revenue.
+  default 1 day, after an open when opens attribute). ``attributed_command_id`` on the order, when
+  present, wins over any touch (the shop saw the customer arrive from that email). A command counts
+  as converted once; every attributed order adds its total to its revenue.
 - **Holdout** customers (commands with variant ``holdout``, never sent) are the control group: their
   "conversion" is an order within the click window after the would-be send time.
+- Rates are per recipient: over ``sent`` (for the holdout, the commands held back), so a variant and
+  its holdout share one denominator. **RPR** (revenue per recipient) is revenue ÷ sent.
 - Rows are per (flow, step, variant, UTC day of the send).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from streams.config import MetricsSettings
+from streams.config import DAY_MS, HOUR_MS, MetricsSettings
+from streams.core.engagement import HUMAN, HUMAN_VERDICT, EngagementRules, Verdict, message_key
 
 HOLDOUT = "holdout"
 
@@ -35,10 +45,15 @@ class Row:
     day: str
     sent: int = 0
     delivered: int = 0
-    opened: int = 0
-    clicked: int = 0
-    converted: int = 0
+    opened: int = 0  # messages opened at all (= human_opened + machine_opened)
+    human_opened: int = 0  # …by a person (a human open, or a human click)
+    machine_opened: int = 0  # …only by machines (Apple's proxy, scanners, at delivery)
+    clicked: int = 0  # messages clicked at all (= human_clicked + bot_clicked)
+    human_clicked: int = 0
+    bot_clicked: int = 0  # …only by bots
+    converted: int = 0  # placed orders attributed (one per message)
     revenue: Decimal = field(default_factory=lambda: Decimal("0"))
+    revenue_sumsq: float = 0.0  # Σ (revenue of one message)², for the interval of revenue per recipient
     unsubscribes: int = 0
     bounces: int = 0
     suppressed: int = 0
@@ -47,13 +62,26 @@ class Row:
     def rate(self, n: int) -> float:
         return n / self.sent if self.sent else 0.0
 
+    @property
+    def rpr(self) -> Decimal:
+        """Revenue per recipient."""
+        return (self.revenue / self.sent).quantize(Decimal("0.0001")) if self.sent else Decimal("0")
+
     def as_dict(self) -> dict[str, Any]:
         return {"flow": self.flow, "step": self.step, "variant": self.variant, "day": self.day, "sent": self.sent,
-                "delivered": self.delivered, "opened": self.opened, "clicked": self.clicked,
-                "converted": self.converted, "revenue": str(self.revenue), "unsubscribes": self.unsubscribes,
-                "bounces": self.bounces, "suppressed": self.suppressed, "failed": self.failed,
+                "human_click_rate": round(self.rate(self.human_clicked), 4),
+                "placed_order_rate": round(self.rate(self.converted), 4), "rpr": str(self.rpr),
+                "revenue": str(self.revenue), "converted": self.converted, "delivered": self.delivered,
+                "human_clicked": self.human_clicked, "bot_clicked": self.bot_clicked, "clicked": self.clicked,
+                "opened": self.opened, "human_opened": self.human_opened, "machine_opened": self.machine_opened,
+                "human_open_rate": round(self.rate(self.human_opened), 4),
+                "machine_open_rate": round(self.rate(self.machine_opened), 4),
                 "open_rate": round(self.rate(self.opened), 4), "click_rate": round(self.rate(self.clicked), 4),
-                "conversion_rate": round(self.rate(self.converted), 4)}
+                "unsubscribes": self.unsubscribes, "bounces": self.bounces, "suppressed": self.suppressed,
+                "failed": self.failed}
+
+
+EVENT_COUNTS = ("delivered", "unsubscribes", "bounces", "suppressed", "failed")
 
 
 @dataclass
@@ -66,8 +94,25 @@ class _Cmd:
     day: str = ""
     sent: bool = False
     converted: bool = False
-    opened: bool = False
-    clicked: bool = False
+    human_open: bool = False
+    machine_open: bool = False
+    human_click: bool = False
+    bot_click: bool = False
+    revenue: Decimal = field(default_factory=lambda: Decimal("0"))
+
+    def add_to(self, row: Row) -> None:
+        opened = self.human_open or self.machine_open or self.human_click
+        human_opened = self.human_open or self.human_click  # a click implies an open (images blocked)
+        row.sent += self.sent
+        row.opened += opened
+        row.human_opened += human_opened
+        row.machine_opened += opened and not human_opened
+        row.clicked += self.human_click or self.bot_click
+        row.human_clicked += self.human_click
+        row.bot_clicked += self.bot_click and not self.human_click
+        row.converted += self.converted
+        row.revenue += self.revenue
+        row.revenue_sumsq += float(self.revenue) ** 2
 
 
 def _day(ms: int) -> str:
@@ -81,6 +126,22 @@ def _money(value: Any) -> Decimal:
         return Decimal("0")
 
 
+def _duration(ms: int) -> str:
+    if ms % DAY_MS == 0:
+        return f"{ms // DAY_MS} day" + ("s" if ms != DAY_MS else "")
+    if ms % HOUR_MS == 0:
+        return f"{ms // HOUR_MS} h"
+    return f"{ms / 1000:g} s"
+
+
+def window_label(settings: MetricsSettings) -> str:
+    """The attribution model and window, as printed with the figures."""
+    if settings.attribute_opens:
+        return (f"last human touch: click {_duration(settings.click_window_ms)}, "
+                f"open {_duration(settings.open_window_ms)}")
+    return f"last click, {_duration(settings.click_window_ms)}"
+
+
 def event_time(kind: str, rec: dict[str, Any]) -> int:
     return int(rec["send_at"] if kind == "command" else rec["occurred_at"])
 
@@ -91,17 +152,18 @@ KIND_ORDER = {"command": 0, "outcome": 1, "feedback": 2, "order": 3}
 class Attribution:
     def __init__(self, settings: MetricsSettings | None = None) -> None:
         self.settings = settings or MetricsSettings()
+        self.rules = EngagementRules(self.settings)
         self.commands: dict[str, _Cmd] = {}
-        self.rows: dict[tuple[str, int, str, str], Row] = {}
+        self.counts: dict[tuple[str, int, str, str], Counter[str]] = {}  # per row: EVENT_COUNTS
         self.last_touch: dict[str, tuple[int, str, str]] = {}  # customer → (time, command id, kind)
         self.holdouts: dict[str, list[str]] = {}  # customer → holdout command ids (control)
+        self.engagement: Counter[tuple[str, str, str]] = Counter()  # (type, signal, reason) → feedback records
+        self._seen: dict[str, list[dict[str, Any]]] = {}  # message → its feedback so far (add_feedback alone)
 
-    def _row(self, cmd: _Cmd) -> Row:
-        key = (cmd.flow, cmd.step, cmd.variant, cmd.day)
-        row = self.rows.get(key)
-        if row is None:
-            row = self.rows[key] = Row(cmd.flow, cmd.step, cmd.variant, cmd.day)
-        return row
+    def _count(self, cmd: _Cmd, name: str = "") -> None:
+        counts = self.counts.setdefault((cmd.flow, cmd.step, cmd.variant, cmd.day), Counter())
+        if name:
+            counts[name] += 1
 
     # ---- inputs ---------------------------------------------------------------------------------
     def add_command(self, c: dict[str, Any]) -> None:
@@ -110,7 +172,7 @@ class Attribution:
         if c["variant"] == HOLDOUT:
             self.holdouts.setdefault(c["customer_id"], []).append(c["command_id"])
             cmd.sent = True  # the control group "receives" the would-be email
-            self._row(cmd).sent += 1
+            self._count(cmd)
 
     def add_outcome(self, o: dict[str, Any]) -> None:
         cmd = self.commands.get(o["command_id"])
@@ -119,40 +181,47 @@ class Attribution:
                                                         o["occurred_at"], _day(o["occurred_at"]))
         if cmd.variant == HOLDOUT:
             return
-        row = self._row(cmd)
-        if o["outcome"] == "sent" and not cmd.sent:
+        self._count(cmd)
+        if o["outcome"] == "sent":
             cmd.sent = True
-            row.sent += 1
         elif o["outcome"] == "suppressed":
-            row.suppressed += 1
+            self._count(cmd, "suppressed")
         elif o["outcome"] == "failed":
-            row.failed += 1
+            self._count(cmd, "failed")
 
     def add_feedback(self, f: dict[str, Any]) -> None:
+        """One feedback record, its open or click judged on its message's feedback so far (``feed``
+        judges every open and click on all of its message's feedback instead)."""
+        seen = self._seen.setdefault(message_key(f), [])
+        seen.append(f)
+        self._apply_feedback(f, self.rules.classify_all(seen)[-1])
+
+    def _apply_feedback(self, f: dict[str, Any], verdict: Verdict | None) -> None:
         cmd = self.commands.get(f.get("command_id") or "")
         if cmd is None or cmd.variant == HOLDOUT:
             return  # SES timestamps may precede the sink's outcome record: any known command counts
-        row = self._row(cmd)
+        self._count(cmd)
         kind = f["type"]
-        if kind == "delivered":
-            row.delivered += 1
-        elif kind == "opened":
-            if not cmd.opened:
-                cmd.opened = True
-                row.opened += 1
-            self.last_touch[cmd.customer] = (f["occurred_at"], f["command_id"], "open")
-        elif kind == "clicked":
-            if not cmd.clicked:
-                cmd.clicked = True
-                row.clicked += 1
-            if not cmd.opened:  # a click implies an open (image blocking hides many opens)
-                cmd.opened = True
-                row.opened += 1
-            self.last_touch[cmd.customer] = (f["occurred_at"], f["command_id"], "click")
+        if kind in ("opened", "clicked"):
+            verdict = verdict or HUMAN_VERDICT  # classify_all judges every open and click
+            self.engagement[(kind, verdict.signal, verdict.reason)] += 1
+            human = verdict.signal == HUMAN
+            if kind == "opened":
+                cmd.human_open |= human
+                cmd.machine_open |= not human
+                if human and self.settings.attribute_opens:
+                    self.last_touch[cmd.customer] = (f["occurred_at"], f["command_id"], "open")
+            else:
+                cmd.human_click |= human
+                cmd.bot_click |= not human
+                if human:
+                    self.last_touch[cmd.customer] = (f["occurred_at"], f["command_id"], "click")
+        elif kind == "delivered":
+            self._count(cmd, "delivered")
         elif kind == "unsubscribed":
-            row.unsubscribes += 1
+            self._count(cmd, "unsubscribes")
         elif kind == "bounced":
-            row.bounces += 1
+            self._count(cmd, "bounces")
 
     def add_order(self, o: dict[str, Any]) -> None:
         if o["type"] != "placed":
@@ -178,28 +247,40 @@ class Attribution:
         if target is None:
             return
         cmd = self.commands[target]
-        row = self._row(cmd)
-        if not cmd.converted:
-            cmd.converted = True
-            row.converted += 1
-        row.revenue += _money(o["total"])
+        self._count(cmd)
+        cmd.converted = True
+        cmd.revenue += _money(o["total"])
 
     def feed(self, records: Iterable[tuple[str, dict[str, Any]]]) -> "Attribution":
-        """Apply (kind, record) pairs — kind ∈ command, outcome, feedback, order — in event-time order."""
+        """Apply (kind, record) pairs — kind ∈ command, outcome, feedback, order — in event-time order.
+        Opens and clicks are judged on all of their message's feedback given here."""
         ordered = sorted(records, key=lambda kr: (event_time(*kr), KIND_ORDER[kr[0]]))
+        feedback = [rec for kind, rec in ordered if kind == "feedback"]
+        verdicts = iter(self.rules.classify_all(feedback))
         for kind, rec in ordered:
-            getattr(self, f"add_{kind}")(rec)
+            if kind == "feedback":
+                self._apply_feedback(rec, next(verdicts))
+            else:
+                getattr(self, f"add_{kind}")(rec)
         return self
 
     # ---- outputs --------------------------------------------------------------------------------
     def table(self, by_day: bool = False) -> list[Row]:
-        if by_day:
-            return sorted(self.rows.values(), key=lambda r: (r.flow, r.step, r.variant, r.day))
-        merged: dict[tuple[str, int, str], Row] = {}
-        for r in self.rows.values():
-            m = merged.setdefault((r.flow, r.step, r.variant), Row(r.flow, r.step, r.variant, "all"))
-            for name in ("sent", "delivered", "opened", "clicked", "converted", "unsubscribes", "bounces",
-                         "suppressed", "failed"):
-                setattr(m, name, getattr(m, name) + getattr(r, name))
-            m.revenue += r.revenue
-        return sorted(merged.values(), key=lambda r: (r.flow, r.step, r.variant))
+        rows: dict[tuple[str, int, str, str], Row] = {}
+
+        def row_of(key: tuple[str, int, str, str]) -> Row:
+            k = key if by_day else (key[0], key[1], key[2], "all")
+            row = rows.get(k)
+            if row is None:
+                row = rows[k] = Row(*k)
+            return row
+
+        for key, counts in self.counts.items():
+            row = row_of(key)
+            for name in EVENT_COUNTS:
+                setattr(row, name, getattr(row, name) + counts[name])
+        for cmd in self.commands.values():
+            key = (cmd.flow, cmd.step, cmd.variant, cmd.day)
+            if key in self.counts:
+                cmd.add_to(row_of(key))
+        return sorted(rows.values(), key=lambda r: (r.flow, r.step, r.variant, r.day))

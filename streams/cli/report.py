@@ -17,28 +17,33 @@ def register(app: typer.Typer) -> None:
                json_path: Optional[Path] = typer.Option(None, "--json"),
                chart: Optional[Path] = typer.Option(None, "--chart", help="write a PNG chart"),
                config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
-        """Open/click/conversion rates and recovered revenue per flow, step and variant (+ experiment lift)."""
+        """Human click rate, placed-order rate and revenue per recipient per flow, step and variant, and
+        what each variant adds over its holdout (95 % intervals), with the attribution window."""
         from streams.cli.main import settings_from
         from streams.analytics import report as rep
+        from streams.analytics.attribution import Attribution
 
         settings = settings_from(config)
-        if input_dir is not None:
-            attribution = rep.from_avro_dir(settings, input_dir)
-        else:
-            from streams.kafka.embedded_broker import kafka_bootstrap
+        console = Console()
+        try:
+            if input_dir is not None:
+                inputs = rep.read_avro_dir(settings, input_dir)
+            else:
+                from streams.kafka.embedded_broker import kafka_bootstrap
 
-            if not settings.kafka.bootstrap_servers:
-                raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS or use --input-dir")
-            with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bs:
-                attribution = rep.from_topics(settings, bs)
-        rows = attribution.table(by_day=by_day)
-        rep.print_table(Console(), rows)
-        if csv_path:
-            rep.write_csv(rows, csv_path)
-        if json_path:
-            rep.write_json(rows, json_path)
-        if chart:
-            rep.write_chart(attribution.table(), chart)
+                if not settings.kafka.bootstrap_servers:
+                    raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS or use --input-dir")
+                with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bs:
+                    inputs = rep.read_topics(settings, bs)
+            report = rep.build(Attribution(settings.metrics).feed(inputs.records), by_day=by_day, inputs=inputs)
+        except rep.EmptyReport as exc:
+            Console(stderr=True, soft_wrap=True).print(f"[red]report: {exc}[/red]")
+            raise typer.Exit(1) from exc
+        rep.print_report(console, report)
+        for path, write in ((csv_path, rep.write_csv), (json_path, rep.write_json), (chart, rep.write_chart)):
+            if path:
+                write(report, path)
+                console.print(f"wrote {path}")
 
     @app.command()
     def export(topics: str = typer.Option("carts,orders,shipments,customers,feedback,commands,outcomes",

@@ -40,6 +40,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
               "browse_abandonment": {"delay_ms": 6000},
               "guards": {"frequency_cap_ms": 1000, "quiet_start_hour": 0, "quiet_end_hour": 0}},
     "ses": {"max_send_rate": 50.0},
+    # time runs in seconds here: recipients open 1 s and click 2 s after the delivery
+    "metrics": {"machine_open_within_ms": 500, "bot_click_within_ms": 1500},
 }
 DEMO_TOML = """# written by `shopmail demo` for its worker and sink
 [[flows.experiments]]
@@ -227,8 +229,11 @@ def simulate_recipients(settings: Settings, bootstrap: str, outcomes: list[dict[
         kinds = ["Delivery"] + (["Open"] if o["category"] == "marketing" and rnd.random() < 0.55 else [])
         if "Open" in kinds and rnd.random() < 0.45:
             kinds.append("Click")
-        for i, kind in enumerate(kinds):
-            detail = {"timestamp": iso(now + 1000 * (i + 1))}
+        timed = [(kind, 1000 * (i + 1)) for i, kind in enumerate(kinds)]
+        if o["category"] == "marketing" and "Open" not in kinds and n % 2:  # a pre-fetch at delivery: a machine open
+            timed.append(("Open", 1200))
+        for kind, after_ms in timed:
+            detail = {"timestamp": iso(now + after_ms)}
             if kind == "Click":
                 detail["link"] = "https://shop.example.com/cart"
             event = {"eventType": kind, "mail": mail, kind[0].lower() + kind[1:]: detail}

@@ -1,0 +1,145 @@
+"""`shopmail report` on `shopmail export` files: leads with human clicks, placed orders and revenue per
+recipient, prints its attribution window, and refuses a missing or empty input with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from rich.console import Console
+from typer.testing import CliRunner
+
+from schemas import serde
+from streams.analytics.attribution import Attribution
+from streams.analytics.report import build, print_report
+from streams.cli.main import app
+from streams.config import DAY_MS, HOUR_MS
+
+T = 1_790_000_000_000
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
+
+
+def command(i: int, variant: str) -> dict[str, Any]:
+    return serde.from_json("EmailCommand", {
+        "command_id": f"c{i}", "customer_id": f"u{i}", "to": f"u{i}@example.com", "flow": "abandoned_cart",
+        "step": 1, "template": "abandoned_cart_1", "variant": variant, "category": "marketing", "send_at": T,
+        "expires_at": T + DAY_MS, "context": "{}", "trigger_event_id": f"e{i}", "created_at": T})
+
+
+def outcome(i: int) -> dict[str, Any]:
+    return serde.from_json("EmailOutcome", {
+        "command_id": f"c{i}", "customer_id": f"u{i}", "outcome": "sent", "message_id": f"m{i}",
+        "flow": "abandoned_cart", "step": 1, "variant": "A", "category": "marketing", "occurred_at": T + 500})
+
+
+def feedback(i: int, kind: str, at: int, ua: str | None = None, ip: str | None = None) -> dict[str, Any]:
+    return serde.from_json("EmailFeedback", {
+        "event_id": f"f{i}-{kind}-{at}", "customer_id": f"u{i}", "occurred_at": at, "type": kind,
+        "command_id": f"c{i}", "message_id": f"m{i}", "user_agent": ua, "ip_address": ip,
+        "link": "https://shop.example.com/cart" if kind == "clicked" else None})
+
+
+def placed(i: int, total: str) -> dict[str, Any]:
+    return serde.from_json("OrderEvent", {"event_id": f"o{i}", "customer_id": f"u{i}", "occurred_at": T + DAY_MS,
+                                          "type": "placed", "order_id": f"o{i}", "total": total})
+
+
+def shop(n: int = 40) -> dict[str, list[dict[str, Any]]]:
+    """Half the customers get variant A, half are held out; every A mail is pre-fetched by Apple's proxy,
+    a quarter are clicked by a person who then buys (60.00); one in ten held-out customers buys anyway (30.00)."""
+    files: dict[str, list[dict[str, Any]]] = {"EmailCommand": [], "EmailOutcome": [], "EmailFeedback": [],
+                                               "OrderEvent": []}
+    for i in range(n):
+        if i % 2:
+            files["EmailCommand"].append(command(i, "holdout"))
+            if i % 20 == 1:
+                files["OrderEvent"].append(placed(i, "30.00"))
+            continue
+        files["EmailCommand"].append(command(i, "A"))
+        files["EmailOutcome"].append(outcome(i))
+        files["EmailFeedback"] += [feedback(i, "delivered", T + 1_000),
+                                   feedback(i, "opened", T + HOUR_MS, "Mozilla/5.0", "17.58.63.11")]
+        if i % 8 == 0:
+            files["EmailFeedback"].append(feedback(i, "clicked", T + 2 * HOUR_MS, IPHONE, "198.51.100.7"))
+            files["OrderEvent"].append(placed(i, "60.00"))
+    return files
+
+
+TOPIC = {"EmailCommand": "email.commands", "EmailOutcome": "email.outcomes", "EmailFeedback": "email.feedback",
+         "OrderEvent": "shop.orders"}
+
+
+def export(directory: Path, files: dict[str, list[dict[str, Any]]]) -> Path:
+    """The files `shopmail export` writes: one Avro container per topic, its schema embedded."""
+    directory.mkdir(exist_ok=True)
+    for name, records in files.items():
+        with open(directory / f"{TOPIC[name]}.avro", "wb") as f:
+            fastavro.writer(f, serde.registry().get(name).parsed, records, codec="deflate")
+    return directory
+
+
+def test_the_report_leads_with_human_clicks_placed_orders_and_rpr_and_states_its_window(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(export(tmp_path / "x", shop())),
+                                      "--csv", str(out / "r.csv"), "--json", str(out / "r.json"),
+                                      "--chart", str(out / "r.png")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "Attribution: last click, 5 days." in text
+    # 20 mails, 5 clicked by a person and bought 60.00 each: RPR 15.00; every mail opened by Apple's proxy
+    assert "abandoned_cart · 1 · A" in text and "25.0%" in text and "15.00" in text
+    assert "25.0% / 75.0%" in text  # opens: human (the clickers) / machine only
+    assert "Experiments vs holdout" in text and "opens: machine:apple_mpp 20" in text
+    doc = json.loads((out / "r.json").read_text())
+    a_row = next(r for r in doc["rows"] if r["variant"] == "A")
+    assert (a_row["human_click_rate"], a_row["placed_order_rate"], a_row["rpr"]) == (0.25, 0.25, "15.0000")
+    assert (a_row["human_opened"], a_row["machine_opened"]) == (5, 15)
+    (exp,) = doc["experiments"]
+    assert (exp["control_rpr"], exp["rpr_diff"], exp["incremental_revenue"]) == (3.0, 12.0, 240.0)
+    assert exp["incremental_revenue_ci_low"] < 240.0 < exp["incremental_revenue_ci_high"]
+    assert (out / "r.csv").read_text().count("\n") == 3 and (out / "r.png").stat().st_size > 10_000
+
+
+def test_a_missing_input_directory_is_a_clear_error_and_a_non_zero_exit(tmp_path):
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "nowhere is not a directory" in result.output and "Attribution" not in result.output
+
+
+def test_a_directory_without_export_files_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "holds none of email.commands.avro" in result.output
+
+
+def test_exported_files_without_any_mail_sent_are_a_clear_error_not_an_empty_table(tmp_path):
+    files = {"EmailCommand": [], "EmailOutcome": [], "EmailFeedback": [], "OrderEvent": [placed(1, "5.00")]}
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(export(tmp_path / "x", files))])
+    assert result.exit_code == 1
+    assert "no email sent or held back in" in result.output and "orders 1" in result.output
+    assert "Attribution by flow" not in result.output
+
+
+def test_the_terminal_tables_show_opens_split_and_the_holdouts_incremental_figures():
+    records = [(k, r) for name, kind in (("EmailCommand", "command"), ("EmailOutcome", "outcome"),
+                                         ("EmailFeedback", "feedback"), ("OrderEvent", "order"))
+               for k, r in ((kind, rec) for rec in shop()[name])]
+    console = Console(record=True, width=220)
+    print_report(console, build(Attribution().feed(records)))
+    text = console.export_text()
+    lead = text.index("Per flow (holdout excluded)")
+    assert text.index("human") < text.index("RPR") < text.index("opens") and lead < text.index("Attribution by")
+    assert "abandoned_cart · 1 · holdout" in text and "+240.00" in text and "20 vs 20" in text
+
+
+def test_without_a_holdout_the_report_says_there_are_no_incremental_figures():
+    files = shop()
+    records = [("command", c) for c in files["EmailCommand"] if c["variant"] == "A"]
+    records += [("outcome", o) for o in files["EmailOutcome"]] + [("feedback", f) for f in files["EmailFeedback"]]
+    console = Console(record=True, width=220)
+    print_report(console, build(Attribution().feed(records)))
+    text = console.export_text()
+    assert "no incremental figures" in text and "Experiments vs holdout" not in text
