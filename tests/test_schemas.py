@@ -97,13 +97,14 @@ def test_truncated_bytes_are_a_typed_error():
     assert err.value.reason == "truncated"
 
 
-def test_unknown_fingerprint_and_bad_magic_are_typed_errors():
+def test_unknown_fingerprint_and_unknown_framing_are_typed_errors():
     with pytest.raises(serde.SerdeError) as err:
         serde.decode(b"\xc3\x01" + b"\x00" * 8 + b"\x02")
     assert err.value.reason == "unknown_fingerprint"
     with pytest.raises(serde.SerdeError) as err:
         serde.decode(b"{\"json\": true}")
-    assert err.value.reason == "bad_magic"
+    assert err.value.reason == "unknown_framing"
+    assert "7B 22 6A 73 6F 6E 22 3A" in err.value.detail  # the first bytes, in hex
 
 
 def test_wrong_types_are_rejected_on_encode_and_from_json():
@@ -158,7 +159,8 @@ def test_random_bytes_never_crash_the_decoder(data):
     try:
         serde.decode(data)
     except serde.SerdeError as exc:
-        assert exc.reason in {"bad_magic", "truncated", "unknown_fingerprint", "invalid"}
+        assert exc.reason in {"unknown_framing", "truncated", "unknown_fingerprint", "invalid",
+                              "registry_not_configured"}
 
 
 _json_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=20)

@@ -111,7 +111,7 @@ class OrphanedCommands:
         ids: set[str] = set()
 
         def collect(m: Message) -> None:
-            ids.add(serde.decode(m.value(), "EmailCommand").record["command_id"])
+            ids.add(serde.decode(m.value(), "EmailCommand", m.topic()).record["command_id"])
 
         reader = _reader(self.settings, self.bootstrap)
         try:
