@@ -33,14 +33,14 @@ def from_topics(settings: Settings, bootstrap: str) -> Attribution:
 
 
 def from_avro_dir(settings: Settings, directory: Path) -> Attribution:
-    import fastavro
+    from schemas.logical import read_export
 
     records = []
     for logical, kind in SOURCES.items():
         path = directory / f"{settings.topics.name(logical)}.avro"
         if path.exists():
             with open(path, "rb") as f:
-                records.extend((kind, rec) for rec in fastavro.reader(f))
+                records.extend((kind, rec) for rec in read_export(f))
     return Attribution(settings.metrics).feed(records)
 
 
