@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import fastavro
 
-from schemas.serde import SerdeError, decimal_text, registry
+from schemas.serde import SerdeError, converter, decimal_text, registry
 
 MONEY_FIELDS = frozenset({"price", "total", "subtotal", "shipping", "tax"})
 SCALE = 4
@@ -64,46 +64,28 @@ def _to_decimal(value: str) -> Decimal:
     return d
 
 
-def _converter(t: Any, name: str, to_export: bool) -> Callable[[Any], Any] | None:
-    if isinstance(t, list):
-        inner = [c for c in (_converter(x, name, to_export) for x in t if x != "null") if c is not None]
-        if not inner:
-            return None
-        conv = inner[0]
-        return lambda v: None if v is None else conv(v)
-    if _is_time(name, t):
-        if to_export:
-            return None  # fastavro writes epoch-ms ints as timestamp-millis as they are
+def _export_leaf(schema: Any, name: str) -> Callable[[Any], Any] | None:
+    if schema == "string" and name in MONEY_FIELDS:
+        return _to_decimal
+    return None  # times: fastavro writes epoch-ms ints as timestamp-millis as they are
+
+
+def _domain_leaf(schema: Any, name: str) -> Callable[[Any], Any] | None:
+    if _is_time(name, schema):
         return lambda v: (v - EPOCH) // MS if isinstance(v, datetime) else v
-    if t == "string" and name in MONEY_FIELDS:
-        return _to_decimal if to_export else (lambda v: decimal_text(v, SCALE) if isinstance(v, Decimal) else v)
-    if isinstance(t, dict) and t.get("type") == "array":
-        item = _converter(t["items"], name, to_export)
-        return None if item is None else (lambda v: [item(x) for x in v])
-    if isinstance(t, dict) and t.get("type") == "record":
-        convs = [(f["name"], c) for f in t["fields"] if (c := _converter(f["type"], f["name"], to_export)) is not None]
-        if not convs:
-            return None
-
-        def record(v: dict[str, Any]) -> dict[str, Any]:
-            out = dict(v)
-            for fname, conv in convs:
-                if fname in out:
-                    out[fname] = conv(out[fname])
-            return out
-        return record
+    if schema == "string" and name in MONEY_FIELDS:
+        return lambda v: decimal_text(v, SCALE) if isinstance(v, Decimal) else v
     return None
-
 
 
 def to_export(raw: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Domain record → the values ``export_schema(raw)`` writes (money strings → Decimal)."""
-    return _converter(raw, "", True) or (lambda v: v)
+    return converter(raw, _export_leaf) or (lambda v: v)
 
 
 def from_export(raw: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A record read from an export file → the domain record (datetimes → epoch ms, Decimals → text)."""
-    return _converter(raw, "", False) or (lambda v: v)
+    return converter(raw, _domain_leaf) or (lambda v: v)
 
 
 def read_export(f: IO[bytes]) -> list[dict[str, Any]]:

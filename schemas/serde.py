@@ -151,36 +151,49 @@ def decimal_text(value: bytes | Decimal, scale: int) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
-def _domain_converter(schema: Any) -> Callable[[Any], Any] | None:
-    """A function mapping a value decoded with the plain (logical-type-free) schema to the domain
-    form (decimal bytes → text), or None when nothing in ``schema`` needs it."""
+Converter = Callable[[Any], Any]
+
+
+def converter(schema: Any, leaf: Callable[[Any, str], Converter | None], name: str = "") -> Converter | None:
+    """A function applying ``leaf``'s conversions throughout a value of ``schema`` (through unions,
+    arrays and records; records are copied), or None when ``leaf`` converts nothing in it.
+    ``leaf(schema, field_name)`` returns the conversion of one value of that schema, or None."""
+    own = leaf(schema, name)
+    if own is not None:
+        return own
     if isinstance(schema, list):
-        inner = [c for c in (_domain_converter(s) for s in schema if s != "null") if c is not None]
+        inner = [c for c in (converter(s, leaf, name) for s in schema if s != "null") if c is not None]
         if not inner:
             return None
         conv = inner[0]
         return lambda v: None if v is None else conv(v)
     if not isinstance(schema, dict):
         return None
-    if schema.get("logicalType") == "decimal":
-        scale = int(schema.get("scale", 0))
-        return lambda v: decimal_text(v, scale)
     if schema.get("type") == "array":
-        item = _domain_converter(schema["items"])
+        item = converter(schema["items"], leaf, name)
         return None if item is None else (lambda v: [item(x) for x in v])
     if isinstance(schema.get("type"), (dict, list)):
-        return _domain_converter(schema["type"])
+        return converter(schema["type"], leaf, name)
     if schema.get("type") == "record":
-        convs = [(f["name"], c) for f in schema["fields"] if (c := _domain_converter(f["type"])) is not None]
+        convs = [(f["name"], c) for f in schema["fields"] if (c := converter(f["type"], leaf, f["name"])) is not None]
         if not convs:
             return None
 
         def record(v: dict[str, Any]) -> dict[str, Any]:
-            for name, conv in convs:
-                if name in v:
-                    v[name] = conv(v[name])
-            return v
+            out = dict(v)
+            for fname, conv in convs:
+                if fname in out:
+                    out[fname] = conv(out[fname])
+            return out
         return record
+    return None
+
+
+def _decimal_leaf(schema: Any, name: str) -> Converter | None:
+    """Decoded with the plain schema, a decimal is its two's-complement bytes: → domain text."""
+    if isinstance(schema, dict) and schema.get("logicalType") == "decimal":
+        scale = int(schema.get("scale", 0))
+        return lambda v: decimal_text(v, scale)
     return None
 
 
@@ -203,7 +216,7 @@ def make_entry(raw: dict[str, Any], path: Path, domain: bool = False) -> SchemaE
     scales = tuple(_decimal_scales(raw, "", []))
     to_domain = None
     if domain:
-        conv = _domain_converter(raw)
+        conv = converter(raw, _decimal_leaf)
         kind = _kind_enum(raw)
         fullname = _fullname(raw)
 
