@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from schemas import serde
@@ -49,8 +49,9 @@ def registry_settings(settings: Settings) -> Iterator[tuple[Settings, RegistrySt
         reg.stop()
 
 
-def test_the_guides_python_producer_becomes_an_order_confirmation(kafka, registry_settings):
+def test_the_guides_python_producer_becomes_an_order_confirmation_a_standard_deserializer_reads(kafka, registry_settings):
     settings, reg = registry_settings
+    settings.registry.output_framing = "registry"
     register_all(settings)  # what the deploy pipeline runs: the producer does not register schemas itself
     orders = settings.topics.name("orders")
     with running_processor(settings, kafka):
@@ -60,6 +61,10 @@ def test_the_guides_python_producer_becomes_an_order_confirmation(kafka, registr
     cmd = commands[0].decoded().record
     assert cmd["customer_id"] == "c-17" and cmd["to"] == "c-17@example.com" and commands[0].key == b"c-17"
     assert read_topic(kafka, settings.topics.dlq("orders"), timeout_s=2, idle_s=0.5) == []
+    # the command is in registry framing: Kafka Connect, ksqlDB or this deserializer read it as is
+    assert commands[0].value[:1] == b"\x00"
+    standard = AvroDeserializer(SchemaRegistryClient({"url": reg.url}))
+    assert standard(commands[0].value, SerializationContext(settings.topics.name("commands"), MessageField.VALUE)) == cmd
 
 
 def test_a_registry_outage_dead_letters_uncached_schemas_and_the_partition_goes_on(kafka, registry_settings):
