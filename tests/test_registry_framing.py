@@ -23,6 +23,7 @@ from schemas.registry_client import schema_text
 from schemas.subjects import register_all, subjects
 from streams.config import SchemaRegistrySettings, load_settings
 from tests.support.registry_standin import RegistryStandIn
+from tests.test_security_broker import pki  # noqa: F401 - the fixture: a test CA and a loopback certificate
 
 TOPIC = "shop.orders"
 AT = datetime(2026, 3, 1, 12, 30, tzinfo=timezone.utc)
@@ -187,6 +188,23 @@ def test_basic_auth_credentials_are_sent_and_a_refusal_is_a_typed_error():
             serde.decode(data, "OrderEvent", TOPIC)
         assert err.value.reason == "registry_unavailable" and "401" in err.value.detail
         serde.configure(SchemaRegistrySettings(url=reg.url, basic_auth_user="key", basic_auth_password="secret"))
+        assert serde.decode(data, "OrderEvent", TOPIC).record["order_id"] == "o1"
+    finally:
+        serde.configure(None)
+        reg.stop()
+
+
+def test_the_registry_is_reached_over_tls_with_the_configured_ca_and_refused_without_it(pki):
+    reg = RegistryStandIn(tls=(str(pki.server.certificate), str(pki.server.key))).start()
+    try:
+        ser = AvroSerializer(SchemaRegistryClient({"url": reg.url, "ssl.ca.location": str(pki.ca)}),
+                             schema_text(serde.registry().v2["OrderEvent"]))
+        data = ser(order_v2(), SerializationContext(TOPIC, MessageField.VALUE))
+        serde.configure(SchemaRegistrySettings(url=reg.url, ssl_ca_location=str(pki.other_ca), max_retries=0))
+        with pytest.raises(serde.SerdeError) as err:
+            serde.decode(data, "OrderEvent", TOPIC)
+        assert err.value.reason == "registry_unavailable" and "certificate" in err.value.detail.lower()
+        serde.configure(SchemaRegistrySettings(url=reg.url, ssl_ca_location=str(pki.ca)))
         assert serde.decode(data, "OrderEvent", TOPIC).record["order_id"] == "o1"
     finally:
         serde.configure(None)

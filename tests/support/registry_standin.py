@@ -8,7 +8,7 @@ Karapace is not on the package index), so the tests speak to this one. It serves
     POST /subjects/{subject}          (lookup) GET  /subjects/{subject}/versions[/{version|latest}]
     GET  /subjects                             PUT|GET /config[/{subject}]
 
-with HTTP basic auth when ``credentials`` are given. Ids are global and one schema text has one id,
+with HTTP basic auth when ``credentials`` are given, over TLS when ``tls`` files are. Ids are global and one schema text has one id,
 as in the real registry. It stores the compatibility level but does not enforce it (shopmail's
 reader decides compatibility by Avro resolution, which is what the tests exercise).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,8 +26,9 @@ from urllib.parse import unquote, urlparse
 
 
 class RegistryStandIn:
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None, tls: tuple[str, str] | None = None) -> None:
         self.credentials = credentials
+        self.tls = tls  # (certificate PEM, key PEM): serve HTTPS
         self.schemas: list[str] = []  # id - 1 → schema text
         self.subjects: dict[str, list[int]] = {}  # subject → ids by version
         self.compatibility: dict[str, str] = {}  # subject ("" = global) → level
@@ -37,7 +39,7 @@ class RegistryStandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> "RegistryStandIn":
         standin = self
@@ -77,6 +79,10 @@ class RegistryStandIn:
                 self._handle("PUT")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
