@@ -243,3 +243,20 @@ def test_schemas_register_puts_every_subject_under_backward_and_outputs_read_wit
     assert serde.decode(data, "EmailOutcome").record == record  # shopmail reads its own output too
     assert serde.encode("EmailOutcome", record)[:2] == serde.MAGIC  # no topic: internal, single-object
 
+
+
+def test_the_schemas_register_command_prints_each_subject_and_exits_1_when_the_registry_is_down(standin):
+    from typer.testing import CliRunner
+
+    from streams.cli.main import app
+
+    env = {"SHOPMAIL_REGISTRY__URL": standin.url, "SHOPMAIL_REGISTRY__MAX_RETRIES": "0"}
+    done = CliRunner().invoke(app, ["schemas", "register"], env=env)
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {"subject": "email.commands-value", "schema": "shopmail.EmailCommand"} in [
+        {k: r[k] for k in ("subject", "schema")} for r in rows]
+    standin.stop()
+    down = CliRunner().invoke(app, ["schemas", "register"], env=env)
+    assert down.exit_code == 1 and "registration failed" in down.output
+    assert CliRunner().invoke(app, ["schemas", "register"], env={"SHOPMAIL_REGISTRY__URL": ""}).exit_code == 2
