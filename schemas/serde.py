@@ -296,9 +296,12 @@ def configure(settings: SchemaRegistrySettings | None) -> None:
 
 def resolver() -> RegistryResolver | None:
     if not _configured:
-        from streams.config import load_settings
+        from streams.config import ConfigError, load_settings
 
-        configure(load_settings().registry)
+        try:
+            configure(load_settings().registry)
+        except ConfigError as exc:
+            raise SerdeError("registry_not_configured", f"the settings cannot be read: {exc}") from exc
     return _resolver
 
 
