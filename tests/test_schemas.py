@@ -257,3 +257,9 @@ def test_contract_v2_and_v1_of_the_same_event_decode_to_the_same_domain_record(n
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, v2.parsed, as_v2)
     assert serde.decode(serde.MAGIC + v2.fingerprint_bytes + buf.getvalue(), name).record == v1
+
+
+def test_every_field_of_every_current_contract_is_documented_for_producers_and_consumers():
+    missing = {name: [f["name"] for f in serde.registry().get(name).raw["fields"] if not f.get("doc")]
+               for name in serde.registry().names()}
+    assert {k: v for k, v in missing.items() if v} == {}
