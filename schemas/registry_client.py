@@ -118,11 +118,11 @@ class RegistryResolver:
         except Exception as exc:  # noqa: BLE001 - a registered schema fastavro cannot parse
             raise SerdeError("incompatible_schema", f"{source}: not an Avro schema shopmail can read ({exc})") from exc
         reader = registry().readers.get(entry.fullname)
-        if reader is not None and dict(entry.decimal_scales) != dict(reader.decimal_scales):
-            for path, scale in entry.decimal_scales:
-                if dict(reader.decimal_scales).get(path) != scale:
-                    raise SerdeError("incompatible_schema", f"{source}: decimal {path} has scale {scale}, the "
-                                                            f"reader's is {dict(reader.decimal_scales).get(path)}")
+        reader_scales = dict(reader.decimal_scales) if reader is not None else {}
+        for path, scale in entry.decimal_scales:  # decimals are read with the reader's scale: they must agree
+            if path in reader_scales and reader_scales[path] != scale:
+                raise SerdeError("incompatible_schema", f"{source}: decimal {path} has scale {scale}, the "
+                                                        f"reader's is {reader_scales[path]}")
         return entry
 
     # ---- encode / register ----------------------------------------------------------------------

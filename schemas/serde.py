@@ -266,10 +266,6 @@ class SchemaRegistry:
     def names(self) -> list[str]:
         return sorted(self.current)
 
-    def contracts(self) -> list[SchemaEntry]:
-        """Every current contract: v1 (what shopmail writes) and v2 (what producers may write)."""
-        return [self.current[n] for n in self.names()] + [self.v2[n] for n in sorted(self.v2)]
-
 
 @lru_cache(maxsize=1)
 def registry() -> SchemaRegistry:
