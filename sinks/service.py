@@ -611,7 +611,7 @@ class SinkService:
             dl = dead_letter(self.settings.limits, topic=w.topic, partition=w.partition, offset=w.offset, key=w.key,
                              value=w.value, reason=w.error_code or (w.reason or "failed").split(":")[0],
                              detail=w.reason or "", component="sink", failed_at=at)
-            p.produce(self.dlq_topic, key=dl["original_key"], value=serde.encode("DeadLetter", dl))
+            p.produce(self.dlq_topic, key=dl["original_key"], value=serde.encode("DeadLetter", dl, self.dlq_topic))
             DLQ.labels(self.dlq_topic).inc()
         SENDS.labels(w.outcome, (w.error_code or w.reason or "").split(":")[0]).inc()
         if w.outcome == "skip" or not cmd.get("command_id") or not cmd.get("flow"):
@@ -621,10 +621,10 @@ class SinkService:
                    "variant": cmd["variant"], "category": cmd["category"], "occurred_at": at,
                    "attempts": max(w.attempts, 1 if w.outcome == "sent" else 0)}
         p.produce(self.outcomes_topic, key=(cmd["customer_id"] or cmd["command_id"]).encode(),
-                  value=serde.encode("EmailOutcome", outcome))
+                  value=serde.encode("EmailOutcome", outcome, self.outcomes_topic))
         coupon = coupons.issued(self.settings.coupons, cmd, at) if w.outcome == "sent" else None
         if coupon is not None:  # the code the customer received: the shop's checkout may now honour it
-            p.produce(self.coupons_topic, key=coupon["code"].encode(), value=serde.encode("CouponIssued", coupon))
+            p.produce(self.coupons_topic, key=coupon["code"].encode(), value=serde.encode("CouponIssued", coupon, self.coupons_topic))
         self._produce_ledger(p, w, w.outcome, at)
         self.settled += 1
         if log.isEnabledFor(logging.DEBUG):

@@ -61,7 +61,7 @@ class Bridge:
         if record is None:
             self.counts["ignored"] += 1
             return "ignored"
-        self.producer.produce(self.topic, key=record["customer_id"].encode(), value=serde.encode("EmailFeedback", record))
+        self.producer.produce(self.topic, key=record["customer_id"].encode(), value=serde.encode("EmailFeedback", record, self.topic))
         self.counts["feedback"] += 1
         FEEDBACK.labels(record["type"]).inc()
         return "feedback"

@@ -110,7 +110,7 @@ class UnsubscribeService:
         record = {"event_id": f"unsubscribe:{q['c']}", "customer_id": q["u"], "occurred_at": int(time.time() * 1000),
                   "type": "unsubscribed", "command_id": q["c"], "message_id": None, "link": None, "bounce_type": None}
         errors: list[str] = []
-        self.producer.produce(self.topic, key=q["u"].encode(), value=serde.encode("EmailFeedback", record),
+        self.producer.produce(self.topic, key=q["u"].encode(), value=serde.encode("EmailFeedback", record, self.topic),
                               on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
         if self.producer.flush(10) or errors:
             REQUESTS.labels("POST", "unavailable").inc()

@@ -415,6 +415,39 @@ class UnsubscribeSettings:
 
 
 @dataclass
+class SchemaRegistrySettings:
+    """The Confluent-compatible Schema Registry (``[registry]``, ``SHOPMAIL_REGISTRY__<FIELD>``). Input
+    records in registry framing (byte 0 = 0, a 4-byte schema id) are resolved through it, and so are
+    single-object records whose writer schema shopmail does not ship (producer-first evolution).
+    Empty ``url`` → no registry: such records are dead-lettered (``registry_not_configured``)."""
+    url: str = ""  # e.g. https://schema-registry.internal:8081 (several: comma-separated)
+    basic_auth_user: str = ""  # HTTP basic auth (Confluent Cloud: the API key)
+    basic_auth_password: str = ""  # secret; or basic_auth_password_file
+    basic_auth_password_file: str = ""
+    ssl_ca_location: str = ""  # PEM of the CA that signed the registry's certificate; empty → system trust
+    ssl_certificate_location: str = ""  # client certificate (PEM) for mutual TLS
+    ssl_key_location: str = ""  # its private key (PEM)
+    timeout_s: float = 5.0  # one HTTP request
+    max_retries: int = 1  # per lookup, before the record is dead-lettered as registry_unavailable
+    # after a failed lookup, lookups of uncached schemas fail at once for this long (records whose
+    # schema is cached go on); bounds the stall a registry outage can cause
+    retry_after_s: float = 30.0
+    # single_object (C3 01 + fingerprint) | registry (0 + schema id under TopicNameStrategy subjects,
+    # registered by ``shopmail schemas register``): how shopmail writes its output topics
+    output_framing: str = "single_object"
+
+    def password(self) -> str:
+        if self.basic_auth_password_file:
+            return _read_secret(self.basic_auth_password_file).decode().strip()
+        return self.basic_auth_password
+
+    def __repr__(self) -> str:
+        masked = SECRET_MASK if self.basic_auth_password else ""
+        return (f"SchemaRegistrySettings(url={self.url!r}, basic_auth_user={self.basic_auth_user!r}, "
+                f"basic_auth_password={masked!r}, output_framing={self.output_framing!r})")
+
+
+@dataclass
 class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -431,6 +464,7 @@ class Settings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     brand: BrandSettings = field(default_factory=BrandSettings)
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
+    registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
 
 
 class ConfigError(ValueError):

@@ -97,13 +97,14 @@ def test_truncated_bytes_are_a_typed_error():
     assert err.value.reason == "truncated"
 
 
-def test_unknown_fingerprint_and_bad_magic_are_typed_errors():
+def test_unknown_fingerprint_and_unknown_framing_are_typed_errors():
     with pytest.raises(serde.SerdeError) as err:
         serde.decode(b"\xc3\x01" + b"\x00" * 8 + b"\x02")
     assert err.value.reason == "unknown_fingerprint"
     with pytest.raises(serde.SerdeError) as err:
         serde.decode(b"{\"json\": true}")
-    assert err.value.reason == "bad_magic"
+    assert err.value.reason == "unknown_framing"
+    assert "7B 22 6A 73 6F 6E 22 3A" in err.value.detail  # the first bytes, in hex
 
 
 def test_wrong_types_are_rejected_on_encode_and_from_json():
@@ -158,7 +159,8 @@ def test_random_bytes_never_crash_the_decoder(data):
     try:
         serde.decode(data)
     except serde.SerdeError as exc:
-        assert exc.reason in {"bad_magic", "truncated", "unknown_fingerprint", "invalid"}
+        assert exc.reason in {"unknown_framing", "truncated", "unknown_fingerprint", "invalid",
+                              "registry_not_configured"}
 
 
 _json_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=20)
@@ -185,3 +187,79 @@ def test_to_json_fast_path_equals_the_validating_path_and_still_rejects_bad_reco
                                   serde._json_converter("EmailCommand")[1], to_json=True, path="")
     with pytest.raises(serde.SerdeError, match="step"):
         serde.to_json("EmailCommand", dict(cmd, step="one"))
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_the_export_form_carries_logical_types_and_reads_back_into_the_domain_record(name):
+    from schemas.logical import export_schema, read_export, to_export
+
+    raw = serde.registry().get(name).raw
+    record = serde.from_json(name, SAMPLES[name])
+    buf = io.BytesIO()
+    fastavro.writer(buf, export_schema(raw), [to_export(raw)(record)])
+    buf.seek(0)
+    typed = next(fastavro.reader(io.BytesIO(buf.getvalue())))
+    for field in ("occurred_at", "send_at", "issued_at", "changed_at", "tick_at", "failed_at", "at"):
+        if field in record:
+            assert typed[field].tzinfo is not None  # a timestamp, not an int64
+    if name in ("OrderEvent", "CartEvent"):
+        assert str(typed["items"][0]["price"]) == "9.9000"  # a decimal, not a string
+    assert read_export(buf) == [record]
+
+
+def test_an_amount_the_export_decimal_cannot_hold_is_refused_not_rounded():
+    from schemas.logical import to_export
+
+    raw = serde.registry().get("OrderEvent").raw
+    record = serde.from_json("OrderEvent", dict(SAMPLES["OrderEvent"], total="19.801234"))
+    with pytest.raises(serde.SerdeError) as err:
+        to_export(raw)(record)
+    assert err.value.reason == "invalid" and "decimal places" in err.value.detail
+
+
+def test_every_v2_contract_field_is_documented_every_enum_has_a_default_and_line_item_is_defined_once():
+    import pathlib
+
+    def walk(t, found):
+        if isinstance(t, list):
+            for x in t:
+                walk(x, found)
+        elif isinstance(t, dict):
+            if t.get("type") == "enum":
+                found["enums"].append(t)
+            for f in t.get("fields", []):
+                found["fields"].append(f)
+                walk(f["type"], found)
+            walk(t.get("items"), found)
+            walk(t.get("type"), found)
+        return found
+
+    v2 = serde.registry().v2
+    assert sorted(v2) == ["CartEvent", "CustomerEvent", "EmailFeedback", "InventoryEvent", "OrderEvent",
+                          "ProductViewed", "ShipmentEvent"]
+    for entry in v2.values():
+        found = walk(entry.raw, {"enums": [], "fields": []})
+        assert [f["name"] for f in found["fields"] if not f.get("doc")] == []
+        assert [e["name"] for e in found["enums"] if e.get("default") not in e["symbols"]] == []
+        assert entry.fullname.count(".") == 2  # shopmail.<domain>.<Name>
+    sources = [p.read_text() for p in pathlib.Path(serde.SCHEMA_DIR, "v2").rglob("*.avsc")]
+    assert sum('"name": "LineItem"' in s for s in sources) == 1
+
+
+@pytest.mark.parametrize("name", ["OrderEvent", "CartEvent", "InventoryEvent", "ProductViewed", "ShipmentEvent",
+                                  "CustomerEvent", "EmailFeedback"])
+def test_contract_v2_and_v1_of_the_same_event_decode_to_the_same_domain_record(name):
+    from schemas.logical import to_export
+
+    v1 = serde.from_json(name, SAMPLES[name])
+    v2 = serde.registry().v2[name]
+    as_v2 = {k: v for k, v in to_export(serde.registry().get(name).raw)(v1).items()}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, v2.parsed, as_v2)
+    assert serde.decode(serde.MAGIC + v2.fingerprint_bytes + buf.getvalue(), name).record == v1
+
+
+def test_every_field_of_every_current_contract_is_documented_for_producers_and_consumers():
+    missing = {name: [f["name"] for f in serde.registry().get(name).raw["fields"] if not f.get("doc")]
+               for name in serde.registry().names()}
+    assert {k: v for k, v in missing.items() if v} == {}

@@ -73,7 +73,7 @@ def read_topics(settings: Settings, bootstrap: str) -> Inputs:
 
 
 def read_avro_dir(settings: Settings, directory: Path) -> Inputs:
-    import fastavro
+    from schemas.logical import read_export
 
     if not directory.is_dir():
         raise EmptyReport(f"{directory} is not a directory (write one with `shopmail export --out DIR`)")
@@ -85,7 +85,7 @@ def read_avro_dir(settings: Settings, directory: Path) -> Inputs:
             found = True
             try:
                 with open(path, "rb") as f:
-                    inputs.records.extend((kind, rec) for rec in fastavro.reader(f))
+                    inputs.records.extend((kind, rec) for rec in read_export(f))
             except (ValueError, OSError, EOFError) as exc:
                 raise EmptyReport(f"{path} is not an Avro container file: {exc}") from exc
     if not found:

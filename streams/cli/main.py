@@ -34,10 +34,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback 
 
 def settings_from(config: Optional[Path]) -> Settings:
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         console.print(f"[red]config error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    from schemas import serde
+
+    serde.configure(settings.registry)  # registry framing for every command of this process
+    return settings
 
 
 @app.command()
@@ -77,11 +81,12 @@ def _register() -> None:
     from sinks import cli as sink_cli
     from sinks import customer_cli
     from streams.cli import audiences, replay, report, simulate, worker
+    from streams.cli import schemas as schemas_cli
     from streams.tools import demo
     from streams.tracking import cli as tracking_cli
 
     for module in (worker, sink_cli, demo, simulate, replay, report, tracking_cli, bench_cli, customer_cli,
-                   audiences):
+                   audiences, schemas_cli):
         module.register(app)
 
 

@@ -270,7 +270,7 @@ class ConsumedRecord:
     timestamp_ms: int
 
     def decoded(self) -> serde.Decoded:
-        return serde.decode(self.value)
+        return serde.decode(self.value, topic=self.topic)
 
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0,

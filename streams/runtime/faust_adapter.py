@@ -80,7 +80,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         dl = build_dead_letter(settings.limits, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                                key=msg.key, value=msg.value, reason=reason, detail=detail, component="processor-faust")
         await app.topic(msg.topic + ".dlq", value_serializer="raw").send(
-            key=msg.key, value=serde.encode("DeadLetter", dl))
+            key=msg.key, value=serde.encode("DeadLetter", dl, msg.topic + ".dlq"))
 
     @app.agent(inputs)
     async def process(stream: Any) -> None:
@@ -88,7 +88,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
             msg = event.message
             logical = logical_by_name[msg.topic]
             try:
-                record = serde.decode(msg.value, VALUE_SCHEMA[logical]).record
+                record = serde.decode(msg.value, VALUE_SCHEMA[logical], msg.topic).record
             except serde.SerdeError as exc:
                 await dead_letter(event, exc.reason, exc.detail)
                 continue
@@ -97,11 +97,11 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
             for rej in result.rejections:
                 await dead_letter(event, rej.reason, rej.detail)
             for cmd in result.commands:
-                await commands.send(key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd),
+                await commands.send(key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd, t.name("commands")),
                                     partition=msg.partition)
             for m in engine.drain_memberships():
                 await audiences.send(key=membership_key(m["audience"], m["customer_id"]).encode(),
-                                     value=serde.encode("AudienceMembership", m))
+                                     value=serde.encode("AudienceMembership", m, t.name("audiences")))
             for key, value in engine.drain_changes().items():
                 full = f"{msg.partition}|{key}".encode()
                 if value is None:

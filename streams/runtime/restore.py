@@ -139,7 +139,7 @@ class OrphanedCommands:
         ids: dict[int, set[str]] = {p: set() for p in markers}
 
         def collect(m: Message) -> None:
-            ids[m.partition()].add(serde.decode(m.value(), "EmailCommand").record["command_id"])
+            ids[m.partition()].add(serde.decode(m.value(), "EmailCommand", m.topic()).record["command_id"])
 
         reader = _reader(self.settings, self.bootstrap)
         try:

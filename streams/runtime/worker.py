@@ -118,6 +118,7 @@ class ProcessorRuntime:
                  observer: Any | None = None) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
+        serde.configure(settings.registry)  # registry framing in and (registry.output_framing) out
         configured = instance_id or settings.worker.instance_id
         self.engine_factory: EngineFactory = engine_factory or (lambda s, p: PartitionEngine(s, p))
         self.write_ticks = settings.worker.tick_interval_s > 0 if write_ticks is None else write_ticks
@@ -410,7 +411,7 @@ class ProcessorRuntime:
         if size > self.limits.max_record_bytes:
             return None, None  # the task refuses it by size without it being decoded
         try:
-            return serde.decode(m.value(), VALUE_SCHEMA[logical]).record, None
+            return serde.decode(m.value(), VALUE_SCHEMA[logical], m.topic()).record, None
         except serde.SerdeError as exc:
             return None, Refusal(exc.reason, exc.detail)
         except Exception as exc:  # noqa: BLE001 - any unreadable record is a dead letter, never a crash
@@ -535,7 +536,7 @@ class ProcessorRuntime:
                 already.discard(cmd["command_id"])
                 continue
             try:
-                self._produce(self.commands_topic, cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd),
+                self._produce(self.commands_topic, cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd, self.commands_topic),
                               partition=p, timestamp=cmd["created_at"], on_delivery=on_delivery)
             except KafkaException as exc:  # refused by the client (e.g. its message.max.bytes): this record only
                 if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
@@ -552,7 +553,7 @@ class ProcessorRuntime:
         topic = self.audiences_topic
         for ev in out.memberships:
             self._produce(topic, membership_key(ev["audience"], ev["customer_id"]).encode(),
-                          serde.encode("AudienceMembership", ev), timestamp=ev["changed_at"])
+                          serde.encode("AudienceMembership", ev, topic), timestamp=ev["changed_at"])
         return len(out.memberships)
 
     def _aborted(self) -> None:
@@ -603,7 +604,7 @@ class ProcessorRuntime:
         m = ref.message if isinstance(ref, GlobalRecord) else ref
         dl = dead_letter(self.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
                          value=m.value(), reason=reason, detail=detail, component="processor")
-        self._produce(m.topic() + ".dlq", dl["original_key"], serde.encode("DeadLetter", dl))
+        self._produce(m.topic() + ".dlq", dl["original_key"], serde.encode("DeadLetter", dl, m.topic() + ".dlq"))
         self.stats.dead_letters += 1
         self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
         log.debug("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])

@@ -93,7 +93,7 @@ def read_topic(settings: Settings, bootstrap: str, timeout_s: float = 120.0) -> 
                     state.latest.pop(key.decode(), None)
                 return
             try:
-                state.apply(serde.decode(m.value(), "AudienceMembership").record)
+                state.apply(serde.decode(m.value(), "AudienceMembership", m.topic()).record)
             except serde.SerdeError:
                 state.unreadable += 1
 

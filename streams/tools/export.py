@@ -1,7 +1,9 @@
 """`shopmail export`: a time range of topics → Avro object container files (fastavro, schema embedded),
-one per topic, for data teams. The range filters on the records' event time (``occurred_at``,
-``send_at`` for commands, ``tick_at``, ``failed_at`` for dead letters) — Tansu answers
-``offsets_for_times`` with 0, so the export does not rely on it."""
+one per topic, for data teams. Times are written as ``timestamp-millis`` and money as ``decimal``
+(schemas/logical.py); a record whose amount does not fit ``decimal(18, 4)`` is counted as skipped.
+The range filters on the records' event time (``occurred_at``, ``send_at`` for commands,
+``tick_at``, ``failed_at`` for dead letters) — Tansu answers ``offsets_for_times`` with 0, so the
+export does not rely on it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import fastavro
 
 from schemas import serde
+from schemas.logical import export_schema, to_export
 from streams.config import KafkaSettings
 from streams.kafka.io import read_topic
 
@@ -31,7 +34,7 @@ def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None
     skipped = 0
     for r in read_topic(bootstrap, topic, idle_s=0.5, timeout_s=600, kafka=kafka):
         try:
-            d = serde.decode(r.value)
+            d = serde.decode(r.value, topic=r.topic)
         except serde.SerdeError:
             skipped += 1
             continue
@@ -42,8 +45,16 @@ def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{topic}.avro"
     name = max(by_schema, key=lambda k: len(by_schema[k])) if by_schema else None
-    records = by_schema.get(name, []) if name else []
-    schema = serde.registry().get(name).parsed if name else {"type": "record", "name": "Empty", "fields": []}
+    records: list[dict[str, Any]] = []
+    schema: dict[str, Any] = {"type": "record", "name": "Empty", "fields": []}
+    if name:
+        raw = serde.registry().get(name).raw
+        schema, convert = export_schema(raw), to_export(raw)
+        for rec in by_schema[name]:
+            try:
+                records.append(convert(rec))
+            except serde.SerdeError:
+                skipped += 1
     with open(path, "wb") as f:
         fastavro.writer(f, schema, records, metadata={"shopmail.topic": topic}, codec="deflate")
     return path, len(records), skipped

@@ -117,7 +117,7 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
-                at = event_time(logical, serde.decode(rec.value, VALUE_SCHEMA[logical]).record)
+                at = event_time(logical, serde.decode(rec.value, VALUE_SCHEMA[logical], rec.topic).record)
             except serde.SerdeError:
                 continue  # production already dead-lettered it
             if not window.contains(at):
