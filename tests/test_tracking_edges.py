@@ -18,7 +18,7 @@ from streams.tracking.page import PageRenderer
 from streams.tracking.tokens import make_token
 from streams.tracking.webhooks import WebhookError, parse, sign
 from tests.test_tracking import KEY, T0, get, order, shipment, tracked, wait_for  # noqa: F401 - fixture
-from tests.test_webhook_ingest import GEN_KEY, post
+from tests.test_webhook_ingest import GEN_KEY, labelled_order_page, post
 
 
 def generic(occurred_at: Any, event_id: str = "g-1", tn: str = "TN-1") -> bytes:
@@ -113,10 +113,7 @@ def test_a_view_too_large_for_its_topic_is_dead_lettered_and_the_builder_goes_on
 def test_odd_webhook_bodies_get_400_and_a_dead_letter_and_the_page_keeps_rendering(kafka, tracked):
     settings, svc = tracked
     t = settings.topics
-    produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order()])
-    produce_records(settings, kafka, t.name("shipments"), "ShipmentEvent", [shipment("label_created", T0)])
-    page = f"http://127.0.0.1:{svc.http.port}/track/{make_token(KEY, 'o-1', 'c-1')}"
-    wait_for(page, "Shipping label created")
+    page = labelled_order_page(kafka, settings, svc)
     bodies = [generic(9e18, "g-1"), generic(1e30, "g-2"), generic(946_684_799_999, "g-3"),
               b'{"event_id": "g-4", "tracking_number": "TN-1", "status": "in_transit", "occurred_at": NaN}',
               b'{"a":' * 30_000 + b"1" + b"}" * 30_000]
