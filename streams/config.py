@@ -166,6 +166,9 @@ class SinkSettings:
     ledger_retention_ms: int = 8 * DAY_MS
     ledger_sweep_interval_s: float = 60.0  # how often expired ledger entries are tombstoned
     max_command_bytes: int = 512 * 1024  # a larger email.commands value → failed/command_too_large + DLQ
+    # A command due further ahead than this → failed/far_future + DLQ instead of being held (unseen) for years.
+    # Default: the longest flow delay (win-back's last step, 14 d) + 7 d.
+    max_send_ahead_ms: int = 21 * DAY_MS
     record_max_attempts: int = 3  # a retryable per-command error (e.g. OSError) is retried this often, then failed
     health_stall_s: float = 60.0  # /healthz not ready when the loop has not advanced this long
     health_ses_failure_s: float = 120.0  # …or SES calls have failed (pause, 5xx, connection) this long with no success
