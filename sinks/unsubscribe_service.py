@@ -98,8 +98,8 @@ class UnsubscribeService:
         lang = (q.get("l") or "").split("-")[0].split("_")[0]
         lang = lang if lang in self.languages else self.settings.brand.default_locale
         purpose = q.get("a") or "unsubscribe"
-        valid = purpose in PURPOSES and all(q.get(k) for k in ("c", "u", "l", "t")) \
-            and verify(self.key, q["u"], q["c"], q["l"], q["t"], purpose)
+        valid = purpose in PURPOSES and all(q.get(k) for k in ("c", "u", "l", "t")) and q["t"].isascii() \
+            and verify(self.key, q["u"], q["c"], q["l"], q["t"], purpose)  # tokens are base64: ASCII
         return q, lang, purpose if valid else None
 
     def _page(self, status: int, lang: str, state: str, action: str = "") -> Response:

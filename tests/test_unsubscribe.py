@@ -88,12 +88,12 @@ def test_one_click_post_publishes_an_unsubscribe_for_the_signed_recipient(kafka,
         ("unsubscribed", "c-42", CMD, f"unsubscribe:{CMD}")
 
 
-@pytest.mark.parametrize("edit", ["customer", "command", "locale", "token", "no_token"])
+@pytest.mark.parametrize("edit", ["customer", "command", "locale", "token", "no_token", "non_ascii_token"])
 def test_a_forged_or_edited_link_gets_403_and_changes_nothing(kafka, settings, service, edit):
     url = link(service)
     forged = {"customer": url.replace("u=c-42", "u=c-43"), "command": url.replace(f"c={CMD}", "c=" + "0" * 32),
               "locale": url.replace("l=de", "l=en"), "token": url[:-3] + ("AAA" if url[-3:] != "AAA" else "BBB"),
-              "no_token": url.split("&t=")[0]}[edit]
+              "no_token": url.split("&t=")[0], "non_ascii_token": url.split("&t=")[0] + "&t=%C3%A9"}[edit]
     for method, body in (("POST", b"List-Unsubscribe=One-Click"), ("GET", None)):
         status, _ = request(forged, method, body)
         assert status == 403
