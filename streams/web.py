@@ -89,15 +89,22 @@ class Route:
 
 
 class _Busy(asyncio.Protocol):
-    """Answers a connection over the limit with 503 and closes it."""
+    """Answers a connection over the limit with 503 and closes it: once its request has been read (closing
+    with unread data would reset the connection before the client reads the answer), or after a second."""
 
     def __init__(self, listener: str) -> None:
         REFUSED.labels(listener, "busy").inc()
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         transport.write(_BUSY)
-        transport.close()
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is not None and b"\r\n\r\n" in data:
+            self.transport.close()
 
 
 _protocol_log = logging.getLogger("shopmail.web.protocol")
