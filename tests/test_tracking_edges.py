@@ -145,3 +145,50 @@ def test_a_bad_token_gets_the_same_404_whether_or_not_the_order_exists(kafka, tr
         a, b = get(base + forged_existing, headers), get(base + forged_missing, headers)
         assert a[0] == b[0] == 404 and a[1] == b[1]
     assert get(base + make_token(KEY, "o-de", "c-other"))[1] == get(base + forged_missing)[1]  # another customer
+
+
+@pytest.mark.integration
+def test_on_revoke_the_builder_commits_only_the_records_it_handled(kafka, settings):
+    import threading
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.kafka.io import consumer_config
+    from streams.tracking.builder import ViewBuilder
+    from tests.test_tracking import create_topics, tracking_settings
+
+    tracking_settings(settings)
+    create_topics(kafka, settings)
+    orders_topic = settings.topics.name("orders")
+    produce_records(settings, kafka, orders_topic, "OrderEvent", [order(f"o-r{i}", "c-r") for i in range(6)])
+    builder = ViewBuilder(settings, kafka)
+    builder.consumer.subscribe(list(builder.logical), on_assign=builder._on_assign, on_revoke=builder._on_revoke)
+    read, deadline = [], time.monotonic() + 30
+    while len(read) < 6 and time.monotonic() < deadline:
+        read += [m for m in builder.consumer.consume(10, 0.5) if m.error() is None and m.topic() == orders_topic]
+    assert len(read) == 6
+    for m in read[:2]:  # two handled; four read but not handled when the partitions go
+        builder.handle(m)
+    builder.consumer.close()  # revokes: flushes the two views and commits their offsets, nothing more
+    check = Consumer(consumer_config(settings, kafka, settings.tracking.group_id))
+    try:
+        [committed] = check.committed([TopicPartition(orders_topic, read[0].partition())], timeout=10)
+    finally:
+        check.close()
+    assert committed.offset == read[1].offset() + 1
+    views_written = {r.key for r in read_topic(kafka, settings.tracking.view_topic_name(settings.topics.prefix),
+                                               idle_s=1.0)}
+    assert views_written == {b"o-r0", b"o-r1"}
+
+    restarted, stop = ViewBuilder(settings, kafka), threading.Event()  # the next owner picks up the other four
+    runner = threading.Thread(target=restarted.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for_views = time.monotonic() + 30
+        while time.monotonic() < wait_for_views and len(views_written) < 6:
+            views_written = {r.key for r in read_topic(kafka, settings.tracking.view_topic_name(
+                settings.topics.prefix), idle_s=0.5)}
+    finally:
+        stop.set()
+        runner.join(30)
+    assert views_written == {f"o-r{i}".encode() for i in range(6)}
