@@ -11,9 +11,10 @@ block), so the event loop only parses HTTP and moves bytes. What every listener 
   (a larger ``Content-Length`` → 413 before anything is read);
 - a malformed request line, header or ``Content-Length`` (``-1``, ``abc``) → 400 from the parser;
 - at most ``max_connections`` open connections: one more is answered 503 and closed;
-- security headers on every answer (``nosniff``, ``Referrer-Policy: no-referrer``, ``X-Frame-Options:
-  DENY``, a Content-Security-Policy that a page may tighten or widen), ``Cache-Control: no-store``, and
-  no ``Server`` banner;
+- security headers on every answer of a route, 404 and 405 included (``nosniff``, ``Referrer-Policy:
+  no-referrer``, ``X-Frame-Options: DENY``, a Content-Security-Policy that a page may tighten or widen),
+  ``Cache-Control: no-store``, and no ``Server`` banner (the parser's own plain-text 400 for a request it
+  cannot read is aiohttp's, with its banner);
 - a handler that raises is logged and answered 500 (the fuzz tests hold every service to none).
 
 :class:`OpsServer` is the ops listener (``/healthz``, ``/readyz``, ``/metrics``): it is the only place
