@@ -385,6 +385,9 @@ class SinkService:
             w.outcome = "skip"  # settled, parked or under way (restart/rebalance/duplicate): never again
         elif self._expired(cmd):
             w.outcome, w.reason = "suppressed", "expired"
+        elif cmd["send_at"] > now_ms() + self.settings.sink.max_send_ahead_ms:  # never held for years unseen
+            w.fail(RecordError("permanent", "far_future", f"send_at {cmd['send_at']} is more than "
+                                                          f"sink.max_send_ahead_ms ({self.settings.sink.max_send_ahead_ms}) ahead"))
         elif cmd["send_at"] > now_ms():
             self._to_park.append(w)
             self._active.add(w.command_id)

@@ -2,8 +2,10 @@
 
 :class:`Bridge` turns one SES event (an SNS envelope or the bare event, from a file, stdin or the
 demo) into a feedback record. :class:`SnsEndpoint` is the HTTP subscription side: it accepts only POSTs
-whose SNS signature verifies (see :mod:`sinks.sns_signature`), confirms subscriptions to allowed topics,
-and answers 403 to anything else, producing nothing for it.
+whose SNS signature verifies, from an allowed topic, sent within the last ``bridge.max_message_age_s``
+(see :mod:`sinks.sns_signature`), confirms subscriptions to allowed topics, and answers 403 to anything
+else, producing nothing for it. :func:`sns_http_server` serves it (``POST /`` and ``GET /openapi.json``
+only; health and metrics are on the ops port).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -24,15 +25,15 @@ from schemas import serde
 from streams.runtime.dead_letters import dead_letter
 from sinks.ses_events import BridgeError, to_feedback
 from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message
-from streams.config import Settings
+from streams.config import HttpSettings, Settings
 from streams.kafka.io import producer_config
-from streams.web import HttpListener
+from streams.web import HttpServer, Request, Response, Route
 
 log = logging.getLogger("shopmail.ses_bridge")
 FEEDBACK = Counter("shopmail_feedback_total", "SES events turned into email.feedback", ["type"])
 SNS_REJECTED = Counter("shopmail_sns_rejected_total",
-                       "SNS POSTs refused (403/413) before anything was produced: unsigned, forged, tampered, "
-                       "untrusted certificate or SubscribeURL host, topic not allowed", ["reason"])
+                       "SNS POSTs refused (403) before anything was produced: unsigned, forged, tampered, "
+                       "untrusted certificate or SubscribeURL host, topic not allowed, stale", ["reason"])
 SNS_SUBSCRIPTIONS = Counter("shopmail_sns_subscriptions_total",
                             "Verified SNS subscription messages: confirmed, left for an operator, or failed",
                             ["outcome"])
@@ -76,11 +77,11 @@ class SnsEndpoint:
 
     - 200: a verified Notification handled (feedback or ignored), or a verified subscription message;
     - 202: verified, but its SES event is malformed → dead-lettered (SNS must not retry it);
-    - 403: not a validly signed SNS message from an allowed topic and certificate host — nothing produced;
+    - 403: not a recent, validly signed SNS message from an allowed topic and certificate host — nothing
+      produced;
     - 503: verified, but Kafka (or the SubscribeURL) failed: SNS retries the delivery.
 
-    ``confirm`` GETs a SubscribeURL; subscriptions are confirmed only when the verifier has a TopicArn
-    allow-list (the message's topic is on it by then); otherwise an operator confirms them.
+    ``confirm`` GETs a SubscribeURL of a verified subscription message (its topic is on the allow-list).
     """
 
     def __init__(self, bridge: Bridge, verifier: SnsVerifier, confirm: Callable[[str], Any]) -> None:
@@ -128,11 +129,6 @@ class SnsEndpoint:
             SNS_SUBSCRIPTIONS.labels("unsubscribed").inc()
             log.warning("SNS %s for %s: this endpoint no longer receives that topic", kind, topic)
             return 200
-        if not self.verifier.topic_arns:
-            SNS_SUBSCRIPTIONS.labels("left_for_operator").inc()
-            log.warning("SNS subscription to %s not confirmed automatically (no bridge.topic_arns allow-list): "
-                        "confirm it in the SNS console if it is yours", topic)
-            return 200
         try:
             url = self.verifier.check_url(message.get("SubscribeURL"), "SubscribeURL")
         except SnsRejected as exc:
@@ -151,44 +147,37 @@ class SnsEndpoint:
         return not self.delivery_failing, {**self.bridge.counts, "rejected": self.rejected}
 
 
-class SnsHttpServer(HttpListener):
-    """The SNS subscription listener: POST / → :class:`SnsEndpoint`; GET /healthz for the ingress. Metrics
-    are served by the ops server on another port, so they are not exposed where SNS posts."""
+SNS_OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "shopmail ses-bridge: SNS HTTPS subscription", "version": "1"},
+    "paths": {"/": {"post": {
+        "summary": "An SNS message (Notification, SubscriptionConfirmation, UnsubscribeConfirmation)",
+        "parameters": [{"name": "x-amz-sns-message-type", "in": "header", "required": False,
+                        "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}},
+                                                      "application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": {"description": "handled"}, "202": {"description": "verified; its SES event is "
+                                                                                "malformed and dead-lettered"},
+                      "403": {"description": "not a recent, signed message from an allowed topic"},
+                      "413": {"description": "body too large"},
+                      "503": {"description": "verified, but not delivered to Kafka: SNS retries"}}}}},
+}
 
-    def __init__(self, endpoint: SnsEndpoint, host: str, port: int, max_body_bytes: int) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 30  # seconds a client may take per read: a stalled connection does not hold a thread
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    self.close_connection = True
-                    self._answer(411)
-                elif int(length) > max_body_bytes:
-                    endpoint.reject("too_large", f"Content-Length {length} > {max_body_bytes}")
-                    self.close_connection = True
-                    self._answer(413)
-                else:
-                    body = self.rfile.read(int(length))
-                    self._answer(endpoint.handle(body, self.headers.get("x-amz-sns-message-type")))
+def sns_http_server(endpoint: SnsEndpoint, host: str, port: int, max_body_bytes: int,
+                    limits: HttpSettings | None = None) -> HttpServer:
+    """The SNS subscription listener: ``POST /`` → :class:`SnsEndpoint`. Health and metrics are served by
+    the ops server on another port, so nothing but SNS's endpoint faces the ingress."""
 
-            def do_GET(self) -> None:  # noqa: N802
-                self._answer(200 if self.path.startswith("/healthz") else 404)
+    def post(request: Request) -> Response:
+        return Response(endpoint.handle(request.body, request.headers.get("x-amz-sns-message-type")))
 
-            def _answer(self, code: int) -> None:
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        super().__init__(host, port, Handler, "sns-http")
+    return HttpServer(host, port, [Route("POST", "/", post, max_body_bytes)], "sns-http", limits, openapi=SNS_OPENAPI)
 
 
 def endpoint_from_settings(settings: Settings, bridge: Bridge, ssl_context: ssl.SSLContext | None = None) -> SnsEndpoint:
     """The SNS endpoint as configured in ``bridge.*``: certificates and confirmations over verified HTTPS."""
     b = settings.bridge
     store = CertificateStore(lambda url: https_get(url, b.http_timeout_s, ssl_context), ttl_s=b.cert_cache_ttl_s)
-    verifier = SnsVerifier(store, b.cert_host_pattern, b.topic_arns)
+    verifier = SnsVerifier(store, b.cert_host_pattern, b.topic_arns, max_age_s=b.max_message_age_s)
     return SnsEndpoint(bridge, verifier, lambda url: https_get(url, b.http_timeout_s, ssl_context, max_bytes=65536))

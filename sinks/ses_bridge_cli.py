@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from sinks.ses_bridge import Bridge, SnsHttpServer, endpoint_from_settings
+from sinks.ses_bridge import Bridge, endpoint_from_settings, sns_http_server
 
 
 log = logging.getLogger("shopmail.ses_bridge")
@@ -29,16 +29,16 @@ def register_bridge(app: typer.Typer) -> None:
         from streams.cli.service import run_with_ops, service_context
 
         settings = settings_from(config)
+        if http_port is not None and not settings.bridge.topic_arns:
+            raise typer.BadParameter("set bridge.topic_arns (SHOPMAIL_BRIDGE__TOPIC_ARNS): the SNS topics whose "
+                                     "SES events are accepted; SNS signs every account's topics alike")
         serving = http_port is not None  # stdin/file mode keeps Ctrl-C as an interrupt
         with service_context(settings, check_topics=False, handle_signals=serving) as (bootstrap, stop):
             bridge = Bridge(settings, bootstrap)
             if http_port is not None:
                 endpoint = endpoint_from_settings(settings, bridge)
-                if not settings.bridge.topic_arns:
-                    log.warning("bridge.topic_arns is empty: any validly signed SNS topic is accepted and "
-                                "subscriptions must be confirmed by an operator")
-                server = SnsHttpServer(endpoint, settings.bridge.bind_host, http_port,
-                                       settings.bridge.max_body_bytes).start()
+                server = sns_http_server(endpoint, settings.bridge.bind_host, http_port,
+                                         settings.bridge.max_body_bytes, settings.http).start()
                 log.info("SNS endpoint on %s:%d", server.host, server.port)
                 try:
                     run_with_ops(settings.bridge.web_port, endpoint.health, lambda s: s.wait(), stop,

@@ -8,9 +8,15 @@ Follows the SNS developer guide, "Verifying the signatures of Amazon SNS message
   ``Message, MessageId, Subject`` (only when present)``, Timestamp, TopicArn, Type``; for
   ``SubscriptionConfirmation`` / ``UnsubscribeConfirmation`` ``Message, MessageId, SubscribeURL,
   Timestamp, Token, TopicArn, Type``;
-- the certificate comes from ``SigningCertURL``, which must be ``https`` with a host that fully matches
-  the allowed pattern (``sns.<region>.amazonaws.com[.cn]`` by default) and a ``.pem`` path; it is fetched
-  without following redirects, size-capped, must be inside its validity period, and is cached per URL.
+- the certificate comes from ``SigningCertURL``, which must be ``https`` on port 443 with a host that
+  fully matches the allowed pattern (``sns.<region>.amazonaws.com``, ``sns.cn-<…>.amazonaws.com.cn`` and
+  ``sns.us-gov-<…>.amazonaws.com`` by default; never an S3 or other AWS host) and a ``.pem`` path; it is
+  fetched without following redirects, size-capped, must be inside its validity period, and is cached per URL.
+
+The signature covers neither the receiving endpoint nor an expiry, so two checks of ours close the
+replay of a validly signed message: its ``TopicArn`` must be on the configured allow-list (never empty:
+anybody can make SNS sign a message on a topic of their own), and its signed ``Timestamp`` must be at
+most ``max_age_s`` old (and not more than :data:`MAX_CLOCK_SKEW_S` ahead).
 
 Any failure raises :class:`SnsRejected` with a short ``reason`` (the label of the rejection counter).
 """
@@ -41,6 +47,7 @@ SUBSCRIPTION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Tok
 SUBSCRIPTION_TYPES = ("SubscriptionConfirmation", "UnsubscribeConfirmation")
 HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERT_BYTES = 10 * 1024
+MAX_CLOCK_SKEW_S = 300.0  # a Timestamp this far ahead of our clock is still accepted
 
 
 class SnsRejected(ValueError):
@@ -120,13 +127,19 @@ class CertificateStore:
 
 
 class SnsVerifier:
-    """Checks that a parsed SNS message was signed by SNS for an allowed topic."""
+    """Checks that a parsed SNS message was signed by SNS for an allowed topic, recently."""
 
-    def __init__(self, certificates: CertificateStore, host_pattern: str,
-                 topic_arns: Sequence[str] = ()) -> None:
+    def __init__(self, certificates: CertificateStore, host_pattern: str, topic_arns: Sequence[str],
+                 max_age_s: float = 3600.0, clock: Callable[[], float] = time.time, https_port: int = 443) -> None:
+        if not topic_arns:
+            raise ValueError("no allowed SNS TopicArn (bridge.topic_arns): every validly signed topic would be "
+                             "accepted, including another AWS account's")
         self.certificates = certificates
         self.host_pattern = re.compile(host_pattern)
         self.topic_arns = frozenset(topic_arns)
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.https_port = https_port  # SNS serves certificates and control URLs on 443 only
 
     def check_url(self, url: Any, field: str) -> str:
         """``url`` if it is https on an allowed host (SNS control URLs and certificates); else SnsRejected."""
@@ -137,15 +150,34 @@ class SnsVerifier:
             host = parts.hostname or ""
         except ValueError as exc:
             raise SnsRejected("untrusted_url", f"{field} {url!r} does not parse: {exc}") from exc
-        if parts.scheme != "https" or parts.username is not None or not self.host_pattern.fullmatch(host):
-            raise SnsRejected("untrusted_url", f"{field} {url!r} is not https on an allowed SNS host")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise SnsRejected("untrusted_url", f"{field} {url!r} has no valid port: {exc}") from exc
+        if parts.scheme != "https" or parts.username is not None or not self.host_pattern.fullmatch(host) \
+                or port not in (None, self.https_port):
+            raise SnsRejected("untrusted_url", f"{field} {url!r} is not https on port {self.https_port} of an allowed SNS host")
         return url
+
+    def check_age(self, timestamp: Any) -> None:
+        """SnsRejected("stale") unless the signed Timestamp is within max_age_s before now."""
+        try:
+            sent = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise SnsRejected("malformed", f"Timestamp {timestamp!r} is not ISO 8601") from exc
+        if sent.tzinfo is None:
+            sent = sent.replace(tzinfo=timezone.utc)
+        age = self.clock() - sent.timestamp()
+        if age > self.max_age_s or age < -MAX_CLOCK_SKEW_S:
+            raise SnsRejected("stale", f"Timestamp {timestamp} is {age:.0f} s old; accepted: "
+                                       f"-{MAX_CLOCK_SKEW_S:.0f} … {self.max_age_s:.0f} s")
 
     def verify(self, message: Mapping[str, Any]) -> None:
         """Returns if ``message`` is authentic and from an allowed topic; raises SnsRejected otherwise."""
         canonical = string_to_sign(message)
-        if self.topic_arns and message.get("TopicArn") not in self.topic_arns:
+        if message.get("TopicArn") not in self.topic_arns:
             raise SnsRejected("topic", f"TopicArn {message.get('TopicArn')!r} is not allowed")
+        self.check_age(message.get("Timestamp"))
         version = message.get("SignatureVersion")
         if version not in HASHES:
             raise SnsRejected("unsigned" if version is None else "signature_version",

@@ -169,6 +169,9 @@ class SinkSettings:
     ledger_retention_ms: int = 8 * DAY_MS
     ledger_sweep_interval_s: float = 60.0  # how often expired ledger entries are tombstoned
     max_command_bytes: int = 512 * 1024  # a larger email.commands value → failed/command_too_large + DLQ
+    # A command due further ahead than this → failed/far_future + DLQ instead of being held (unseen) for years.
+    # Default: the longest flow delay (win-back's last step, 14 d) + 7 d.
+    max_send_ahead_ms: int = 21 * DAY_MS
     record_max_attempts: int = 3  # a retryable per-command error (e.g. OSError) is retried this often, then failed
     health_stall_s: float = 60.0  # /healthz not ready when the loop has not advanced this long
     health_ses_failure_s: float = 120.0  # …or SES calls have failed (pause, 5xx, connection) this long with no success
@@ -182,16 +185,30 @@ class OpsSettings:
 
 
 @dataclass
+class HttpSettings:
+    """Every HTTP listener (ops, ses-bridge, unsubscribe-server, tracking; streams/web.py)."""
+
+    header_timeout_s: float = 10.0  # a connection sends a complete request head this soon after opening/idling
+    body_timeout_s: float = 10.0  # a request body arrives within this, else 408
+    max_connections: int = 256  # open connections per listener; one more → 503 and closed
+    max_header_bytes: int = 8190  # the request line and each header line; longer → 400
+    handler_threads: int = 8  # per listener: handlers that write to Kafka or render pages run here
+
+
+@dataclass
 class BridgeSettings:
     """`shopmail ses-bridge --http-port`: the SNS HTTPS-subscription endpoint."""
 
     bind_host: str = "127.0.0.1"  # the SNS listener; the manifests set 0.0.0.0 (SHOPMAIL_BRIDGE__BIND_HOST)
     web_port: int = 6069  # /healthz and /metrics (kept off the SNS port, which faces the ingress)
-    # SigningCertURL and SubscribeURL must be https and their host must fully match this pattern.
-    cert_host_pattern: str = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
-    # Accepted TopicArns. Empty → any topic whose message is validly signed, but subscriptions are then
-    # never confirmed automatically (an operator confirms them, so no foreign topic can subscribe).
+    # SigningCertURL and SubscribeURL must be https on port 443 and their host must fully match this
+    # pattern: sns.<region>.amazonaws.com, the China (….amazonaws.com.cn) and GovCloud (us-gov-…) forms.
+    cert_host_pattern: str = (r"^sns\.(?:[a-z]{2}(?:-gov)?-[a-z]+-[0-9]+\.amazonaws\.com"
+                              r"|cn-[a-z]+-[0-9]+\.amazonaws\.com\.cn)$")
+    # Accepted TopicArns (required for --http-port: the bridge refuses to start without them). SNS signs any
+    # account's topic, so a message from a topic not listed here is refused (403), whoever signed it.
     topic_arns: list[str] = field(default_factory=list)
+    max_message_age_s: float = 3600.0  # a message whose signed Timestamp is older → 403 (replays)
     cert_cache_ttl_s: float = 3600.0  # signing certificates cached per URL this long
     http_timeout_s: float = 5.0  # certificate download and SubscribeURL confirmation
     max_body_bytes: int = 1_048_576  # larger POSTs → 413 (SNS messages are at most 256 KiB)
@@ -344,8 +361,8 @@ class TrackingSettings:
     webhook_secrets: dict[str, str] = field(default_factory=dict)  # provider → HMAC key
     webhook_secrets_dir: str = ""  # directory of files named after providers, each holding its key
     bind_host: str = "127.0.0.1"  # bind address of the page/webhook server (0.0.0.0 in a pod)
-    port: int = 8080  # /track/<token>, /webhooks/<provider>, /healthz, /readyz
-    web_port: int = 6069  # /metrics (and /healthz) for scraping, apart from the public port
+    port: int = 8080  # /track/<token> and /webhooks/<provider> (nothing else)
+    web_port: int = 6069  # /healthz, /readyz (views restored) and /metrics, apart from the public port
     view_topic: str = "shopmail-tracking-view"  # compacted: order_id → view (topics.prefix applies)
     group_id: str = "shopmail-tracking"  # consumer group of the view builder
     delivery_timeout_ms: int = 5000  # a webhook's record not confirmed within this → 503 (provider retries)
@@ -410,8 +427,9 @@ class BrandSettings:
 class UnsubscribeSettings:
     """The one-click unsubscribe endpoint (``shopmail unsubscribe-server``); links use ses.unsubscribe_base_url."""
     secret: str = ""  # HMAC key for the link tokens, shared by the sink and the server (from a Secret); required
-    port: int = 8080  # serves the unsubscribe pages, /healthz and /metrics
+    port: int = 8080  # serves the list-link pages and their POSTs (nothing else)
     bind_host: str = "127.0.0.1"  # bind address (0.0.0.0 in a pod, set in the manifest)
+    web_port: int = 6070  # /healthz, /readyz and /metrics (on ops.bind_host), apart from the public port
 
 
 @dataclass
@@ -460,6 +478,7 @@ class Settings:
     coupons: CouponSettings = field(default_factory=CouponSettings)
     audiences: AudienceSettings = field(default_factory=AudienceSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     brand: BrandSettings = field(default_factory=BrandSettings)

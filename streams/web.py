@@ -1,62 +1,284 @@
-"""/healthz and /metrics (Prometheus text format) on a small threaded HTTP server; port 0 = free port.
-Binds loopback unless told otherwise (``ops.bind_host``; the deploy manifests set 0.0.0.0)."""
+"""Every HTTP listener of shopmail, on one server: aiohttp's web server on an event loop of its own thread.
+
+A service describes its endpoints as :class:`Route`\\ s whose handlers are plain functions
+``(Request) -> Response``; they run on a bounded thread pool (they write to Kafka and render pages, which
+block), so the event loop only parses HTTP and moves bytes. What every listener gets, from
+``http.*`` (:class:`streams.config.HttpSettings`):
+
+- a connection must deliver a complete request head within ``header_timeout_s`` of opening (or of its
+  previous response): an idle or slow-loris connection is closed;
+- a body must arrive within ``body_timeout_s`` (else 408) and be at most the route's ``max_body_bytes``
+  (a larger ``Content-Length`` → 413 before anything is read);
+- a malformed request line, header or ``Content-Length`` (``-1``, ``abc``) → 400 from the parser;
+- at most ``max_connections`` open connections: one more is answered 503 and closed;
+- security headers on every answer of a route, 404 and 405 included (``nosniff``, ``Referrer-Policy:
+  no-referrer``, ``X-Frame-Options: DENY``, a Content-Security-Policy that a page may tighten or widen),
+  ``Cache-Control: no-store``, and no ``Server`` banner (the parser's own plain-text 400 for a request it
+  cannot read is aiohttp's, with its banner);
+- a handler that raises is logged and answered 500 (the fuzz tests hold every service to none).
+
+:class:`OpsServer` is the ops listener (``/healthz``, ``/readyz``, ``/metrics``): it is the only place
+those paths are served, on a port apart from the public ones.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
+import logging
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
+
+from streams.config import HttpSettings
+
+log = logging.getLogger("shopmail.web")
+REFUSED = Counter("shopmail_http_refused_total", "Requests answered by the HTTP layer before a handler ran "
+                  "(too_large 413, slow_body 408, busy 503) or that failed in one (error 500)", ["listener", "reason"])
+
+DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # tokens in URLs never leak to a linked site
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": DEFAULT_CSP,
+}
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"
+         b"Retry-After: 1\r\n\r\n")
 
 
-class HttpListener:
-    """A ThreadingHTTPServer for ``handler`` on ``host:port`` (0 = a free port), served on a daemon thread."""
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # the path as sent (percent-decoded), without the query
+    query: Mapping[str, str]  # first value of each parameter
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    params: Mapping[str, str] = field(default_factory=dict)  # from the route pattern, e.g. {token}
+    raw_path: str = ""  # path and query as sent
 
-    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> None:
-        self.server = ThreadingHTTPServer((host, port), handler)
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: Mapping[str, str] | None = None) -> "Response":
+        return cls(status, json.dumps(data).encode(), "application/json", headers or {})
+
+    @classmethod
+    def html(cls, status: int, page: str | bytes, headers: Mapping[str, str] | None = None) -> "Response":
+        return cls(status, page.encode() if isinstance(page, str) else page, "text/html; charset=utf-8",
+                   headers or {})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # GET, POST
+    path: str  # aiohttp pattern, e.g. "/track/{token}"
+    handler: Callable[[Request], Response]
+    max_body_bytes: int = 0  # a larger body → 413; 0: the route takes no body (any body → 413)
+
+
+class _Busy(asyncio.Protocol):
+    """Answers a connection over the limit with 503 and closes it: once its request has been read (closing
+    with unread data would reset the connection before the client reads the answer), or after a second."""
+
+    def __init__(self, listener: str) -> None:
+        REFUSED.labels(listener, "busy").inc()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(_BUSY)
+        asyncio.get_running_loop().call_later(1.0, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is not None and b"\r\n\r\n" in data:
+            self.transport.close()
+
+
+_protocol_log = logging.getLogger("shopmail.web.protocol")
+
+
+class _ClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp reports requests it cannot parse (a client's error, answered 400) with ``exception``:
+    logged at debug here, so a scanner cannot fill the log. Handler errors are logged by the adapter."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.debug(msg, *args, exc_info=True)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or _TooLarge as soon as it passes ``limit`` bytes (chunked bodies too)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class HttpServer:
+    """``routes`` served on ``host:port`` (0 = a free port) by an aiohttp server on its own thread.
+
+    ``openapi``, when given, is served at ``GET /openapi.json``; ``headers`` are added to every answer
+    (over :data:`SECURITY_HEADERS`; a Response's own headers win)."""
+
+    def __init__(self, host: str, port: int, routes: Sequence[Route], name: str,
+                 limits: HttpSettings | None = None, headers: Mapping[str, str] | None = None,
+                 openapi: Mapping[str, Any] | None = None) -> None:
         self.host = host
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        self.name = name
+        self.limits = limits or HttpSettings()
+        self.headers = {**SECURITY_HEADERS, **(headers or {})}
+        self.routes = list(routes)
+        if openapi is not None:  # first: a service's catch-all route must not hide it
+            spec = json.dumps(openapi).encode()
+            self.routes.insert(0, Route("GET", "/openapi.json", lambda _r: Response(200, spec, "application/json")))
+        self._requested_port = port
+        self.port = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.handler_threads, thread_name_prefix=name)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
+    # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Self:
         self._thread.start()
+        self._ready.wait(30)
+        if self._failure is not None:
+            raise OSError(f"{self.name}: cannot listen on {self.host}:{self._requested_port}: {self._failure}")
         return self
 
     def shutdown(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._stopping is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(15)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported to start() (bind errors) or logged
+            if not self._ready.is_set():
+                self._failure = exc
+                self._ready.set()
+            else:
+                log.exception("%s stopped", self.name)
+        finally:
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=max([r.max_body_bytes for r in self.routes] + [1]),
+                              handler_args={"max_line_size": self.limits.max_header_bytes,
+                                            "max_field_size": self.limits.max_header_bytes})
+        for route in self.routes:
+            app.router.add_route(route.method, route.path, self._adapt(route))
+        app.on_response_prepare.append(self._headers)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=_ClientErrors(_protocol_log, {}),
+                               keepalive_timeout=self.limits.header_timeout_s, shutdown_timeout=5.0)
+        await runner.setup()
+        server = runner.server
+        assert server is not None
+        limit = self.limits.max_connections
+
+        def protocol() -> asyncio.BaseProtocol:
+            return _Busy(self.name) if len(server.connections) >= limit else server()
+
+        listener = await asyncio.get_running_loop().create_server(protocol, self.host, self._requested_port,
+                                                                   backlog=128, reuse_address=True)
+        self.port = int(listener.sockets[0].getsockname()[1])
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            listener.close()
+            await runner.cleanup()
+
+    # ---- requests -------------------------------------------------------------------------------
+    async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in self.headers.items():
+            response.headers.setdefault(name, value)
+        response.headers.popall("Server", None)
+
+    def _refuse(self, status: int, reason: str, text: str) -> web.Response:
+        REFUSED.labels(self.name, reason).inc()
+        return web.Response(status=status, text=text, headers={"Connection": "close"})
+
+    def _adapt(self, route: Route) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            declared = request.content_length
+            if declared is not None and declared > route.max_body_bytes:
+                return self._refuse(413, "too_large", f"body over {route.max_body_bytes} bytes")
+            body = b""
+            if request.body_exists:
+                try:
+                    body = await asyncio.wait_for(_read_body(request, route.max_body_bytes),
+                                                  self.limits.body_timeout_s)
+                except asyncio.TimeoutError:
+                    return self._refuse(408, "slow_body", f"body not received within {self.limits.body_timeout_s} s")
+                except _TooLarge:
+                    return self._refuse(413, "too_large", f"body over {route.max_body_bytes} bytes")
+            req = Request(method=request.method, path=request.path,
+                          query={k: request.query.getone(k) for k in request.query.keys()},
+                          headers=request.headers, body=body, params=dict(request.match_info),
+                          raw_path=request.raw_path)
+            loop = asyncio.get_running_loop()
+            try:
+                answer = await loop.run_in_executor(self._pool, route.handler, req)
+            except Exception:  # noqa: BLE001 - a defect: logged with its trace, answered 500
+                log.exception("%s %s %s failed", self.name, request.method, request.path)
+                REFUSED.labels(self.name, "error").inc()
+                return web.Response(status=500, text="internal error")
+            return web.Response(status=answer.status, body=answer.body, headers={
+                "Content-Type": answer.content_type, **answer.headers})
+
+        return handle
 
 
-class OpsServer(HttpListener):
+class OpsServer(HttpServer):
     """``/healthz`` answers ``health`` (liveness: 503 restarts the pod), ``/readyz`` answers ``ready``
     (readiness: 503 takes it out of service; ``health`` when not given), ``/metrics`` Prometheus."""
 
     def __init__(self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]],
                  registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1",
-                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path.startswith("/metrics"):
-                    body, ctype, code = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/healthz") or self.path.startswith("/readyz"):
-                    ok, detail = outer.ready() if self.path.startswith("/readyz") else outer.health()
-                    body, ctype, code = json.dumps({"ok": ok, **detail}).encode(), "application/json", 200 if ok else 503
-                else:
-                    body, ctype, code = b"not found", "text/plain", 404
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+                 limits: HttpSettings | None = None) -> None:
         self.health = health
         self.ready = ready or health
-        super().__init__(host, port, Handler, "ops-http")
+
+        def answer(check: Callable[[], tuple[bool, dict[str, Any]]]) -> Callable[[Request], Response]:
+            def handler(_request: Request) -> Response:
+                ok, detail = check()
+                return Response.json(200 if ok else 503, {"ok": ok, **detail})
+            return handler
+
+        routes = [Route("GET", "/healthz", answer(lambda: self.health())),
+                  Route("GET", "/readyz", answer(lambda: self.ready())),
+                  Route("GET", "/metrics", lambda _r: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST))]
+        super().__init__(host, port, routes, "ops-http", limits)

@@ -122,9 +122,9 @@ def test_the_sns_port_admits_only_the_ingress_controller_and_the_ops_ports_only_
                 admitted.setdefault(port["port"], []).extend((pol["metadata"]["name"], peer) for peer in rule["from"])
     assert {port: [peer for _, peer in peers] for port, peers in admitted.items()} == {
         6066: [MONITORING], 6067: [MONITORING], 6069: [MONITORING, MONITORING],  # bridge and tracking ops
+        6070: [MONITORING],  # the unsubscribe server's ops port
         6068: [INGRESS_CONTROLLER],  # SNS posts
-        # the tracking page and webhooks; unsubscribe links, and Prometheus scraping the unsubscribe server
-        8080: [INGRESS_CONTROLLER, INGRESS_CONTROLLER, MONITORING]}
+        8080: [INGRESS_CONTROLLER, INGRESS_CONTROLLER]}  # the tracking page and webhooks; unsubscribe links
     (sns_policy,) = {name for name, _ in admitted[6068]}
     selector = next(p["spec"]["podSelector"] for p in policies if p["metadata"]["name"] == sns_policy)
     assert selector == {"matchLabels": {"app.kubernetes.io/name": "shopmail-ses-bridge"}}
@@ -147,13 +147,15 @@ def test_pods_bind_their_listeners_on_all_interfaces_at_the_ports_probes_and_pol
         env = {**shared_env, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
         settings = load_settings(toml, env=env)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        if name == "shopmail-tracking":  # a public server of its own: probes on its http port
+        probes = {container[p]["httpGet"]["port"] for p in ("livenessProbe", "readinessProbe")}
+        if name == "shopmail-tracking":  # a public server of its own; probes on its ops port ("metrics")
             assert settings.tracking.bind_host == "0.0.0.0" and ports["http"] == settings.tracking.port
-            assert container["readinessProbe"]["httpGet"]["port"] == "http"
+            assert ports["metrics"] == settings.tracking.web_port and probes == {"metrics"}
             continue
-        if name == "shopmail-unsubscribe":
+        if name == "shopmail-unsubscribe":  # a public server of its own; probes on its ops port
             assert settings.unsubscribe.bind_host == "0.0.0.0" and ports["http"] == settings.unsubscribe.port
-            assert container["readinessProbe"]["httpGet"]["port"] == "http"
+            assert settings.ops.bind_host == "0.0.0.0" and ports["ops"] == settings.unsubscribe.web_port
+            assert probes == {"ops"}
             continue
         assert settings.ops.bind_host == "0.0.0.0" and ports["ops"] == ops_port[name](settings), name
         assert container["livenessProbe"]["httpGet"]["port"] == container["readinessProbe"]["httpGet"]["port"] == "ops"

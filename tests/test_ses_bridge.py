@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas import serde
-from sinks.ses_bridge import Bridge, SnsEndpoint, SnsHttpServer
+from sinks.ses_bridge import Bridge, SnsEndpoint, sns_http_server
 from sinks.ses_events import BridgeError, to_feedback
 from sinks.sns_signature import CertificateStore, SnsVerifier, https_get
 from streams.config import Settings
@@ -26,7 +26,7 @@ from streams.kafka.io import produce_records, read_topic
 from streams.kafka.topics import ensure_topics, topic_specs
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import point_at_ses, running_sink, verify_sender
-from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, subscription
+from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, sns_time, subscription
 
 MAIL = {"messageId": "0102-abc", "timestamp": "2026-11-24T10:00:00.000Z",
         "tags": {"command_id": ["cmd-1"], "customer_id": ["cust-7"], "flow": ["abandoned_cart"]}}
@@ -100,17 +100,19 @@ def hard_bounce(customer: str) -> dict:
 
 
 @contextlib.contextmanager
-def sns_endpoint(settings: Settings, kafka: str, aws: Signer, topics: tuple[str, ...] = (),
-                 confirm: Callable[[str], Any] = lambda url: None) -> Iterator[tuple[SnsEndpoint, str]]:
+def sns_endpoint(settings: Settings, kafka: str, aws: Signer, topics: tuple[str, ...] = (TOPIC,),
+                 confirm: Callable[[str], Any] = lambda url: None,
+                 https_port: int = 443) -> Iterator[tuple[SnsEndpoint, str]]:
     """The bridge's real HTTP endpoint on loopback; the certificate at CERT_URL is served from memory."""
     def fetch(url: str) -> bytes:
         if url != CERT_URL:
             raise OSError(f"404 {url}")
         return aws.pem
 
-    verifier = SnsVerifier(CertificateStore(fetch), settings.bridge.cert_host_pattern, topics)
+    verifier = SnsVerifier(CertificateStore(fetch), settings.bridge.cert_host_pattern, topics,
+                           max_age_s=settings.bridge.max_message_age_s, https_port=https_port)
     endpoint = SnsEndpoint(Bridge(settings, kafka), verifier, confirm)
-    server = SnsHttpServer(endpoint, "127.0.0.1", 0, settings.bridge.max_body_bytes).start()
+    server = sns_http_server(endpoint, "127.0.0.1", 0, settings.bridge.max_body_bytes).start()
     try:
         yield endpoint, f"http://127.0.0.1:{server.port}/"
     finally:
@@ -177,6 +179,35 @@ def test_a_forged_hard_bounce_does_not_suppress_the_victims_next_order_confirmat
         "bouncer-v2": ("suppressed", "hard_bounced")}
 
 
+def complaint(customer: str) -> dict:
+    return {"eventType": "Complaint", "complaint": {"timestamp": "2026-11-24T10:05:00.000Z",
+                                                     "complaintFeedbackType": "abuse"},
+            "mail": {"messageId": f"0102-{customer}", "timestamp": "2026-11-24T10:00:00.000Z",
+                     "tags": {"command_id": [f"cmd-{customer}"], "customer_id": [customer]}}}
+
+
+@pytest.mark.integration
+def test_a_validly_signed_complaint_replayed_from_another_accounts_topic_suppresses_nobody(kafka, settings, aws_sns):
+    """SNS signs every account's messages alike: an attacker publishes a forged SES complaint to a topic of
+    their own, subscribes to it, and replays the message SNS signed for them to our endpoint."""
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    foreign = "arn:aws:sns:eu-west-1:666666666666:attacker-topic"
+    before = {r: rejected(r) for r in ("topic", "stale")}
+    with sns_endpoint(settings, kafka, aws_sns) as (endpoint, url):
+        replayed = {
+            "from a foreign topic": aws_sns.sign(notification(complaint("victim"), topic=foreign), "2"),
+            "from our topic, signed 2 h ago": aws_sns.sign(
+                notification(complaint("victim"), timestamp=sns_time(2 * 3600)), "2"),
+            "from our topic, dated an hour ahead": aws_sns.sign(
+                notification(complaint("victim"), timestamp=sns_time(-3600)), "1"),
+        }
+        assert {what: post(url, m) for what, m in replayed.items()} == {what: 403 for what in replayed}
+        assert post(url, aws_sns.sign(notification(complaint("complainer")), "2")) == 200
+    assert {r: rejected(r) - before[r] for r in before} == {"topic": 1, "stale": 2}
+    feedback = [r.decoded().record for r in read_topic(kafka, settings.topics.name("feedback"), idle_s=1.5)]
+    assert [(f["customer_id"], f["type"]) for f in feedback] == [("complainer", "complained")]
+
+
 @pytest.mark.integration
 def test_only_verified_subscriptions_to_allowed_topics_are_confirmed_through_their_subscribe_url(
         kafka, settings, aws_sns, tmp_path):
@@ -188,7 +219,8 @@ def test_only_verified_subscriptions_to_allowed_topics_are_confirmed_through_the
             return https_get(url, 5.0, aws.client_context)
 
         good = aws_sns.sign(subscription(f"{aws.url}/confirm?Action=ConfirmSubscription&Token=t1"), "2")
-        with sns_endpoint(settings, kafka, aws_sns, topics=(TOPIC,), confirm=confirm) as (_, url):
+        port = int(aws.url.rsplit(":", 1)[1])  # stands in for SNS's 443
+        with sns_endpoint(settings, kafka, aws_sns, confirm=confirm, https_port=port) as (_, url):
             assert post(url, good) == 200
             assert aws.requests == ["/confirm?Action=ConfirmSubscription&Token=t1"]
             ip_host = aws.url.replace("localhost", "127.0.0.1")  # same server, host outside the pattern
@@ -201,8 +233,6 @@ def test_only_verified_subscriptions_to_allowed_topics_are_confirmed_through_the
             assert post(url, aws_sns.sign(subscription(f"{aws.url}/gone?Token=t5"), "1")) == 503  # SNS resends it
             assert post(url, aws_sns.sign(subscription(f"{aws.url}/confirm?Token=t6",
                                                        kind="UnsubscribeConfirmation"), "1")) == 200
-        with sns_endpoint(settings, kafka, aws_sns, confirm=confirm) as (_, url):  # no allow-list: an operator confirms
-            assert post(url, good) == 200
         assert aws.requests == ["/confirm?Action=ConfirmSubscription&Token=t1", "/gone?Token=t5"]
     assert read_topic(kafka, settings.topics.name("feedback"), idle_s=1.0) == []
 
@@ -210,7 +240,7 @@ def test_only_verified_subscriptions_to_allowed_topics_are_confirmed_through_the
 @pytest.mark.integration
 def test_the_bridge_command_binds_loopback_by_default_and_refuses_unsigned_posts(kafka, settings, tmp_path):
     assert ensure_topics(kafka, topic_specs(settings)).healthy
-    env = settings_env(settings, kafka, SHOPMAIL_BRIDGE__WEB_PORT="0")
+    env = settings_env(settings, kafka, SHOPMAIL_BRIDGE__WEB_PORT="0", SHOPMAIL_BRIDGE__TOPIC_ARNS=TOPIC)
     proc = CliProcess(["ses-bridge", "--http-port", "0"], env, tmp_path / "bridge.log")
     try:
         def listeners() -> tuple[re.Match, re.Match] | None:
@@ -223,11 +253,21 @@ def test_the_bridge_command_binds_loopback_by_default_and_refuses_unsigned_posts
         url = f"http://127.0.0.1:{sns_port}/"
         assert post(url, notification(hard_bounce("victim"))) == 403
         assert post(url, b"x" * 10, headers={"Content-Length": str(2 << 20)}) == 413
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(url + "metrics", timeout=10)  # metrics are not served where SNS posts
+        for path in ("metrics", "healthz", "readyz"):  # served on the ops port only, never where SNS posts
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(url + path, timeout=10)
+            assert err.value.code == 404
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=10).read().decode()
         assert 'shopmail_sns_rejected_total{reason="unsigned"} 1.0' in metrics
-        assert 'shopmail_sns_rejected_total{reason="too_large"} 1.0' in metrics
+        assert 'shopmail_http_refused_total{listener="sns-http",reason="too_large"} 1.0' in metrics
     finally:
         assert proc.terminate() == 0, proc.log()
     assert read_topic(kafka, settings.topics.name("feedback"), idle_s=1.0) == []
+
+
+def test_the_bridge_command_refuses_to_serve_sns_without_allowed_topics(settings, tmp_path):
+    env = settings_env(settings, "127.0.0.1:1", SHOPMAIL_BRIDGE__TOPIC_ARNS="")
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "ses-bridge", "--http-port", "0"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "bridge.topic_arns" in run.stdout + run.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message, string_to_sign
 from streams.config import BridgeSettings
-from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, subscription
+from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, sns_time, subscription
 
 BOUNCE = {"eventType": "Bounce", "mail": {"messageId": "m-1", "tags": {"customer_id": ["victim"]}},
           "bounce": {"bounceType": "Permanent", "timestamp": "2026-11-24T10:05:00.000Z"}}
@@ -37,7 +37,10 @@ class Fetches:
         return self.certs[url]
 
 
-def verifier(sns: Signer, topics: tuple[str, ...] = (), **certs: bytes) -> tuple[SnsVerifier, Fetches]:
+OTHER_TOPIC = "arn:aws:sns:eu-west-1:999999999999:other"
+
+
+def verifier(sns: Signer, topics: tuple[str, ...] = (TOPIC,), **certs: bytes) -> tuple[SnsVerifier, Fetches]:
     fetches = Fetches({CERT_URL: sns.pem, **{url: pem for url, pem in certs.items()}})
     return SnsVerifier(CertificateStore(fetches), BridgeSettings().cert_host_pattern, topics), fetches
 
@@ -84,11 +87,11 @@ def test_subscription_and_unsubscribe_confirmations_verify_with_their_own_fields
 
 @pytest.mark.parametrize("field,value", [
     ("Message", json.dumps({**BOUNCE, "mail": {"messageId": "m-1", "tags": {"customer_id": ["someone-else"]}}})),
-    ("TopicArn", "arn:aws:sns:eu-west-1:999999999999:other"), ("Timestamp", "2026-11-24T10:05:00.124Z"),
+    ("TopicArn", OTHER_TOPIC), ("Timestamp", sns_time(1)),
     ("MessageId", "another"), ("Subject", "added after signing"), ("Type", "SubscriptionConfirmation"),
 ])
 def test_a_tampered_field_fails_verification(sns, field, value):
-    v, _ = verifier(sns)
+    v, _ = verifier(sns, topics=(TOPIC, OTHER_TOPIC))
     signed = sns.sign(notification(BOUNCE), "2")
     assert reason(v, dict(signed, **{field: value})) in ("bad_signature", "malformed")
     assert reason(v, signed) is None
@@ -108,6 +111,10 @@ def test_a_message_signed_by_another_key_is_rejected_even_with_the_genuine_certi
     "https://evil.example.com/sns.eu-west-1.amazonaws.com/cert.pem",
     "https://sns.eu-west-1.amazonaws.com/not-a-certificate.txt",
     "https://s3.eu-west-1.amazonaws.com/bucket/cert.pem",
+    "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",  # an S3 bucket named "sns"
+    "https://sns.eu-west-1.amazonaws.com:8443/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com:80/SimpleNotificationService-1.pem",
+    "https://sns.eu-west-1.amazonaws.com:99999/SimpleNotificationService-1.pem",
 ])
 def test_a_certificate_from_outside_the_allowed_sns_hosts_is_never_fetched(sns, attacker, url):
     v, fetches = verifier(sns, **{url: attacker.pem})
@@ -125,10 +132,26 @@ def test_unsigned_and_unknown_signature_versions_are_rejected(sns):
     assert reason(v, dict(signed, SignatureVersion="1")) == "bad_signature"  # a v2 signature is not a v1 one
 
 
-def test_only_allowed_topics_pass_when_an_allow_list_is_set(sns):
-    v, _ = verifier(sns, topics=(TOPIC,))
+def test_only_allowed_topics_pass(sns):
+    v, fetches = verifier(sns, topics=(TOPIC,))
     assert reason(v, sns.sign(notification(BOUNCE), "2")) is None
-    assert reason(v, sns.sign(notification(BOUNCE, topic="arn:aws:sns:eu-west-1:999999999999:x"), "2")) == "topic"
+    fetches.urls.clear()
+    assert reason(v, sns.sign(notification(BOUNCE, topic=OTHER_TOPIC), "2")) == "topic"
+    assert fetches.urls == []  # refused before any certificate is fetched
+
+
+def test_a_verifier_without_allowed_topics_cannot_be_made():
+    with pytest.raises(ValueError, match="TopicArn"):
+        SnsVerifier(CertificateStore(Fetches({})), BridgeSettings().cert_host_pattern, ())
+
+
+def test_a_message_older_than_the_window_or_from_the_future_is_stale(sns):
+    v, _ = verifier(sns)
+    assert v.max_age_s == BridgeSettings().max_message_age_s == 3600
+    assert reason(v, sns.sign(notification(BOUNCE, timestamp=sns_time(3590)), "2")) is None
+    assert reason(v, sns.sign(notification(BOUNCE, timestamp=sns_time(3610)), "2")) == "stale"
+    assert reason(v, sns.sign(notification(BOUNCE, timestamp=sns_time(-600)), "2")) == "stale"
+    assert reason(v, sns.sign(notification(BOUNCE, timestamp="yesterday"), "2")) == "malformed"
 
 
 def test_an_expired_or_unparseable_certificate_is_rejected(sns):
@@ -143,7 +166,8 @@ def test_an_expired_or_unparseable_certificate_is_rejected(sns):
 def test_certificates_are_fetched_once_per_url_until_the_cache_ttl_passes(sns):
     now = [1000.0]
     fetches = Fetches({CERT_URL: sns.pem})
-    v = SnsVerifier(CertificateStore(fetches, ttl_s=60, clock=lambda: now[0]), BridgeSettings().cert_host_pattern)
+    v = SnsVerifier(CertificateStore(fetches, ttl_s=60, clock=lambda: now[0]), BridgeSettings().cert_host_pattern,
+                    (TOPIC,))
     for _ in range(3):
         assert reason(v, sns.sign(notification(BOUNCE), "2")) is None
     assert len(fetches.urls) == 1
@@ -157,7 +181,8 @@ def test_the_certificate_is_downloaded_over_verified_https_from_a_loopback_serve
     with loopback_https(files, tmp_path) as srv:
         url = f"{srv.url}/SimpleNotificationService-test.pem"
         store = CertificateStore(lambda u: https_get(u, 5.0, srv.client_context))
-        v = SnsVerifier(store, r"^localhost$")
+        port = int(srv.url.rsplit(":", 1)[1])  # the loopback server stands in for SNS's port 443
+        v = SnsVerifier(store, r"^localhost$", (TOPIC,), https_port=port)
         for version in ("1", "2", "2"):
             assert reason(v, sns.sign(notification(BOUNCE), version, cert_url=url)) is None
         assert srv.requests == ["/SimpleNotificationService-test.pem"]  # cached after the first
@@ -165,7 +190,7 @@ def test_the_certificate_is_downloaded_over_verified_https_from_a_loopback_serve
         assert reason(v, sns.sign(notification(BOUNCE), cert_url=f"{srv.url}/moved.pem")) == "certificate"
         assert srv.requests[1:] == ["/moved.pem"]  # the redirect is not followed
         untrusted = CertificateStore(lambda u: https_get(u, 5.0))  # system trust store: the test CA is unknown
-        assert reason(SnsVerifier(untrusted, r"^localhost$"), sns.sign(notification(BOUNCE), cert_url=url)) \
+        assert reason(SnsVerifier(untrusted, r"^localhost$", (TOPIC,), https_port=port), sns.sign(notification(BOUNCE), cert_url=url)) \
             == "certificate"
 
 
@@ -176,11 +201,13 @@ def test_a_body_that_is_not_a_json_object_is_malformed(body):
     assert err.value.reason == "malformed"
 
 
-def test_the_default_host_pattern_accepts_commercial_and_china_regions_only():
-    v = SnsVerifier(CertificateStore(Fetches({})), BridgeSettings().cert_host_pattern)
-    for host in ("sns.us-east-1.amazonaws.com", "sns.cn-north-1.amazonaws.com.cn", "sns.us-gov-west-1.amazonaws.com"):
+def test_the_default_host_pattern_accepts_commercial_china_and_govcloud_regions_only():
+    v = SnsVerifier(CertificateStore(Fetches({})), BridgeSettings().cert_host_pattern, (TOPIC,))
+    for host in ("sns.us-east-1.amazonaws.com", "sns.cn-north-1.amazonaws.com.cn", "sns.us-gov-west-1.amazonaws.com",
+                 "sns.ap-southeast-5.amazonaws.com", "sns.eu-west-1.amazonaws.com:443"):
         assert v.check_url(f"https://{host}/c.pem", "SigningCertURL")
     for host in ("sns.amazonaws.com", "sns.eu-west-1.amazonaws.co", "xsns.eu-west-1.amazonaws.com",
-                 "sns.eu_west.amazonaws.com"):
+                 "sns.eu_west.amazonaws.com", "sns.s3.amazonaws.com", "sns.s3-website.amazonaws.com",
+                 "sns.eu-west-1.amazonaws.com.cn", "sns.eu-west-1.amazonaws.com:444"):
         with pytest.raises(SnsRejected):
             v.check_url(f"https://{host}/c.pem", "SigningCertURL")

@@ -23,14 +23,15 @@ def test_the_tracking_objects_validate_against_kubernetes_schemas():
         kubernetes_validate.validate(obj, "1.32", strict=True)
 
 
-def test_the_pod_is_hardened_and_probed_on_the_public_port():
+def test_the_pod_is_hardened_and_probed_on_its_ops_port():
     pod = objects()["Deployment"]["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     (c,) = pod["containers"]
     assert c["args"] == ["tracking"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # /healthz and /readyz are served on the ops port only, never on the public one
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SHOPMAIL_TRACKING__BIND_HOST"] == "0.0.0.0" and "SHOPMAIL_TRACKING__SECRET" not in env  # key from a file
 

@@ -36,6 +36,16 @@ def aftership(event_id: str = "ev-1", tag: str = "InTransit", tn: str = "TN-1", 
     return json.dumps(body).encode()
 
 
+def labelled_order_page(kafka: str, settings: Any, svc: Any) -> str:
+    """Order o-1 of c-1 with a label_created shipment (TN-1): its page URL, once the page shows it."""
+    t = settings.topics
+    produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order()])
+    produce_records(settings, kafka, t.name("shipments"), "ShipmentEvent", [shipment("label_created", T0)])
+    page = f"http://127.0.0.1:{svc.http.port}/track/{make_token(KEY, 'o-1', 'c-1')}"
+    wait_for(page, "Shipping label created")
+    return page
+
+
 def post(port: int, provider: str, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
     if signature is not None:
@@ -105,10 +115,7 @@ def test_signatures_are_checked_over_the_raw_body():
 def test_a_verified_webhook_becomes_a_shipment_event_for_the_customer_once(kafka, tracked):
     settings, svc = tracked
     t = settings.topics
-    produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order()])
-    produce_records(settings, kafka, t.name("shipments"), "ShipmentEvent", [shipment("label_created", T0)])
-    page = f"http://127.0.0.1:{svc.http.port}/track/{make_token(KEY, 'o-1', 'c-1')}"
-    wait_for(page, "Shipping label created")
+    page = labelled_order_page(kafka, settings, svc)
     body = aftership(tag="OutForDelivery")
     code, answer = post(svc.http.port, "aftership", body, sign("aftership", AS_KEY, body))
     assert code == 200 and answer["status"] == "written", answer

@@ -1,6 +1,6 @@
 """Start-up shared by the long-running commands (`worker`, `sink`, `ses-bridge`): logging, SIGTERM /
 SIGINT → a stop event, the cluster from settings (or the embedded broker), topics created and checked,
-and the ops HTTP server (/healthz, /metrics) around the service loop."""
+and the ops HTTP server (/healthz, /readyz, /metrics; streams/web.py) around the service loop."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run_with_ops(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], l
     from streams.web import OpsServer
 
     server = OpsServer(port, health, host=host, ready=ready).start()
-    logging.getLogger(logger).info("ops http on %s:%d (/healthz, /metrics)", server.host, server.port)
+    logging.getLogger(logger).info("ops http on %s:%d (/healthz, /readyz, /metrics)", server.host, server.port)
     try:
         loop(stop)
     finally:

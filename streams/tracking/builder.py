@@ -5,10 +5,17 @@ way Kafka Streams splits tasks. The view of an order is written to the *same par
 view topic as its customer's input, so the member that owns input partition *p* is the only writer of
 view partition *p*: on assignment it restores that partition by reading it to the end the fetch
 reports (never to a ListOffsets watermark), then applies input on top. Writes are acks=all from an
-idempotent producer; input offsets are committed only after every write of the batch is confirmed,
-and every update is idempotent, so a crash re-reads input and changes nothing twice.
+idempotent producer; an input offset is committed only once the record was handled and every write
+it caused is confirmed (also on revoke and on the way down), and every update is idempotent, so a crash
+re-reads input and changes nothing twice.
 
-Input the builder cannot read is counted and skipped here (the processors dead-letter it already).
+Input is bounded like the worker's: a record the worker refuses (unreadable, too large, bad ids) is
+counted and skipped here (the processors dead-letter it already), free text and line items are clamped
+(:func:`streams.runtime.limits.clamp`), and a view that would still not fit ``limits.max_message_bytes``
+is not written. A record the builder cannot turn into a view — too large a view, or any error while
+applying it — is dead-lettered with the reason (component ``tracking-view``, on the tracking service's
+dead-letter topic ``shop.shipments.dlq``; the DeadLetter names the original topic, partition and offset)
+and the builder goes on with the next record.
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ from schemas import serde
 from streams.config import Settings
 from streams.kafka.io import consumer_config, producer_config
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
+from streams.runtime.dead_letters import dead_letter
+from streams.runtime.limits import admit, clamp, fits
 from streams.tracking import view as views
 
 log = logging.getLogger("shopmail.tracking.builder")
 APPLIED = Counter("shopmail_tracking_view_updates_total", "Input records that changed a tracking view", ["topic"])
 SKIPPED = Counter("shopmail_tracking_input_skipped_total", "Input records the view builder skipped", ["reason"])
+DEAD_LETTERED = Counter("shopmail_tracking_input_dead_lettered_total",
+                        "Input records the view builder could not apply (dead-lettered with the reason)", ["reason"])
 _COMMAND_FLOWS = ("order_confirmation", "delivery_feedback")
 
 
@@ -40,10 +51,13 @@ class ViewBuilder:
         self.bootstrap = bootstrap
         self.logical = {t.name("orders"): "orders", t.name("shipments"): "shipments", t.name("commands"): "commands"}
         self.view_topic = settings.tracking.view_topic_name(t.prefix)
+        self.dlq = t.dlq("shipments")  # the tracking service's dead-letter topic
         self.consumer = Consumer(consumer_config(settings, bootstrap, settings.tracking.group_id))
         self.producer = Producer(producer_config(settings, bootstrap, **{"enable.idempotence": True, "acks": "all"}))
         self.owned: dict[int, dict[str, dict[str, Any]]] = {}  # view partition → order id → view
         self._errors: list[str] = []
+        self._handled: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, writes not yet confirmed
+        self._committable: dict[tuple[str, int], int] = {}  # handled and confirmed, not yet committed
         self.restored = threading.Event()  # set after the first assignment's restore
 
     # ---- partitions ---------------------------------------------------------------------------
@@ -53,12 +67,16 @@ class ViewBuilder:
         self.restored.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._flush()
+        """Commit what was handled and confirmed (never a record read but not handled), then forget."""
         try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:  # nothing consumed since the last commit
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                raise
+            self._flush()
+            self._commit(consumer)
+        except (RuntimeError, KafkaException) as exc:  # the next owner re-reads from the last commit
+            log.error("on revoke: handled records not committed (the next owner re-applies them): %s", exc)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for tp in gone:
+            self._handled.pop(tp, None)
+            self._committable.pop(tp, None)
         for p in {tp.partition for tp in partitions}:
             self.owned.pop(p, None)
 
@@ -84,26 +102,47 @@ class ViewBuilder:
 
     # ---- records ------------------------------------------------------------------------------
     def handle(self, m: Message) -> None:
-        topic = self.logical[m.topic()]
+        """Apply one input record; whatever happens, it counts as handled (applied, skipped or dead-lettered)."""
         try:
-            rec = serde.decode(m.value()).record
+            self._apply(m)
+        except Exception as exc:  # noqa: BLE001 - one record never stops the builder: recorded with its reason
+            self._dead_letter(m, "tracking_error", f"{type(exc).__name__}: {exc}")
+        self._handled[(m.topic(), m.partition())] = m.offset() + 1
+
+    def _apply(self, m: Message) -> None:
+        topic = self.logical[m.topic()]
+        limits = self.settings.limits
+        value = m.value() or b""
+        refusal = admit(limits, topic, m.key(), len(value), None)
+        try:
+            rec = serde.decode(value).record if refusal is None else None
         except serde.SerdeError as exc:
             SKIPPED.labels(exc.reason).inc()
             log.debug("skipped %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), exc)
             return
+        refusal = refusal or admit(limits, topic, m.key(), len(value), rec)
+        if refusal is not None or rec is None:  # the processors dead-letter it
+            SKIPPED.labels(refusal.reason if refusal else "unreadable").inc()
+            return
+        clamp(limits, rec)
         context: dict[str, Any] = {}
         if topic == "commands":
             if rec.get("flow") not in _COMMAND_FLOWS:
                 return
             context = orjson.loads(rec["context"])
+            if not isinstance(context, dict):
+                raise ValueError("the command's context is not a JSON object")
             order_id = context.get("order_id")
+            if isinstance(context.get("cross_sell"), list):
+                del context["cross_sell"][limits.max_items:]
         else:
             order_id = rec.get("order_id")
-        if not order_id:
+        if not order_id or not isinstance(order_id, str) or len(order_id) > limits.max_id_chars:
             SKIPPED.labels("no_order_id").inc()
             return
         state = self.owned.setdefault(m.partition(), {})
-        view = state.get(order_id) or views.new_view(order_id, rec["customer_id"])
+        have = state.get(order_id)
+        view = views.decode(views.encode(have)) if have else views.new_view(order_id, rec["customer_id"])
         if view["customer_id"] != rec["customer_id"]:  # another customer's event never joins this order
             SKIPPED.labels("customer_mismatch").inc()
             log.debug("order %s belongs to another customer; %s@%d skipped", order_id, m.topic(), m.offset())
@@ -116,20 +155,44 @@ class ViewBuilder:
             changed = views.apply_command(view, rec, context)
         if not changed:
             return
+        key, encoded = order_id.encode(), views.encode(view)
+        if not fits(limits, key, encoded):
+            self._dead_letter(m, "view_too_large", f"the view of order {order_id[:80]} would be {len(encoded)} "
+                                                   f"bytes, over limits.max_message_bytes ({limits.max_message_bytes})")
+            return
         state[order_id] = view
         APPLIED.labels(topic).inc()
-        self.producer.produce(self.view_topic, key=order_id.encode(), value=views.encode(view),
-                              partition=m.partition(), on_delivery=self._delivered)
+        self.producer.produce(self.view_topic, key=key, value=encoded, partition=m.partition(),
+                              on_delivery=self._delivered)
         log.debug("view %s rev %d from %s@%d", order_id, view["rev"], m.topic(), m.offset())
+
+    def _dead_letter(self, m: Message, reason: str, detail: str) -> None:
+        DEAD_LETTERED.labels(reason).inc()
+        log.warning("%s[%d]@%d not applied to the tracking view: %s: %s", m.topic(), m.partition(), m.offset(),
+                    reason, detail)
+        dl = dead_letter(self.settings.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(),
+                         key=m.key(), value=m.value(), reason=reason, detail=detail, component="tracking-view")
+        self.producer.produce(self.dlq, key=m.key(), value=serde.encode("DeadLetter", dl), on_delivery=self._delivered)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._errors.append(str(err))
 
     def _flush(self) -> None:
+        """Wait for every write so far; the records that caused them become committable."""
         remaining = self.producer.flush(30)
         if remaining or self._errors:
             raise RuntimeError(f"tracking view writes not confirmed ({remaining} pending; errors: {self._errors[:3]})")
+        self._committable.update(self._handled)
+        self._handled.clear()
+
+    def _commit(self, consumer: Consumer) -> None:
+        """Commit the offsets of handled, confirmed records (and only those)."""
+        if not self._committable:
+            return
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in self._committable.items()],
+                        asynchronous=False)
+        self._committable.clear()
 
     # ---- loop ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -145,6 +208,7 @@ class ViewBuilder:
                     self.handle(m)
                 if data:
                     self._flush()
-                    self.consumer.commit(asynchronous=False)
+                    self._commit(self.consumer)
         finally:
+            self._handled.clear()  # read but not confirmed: never committed on the way down
             self.consumer.close()

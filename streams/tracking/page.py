@@ -10,6 +10,7 @@ learnt from the order confirmation → the browser's Accept-Language → English
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -25,7 +26,13 @@ from babel.numbers import format_currency
 from babel.support import NullTranslations, Translations
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from prometheus_client import Counter
+
 from streams.tracking.view import latest_status
+
+log = logging.getLogger("shopmail.tracking.page")
+RENDER_FAILURES = Counter("shopmail_tracking_page_render_failures_total",
+                          "Tracking pages rendered without the parts of the view that could not be shown")
 
 HERE = Path(__file__).resolve().parent
 LOCALE_DIR = HERE / "locale"
@@ -94,9 +101,12 @@ def _money(amount: Any, currency: str | None, lang: str) -> str | None:
     if amount is None:
         return None
     try:
-        return format_currency(Decimal(str(amount)), currency or "USD", locale=lang)
-    except (InvalidOperation, ValueError, UnknownLocaleError):
-        return f"{amount} {currency or ''}".strip()
+        value = Decimal(str(amount))
+        if not value.is_finite():
+            return None
+        return format_currency(value, currency if isinstance(currency, str) and currency else "USD", locale=lang)
+    except (ArithmeticError, ValueError, TypeError, UnknownLocaleError):
+        return f"{amount} {currency or ''}".strip()[:100]
 
 
 class PageRenderer:
@@ -114,12 +124,24 @@ class PageRenderer:
             self.envs[lang] = env
 
     def render(self, view: dict[str, Any], lang: str) -> str:
+        """The page; a view whose data the page cannot show (a defect upstream) still renders: the parts
+        that fail are left out, and the failure is logged."""
+        try:
+            return self._render(view, lang)
+        except Exception:  # noqa: BLE001 - logged; the customer still gets the order's page
+            log.exception("tracking page of order %.80s: the view's data cannot be shown in full", view.get("order_id"))
+            RENDER_FAILURES.inc()
+            bare = {"order_id": str(view.get("order_id") or ""), "customer_id": view.get("customer_id"),
+                    "shipments": {}, "items": []}
+            return self._render(bare, lang)
+
+    def _render(self, view: dict[str, Any], lang: str) -> str:
         gettext: Callable[[str], str] = self.translations[lang].gettext
         currency = view.get("currency")
         shipments = []
-        for sid, sh in sorted(view["shipments"].items(), key=lambda kv: kv[1]["events"][0]["at"] if kv[1]["events"] else 0):
+        for sid, sh in sorted(view["shipments"].items(), key=lambda kv: min(map(_at, kv[1]["events"]), default=0)):
             events = [{"status": e["status"], "iso": _iso(e["at"]), "when": _when(e["at"], lang)}
-                      for e in sh["events"] if e["status"] in STATUS_LABELS]
+                      for e in sorted(sh["events"], key=_at) if e["status"] in STATUS_LABELS]
             shipments.append({"id": sid, "carrier": sh.get("carrier"), "tracking_number": sh.get("tracking_number"),
                               "link": safe_link(sh.get("tracking_url")), "events": events})
         items = [{"name": it.get("name") or it.get("sku"), "quantity": it.get("quantity") or 1,
@@ -140,11 +162,26 @@ class PageRenderer:
         return self.envs[lang].get_template("not_found.html").render(lang=lang)
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+def _moment(ms: Any) -> datetime | None:
+    """The UTC time of epoch milliseconds, or None for a value no calendar shows (NaN, year 285 million…)."""
+    try:
+        return datetime.fromtimestamp(float(ms) / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None
+
+
+def _iso(ms: Any) -> str:
+    at = _moment(ms)
+    return at.isoformat() if at else ""
 
 
 @lru_cache(maxsize=4096)
-def _when(ms: int, lang: str) -> str:
-    return format_datetime(datetime.fromtimestamp(ms / 1000, tz=timezone.utc), "long", tzinfo=timezone.utc,
-                           locale=lang)
+def _when(ms: Any, lang: str) -> str:
+    at = _moment(ms)
+    return format_datetime(at, "long", tzinfo=timezone.utc, locale=lang) if at else ""
+
+
+def _at(event: Any) -> float:
+    """Sort key of a timeline event: its time, odd values first."""
+    at = event.get("at") if isinstance(event, dict) else None
+    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) and at == at else float("-inf")

@@ -1,118 +1,105 @@
-"""The public HTTP endpoint: ``GET /track/<token>`` (the page), ``POST /webhooks/<provider>`` (carrier
-webhooks), ``GET /healthz`` (liveness) and ``GET /readyz`` (views restored). Metrics are served on the
-separate ops port, never here.
+"""The public HTTP endpoint: ``GET /track/{token}`` (the page) and ``POST /webhooks/{provider}`` (carrier
+webhooks), on the shared HTTP stack (:mod:`streams.web`: timeouts, body limits, bounded connections,
+security headers). ``/healthz``, ``/readyz`` and ``/metrics`` are served on the separate ops port, never here.
 
-A token that is malformed, edited, forged or names an unknown order gets the same 404 page: 403 would
-confirm that an order exists, and 404 is also what a link to a deleted order should say.
+A token that is malformed, edited, forged, names an unknown order or an order of another customer gets
+the same 404 page, byte for byte: its language comes only from ``?lang=`` and Accept-Language, never
+from the order, so the answer does not tell whether an order exists (403 would confirm it too).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import Counter
 
+from streams.config import HttpSettings
 from streams.tracking.ingest import WebhookIngest
 from streams.tracking.page import PageRenderer, pick_language
 from streams.tracking.tokens import token_order_id, verify_token
 from streams.tracking.view import ViewStore
 from streams.tracking.webhooks import signature_header
-from streams.web import HttpListener
+from streams.web import HttpServer, Request, Response, Route
 
 log = logging.getLogger("shopmail.tracking.http")
 PAGES = Counter("shopmail_tracking_pages_total", "Tracking page requests by answer", ["code"])
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store, private",
-    "Referrer-Policy": "no-referrer",  # the token must not leak to the carrier's site
     "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: http:; "
                                "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 }
+_ANSWERS = {"200": {"description": "ok"}, "400": {"description": "malformed (dead-lettered)"},
+            "401": {"description": "bad or missing signature"}, "404": {"description": "unknown provider"},
+            "413": {"description": "body too large"}, "422": {"description": "unknown tracking number"},
+            "503": {"description": "not ready or not written: retry"}}
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "shopmail tracking: page and carrier webhooks", "version": "1"},
+    "paths": {
+        "/track/{token}": {"get": {
+            "summary": "the tracking page of the order the signed token names",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "lang", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "Accept-Language", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the page"}, "404": {"description": "no such order for this token"},
+                          "503": {"description": "views still being restored"}}}},
+        "/webhooks/{provider}": {"post": {
+            "summary": "a carrier webhook (signed with the provider's secret)",
+            "parameters": [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "X-Shopmail-Signature", "in": "header", "required": False,
+                            "schema": {"type": "string"}},
+                           {"name": "aftership-hmac-sha256", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "description": "the generic shape (AfterShip's differs; docs/tracking.md)",
+                "required": ["event_id", "tracking_number", "status", "occurred_at"],
+                "properties": {"event_id": {"type": "string"}, "tracking_number": {"type": "string"},
+                               "carrier": {"type": "string"}, "tracking_url": {"type": "string"},
+                               "status": {"type": "string", "enum": ["label_created", "in_transit",
+                                                                     "out_for_delivery", "delivered", "exception",
+                                                                     "returned"]},
+                               "occurred_at": {"description": "epoch ms or ISO 8601, 2000-01-01 … now + 1 day",
+                                               "oneOf": [{"type": "integer", "minimum": 946_684_800_000,
+                                                          "maximum": 4_102_444_800_000},
+                                                         {"type": "string", "format": "date-time"}]}}}}}},
+            "responses": _ANSWERS}},
+    },
+}
 
 
-class TrackingHttp(HttpListener):
+class TrackingHttp(HttpServer):
     def __init__(self, host: str, port: int, store: ViewStore, renderer: PageRenderer, ingest: WebhookIngest,
-                 key: bytes, max_body_bytes: int, health: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
-        outer = self
+                 key: bytes, max_body_bytes: int, limits: HttpSettings | None = None) -> None:
         self.store, self.renderer, self.ingest, self.key = store, renderer, ingest, key
-        self.max_body_bytes = max_body_bytes
-        self.health = health
+        routes = [Route("GET", "/track/{token}", self._get_page),
+                  Route("POST", "/webhooks/{provider}", self._post_webhook, max_body_bytes)]
+        super().__init__(host, port, routes, "tracking-http", limits, PAGE_HEADERS, openapi=OPENAPI)
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "shopmail-tracking"
-            sys_version = ""
+    def _get_page(self, request: Request) -> Response:
+        code, body = self.page(request.params["token"], request.query.get("lang"),
+                               request.headers.get("Accept-Language"))
+        return Response.html(code, body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                url = urlsplit(self.path)
-                if url.path.startswith("/track/"):
-                    code, body = outer.page(url.path[len("/track/"):], parse_qs(url.query),
-                                            self.headers.get("Accept-Language"))
-                    self._send(code, body.encode(), "text/html; charset=utf-8", PAGE_HEADERS)
-                elif url.path in ("/healthz", "/readyz"):
-                    ok, detail = outer.health()
-                    if url.path == "/readyz":
-                        ok = ok and outer.store.ready.is_set()
-                    self._send(200 if ok else 503, json.dumps({"ok": ok, **detail}).encode(), "application/json")
-                else:
-                    self._send(404, b"not found", "text/plain")
+    def _post_webhook(self, request: Request) -> Response:
+        provider = request.params["provider"]
+        answer = self.ingest.handle(provider, request.body, request.headers.get(signature_header(provider)))
+        return Response.json(answer.code, answer.body)
 
-            def do_POST(self) -> None:  # noqa: N802
-                url = urlsplit(self.path)
-                provider = url.path[len("/webhooks/"):] if url.path.startswith("/webhooks/") else ""
-                if not provider or "/" in provider:
-                    self._send(404, b"not found", "text/plain")
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length") or "")
-                except ValueError:
-                    self._json(411, {"error": "length_required", "detail": "Content-Length header needed"})
-                    return
-                if length > outer.max_body_bytes or length < 0:
-                    self._json(413, {"error": "too_large", "detail": f"body over {outer.max_body_bytes} bytes"})
-                    self.close_connection = True
-                    return
-                body = self.rfile.read(length)
-                answer = outer.ingest.handle(provider, body, self.headers.get(signature_header(provider)))
-                self._json(answer.code, answer.body)
-
-            def _json(self, code: int, body: dict[str, Any]) -> None:
-                self._send(code, json.dumps(body).encode(), "application/json")
-
-            def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        super().__init__(host, port, Handler, "tracking-http")
-        self.server.daemon_threads = True
-
-    def page(self, token: str, query: dict[str, list[str]], accept_language: str | None) -> tuple[int, str]:
-        token = unquote(token)
+    def page(self, token: str, lang_param: str | None, accept_language: str | None) -> tuple[int, str]:
         if not self.store.ready.is_set():
             PAGES.labels("503").inc()
             return 503, "<!doctype html><title>503</title><p>Starting, please retry in a moment.</p>"
         order_id = token_order_id(token)
         view = self.store.get(order_id) if order_id is not None else None
-        wanted = [(query.get("lang") or [None])[0], view.get("locale") if view else None]
-        lang = pick_language(wanted, accept_language, self.renderer.available)
         if view is None or not verify_token(self.key, token, view["order_id"], view["customer_id"]):
             PAGES.labels("404").inc()
             log.debug("tracking page: no order for token %.12s…", token)
-            return 404, self.renderer.not_found(lang)
+            return 404, self.renderer.not_found(pick_language([lang_param], accept_language,
+                                                              self.renderer.available))
+        lang = pick_language([lang_param, view.get("locale")], accept_language, self.renderer.available)
         PAGES.labels("200").inc()
         return 200, self.renderer.render(view, lang)
-

@@ -1,6 +1,7 @@
 """``shopmail tracking`` as one object: the view follower (serving copy), the view builder, the
-webhook ingest, the public HTTP server and the ops server (/metrics). A thread that fails stops the
-service and turns /healthz red, so the pod restarts instead of serving a frozen view."""
+webhook ingest, the public HTTP server (pages and webhooks) and the ops server (``/healthz``, ``/readyz``:
+views restored, ``/metrics``) on ``tracking.web_port``. A thread that fails stops the service and turns
+/healthz red, so the pod restarts instead of serving a frozen view."""
 
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ class TrackingService:
         self.builder = ViewBuilder(settings, bootstrap)
         self.ingest = WebhookIngest(settings, bootstrap, self.store)
         self.http = TrackingHttp(settings.tracking.bind_host, settings.tracking.port, self.store, PageRenderer(),
-                                 self.ingest, key, settings.tracking.max_body_bytes, self.health)
-        self.ops = OpsServer(settings.tracking.web_port, self.health, host=settings.tracking.bind_host)
+                                 self.ingest, key, settings.tracking.max_body_bytes, settings.http)
+        self.ops = OpsServer(settings.tracking.web_port, self.health, host=settings.tracking.bind_host,
+                             ready=self.ready, limits=settings.http)
         self._threads = [self._thread("tracking-follower", self.follower.run),
                          self._thread("tracking-builder", self.builder.run)]
 
@@ -72,6 +74,11 @@ class TrackingService:
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = all(t.is_alive() for t in self._threads) and not self.failed
         return alive, {"views": len(self.store), "restored": self.store.ready.is_set(), "failed": self.failed}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Alive and every view restored: only then may the page answer."""
+        ok, detail = self.health()
+        return ok and self.store.ready.is_set(), detail
 
     def start(self) -> "TrackingService":
         for t in self._threads:

@@ -17,6 +17,10 @@ Shapes, chosen by the provider name in the URL (``POST /webhooks/<provider>``):
      "tracking_url": "https://…" (optional)}
 
   signed with ``X-Shopmail-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>``.
+
+Bounds: the body is parsed by orjson (no NaN or Infinity, at most 1024 levels of nesting, integers
+within 64 bits), and an event time must lie between 2000-01-01 and one day after now
+(:data:`EARLIEST_MS`, :data:`MAX_AHEAD_MS`); anything else is a :class:`WebhookError` (400 + dead letter).
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: no carrier event is older
+MAX_AHEAD_MS = 24 * 3600 * 1000  # clocks differ, but no carrier reports an event a day ahead
 OUR_STATUSES = ("label_created", "in_transit", "out_for_delivery", "delivered", "exception", "returned")
 
 AFTERSHIP_TAGS = {
@@ -88,14 +96,17 @@ def signature_ok(provider: str, key: bytes, body: bytes, header_value: str | Non
     return hmac.compare_digest(expected.encode(), header_value.strip().encode())
 
 
-def parse(provider: str, body: bytes, max_id_chars: int = 256) -> CarrierUpdate:
+def parse(provider: str, body: bytes, max_id_chars: int = 256, now_ms: int | None = None) -> CarrierUpdate:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookError("malformed", f"body is not JSON: {exc}") from exc
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookError("malformed", f"body is not JSON (or nests deeper than 1024, or has NaN): {exc}") from exc
     if not isinstance(data, dict):
         raise WebhookError("malformed", "body is not a JSON object")
     update = _aftership(data) if provider == "aftership" else _generic(data)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if not EARLIEST_MS <= update.occurred_at <= now + MAX_AHEAD_MS:
+        raise WebhookError("invalid_time", f"event time {update.occurred_at} ms is outside 2000-01-01 … now + 1 day")
     for name in ("provider_event_id", "tracking_number"):
         if len(getattr(update, name)) > max_id_chars:
             raise WebhookError("invalid", f"{name} longer than {max_id_chars} characters")
@@ -119,7 +130,7 @@ def _aftership(data: Mapping[str, Any]) -> CarrierUpdate:
     if when is None:
         raise WebhookError("malformed", "aftership: no time (checkpoints, msg.updated_at or ts)")
     if isinstance(when, (int, float)) and not isinstance(when, bool):
-        when = int(when * 1000)  # AfterShip's ts is epoch seconds
+        when = _number(when, "aftership ts") * 1000  # AfterShip's ts is epoch seconds
     return CarrierUpdate(provider_event_id=_text(data, "event_id", "aftership: event_id"),
                          tracking_number=_text(msg, "tracking_number", "aftership: msg.tracking_number"),
                          status=status, occurred_at=_time(when, "aftership time"),
@@ -160,18 +171,26 @@ def _time(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise WebhookError("malformed", f"{what}: {value!r} is not a time")
     if isinstance(value, (int, float)):
-        if value < 100_000_000_000:  # before 1973 in ms: seconds were sent
+        ms = _number(value, what)
+        if ms < 100_000_000_000:  # before 1973 in ms: seconds were sent
             raise WebhookError("malformed", f"{what}: {value!r} is not epoch milliseconds")
-        return int(value)
+        return ms
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise WebhookError("malformed", f"{what}: {value!r} is not ISO 8601") from exc
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return int(dt.timestamp() * 1000)
-    raise WebhookError("malformed", f"{what}: {value!r} is not a time")
+            dt = datetime.fromisoformat(value.strip()[:64].replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return int(dt.timestamp() * 1000)
+        except (ValueError, OverflowError) as exc:
+            raise WebhookError("malformed", f"{what}: {value[:64]!r} is not ISO 8601") from exc
+    raise WebhookError("malformed", f"{what}: {str(value)[:64]!r} is not a time")
+
+
+def _number(value: float, what: str) -> int:
+    """A finite JSON number as an int, within ±2^62 (far beyond any time; no overflow later)."""
+    if value != value or value in (float("inf"), float("-inf")) or abs(value) > 2 ** 62:
+        raise WebhookError("invalid_time", f"{what}: {str(value)[:64]} is not a usable time")
+    return int(value)
 
 
 __all__ = ["CarrierUpdate", "WebhookError", "parse", "sign", "signature_header", "signature_ok",

@@ -68,9 +68,16 @@ class Signer:
         return msg
 
 
-def notification(ses_event: dict[str, Any], topic: str = TOPIC, subject: str | None = None) -> dict[str, Any]:
+def sns_time(ago_s: float = 0.0) -> str:
+    """An SNS Timestamp ``ago_s`` seconds before now (SNS's format: ISO 8601, milliseconds, Z)."""
+    at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ago_s)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def notification(ses_event: dict[str, Any], topic: str = TOPIC, subject: str | None = None,
+                 timestamp: str | None = None) -> dict[str, Any]:
     msg = {"Type": "Notification", "MessageId": "5b6e2d4c-1f0a-4d9b-9c55-4a1d0e7f8a10", "TopicArn": topic,
-           "Message": json.dumps(ses_event), "Timestamp": "2026-11-24T10:05:00.123Z",
+           "Message": json.dumps(ses_event), "Timestamp": timestamp or sns_time(),
            "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x"}
     if subject is not None:
         msg["Subject"] = subject
@@ -80,7 +87,7 @@ def notification(ses_event: dict[str, Any], topic: str = TOPIC, subject: str | N
 def subscription(subscribe_url: str, topic: str = TOPIC, kind: str = "SubscriptionConfirmation") -> dict[str, Any]:
     return {"Type": kind, "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b", "Token": "2336412f37fb687f5d51e6e2",
             "TopicArn": topic, "Message": f"You have chosen to subscribe to the topic {topic}.",
-            "SubscribeURL": subscribe_url, "Timestamp": "2026-11-24T10:00:00.000Z"}
+            "SubscribeURL": subscribe_url, "Timestamp": sns_time()}
 
 
 @dataclass
