@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.config import LimitSettings
 from streams.runtime.limits import fits
@@ -32,6 +32,24 @@ from streams.runtime.state_store import LocalStore
 log = logging.getLogger("shopmail.checkpoint")
 
 Produce = Callable[..., None]
+RESUME_ATTEMPTS = 10
+
+
+def resumable(call: Callable[[], Any], what: str, attempts: int = RESUME_ATTEMPTS) -> None:
+    """Run a transactional producer call, calling it again while it fails with a retriable error: a
+    broker that stalls makes ``commit_transaction``/``abort_transaction`` time out with "retry call to
+    resume", and librdkafka's contract is to call them again. Anything else (fatal, abortable, or still
+    failing after ``attempts`` calls) is raised to the caller."""
+    for attempt in range(1, attempts + 1):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if (attempt == attempts or not isinstance(err, KafkaError) or not err.retriable() or err.fatal()
+                    or err.txn_requires_abort()):
+                raise
+            log.warning("%s did not finish (%s): calling it again (%d of %d)", what, err, attempt + 1, attempts)
 
 
 class Checkpoint:
@@ -87,9 +105,9 @@ class Checkpoint:
                          on_delivery=self._on_changelog_delivered)
         produced = clock()
         if offsets:  # 3. input offsets
-            producer.send_offsets_to_transaction(offsets, group_metadata, 30)
+            resumable(lambda: producer.send_offsets_to_transaction(offsets, group_metadata, 30), "sending offsets")
         sent = clock()
-        producer.commit_transaction(60)  # 4.
+        resumable(lambda: producer.commit_transaction(60), "commit_transaction")  # 4.
         producer.poll(0)
         for p, changed in changed_by_partition.items():  # 5. local store, committed state only
             self.store.apply(p, changed, self.changelog_end.get(p, 0))

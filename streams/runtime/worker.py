@@ -43,7 +43,7 @@ from streams.core.audiences import membership_key
 from streams.core.engine import PartitionEngine
 from streams.kafka.io import client_config, consumer_config, producer_config
 from streams.runtime.limits import Refusal
-from streams.runtime.checkpoint import Checkpoint
+from streams.runtime.checkpoint import Checkpoint, resumable
 from streams.runtime.dead_letters import dead_letter
 from streams.runtime.restore import ChangelogRestore, OrphanedCommands
 from streams.runtime.state_store import LocalStore, open_store
@@ -507,7 +507,7 @@ class ProcessorRuntime:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
                 log.warning("transaction aborted (%s); rebuilding state from the changelog", kerr)
-                producer.abort_transaction(30)
+                resumable(lambda: producer.abort_transaction(30), "abort_transaction")  # a stalled broker: again
                 self._aborted()
                 return
             raise
