@@ -189,7 +189,9 @@ def check_connection(kafka: KafkaSettings, bootstrap: str | None = None, timeout
             detail = next((c for c in reversed(causes) if unreachable_cause(c) != "timeout"), causes[-1] if causes else "")
             cause = unreachable_cause(detail)
             if cause == "timeout":
-                message = f"cannot reach Kafka at {target}: timeout (no answer to a metadata request within {timeout_s:g}s)"
+                message = (f"cannot reach Kafka at {target}: timeout (no answer to a metadata request within "
+                           f"{timeout_s:g}s; a plaintext client on a TLS listener, or TLS on a plaintext one, "
+                           f"looks like this too: check kafka.security.protocol)")
             else:
                 message = f"cannot reach Kafka at {target}: {cause} ({detail}); gave up after {timeout_s:g}s"
             raise KafkaConnectError("unreachable", message, cause)
