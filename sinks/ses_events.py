@@ -36,6 +36,11 @@ def _ms(ts: str | None) -> int:
         raise BridgeError("malformed", f"bad timestamp {ts!r}") from exc
 
 
+def _text(value: Any) -> str | None:
+    """A string SES reported (user agent, address), cut to 512 characters; anything else is left out."""
+    return value[:512] if isinstance(value, str) and value else None
+
+
 def _tag(mail: dict[str, Any], name: str) -> str | None:
     values = (mail.get("tags") or {}).get(name)
     return values[0] if isinstance(values, list) and values else None
@@ -79,7 +84,7 @@ def to_feedback(payload: Any) -> dict[str, Any] | None:
         "event_id": hashlib.sha256(f"{mail['messageId']}|{kind}|{at}|{detail.get('link', '')}".encode()).hexdigest()[:32],
         "customer_id": customer_id, "occurred_at": at, "type": TYPES[kind],
         "command_id": _tag(mail, "command_id"), "message_id": mail["messageId"], "link": detail.get("link"),
-        "bounce_type": None}
+        "bounce_type": None, "user_agent": _text(detail.get("userAgent")), "ip_address": _text(detail.get("ipAddress"))}
     if kind == "Bounce":
         record["bounce_type"] = "permanent" if detail.get("bounceType") == "Permanent" else "transient"
     try:

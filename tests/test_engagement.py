@@ -46,11 +46,12 @@ def ses_event(kind: str, at: int, message_id: str = "0102018f-aaaa", **detail: A
 
 
 def feedback(event: dict[str, Any]) -> dict[str, Any]:
-    """What the SES events bridge makes of ``event``, with the user agent and address SES reported."""
+    """What the SES events bridge makes of ``event``: it carries the user agent and address SES reported."""
     record = to_feedback(event)
     assert record is not None
     detail = event[event["eventType"][0].lower() + event["eventType"][1:]]
-    return record | {"user_agent": detail.get("userAgent"), "ip_address": detail.get("ipAddress")}
+    assert (record["user_agent"], record["ip_address"]) == (detail.get("userAgent"), detail.get("ipAddress"))
+    return record
 
 
 def judge(*events: dict[str, Any], settings: MetricsSettings | None = None) -> list[Verdict | None]:
