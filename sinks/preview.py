@@ -50,7 +50,8 @@ class Browser:
     """One headless Chromium and one page, driven over the DevTools protocol (JSON messages separated
     by NUL on the pipe file descriptors 3 and 4). Use as a context manager."""
 
-    def __init__(self, path: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | None = None, timeout_s: float = 60.0, offline: bool = False) -> None:
+        """``offline``: https requests are refused (tests: sample images on hosts that do not exist)."""
         path = path or find_browser()
         if path is None:
             raise BrowserError("no headless Chromium found (install Debian's `chromium` package)")
@@ -77,8 +78,9 @@ class Browser:
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self._session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self._frame = self.call("Page.getFrameTree")["frameTree"]["frame"]["id"]
-        self.call("Network.enable")
-        self.call("Network.setBlockedURLs", {"urls": ["https://*"]})  # sample product images: no network
+        if offline:
+            self.call("Network.enable")
+            self.call("Network.setBlockedURLs", {"urls": ["https://*"]})
 
     def __enter__(self) -> Browser:
         return self

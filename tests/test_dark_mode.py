@@ -58,7 +58,7 @@ def logo_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with Browser() as b:
+    with Browser(offline=True) as b:  # the logo comes from a local server; sample product images from nowhere
         yield b
 
 
