@@ -210,3 +210,55 @@ def test_records_written_before_the_optional_email_fields_still_read_with_defaul
     assert decoded["items"][0]["stock"] is None
     if name == "OrderEvent":
         assert decoded["order_number"] is None and decoded["shipping_address"] is None and decoded["order_id"] == "o1"
+
+
+def test_tax_is_shown_as_included_or_added_per_market_and_a_market_has_a_legal_text():
+    de = render("order_confirmation", 1, locale="de")
+    assert "inkl. 32,40\xa0€ MwSt." in de.text and "Steuer" not in de.text  # 198 + 4.90 = 202.90, tax inside
+    en = render("order_confirmation", 1)
+    assert "Tax: €32.40" in en.text and "VAT" not in en.text
+    from streams.config import MarketSettings
+
+    markets = MarketSettings(tax_display={"default": "included"}, legal_text={"de": "Handelsregister HRB 12345"})
+    renderer = Renderer(markets=markets)
+    cmd = command("order_confirmation", 1, FULL[("order_confirmation", 1)], locale="de-AT")
+    email = renderer.render(cmd, UNSUB)
+    assert "Handelsregister HRB 12345" in email.html and "Handelsregister HRB 12345" in email.text
+    assert "Includes €32.40 VAT" in renderer.render(command("order_confirmation", 1, FULL[("order_confirmation", 1)]),
+                                                   UNSUB).text
+
+
+def test_shop_links_carry_utm_parameters_unless_turned_off_and_other_hosts_get_none():
+    from streams.config import LinkSettings
+
+    email = render("browse_abandonment", 1)
+    urls = parse(email.html).urls
+    shop = [u for u in urls if u.startswith("https://shop.example.com/p/")]
+    assert shop and all("utm_campaign=browse_abandonment" in u and "utm_content=step1-control" in u for u in shop)
+    tracking = render("shipping_confirmation", 1)
+    assert "https://track.example.com/JD0148220177" in parse(tracking.html).urls  # the carrier's host: untouched
+    plain = Renderer(links=LinkSettings(utm=False)).render(command("browse_abandonment", 1, FULL[("browse_abandonment", 1)]), UNSUB)
+    assert "utm_" not in plain.html and "utm_" not in plain.text
+
+
+def test_every_email_has_one_h1_heading():
+    for flow, step in sorted(FULL):
+        assert parse(render(flow, step).html).tags.count("h1") == 1, (flow, step)
+
+
+def test_marketing_footers_link_the_signed_preferences_page_and_the_goodbye_offers_to_keep_subscribing():
+    from sinks.mime import list_links
+    from sinks.unsubscribe_token import verify
+
+    for flow, step in sorted(FULL):
+        cmd = command(flow, step, FULL[(flow, step)])
+        links = list_links(SETTINGS.ses, "test-key", cmd)
+        unsubscribe = links.pop("unsubscribe")
+        email = RENDERER.render(cmd, unsubscribe, render_extra(SETTINGS, cmd), list_links=links)
+        urls = parse(email.html).urls
+        assert (links["preferences"] in urls) == (flow in MARKETING), flow
+        assert (links["keep"] in urls) == ((flow, step) == ("win_back", 3)), flow
+    token = dict(kv.split("=") for kv in links["keep"].split("?")[1].split("&"))["t"]
+    assert verify("test-key", cmd["customer_id"], cmd["command_id"], "en", token, purpose="keep")
+    goodbye = RENDERER.render(command("win_back", 3, FULL[("win_back", 3)]), UNSUB, list_links=links)
+    assert "Keep me subscribed" in goodbye.html and "the last email we'll send you" in goodbye.text
