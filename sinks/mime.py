@@ -1,7 +1,9 @@
 """Build the raw MIME message the sink hands to SES (``Content.Raw``).
 
 multipart/alternative (text first, then HTML); marketing mail carries RFC 8058 one-click unsubscribe:
-``List-Unsubscribe: <https://…>, <mailto:…>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
+``List-Unsubscribe: <https://…>`` (plus ``<mailto:…>`` only when ``ses.unsubscribe_mailto`` is configured,
+which is meant for a mailbox whose mail reaches ``email.feedback``) and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
 
 ``List-Unsubscribe`` is written byte for byte as RFC 2369 shows it: one line, never folded and never
 RFC 2047-encoded (Python's header folding would encode a long URL as ``=?utf-8?q?…?=``, which Gmail and

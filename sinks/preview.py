@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import tempfile
@@ -100,8 +101,6 @@ class Browser:
         self._profile.cleanup()
 
     def _call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
-        import select
-
         self._id += 1
         msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session:
