@@ -172,3 +172,4 @@ def test_english_copy_of_the_emails_uses_contractions():
 def test_a_thai_greeting_keeps_a_space_before_the_name():
     email = Renderer().render(command("abandoned_cart", 1, FULL[("abandoned_cart", 1)], locale="th"), "https://u.example.com/x")
     assert "สวัสดีคุณ Ada" in email.text and "คุณAda" not in email.text
+    assert [s for _, s in catalog_strings("th") if "คุณ%(" in s] == []  # every name placeholder after คุณ
