@@ -56,7 +56,7 @@ class Browser:
         path = path or find_browser()
         if path is None:
             raise BrowserError("no headless Chromium found (install Debian's `chromium` package)")
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         to_browser_r, self._w = os.pipe()
         self._r, from_browser_w = os.pipe()
 
@@ -90,9 +90,14 @@ class Browser:
         self.close()
 
     def close(self) -> None:
+        """Ask the browser to quit (its helper processes leave the profile with it), then make sure."""
         if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
+            try:
+                os.write(self._w, json.dumps({"id": self._id + 1, "method": "Browser.close"}).encode() + b"\0")
+                self._proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait(timeout=10)
         for fd in (self._r, self._w):
             try:
                 os.close(fd)
