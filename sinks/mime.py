@@ -1,7 +1,9 @@
 """Build the raw MIME message the sink hands to SES (``Content.Raw``).
 
 multipart/alternative (text first, then HTML); marketing mail carries RFC 8058 one-click unsubscribe:
-``List-Unsubscribe: <https://…>, <mailto:…>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
+``List-Unsubscribe: <https://…>`` (plus ``<mailto:…>`` only when ``ses.unsubscribe_mailto`` is configured,
+which is meant for a mailbox whose mail reaches ``email.feedback``) and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click``.
 
 ``List-Unsubscribe`` is written byte for byte as RFC 2369 shows it: one line, never folded and never
 RFC 2047-encoded (Python's header folding would encode a long URL as ``=?utf-8?q?…?=``, which Gmail and
@@ -9,15 +11,22 @@ Yahoo do not recognise). Its URLs are ASCII by construction (percent-encoded), s
 
 Addresses are checked before any header is built: a recipient with CR/LF (header injection) or one that is
 not a single ``local@domain`` raises :class:`sinks.errors.InvalidAddress`.
+
+Sender identity (:func:`sender_identity`): ``From`` carries a display name per language
+(``ses.from_names``, else the shop's name), ``Reply-To`` a monitored mailbox (``ses.reply_to``, else the
+support address); marketing mail comes from its own address and SES configuration set when configured, so
+its reputation and its events stay apart from order mail.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from prometheus_client import Counter
@@ -25,6 +34,7 @@ from prometheus_client import Counter
 from sinks.errors import InvalidAddress
 from sinks.rendering import RenderedEmail
 from sinks.unsubscribe_token import sign
+from streams.config import BrandSettings, SesSettings
 
 log = logging.getLogger("shopmail.sink.mime")
 
@@ -54,6 +64,17 @@ def unsubscribe_link(base_url: str, command_id: str, customer_id: str, key: str 
     return f"{base_url}?{urlencode(params, quote_via=quote, safe='')}"
 
 
+LIST_LINK_PURPOSES = ("unsubscribe", "keep", "preferences")
+
+
+def list_links(ses: SesSettings, key: str | bytes | None, command: dict[str, Any]) -> dict[str, str]:
+    """The signed list links of a command: ``unsubscribe`` (one-click), ``preferences`` (every marketing
+    mail's footer) and ``keep`` (the win-back goodbye's "keep me subscribed")."""
+    return {purpose: unsubscribe_link(ses.unsubscribe_base_url, command["command_id"], command["customer_id"],
+                                      key=key, locale=command.get("locale") or "en", purpose=purpose)
+            for purpose in LIST_LINK_PURPOSES}
+
+
 def check_address(address: str, role: str = "to") -> str:
     """``address`` unchanged if it is one deliverable addr-spec, else :class:`InvalidAddress`."""
     if not isinstance(address, str) or not address.strip():
@@ -74,6 +95,39 @@ def check_address(address: str, role: str = "to") -> str:
     return address
 
 
+@dataclass(frozen=True)
+class SenderIdentity:
+    address: str  # the bare address SES authorises (FromEmailAddress)
+    name: str  # display name of From ("" → none)
+    reply_to: str | None
+    configuration_set: str | None
+
+    @property
+    def sender(self) -> str:
+        """The From header's value: ``Name <address>`` (the name quoted or encoded as RFC 5322 needs)."""
+        return str(Address(display_name=self.name, addr_spec=self.address)) if self.name else self.address
+
+
+def sender_identity(ses: SesSettings, category: str, locale: str, brand: BrandSettings | None = None) -> SenderIdentity:
+    """Who a mail of ``category`` in language ``locale`` is from, where replies go, which configuration set."""
+    brand = brand or BrandSettings()
+    marketing = category == "marketing"
+    address = (ses.marketing_from_address if marketing else "") or ses.from_address
+    config_set = (ses.marketing_configuration_set if marketing else "") or ses.configuration_set
+    lang = (locale or "").replace("_", "-").split("-")[0]
+    name = ses.from_names.get(locale, ses.from_names.get(lang, brand.shop_name))
+    reply_to = ses.reply_to or brand.support_email or None
+    return SenderIdentity(address=address, name=name, reply_to=reply_to, configuration_set=config_set or None)
+
+
+def split_sender(sender: str) -> tuple[str, str]:
+    """(display name, addr-spec) of ``Name <a@b>`` or a bare ``a@b``."""
+    if "<" in sender and sender.rstrip().endswith(">"):
+        name, _, rest = sender.rpartition("<")
+        return name.strip().strip('"'), rest.rstrip()[:-1]
+    return "", sender
+
+
 def list_unsubscribe(unsubscribe_url: str | None, unsubscribe_mailto: str | None, command_id: str) -> str:
     parts = []
     if unsubscribe_url:
@@ -87,15 +141,24 @@ def list_unsubscribe(unsubscribe_url: str | None, unsubscribe_mailto: str | None
 
 
 def build_mime(rendered: RenderedEmail, *, sender: str, to: str, command_id: str, category: str,
-               unsubscribe_url: str | None, unsubscribe_mailto: str | None, date_ms: int) -> bytes:
+               unsubscribe_url: str | None, unsubscribe_mailto: str | None, date_ms: int,
+               reply_to: str | None = None) -> bytes:
+    """``sender``: a bare address or ``Display Name <address>`` (:attr:`SenderIdentity.sender`)."""
     check_address(to, "to")
-    check_address(sender, "from")
+    name, address = split_sender(sender)
+    check_address(address, "from")
+    if _FORBIDDEN.search(name):
+        raise InvalidAddress("from", name, "display name contains CR, LF or NUL (header injection)")
+    if reply_to:
+        check_address(reply_to, "reply-to")
     msg = EmailMessage()
     msg["Subject"] = rendered.subject
-    msg["From"] = sender
+    msg["From"] = Address(display_name=name, addr_spec=address) if name else address
     msg["To"] = to
+    if reply_to:
+        msg["Reply-To"] = reply_to
     msg["Date"] = formatdate(date_ms / 1000, usegmt=True)
-    msg["Message-ID"] = make_msgid(idstring=command_id[:16], domain=sender.split("@")[-1])
+    msg["Message-ID"] = make_msgid(idstring=command_id[:16], domain=address.split("@")[-1])
     msg["X-Shopmail-Command-Id"] = command_id
     if category == "marketing" and (unsubscribe_url or unsubscribe_mailto):
         # set_raw + refold_source="none": stored and written exactly as given (no folding, no encoded-words)

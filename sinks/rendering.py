@@ -13,8 +13,14 @@ Austria under the German catalog). A locale without a catalog, or one Babel does
 rendered whole in ``brand.default_locale`` and counted — an email is never in two languages.
 
 Every ``href``/``src`` goes through ``safe_url``: only ``https``, ``http`` and ``mailto`` URLs render; others
-(``javascript:``, ``data:``, relative…) are dropped and counted. A missing required field or template is a
-``RenderError`` naming it; optional fields may be absent or null and render sensible text.
+(``javascript:``, ``data:``, relative…) are dropped and counted. Links to the shop go through ``link``, which
+adds the UTM parameters (``links``). A missing required field or template is a ``RenderError`` naming it;
+optional fields may be absent or null and render sensible text.
+
+Prices: a line item (or suggestion) that names its own ``currency`` different from the mail's is shown
+without a price — never with a wrong one. Markets (``markets``): tax shown as included in the total or as an
+added charge, and a legal text per market. Brand values that shape the layout (the logo's width, colours)
+are compiled into the MJML, so MJML lays the logo out at its real width (``[[ brand.logo_width ]]``).
 """
 
 from __future__ import annotations
@@ -25,13 +31,13 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_time, get_timezone
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_percent
@@ -41,7 +47,8 @@ from jinja2 import (Environment, FileSystemLoader, StrictUndefined, Template, Te
 from mjml import mjml2html
 from prometheus_client import Counter
 
-from streams.config import BrandSettings
+from sinks.links import with_utm
+from streams.config import BrandSettings, LinkSettings, MarketSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 I18N_DIR = Path(__file__).resolve().parent / "i18n"
@@ -67,9 +74,10 @@ OPTIONAL: dict[str, Any] = {
     "first_name": None, "currency": "USD", "cart_url": None, "order_number": None, "subtotal": None,
     "shipping": None, "tax": None, "shipping_address": None, "order_url": None, "cross_sell": [], "carrier": None,
     "tracking_number": None, "tracking_url": None, "tracking_page_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
-    "coupon_percent": None, "coupon_expires_at": None, "items": [],
+    "coupon_percent": None, "coupon_expires_at": None, "coupon_apply_url": None, "timezone": None, "items": [],
+    "new_arrivals": [], "review_links": [],
 }
-ITEM_OPTIONAL = ("image_url", "url", "stock", "quantity")
+ITEM_OPTIONAL = ("image_url", "url", "stock", "quantity", "currency")
 
 
 class RenderError(ValueError):
@@ -125,8 +133,25 @@ def percent(ctx: Any, value: Any) -> str:
 
 @pass_context
 def date(ctx: Any, epoch_ms: Any) -> str:
-    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC)
-    return format_date(when, format="long", locale=ctx["fmt_locale"])
+    """The day (in the recipient's time zone, ``timezone``), long form; Thai in the Buddhist era."""
+    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(ctx.get("timezone")))
+    fmt = ctx["fmt_locale"]
+    if fmt.split("_")[0] == "th":  # Babel knows only the Gregorian calendar; Thai dates count from 543 BC
+        return f"{format_date(when, format='d MMMM', locale=fmt)} พ.ศ. {when.year + 543}"
+    return format_date(when, format="long", locale=fmt)
+
+
+@pass_context
+def time_of_day(ctx: Any, epoch_ms: Any) -> str:
+    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(ctx.get("timezone")))
+    return format_time(when, format="short", locale=ctx["fmt_locale"])
+
+
+def _zone(name: Any) -> Any:
+    try:
+        return get_timezone(str(name)) if name else UTC
+    except LookupError:
+        return UTC
 
 
 # ---- catalogs and templates -------------------------------------------------------------------
@@ -145,15 +170,27 @@ def load_translations(lang: str, i18n_dir: Path = I18N_DIR) -> Translations:
     return Translations(fp=buf)
 
 
-def compile_mjml(template_dir: Path, name: str) -> str:
+_BRAND_MARK = re.compile(r"\[\[ brand\.(\w+) \]\]")
+
+
+def compile_mjml(template_dir: Path, name: str, brand: BrandSettings | None = None) -> str:
     """layout.mjml around emails/<name>.mjml → responsive HTML (jinja tags kept) via MRML. Jinja statements
-    before the first MJML tag of the body (imports) are put in front of the document."""
-    layout = (template_dir / "layout.mjml").read_text()
+    before the first MJML tag of the body (imports) are put in front of the document. ``[[ brand.x ]]``
+    marks are brand values MJML itself must see (sizes it lays out), filled in before compiling."""
+    brand = brand or BrandSettings()
+    layout = _BRAND_MARK.sub(lambda m: str(getattr(brand, m.group(1))), (template_dir / "layout.mjml").read_text())
     body = (template_dir / "emails" / f"{name}.mjml").read_text()
     cut = body.find("<mj-")
     prefix, mjml_body = body[:cut].strip(), body[cut:]
     html = mjml2html(layout.replace("<!-- content -->", mjml_body))
     return prefix + html
+
+
+def _discounted(total: Any, percent: Any) -> str | None:
+    """The cart total after a percentage coupon (rounded half up to the cent), or None without one."""
+    if total is None or not isinstance(percent, int) or not 0 < percent < 100:
+        return None
+    return str((_decimal(total) * (100 - percent) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def _one_line(text: str) -> str:
@@ -172,21 +209,35 @@ def make_environment(template_dir: Path, translations: Translations, html: bool)
                       extensions=["jinja2.ext.i18n"])
     env.policies["ext.i18n.trimmed"] = True
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
-    env.filters.update(safe_url=safe_url, money=money, percent=percent, date=date)
+    env.filters.update(safe_url=safe_url, money=money, percent=percent, date=date, time_of_day=time_of_day,
+                       link=link)
     return env
+
+
+@pass_context
+def link(ctx: Any, value: Any, fallback: str = "") -> str:
+    """``safe_url``, plus the UTM parameters when the URL is the shop's (flow, step, variant)."""
+    url = safe_url(value, fallback)
+    utm = ctx.get("utm")
+    if not url or not utm or urlsplit(url).netloc not in ctx["shop_hosts"]:
+        return url
+    return with_utm(url, utm)
 
 
 class Renderer:
     def __init__(self, template_dir: Path = TEMPLATE_DIR, shop_url: str = "https://shop.example.com",
-                 brand: BrandSettings | None = None, i18n_dir: Path = I18N_DIR) -> None:
+                 brand: BrandSettings | None = None, i18n_dir: Path = I18N_DIR,
+                 markets: MarketSettings | None = None, links: LinkSettings | None = None) -> None:
         self.template_dir = template_dir
         self.shop_url = shop_url
         self.brand = brand or BrandSettings()
+        self.markets = markets or MarketSettings()
+        self.links = links or LinkSettings()
         self.i18n_dir = i18n_dir
         self.locales = shipped_locales(i18n_dir)
         if self.brand.default_locale not in self.locales:
             raise ValueError(f"brand.default_locale {self.brand.default_locale!r} has no catalog ({self.locales})")
-        self.compiled = {name: compile_mjml(template_dir, name) for name in email_names(template_dir)}
+        self.compiled = {name: compile_mjml(template_dir, name, self.brand) for name in email_names(template_dir)}
         self._lock = threading.Lock()
         self._templates: dict[tuple[str, str, bool], Template] = {}
         self._envs: dict[str, tuple[Environment, Environment]] = {}
@@ -222,7 +273,7 @@ class Renderer:
             return self._templates[key]
 
     def variables(self, command: dict[str, Any], unsubscribe_link: str, lang: str, fmt: str,
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  extra: dict[str, Any] | None = None, list_links: dict[str, str] | None = None) -> dict[str, Any]:
         flow = command["flow"]
         try:
             context = json.loads(command["context"])
@@ -236,9 +287,14 @@ class Renderer:
                                   f"'{required}' is undefined in {flow}/step{command['step']}")
         v: dict[str, Any] = {**OPTIONAL, "shop_url": self.shop_url,
                              **{k: val for k, val in context.items() if val is not None}}
-        v["items"] = [self._item(it) for it in v["items"]]
-        v["cross_sell"] = [self._item(it) for it in v["cross_sell"] or []]
+        currency = v["currency"]
+        v["items"] = [self._item(it, currency) for it in v["items"]]
+        v["cross_sell"] = [self._item(it, currency) for it in v["cross_sell"] or []]
+        v["new_arrivals"] = [self._item(it, currency) for it in v["new_arrivals"] or []]
         brand = self.brand
+        links = list_links or {}
+        market_locale = fmt.replace("_", "-")
+        lk = self.links
         shop_link = safe_url(v["shop_url"]) or safe_url(self.shop_url)
         support = (f"mailto:{brand.support_email}" if brand.support_email else "") or safe_url(brand.support_url)
         address = v["shipping_address"]
@@ -252,24 +308,36 @@ class Renderer:
             "order_link": safe_url(v["order_url"]), "tracking_link": safe_url(v["tracking_page_url"] or v["tracking_url"]),
             "shipping_address": address.splitlines() if isinstance(address, str) else address,
             "story": brand.win_back_story.get(lang, ""),
+            "preferences_href": safe_url(links.get("preferences")), "keep_href": safe_url(links.get("keep")),
+            "tax_included": self.markets.for_locale(self.markets.tax_display, market_locale) == "included",
+            "legal_text": self.markets.for_locale(self.markets.legal_text, market_locale),
+            "shop_hosts": {urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc},
+            "utm": {"utm_source": lk.utm_source, "utm_medium": lk.utm_medium, "utm_campaign": flow,
+                    "utm_content": f"step{command['step']}-{command.get('variant') or 'control'}"} if lk.utm else None,
+            "discounted_total": _discounted(v.get("cart_total"), v.get("coupon_percent")),
             "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold
                                    for it in v["items"]),
         })
         return v
 
     @staticmethod
-    def _item(item: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(item, dict) or item.get("name") is None or item.get("price") is None:
+    def _item(item: dict[str, Any], currency: str) -> dict[str, Any]:
+        """A line with every optional field; its price dropped when it is in another currency than the mail's."""
+        if not isinstance(item, dict) or item.get("name") is None or "price" not in item:
             raise RenderError("template_variable_invalid", f"line item without name/price: {item!r}"[:200])
-        return {**{k: None for k in ITEM_OPTIONAL}, **item}
+        line = {**{k: None for k in ITEM_OPTIONAL}, **item}
+        if line["currency"] is not None and line["currency"] != currency:
+            line["price"] = None  # a price in another currency is never shown as if it were in this one
+        return line
 
-    def render(self, command: dict[str, Any], unsubscribe_link: str,
-               extra: dict[str, Any] | None = None) -> RenderedEmail:
-        """``extra``: variables the sink adds to the command's context (e.g. a coupon's expiry)."""
+    def render(self, command: dict[str, Any], unsubscribe_link: str, extra: dict[str, Any] | None = None,
+               list_links: dict[str, str] | None = None) -> RenderedEmail:
+        """``extra``: variables the sink adds to the command's context (e.g. a coupon's expiry);
+        ``list_links``: the signed ``preferences`` and ``keep`` links (:func:`sinks.mime.list_links`)."""
         flow, step = command["flow"], command["step"]
         name = f"{flow}_step{step}"
         lang, fmt = self.resolve_locale(command.get("locale"))
-        variables = self.variables(command, unsubscribe_link, lang, fmt, extra)
+        variables = self.variables(command, unsubscribe_link, lang, fmt, extra, list_links)
         try:
             text_tmpl = self._template(lang, name, html=False)
             html_tmpl = self._template(lang, name, html=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock", "browse_abandonment")
 SHOP = "https://shop.example.com"
-EXPIRES = 1_767_139_200_000  # 2025-12-31T00:00:00Z
+CREATED = 1_765_972_800_000  # 2025-12-17T12:00:00Z: the command's event time (coupons expire 14 days later)
 
 ITEMS = [
     {"sku": "JKT-1", "name": "Waxed cotton jacket", "price": "149.00", "quantity": 1, "stock": 2,
@@ -24,27 +24,36 @@ FULL: dict[tuple[str, int], dict[str, Any]] = {
     ("abandoned_cart", 1): CART,
     ("abandoned_cart", 2): CART,
     ("abandoned_cart", 3): {**CART, "incentive": "coupon", "coupon_code": "CART-7QK2-M9", "coupon_percent": 10,
-                            "coupon_expires_at": EXPIRES},
+                            "timezone": "Europe/Berlin"},
     ("order_confirmation", 1): {
         "order_id": "c0000044-o1", "order_number": "#1042", "items": ITEMS, "subtotal": "198.00", "shipping": "4.90",
         "tax": "32.40", "total": "202.90", "currency": "EUR", "order_url": f"{SHOP}/account/orders/1042",
         "shipping_address": ["Ada Lovelace", "12 Example Road", "10115 Berlin", "Germany"],
-        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "image_url": "https://shop.example.com/i/cap.jpg",
+        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "currency": "EUR",
+                        "image_url": "https://shop.example.com/i/cap.jpg",
                         "url": f"{SHOP}/p/cap"}]},
     ("shipping_confirmation", 1): {**SHIPMENT, "status": "label_created"},
     ("tracking_update", 1): {**SHIPMENT, "status": "out_for_delivery"},
     ("delivery_feedback", 1): {"order_id": "c0000044-o1", "order_number": "#1042",
-                               "feedback_url": f"{SHOP}/feedback?order=c0000044-o1", "coupon_code": "THANKS-4K7P",
-                               "coupon_percent": 10, "coupon_expires_at": EXPIRES},
-    ("win_back", 1): {"segment": "vip", "offer_percent": 25, "coupon_code": "BACK-88XZ", "coupon_expires_at": EXPIRES},
-    ("win_back", 2): {"segment": "vip", "offer_percent": 25},
+                               "coupon_code": "THANKS-4K7P",
+                               "coupon_percent": 10, "timezone": "Europe/Berlin",
+                               "products": [{"sku": "JKT-1", "name": "Waxed cotton jacket",
+                                             "image_url": "https://shop.example.com/i/jacket.jpg"},
+                                            {"sku": "SCK-3", "name": "Merino socks, 3 pairs"}]},
+    ("win_back", 1): {"segment": "vip", "offer_percent": 25, "coupon_code": "BACK-88XZ", "timezone": "Europe/Berlin"},
+    ("win_back", 2): {"segment": "vip", "offer_percent": 25, "currency": "EUR", "new_arrivals": [
+        {"sku": "BAG-2", "name": "Canvas weekender bag", "price": "119.00", "currency": "EUR",
+         "url": f"{SHOP}/p/weekender", "image_url": "https://shop.example.com/i/weekender.jpg"},
+        {"sku": "BLT-1", "name": "Bridle leather belt", "price": "59.00", "currency": "EUR",
+         "url": f"{SHOP}/p/belt", "image_url": "https://shop.example.com/i/belt.jpg"}]},
     ("win_back", 3): {"segment": "vip", "offer_percent": 25},
     ("back_in_stock", 1): {"sku": "JKT-1", "items": [{k: v for k, v in ITEMS[0].items() if k != "stock"}],
                            "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR"},
     ("browse_abandonment", 1): {
         "items": [{k: v for k, v in it.items() if k not in ("stock", "quantity")} for it in ITEMS],
         "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR",
-        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "image_url": "https://shop.example.com/i/cap.jpg",
+        "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "currency": "EUR",
+                        "image_url": "https://shop.example.com/i/cap.jpg",
                         "url": f"{SHOP}/p/cap"}]},
 }
 
@@ -75,4 +84,4 @@ def command(flow: str, step: int, context: dict[str, Any], locale: str = "en", v
     return {"command_id": command_id, "customer_id": customer_id, "to": "ada@example.com", "flow": flow,
             "step": step, "template": f"{flow}/step{step}", "locale": locale, "variant": variant,
             "category": "marketing" if flow in MARKETING else "transactional", "send_at": 0, "expires_at": 0,
-            "context": json.dumps(ctx), "trigger_event_id": "e-1", "created_at": 0}
+            "context": json.dumps(ctx), "trigger_event_id": "e-1", "created_at": CREATED}

@@ -41,8 +41,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import serde
 from sinks import coupons
+from sinks import links as shop_links
 from streams.runtime.dead_letters import dead_letter
-from sinks.mime import build_mime, unsubscribe_link
+from sinks.mime import SenderIdentity, build_mime, list_links, sender_identity
 from sinks.rate_limit import TokenBucket, Unlimited
 from sinks.record_errors import RecordError, classify, truncate
 from sinks.rendering import Renderer
@@ -85,6 +86,7 @@ class Work:
     command: dict[str, Any]
     parked: bool = False  # lives in the ledger (its commands offset is already committed)
     raw: bytes = b""
+    identity: SenderIdentity | None = None  # From address and SES configuration set of this mail
     prepared: bool = False
     outcome: str = ""  # "" (open) | sent | suppressed | failed | skip | unpend (back to waiting)
     reason: str | None = None
@@ -130,7 +132,9 @@ class SinkService:
         if settings.sink.ledger_retention_ms < longest:
             raise ValueError(f"sink.ledger_retention_ms ({settings.sink.ledger_retention_ms}) must be ≥ the longest "
                              f"flow expiry ({longest} ms): a command could outlive its dedupe entry")
-        self.renderer = renderer or Renderer(shop_url=settings.flows.shop_url, brand=settings.brand)
+        coupons.check_incentive(settings)
+        self.renderer = renderer or Renderer(shop_url=settings.flows.shop_url, brand=settings.brand,
+                                             markets=settings.markets, links=settings.links)
         self.sender = sender or SesSender(settings.ses)
         rate = settings.ses.max_send_rate
         if settings.ses.use_account_rate:
@@ -465,12 +469,14 @@ class SinkService:
             w.outcome, w.reason = "suppressed", blocked
             return
         ses = self.settings.ses
-        unsub = unsubscribe_link(ses.unsubscribe_base_url, cmd["command_id"], cmd["customer_id"],
-                                 key=self.settings.unsubscribe.secret, locale=cmd.get("locale") or "en")
-        rendered = self.renderer.render(cmd, unsub, coupons.render_extra(self.settings.coupons, cmd))
+        links = list_links(ses, self.settings.unsubscribe.secret, cmd)
+        unsub = links.pop("unsubscribe")
+        rendered = self.renderer.render(cmd, unsub, shop_links.render_extra(self.settings, cmd), list_links=links)
         marketing = cmd["category"] == "marketing"
-        w.raw = build_mime(rendered, sender=ses.from_address, to=cmd["to"], command_id=cmd["command_id"],
-                           category=cmd["category"], unsubscribe_url=unsub if marketing else None,
+        w.identity = identity = sender_identity(ses, cmd["category"], rendered.locale, self.settings.brand)
+        w.raw = build_mime(rendered, sender=identity.sender, reply_to=identity.reply_to, to=cmd["to"],
+                           command_id=cmd["command_id"], category=cmd["category"],
+                           unsubscribe_url=unsub if marketing else None,
                            unsubscribe_mailto=ses.unsubscribe_mailto if marketing else None, date_ms=now_ms())
 
     def _send(self, w: Work) -> Work:
@@ -480,8 +486,11 @@ class SinkService:
         tags = {"command_id": cmd["command_id"], "customer_id": cmd["customer_id"], "flow": cmd["flow"],
                 "step": str(cmd["step"]), "variant": cmd["variant"]}
         try:
+            identity = w.identity
             result = self.sender.send_raw(w.raw, cmd["to"], tags, self._stop,
-                                          on_retry=lambda f: RETRIES.labels(f.code).inc())
+                                          on_retry=lambda f: RETRIES.labels(f.code).inc(),
+                                          from_address=identity.address if identity else None,
+                                          configuration_set=identity.configuration_set if identity else None)
             w.outcome, w.message_id, w.attempts = "sent", result.message_id, result.attempts
             self._ses_failing_since = None
         except SendFailure as exc:

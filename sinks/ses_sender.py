@@ -94,18 +94,22 @@ class SesSender:
         self.retries = 0  # total retried attempts (metrics)
 
     def send_raw(self, raw: bytes, to: str, tags: dict[str, str], stop: threading.Event | None = None,
-                 on_retry: Any = None) -> SendResult:
+                 on_retry: Any = None, from_address: str | None = None,
+                 configuration_set: str | None = None) -> SendResult:
+        """``from_address``/``configuration_set``: the mail's own identity (:func:`sinks.mime.sender_identity`);
+        None → ``ses.from_address`` / ``ses.configuration_set``."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 kwargs: dict[str, Any] = {
-                    "FromEmailAddress": self.ses.from_address, "Destination": {"ToAddresses": [to]},
+                    "FromEmailAddress": from_address or self.ses.from_address, "Destination": {"ToAddresses": [to]},
                     "Content": {"Raw": {"Data": raw}},
                     "EmailTags": [{"Name": k, "Value": _tag_value(v)} for k, v in tags.items()],
                 }
-                if self.ses.configuration_set:
-                    kwargs["ConfigurationSetName"] = self.ses.configuration_set
+                config_set = configuration_set or self.ses.configuration_set
+                if config_set:
+                    kwargs["ConfigurationSetName"] = config_set
                 resp = self.client.send_email(**kwargs)
                 return SendResult(resp["MessageId"], attempt)
             except Exception as exc:  # noqa: BLE001 - classified below

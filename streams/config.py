@@ -136,13 +136,24 @@ class WorkerSettings:
 class SesSettings:
     endpoint_url: str = ""  # empty → the AWS default endpoint for the region (real SES)
     region: str = "eu-west-1"
+    # Sender identity (docs/mail.md): transactional mail from ``from_address`` through
+    # ``configuration_set``; marketing from ``marketing_from_address`` (empty → from_address; a sending
+    # subdomain such as news.example.com keeps its reputation apart) through
+    # ``marketing_configuration_set`` (empty → configuration_set).
     from_address: str = "shop@example.com"
     configuration_set: str = "shopmail"
+    marketing_from_address: str = ""
+    marketing_configuration_set: str = "shopmail-marketing"
+    # display name of From per language ("de" → "Nordwax & Co"); a language without one → brand.shop_name
+    from_names: dict[str, str] = field(default_factory=dict)
+    reply_to: str = ""  # a monitored mailbox for replies; empty → brand.support_email (none when both are empty)
     max_send_rate: float = 14.0  # sends/s; the sink uses min(this, SES-reported rate) when readable
     max_concurrency: int = 8
     max_attempts: int = 6
     unsubscribe_base_url: str = "https://shop.example.com/unsubscribe"
-    unsubscribe_mailto: str = "unsubscribe@example.com"
+    # Advertised in List-Unsubscribe only when set, and only set it when that mailbox reaches email.feedback
+    # (an SES receipt rule → SNS → ses-bridge; docs/mail.md): an unsubscribe nobody reads is lost.
+    unsubscribe_mailto: str = ""
     rate_burst: float = 0.0  # token-bucket burst; 0 → max(1, rate / 10)
     use_account_rate: bool = True  # min(max_send_rate, SES GetAccount MaxSendRate) when readable
     # Sink replicas share the account's rate: each one's bucket gets rate × (its partitions of
@@ -231,6 +242,7 @@ class WinBackSettings:
     offers: dict[str, int] = field(default_factory=lambda: {"vip": 25, "repeat": 15, "one_time": 10})
     vip_percentile: float = 0.98
     expires_after_ms: int = 3 * DAY_MS
+    new_arrivals: int = 3  # step 2 shows this many products most recently (re)stocked (shop.inventory); 0: none
 
 
 @dataclass
@@ -310,6 +322,9 @@ class CouponSettings:
     """Coupons in emails (sinks/coupons.py): each emailed code is published on ``topics.coupons``."""
 
     valid_days: int = 14  # a code is valid this long from the command's created_at; the email shows the date
+    # the coupon button's link: the shop applies {code} and sends the customer on to {redirect} (the cart or
+    # the shop, URL-encoded); {shop_url} is flows.shop_url. Empty → the button links where it did, no code.
+    apply_url: str = "{shop_url}/discount/{code}?redirect={redirect}"
 
 
 @dataclass
@@ -406,8 +421,8 @@ class BrandSettings:
     """How every email looks and who it says it is from (rendered by the sink)."""
     shop_name: str = "Example Shop"
     logo_url: str = ""  # https URL of the logo; empty → the shop name as text
-    logo_width: int = 140  # px, the logo is shown at this size (give a 2x image for sharp screens)
-    logo_height: int = 40
+    logo_width: int = 140  # px, the logo's width (give a 2x image for sharp screens); its height follows the
+    logo_height: int = 40  # image's aspect ratio (this is only the layout hint for clients that load no images)
     primary_color: str = "#1d4ed8"  # buttons
     button_text_color: str = "#ffffff"
     text_color: str = "#1f2937"
@@ -421,6 +436,35 @@ class BrandSettings:
     # Win-back step 2 copy per language ("de" → text). Empty for a language → a neutral "what is new" line;
     # nothing about the shop's values or services is claimed unless configured here.
     win_back_story: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MarketSettings:
+    """What a market's mail must say, by the customer's locale ("de-AT", else its language "de", else
+    "default")."""
+
+    # how order mail shows tax: "included" (VAT markets: the total includes it, "incl. VAT") or "added"
+    # (a separate charge on top of subtotal and shipping)
+    tax_display: dict[str, str] = field(default_factory=lambda: {
+        "default": "added", "de": "included", "it": "included", "pl": "included", "tr": "included",
+        "th": "included"})
+    legal_text: dict[str, str] = field(default_factory=dict)  # footer text per market (imprint, register no.)
+
+    def for_locale(self, table: dict[str, str], locale: str) -> str:
+        lang = locale.replace("_", "-").split("-")[0]
+        return table.get(locale.replace("_", "-"), table.get(lang, table.get("default", "")))
+
+
+@dataclass
+class LinkSettings:
+    """Links to the shop in emails (sinks/links.py)."""
+
+    utm: bool = True  # add utm_source/utm_medium/utm_campaign (flow)/utm_content (step, variant) to shop links
+    utm_source: str = "shopmail"
+    utm_medium: str = "email"
+    # the product review page of a delivery-feedback mail: {shop_url}; the sink adds order, locale, a
+    # signed token and per product a link with a star rating (rating=1..5)
+    review_url: str = "{shop_url}/reviews"
 
 
 @dataclass
@@ -484,6 +528,8 @@ class Settings:
     brand: BrandSettings = field(default_factory=BrandSettings)
     unsubscribe: UnsubscribeSettings = field(default_factory=UnsubscribeSettings)
     registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
+    markets: MarketSettings = field(default_factory=MarketSettings)
+    links: LinkSettings = field(default_factory=LinkSettings)
 
 
 class ConfigError(ValueError):

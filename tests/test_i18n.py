@@ -94,3 +94,82 @@ def test_no_email_mixes_languages(lang):
 
 def test_the_mixing_check_would_catch_an_untranslated_string():
     assert "Return to your cart" in english_fragments("de")
+
+
+# Words that agree in gender with the noun they describe (Polish adjectives and past tenses, Italian
+# participles and adjectives in -o/-a, German inflected attributive adjectives and articles): next to a
+# product name they are wrong for half the products ("Kurtka … jest znowu dostępny").
+# (pattern, words looked at before and after the name, fixed phrases that do not agree)
+GENDERED = {
+    "pl": (re.compile(r"\w+(?:ny|na|ne|ty|ta|ły|ła|ło|wy|wa|iony|iona)$"), (3, 3), None),
+    "it": (re.compile(r"\w+(?:at[oa]|it[oa]|ut[oa]|ov[oa])$|^(?:il|la|lo|un|una)$"), (3, 3), re.compile(r"\bdi nuovo\b")),
+    # German predicate adjectives do not inflect ("ist wieder verfügbar"); an article or attributive
+    # adjective right before the name does ("Ihr neuer …")
+    "de": (re.compile(r"^(?:der|die|das|dem|den|des|ein|eine|einen|einem|einer|ihr\w+|unser\w*)$|\w+(?:er|es|em|en)$"),
+           (1, 0), None),
+}
+PRODUCT = "%(product)s"
+
+
+def gendered_neighbours(lang: str, text: str) -> list[str]:
+    """Words near a product name in ``text`` that agree in gender in ``lang``."""
+    if lang not in GENDERED or PRODUCT not in text:
+        return []
+    pattern, (before, after), idioms = GENDERED[lang]
+    words = re.findall(r"%\(\w+\)s|\w+", idioms.sub(" ", text) if idioms else text)
+    spots = [i for i, w in enumerate(words) if w == PRODUCT]
+    return [words[j] for i in spots for j in range(max(0, i - before), min(len(words), i + after + 1))
+            if j != i and not words[j].startswith("%(") and pattern.search(words[j].lower())]
+
+
+def catalog_strings(lang: str) -> list[tuple[str, str]]:
+    with open(I18N_DIR / lang / "LC_MESSAGES" / "messages.po", "rb") as fh:
+        catalog = read_po(fh, locale=lang)
+    out = []
+    for msg in catalog:
+        if msg.id:
+            ids = msg.id if isinstance(msg.id, tuple) else (msg.id,)
+            strings = msg.string if isinstance(msg.string, tuple) else (msg.string,)
+            out += [(ids[0], s) for s in strings]
+    return out
+
+
+def test_product_names_are_never_next_to_a_word_that_agrees_in_gender():
+    problems = {(lang, s): gendered_neighbours(lang, s) for lang in SHIPPED for _, s in catalog_strings(lang)}
+    assert {k: v for k, v in problems.items() if v} == {}
+    products = [s for lang in SHIPPED for mid, s in catalog_strings(lang) if PRODUCT in mid]
+    assert len(products) == 2 * len(SHIPPED)  # back in stock and browse subjects, in every language
+
+
+def test_the_gender_check_catches_a_product_name_beside_a_gendered_adjective():
+    assert gendered_neighbours("pl", "%(product)s jest znowu dostępny") == ["dostępny"]
+    assert gendered_neighbours("it", "%(product)s è tornato") == ["tornato"]
+    assert gendered_neighbours("de", "Ihr neuer %(product)s ist da") == ["neuer"]
+    assert gendered_neighbours("de", "%(product)s ist wieder verfügbar") == []
+    assert gendered_neighbours("pl", "Znowu w sprzedaży: %(product)s") == []
+
+
+REGISTER = {  # each language addresses the customer one way throughout
+    "de": re.compile(r"\b(?:du|dich|dir|dein\w*)\b", re.I),  # "Sie"
+    "pl": re.compile(r"\b(?:Pan|Pani|Państw\w*|Panu)\b"),  # "ty"
+    "it": re.compile(r"\b(?:Lei|Suo|Sua|Suoi|Sue)\b"),  # "tu"
+    "tr": re.compile(r"\b\w+(?:sin|sın|sun|sün)\b"),  # "siz"
+}
+
+
+@pytest.mark.parametrize("lang", sorted(REGISTER))
+def test_every_language_keeps_one_register(lang):
+    assert [s for _, s in catalog_strings(lang) if REGISTER[lang].search(s)] == []
+
+
+def test_english_copy_of_the_emails_uses_contractions():
+    stiff = re.compile(r"\b(?:we are|it is|do not|we will|we have|you are|is not|there is|would not|what is)\b", re.I)
+    emails = {m[0] if isinstance(m, tuple) else m
+              for f, _, m, _, _ in extract_from_dir(str(TEMPLATE_DIR), METHODS, OPTIONS) if not f.startswith("pages")}
+    assert emails and [m for m in emails if stiff.search(m)] == []
+
+
+def test_a_thai_greeting_keeps_a_space_before_the_name():
+    email = Renderer().render(command("abandoned_cart", 1, FULL[("abandoned_cart", 1)], locale="th"), "https://u.example.com/x")
+    assert "สวัสดีคุณ Ada" in email.text and "คุณAda" not in email.text
+    assert [s for _, s in catalog_strings("th") if "คุณ%(" in s] == []  # every name placeholder after คุณ

@@ -84,3 +84,55 @@ def test_an_invalid_recipient_raises_a_typed_error_before_any_header_is_built(ba
 @pytest.mark.parametrize("good", ["ada@example.com", "ada.lovelace+shop@mail.example.co.uk", "o'brien@example.ie"])
 def test_ordinary_addresses_pass(good):
     assert check_address(good) == good
+
+
+def test_from_carries_a_display_name_per_language_and_reply_to_a_monitored_mailbox():
+    from sinks.mime import sender_identity
+    from streams.config import BrandSettings, SesSettings
+
+    ses = SesSettings(from_address="shop@nordwax.example", reply_to="hello@nordwax.example",
+                      from_names={"de": "Nordwax & Co", "pl": "Nordwax, sklep"})
+    brand = BrandSettings(shop_name="Nordwax")
+    de = sender_identity(ses, "transactional", "de-AT", brand)
+    assert de.sender == "Nordwax & Co <shop@nordwax.example>" and de.reply_to == "hello@nordwax.example"
+    assert sender_identity(ses, "transactional", "en", brand).sender == "Nordwax <shop@nordwax.example>"
+    for identity in (de, sender_identity(ses, "transactional", "pl", brand)):
+        msg = message_from_bytes(build_mime(EMAIL, sender=identity.sender, reply_to=identity.reply_to,
+                                            to="ada@example.com", command_id=REAL_ID, category="transactional",
+                                            unsubscribe_url=None, unsubscribe_mailto=None, date_ms=0),
+                                 policy=policy.default)
+        assert msg["From"].addresses[0].display_name == identity.name
+        assert msg["From"].addresses[0].addr_spec == "shop@nordwax.example"
+        assert msg["Reply-To"] == "hello@nordwax.example"
+
+
+def test_marketing_mail_has_its_own_sender_and_configuration_set():
+    from sinks.mime import sender_identity
+    from streams.config import SesSettings
+
+    ses = SesSettings(from_address="orders@shop.example", configuration_set="tx",
+                      marketing_from_address="news@news.shop.example", marketing_configuration_set="marketing")
+    tx, mk = sender_identity(ses, "transactional", "en"), sender_identity(ses, "marketing", "en")
+    assert (tx.address, tx.configuration_set) == ("orders@shop.example", "tx")
+    assert (mk.address, mk.configuration_set) == ("news@news.shop.example", "marketing")
+    shared = sender_identity(SesSettings(from_address="a@shop.example", marketing_configuration_set=""), "marketing", "en")
+    assert shared.address == "a@shop.example" and shared.configuration_set == "shopmail"
+
+
+def test_a_display_name_with_a_line_break_is_refused():
+    with pytest.raises(InvalidAddress):
+        build_mime(EMAIL, sender="Shop\r\nBcc: x@evil.example <shop@example.com>", to="ada@example.com",
+                   command_id=REAL_ID, category="transactional", unsubscribe_url=None, unsubscribe_mailto=None,
+                   date_ms=0)
+
+
+def test_the_mailto_unsubscribe_is_not_advertised_unless_configured():
+    from streams.config import SesSettings
+
+    assert SesSettings().unsubscribe_mailto == ""
+    url = unsubscribe_link("https://shop.example.com/email/unsubscribe", REAL_ID, "c1", key=KEY)
+    msg = message_from_bytes(build_mime(EMAIL, sender="shop@example.com", to="ada@example.com", command_id=REAL_ID,
+                                        category="marketing", unsubscribe_url=url,
+                                        unsubscribe_mailto=SesSettings().unsubscribe_mailto, date_ms=0),
+                             policy=policy.default)
+    assert "mailto:" not in msg["List-Unsubscribe"] and msg["List-Unsubscribe"].startswith("<https://")

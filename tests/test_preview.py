@@ -43,3 +43,24 @@ def test_preview_screenshots_at_600_and_375_px(tmp_path):
         with Image.open(tmp_path / f"abandoned_cart_step2.th.control.{width}.png") as img:
             assert img.width == width and 500 < img.height < 4000
             assert len(set(img.convert("L").getdata())) > 20  # something was drawn, not a blank page
+
+
+@needs_chromium
+def test_the_contact_sheet_shows_dark_mode_beside_light_mode(tmp_path):
+    from PIL import Image
+
+    from sinks.preview import Browser, contact_sheet, render_preview
+    from sinks.samples import FULL
+    from streams.config import Settings
+
+    with Browser(offline=True) as browser:
+        previews = [render_preview(Settings(), tmp_path, flow, step, "en", "control", FULL[(flow, step)], browser=browser)
+                    for flow, step in (("abandoned_cart", 1), ("order_confirmation", 1))]
+    for p in previews:
+        assert {"png600", "png375", "png600.dark", "png375.dark"} <= set(p.files)
+    with Image.open(contact_sheet(previews, tmp_path / "sheet.png")) as sheet:
+        light = Image.open(previews[0].files["png375"])
+        top = sheet.convert("L").crop((8, 24 + 40, 8 + light.width // 2, 24 + 80))
+        dark = sheet.convert("L").crop((8 + light.width // 2 + 4, 24 + 40, 8 + light.width, 24 + 80))
+        assert sum(top.getdata()) / (top.width * top.height) > 150  # the light rendering's page
+        assert sum(dark.getdata()) / (dark.width * dark.height) < 60  # beside it, the dark one

@@ -34,11 +34,12 @@ def test_marketing_mail_carries_one_click_unsubscribe_headers_tags_and_configura
     msg = raw_for(moto_ses, out["message_id"])
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "<https://shop.example.com/unsubscribe?c=cmd-1-mk" in msg["List-Unsubscribe"]
-    assert "mailto:" in msg["List-Unsubscribe"]
+    assert "mailto:" not in msg["List-Unsubscribe"]  # no mailbox reads it unless ses.unsubscribe_mailto is set
+    assert msg["From"] == "Example Shop <shop@example.com>" and msg["Reply-To"] == "support@example.com"
     (req,) = proxy.sends()
     tags = {t["Name"]: t["Value"] for t in req.body["EmailTags"]}
     assert tags["command_id"] == "cmd-1-mk" and tags["flow"] == "abandoned_cart" and tags["step"] == "1"
-    assert tags["variant"] == "control" and req.body["ConfigurationSetName"] == "shopmail"
+    assert tags["variant"] == "control" and req.body["ConfigurationSetName"] == "shopmail-marketing"
 
 
 def test_throttling_is_retried_with_backoff_and_the_email_is_sent_once(kafka, moto_ses, proxy, sink_settings):

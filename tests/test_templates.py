@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from email import message_from_bytes, policy
+from markupsafe import escape
 from html.parser import HTMLParser
 
 import pytest
@@ -13,11 +14,13 @@ from prometheus_client import REGISTRY
 from sinks.mime import build_mime
 from sinks.rendering import RenderError, Renderer, safe_url
 from sinks.samples import FULL, MARKETING, MINIMAL, command
-from streams.config import BrandSettings
+from sinks.links import render_extra
+from streams.config import BrandSettings, Settings, UnsubscribeSettings
 
 HOSTILE = '<script>alert("x")</script>'
 UNSUB = "https://shop.example.com/unsubscribe?c=cmd-1&t=abc"
 RENDERER = Renderer()
+SETTINGS = Settings(unsubscribe=UnsubscribeSettings(secret="test-key"))
 
 
 class Structure(HTMLParser):
@@ -48,7 +51,9 @@ def parse(html: str) -> Structure:
 
 
 def render(flow: str, step: int, context: dict | None = None, **kw):  # type: ignore[no-untyped-def]
-    return RENDERER.render(command(flow, step, FULL[(flow, step)] if context is None else context, **kw), UNSUB)
+    """As the sink renders it: with the coupon's expiry and apply link, the signed review links."""
+    cmd = command(flow, step, FULL[(flow, step)] if context is None else context, **kw)
+    return RENDERER.render(cmd, UNSUB, render_extra(SETTINGS, cmd))
 
 
 @pytest.mark.parametrize("flow,step", sorted(FULL))
@@ -62,7 +67,7 @@ def test_every_flow_renders_a_branded_responsive_email_with_escaped_hostile_inpu
     assert HOSTILE in email.text  # the text part is not HTML
     assert s.html_lang == "en" and s.meta.get("color-scheme") == "light dark" and "viewport" in s.meta
     assert "Example Shop" in email.html and "1 Example Street" in email.html and "support@example.com" in email.html
-    assert email.preheader and email.preheader in email.html  # hidden preview text
+    assert email.preheader and escape(email.preheader) in email.html  # hidden preview text
     assert "mso" in email.html  # Outlook conditional centring table from MJML
     assert all(img.get("alt") and img.get("width") and img.get("height") for img in s.imgs)
     if flow in MARKETING:
@@ -82,7 +87,8 @@ def test_money_and_percent_follow_the_locale():
 def test_every_call_to_action_is_a_bulletproof_button():
     email = render("abandoned_cart", 1)
     button = re.search(r'<td align="center" bgcolor="[^"]+" role="presentation"[^>]*>\s*<a href="([^"]+)"', email.html)
-    assert button and button.group(1) == "https://shop.example.com/cart/k-1"
+    assert button and button.group(1).startswith("https://shop.example.com/cart/k-1?utm_source=shopmail&amp;")
+    assert "utm_campaign=abandoned_cart&amp;utm_content=step1-control" in button.group(1)
 
 
 @pytest.mark.parametrize("flow,step", sorted(MINIMAL))
@@ -111,7 +117,7 @@ def test_no_scarcity_claim_without_stock_data():
 
 def test_win_back_story_comes_from_configuration_only():
     default = render("win_back", 2).text
-    assert "repair" not in default and "Take a look at what has arrived" in default
+    assert "repair" not in default and "Take a look at what's arrived" in default
     brand = BrandSettings(win_back_story={"en": "Every jacket is made to last a decade."})
     told = Renderer(brand=brand).render(command("win_back", 2, FULL[("win_back", 2)]), UNSUB)
     assert "made to last a decade" in told.html
@@ -147,7 +153,8 @@ def test_only_https_http_and_mailto_urls_render_and_dropped_ones_are_counted(bad
 
 def test_a_cta_with_an_unsafe_link_falls_back_to_the_shop():
     email = render("abandoned_cart", 1, {**FULL[("abandoned_cart", 1)], "cart_url": "javascript:alert(1)"})
-    assert "https://shop.example.com" in parse(email.html).urls and "javascript" not in email.html
+    assert any(u.startswith("https://shop.example.com?utm_") for u in parse(email.html).urls)
+    assert "javascript" not in email.html
 
 
 @pytest.mark.parametrize("requested,lang", [("xx", "en"), ("pt-BR", "en"), ("", "en"), ("de-AT", "de"),
@@ -203,3 +210,55 @@ def test_records_written_before_the_optional_email_fields_still_read_with_defaul
     assert decoded["items"][0]["stock"] is None
     if name == "OrderEvent":
         assert decoded["order_number"] is None and decoded["shipping_address"] is None and decoded["order_id"] == "o1"
+
+
+def test_tax_is_shown_as_included_or_added_per_market_and_a_market_has_a_legal_text():
+    de = render("order_confirmation", 1, locale="de")
+    assert "inkl. 32,40\xa0€ MwSt." in de.text and "Steuer" not in de.text  # 198 + 4.90 = 202.90, tax inside
+    en = render("order_confirmation", 1)
+    assert "Tax: €32.40" in en.text and "VAT" not in en.text
+    from streams.config import MarketSettings
+
+    markets = MarketSettings(tax_display={"default": "included"}, legal_text={"de": "Handelsregister HRB 12345"})
+    renderer = Renderer(markets=markets)
+    cmd = command("order_confirmation", 1, FULL[("order_confirmation", 1)], locale="de-AT")
+    email = renderer.render(cmd, UNSUB)
+    assert "Handelsregister HRB 12345" in email.html and "Handelsregister HRB 12345" in email.text
+    assert "Includes €32.40 VAT" in renderer.render(command("order_confirmation", 1, FULL[("order_confirmation", 1)]),
+                                                   UNSUB).text
+
+
+def test_shop_links_carry_utm_parameters_unless_turned_off_and_other_hosts_get_none():
+    from streams.config import LinkSettings
+
+    email = render("browse_abandonment", 1)
+    urls = parse(email.html).urls
+    shop = [u for u in urls if u.startswith("https://shop.example.com/p/")]
+    assert shop and all("utm_campaign=browse_abandonment" in u and "utm_content=step1-control" in u for u in shop)
+    tracking = render("shipping_confirmation", 1)
+    assert "https://track.example.com/JD0148220177" in parse(tracking.html).urls  # the carrier's host: untouched
+    plain = Renderer(links=LinkSettings(utm=False)).render(command("browse_abandonment", 1, FULL[("browse_abandonment", 1)]), UNSUB)
+    assert "utm_" not in plain.html and "utm_" not in plain.text
+
+
+def test_every_email_has_one_h1_heading():
+    for flow, step in sorted(FULL):
+        assert parse(render(flow, step).html).tags.count("h1") == 1, (flow, step)
+
+
+def test_marketing_footers_link_the_signed_preferences_page_and_the_goodbye_offers_to_keep_subscribing():
+    from sinks.mime import list_links
+    from sinks.unsubscribe_token import verify
+
+    for flow, step in sorted(FULL):
+        cmd = command(flow, step, FULL[(flow, step)])
+        links = list_links(SETTINGS.ses, "test-key", cmd)
+        unsubscribe = links.pop("unsubscribe")
+        email = RENDERER.render(cmd, unsubscribe, render_extra(SETTINGS, cmd), list_links=links)
+        urls = parse(email.html).urls
+        assert (links["preferences"] in urls) == (flow in MARKETING), flow
+        assert (links["keep"] in urls) == ((flow, step) == ("win_back", 3)), flow
+    token = dict(kv.split("=") for kv in links["keep"].split("?")[1].split("&"))["t"]
+    assert verify("test-key", cmd["customer_id"], cmd["command_id"], "en", token, purpose="keep")
+    goodbye = RENDERER.render(command("win_back", 3, FULL[("win_back", 3)]), UNSUB, list_links=links)
+    assert "Keep me subscribed" in goodbye.html and "the last email we'll send you" in goodbye.text

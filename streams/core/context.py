@@ -77,11 +77,13 @@ class FlowContext:
         catalog = self.catalog
         return [catalog[s] for _, s in ranked[:limit] if s in catalog]
 
-    def learn_basket(self, items: list[dict[str, Any]]) -> None:
+    def learn_basket(self, items: list[dict[str, Any]], currency: str) -> None:
+        """Learn what is bought together; the catalog keeps each product's last seen name and price with
+        that price's currency (a suggestion in another currency than a mail's is shown without a price)."""
         skus = sorted({it["sku"] for it in items})
         for it in items:
             self.catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"],
-                                       "image_url": it.get("image_url"), "url": it.get("url")}
+                                       "currency": currency, "image_url": it.get("image_url"), "url": it.get("url")}
         for a in skus:
             row = self.cooc.setdefault(a, {})
             for b in skus:

@@ -63,6 +63,10 @@ def settle(ctx: FlowContext, c: Customer, topic: str, r: dict[str, Any]) -> bool
         p.opt_at = at
         return True
     if topic == "feedback":
+        if kind == "resubscribed":  # "keep me subscribed" after the win-back goodbye
+            if c.gb is not None and c.gb <= at:
+                c.gb = None
+            return False
         key = SUPPRESSION.get(kind)
         if key is None or (kind == "bounced" and r.get("bounce_type") != "permanent"):
             return False
@@ -98,6 +102,7 @@ def _order_placed(ctx: FlowContext, c: Customer, r: dict[str, Any]) -> bool:
     o.n += 1
     o.last = at if o.last is None else max(at, o.last)
     o.lid = r["event_id"]
+    o.cur = r.get("currency") or o.cur
     o.sp = [s for s in o.sp if s[0] > at - YEAR_MS][-20:] + [(at, r["total"])]
     register_spend(ctx, c)
     return True

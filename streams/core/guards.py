@@ -85,11 +85,15 @@ def _local_release(local: datetime, zone: ZoneInfo, start_hour: int, end_hour: i
 
 
 def decide(profile: Profile, suppression: Suppression | None, last_marketing_at: int | None, at: int,
-           expires_at: int, guards: GuardSettings) -> Decision:
+           expires_at: int, guards: GuardSettings, goodbye_at: int | None = None) -> Decision:
+    """``goodbye_at``: when the win-back goodbye went out (no marketing after it until the customer
+    clicks "keep me subscribed")."""
     if not profile.email:
         return Decision("drop", reason="no_email")
     if not profile.opt:
         return Decision("drop", reason="no_consent")
+    if goodbye_at is not None and goodbye_at <= at:
+        return Decision("drop", reason="after_goodbye")
     if suppression is not None:
         for since, reason in ((suppression.u, "unsubscribed"), (suppression.b, "hard_bounced"),
                               (suppression.c, "complained")):

@@ -65,6 +65,7 @@ class Orders(Record):
     gaps: list[int] = []  # the last 5 gaps between orders
     last: int | None = None  # time of the last order
     lid: str | None = None  # event id of the last order
+    cur: str | None = None  # currency of the last order (the customer's currency in mail without a cart)
 
 
 class Instance(Record):
@@ -92,6 +93,15 @@ class WinBackRun(Instance):
 class FeedbackRequest(Instance):
     due: int = 0
     o: str = ""  # order id
+    on: str | None = None  # the order's number for people (from the delivery or the order)
+    skus: list[str] = []  # the order's products (≤ 5), rated one by one in the mail
+
+
+class OrderRef(Record):
+    """What mail about an order needs after the order event: its number and products."""
+
+    n: str | None = None  # order number for people
+    skus: list[str] = []  # ≤ 5
 
 
 class WaitingSku(Instance):
@@ -121,6 +131,7 @@ class Stock(Record):
     back: int | None = None  # time of the last restock
     qty: int | None = None
     price: str | None = None
+    cur: str | None = None  # the price's currency (None: the record did not say; the price is not shown)
     name: str | None = None
     url: str | None = None
     image_url: str | None = None
@@ -145,6 +156,8 @@ class Customer(Record):
     wbd: int | None = None  # win-back: the last order a win-back ran for
     wb: WinBackRun | None = None  # win-back
     fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
+    oi: dict[str, OrderRef] = {}  # order id → number and products (the last 5 orders), for mail about the order
+    gb: int | None = None  # win-back goodbye sent at: no marketing after it until a ``resubscribed`` feedback
     bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
     bv: BrowseRun | None = None  # browse abandonment
     bvl: int | None = None  # browse abandonment: when the last browse mail was due (the weekly cap)

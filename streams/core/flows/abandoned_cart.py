@@ -97,4 +97,6 @@ class AbandonedCart(SeriesFlow):
             if ac.incentive == "coupon":
                 ctx["coupon_code"] = stable_code("CART", cid, inst.id)
                 ctx["coupon_percent"] = ac.coupon_percent
+            elif ac.incentive == "free_shipping":  # a code the shop's checkout learns from email.coupons
+                ctx["coupon_code"] = stable_code("SHIP", cid, inst.id)
         return ctx

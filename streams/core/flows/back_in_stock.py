@@ -98,8 +98,10 @@ class BackInStock(MarketingFlow):
             return []
         was_out = row is not None and row.out
         kind = r["type"]
+        price, cur = (r["price"], r.get("currency")) if r.get("price") else \
+            ((row.price, row.cur) if row else (None, None))  # a price is kept with its currency (None: unknown)
         new = Stock(at=at, eid=r["event_id"], out=was_out, back=row.back if row else None, qty=r.get("quantity"),
-                    price=r.get("price") or (row.price if row else None), name=r.get("name") or (row.name if row else None),
+                    price=price, cur=cur, name=r.get("name") or (row.name if row else None),
                     url=r.get("url") or (row.url if row else None),
                     image_url=r.get("image_url") or (row.image_url if row else None))
         if kind == "out_of_stock":
@@ -160,10 +162,11 @@ class BackInStock(MarketingFlow):
         row = self.stock.get(key)
         item = dict(inst.item)
         if row is not None:  # the inventory's product details are fresher than the cart line
-            for field, value in (("name", row.name), ("price", row.price), ("url", row.url),
-                                 ("image_url", row.image_url)):
+            for field, value in (("name", row.name), ("url", row.url), ("image_url", row.image_url)):
                 if value is not None:
                     item[field] = value
+            if row.price is not None:  # the inventory's price, with its currency (None: unknown, not shown)
+                item["price"], item["currency"] = row.price, row.cur
         item.pop("stock", None)
         url = item.get("url") or (c.cart.url if c.cart is not None else None) or f"{self.ctx.shop_url}/cart"
         return {"sku": key, "items": [item], "product_name": item.get("name") or key, "product_url": url,

@@ -128,6 +128,8 @@ class Flow(ABC):
         base = {"first_name": p.fn, "shop_url": ctx.shop_url, "locale": loc}
         if self.category == "marketing":
             base["unsubscribe_url"] = f"{ctx.shop_url}/unsubscribe?c={cmd_id}"
+        if "coupon_code" in context:  # the sink shows the coupon's expiry in the customer's time zone
+            base["timezone"] = p.tz or "UTC"
         base.update(context)
         ctx.count(f"command:{name}")
         return {"command_id": cmd_id, "customer_id": cid, "to": to, "flow": name, "step": step,
@@ -178,7 +180,7 @@ class MarketingFlow(Flow):
         name = self.name
         step = inst.next
         expires_at = self.original_due(inst) + self.expires_ms
-        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards)
+        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb)
         if decision.action == "defer":
             inst.d = decision.at
             return []

@@ -33,8 +33,11 @@ class DeliveryFeedback(MarketingFlow):
             if order_id not in c.x:
                 fb = c.fb
                 if order_id not in fb:
+                    ref = c.oi.get(order_id)
                     fb[order_id] = FeedbackRequest(due=r["occurred_at"] + self.options.feedback_delay_ms,
-                                                   trig=r["event_id"], o=order_id)
+                                                   trig=r["event_id"], o=order_id,
+                                                   on=r.get("order_number") or (ref.n if ref else None),
+                                                   skus=list(ref.skus) if ref else [])
         elif kind in ("returned", "cancelled", "refunded"):
             c.fb.pop(r["order_id"], None)
 
@@ -65,6 +68,13 @@ class DeliveryFeedback(MarketingFlow):
         c.fb.pop(key, None)
 
     def context(self, cid: str, c: Customer, inst: FeedbackRequest, step: int, key: str) -> dict[str, Any]:
-        return {"order_id": key, "feedback_url": f"{self.ctx.shop_url}/feedback?order={key}",
-                "coupon_code": stable_code("THANKS", cid, key),
-                "coupon_percent": self.options.feedback_coupon_percent}
+        ctx: dict[str, Any] = {"order_id": key, "coupon_code": stable_code("THANKS", cid, key),
+                               "coupon_percent": self.options.feedback_coupon_percent}
+        if inst.on is not None:
+            ctx["order_number"] = inst.on
+        catalog = self.ctx.catalog  # the products to rate (the sink signs a rating link per product)
+        products = [{"sku": s, "name": catalog[s]["name"], "image_url": catalog[s].get("image_url")}
+                    for s in inst.skus if s in catalog]
+        if products:
+            ctx["products"] = products
+        return ctx

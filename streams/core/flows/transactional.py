@@ -12,6 +12,7 @@ from typing import Any
 
 from streams.config import FlowSettings, TransactionalSettings
 from streams.core.flows.base import Command, Customer, Flow, items
+from streams.core.state import OrderRef
 from streams.tracking.tokens import tracking_page_url
 
 ORDER_DETAILS = ("order_number", "subtotal", "shipping", "tax", "shipping_address", "order_url")
@@ -25,10 +26,9 @@ class TransactionalFlow(Flow):
         return flows.transactional
 
     def context(self, r: dict[str, Any]) -> dict[str, Any]:
-        ctx = {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
-               "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"),
-               "status": r["type"]}
-        return ctx
+        return {"order_id": r["order_id"], "shipment_id": r["shipment_id"], "carrier": r.get("carrier"),
+                "tracking_number": r.get("tracking_number"), "tracking_url": r.get("tracking_url"),
+                "status": r["type"]}
 
     def send(self, cid: str, c: Customer, r: dict[str, Any], trigger: str, extra: dict[str, Any]) -> list[Command]:
         """Emit now; without a known address wait (until the event settles) for a profile that has one."""
@@ -39,7 +39,11 @@ class TransactionalFlow(Flow):
         at = r["occurred_at"]
         known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
         ctx = self.context(r)
-        if "shipment_id" in ctx:  # shipping mail links to the shop's own tracking page when it is configured
+        if "shipment_id" in ctx:  # shipping mail: the order's number (the shipment's, else the order's)
+            number = r.get("order_number") or _order_number(c, r["order_id"])
+            if number is not None:
+                ctx["order_number"] = number
+            # …and a link to the shop's own tracking page when it is configured
             page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c.p.loc)
             if page is not None:  # no key configured: contexts (and replays) stay as they were
                 ctx["tracking_page_url"] = page
@@ -63,8 +67,22 @@ class OrderConfirmation(TransactionalFlow):
             return []
         skus = [it["sku"] for it in r["items"]]
         suggestions = self.ctx.cross_sell(skus, self.options.cross_sell_max)
-        self.ctx.learn_basket(r["items"])
+        self.ctx.learn_basket(r["items"], r["currency"])
+        remember_order(c, r)
         return self.send(cid, c, r, r["event_id"], {"cross_sell": suggestions})
+
+
+def remember_order(c: Customer, r: dict[str, Any]) -> None:
+    """Keep the order's number and products (last 5 orders) for the mail that follows it."""
+    oi = c.oi
+    oi[r["order_id"]] = OrderRef(n=r.get("order_number"), skus=[it["sku"] for it in r["items"][:5]])
+    while len(oi) > 5:
+        oi.pop(next(iter(oi)))
+
+
+def _order_number(c: Customer, order_id: str) -> str | None:
+    ref = c.oi.get(order_id)
+    return ref.n if ref is not None else None
 
 
 def _statuses(c: Customer, r: dict[str, Any]) -> list[str] | None:

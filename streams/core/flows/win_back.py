@@ -1,5 +1,8 @@
 """Win-back: when a customer lapses (no order for the segment's lapse time), offer (step 1), remind
-(+7 d), say goodbye (+14 d, with an explicit opt-out link).
+(+7 d), say goodbye (+14 d, with an explicit opt-out link and a "keep me subscribed" link).
+
+The goodbye is meant: once it has gone out (``gb``) no marketing mail of any flow is sent until the
+customer clicks "keep me subscribed" (a ``resubscribed`` feedback) or orders again.
 
 State (``streams/core/state.py``): ``lap`` when the customer lapses (set by each order, from the
 segment as of that order); ``wbd`` the last order a win-back ran for (one per lapse); ``wb`` (a
@@ -16,7 +19,19 @@ from streams.config import DAY_MS, FlowSettings, WinBackSettings
 from streams.core.customer import customer_segment, register_spend
 from streams.core.flows.base import Command, Customer, SeriesFlow, with_opt_out
 from streams.core.ids import stable_code
-from streams.core.state import WinBackRun
+from streams.core.context import FlowContext
+from streams.core.state import Stock, WinBackRun
+from streams.core.tables import Table
+
+
+def new_arrivals(stock: Table[Stock], limit: int) -> list[dict[str, Any]]:
+    """The products most recently back or new in stock (in stock now, with a name and a link), newest first;
+    each with its price's currency (a price in another currency than the mail's is not shown)."""
+    rows = [(row.back, sku, row) for sku, row in stock.rows.items()
+            if not row.out and row.back is not None and row.name and row.url]
+    rows.sort(key=lambda t: (-t[0], t[1]))
+    return [{"sku": sku, "name": row.name, "price": row.price, "currency": row.cur, "url": row.url,
+             "image_url": row.image_url} for _, sku, row in rows[:limit]]
 
 
 class WinBack(SeriesFlow):
@@ -28,6 +43,10 @@ class WinBack(SeriesFlow):
     settle_topics = frozenset({"orders"})
     audiences = ("lapsed", "lapsed_vip")  # lapsed: a win-back is running (until the next order)
 
+    def __init__(self, ctx: FlowContext) -> None:
+        super().__init__(ctx)
+        self.stock = ctx.table("stock", Stock)  # the inventory table (back in stock keeps it): new arrivals
+
     @staticmethod
     def settings_of(flows: FlowSettings) -> WinBackSettings:
         return flows.win_back
@@ -38,6 +57,8 @@ class WinBack(SeriesFlow):
             return  # a cancellation, or an order older than the last one known: the lapse date stays
         c.wb = None
         c.lap = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
+        if c.gb is not None and c.gb <= o.last:  # a customer who orders after the goodbye is back
+            c.gb = None
 
     def audience_of(self, c: Customer) -> tuple[str, ...]:
         wb = c.wb
@@ -83,12 +104,23 @@ class WinBack(SeriesFlow):
             return
         self.skip_instance(cid, c, wb)
 
+    def sent(self, c: Customer, due: int) -> None:
+        wb = c.wb
+        if wb is not None and wb.next > self.steps:  # the goodbye went out: no more marketing until "keep"
+            c.gb = due
+
     def context(self, cid: str, c: Customer, inst: WinBackRun, step: int, key: str) -> dict[str, Any]:
         wbs: WinBackSettings = self.options
         seg = inst.seg
         ctx: dict[str, Any] = {"segment": seg, "offer_percent": wbs.offers.get(seg, 10)}
+        if c.ord is not None and c.ord.cur:
+            ctx["currency"] = c.ord.cur  # the customer's currency: prices in another one are not shown
         if step == 1:
             ctx["coupon_code"] = stable_code("BACK", cid, inst.trig)
+        elif step == 2 and wbs.new_arrivals:
+            arrivals = new_arrivals(self.stock, wbs.new_arrivals)
+            if arrivals:
+                ctx["new_arrivals"] = arrivals
         return ctx
 
     def step_command(self, cid: str, c: Customer, inst: Any, step: int, at: int, expires_at: int,

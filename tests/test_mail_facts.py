@@ -1,0 +1,138 @@
+"""What the engine tells the mail, and what the mail makes of it: prices only with their currency, the
+order's number in every mail about the order, new arrivals in win-back step 2, and the win-back goodbye
+that really is the last marketing mail unless the customer asks to stay."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from schemas import serde
+from sinks.links import render_extra
+from sinks.rendering import Renderer
+from streams.config import DAY_MS, HOUR_MS, Settings, UnsubscribeSettings
+from tests.core_events import ITEMS, T0, cart, customer, feedback, order, run_engine as run, shipment, tick
+
+SOLD_OUT_THB = [{**ITEMS[0], "price": "950.00", "stock": 0}]
+
+
+def inventory(sku: str, at: int, kind: str, **kw):  # type: ignore[no-untyped-def]
+    return "inventory", serde.from_json("InventoryEvent", {
+        "event_id": kw.pop("event_id", f"inv-{sku}-{at}-{kind}"), "sku": sku, "occurred_at": at, "type": kind, **kw})
+
+
+def ctx_of(cmd: dict) -> dict:
+    return json.loads(cmd["context"])
+
+
+def rendered(cmd: dict):  # type: ignore[no-untyped-def]
+    settings = Settings(unsubscribe=UnsubscribeSettings(secret="k"))
+    return Renderer().render(cmd, "https://shop.example.com/u", render_extra(settings, cmd))
+
+
+def test_a_thb_shop_never_shows_a_eur_inventory_price_as_baht():
+    restock = T0 + 4 * DAY_MS
+    cmds, _ = run([customer("a"), cart("a", T0, items=SOLD_OUT_THB, currency="THB"), tick(restock - HOUR_MS),
+                   inventory("MUG", restock, "restocked", quantity=5, name="Enamel mug", price="29.00",
+                             currency="EUR")], until=restock + DAY_MS)
+    (mail,) = [c for c in cmds if c["flow"] == "back_in_stock"]
+    ctx = ctx_of(mail)
+    assert ctx["currency"] == "THB" and ctx["items"][0]["price"] == "29.00" and ctx["items"][0]["currency"] == "EUR"
+    email = rendered(mail)
+    assert "Enamel mug" in email.text and "29" not in email.text.split("--")[0] and "฿" not in email.text
+    assert "€" not in email.html
+
+
+def test_an_inventory_price_in_the_carts_currency_is_shown_and_one_without_a_currency_is_not():
+    restock = T0 + 4 * DAY_MS
+    same, _ = run([customer("a"), cart("a", T0, items=SOLD_OUT_THB, currency="THB"), tick(restock - HOUR_MS),
+                   inventory("MUG", restock, "restocked", price="990.00", currency="THB")], until=restock + DAY_MS)
+    (mail,) = [c for c in same if c["flow"] == "back_in_stock"]
+    assert "฿990.00" in rendered(mail).text or "THB" in rendered(mail).text
+    unknown, _ = run([customer("b"), cart("b", T0, items=SOLD_OUT_THB, currency="THB"), tick(restock - HOUR_MS),
+                      inventory("MUG", restock, "restocked", price="990.00")], until=restock + DAY_MS)
+    (mail,) = [c for c in unknown if c["flow"] == "back_in_stock"]
+    assert ctx_of(mail)["items"][0]["currency"] is None and "990" not in rendered(mail).text.split("--")[0]
+
+
+def test_cross_sell_carries_the_currency_its_price_was_seen_in():
+    cap = {**ITEMS[0], "sku": "CAP", "name": "Wool cap", "price": "29.00", "quantity": 1}
+    cmds, _ = run([customer("a"), customer("b"),
+                   order("a", T0, items=[ITEMS[0], cap], order_id="o-a"),  # EUR: the cap seen at €29
+                   order("b", T0 + HOUR_MS, items=[ITEMS[0]], order_id="o-b", currency="TRY", total="560.00")])
+    (conf_b,) = [c for c in cmds if c["flow"] == "order_confirmation" and c["customer_id"] == "b"]
+    (suggestion,) = ctx_of(conf_b)["cross_sell"]
+    assert suggestion["sku"] == "CAP" and suggestion["currency"] == "EUR"
+    email = rendered(conf_b)
+    assert "Wool cap" in email.text and "29" not in email.text.split("You might also like")[1].split("--")[0]
+
+
+def test_the_orders_number_reaches_every_mail_about_the_order():
+    cmds, _ = run([customer("a"), order("a", T0, order_number="#1042"),
+                   shipment("a", T0 + HOUR_MS, "label_created"),
+                   shipment("a", T0 + 2 * HOUR_MS, "in_transit", order_number="#1042"),
+                   shipment("a", T0 + DAY_MS, "delivered"), tick(T0 + 5 * DAY_MS)], until=T0 + 5 * DAY_MS)
+    about_order = {c["flow"]: c for c in cmds}
+    assert set(about_order) >= {"order_confirmation", "shipping_confirmation", "tracking_update", "delivery_feedback"}
+    for flow, cmd in about_order.items():
+        if flow in ("order_confirmation", "shipping_confirmation", "tracking_update", "delivery_feedback"):
+            assert ctx_of(cmd)["order_number"] == "#1042", flow
+            email = rendered(cmd)
+            words = re.sub(r"https?://\S+", "", email.subject + email.text)  # what a reader sees, links aside
+            assert "#1042" in words and "o-a" not in words, flow
+
+
+def test_shipping_copy_follows_the_first_status_and_tracking_gives_the_next_step():
+    cmds, _ = run([customer("a"), order("a", T0, order_number="#7"), shipment("a", T0 + HOUR_MS, "label_created"),
+                   shipment("a", T0 + DAY_MS, "exception"), shipment("a", T0 + 2 * DAY_MS, "returned")])
+    mails = [rendered(c) for c in cmds if c["flow"] in ("shipping_confirmation", "tracking_update")]
+    first, problem, back = mails
+    assert first.subject == "Order #7 is getting ready to ship" and "handed over" not in first.text
+    assert "created its shipping label" in first.text and "Status: label created" in first.text
+    assert "couldn't deliver" in problem.text and "reply to this email" in problem.text
+    assert "sent again or refunded" in back.text and "Track your parcel" in back.text
+
+
+def test_a_delivery_feedback_mail_signs_a_star_rating_per_product():
+    cmds, _ = run([customer("a"), order("a", T0, order_number="#9"), shipment("a", T0 + DAY_MS, "delivered")],
+                  until=T0 + 5 * DAY_MS)
+    (fb,) = [c for c in cmds if c["flow"] == "delivery_feedback"]
+    assert ctx_of(fb)["products"] == [{"sku": "MUG", "name": "Enamel mug",
+                                       "image_url": "https://shop.example.com/i/MUG.jpg"}]
+    email = rendered(fb)
+    links = [ln.split()[-1] for ln in email.text.splitlines() if "rating=" in ln]
+    assert len(links) == 5 and all("sku=MUG" in u and "&t=" in u for u in links)
+    assert {u.split("rating=")[1].split("&")[0] for u in links} == {"1", "2", "3", "4", "5"}
+    assert "/feedback?order=" not in email.html
+
+
+def test_win_back_step_2_shows_new_arrivals_from_the_inventory_table_in_the_customers_currency():
+    lapse = T0 + 90 * DAY_MS
+    events = [customer("a"), order("a", T0),
+              inventory("NEW1", T0 + 80 * DAY_MS, "restocked", name="Canvas bag", price="119.00", currency="EUR",
+                        url="https://shop.example.com/p/bag"),
+              inventory("NEW2", T0 + 85 * DAY_MS, "restocked", name="Belt", price="2000.00", currency="THB",
+                        url="https://shop.example.com/p/belt"),
+              inventory("GONE", T0 + 86 * DAY_MS, "out_of_stock", name="Gone", url="https://shop.example.com/p/x")]
+    cmds, _ = run(events, until=lapse + 10 * DAY_MS)
+    (step2,) = [c for c in cmds if c["flow"] == "win_back" and c["step"] == 2]
+    arrivals = ctx_of(step2)["new_arrivals"]
+    assert [a["sku"] for a in arrivals] == ["NEW2", "NEW1"]  # newest first; the sold-out one not at all
+    text = rendered(step2).text
+    assert "Canvas bag: €119.00" in text and "- Belt\n" in text  # the baht price is not shown in a euro mail
+
+
+def test_after_the_win_back_goodbye_no_marketing_goes_out_until_the_customer_asks_to_stay_or_orders():
+    lapse = T0 + 90 * DAY_MS
+    after = lapse + 20 * DAY_MS
+    base = [customer("a"), order("a", T0), tick(lapse + 15 * DAY_MS)]
+    cmds, eng = run(base + [cart("a", after)], until=after + 5 * DAY_MS)
+    assert [c["step"] for c in cmds if c["flow"] == "win_back"] == [1, 2, 3]
+    assert [c for c in cmds if c["flow"] == "abandoned_cart"] == []
+    assert eng.stats.get("dropped:abandoned_cart:after_goodbye") == 3
+    kept, _ = run(base + [feedback("a", lapse + 16 * DAY_MS, "resubscribed"), cart("a", after)],
+                  until=after + 5 * DAY_MS)
+    assert [c["step"] for c in kept if c["flow"] == "abandoned_cart"] == [1, 2, 3]
+    back, _ = run(base + [order("a", after, order_id="o-2"), cart("a", after + DAY_MS)], until=after + 6 * DAY_MS)
+    assert [c["flow"] for c in back if c["send_at"] >= after][:1] == ["order_confirmation"]
+    assert [c["step"] for c in back if c["flow"] == "abandoned_cart"] == [1, 2, 3]  # an order ends the goodbye
