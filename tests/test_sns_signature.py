@@ -89,7 +89,7 @@ def test_subscription_and_unsubscribe_confirmations_verify_with_their_own_fields
     ("Message", json.dumps({**BOUNCE, "mail": {"messageId": "m-1", "tags": {"customer_id": ["someone-else"]}}})),
     ("TopicArn", OTHER_TOPIC), ("Timestamp", sns_time(1)),
     ("MessageId", "another"), ("Subject", "added after signing"), ("Type", "SubscriptionConfirmation"),
-])
+], ids=["Message", "TopicArn", "Timestamp", "MessageId", "Subject", "Type"])  # fixed ids: the same on every worker
 def test_a_tampered_field_fails_verification(sns, field, value):
     v, _ = verifier(sns, topics=(TOPIC, OTHER_TOPIC))
     signed = sns.sign(notification(BOUNCE), "2")
