@@ -10,7 +10,9 @@ in the recipient's time zone and calendar. The sink publishes the record in the 
 once; the topic is compacted by code, so a repeat would only overwrite it with the same record.
 Suppressed, failed or holdout commands issue nothing: a code nobody received is never valid.
 
-The email's button applies the code (``coupons.apply_url``, :func:`sinks.links.coupon_apply_url`).
+The email's button applies the code (``coupons.apply_url``, e.g.
+``{shop_url}/discount/{code}?redirect={redirect}``, :func:`coupon_apply_url`): following it applies the
+code, then goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.config import DAY_MS, CouponSettings, Settings
@@ -55,10 +58,20 @@ def kind_and_value(ctx: dict[str, Any]) -> tuple[str, int]:
     return "percent_off", next((ctx[f] for f in _VALUE_FIELDS if isinstance(ctx.get(f), int)), 0)
 
 
+def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None) -> str | None:
+    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page)."""
+    if not settings.apply_url:
+        return None
+    target = redirect or shop_url
+    path = urlsplit(target)
+    relative = urlunsplit(("", "", path.path or "/", path.query, "")) if path.netloc == urlsplit(shop_url).netloc \
+        else target
+    return settings.apply_url.format(shop_url=shop_url.rstrip("/"), code=quote(code, safe=""),
+                                     redirect=quote(relative, safe=""))
+
+
 def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
     """Variables the email needs beyond the engine's context: the coupon's expiry and its apply link."""
-    from sinks.links import coupon_apply_url
-
     ctx = context_of(command)
     code = ctx.get("coupon_code")
     if not code:

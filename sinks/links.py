@@ -2,8 +2,7 @@
 
 - ``with_utm``: ``utm_source``/``utm_medium`` (``links``), ``utm_campaign`` = the flow and ``utm_content`` =
   ``step<n>-<variant>`` on every link to the shop's own host; parameters the URL already carries win.
-- ``coupon_apply_url``: the shop's discount link (``coupons.apply_url``, e.g.
-  ``{shop_url}/discount/{code}?redirect={redirect}``): following it applies the code, then goes on.
+- the coupon apply-link: :func:`sinks.coupons.coupon_apply_url`.
 - ``review_links``: the review page per product with a star rating (``rating=1..5``) and a token, an
   HMAC-SHA256 over (order, customer, command) with the unsubscribe secret, so the shop can tell a real
   request from a guessed ``?order=<id>``.
@@ -15,9 +14,10 @@ import base64
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from streams.config import CouponSettings, LinkSettings, Settings
+from sinks import coupons
+from streams.config import LinkSettings, Settings
 
 STARS = (5, 4, 3, 2, 1)
 
@@ -28,18 +28,6 @@ def with_utm(url: str, utm: dict[str, str]) -> str:
     have = {k for k, _ in query}
     query += [(k, v) for k, v in utm.items() if k not in have]
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None) -> str | None:
-    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page)."""
-    if not settings.apply_url:
-        return None
-    target = redirect or shop_url
-    path = urlsplit(target)
-    relative = urlunsplit(("", "", path.path or "/", path.query, "")) if path.netloc == urlsplit(shop_url).netloc \
-        else target
-    return settings.apply_url.format(shop_url=shop_url.rstrip("/"), code=quote(code, safe=""),
-                                     redirect=quote(relative, safe=""))
 
 
 def review_token(key: str | bytes, order_id: str, customer_id: str, command_id: str) -> str:
@@ -68,8 +56,6 @@ def review_links(settings: LinkSettings, shop_url: str, key: str | bytes | None,
 def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
     """What the sink adds to a command's context before rendering: the coupon's expiry and apply link
     (:func:`sinks.coupons.render_extra`) and, for a review request, the signed review links."""
-    from sinks import coupons
-
     extra = coupons.render_extra(settings, command)
     if command["flow"] == "delivery_feedback":
         ctx = coupons.context_of(command)

@@ -26,6 +26,7 @@ from streams.config import (
     KafkaSettings,
     Settings,
 )
+from streams.kafka.names import VALUE_SCHEMA
 
 # librdkafka properties whose values are secrets: never log a built config without masking these
 SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password", "oauth_cb"})
@@ -225,8 +226,6 @@ def produce_events(settings: Settings, bootstrap: str, events: Iterable[tuple[st
     customer; returns the count. Flushes, and raises if any record was not delivered. ``on_delivery``
     gets each delivered message (e.g. to see the partition it landed in). The one producer helper of
     the demo, the bench and tests."""
-    from streams.kafka.topics import VALUE_SCHEMA  # topics imports this module
-
     names = {lt: settings.topics.name(lt) for lt in VALUE_SCHEMA}
     return _produce(settings, bootstrap, ((names[lt], VALUE_SCHEMA[lt], rec, "customer_id") for lt, rec in events),
                     on_delivery, **producer_extra)
