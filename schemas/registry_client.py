@@ -5,7 +5,10 @@
   process (ids are immutable), so a registry outage never stops records whose schemas are cached.
 * Producer-first evolution with single-object encoding: an unshipped fingerprint → every version of
   the topic's subject is fetched once and indexed by fingerprint.
-* Output: the id of one of shopmail's schemas under a subject (``shopmail schemas register``).
+* Output: the id of what shopmail writes under each subject (``shopmail schemas register``
+  registers them), resolved when a component starts (``prepare_output``); a write never raises.
+* A registered writer whose values the reader would read with another meaning (a logical type on one
+  side only, another time unit, a decimal's scale or a wider precision) is refused, once per schema.
 
 A failed lookup (connection, timeout, HTTP 5xx, authentication) fails every *uncached* lookup at
 once for ``registry.retry_after_s`` — the record is dead-lettered as ``registry_unavailable`` and a
