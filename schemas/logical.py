@@ -39,10 +39,18 @@ def _annotate(t: Any, name: str) -> Any:
         return dict(DECIMAL)
     if isinstance(t, dict):
         if t.get("type") == "record":
-            return dict(t, fields=[dict(f, type=_annotate(f["type"], f["name"])) for f in t["fields"]])
+            return dict(t, fields=[_annotate_field(f) for f in t["fields"]])
         if t.get("type") == "array":
             return dict(t, items=_annotate(t["items"], name))
     return t
+
+
+def _annotate_field(f: dict[str, Any]) -> dict[str, Any]:
+    """A field with its logical type; a money field's doc says what it now is (not "as string")."""
+    out = dict(f, type=_annotate(f["type"], f["name"]))
+    if "doc" in f and out["type"] != f["type"] and "decimal as string" in f["doc"]:
+        out["doc"] = f["doc"].replace("decimal as string", f"decimal({DECIMAL['precision']}, {SCALE})")
+    return out
 
 
 def export_schema(raw: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 if TYPE_CHECKING:
     from schemas.registry_client import RegistryResolver
-    from streams.config import SchemaRegistrySettings
+    from streams.config import SchemaRegistrySettings, Settings
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -44,6 +44,15 @@ REGISTRY_MAGIC = b"\x00"
 REGISTRY_HEADER_LEN = 5
 SCHEMA_DIR = Path(__file__).resolve().parent
 UNKNOWN_SYMBOL = "unknown"  # every v2 enum's default: a symbol from a newer writer reads as this
+
+
+class RegistryStartupError(RuntimeError):
+    """The registry cannot give a component the schema ids of what it writes (down, or a subject not
+    registered): the component does not start. ``exit_code`` for the command line."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class SerdeError(ValueError):
@@ -71,7 +80,9 @@ class SchemaEntry:
     plain: dict[str, Any] = field(default_factory=dict)
     # a v2 reader's mapping of a decoded record to the domain record (decimals → strings)
     to_domain: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    decimal_scales: tuple[tuple[str, int], ...] = ()  # (field path, scale) of every decimal
+    # a v2 writer's mapping of a domain record to the values its schema takes (money text → Decimal)
+    from_domain: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    leaves: dict[str, frozenset[Leaf]] = field(default_factory=dict)  # field path → its scalar types
 
     @property
     def fingerprint_bytes(self) -> bytes:
@@ -123,20 +134,100 @@ def strip_logical_types(schema: Any) -> Any:
     return schema
 
 
-def _decimal_scales(schema: Any, path: str, acc: list[tuple[str, int]]) -> list[tuple[str, int]]:
+# logical types whose meaning a reader cannot guess from the binary encoding: a writer and a reader
+# must agree on them (Avro resolution only looks at the underlying types)
+MEANINGFUL_LOGICAL = frozenset({"decimal", "date", "time-millis", "time-micros", "timestamp-millis",
+                                "timestamp-micros", "timestamp-nanos", "local-timestamp-millis",
+                                "local-timestamp-micros", "local-timestamp-nanos"})
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One scalar type a field can hold: its Avro type and the logical type that gives it a meaning."""
+    type: str
+    logical: str | None = None
+    precision: int | None = None
+    scale: int | None = None
+
+    def __str__(self) -> str:
+        if self.logical == "decimal":
+            return f"{self.type} decimal(precision {self.precision}, scale {self.scale})"
+        return f"{self.type} {self.logical}" if self.logical else self.type
+
+
+def _leaves(schema: Any, path: str, names: dict[str, Any], acc: dict[str, set[Leaf]]) -> dict[str, set[Leaf]]:
+    """Every scalar (non-null) type of ``schema`` by field path (``items[].price``); named types
+    referenced by name are followed."""
+    if isinstance(schema, str):
+        if schema in names:
+            return _leaves(names[schema], path, {k: v for k, v in names.items() if k != schema}, acc)
+        if schema != "null":
+            acc.setdefault(path, set()).add(Leaf(schema))
+        return acc
     if isinstance(schema, list):
         for s in schema:
-            _decimal_scales(s, path, acc)
-    elif isinstance(schema, dict):
-        if schema.get("logicalType") == "decimal":
-            acc.append((path, int(schema.get("scale", 0))))
+            _leaves(s, path, names, acc)
+        return acc
+    if not isinstance(schema, dict):
+        return acc
+    t = schema.get("type")
+    if isinstance(t, (dict, list)):
+        return _leaves(t, path, names, acc)
+    if t in ("record", "enum", "fixed") and "name" in schema:
+        names = dict(names)
+        names[schema["name"]] = schema
+        if schema.get("namespace"):
+            names[f"{schema['namespace']}.{schema['name']}"] = schema
+    if t == "record":
         for f in schema.get("fields", []):
-            _decimal_scales(f["type"], f"{path}.{f['name']}".lstrip("."), acc)
-        if schema.get("type") == "array":
-            _decimal_scales(schema["items"], path + "[]", acc)
-        if isinstance(schema.get("type"), (dict, list)):
-            _decimal_scales(schema["type"], path, acc)
+            _leaves(f["type"], f"{path}.{f['name']}".lstrip("."), names, acc)
+    elif t == "array":
+        _leaves(schema["items"], path + "[]", names, acc)
+    elif t == "map":
+        _leaves(schema["values"], path + "{}", names, acc)
+    elif t == "enum":
+        acc.setdefault(path, set()).add(Leaf("enum"))
+    else:
+        logical = schema.get("logicalType")
+        if logical in MEANINGFUL_LOGICAL:
+            precision = schema.get("precision") if logical == "decimal" else None
+            scale = int(schema.get("scale", 0)) if logical == "decimal" else None
+            acc.setdefault(path, set()).add(Leaf(str(t), logical, precision, scale))
+        else:
+            acc.setdefault(path, set()).add(Leaf(str(t)))
     return acc
+
+
+def schema_leaves(raw: Any) -> dict[str, frozenset[Leaf]]:
+    return {path: frozenset(leaves) for path, leaves in _leaves(raw, "", {}, {}).items()}
+
+
+def _fits(w: Leaf, r: Leaf) -> bool:
+    if w.logical != r.logical:
+        return False
+    if w.logical != "decimal":
+        return True
+    return (w.type == r.type and w.scale == r.scale and w.precision is not None and r.precision is not None
+            and w.precision <= r.precision)
+
+
+def logical_mismatches(writer: SchemaEntry, reader: SchemaEntry) -> list[str]:
+    """Where ``writer``'s values would be read with another meaning by ``reader``: a logical type
+    (decimal, a time unit) on one side and not the same on the other, a decimal of another scale or of
+    a wider precision. Avro's resolution rules do not look at logical types, and promote ``string`` to
+    ``bytes``: without this check such values are read, wrongly."""
+    out = []
+    for path, wleaves in writer.leaves.items():
+        rleaves = reader.leaves.get(path)
+        if rleaves is None:
+            continue  # a field the reader does not have: skipped
+        if not any(x.logical for x in wleaves | rleaves):
+            continue  # no meaning beyond the Avro types: resolution decides
+        for w in wleaves:
+            if not any(_fits(w, r) for r in rleaves):
+                rtext = " or ".join(sorted(str(r) for r in rleaves))
+                out.append(f"field {path} is {w} in the writer, {rtext} in the reader")
+    return out
 
 
 def decimal_text(value: bytes | Decimal, scale: int) -> str:
@@ -149,6 +240,17 @@ def decimal_text(value: bytes | Decimal, scale: int) -> str:
     whole, frac = text.split(".")
     frac = frac.rstrip("0")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+@lru_cache(maxsize=4096)
+def money_text(value: str) -> str:
+    """Money text as the domain writes it (``decimal_text``): ``"0"`` → ``"0.00"``, ``"19.900"`` →
+    ``"19.90"``; text that is not a finite number is left as it is (the engine judges it)."""
+    try:
+        d = Decimal(value)
+    except ArithmeticError:
+        return value
+    return decimal_text(d, 0) if d.is_finite() else value
 
 
 Converter = Callable[[Any], Any]
@@ -197,6 +299,22 @@ def _decimal_leaf(schema: Any, name: str) -> Converter | None:
     return None
 
 
+def _to_decimal_leaf(schema: Any, name: str) -> Converter | None:
+    """Domain money text → the Decimal a v2 writer takes."""
+    if isinstance(schema, dict) and schema.get("logicalType") == "decimal":
+        return lambda v: v if isinstance(v, Decimal) else Decimal(v)
+    return None
+
+
+def _money_leaf(money: frozenset[str]) -> Callable[[Any, str], Converter | None]:
+    """A v1 money field (a string where v2 has a decimal) → its text normalised like v2's."""
+    def leaf(schema: Any, name: str) -> Converter | None:
+        if schema == "string" and name in money:
+            return lambda v: money_text(v) if isinstance(v, str) else v
+        return None
+    return leaf
+
+
 def _kind_enum(raw: dict[str, Any]) -> bool:
     """Whether the record's ``type`` (the event kind) is an enum with the ``unknown`` default."""
     for f in raw.get("fields", []):
@@ -205,29 +323,34 @@ def _kind_enum(raw: dict[str, Any]) -> bool:
     return False
 
 
-def make_entry(raw: dict[str, Any], path: Path, domain: bool = False) -> SchemaEntry:
+def make_entry(raw: dict[str, Any], path: Path, domain: bool = False,
+               money: frozenset[str] = frozenset()) -> SchemaEntry:
     """One schema, parsed once (with fastavro's "already parsed" mark: without it every
     schemaless_reader and schemaless_writer call parses it again, about half of decode time).
-    ``domain``: a v2 reader, whose decoded records are mapped to the domain form."""
+    ``domain``: a v2 reader, whose decoded records are mapped to the domain form; ``money``: the
+    names of a v1 reader's money fields, whose text is normalised as v2's decimals are."""
     parsed = fastavro.parse_schema(raw)
     canonical = to_parsing_canonical_form(parsed)
     fp = int(avro_fingerprint(canonical, "CRC-64-AVRO"), 16)
     plain = fastavro.parse_schema(strip_logical_types(raw))
-    scales = tuple(_decimal_scales(raw, "", []))
-    to_domain = None
+    to_domain: Converter | None = converter(raw, _money_leaf(money)) if money else None
+    from_domain: Converter | None = None
     if domain:
+        from_domain = converter(raw, _to_decimal_leaf)
         conv = converter(raw, _decimal_leaf)
         kind = _kind_enum(raw)
         fullname = _fullname(raw)
 
-        def to_domain(record: dict[str, Any]) -> dict[str, Any]:
+        def v2_to_domain(record: dict[str, Any]) -> dict[str, Any]:
             if kind and record.get("type") == UNKNOWN_SYMBOL:
                 raise SerdeError("unknown_kind", f"{fullname}: an event kind this version of shopmail does not "
                                                  f"know (read as the enum default {UNKNOWN_SYMBOL!r}); re-drive it "
                                                  f"after an upgrade that knows it")
             return conv(record) if conv is not None else record
+        to_domain = v2_to_domain
     return SchemaEntry(name=raw["name"].split(".")[-1], fingerprint=fp, parsed=parsed, raw=raw, path=path,
-                       fullname=_fullname(raw), plain=plain, to_domain=to_domain, decimal_scales=scales)
+                       fullname=_fullname(raw), plain=plain, to_domain=to_domain, from_domain=from_domain,
+                       leaves=schema_leaves(raw))
 
 
 class SchemaRegistry:
@@ -239,11 +362,6 @@ class SchemaRegistry:
         self.v2: dict[str, SchemaEntry] = {}
         self.readers: dict[str, SchemaEntry] = {}
         self.by_fingerprint: dict[int, SchemaEntry] = {}
-        for path in sorted(directory.glob("*.avsc")):
-            entry = make_entry(json.loads(path.read_text()), path)
-            self.current[entry.name] = entry
-            self.readers[entry.fullname] = entry
-            self.by_fingerprint[entry.fingerprint] = entry
         named = {}
         for path in sorted((directory / "v2" / "common").glob("*.avsc")):
             raw = json.loads(path.read_text())
@@ -251,6 +369,15 @@ class SchemaRegistry:
         for path in sorted((directory / "v2").glob("*.avsc")):
             entry = make_entry(_expand(json.loads(path.read_text()), named, set()), path, domain=True)
             self.v2[entry.name] = entry
+            self.readers[entry.fullname] = entry
+            self.by_fingerprint[entry.fingerprint] = entry
+        for path in sorted(directory.glob("*.avsc")):
+            raw = json.loads(path.read_text())
+            v2 = self.v2.get(raw["name"].split(".")[-1])
+            money = frozenset(p.rsplit(".", 1)[-1] for p, leaves in (v2.leaves if v2 else {}).items()
+                              if any(x.logical == "decimal" for x in leaves))
+            entry = make_entry(raw, path, money=money)
+            self.current[entry.name] = entry
             self.readers[entry.fullname] = entry
             self.by_fingerprint[entry.fingerprint] = entry
         for path in sorted((directory / "history").glob("*.avsc")):
@@ -285,8 +412,12 @@ def configure(settings: SchemaRegistrySettings | None) -> None:
     _resolver = None
     if settings is not None and settings.url:
         from schemas.registry_client import RegistryResolver  # the HTTP client only when a registry is used
+        from streams.config import ConfigError
 
-        _resolver = RegistryResolver(settings)
+        try:
+            _resolver = RegistryResolver(settings)
+        except (ValueError, TypeError) as exc:  # "Invalid url …", an unknown output_framing
+            raise ConfigError(f"registry: {exc}") from None
     _configured = True
 
 
@@ -307,22 +438,45 @@ def _topic_subject(topic: str) -> str:
 
 def encode(name: str, record: dict[str, Any], topic: str | None = None) -> bytes:
     """Encode ``record`` with the current schema ``name``; raises SerdeError(invalid) if it does not fit.
-    With ``topic`` and ``registry.output_framing = "registry"``: registry framing, the schema id of
-    subject ``<topic>-value`` (registered by ``shopmail schemas register``)."""
-    entry = registry().get(name)
-    buf = io.BytesIO()
+
+    ``topic``: the topic it is written to (every output passes it; tests/test_registry_output.py checks
+    each call). With ``registry.output_framing = "registry"`` it is written in registry framing with
+    the schema registered under ``<topic>-value`` (resolved when the process started: ``prepare_output``),
+    a v2 contract there included. Never a registry error here: a topic whose subject is not resolved
+    and cannot be looked up now is written single-object, logged and counted."""
     res = resolver() if topic is not None else None
     if res is not None and res.registry_output:
-        buf.write(REGISTRY_MAGIC)
-        buf.write(res.id_for(_topic_subject(topic), entry).to_bytes(4, "big"))  # type: ignore[arg-type]
-    else:
-        buf.write(MAGIC)
-        buf.write(entry.fingerprint_bytes)
+        found = res.output_writer(_topic_subject(topic), name)  # type: ignore[arg-type]
+        if found is not None:
+            writer, schema_id = found
+            if writer.from_domain is not None:
+                record = writer.from_domain(record)
+            return _write(REGISTRY_MAGIC + schema_id.to_bytes(4, "big"), writer, record)
+    entry = registry().get(name)
+    return _write(MAGIC + entry.fingerprint_bytes, entry, record)
+
+
+def _write(header: bytes, entry: SchemaEntry, record: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    buf.write(header)
     try:
         fastavro.schemaless_writer(buf, entry.parsed, record, strict_allow_default=True)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-        raise SerdeError("invalid", f"{name}: {exc}") from exc
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, ArithmeticError) as exc:
+        raise SerdeError("invalid", f"{entry.name}: {exc}") from exc
     return buf.getvalue()
+
+
+def prepare_output(settings: Settings) -> None:
+    """At the start of a long-running component, with registry output framing: the schema id of every
+    subject shopmail writes, resolved now, so no write needs the registry later. Raises
+    ``RegistryStartupError`` (one line: the registry and the subject) when it is down or a subject is
+    not registered. Without registry output framing: nothing."""
+    res = resolver()
+    if res is None or not res.registry_output:
+        return
+    from schemas.subjects import written_subjects
+
+    res.prepare_output(written_subjects(settings))
 
 
 @dataclass(frozen=True)
@@ -366,10 +520,13 @@ def _writer_by_fingerprint(fp: int, topic: str | None) -> SchemaEntry:
     res = resolver() if topic is not None else None
     if res is None:
         raise SerdeError("unknown_fingerprint", f"no schema with fingerprint {fp:016x}")
-    writer = res.writer_by_fingerprint(_topic_subject(topic), fp)  # type: ignore[arg-type]
+    subject = _topic_subject(topic)  # type: ignore[arg-type]
+    writer = res.writer_by_fingerprint(subject, fp)
     if writer is None:
+        skipped = res.skipped_versions(subject)
+        unread = f"; {len(skipped)} version(s) there cannot be read: {'; '.join(skipped)}" if skipped else ""
         raise SerdeError("unknown_fingerprint", f"no schema with fingerprint {fp:016x}, neither shipped nor "
-                                                f"registered under subject {_topic_subject(topic)}")  # type: ignore[arg-type]
+                                                f"registered under subject {subject}{unread}")
     return writer
 
 
@@ -619,9 +776,11 @@ def from_json(name: str, obj: Any) -> dict[str, Any]:
     """JSON form → record of the current schema ``name``: validated, defaults filled."""
     fast, names = _json_converter(name)
     try:
-        return fast(obj)  # type: ignore[no-any-return]
+        record: dict[str, Any] = fast(obj)
     except _Slow:
-        return _convert(obj, registry().get(name).raw, names, to_json=False, path="")
+        record = _convert(obj, registry().get(name).raw, names, to_json=False, path="")
+    normalise = registry().current[name].to_domain  # money text as v2's decimals read
+    return record if normalise is None else normalise(record)
 
 
 def to_json(name: str, record: dict[str, Any]) -> dict[str, Any]:

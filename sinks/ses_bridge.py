@@ -55,7 +55,7 @@ class Bridge:
             detail = exc.detail if isinstance(exc, BridgeError) else f"not JSON: {exc}"
             dl = dead_letter(self.settings.limits, topic=source, partition=-1, offset=position, key=None, value=raw,
                              reason=reason, detail=detail, component="ses-bridge")
-            self.producer.produce(self.dlq, value=serde.encode("DeadLetter", dl))
+            self.producer.produce(self.dlq, value=serde.encode("DeadLetter", dl, self.dlq))
             self.counts["dead_lettered"] += 1
             log.debug("dead-lettered %s #%d: %s: %s", source, position, reason, detail)
             return "dead_lettered"

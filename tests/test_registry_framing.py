@@ -151,6 +151,7 @@ def test_an_event_kind_unknown_to_this_reader_is_a_typed_error_a_redrive_can_fix
 
 
 def test_a_registry_outage_keeps_cached_schemas_and_dead_letters_uncached_ids_without_a_stall(standin):
+    standin.compatibility[f"{TOPIC}-value"] = "NONE"  # v1 and v2 in one subject: the migration's level
     cached = confluent_bytes(standin, schema_text(serde.registry().v2["OrderEvent"]), order_v2())
     other = confluent_bytes(standin, schema_text(serde.registry().get("OrderEvent")),
                             serde.from_json("OrderEvent", ORDER_V1))
@@ -226,12 +227,15 @@ def test_registry_settings_come_from_the_environment_and_mask_the_password():
 def test_schemas_register_puts_every_subject_under_backward_and_outputs_read_with_the_standard_deserializer(standin):
     settings = load_settings(env={}, overrides={"registry": {"url": standin.url, "output_framing": "registry"}})
     rows = register_all(settings)
-    assert {r[0] for r in rows} == {s.subject for s in subjects(settings)}
+    assert not [r for r in rows if r.error]
+    assert {r.subject for r in rows} == {s.subject for s in subjects(settings)}
     assert {"email.commands-value", "email.outcomes-value", "email.feedback-value", "email.coupons-value",
-            "audience.memberships-value", "shop.orders.dlq-value"} <= {r[0] for r in rows}
-    assert all(standin.compatibility[r[0]] == "BACKWARD" for r in rows)
-    assert dict((r[0], r[1]) for r in rows)["shop.orders-value"] == "shopmail.orders.OrderEvent"
-    assert register_all(settings) == rows  # idempotent
+            "audience.memberships-value", "shop.orders.dlq-value"} <= {r.subject for r in rows}
+    assert all(standin.compatibility[r.subject] == "BACKWARD" and r.compatibility_set for r in rows)
+    assert {r.subject: r.schema for r in rows}["shop.orders-value"] == "shopmail.orders.OrderEvent"
+    again = register_all(settings)  # idempotent; the level is now the subject's own
+    assert [(r.subject, r.schema_id) for r in again] == [(r.subject, r.schema_id) for r in rows]
+    assert not any(r.compatibility_set for r in again)
     serde.configure(settings.registry)
     outcome = {"command_id": "cmd-1", "customer_id": "c1", "outcome": "sent", "message_id": "m-1",
                "flow": "abandoned_cart", "step": 1, "occurred_at": 5}

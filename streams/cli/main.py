@@ -33,14 +33,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback 
 
 
 def settings_from(config: Optional[Path]) -> Settings:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     from schemas import serde
 
-    serde.configure(settings.registry)  # registry framing for every command of this process
+    try:
+        settings = load_settings(config)
+        serde.configure(settings.registry)  # registry framing for every command of this process
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     return settings
 
 
@@ -97,10 +97,16 @@ def main() -> None:
     """Run the app; a cluster that cannot be reached is one line on stderr (the bootstrap servers and the
     cause) and exit code 3, invalid security settings one line and exit code 2; the traceback only with
     ``--debug``."""
+    from schemas.serde import RegistryStartupError
     from streams.kafka.io import KafkaConnectError
 
     try:
         app(prog_name="shopmail")
+    except RegistryStartupError as exc:  # registry output framing and no ids for what it writes
+        if _debug:
+            raise
+        print(f"shopmail: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except (KafkaConnectError, ConfigError) as exc:  # a ConfigError here: security settings, read at connect
         if _debug:
             raise

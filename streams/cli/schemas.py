@@ -16,8 +16,9 @@ def register(app: typer.Typer) -> None:
 
     @schemas.command("register")
     def register_cmd(config: Optional[Path] = config_opt) -> None:
-        """Register every shopmail schema under its TopicNameStrategy subject (<topic>-value) with
-        BACKWARD compatibility (idempotent); needs registry.url."""
+        """Register every shopmail schema under its TopicNameStrategy subject (<topic>-value)
+        (idempotent); BACKWARD compatibility only on a subject without a level of its own; needs
+        registry.url. One JSON line per subject; exit 1 if any subject was not registered."""
         from schemas.subjects import register_all
         from streams.cli.main import console, settings_from
 
@@ -25,13 +26,19 @@ def register(app: typer.Typer) -> None:
         if not settings.registry.url:
             console.print("[red]set registry.url (SHOPMAIL_REGISTRY__URL) to the Schema Registry[/red]")
             raise typer.Exit(2)
-        try:
-            rows = register_all(settings)
-        except Exception as exc:  # noqa: BLE001 - refused (incompatible), unreachable, unauthorised
-            console.print(f"[red]registration failed:[/red] {type(exc).__name__}: {exc}")
-            raise typer.Exit(1) from exc
-        for subject, fullname, schema_id in rows:
-            print(json.dumps({"subject": subject, "schema": fullname, "id": schema_id}))
+        rows = register_all(settings)
+        for r in rows:
+            line: dict[str, object] = {"subject": r.subject, "schema": r.schema}
+            if r.error:
+                line["error"] = r.error
+            else:
+                line.update(id=r.schema_id, compatibility=r.compatibility, compatibility_set=r.compatibility_set)
+            print(json.dumps(line))
+        failed = [r for r in rows if r.error]
+        if failed:
+            console.print(f"[red]registration failed for {len(failed)} of {len(rows)} subjects:[/red] "
+                          f"{', '.join(r.subject for r in failed)}", soft_wrap=True)
+            raise typer.Exit(1)
 
     @schemas.command("list")
     def list_cmd(config: Optional[Path] = config_opt) -> None:

@@ -31,6 +31,9 @@ def service_context(settings: Settings, check_topics: bool = True,
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     if not settings.kafka.bootstrap_servers:
         raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS (or kafka.bootstrap_servers)")
+    from schemas.serde import prepare_output
+
+    prepare_output(settings)  # registry output framing: every output subject's id now, or no start
     with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bootstrap:
         if check_topics:
             report = ensure_topics(bootstrap, topic_specs(settings), create=True, kafka=settings.kafka)

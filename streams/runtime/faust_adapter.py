@@ -117,7 +117,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
                 if tp.topic == t.name("clock"):
                     await clock.send(key=f"clock-{tp.partition}".encode(), partition=tp.partition,
                                      value=serde.encode("ClockTick", {"partition": tp.partition, "tick_at": now,
-                                                                      "source": "faust"}))
+                                                                      "source": "faust"}, tp.topic))
 
     return app
 

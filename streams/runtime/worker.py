@@ -489,7 +489,7 @@ class ProcessorRuntime:
             now_ms = int(time.time() * 1000)
             for p in ticks:
                 self._produce(self.clock_topic, f"clock-{p}".encode(),
-                              serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}),
+                              serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}, self.clock_topic),
                               partition=p)
             processed: dict[tuple[str, int], int] = {}
             touched: set[int] = set()

@@ -45,6 +45,7 @@ def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{topic}.avro"
     name = max(by_schema, key=lambda k: len(by_schema[k])) if by_schema else None
+    skipped += sum(len(recs) for k, recs in by_schema.items() if k != name)  # one schema per file
     records: list[dict[str, Any]] = []
     schema: dict[str, Any] = {"type": "record", "name": "Empty", "fields": []}
     if name:

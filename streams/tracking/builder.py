@@ -172,7 +172,7 @@ class ViewBuilder:
                     reason, detail)
         dl = dead_letter(self.settings.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(),
                          key=m.key(), value=m.value(), reason=reason, detail=detail, component="tracking-view")
-        self.producer.produce(self.dlq, key=m.key(), value=serde.encode("DeadLetter", dl), on_delivery=self._delivered)
+        self.producer.produce(self.dlq, key=m.key(), value=serde.encode("DeadLetter", dl, self.dlq), on_delivery=self._delivered)
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

@@ -111,7 +111,7 @@ class WebhookIngest:
                   "shipment_id": shipment_id, "order_id": view["order_id"],
                   "carrier": update.carrier or shipment.get("carrier"), "tracking_number": update.tracking_number,
                   "tracking_url": update.tracking_url or shipment.get("tracking_url"), "email": None}
-        error = self._write(self.topic, view["customer_id"].encode(), serde.encode("ShipmentEvent", record))
+        error = self._write(self.topic, view["customer_id"].encode(), serde.encode("ShipmentEvent", record, self.topic))
         if error is not None:
             return Answer(503, {"error": "not_written", "detail": error})
         with self._lock:
@@ -125,7 +125,7 @@ class WebhookIngest:
     def _dead_letter(self, provider: str, body: bytes, exc: webhooks.WebhookError) -> Answer:
         dl = dead_letter(self.settings.limits, topic=f"webhook:{provider}", partition=-1, offset=-1, key=None,
                          value=body, reason=exc.reason, detail=exc.detail, component="tracking-webhook")
-        error = self._write(self.dlq, None, serde.encode("DeadLetter", dl))
+        error = self._write(self.dlq, None, serde.encode("DeadLetter", dl, self.dlq))
         if error is not None:
             return Answer(503, {"error": "not_written", "detail": f"dead letter not written: {error}"})
         log.debug("webhook from %s dead-lettered: %s", provider, exc)

@@ -8,9 +8,17 @@ Karapace is not on the package index), so the tests speak to this one. It serves
     POST /subjects/{subject}          (lookup) GET  /subjects/{subject}/versions[/{version|latest}]
     GET  /subjects                             PUT|GET /config[/{subject}]
 
-with HTTP basic auth when ``credentials`` are given, over TLS when ``tls`` files are. Ids are global and one schema text has one id,
-as in the real registry. It stores the compatibility level but does not enforce it (shopmail's
-reader decides compatibility by Avro resolution, which is what the tests exercise).
+with HTTP basic auth when ``credentials`` are given, over TLS when ``tls`` files are. Ids are global
+and one schema text has one id, as in the real registry. Where shopmail relies on the documented
+answers, it gives them: 422 (42201) for schema text that is not an Avro schema (unless it declares
+``references``, which are stored and returned but not resolved); 40408 from ``GET /config/{subject}``
+for a subject without a level of its own; 409 when a new version is not BACKWARD compatible with the
+latest one, under any level but NONE.
+
+What it does not do (README "Tested against a stand-in"): its compatibility check is a small part of
+the real one (the record's full name must stay the same, and every field the new version adds must
+have a default; types, enums, aliases and FORWARD/FULL/TRANSITIVE levels are not checked); no
+deletes, modes, contexts, normalisation, Protobuf or JSON Schema; no ``defaultToGlobal``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import fastavro
+
 
 class RegistryStandIn:
     def __init__(self, credentials: tuple[str, str] | None = None, tls: tuple[str, str] | None = None) -> None:
@@ -32,6 +42,7 @@ class RegistryStandIn:
         self.schemas: list[str] = []  # id - 1 → schema text
         self.subjects: dict[str, list[int]] = {}  # subject → ids by version
         self.compatibility: dict[str, str] = {}  # subject ("" = global) → level
+        self.references: dict[int, list[Any]] = {}  # id → the references it was registered with
         self.requests: list[str] = []  # "GET /schemas/ids/1", …
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -101,12 +112,15 @@ class RegistryStandIn:
             schema_id = int(m[1])
             if not 0 < schema_id <= len(self.schemas):
                 return 404, {"error_code": 40403, "message": f"Schema {schema_id} not found"}
-            return 200, {"schema": self.schemas[schema_id - 1]}
+            out = {"schema": self.schemas[schema_id - 1]}
+            if schema_id in self.references:
+                out["references"] = self.references[schema_id]
+            return 200, out
         if path == "/subjects" and method == "GET":
             return 200, sorted(self.subjects)
         if m := re.fullmatch(r"/subjects/([^/]+)/versions", path):
             if method == "POST":
-                return 200, {"id": self._register(m[1], body["schema"])}
+                return self._post_version(m[1], body)
             if m[1] not in self.subjects:
                 return 404, {"error_code": 40401, "message": f"Subject '{m[1]}' not found."}
             return 200, list(range(1, len(self.subjects[m[1]]) + 1))
@@ -129,9 +143,31 @@ class RegistryStandIn:
             if method == "PUT":
                 self.compatibility[subject] = body["compatibility"]
                 return 200, {"compatibility": body["compatibility"]}
-            level = self.compatibility.get(subject) or self.compatibility.get("", "BACKWARD")
-            return 200, {"compatibilityLevel": level}
+            if subject and subject not in self.compatibility:
+                return 404, {"error_code": 40408, "message": f"Subject '{subject}' does not have "
+                                                             f"subject-level compatibility configured"}
+            return 200, {"compatibilityLevel": self.compatibility.get(subject, "BACKWARD")}
         return 404, {"error_code": 404, "message": f"{method} {path} is not served by the stand-in"}
+
+    def _post_version(self, subject: str, body: dict[str, Any]) -> tuple[int, Any]:
+        text, references = body["schema"], body.get("references") or []
+        if not references:
+            try:
+                fastavro.parse_schema(json.loads(text))
+            except Exception as exc:  # noqa: BLE001 - what fastavro says is the message
+                return 422, {"error_code": 42201, "message": f"Invalid schema: {exc}"}
+        ids = self.subjects.get(subject, [])
+        known = any(_same(self.schemas[i - 1], text) for i in ids)
+        level = self.compatibility.get(subject, self.compatibility.get("", "BACKWARD"))
+        if ids and not known and level != "NONE" and not references:
+            problem = _not_backward(json.loads(self.schemas[ids[-1] - 1]), json.loads(text))
+            if problem:
+                return 409, {"error_code": 409, "message": f"Schema being registered is incompatible with an "
+                                                           f"earlier schema for subject \"{subject}\": {problem}"}
+        schema_id = self._register(subject, text)
+        if references:
+            self.references[schema_id] = references
+        return 200, {"id": schema_id}
 
     def _register(self, subject: str, schema: str) -> int:
         for i, existing in enumerate(self.schemas, 1):
@@ -148,8 +184,23 @@ class RegistryStandIn:
 
     def _registered(self, subject: str, version: int) -> dict[str, Any]:
         schema_id = self.subjects[subject][version - 1]
-        return {"subject": subject, "version": version, "id": schema_id, "schema": self.schemas[schema_id - 1]}
+        out = {"subject": subject, "version": version, "id": schema_id, "schema": self.schemas[schema_id - 1]}
+        if schema_id in self.references:
+            out["references"] = self.references[schema_id]
+        return out
 
 
 def _same(a: str, b: str) -> bool:
     return bool(json.loads(a) == json.loads(b))
+
+
+def _not_backward(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why ``new`` cannot read what ``old`` wrote, as far as the stand-in checks; "" if it can."""
+    def fullname(s: dict[str, Any]) -> str:
+        name = str(s.get("name", ""))
+        return name if "." in name or not s.get("namespace") else f"{s['namespace']}.{name}"
+    if fullname(old) != fullname(new):
+        return f"the record is {fullname(new)}, the latest version's is {fullname(old)}"
+    had = {f["name"] for f in old.get("fields", [])}
+    added = [f["name"] for f in new.get("fields", []) if f["name"] not in had and "default" not in f]
+    return f"new field(s) without a default: {', '.join(added)}" if added else ""
