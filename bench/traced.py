@@ -46,16 +46,17 @@ def trace_worker() -> None:
 
 
 def trace_sink() -> None:
-    from sinks import rendering, service
+    from sinks import intake, ledger, preparation, rendering, sending
 
-    classify, prepare, send, commit = (service.SinkService._classify_new, service.SinkService._prepare,
-                                       service.SinkService._send, service.SinkService._commit)
+    route, prepare = intake.Intake.route, preparation.Preparation._prepare
+    send, commit = sending.Sending.send, ledger.Commit.run
     render = rendering.Renderer.render
 
-    def classify_new(self: Any, w: Any) -> None:
-        classify(self, w)
+    def traced_route(self: Any, w: Any, *args: Any) -> Any:
+        r = route(self, w, *args)
         if w.command_id:
             _write({"f": w.command_id, "t": time.time()})
+        return r
 
     def traced_render(self: Any, command: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
@@ -64,27 +65,28 @@ def trace_sink() -> None:
         finally:
             _write({"r": command.get("command_id"), "s": time.perf_counter() - t0})
 
-    def traced_prepare(self: Any, w: Any) -> None:
+    def traced_prepare(self: Any, w: Any, *args: Any) -> None:
         t0 = time.time()
-        prepare(self, w)
+        prepare(self, w, *args)
         _write({"p": w.command_id, "t0": t0, "t1": time.time()})
 
-    def traced_send(self: Any, w: Any) -> Any:
+    def traced_send(self: Any, w: Any, *args: Any) -> Any:
         t0 = time.time()
-        r = send(self, w)
+        r = send(self, w, *args)
         _write({"x": w.command_id, "t0": t0, "t1": time.time()})
         return r
 
-    def traced_commit(self: Any, to_send: list[Any], tombstones: list[Any]) -> None:
-        settled = [w.command_id for w in self._done if w.outcome == "sent"]
-        commit(self, to_send, tombstones)
+    def traced_commit(self: Any, step: Any, *args: Any) -> Any:
+        settled = [w.command_id for w in step.done if w.outcome == "sent"]
+        r = commit(self, step, *args)
         if settled:
             _write({"o": settled, "t": time.time()})
+        return r
 
-    service.SinkService._classify_new = classify_new  # type: ignore[method-assign]
-    service.SinkService._prepare = traced_prepare  # type: ignore[method-assign]
-    service.SinkService._send = traced_send  # type: ignore[method-assign]
-    service.SinkService._commit = traced_commit  # type: ignore[method-assign]
+    intake.Intake.route = traced_route  # type: ignore[method-assign]
+    preparation.Preparation._prepare = traced_prepare  # type: ignore[method-assign]
+    sending.Sending.send = traced_send  # type: ignore[method-assign]
+    ledger.Commit.run = traced_commit  # type: ignore[method-assign]
     rendering.Renderer.render = traced_render  # type: ignore[method-assign]
 
 

@@ -242,6 +242,20 @@ class Ledger:
         p = self.parked.get(ledger_partition, {}).get(command_id)
         return p.state if p is not None else None
 
+    def unsettled(self) -> dict[tuple[int, str], int]:
+        """(ledger partition, command_id) → since when (ms) of every command handed to SES without a
+        final entry: ``pending`` entries and parked commands found ``sending``."""
+        out: dict[tuple[int, str], int] = {}
+        for part, entries in self._entries.items():
+            for key, packed in entries.items():
+                if STATES[packed & 7] == "pending":
+                    out[(part, key)] = packed >> 3
+        for part, parked in self.parked.items():
+            for key, p in parked.items():
+                if p.state == "sending":
+                    out[(part, key)] = p.send_at
+        return out
+
     def expire(self, now_ms: int, limit: int = 10_000) -> list[tuple[int, str]]:
         """Drop entries older than the retention from memory; returns (partition, key) to tombstone
         (at most ``limit`` per call, including those found expired during catch-up)."""

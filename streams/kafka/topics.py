@@ -88,7 +88,7 @@ def component_access(settings: Settings, replay_prefix: str = DEFAULT_REPLAY_PRE
                         writes=("commands", "clock", "audiences") + changelogs + dlqs,
                         group_prefix=w.app_id, transactional_prefix=w.app_id, idempotent=True,
                         verifies_topics=True),
-        ComponentAccess("sink", reads=("commands", "sink_ledger", "customers", "feedback"),
+        ComponentAccess("sink", reads=("commands", "sink_ledger", "customers", "feedback", "outcomes"),
                         writes=("outcomes", "sink_ledger", "coupons", "commands.dlq"),
                         group_prefix=sink.group_id, transactional_prefix=sink.group_id, idempotent=True,
                         verifies_topics=True),

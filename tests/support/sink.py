@@ -104,3 +104,54 @@ def delivered(moto_ses, marker: str = "X-Shopmail-Command-Id: ") -> Counter:  # 
         if marker in m["raw_data"]:
             out[m["raw_data"].split(marker)[1].split("\r\n")[0].split("\n")[0]] += 1
     return out
+
+
+def settled_to_end(bootstrap: str, group: str, topic: str, ends: dict[int, int]) -> bool:
+    """True once ``group`` has committed, on every partition of ``topic``, its end offset (``ends``,
+    from :func:`topic_ends`): every command read is settled (or parked) and its outcome committed with
+    that offset."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = c.committed([TopicPartition(topic, p) for p in sorted(ends)], timeout=10)
+        return all(tp.offset == ends[tp.partition] or ends[tp.partition] == 0 for tp in committed)
+    finally:
+        c.close()
+
+
+def topic_ends(bootstrap: str, topic: str, timeout_s: float = 120) -> dict[int, int]:
+    """partition → end offset, where a fetch reports the partition's end (Tansu's ListOffsets answer
+    for the latest offset can be one short of it)."""
+    ends: dict[int, int] = {}
+    _read_to_end(bootstrap, topic, timeout_s, ends)
+    return ends
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 120) -> list[dict]:
+    """Every committed record of ``topic`` (decoded), read up to the end of every partition: no idle
+    guess, so a record committed last is never missed. Call it once nothing writes to the topic."""
+    return [serde.decode(value, topic=topic).record for value in _read_to_end(bootstrap, topic, timeout_s, {})]
+
+
+def _read_to_end(bootstrap: str, topic: str, timeout_s: float, ends: dict[int, int]) -> list[bytes]:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "shopmail-reader", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "isolation.level": "read_committed"})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(parts):
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+            for m in c.consume(1000, 0.5):
+                if m.error():
+                    assert m.error().code() == KafkaError._PARTITION_EOF, str(m.error())
+                    ends[m.partition()] = m.offset()
+                    continue
+                out.append(m.value())
+        return out
+    finally:
+        c.close()
