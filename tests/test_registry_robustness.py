@@ -244,8 +244,8 @@ def test_a_refused_schema_id_is_looked_up_once_not_per_record(standin):
 NOT_AN_OUTPUT = {
     ("streams/kafka/io.py", None): "the demo's, bench's and tests' producer of shop input events",
     ("streams/tools/simulate.py", None): "the size of a record, in memory",
-    ("sinks/service.py", "SinkParkedCommand"): "the sink ledger: two record types, single-object by design",
-    ("sinks/service.py", "SinkLedgerEntry"): "the sink ledger: two record types, single-object by design",
+    ("sinks/ledger.py", "SinkParkedCommand"): "the sink ledger: two record types, single-object by design",
+    ("sinks/ledger.py", "SinkLedgerEntry"): "the sink ledger: two record types, single-object by design",
 }
 
 
