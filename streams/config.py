@@ -204,6 +204,7 @@ class HttpSettings:
     max_connections: int = 256  # open connections per listener; one more → 503 and closed
     max_header_bytes: int = 8190  # the request line and each header line; longer → 400
     handler_threads: int = 8  # per listener: handlers that write to Kafka or render pages run here
+    max_connections_per_client: int = 32  # open connections from one peer address; one more → 503 and closed
 
 
 @dataclass
