@@ -18,13 +18,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
 from confluent_kafka import KafkaException, Producer
 from prometheus_client import Counter
 
 from schemas import serde
 from streams.runtime.dead_letters import dead_letter
 from sinks.ses_events import BridgeError, to_feedback
-from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message
+from sinks.sns_signature import (MAX_CLOCK_SKEW_S, CertificateStore, CertificateUnavailable, SnsRejected, SnsVerifier,
+                                 https_get, parse_message)
 from streams.config import HttpSettings, Settings
 from streams.kafka.io import producer_config
 from streams.web import HttpServer, Request, Response, Route
@@ -34,6 +36,12 @@ FEEDBACK = Counter("shopmail_feedback_total", "SES events turned into email.feed
 SNS_REJECTED = Counter("shopmail_sns_rejected_total",
                        "SNS POSTs refused (403) before anything was produced: unsigned, forged, tampered, "
                        "untrusted certificate or SubscribeURL host, topic not allowed, stale", ["reason"])
+SNS_DEFERRED = Counter("shopmail_sns_deferred_total",
+                       "SNS POSTs answered 503 because the signing certificate could not be fetched (network, DNS, "
+                       "an AWS 5xx): SNS delivers them again", ["reason"])
+SNS_REPLAYED = Counter("shopmail_sns_replayed_total",
+                       "Verified SNS notifications whose MessageId was already handled within the message-age "
+                       "window: answered 200, nothing written again")
 SNS_SUBSCRIPTIONS = Counter("shopmail_sns_subscriptions_total",
                             "Verified SNS subscription messages: confirmed, left for an operator, or failed",
                             ["outcome"])
@@ -75,16 +83,23 @@ class Bridge:
 class SnsEndpoint:
     """One SNS POST → an HTTP status. Only verified messages reach the bridge or the SubscribeURL.
 
-    - 200: a verified Notification handled (feedback or ignored), or a verified subscription message;
+    - 200: a verified Notification handled (feedback or ignored), a verified subscription message, or a
+      Notification whose MessageId was already handled within the window (a replay or SNS's own
+      redelivery: nothing is written again);
     - 202: verified, but its SES event is malformed → dead-lettered (SNS must not retry it);
     - 403: not a recent, validly signed SNS message from an allowed topic and certificate host — nothing
       produced;
-    - 503: verified, but Kafka (or the SubscribeURL) failed: SNS retries the delivery.
+    - 503: the signing certificate could not be fetched, or verified but Kafka (or the SubscribeURL)
+      failed: SNS retries the delivery.
+
+    MessageIds of handled Notifications are remembered for the message-age window (after it the signed
+    Timestamp refuses the message anyway), at most ``remember`` of them (the oldest go first).
 
     ``confirm`` GETs a SubscribeURL of a verified subscription message (its topic is on the allow-list).
     """
 
-    def __init__(self, bridge: Bridge, verifier: SnsVerifier, confirm: Callable[[str], Any]) -> None:
+    def __init__(self, bridge: Bridge, verifier: SnsVerifier, confirm: Callable[[str], Any],
+                 remember: int = 100_000) -> None:
         self.bridge = bridge
         self.verifier = verifier
         self.confirm = confirm
@@ -92,6 +107,8 @@ class SnsEndpoint:
         self.delivery_failing = False
         self._positions = itertools.count(1)
         self._lock = threading.Lock()  # one producer, one flush at a time: statuses match what was delivered
+        self._handled_ids: TTLCache[str, bool] = TTLCache(maxsize=remember,
+                                                          ttl=verifier.max_age_s + MAX_CLOCK_SKEW_S)
 
     def reject(self, reason: str, detail: str) -> int:
         SNS_REJECTED.labels(reason).inc()
@@ -107,12 +124,20 @@ class SnsEndpoint:
             self.verifier.verify(message)
         except SnsRejected as exc:
             return self.reject(exc.reason, exc.detail)
+        except CertificateUnavailable as exc:
+            SNS_DEFERRED.labels("certificate_unavailable").inc()
+            log.warning("SNS POST answered 503 (SNS delivers it again): %s", exc)
+            return 503
         if message["Type"] == "Notification":
-            return self._deliver(body)
+            return self._deliver(body, message["MessageId"])
         return self._subscription(message)
 
-    def _deliver(self, body: bytes) -> int:
+    def _deliver(self, body: bytes, message_id: str) -> int:
         with self._lock:
+            if message_id in self._handled_ids:
+                SNS_REPLAYED.inc()
+                log.debug("SNS message %s already handled: not written again", message_id[:80])
+                return 200
             try:
                 result = self.bridge.handle(body, "sns-http", next(self._positions))
                 self.bridge.flush()
@@ -121,6 +146,7 @@ class SnsEndpoint:
                 log.error("feedback not delivered, SNS will retry: %s", exc)
                 return 503
             self.delivery_failing = False
+            self._handled_ids[message_id] = True
         return 202 if result == "dead_lettered" else 200
 
     def _subscription(self, message: dict[str, Any]) -> int:
@@ -160,7 +186,8 @@ SNS_OPENAPI: dict[str, Any] = {
                                                                                 "malformed and dead-lettered"},
                       "403": {"description": "not a recent, signed message from an allowed topic"},
                       "413": {"description": "body too large"},
-                      "503": {"description": "verified, but not delivered to Kafka: SNS retries"}}}}},
+                      "503": {"description": "certificate not fetched, or verified but not delivered to "
+                                             "Kafka: SNS retries"}}}}},
 }
 
 
@@ -180,4 +207,5 @@ def endpoint_from_settings(settings: Settings, bridge: Bridge, ssl_context: ssl.
     b = settings.bridge
     store = CertificateStore(lambda url: https_get(url, b.http_timeout_s, ssl_context), ttl_s=b.cert_cache_ttl_s)
     verifier = SnsVerifier(store, b.cert_host_pattern, b.topic_arns, max_age_s=b.max_message_age_s)
-    return SnsEndpoint(bridge, verifier, lambda url: https_get(url, b.http_timeout_s, ssl_context, max_bytes=65536))
+    return SnsEndpoint(bridge, verifier, lambda url: https_get(url, b.http_timeout_s, ssl_context, max_bytes=65536),
+                       remember=b.remembered_message_ids)

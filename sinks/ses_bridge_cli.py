@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from sinks.ses_bridge import Bridge, endpoint_from_settings, sns_http_server
+from sinks.sns_signature import check_topic_arns
 
 
 log = logging.getLogger("shopmail.ses_bridge")
@@ -29,9 +30,13 @@ def register_bridge(app: typer.Typer) -> None:
         from streams.cli.service import run_with_ops, service_context
 
         settings = settings_from(config)
-        if http_port is not None and not settings.bridge.topic_arns:
-            raise typer.BadParameter("set bridge.topic_arns (SHOPMAIL_BRIDGE__TOPIC_ARNS): the SNS topics whose "
-                                     "SES events are accepted; SNS signs every account's topics alike")
+        if http_port is not None:
+            try:
+                check_topic_arns(settings.bridge.topic_arns)
+            except ValueError as exc:
+                raise typer.BadParameter(f"{exc}. Set bridge.topic_arns (SHOPMAIL_BRIDGE__TOPIC_ARNS): the SNS "
+                                         "topics whose SES events are accepted; SNS signs every account's topics "
+                                         "alike") from exc
         serving = http_port is not None  # stdin/file mode keeps Ctrl-C as an interrupt
         with service_context(settings, check_topics=False, handle_signals=serving) as (bootstrap, stop):
             bridge = Bridge(settings, bootstrap)

@@ -18,7 +18,10 @@ replay of a validly signed message: its ``TopicArn`` must be on the configured a
 anybody can make SNS sign a message on a topic of their own), and its signed ``Timestamp`` must be at
 most ``max_age_s`` old (and not more than :data:`MAX_CLOCK_SKEW_S` ahead).
 
-Any failure raises :class:`SnsRejected` with a short ``reason`` (the label of the rejection counter).
+Any failure raises :class:`SnsRejected` with a short ``reason`` (the label of the rejection counter),
+except a certificate that cannot be fetched at all (:class:`CertificateUnavailable`: the endpoint
+answers 503 so that SNS delivers the message again). ``bridge.topic_arns`` entries must be SNS topic ARNs
+(:func:`check_topic_arns`).
 """
 
 from __future__ import annotations
@@ -50,11 +53,35 @@ MAX_CERT_BYTES = 10 * 1024
 MAX_CLOCK_SKEW_S = 300.0  # a Timestamp this far ahead of our clock is still accepted
 
 
+# arn:<partition>:sns:<region>:<account>:<name> (a FIFO topic's name ends in .fifo)
+TOPIC_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:sns:[a-z]{2}(?:-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?")
+
+
 class SnsRejected(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class CertificateUnavailable(OSError):
+    """The signing certificate could not be fetched (network, DNS, an AWS 5xx): not the sender's fault, so
+    the message is answered 503 and SNS delivers it again, unlike a certificate fetched and found wrong."""
+
+
+class ResponseTooLarge(OSError):
+    pass
+
+
+def check_topic_arns(topic_arns: Sequence[str]) -> None:
+    """ValueError unless there is at least one allowed topic and every entry is an SNS topic ARN."""
+    if not topic_arns:
+        raise ValueError("no allowed SNS TopicArn (bridge.topic_arns): every validly signed topic would be "
+                         "accepted, including another AWS account's")
+    bad = [arn for arn in topic_arns if not isinstance(arn, str) or not TOPIC_ARN.fullmatch(arn)]
+    if bad:
+        raise ValueError(f"bridge.topic_arns: {bad!r} is not an SNS topic ARN "
+                         "(arn:<partition>:sns:<region>:<account>:<name>)")
 
 
 def string_to_sign(message: Mapping[str, Any]) -> bytes:
@@ -89,7 +116,7 @@ def https_get(url: str, timeout_s: float, ssl_context: ssl.SSLContext | None = N
     with opener.open(url, timeout=timeout_s) as resp:
         body = resp.read(max_bytes + 1)
     if len(body) > max_bytes:
-        raise OSError(f"{url}: response larger than {max_bytes} bytes")
+        raise ResponseTooLarge(f"{url}: response larger than {max_bytes} bytes")
     return bytes(body)
 
 
@@ -113,8 +140,12 @@ class CertificateStore:
             return hit[1]
         try:
             pem = self._fetch(url)
-        except OSError as exc:
-            raise SnsRejected("certificate", f"cannot fetch {url}: {exc}") from exc
+        except (ResponseTooLarge, urllib.error.HTTPError) as exc:
+            if isinstance(exc, urllib.error.HTTPError) and (exc.code >= 500 or exc.code == 429):
+                raise CertificateUnavailable(f"cannot fetch {url}: {exc}") from exc
+            raise SnsRejected("certificate", f"{url} answered, but not with a certificate: {exc}") from exc
+        except OSError as exc:  # DNS, connection, timeout: SNS retries on 503
+            raise CertificateUnavailable(f"cannot fetch {url}: {exc}") from exc
         try:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError as exc:
@@ -131,9 +162,7 @@ class SnsVerifier:
 
     def __init__(self, certificates: CertificateStore, host_pattern: str, topic_arns: Sequence[str],
                  max_age_s: float = 3600.0, clock: Callable[[], float] = time.time, https_port: int = 443) -> None:
-        if not topic_arns:
-            raise ValueError("no allowed SNS TopicArn (bridge.topic_arns): every validly signed topic would be "
-                             "accepted, including another AWS account's")
+        check_topic_arns(topic_arns)
         self.certificates = certificates
         self.host_pattern = re.compile(host_pattern)
         self.topic_arns = frozenset(topic_arns)

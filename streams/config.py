@@ -204,6 +204,7 @@ class HttpSettings:
     max_connections: int = 256  # open connections per listener; one more → 503 and closed
     max_header_bytes: int = 8190  # the request line and each header line; longer → 400
     handler_threads: int = 8  # per listener: handlers that write to Kafka or render pages run here
+    max_connections_per_client: int = 32  # open connections from one peer address; one more → 503 and closed
 
 
 @dataclass
@@ -223,6 +224,9 @@ class BridgeSettings:
     cert_cache_ttl_s: float = 3600.0  # signing certificates cached per URL this long
     http_timeout_s: float = 5.0  # certificate download and SubscribeURL confirmation
     max_body_bytes: int = 1_048_576  # larger POSTs → 413 (SNS messages are at most 256 KiB)
+    # MessageIds of handled notifications kept for max_message_age_s: a replay (or SNS's redelivery) → 200,
+    # nothing written again; at most this many (the oldest are forgotten first)
+    remembered_message_ids: int = 100_000
 
 
 @dataclass

@@ -8,9 +8,12 @@ block), so the event loop only parses HTTP and moves bytes. What every listener 
 - a connection must deliver a complete request head within ``header_timeout_s`` of opening (or of its
   previous response): an idle or slow-loris connection is closed;
 - a body must arrive within ``body_timeout_s`` (else 408) and be at most the route's ``max_body_bytes``
-  (a larger ``Content-Length`` → 413 before anything is read);
-- a malformed request line, header or ``Content-Length`` (``-1``, ``abc``) → 400 from the parser;
-- at most ``max_connections`` open connections: one more is answered 503 and closed;
+  (a larger ``Content-Length`` → 413 before anything is read; with ``Expect: 100-continue`` the 413 comes
+  instead of the ``100 Continue`` and the connection is closed, so the client never sends the body);
+- a malformed request line, header or ``Content-Length`` (``-1``, ``abc``) → 400 from the parser; a body
+  that does not decode by its ``Content-Encoding`` (``gzip`` that is not gzip) → 400 (``bad_body``);
+- at most ``max_connections`` open connections, and at most ``max_connections_per_client`` from one peer
+  address: one more is answered 503 and closed (behind an ingress the peer is the ingress);
 - security headers on every answer of a route, 404 and 405 included (``nosniff``, ``Referrer-Policy:
   no-referrer``, ``X-Frame-Options: DENY``, a Content-Security-Policy that a page may tighten or widen),
   ``Cache-Control: no-store``, and no ``Server`` banner (the parser's own plain-text 400 for a request it
@@ -33,13 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError, PayloadEncodingError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
 
 from streams.config import HttpSettings
 
 log = logging.getLogger("shopmail.web")
 REFUSED = Counter("shopmail_http_refused_total", "Requests answered by the HTTP layer before a handler ran "
-                  "(too_large 413, slow_body 408, busy 503) or that failed in one (error 500)", ["listener", "reason"])
+                  "(too_large 413, slow_body 408, bad_body 400, malformed 400 from the parser, busy 503, busy_client 503: one peer over its "
+                  "connection limit) or that failed in one (error 500)", ["listener", "reason"])
 
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 SECURITY_HEADERS = {
@@ -93,8 +98,8 @@ class _Busy(asyncio.Protocol):
     """Answers a connection over the limit with 503 and closes it: once its request has been read (closing
     with unread data would reset the connection before the client reads the answer), or after a second."""
 
-    def __init__(self, listener: str) -> None:
-        REFUSED.labels(listener, "busy").inc()
+    def __init__(self, listener: str, reason: str = "busy") -> None:
+        REFUSED.labels(listener, reason).inc()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,18 +113,78 @@ class _Busy(asyncio.Protocol):
             self.transport.close()
 
 
+class _PerClient(asyncio.Protocol):
+    """One connection, counted against its peer address: past ``limit`` open connections from that address
+    it is answered like :class:`_Busy`; otherwise everything goes to the server's own protocol."""
+
+    def __init__(self, serve: Callable[[], asyncio.Protocol], open_by_peer: dict[str, int], limit: int,
+                 listener: str) -> None:
+        self._serve = serve
+        self._open = open_by_peer
+        self._limit = limit
+        self._listener = listener
+        self._peer: str | None = None
+        self._inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else str(peername)
+        if self._open.get(peer, 0) >= self._limit:
+            self._inner = _Busy(self._listener, "busy_client")
+        else:
+            self._open[peer] = self._open.get(peer, 0) + 1
+            self._peer = peer
+            self._inner = self._serve()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._peer is not None:
+            left = self._open.get(self._peer, 1) - 1
+            if left > 0:
+                self._open[self._peer] = left
+            else:
+                self._open.pop(self._peer, None)
+            self._peer = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
 _protocol_log = logging.getLogger("shopmail.web.protocol")
 
 
 class _ClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
     """aiohttp reports requests it cannot parse (a client's error, answered 400) with ``exception``:
-    logged at debug here, so a scanner cannot fill the log. Handler errors are logged by the adapter."""
+    logged at debug here, so a scanner cannot fill the log, and counted (``malformed``, or ``bad_body``
+    for a body that does not decode by its ``Content-Encoding``). Handler errors are logged by the adapter."""
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.debug(msg, *args, exc_info=True)
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            reason = "bad_body" if isinstance(exc, PayloadEncodingError) else "malformed"
+            REFUSED.labels(str((self.extra or {}).get("listener", "")), reason).inc()
+        self.debug(msg, *args, exc_info=exc if isinstance(exc, BaseException) else True)
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Undecodable(Exception):
     pass
 
 
@@ -127,7 +192,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, or _TooLarge as soon as it passes ``limit`` bytes (chunked bodies too)."""
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(65536):
+    while True:
+        try:
+            chunk = await request.content.read(65536)
+        except web.RequestPayloadError as exc:  # the parser's error, e.g. gzip that is not gzip
+            if isinstance(exc.__cause__, DecompressSizeError):  # decodes to more than the parser allows
+                raise _TooLarge from exc
+            raise _Undecodable(str(exc.__cause__ or exc).replace("\n", " ").strip()) from exc
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             raise _TooLarge
@@ -198,17 +271,20 @@ class HttpServer:
                               handler_args={"max_line_size": self.limits.max_header_bytes,
                                             "max_field_size": self.limits.max_header_bytes})
         for route in self.routes:
-            app.router.add_route(route.method, route.path, self._adapt(route))
+            app.router.add_route(route.method, route.path, self._adapt(route), expect_handler=self._expect(route))
         app.on_response_prepare.append(self._headers)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=_ClientErrors(_protocol_log, {}),
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, logger=_ClientErrors(_protocol_log, {"listener": self.name}),
                                keepalive_timeout=self.limits.header_timeout_s, shutdown_timeout=5.0)
         await runner.setup()
         server = runner.server
         assert server is not None
-        limit = self.limits.max_connections
+        limit, per_client = self.limits.max_connections, self.limits.max_connections_per_client
+        open_by_peer: dict[str, int] = {}
 
         def protocol() -> asyncio.BaseProtocol:
-            return _Busy(self.name) if len(server.connections) >= limit else server()
+            if len(server.connections) >= limit:
+                return _Busy(self.name)
+            return _PerClient(server, open_by_peer, per_client, self.name)
 
         listener = await asyncio.get_running_loop().create_server(protocol, self.host, self._requested_port,
                                                                    backlog=128, reuse_address=True)
@@ -230,6 +306,26 @@ class HttpServer:
         REFUSED.labels(self.name, reason).inc()
         return web.Response(status=status, text=text, headers={"Connection": "close"})
 
+    def _expect(self, route: Route) -> Callable[[web.Request], Any]:
+        """``Expect: 100-continue``: a declared body over the route's limit is answered 413 at once (no
+        ``100 Continue``) and the connection closed, so the client never sends it; else ``100 Continue``."""
+        async def expect(request: web.Request) -> web.StreamResponse | None:
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers.get('Expect', '')[:80]}")
+            declared = request.content_length
+            if declared is not None and declared > route.max_body_bytes:
+                answer = self._refuse(413, "too_large", f"body over {route.max_body_bytes} bytes")
+                await answer.prepare(request)
+                await answer.write_eof()
+                request.protocol.force_close()  # closes once the answer is flushed; the body is never read
+                return answer
+            if request.version >= (1, 1):
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0  # the answer's own size starts after the interim line
+            return None
+
+        return expect
+
     def _adapt(self, route: Route) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
             declared = request.content_length
@@ -244,6 +340,8 @@ class HttpServer:
                     return self._refuse(408, "slow_body", f"body not received within {self.limits.body_timeout_s} s")
                 except _TooLarge:
                     return self._refuse(413, "too_large", f"body over {route.max_body_bytes} bytes")
+                except _Undecodable as exc:
+                    return self._refuse(400, "bad_body", f"body does not decode: {exc}")
             req = Request(method=request.method, path=request.path,
                           query={k: request.query.getone(k) for k in request.query.keys()},
                           headers=request.headers, body=body, params=dict(request.match_info),

@@ -4,11 +4,13 @@ the security headers, and a failing handler is a 500 that stops nothing."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from streams.config import HttpSettings
 from streams.web import HttpServer, OpsServer, Request, Response, Route
@@ -49,6 +51,10 @@ def exchange(port: int, data: bytes, wait_s: float = 5.0) -> bytes:
 
 def status(answer: bytes) -> int:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+
+
+def refused(reason: str, listener: str = "test-http") -> float:
+    return REGISTRY.get_sample_value("shopmail_http_refused_total", {"listener": listener, "reason": reason}) or 0.0
 
 
 @pytest.mark.parametrize("length", [b"-1", b"abc", b"1e3", b"12, 13"])
@@ -130,3 +136,67 @@ def test_the_ops_server_answers_health_readiness_and_metrics_and_nothing_else():
         assert status(get("/track/x")) == 404
     finally:
         ops.shutdown()
+
+
+def test_a_body_that_does_not_decode_by_its_content_encoding_gets_400_and_is_counted(server):
+    before = refused("bad_body")
+    for coding, body in ((b"gzip", b"abc"), (b"deflate", b"abc"), (b"gzip", gzip.compress(b"x")[:10] + b"\xff" * 20)):
+        answer = exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: " + coding
+                          + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        assert status(answer) == 400, answer[:300]
+    assert refused("bad_body") - before == 3
+    packed = gzip.compress(b"y" * 500)
+    answer = exchange(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: "
+                      + str(len(packed)).encode() + b"\r\nConnection: close\r\n\r\n" + packed)
+    assert status(answer) == 200 and answer.endswith(b"got 500")  # a real gzip body is read decoded
+
+
+def test_expect_100_continue_over_the_limit_gets_413_without_the_100_and_the_connection_closes(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        started, answer = time.monotonic(), b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        closed_after = time.monotonic() - started
+    assert status(answer) == 413 and b"100 Continue" not in answer, answer[:300]
+    assert closed_after < 2.0  # closed at once, not after reading (or waiting for) the body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:  # within the limit: 100, then 200
+        conn.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.sendall(b"abc")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert status(answer) == 200 and answer.endswith(b"got 3")
+
+
+def test_one_client_cannot_hold_more_than_its_share_of_connections():
+    limits = HttpSettings(header_timeout_s=5.0, body_timeout_s=1.0, max_connections=20, max_connections_per_client=3)
+    srv = HttpServer("127.0.0.1", 0, [Route("POST", "/echo", echo, max_body_bytes=1000)], "per-client-http",
+                     limits).start()
+    before = refused("busy_client", "per-client-http")
+    held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(limits.max_connections_per_client)]
+    try:
+        time.sleep(0.2)
+        one_more = exchange(srv.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        assert status(one_more) == 503
+        assert refused("busy_client", "per-client-http") - before == 1
+        with socket.socket() as other:  # another peer address is still served
+            other.settimeout(5)
+            other.bind(("127.0.0.2", 0))
+            other.connect(("127.0.0.1", srv.port))
+            other.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            answer = b""
+            while chunk := other.recv(65536):
+                answer += chunk
+        assert status(answer) == 200
+    finally:
+        for c in held:
+            c.close()
+    time.sleep(0.2)
+    try:  # the client's connections are counted down as they close
+        answer = exchange(srv.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        assert status(answer) == 200
+    finally:
+        srv.shutdown()

@@ -101,15 +101,16 @@ def hard_bounce(customer: str) -> dict:
 
 @contextlib.contextmanager
 def sns_endpoint(settings: Settings, kafka: str, aws: Signer, topics: tuple[str, ...] = (TOPIC,),
-                 confirm: Callable[[str], Any] = lambda url: None,
-                 https_port: int = 443) -> Iterator[tuple[SnsEndpoint, str]]:
-    """The bridge's real HTTP endpoint on loopback; the certificate at CERT_URL is served from memory."""
-    def fetch(url: str) -> bytes:
+                 confirm: Callable[[str], Any] = lambda url: None, https_port: int = 443,
+                 fetch: Callable[[str], bytes] | None = None) -> Iterator[tuple[SnsEndpoint, str]]:
+    """The bridge's real HTTP endpoint on loopback; the certificate at CERT_URL is served from memory
+    (unless ``fetch`` stands in for the download)."""
+    def served(url: str) -> bytes:
         if url != CERT_URL:
-            raise OSError(f"404 {url}")
+            raise urllib.error.HTTPError(url, 404, "Not Found", None, None)  # type: ignore[arg-type]
         return aws.pem
 
-    verifier = SnsVerifier(CertificateStore(fetch), settings.bridge.cert_host_pattern, topics,
+    verifier = SnsVerifier(CertificateStore(fetch or served), settings.bridge.cert_host_pattern, topics,
                            max_age_s=settings.bridge.max_message_age_s, https_port=https_port)
     endpoint = SnsEndpoint(Bridge(settings, kafka), verifier, confirm)
     server = sns_http_server(endpoint, "127.0.0.1", 0, settings.bridge.max_body_bytes).start()
@@ -144,6 +145,10 @@ def order_confirmation(customer: str) -> dict:
 
 def rejected(reason: str) -> float:
     return REGISTRY.get_sample_value("shopmail_sns_rejected_total", {"reason": reason}) or 0.0
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.mark.integration
@@ -265,8 +270,46 @@ def test_the_bridge_command_binds_loopback_by_default_and_refuses_unsigned_posts
     assert read_topic(kafka, settings.topics.name("feedback"), idle_s=1.0) == []
 
 
-def test_the_bridge_command_refuses_to_serve_sns_without_allowed_topics(settings, tmp_path):
-    env = settings_env(settings, "127.0.0.1:1", SHOPMAIL_BRIDGE__TOPIC_ARNS="")
+@pytest.mark.integration
+def test_a_certificate_download_failure_answers_503_so_sns_delivers_again(kafka, settings, aws_sns):
+    """A short DNS or AWS failure while fetching the signing certificate must not lose a real complaint:
+    SNS retries a 5xx, never a 4xx."""
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    down = [True]
+
+    def fetch(url: str) -> bytes:
+        if down[0]:
+            raise OSError(f"{url}: Temporary failure in name resolution")
+        return aws_sns.pem
+
+    before = (sample("shopmail_sns_deferred_total", reason="certificate_unavailable"), rejected("certificate"))
+    message = aws_sns.sign(notification(complaint("complainer")), "2")
+    with sns_endpoint(settings, kafka, aws_sns, fetch=fetch) as (_, url):
+        assert post(url, message) == 503
+        assert (sample("shopmail_sns_deferred_total", reason="certificate_unavailable") - before[0],
+                rejected("certificate") - before[1]) == (1, 0)  # counted apart from the refusals
+        down[0] = False
+        assert post(url, message) == 200  # SNS's redelivery
+    feedback = [r.decoded().record for r in read_topic(kafka, settings.topics.name("feedback"), idle_s=1.5)]
+    assert [(f["customer_id"], f["type"]) for f in feedback] == [("complainer", "complained")]
+
+
+@pytest.mark.integration
+def test_a_signed_message_replayed_within_the_window_is_answered_200_and_written_once(kafka, settings, aws_sns):
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    before = sample("shopmail_sns_replayed_total")
+    message = aws_sns.sign(notification(complaint("complainer")), "2")
+    with sns_endpoint(settings, kafka, aws_sns) as (_, url):
+        assert [post(url, message) for _ in range(3)] == [200, 200, 200]
+        assert post(url, aws_sns.sign(notification(complaint("other")), "1")) == 200  # another MessageId
+    assert sample("shopmail_sns_replayed_total") - before == 2
+    feedback = [r.decoded().record for r in read_topic(kafka, settings.topics.name("feedback"), idle_s=1.5)]
+    assert [(f["customer_id"], f["type"]) for f in feedback] == [("complainer", "complained"), ("other", "complained")]
+
+
+@pytest.mark.parametrize("arns", ["", "[]", '[""]', "shopmail-ses-events"], ids=["unset", "brackets", "quoted_empty", "bare_name"])
+def test_the_bridge_command_refuses_to_serve_sns_without_allowed_topics(settings, tmp_path, arns):
+    env = settings_env(settings, "127.0.0.1:1", SHOPMAIL_BRIDGE__TOPIC_ARNS=arns)
     run = subprocess.run([sys.executable, "-m", "streams.cli", "ses-bridge", "--http-port", "0"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0

@@ -4,10 +4,12 @@ topic checks, the certificate cache — with a key pair made at test time, no ne
 from __future__ import annotations
 
 import json
+import urllib.error
 
 import pytest
 
-from sinks.sns_signature import CertificateStore, SnsRejected, SnsVerifier, https_get, parse_message, string_to_sign
+from sinks.sns_signature import (CertificateStore, CertificateUnavailable, SnsRejected, SnsVerifier, check_topic_arns,
+                                 https_get, parse_message, string_to_sign)
 from streams.config import BridgeSettings
 from tests.support.sns import CERT_URL, TOPIC, Signer, loopback_https, notification, sns_time, subscription
 
@@ -33,7 +35,7 @@ class Fetches:
     def __call__(self, url: str) -> bytes:
         self.urls.append(url)
         if url not in self.certs:
-            raise OSError(f"404 {url}")
+            raise urllib.error.HTTPError(url, 404, "Not Found", None, None)  # type: ignore[arg-type]
         return self.certs[url]
 
 
@@ -46,10 +48,13 @@ def verifier(sns: Signer, topics: tuple[str, ...] = (TOPIC,), **certs: bytes) ->
 
 
 def reason(v: SnsVerifier, message: dict) -> str | None:
+    """The rejection reason, ``unavailable`` when the certificate could not be fetched, None if it verifies."""
     try:
         v.verify(message)
     except SnsRejected as exc:
         return exc.reason
+    except CertificateUnavailable:
+        return "unavailable"
     return None
 
 
@@ -145,6 +150,43 @@ def test_a_verifier_without_allowed_topics_cannot_be_made():
         SnsVerifier(CertificateStore(Fetches({})), BridgeSettings().cert_host_pattern, ())
 
 
+@pytest.mark.parametrize("arns", [[], [""], ["[]"], ['[""]'], ["arn:aws:sns:eu-west-1:123456789012:"],
+                                  ["arn:aws:s3:::bucket"], ["arn:aws:sns:eu-west-1:12345:short-account"],
+                                  [TOPIC, "shopmail-ses-events"]],
+                         ids=["none", "empty", "brackets", "quoted_empty", "no_name", "s3", "short_account", "one_bad"])
+def test_allowed_topics_must_all_be_sns_topic_arns(arns):
+    with pytest.raises(ValueError, match="TopicArn|topic ARN"):
+        check_topic_arns(arns)
+    with pytest.raises(ValueError):
+        SnsVerifier(CertificateStore(Fetches({})), BridgeSettings().cert_host_pattern, arns)
+
+
+def test_topic_arns_of_every_partition_and_fifo_topics_are_accepted():
+    check_topic_arns([TOPIC, "arn:aws-cn:sns:cn-north-1:123456789012:ses", "arn:aws-us-gov:sns:us-gov-west-1:123456789012:ses",
+                      "arn:aws:sns:eu-central-1:123456789012:ses-events.fifo"])
+
+
+def test_a_certificate_that_cannot_be_fetched_is_unavailable_and_one_fetched_and_wrong_is_rejected(sns):
+    answers: list[OSError | bytes] = [
+        OSError("Temporary failure in name resolution"), TimeoutError("timed out"),
+        urllib.error.HTTPError(CERT_URL, 503, "Slow Down", None, None),  # type: ignore[arg-type]
+        urllib.error.HTTPError(CERT_URL, 404, "Not Found", None, None),  # type: ignore[arg-type]
+        b"not a certificate", sns.pem]
+
+    def fetch(url: str) -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    v = SnsVerifier(CertificateStore(fetch), BridgeSettings().cert_host_pattern, (TOPIC,))
+    message = sns.sign(notification(BOUNCE), "2")
+    assert [reason(v, message) for _ in range(6)] == [
+        "unavailable", "unavailable", "unavailable",  # DNS, timeout, an AWS 5xx: SNS delivers again (503)
+        "certificate", "certificate",  # answered, but no certificate there (403)
+        None]  # no failure is cached: the redelivery verifies
+
+
 def test_a_message_older_than_the_window_or_from_the_future_is_stale(sns):
     v, _ = verifier(sns)
     assert v.max_age_s == BridgeSettings().max_message_age_s == 3600
@@ -191,7 +233,7 @@ def test_the_certificate_is_downloaded_over_verified_https_from_a_loopback_serve
         assert srv.requests[1:] == ["/moved.pem"]  # the redirect is not followed
         untrusted = CertificateStore(lambda u: https_get(u, 5.0))  # system trust store: the test CA is unknown
         assert reason(SnsVerifier(untrusted, r"^localhost$", (TOPIC,), https_port=port), sns.sign(notification(BOUNCE), cert_url=url)) \
-            == "certificate"
+            == "unavailable"  # TLS refused: nothing was fetched, so SNS is asked to deliver again (503)
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b"[" * 100_000, "\udcff".encode("utf-8", "surrogatepass")])

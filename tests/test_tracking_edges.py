@@ -128,6 +128,29 @@ def test_odd_webhook_bodies_get_400_and_a_dead_letter_and_the_page_keeps_renderi
 
 
 @pytest.mark.integration
+def test_a_german_order_confirmation_with_ten_items_gives_its_page_language_and_cross_sell(kafka, tracked):
+    settings, svc = tracked
+    t = settings.topics
+    produce_records(settings, kafka, t.name("orders"), "OrderEvent", [order("o-ten", "c-ten")])
+    items = [{"sku": f"sku-{i}", "name": f"Keramikbecher Nummer {i}", "price": "12.50", "quantity": 1,
+              "image_url": f"https://cdn.shop.example/img/sku-{i}.jpg", "url": f"https://shop.example/p/sku-{i}"}
+             for i in range(10)]
+    context = json.dumps({"order_id": "o-ten", "first_name": "Jürgen", "items": items, "total": "125.00",
+                          "cross_sell": [{"sku": "tea", "name": "Grüner Tee", "price": "4.00", "image_url": None,
+                                          "url": "https://shop.example/tea"}]})
+    assert len(context) > settings.limits.max_text_chars  # an ordinary order's context is longer than free text
+    cmd = {"command_id": "cmd-ten", "customer_id": "c-ten", "to": "a@example.com", "flow": "order_confirmation",
+           "step": 1, "template": "order_confirmation/step1", "locale": "de", "variant": "control",
+           "category": "transactional", "send_at": T0, "expires_at": T0 + 1, "trigger_event_id": "o-ten-placed",
+           "created_at": T0, "context": context}
+    produce_records(settings, kafka, t.name("commands"), "EmailCommand", [cmd])
+    _, body, _ = wait_for(f"http://127.0.0.1:{svc.http.port}/track/{make_token(KEY, 'o-ten', 'c-ten')}",
+                          "Grüner Tee", timeout_s=15)
+    assert '<html lang="de"' in body and "Das könnte Ihnen auch gefallen" in body
+    assert read_topic(kafka, t.dlq("shipments"), idle_s=1.0) == []  # nothing dead-lettered
+
+
+@pytest.mark.integration
 def test_a_bad_token_gets_the_same_404_whether_or_not_the_order_exists(kafka, tracked):
     settings, svc = tracked
     t = settings.topics

@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from prometheus_client import Counter
 
 from schemas import serde
-from streams.config import Settings
+from streams.config import LimitSettings, Settings
 from streams.kafka.io import consumer_config, producer_config
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.runtime.dead_letters import dead_letter
@@ -42,6 +42,23 @@ SKIPPED = Counter("shopmail_tracking_input_skipped_total", "Input records the vi
 DEAD_LETTERED = Counter("shopmail_tracking_input_dead_lettered_total",
                         "Input records the view builder could not apply (dead-lettered with the reason)", ["reason"])
 _COMMAND_FLOWS = ("order_confirmation", "delivery_feedback")
+
+
+def _command_context(limits: LimitSettings, raw: Any) -> dict[str, Any]:
+    """The command's context (a JSON string), parsed first and then clamped inside: names, text, URLs and
+    line items like an input record's, each cross-sell product too. Clamping the string itself would cut
+    the JSON of any ordinary order (ten items are over ``limits.max_text_chars``)."""
+    context = orjson.loads(raw if isinstance(raw, (str, bytes)) else b"{}")
+    if not isinstance(context, dict):
+        raise ValueError("the command's context is not a JSON object")
+    clamp(limits, context)
+    cross_sell = context.get("cross_sell")
+    if isinstance(cross_sell, list):
+        del cross_sell[limits.max_items:]
+        for product in cross_sell:
+            if isinstance(product, dict):
+                clamp(limits, product)
+    return context
 
 
 class ViewBuilder:
@@ -124,18 +141,15 @@ class ViewBuilder:
         if refusal is not None or rec is None:  # the processors dead-letter it
             SKIPPED.labels(refusal.reason if refusal else "unreadable").inc()
             return
-        clamp(limits, rec)
         context: dict[str, Any] = {}
         if topic == "commands":
             if rec.get("flow") not in _COMMAND_FLOWS:
                 return
-            context = orjson.loads(rec["context"])
-            if not isinstance(context, dict):
-                raise ValueError("the command's context is not a JSON object")
+            context = _command_context(limits, rec.pop("context", None))
+            clamp(limits, rec)
             order_id = context.get("order_id")
-            if isinstance(context.get("cross_sell"), list):
-                del context["cross_sell"][limits.max_items:]
         else:
+            clamp(limits, rec)
             order_id = rec.get("order_id")
         if not order_id or not isinstance(order_id, str) or len(order_id) > limits.max_id_chars:
             SKIPPED.labels("no_order_id").inc()

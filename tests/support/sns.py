@@ -11,6 +11,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,8 +76,9 @@ def sns_time(ago_s: float = 0.0) -> str:
 
 
 def notification(ses_event: dict[str, Any], topic: str = TOPIC, subject: str | None = None,
-                 timestamp: str | None = None) -> dict[str, Any]:
-    msg = {"Type": "Notification", "MessageId": "5b6e2d4c-1f0a-4d9b-9c55-4a1d0e7f8a10", "TopicArn": topic,
+                 timestamp: str | None = None, message_id: str | None = None) -> dict[str, Any]:
+    """An SNS Notification carrying ``ses_event``; a fresh MessageId each time, as SNS gives one."""
+    msg = {"Type": "Notification", "MessageId": message_id or str(uuid.uuid4()), "TopicArn": topic,
            "Message": json.dumps(ses_event), "Timestamp": timestamp or sns_time(),
            "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x"}
     if subject is not None:
