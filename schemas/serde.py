@@ -34,6 +34,10 @@ import orjson
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas import _decode
+from schemas.avsc import SCHEMA_DIR, shipped, source_digest, strip_logical_types
+from schemas.avsc import fullname as _fullname
+
 if TYPE_CHECKING:
     from schemas.registry_client import RegistryResolver
     from streams.config import SchemaRegistrySettings, Settings
@@ -42,7 +46,6 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 REGISTRY_MAGIC = b"\x00"
 REGISTRY_HEADER_LEN = 5
-SCHEMA_DIR = Path(__file__).resolve().parent
 UNKNOWN_SYMBOL = "unknown"  # every v2 enum's default: a symbol from a newer writer reads as this
 
 
@@ -87,51 +90,6 @@ class SchemaEntry:
     @property
     def fingerprint_bytes(self) -> bytes:
         return self.fingerprint.to_bytes(8, "little")
-
-
-def _fullname(raw: dict[str, Any]) -> str:
-    name = raw["name"]
-    return name if "." in name or not raw.get("namespace") else f"{raw['namespace']}.{name}"
-
-
-def _expand(schema: Any, named: dict[str, Any], seen: set[str]) -> Any:
-    """``schema`` with references to the shared named types (``v2/common``) replaced by their
-    definition at first use, so every contract is one self-contained schema (fingerprint, registry)."""
-    if isinstance(schema, str):
-        if schema in named and schema not in seen:
-            seen.add(schema)
-            return _expand(named[schema], named, seen)
-        return schema
-    if isinstance(schema, list):
-        return [_expand(s, named, seen) for s in schema]
-    if isinstance(schema, dict):
-        out = dict(schema)
-        if "fields" in out:
-            out["fields"] = [dict(f, type=_expand(f["type"], named, seen)) for f in out["fields"]]
-        for key in ("items", "values"):
-            if key in out:
-                out[key] = _expand(out[key], named, seen)
-        return out
-    return schema
-
-
-def strip_logical_types(schema: Any) -> Any:
-    """The same schema without ``logicalType`` annotations (same binary encoding, same fingerprint)."""
-    if isinstance(schema, list):
-        return [strip_logical_types(s) for s in schema]
-    if isinstance(schema, dict):
-        out = {k: v for k, v in schema.items() if k not in ("logicalType", "precision", "scale")}
-        if "fields" in out:
-            out["fields"] = [dict(f, type=strip_logical_types(f["type"])) for f in out["fields"]]
-        for key in ("items", "values"):
-            if key in out:
-                out[key] = strip_logical_types(out[key])
-        if isinstance(out.get("type"), (dict, list)):
-            out["type"] = strip_logical_types(out["type"])
-        if set(out) == {"type"} and isinstance(out["type"], str):
-            return out["type"]
-        return out
-    return schema
 
 
 # logical types whose meaning a reader cannot guess from the binary encoding: a writer and a reader
@@ -362,27 +320,42 @@ class SchemaRegistry:
         self.v2: dict[str, SchemaEntry] = {}
         self.readers: dict[str, SchemaEntry] = {}
         self.by_fingerprint: dict[int, SchemaEntry] = {}
-        named = {}
-        for path in sorted((directory / "v2" / "common").glob("*.avsc")):
-            raw = json.loads(path.read_text())
-            named[_fullname(raw)] = raw
-        for path in sorted((directory / "v2").glob("*.avsc")):
-            entry = make_entry(_expand(json.loads(path.read_text()), named, set()), path, domain=True)
-            self.v2[entry.name] = entry
-            self.readers[entry.fullname] = entry
-            self.by_fingerprint[entry.fingerprint] = entry
-        for path in sorted(directory.glob("*.avsc")):
-            raw = json.loads(path.read_text())
-            v2 = self.v2.get(raw["name"].split(".")[-1])
-            money = frozenset(p.rsplit(".", 1)[-1] for p, leaves in (v2.leaves if v2 else {}).items()
-                              if any(x.logical == "decimal" for x in leaves))
-            entry = make_entry(raw, path, money=money)
-            self.current[entry.name] = entry
-            self.readers[entry.fullname] = entry
-            self.by_fingerprint[entry.fingerprint] = entry
-        for path in sorted((directory / "history").glob("*.avsc")):
-            entry = make_entry(json.loads(path.read_text()), path)
-            self.by_fingerprint.setdefault(entry.fingerprint, entry)
+        # (writer fingerprint, reader fingerprint) → the decoder compiled from these very files
+        self.compiled: dict[tuple[int, int], Callable[[bytes, int], dict[str, Any]]] = {}
+        files = shipped(directory)
+        writers = []
+        for s in files:  # v2 first: a v1 reader's money fields are the fields v2 declares decimal
+            if s.kind == "v2":
+                entry = make_entry(s.raw, s.path, domain=True)
+                writers.append((s.key, entry))
+                self.v2[entry.name] = entry
+                self.readers[entry.fullname] = entry
+                self.by_fingerprint[entry.fingerprint] = entry
+        for s in files:
+            if s.kind == "v1":
+                v2 = self.v2.get(s.raw["name"].split(".")[-1])
+                money = frozenset(p.rsplit(".", 1)[-1] for p, leaves in (v2.leaves if v2 else {}).items()
+                                  if any(x.logical == "decimal" for x in leaves))
+                entry = make_entry(s.raw, s.path, money=money)
+                writers.append((s.key, entry))
+                self.current[entry.name] = entry
+                self.readers[entry.fullname] = entry
+                self.by_fingerprint[entry.fingerprint] = entry
+        for s in files:
+            if s.kind == "history":
+                entry = make_entry(s.raw, s.path)
+                writers.append((s.key, entry))
+                self.by_fingerprint.setdefault(entry.fingerprint, entry)
+        digest = source_digest(directory)
+        if digest != _decode.SOURCE_DIGEST:
+            if directory.resolve() == SCHEMA_DIR:
+                raise RuntimeError(f"the compiled decoder (schemas/_decode) was built from other .avsc files than "
+                                   f"those in {SCHEMA_DIR}: reinstall the package (pip install -e . / make venv)")
+            return  # schemas the build did not know: fastavro reads them all
+        for key, writer in writers:
+            reader = self.readers.get(writer.fullname)
+            if reader is not None:
+                self.compiled[(writer.fingerprint, reader.fingerprint)] = _decode.DECODERS[key]
 
     def get(self, name: str) -> SchemaEntry:
         try:
@@ -539,6 +512,15 @@ def _read(data: bytes, offset: int, writer: SchemaEntry, expected: str | tuple[s
     if reader is None:
         raise SerdeError("incompatible_schema", f"writer schema {writer.fullname} has no reader schema of that "
                                                 f"full name (known: shopmail.<Name> and the v2 namespaces)")
+    compiled = registry().compiled.get((writer.fingerprint, reader.fingerprint))
+    if compiled is not None:  # a schema pair known at build time: the generated decoder reads it
+        try:
+            record = compiled(data if type(data) is bytes else bytes(data), offset)
+        except _decode.Unreadable:
+            pass  # not a plain valid body: fastavro below gives the verdict (a record, or the reason)
+        else:
+            return Decoded(writer.name, reader.to_domain(record) if reader.to_domain is not None else record,
+                           writer.fingerprint)
     buf = io.BytesIO(data)
     buf.seek(offset)
     try:
