@@ -57,14 +57,15 @@ def kind_and_value(ctx: dict[str, Any]) -> tuple[str, int]:
 
 def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
     """Variables the email needs beyond the engine's context: the coupon's expiry and its apply link."""
-    from sinks.links import coupon_apply_url
+    from sinks.links import coupon_apply_url, utm_params
 
     ctx = context_of(command)
     code = ctx.get("coupon_code")
     if not code:
         return {}
     extra: dict[str, Any] = {"coupon_expires_at": expires_at(settings.coupons, command, ctx)}
-    apply = coupon_apply_url(settings.coupons, settings.flows.shop_url, str(code), ctx.get("cart_url"))
+    apply = coupon_apply_url(settings.coupons, settings.flows.shop_url, str(code), ctx.get("cart_url"),
+                             utm_params(settings.links, command))
     if apply:
         extra["coupon_apply_url"] = apply
     return extra
@@ -89,11 +90,3 @@ def published_kinds() -> tuple[str, ...]:
 
     field = next(f for f in registry().get("CouponIssued").raw["fields"] if f["name"] == "kind")
     return tuple(field["type"]["symbols"])
-
-
-def check_incentive(settings: Settings) -> None:
-    """A configured free-shipping incentive whose code the shop could not learn is refused at start-up
-    (a promise checkout never hears of is worse than none)."""
-    if settings.flows.abandoned_cart.incentive == "free_shipping" and "free_shipping" not in published_kinds():
-        raise ValueError("flows.abandoned_cart.incentive = free_shipping, but CouponIssued.kind has no "
-                         "free_shipping symbol: the shop's checkout could not honour the code")

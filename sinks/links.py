@@ -3,7 +3,8 @@
 - ``with_utm``: ``utm_source``/``utm_medium`` (``links``), ``utm_campaign`` = the flow and ``utm_content`` =
   ``step<n>-<variant>`` on every link to the shop's own host; parameters the URL already carries win.
 - ``coupon_apply_url``: the shop's discount link (``coupons.apply_url``, e.g.
-  ``{shop_url}/discount/{code}?redirect={redirect}``): following it applies the code, then goes on.
+  ``{shop_url}/discount/{code}?redirect={redirect}``): following it applies the code, then goes on to the
+  redirect target, which carries the UTM parameters as well (the landing page is what analytics see).
 - ``review_links``: the review page per product with a star rating (``rating=1..5``) and a token, an
   HMAC-SHA256 over (order, customer, command) with the unsubscribe secret, so the shop can tell a real
   request from a guessed ``?order=<id>``.
@@ -30,11 +31,25 @@ def with_utm(url: str, utm: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None) -> str | None:
-    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page)."""
+def utm_params(settings: LinkSettings, command: dict[str, Any]) -> dict[str, str] | None:
+    """The UTM parameters of a command's shop links (None when ``links.utm`` is off)."""
+    if not settings.utm:
+        return None
+    variant = command.get("variant") or "control"
+    return {"utm_source": settings.utm_source, "utm_medium": settings.utm_medium, "utm_campaign": command["flow"],
+            "utm_content": f"step{command['step']}-{variant}"}
+
+
+def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None,
+                     utm: dict[str, str] | None = None) -> str | None:
+    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page).
+    ``utm`` goes on the redirect target too: the page the customer lands on after the redirect is where the
+    shop's analytics attribute the visit."""
     if not settings.apply_url:
         return None
     target = redirect or shop_url
+    if utm and urlsplit(target).netloc == urlsplit(shop_url).netloc:
+        target = with_utm(target, utm)
     path = urlsplit(target)
     relative = urlunsplit(("", "", path.path or "/", path.query, "")) if path.netloc == urlsplit(shop_url).netloc \
         else target

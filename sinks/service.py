@@ -43,7 +43,7 @@ from schemas import serde
 from sinks import coupons
 from sinks import links as shop_links
 from streams.runtime.dead_letters import dead_letter
-from sinks.mime import SenderIdentity, build_mime, list_links, sender_identity
+from sinks.mime import SenderIdentity, build_mime, check_mail_settings, list_links, sender_identity
 from sinks.rate_limit import TokenBucket, Unlimited
 from sinks.record_errors import RecordError, classify, truncate
 from sinks.rendering import Renderer
@@ -132,7 +132,7 @@ class SinkService:
         if settings.sink.ledger_retention_ms < longest:
             raise ValueError(f"sink.ledger_retention_ms ({settings.sink.ledger_retention_ms}) must be ≥ the longest "
                              f"flow expiry ({longest} ms): a command could outlive its dedupe entry")
-        coupons.check_incentive(settings)
+        check_mail_settings(settings)
         self.renderer = renderer or Renderer(shop_url=settings.flows.shop_url, brand=settings.brand,
                                              markets=settings.markets, links=settings.links)
         self.sender = sender or SesSender(settings.ses)
