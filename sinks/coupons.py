@@ -10,9 +10,7 @@ in the recipient's time zone and calendar. The sink publishes the record in the 
 once; the topic is compacted by code, so a repeat would only overwrite it with the same record.
 Suppressed, failed or holdout commands issue nothing: a code nobody received is never valid.
 
-The email's button applies the code (``coupons.apply_url``, e.g.
-``{shop_url}/discount/{code}?redirect={redirect}``, :func:`coupon_apply_url`): following it applies the
-code, then goes on.
+The email's button applies the code (``coupons.apply_url``, :func:`sinks.links.coupon_apply_url`).
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sinks.links import coupon_apply_url, utm_params
 from streams.config import DAY_MS, CouponSettings, Settings
 
 _VALUE_FIELDS = ("coupon_percent", "offer_percent")
@@ -58,18 +56,6 @@ def kind_and_value(ctx: dict[str, Any]) -> tuple[str, int]:
     return "percent_off", next((ctx[f] for f in _VALUE_FIELDS if isinstance(ctx.get(f), int)), 0)
 
 
-def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None) -> str | None:
-    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page)."""
-    if not settings.apply_url:
-        return None
-    target = redirect or shop_url
-    path = urlsplit(target)
-    relative = urlunsplit(("", "", path.path or "/", path.query, "")) if path.netloc == urlsplit(shop_url).netloc \
-        else target
-    return settings.apply_url.format(shop_url=shop_url.rstrip("/"), code=quote(code, safe=""),
-                                     redirect=quote(relative, safe=""))
-
-
 def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
     """Variables the email needs beyond the engine's context: the coupon's expiry and its apply link."""
     ctx = context_of(command)
@@ -77,7 +63,8 @@ def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
     if not code:
         return {}
     extra: dict[str, Any] = {"coupon_expires_at": expires_at(settings.coupons, command, ctx)}
-    apply = coupon_apply_url(settings.coupons, settings.flows.shop_url, str(code), ctx.get("cart_url"))
+    apply = coupon_apply_url(settings.coupons, settings.flows.shop_url, str(code), ctx.get("cart_url"),
+                             utm_params(settings.links, command))
     if apply:
         extra["coupon_apply_url"] = apply
     return extra
@@ -102,11 +89,3 @@ def published_kinds() -> tuple[str, ...]:
 
     field = next(f for f in registry().get("CouponIssued").raw["fields"] if f["name"] == "kind")
     return tuple(field["type"]["symbols"])
-
-
-def check_incentive(settings: Settings) -> None:
-    """A configured free-shipping incentive whose code the shop could not learn is refused at start-up
-    (a promise checkout never hears of is worse than none)."""
-    if settings.flows.abandoned_cart.incentive == "free_shipping" and "free_shipping" not in published_kinds():
-        raise ValueError("flows.abandoned_cart.incentive = free_shipping, but CouponIssued.kind has no "
-                         "free_shipping symbol: the shop's checkout could not honour the code")

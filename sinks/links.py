@@ -2,7 +2,9 @@
 
 - ``with_utm``: ``utm_source``/``utm_medium`` (``links``), ``utm_campaign`` = the flow and ``utm_content`` =
   ``step<n>-<variant>`` on every link to the shop's own host; parameters the URL already carries win.
-- the coupon apply-link: :func:`sinks.coupons.coupon_apply_url`.
+- ``coupon_apply_url``: the shop's discount link (``coupons.apply_url``, e.g.
+  ``{shop_url}/discount/{code}?redirect={redirect}``): following it applies the code, then goes on to the
+  redirect target, which carries the UTM parameters as well (the landing page is what analytics see).
 - ``review_links``: the review page per product with a star rating (``rating=1..5``) and a token, an
   HMAC-SHA256 over (order, customer, command) with the unsubscribe secret, so the shop can tell a real
   request from a guessed ``?order=<id>``.
@@ -14,10 +16,9 @@ import base64
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from sinks import coupons
-from streams.config import LinkSettings, Settings
+from streams.config import CouponSettings, LinkSettings
 
 STARS = (5, 4, 3, 2, 1)
 
@@ -28,6 +29,32 @@ def with_utm(url: str, utm: dict[str, str]) -> str:
     have = {k for k, _ in query}
     query += [(k, v) for k, v in utm.items() if k not in have]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def utm_params(settings: LinkSettings, command: dict[str, Any]) -> dict[str, str] | None:
+    """The UTM parameters of a command's shop links (None when ``links.utm`` is off)."""
+    if not settings.utm:
+        return None
+    variant = command.get("variant") or "control"
+    return {"utm_source": settings.utm_source, "utm_medium": settings.utm_medium, "utm_campaign": command["flow"],
+            "utm_content": f"step{command['step']}-{variant}"}
+
+
+def coupon_apply_url(settings: CouponSettings, shop_url: str, code: str, redirect: str | None,
+                     utm: dict[str, str] | None = None) -> str | None:
+    """The shop's link that applies ``code`` and then shows ``redirect`` (default: the shop's front page).
+    ``utm`` goes on the redirect target too: the page the customer lands on after the redirect is where the
+    shop's analytics attribute the visit."""
+    if not settings.apply_url:
+        return None
+    target = redirect or shop_url
+    if utm and urlsplit(target).netloc == urlsplit(shop_url).netloc:
+        target = with_utm(target, utm)
+    path = urlsplit(target)
+    relative = urlunsplit(("", "", path.path or "/", path.query, "")) if path.netloc == urlsplit(shop_url).netloc \
+        else target
+    return settings.apply_url.format(shop_url=shop_url.rstrip("/"), code=quote(code, safe=""),
+                                     redirect=quote(relative, safe=""))
 
 
 def review_token(key: str | bytes, order_id: str, customer_id: str, command_id: str) -> str:
@@ -51,16 +78,3 @@ def review_links(settings: LinkSettings, shop_url: str, key: str | bytes | None,
                  "stars": [(n, f"{base}?{urlencode({**common, 'sku': it['sku'], 'rating': n})}") for n in STARS]}
                 for it in items if it.get("sku") and it.get("name")]
     return page, products
-
-
-def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
-    """What the sink adds to a command's context before rendering: the coupon's expiry and apply link
-    (:func:`sinks.coupons.render_extra`) and, for a review request, the signed review links."""
-    extra = coupons.render_extra(settings, command)
-    if command["flow"] == "delivery_feedback":
-        ctx = coupons.context_of(command)
-        page, products = review_links(settings.links, settings.flows.shop_url, settings.unsubscribe.secret, command,
-                                      str(ctx.get("order_id") or ""), ctx.get("products") or [])
-        if page is not None:
-            extra.update(feedback_url=page, review_links=products)
-    return extra

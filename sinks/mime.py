@@ -34,7 +34,7 @@ from prometheus_client import Counter
 from sinks.errors import InvalidAddress
 from sinks.rendering import RenderedEmail
 from sinks.unsubscribe_token import sign
-from streams.config import BrandSettings, SesSettings
+from streams.config import BrandSettings, SesSettings, Settings
 
 log = logging.getLogger("shopmail.sink.mime")
 
@@ -109,13 +109,15 @@ class SenderIdentity:
 
 
 def sender_identity(ses: SesSettings, category: str, locale: str, brand: BrandSettings | None = None) -> SenderIdentity:
-    """Who a mail of ``category`` in language ``locale`` is from, where replies go, which configuration set."""
+    """Who a mail of ``category`` in language ``locale`` is from, where replies go, which configuration set.
+    A configured address may carry a display name (``Nordwax & Co <shop@example.com>``): SES gets the bare
+    address, and the name is used where ``ses.from_names`` has none for the language."""
     brand = brand or BrandSettings()
     marketing = category == "marketing"
-    address = (ses.marketing_from_address if marketing else "") or ses.from_address
+    configured_name, address = split_sender((ses.marketing_from_address if marketing else "") or ses.from_address)
     config_set = (ses.marketing_configuration_set if marketing else "") or ses.configuration_set
     lang = (locale or "").replace("_", "-").split("-")[0]
-    name = ses.from_names.get(locale, ses.from_names.get(lang, brand.shop_name))
+    name = ses.from_names.get(locale, ses.from_names.get(lang, configured_name or brand.shop_name))
     reply_to = ses.reply_to or brand.support_email or None
     return SenderIdentity(address=address, name=name, reply_to=reply_to, configuration_set=config_set or None)
 
@@ -126,6 +128,34 @@ def split_sender(sender: str) -> tuple[str, str]:
         name, _, rest = sender.rpartition("<")
         return name.strip().strip('"'), rest.rstrip()[:-1]
     return "", sender
+
+
+def check_mail_settings(settings: Settings) -> None:
+    """Start-up checks of what every mail depends on; a ValueError names the setting to fix:
+    the sender addresses (a display name is allowed, split off), the ``mailto:`` unsubscribe (refused unless
+    another process reads that mailbox: shopmail does not), ``markets.tax_display`` keys (currency codes)
+    and the brand colours' contrast (:func:`sinks.brand.check_brand`)."""
+    from sinks.brand import check_brand
+
+    ses = settings.ses
+    for key in ("from_address", "marketing_from_address", "reply_to"):
+        value = getattr(ses, key)
+        if value:
+            _name, address = split_sender(value) if key != "reply_to" else ("", value)
+            try:
+                check_address(address, key)
+            except InvalidAddress as exc:
+                raise ValueError(f"ses.{key} = {value!r} is not a usable address ({exc}); give a bare address or "
+                                 f"'Name <address>' (display names per language: ses.from_names)") from exc
+    if ses.unsubscribe_mailto and not ses.unsubscribe_mailto_read_externally:
+        raise ValueError(f"ses.unsubscribe_mailto = {ses.unsubscribe_mailto!r}, but shopmail does not read that "
+                         "mailbox: unsubscribes sent there would be lost. Unset it, or set "
+                         "ses.unsubscribe_mailto_read_externally = true if another process reads it and unsubscribes")
+    odd = sorted(k for k in settings.markets.tax_display if k != "default" and not re.fullmatch(r"[A-Z]{3}", k))
+    if odd:
+        raise ValueError(f"markets.tax_display is keyed by the order's currency (ISO 4217, e.g. EUR) or "
+                         f"'default', not {odd}")
+    check_brand(settings.brand)
 
 
 def list_unsubscribe(unsubscribe_url: str | None, unsubscribe_mailto: str | None, command_id: str) -> str:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from sinks import links as shop_links
+from sinks.render_context import render_extra
 from sinks.intake import Intake, Work, now_ms
 from sinks.mime import build_mime, list_links, sender_identity
 from sinks.record_errors import RecordError, classify
@@ -67,7 +67,7 @@ class Preparation:
         ses = self.settings.ses
         links = list_links(ses, self.settings.unsubscribe.secret, cmd)
         unsub = links.pop("unsubscribe")
-        rendered = self.renderer.render(cmd, unsub, shop_links.render_extra(self.settings, cmd), list_links=links)
+        rendered = self.renderer.render(cmd, unsub, render_extra(self.settings, cmd), list_links=links)
         marketing = cmd["category"] == "marketing"
         w.identity = identity = sender_identity(ses, cmd["category"], rendered.locale, self.settings.brand)
         w.raw = build_mime(rendered, sender=identity.sender, reply_to=identity.reply_to, to=cmd["to"],

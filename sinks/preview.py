@@ -21,17 +21,20 @@ import select
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from sinks import links as shop_links
+from sinks.render_context import render_extra
+from sinks.brand import brand_problems
 from sinks.mime import build_mime, list_links, sender_identity
 from sinks.rendering import Renderer, shipped_locales
 from sinks.samples import FULL, MINIMAL, command
 from streams.config import Settings
+
+PREVIEW_KEY = "preview-only-key"  # signs a preview's links when unsubscribe.secret is unset (never a real key)
 
 WIDTHS = (600, 375)
 MODES = ("light", "dark")
@@ -227,9 +230,13 @@ def render_preview(settings: Settings, out: Path, flow: str, step: int, locale: 
     renderer = renderer or Renderer(shop_url=settings.flows.shop_url, brand=settings.brand,
                                     markets=settings.markets, links=settings.links)
     cmd = command(flow, step, context, locale=locale, variant=variant)
-    links = list_links(settings.ses, settings.unsubscribe.secret or "preview-only-key", cmd)
+    # list links and review links are signed alike: with the configured key, else a preview-only one, so the
+    # preview shows what a configured sink sends
+    key = settings.unsubscribe.secret or PREVIEW_KEY
+    links = list_links(settings.ses, key, cmd)
     link = links.pop("unsubscribe")
-    email = renderer.render(cmd, link, shop_links.render_extra(settings, cmd), list_links=links)
+    signing = replace(settings, unsubscribe=replace(settings.unsubscribe, secret=key))
+    email = renderer.render(cmd, link, render_extra(signing, cmd), list_links=links)
     name = f"{flow}_step{step}.{locale}.{variant}"
     out.mkdir(parents=True, exist_ok=True)
     files = {"html": out / f"{name}.html", "text": out / f"{name}.txt", "eml": out / f"{name}.eml"}
@@ -295,6 +302,8 @@ def register(app: typer.Typer) -> None:
         from streams.cli.main import settings_from
 
         settings = settings_from(config)
+        for problem in brand_problems(settings.brand):  # the sink refuses these; the preview shows them
+            typer.echo(f"warning: {problem} (the sink refuses to start with these colours)", err=True)
         renderer = Renderer(shop_url=settings.flows.shop_url, brand=settings.brand, markets=settings.markets,
                             links=settings.links)
         samples = MINIMAL if minimal else FULL

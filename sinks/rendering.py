@@ -17,9 +17,13 @@ Every ``href``/``src`` goes through ``safe_url``: only ``https``, ``http`` and `
 adds the UTM parameters (``links``). A missing required field or template is a ``RenderError`` naming it;
 optional fields may be absent or null and render sensible text.
 
-Prices: a line item (or suggestion) that names its own ``currency`` different from the mail's is shown
-without a price — never with a wrong one. Markets (``markets``): tax shown as included in the total or as an
-added charge, and a legal text per market. Brand values that shape the layout (the logo's width, colours)
+Prices: a price is shown only in a currency the mail can vouch for. The mail's lines (cart, order) are in
+the mail's ``currency``; a line that names its own ``currency`` (a back-in-stock price from the inventory
+feed) and every suggestion (cross-sell, new arrivals) is shown with its price only when that currency is
+known and is the mail's — otherwise as a name and a link. A mail whose own currency is unknown shows no line
+prices, and its totals as plain numbers without a currency (never a guessed one). Markets (``markets``): tax
+shown as included in the total or as an added charge — told by the order's own amounts when they add up one
+way only, else by the order's currency (the shop's market) — and a legal text per market. Brand values that shape the layout (the logo's width, colours)
 are compiled into the MJML, so MJML lays the logo out at its real width (``[[ brand.logo_width ]]``).
 """
 
@@ -40,14 +44,14 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time, get_timezone
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_percent
+from babel.numbers import format_currency, format_decimal, format_percent, get_currency_symbol
 from babel.support import Translations
 from jinja2 import (Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound, UndefinedError,
                     pass_context)
 from mjml import mjml2html
 from prometheus_client import Counter
 
-from sinks.links import with_utm
+from sinks.links import utm_params, with_utm
 from streams.config import BrandSettings, LinkSettings, MarketSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -71,7 +75,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "browse_abandonment": ("items", "currency", "product_url"),
 }
 OPTIONAL: dict[str, Any] = {
-    "first_name": None, "currency": "USD", "cart_url": None, "order_number": None, "subtotal": None,
+    "first_name": None, "currency": None, "cart_url": None, "order_number": None, "subtotal": None,
     "shipping": None, "tax": None, "shipping_address": None, "order_url": None, "cross_sell": [], "carrier": None,
     "tracking_number": None, "tracking_url": None, "tracking_page_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
     "coupon_percent": None, "coupon_expires_at": None, "coupon_apply_url": None, "timezone": None, "items": [],
@@ -122,8 +126,20 @@ def _decimal(value: Any) -> Decimal:
 
 @pass_context
 def money(ctx: Any, value: Any, currency: str | None = None, quantity: Any = None) -> str:
+    """The amount in the locale's currency format; without a currency a plain number (never a guessed one)."""
     amount = _decimal(value) * (int(quantity) if quantity is not None else 1)
-    return format_currency(amount, currency or "USD", locale=ctx["fmt_locale"])
+    fmt = ctx["fmt_locale"]
+    if not currency:
+        return format_decimal(amount, format="#,##0.00", locale=fmt)
+    text = format_currency(amount, currency, locale=fmt)
+    # CLDR currency spacing (as ICU applies it, Babel does not): a symbol made of letters ("THB") is kept
+    # apart from the digits by a no-break space — "THB 1,980.00", not "THB1,980.00"
+    symbol = get_currency_symbol(currency, locale=fmt)
+    if symbol[-1:].isalpha() and text.startswith(symbol) and text[len(symbol):][:1].isdigit():
+        text = f"{symbol}\xa0{text[len(symbol):]}"
+    elif symbol[:1].isalpha() and text.endswith(symbol) and text[:-len(symbol)][-1:].isdigit():
+        text = f"{text[:-len(symbol)]}\xa0{symbol}"
+    return text
 
 
 @pass_context
@@ -288,7 +304,7 @@ class Renderer:
         v: dict[str, Any] = {**OPTIONAL, "shop_url": self.shop_url,
                              **{k: val for k, val in context.items() if val is not None}}
         currency = v["currency"]
-        v["items"] = [self._item(it, currency) for it in v["items"]]
+        v["items"] = [self._item(it, currency, own_line=True) for it in v["items"]]
         v["cross_sell"] = [self._item(it, currency) for it in v["cross_sell"] or []]
         v["new_arrivals"] = [self._item(it, currency) for it in v["new_arrivals"] or []]
         brand = self.brand
@@ -304,30 +320,44 @@ class Renderer:
             "shop_link": shop_link, "logo_url": safe_url(brand.logo_url), "support_link": safe_url(support),
             "support_label": brand.support_email or brand.support_url,
             "unsubscribe_link": unsubscribe_link, "unsubscribe_href": safe_url(unsubscribe_link, shop_link),
-            "order_label": v.get("order_number") or v.get("order_id"),
+            "order_label": v.get("order_number") or None,  # no number → "your order", never the internal id
             "order_link": safe_url(v["order_url"]), "tracking_link": safe_url(v["tracking_page_url"] or v["tracking_url"]),
             "shipping_address": address.splitlines() if isinstance(address, str) else address,
             "story": brand.win_back_story.get(lang, ""),
             "preferences_href": safe_url(links.get("preferences")), "keep_href": safe_url(links.get("keep")),
-            "tax_included": self.markets.for_locale(self.markets.tax_display, market_locale) == "included",
+            "tax_included": self._tax_included(v),
             "legal_text": self.markets.for_locale(self.markets.legal_text, market_locale),
             "shop_hosts": {urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc},
-            "utm": {"utm_source": lk.utm_source, "utm_medium": lk.utm_medium, "utm_campaign": flow,
-                    "utm_content": f"step{command['step']}-{command.get('variant') or 'control'}"} if lk.utm else None,
+            "utm": utm_params(lk, command),
             "discounted_total": _discounted(v.get("cart_total"), v.get("coupon_percent")),
             "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold
                                    for it in v["items"]),
         })
         return v
 
+    def _tax_included(self, v: dict[str, Any]) -> bool:
+        """Whether the order's total includes its tax: the amounts tell when they add up one way only
+        (subtotal + shipping = total → included; + tax = total → added), else the market of the order's
+        currency (``markets.tax_display``)."""
+        if v.get("tax") is not None and v.get("subtotal") is not None and v.get("total") is not None:
+            base = _decimal(v["subtotal"]) + _decimal(v["shipping"] if v.get("shipping") is not None else 0)
+            total, tax = _decimal(v["total"]), _decimal(v["tax"])
+            if base == total and base + tax != total:
+                return True
+            if base + tax == total and base != total:
+                return False
+        return self.markets.tax_for(v.get("currency")) == "included"
+
     @staticmethod
-    def _item(item: dict[str, Any], currency: str) -> dict[str, Any]:
-        """A line with every optional field; its price dropped when it is in another currency than the mail's."""
+    def _item(item: dict[str, Any], currency: str | None, own_line: bool = False) -> dict[str, Any]:
+        """A line with every optional field; its price kept only in a currency the mail can vouch for: the
+        mail's own ``currency``, named by the line (or implied, for the mail's ``own_line``s without one)."""
         if not isinstance(item, dict) or item.get("name") is None or "price" not in item:
             raise RenderError("template_variable_invalid", f"line item without name/price: {item!r}"[:200])
         line = {**{k: None for k in ITEM_OPTIONAL}, **item}
-        if line["currency"] is not None and line["currency"] != currency:
-            line["price"] = None  # a price in another currency is never shown as if it were in this one
+        priced_in = item["currency"] if "currency" in item else (currency if own_line else None)
+        if currency is None or priced_in != currency:
+            line["price"] = None  # unknown or another currency: never shown as if it were the mail's
         return line
 
     def render(self, command: dict[str, Any], unsubscribe_link: str, extra: dict[str, Any] | None = None,

@@ -42,9 +42,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from sinks import coupons
 from sinks.intake import Intake, PartitionOffsets, Route, Work, now_ms
 from sinks.ledger import Commit, SinkTopics, Step, outcomes_since
+from sinks.mime import check_mail_settings
 from sinks.preparation import Preparation
 from sinks.record_errors import classify
 from sinks.rendering import Renderer
@@ -80,7 +80,7 @@ class SinkService:
         if settings.sink.ledger_retention_ms < longest:
             raise ValueError(f"sink.ledger_retention_ms ({settings.sink.ledger_retention_ms}) must be ≥ the longest "
                              f"flow expiry ({longest} ms): a command could outlive its dedupe entry")
-        coupons.check_incentive(settings)
+        check_mail_settings(settings)
         self.intake = Intake(settings)
         self.preparation = Preparation(settings, renderer or Renderer(
             shop_url=settings.flows.shop_url, brand=settings.brand, markets=settings.markets, links=settings.links),

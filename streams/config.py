@@ -139,11 +139,13 @@ class SesSettings:
     # Sender identity (docs/mail.md): transactional mail from ``from_address`` through
     # ``configuration_set``; marketing from ``marketing_from_address`` (empty → from_address; a sending
     # subdomain such as news.example.com keeps its reputation apart) through
-    # ``marketing_configuration_set`` (empty → configuration_set).
+    # ``marketing_configuration_set`` (empty → configuration_set, so an upgrade never points marketing mail
+    # at a configuration set that does not exist). An address may carry a display name
+    # ("Nordwax & Co <shop@example.com>"): it is split off and used where ``from_names`` has none.
     from_address: str = "shop@example.com"
     configuration_set: str = "shopmail"
     marketing_from_address: str = ""
-    marketing_configuration_set: str = "shopmail-marketing"
+    marketing_configuration_set: str = ""
     # display name of From per language ("de" → "Nordwax & Co"); a language without one → brand.shop_name
     from_names: dict[str, str] = field(default_factory=dict)
     reply_to: str = ""  # a monitored mailbox for replies; empty → brand.support_email (none when both are empty)
@@ -151,9 +153,11 @@ class SesSettings:
     max_concurrency: int = 8
     max_attempts: int = 6
     unsubscribe_base_url: str = "https://shop.example.com/unsubscribe"
-    # Advertised in List-Unsubscribe only when set, and only set it when that mailbox reaches email.feedback
-    # (an SES receipt rule → SNS → ses-bridge; docs/mail.md): an unsubscribe nobody reads is lost.
+    # Advertised in List-Unsubscribe only when set. shopmail does not read that mailbox (the bridge refuses
+    # SES inbound notifications: they carry no customer tag), so the sink refuses to start with it set unless
+    # unsubscribe_mailto_read_externally says another process reads it and unsubscribes (docs/mail.md).
     unsubscribe_mailto: str = ""
+    unsubscribe_mailto_read_externally: bool = False
     rate_burst: float = 0.0  # token-bucket burst; 0 → max(1, rate / 10)
     use_account_rate: bool = True  # min(max_send_rate, SES GetAccount MaxSendRate) when readable
     # Sink replicas share the account's rate: each one's bucket gets rate × (its partitions of
@@ -427,6 +431,7 @@ class BrandSettings:
     logo_url: str = ""  # https URL of the logo; empty → the shop name as text
     logo_width: int = 140  # px, the logo's width (give a 2x image for sharp screens); its height follows the
     logo_height: int = 40  # image's aspect ratio (this is only the layout hint for clients that load no images)
+    logo_max_height: int = 80  # px: a tall logo is drawn at most this high, narrower, its aspect ratio kept
     primary_color: str = "#1d4ed8"  # buttons
     button_text_color: str = "#ffffff"
     text_color: str = "#1f2937"
@@ -444,15 +449,21 @@ class BrandSettings:
 
 @dataclass
 class MarketSettings:
-    """What a market's mail must say, by the customer's locale ("de-AT", else its language "de", else
-    "default")."""
+    """What a market's mail must say. Tax by the shop's market: the order's currency ("EUR", else
+    "default"); legal text by the customer's locale ("de-AT", else its language "de", else "default")."""
 
-    # how order mail shows tax: "included" (VAT markets: the total includes it, "incl. VAT") or "added"
-    # (a separate charge on top of subtotal and shipping)
+    # how order mail shows tax when the order's own amounts do not tell (subtotal + shipping = total →
+    # included; + tax = total → added): "included" (VAT markets: "incl. VAT") or "added" (a separate charge),
+    # keyed by the order's currency (the shop's market), never by the customer's language
     tax_display: dict[str, str] = field(default_factory=lambda: {
-        "default": "added", "de": "included", "it": "included", "pl": "included", "tr": "included",
-        "th": "included"})
+        "default": "added", "EUR": "included", "GBP": "included", "PLN": "included", "TRY": "included",
+        "THB": "included", "CHF": "included", "SEK": "included", "DKK": "included", "NOK": "included",
+        "CZK": "included", "HUF": "included", "RON": "included"})
     legal_text: dict[str, str] = field(default_factory=dict)  # footer text per market (imprint, register no.)
+
+    def tax_for(self, currency: str | None) -> str:
+        """The tax display of the market whose currency is ``currency`` ("default" when unknown)."""
+        return self.tax_display.get((currency or "").upper(), self.tax_display.get("default", "added"))
 
     def for_locale(self, table: dict[str, str], locale: str) -> str:
         lang = locale.replace("_", "-").split("-")[0]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sinks.links import render_extra
+from sinks.render_context import render_extra
 from sinks.mime import list_links
 from sinks.preview import Browser, Contrast, audit, find_browser, strip_styles
 from sinks.rendering import Renderer, shipped_locales
@@ -23,13 +23,14 @@ pytestmark = pytest.mark.skipif(find_browser() is None,
                                 reason="headless Chromium not installed (Debian: apt-get install chromium)")
 
 LOGO_SIZE = (280, 80)  # a 2x logo: shown at brand.logo_width = 140 px, so 140 × 40
+TALL_LOGO_SIZE = (120, 360)  # a tall logo: at logo_width 140 it would be 140 × 420 without a height cap
 
 
-def _logo_png() -> bytes:
+def _logo_png(size: tuple[int, int] = LOGO_SIZE) -> bytes:
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", LOGO_SIZE, "#1f2937")
-    ImageDraw.Draw(img).rectangle((20, 20, 260, 60), fill="#f59e0b")
+    img = Image.new("RGB", size, "#1f2937")
+    ImageDraw.Draw(img).rectangle((10, 10, size[0] - 10, size[1] - 10), fill="#f59e0b")
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
@@ -37,10 +38,11 @@ def _logo_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def logo_url() -> Iterator[str]:
-    body = _logo_png()
+    bodies = {"/logo.png": _logo_png(), "/tall.png": _logo_png(TALL_LOGO_SIZE)}
 
     class Logo(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = bodies[self.path]
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(body)))
@@ -131,3 +133,17 @@ def test_the_logo_keeps_its_aspect_ratio(browser, emails, width):
         assert (box["nw"], box["nh"]) == LOGO_SIZE, f"{name}: the logo did not load"
         assert box["w"] == pytest.approx(140, abs=1), name  # brand.logo_width, not the column width
         assert box["w"] / box["h"] == pytest.approx(LOGO_SIZE[0] / LOGO_SIZE[1], rel=0.02), name
+
+
+@pytest.mark.parametrize("width", [600, 375])
+def test_a_tall_logo_is_capped_in_height_and_keeps_its_aspect_ratio(browser, logo_url, width):
+    tall = logo_url.replace("/logo.png", "/tall.png")
+    brand = BrandSettings(logo_url=tall, logo_width=140, logo_max_height=80)
+    cmd = command("order_confirmation", 1, FULL[("order_confirmation", 1)])
+    browser.load(Renderer(brand=brand).render(cmd, "https://u.example.com/x").html, width, "light")
+    (box,) = browser.evaluate(
+        "[...document.images].filter(i => i.src.endsWith('/tall.png')).map(i => {"
+        "const r = i.getBoundingClientRect(); return {w: r.width, h: r.height, nw: i.naturalWidth, nh: i.naturalHeight}})")
+    assert (box["nw"], box["nh"]) == TALL_LOGO_SIZE, "the logo did not load"
+    assert box["h"] == pytest.approx(80, abs=1)  # brand.logo_max_height, not 420
+    assert box["w"] / box["h"] == pytest.approx(TALL_LOGO_SIZE[0] / TALL_LOGO_SIZE[1], rel=0.02)

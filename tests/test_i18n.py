@@ -102,7 +102,7 @@ def test_the_mixing_check_would_catch_an_untranslated_string():
 # (pattern, words looked at before and after the name, fixed phrases that do not agree)
 GENDERED = {
     "pl": (re.compile(r"\w+(?:ny|na|ne|ty|ta|ły|ła|ło|wy|wa|iony|iona)$"), (3, 3), None),
-    "it": (re.compile(r"\w+(?:at[oa]|it[oa]|ut[oa]|ov[oa])$|^(?:il|la|lo|un|una)$"), (3, 3), re.compile(r"\bdi nuovo\b")),
+    "it": (re.compile(r"\w+(?:at[oa]|it[oa]|ut[oa]|ov[oa])$|^(?:il|la|lo|un|una)$"), (3, 3), re.compile(r"\bdi nuovo\b", re.I)),
     # German predicate adjectives do not inflect ("ist wieder verfügbar"); an article or attributive
     # adjective right before the name does ("Ihr neuer …")
     "de": (re.compile(r"^(?:der|die|das|dem|den|des|ein|eine|einen|einem|einer|ihr\w+|unser\w*)$|\w+(?:er|es|em|en)$"),
@@ -134,6 +134,45 @@ def catalog_strings(lang: str) -> list[tuple[str, str]]:
     return out
 
 
+# Verbs that agree in number with their subject: a product name is singular for one product and plural for
+# another ("Merino socks (3 pairs) is back"), so no catalog puts one within four words of a product name;
+# nor a Polish preposition right before it (it would decline the name: "o kurtce").
+AGREEING = {
+    "en": re.compile(r"^(?:is|are|was|were|has|have|does|do|waits|wait|sells|sell|isn|aren)$"),
+    "de": re.compile(r"^(?:ist|sind|war|waren|hat|haben|wartet|warten|kommt|kommen)$"),
+    "it": re.compile(r"^(?:è|sono|era|erano|ha|hanno|aspetta|aspettano|torna|tornano)$"),
+    "pl": re.compile(r"^(?:jest|są|był\w*|czeka|czekają|wrócił\w*|ma|mają)$"),
+    "tr": re.compile(r"^\w+(?:ler|lar)$"),
+}
+DECLINING = {"pl": re.compile(r"^(?:o|w|we|na|z|ze|do|od|dla|przy|po|bez)$")}
+
+
+def agreeing_neighbours(lang: str, text: str) -> list[str]:
+    """Words near a product name in ``text`` that agree with it in number (or decline it)."""
+    if PRODUCT not in text:
+        return []
+    words = re.findall(r"%\(\w+\)s|\w+", text)
+    spots = [i for i, w in enumerate(words) if w == PRODUCT]
+    verbs, preps = AGREEING.get(lang), DECLINING.get(lang)
+    found = [words[i - 1] for i in spots if preps and i > 0 and preps.search(words[i - 1].lower())]
+    return found + [words[j] for i in spots for j in range(max(0, i - 4), min(len(words), i + 5))
+                    if verbs and j != i and not words[j].startswith("%(") and verbs.search(words[j].lower())]
+
+
+def test_product_names_are_never_next_to_a_verb_that_agrees_in_number():
+    problems = {(lang, s): agreeing_neighbours(lang, s) for lang in SHIPPED for _, s in catalog_strings(lang)}
+    assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_the_number_check_catches_a_product_name_beside_a_verb():
+    assert agreeing_neighbours("en", "%(product)s is back in stock") == ["is"]
+    assert agreeing_neighbours("de", "%(product)s ist wieder verfügbar") == ["ist"]
+    assert agreeing_neighbours("it", "%(product)s è di nuovo disponibile") == ["è"]
+    assert agreeing_neighbours("pl", "%(product)s wciąż na Ciebie czeka") == ["czeka"]
+    assert agreeing_neighbours("pl", "Wciąż myślisz o %(product)s?") == ["o"]
+    assert agreeing_neighbours("en", "Back in stock: %(product)s") == []
+
+
 def test_product_names_are_never_next_to_a_word_that_agrees_in_gender():
     problems = {(lang, s): gendered_neighbours(lang, s) for lang in SHIPPED for _, s in catalog_strings(lang)}
     assert {k: v for k, v in problems.items() if v} == {}
@@ -153,7 +192,8 @@ REGISTER = {  # each language addresses the customer one way throughout
     "de": re.compile(r"\b(?:du|dich|dir|dein\w*)\b", re.I),  # "Sie"
     "pl": re.compile(r"\b(?:Pan|Pani|Państw\w*|Panu)\b"),  # "ty"
     "it": re.compile(r"\b(?:Lei|Suo|Sua|Suoi|Sue)\b"),  # "tu"
-    "tr": re.compile(r"\b\w+(?:sin|sın|sun|sün)\b"),  # "siz"
+    # "siz": no -sin endings and no bare (sen) imperatives on buttons and links
+    "tr": re.compile(r"\b\w+(?:sin|sın|sun|sün)\b|(?:^|\s)(?:çık|durdur|dön|bak|gel|tıkla|kullan|seç)$"),
 }
 
 

@@ -8,8 +8,9 @@ import json
 import re
 
 from schemas import serde
-from sinks.links import render_extra
+from sinks.render_context import render_extra
 from sinks.rendering import Renderer
+from sinks.samples import command as sample_command
 from streams.config import DAY_MS, HOUR_MS, Settings, UnsubscribeSettings
 from tests.core_events import ITEMS, T0, cart, customer, feedback, order, run_engine as run, shipment, tick
 
@@ -52,7 +53,48 @@ def test_an_inventory_price_in_the_carts_currency_is_shown_and_one_without_a_cur
     unknown, _ = run([customer("b"), cart("b", T0, items=SOLD_OUT_THB, currency="THB"), tick(restock - HOUR_MS),
                       inventory("MUG", restock, "restocked", price="990.00")], until=restock + DAY_MS)
     (mail,) = [c for c in unknown if c["flow"] == "back_in_stock"]
-    assert ctx_of(mail)["items"][0]["currency"] is None and "990" not in rendered(mail).text.split("--")[0]
+    body = rendered(mail).text.split("--")[0]  # the cart held 2: a shown price would read 1,980
+    assert ctx_of(mail)["items"][0]["currency"] is None and not re.search(r"990|1,980|฿", body), body
+
+
+def _sample(flow: str, step: int, ctx: dict) -> dict:  # type: ignore[type-arg]
+    return sample_command(flow, step, ctx)
+
+
+def test_a_price_whose_currency_is_unknown_is_shown_without_a_price():
+    mug = {"sku": "MUG", "name": "Enamel mug", "price": "990.00", "quantity": 2}
+    restocked = _sample("back_in_stock", 1, {"sku": "MUG", "items": [{**mug, "currency": None}],
+                                             "product_name": "Enamel mug", "product_url": "https://shop.example.com/p/m",
+                                             "currency": "THB"})
+    legacy = {"sku": "CAP", "name": "Wool cap", "price": "29.00"}  # a cross-sell entry learnt before currencies
+    order = _sample("order_confirmation", 1, {"order_id": "o-1", "items": [mug], "total": "1980.00",
+                                              "currency": "THB", "cross_sell": [legacy]})
+    arrivals = _sample("win_back", 2, {"offer_percent": 10, "currency": "EUR",
+                                       "new_arrivals": [{**legacy, "currency": None}]})
+    for cmd in (restocked, order, arrivals):
+        email = Renderer().render(cmd, "https://shop.example.com/u")
+        body = email.text.split("--")[0]
+        assert ("Enamel mug" in body or "Wool cap" in body) and not re.search(r"\b29\b|€|\$", body), body
+    assert not re.search(r"990|1,980", Renderer().render(restocked, "https://shop.example.com/u").text)
+    assert "THB\xa01,980.00" in Renderer().render(order, "https://shop.example.com/u").text  # the order's own line
+
+
+def test_a_mail_whose_currency_is_unknown_shows_no_guessed_currency():
+    arrivals = _sample("win_back", 2, {"offer_percent": 10, "new_arrivals": [
+        {"sku": "BAG", "name": "Weekender", "price": "119.00", "currency": "EUR"}]})
+    body = Renderer().render(arrivals, "https://shop.example.com/u").text.split("--")[0]
+    assert "Weekender" in body and "119" not in body and "$" not in body and "€" not in body
+    order = _sample("order_confirmation", 1, {"order_id": "o-1", "total": "20.00", "items": [
+        {"sku": "S", "name": "Plain tee", "price": "20.00", "quantity": 1}]})
+    text = Renderer().render(order, "https://shop.example.com/u").text
+    assert "Total: 20.00" in text and "$" not in text and "USD" not in text
+
+
+def test_english_baht_keeps_the_currency_code_apart_from_the_number():
+    order = _sample("order_confirmation", 1, {"order_id": "o-1", "order_number": "#7", "total": "1980.00",
+                                              "currency": "THB", "items": []})
+    text = Renderer().render(order, "https://shop.example.com/u").text
+    assert "Total: THB\xa01,980.00" in text and "THB1" not in text
 
 
 def test_cross_sell_carries_the_currency_its_price_was_seen_in():

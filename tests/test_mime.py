@@ -136,3 +136,69 @@ def test_the_mailto_unsubscribe_is_not_advertised_unless_configured():
                                         unsubscribe_mailto=SesSettings().unsubscribe_mailto, date_ms=0),
                              policy=policy.default)
     assert "mailto:" not in msg["List-Unsubscribe"] and msg["List-Unsubscribe"].startswith("<https://")
+
+
+def test_a_from_address_with_a_display_name_is_split_not_refused():
+    from sinks.mime import check_mail_settings, sender_identity
+    from streams.config import SesSettings, Settings
+
+    ses = SesSettings(from_address="Nordwax & Co <shop@nordwax.example>")
+    check_mail_settings(Settings(ses=ses))  # accepted at start-up
+    identity = sender_identity(ses, "transactional", "de")
+    assert (identity.address, identity.name) == ("shop@nordwax.example", "Nordwax & Co")
+    raw = build_mime(EMAIL, sender=identity.sender, to="ada@example.com", command_id="c", category="transactional",
+                     unsubscribe_url=None, unsubscribe_mailto=None, date_ms=0)
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["From"].addresses[0].display_name == "Nordwax & Co"
+    assert msg["From"].addresses[0].addr_spec == "shop@nordwax.example"
+    named = sender_identity(SesSettings(from_address=ses.from_address, from_names={"de": "Nordwax"}), "marketing", "de")
+    assert named.name == "Nordwax"  # ses.from_names wins
+
+
+def test_an_unusable_from_address_is_refused_at_start_up_with_a_line_naming_from_names():
+    from sinks.mime import check_mail_settings
+    from streams.config import SesSettings, Settings
+
+    with pytest.raises(ValueError, match="ses.from_address.*ses.from_names"):
+        check_mail_settings(Settings(ses=SesSettings(from_address="Nordwax & Co")))
+
+
+def test_marketing_mail_uses_the_transactional_configuration_set_unless_one_is_configured():
+    from sinks.mime import sender_identity
+    from streams.config import SesSettings
+
+    assert sender_identity(SesSettings(), "marketing", "en").configuration_set == "shopmail"  # an upgrade keeps working
+    own = SesSettings(marketing_configuration_set="shopmail-marketing")
+    assert sender_identity(own, "marketing", "en").configuration_set == "shopmail-marketing"
+
+
+def test_a_mailto_unsubscribe_nobody_reads_is_refused_at_start_up():
+    from sinks.mime import check_mail_settings
+    from streams.config import SesSettings, Settings
+
+    with pytest.raises(ValueError, match="does not read that mailbox"):
+        check_mail_settings(Settings(ses=SesSettings(unsubscribe_mailto="unsubscribe@example.com")))
+    check_mail_settings(Settings(ses=SesSettings(unsubscribe_mailto="unsubscribe@example.com",
+                                                 unsubscribe_mailto_read_externally=True)))
+    check_mail_settings(Settings())  # the default advertises no mailto
+
+
+def test_brand_colours_under_the_contrast_minimum_are_refused_at_start_up():
+    from sinks.brand import contrast_ratio
+    from sinks.mime import check_mail_settings
+    from streams.config import BrandSettings, Settings
+
+    assert round(contrast_ratio("#ffffff", "#f59e0b"), 2) == 2.15
+    with pytest.raises(ValueError, match=r"button text.*2\.15:1"):
+        check_mail_settings(Settings(brand=BrandSettings(primary_color="#f59e0b")))
+    with pytest.raises(ValueError, match="not a #rgb"):
+        check_mail_settings(Settings(brand=BrandSettings(text_color="dark grey")))
+    check_mail_settings(Settings(brand=BrandSettings(primary_color="#b45309")))  # a darker amber reads
+
+
+def test_tax_display_keyed_by_language_is_refused_at_start_up():
+    from sinks.mime import check_mail_settings
+    from streams.config import MarketSettings, Settings
+
+    with pytest.raises(ValueError, match="currency"):
+        check_mail_settings(Settings(markets=MarketSettings(tax_display={"default": "added", "de": "included"})))

@@ -64,3 +64,19 @@ def test_the_contact_sheet_shows_dark_mode_beside_light_mode(tmp_path):
         dark = sheet.convert("L").crop((8 + light.width // 2 + 4, 24 + 40, 8 + light.width, 24 + 80))
         assert sum(top.getdata()) / (top.width * top.height) > 150  # the light rendering's page
         assert sum(dark.getdata()) / (dark.width * dark.height) < 60  # beside it, the dark one
+
+
+def test_the_preview_signs_review_links_like_list_links_without_a_configured_key(tmp_path):
+    result = CliRunner().invoke(app, ["preview", "--flow", "delivery_feedback", "--no-png", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "delivery_feedback_step1.en.control.txt").read_text()
+    assert "Tap a star" in text and "rating=5" in text and "&t=" in text
+
+
+def test_the_preview_warns_about_brand_colours_the_sink_would_refuse(tmp_path):
+    config = tmp_path / "shop.toml"
+    config.write_text('[brand]\nprimary_color = "#f59e0b"\nbutton_text_color = "#ffffff"\n')
+    result = CliRunner().invoke(app, ["preview", "--flow", "abandoned_cart", "--no-png", "--out", str(tmp_path),
+                                      "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "warning: button text" in result.output and "2.15:1" in result.output

@@ -40,7 +40,7 @@ def test_marketing_mail_carries_one_click_unsubscribe_headers_tags_and_configura
     (req,) = proxy.sends()
     tags = {t["Name"]: t["Value"] for t in req.body["EmailTags"]}
     assert tags["command_id"] == "cmd-1-mk" and tags["flow"] == "abandoned_cart" and tags["step"] == "1"
-    assert tags["variant"] == "control" and req.body["ConfigurationSetName"] == "shopmail-marketing"
+    assert tags["variant"] == "control" and req.body["ConfigurationSetName"] == "shopmail"  # no marketing set configured: the transactional one
 
 
 def test_throttling_is_retried_with_backoff_and_the_email_is_sent_once(kafka, moto_ses, proxy, sink_settings):

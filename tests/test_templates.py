@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sinks.mime import build_mime
 from sinks.rendering import RenderError, Renderer, safe_url
 from sinks.samples import FULL, MARKETING, MINIMAL, command
-from sinks.links import render_extra
+from sinks.render_context import render_extra
 from streams.config import BrandSettings, Settings, UnsubscribeSettings
 
 HOSTILE = '<script>alert("x")</script>'
@@ -126,10 +126,11 @@ def test_win_back_story_comes_from_configuration_only():
 def test_order_confirmation_shows_what_the_event_carries_and_a_human_order_number():
     email = render("order_confirmation", 1)
     assert email.subject == "Order #1042 confirmed" and "c0000044-o1" not in email.subject
-    for text in ("Subtotal", "€4.90", "Tax", "€202.90", "12 Example Road", "https://shop.example.com/account/orders/1042"):
+    for text in ("Subtotal", "€4.90", "VAT", "€202.90", "12 Example Road", "https://shop.example.com/account/orders/1042"):
         assert text in email.html
     bare = render("order_confirmation", 1, MINIMAL[("order_confirmation", 1)])
-    assert bare.subject == "Your order is confirmed" and "Subtotal" not in bare.html and "Order o-1" in bare.text
+    assert bare.subject == "Your order is confirmed" and "Subtotal" not in bare.html
+    assert "Your order" in bare.text and "o-1" not in bare.text and "o-1" not in bare.html  # never the internal id
 
 
 @pytest.mark.parametrize("bad", ["javascript:alert(1)", "data:text/html;base64,PHNjcmlwdD4=", "vbscript:x",
@@ -212,11 +213,19 @@ def test_records_written_before_the_optional_email_fields_still_read_with_defaul
         assert decoded["order_number"] is None and decoded["shipping_address"] is None and decoded["order_id"] == "o1"
 
 
-def test_tax_is_shown_as_included_or_added_per_market_and_a_market_has_a_legal_text():
-    de = render("order_confirmation", 1, locale="de")
-    assert "inkl. 32,40\xa0€ MwSt." in de.text and "Steuer" not in de.text  # 198 + 4.90 = 202.90, tax inside
-    en = render("order_confirmation", 1)
-    assert "Tax: €32.40" in en.text and "VAT" not in en.text
+def test_tax_follows_the_shops_market_not_the_customers_language_and_a_market_has_a_legal_text():
+    order = FULL[("order_confirmation", 1)]  # EUR: 198.00 + 4.90 = 202.90, the 32.40 VAT inside
+    for locale, included in (("de", "inkl. 32,40\xa0€ MwSt."), ("en", "Includes €32.40 VAT")):
+        email = render("order_confirmation", 1, locale=locale)
+        assert included in email.text and "Tax:" not in email.text and "Steuer" not in email.text, locale
+    us = {**order, "currency": "USD", "subtotal": "100.00", "shipping": "5.00", "tax": "8.25", "total": "113.25"}
+    for locale in ("en", "de"):  # a US shop's German customer: tax on top, as the amounts say
+        text = render("order_confirmation", 1, us, locale=locale).text
+        assert ("Tax: $8.25" if locale == "en" else "Steuer: 8,25\xa0$") in text and "VAT" not in text, locale
+    # amounts that do not tell (no subtotal): the market of the order's currency decides
+    bare = {k: v for k, v in order.items() if k != "subtotal"}
+    assert "Includes €32.40 VAT" in render("order_confirmation", 1, bare).text
+    assert "Tax: $32.40" in render("order_confirmation", 1, {**bare, "currency": "USD"}).text
     from streams.config import MarketSettings
 
     markets = MarketSettings(tax_display={"default": "included"}, legal_text={"de": "Handelsregister HRB 12345"})
@@ -224,7 +233,7 @@ def test_tax_is_shown_as_included_or_added_per_market_and_a_market_has_a_legal_t
     cmd = command("order_confirmation", 1, FULL[("order_confirmation", 1)], locale="de-AT")
     email = renderer.render(cmd, UNSUB)
     assert "Handelsregister HRB 12345" in email.html and "Handelsregister HRB 12345" in email.text
-    assert "Includes €32.40 VAT" in renderer.render(command("order_confirmation", 1, FULL[("order_confirmation", 1)]),
+    assert "Includes $32.40 VAT" in renderer.render(command("order_confirmation", 1, {**bare, "currency": "USD"}),
                                                    UNSUB).text
 
 
@@ -262,3 +271,42 @@ def test_marketing_footers_link_the_signed_preferences_page_and_the_goodbye_offe
     assert verify("test-key", cmd["customer_id"], cmd["command_id"], "en", token, purpose="keep")
     goodbye = RENDERER.render(command("win_back", 3, FULL[("win_back", 3)]), UNSUB, list_links=links)
     assert "Keep me subscribed" in goodbye.html and "the last email we'll send you" in goodbye.text
+
+
+def test_without_an_order_number_every_mail_about_the_order_says_your_order_never_the_internal_id():
+    for flow, status in (("shipping_confirmation", "label_created"), ("tracking_update", "exception"),
+                         ("delivery_feedback", None), ("order_confirmation", None)):
+        ctx = {k: v for k, v in FULL[(flow, 1)].items() if k != "order_number"}
+        if status:
+            ctx["status"] = status
+        email = render(flow, 1, ctx)
+        shown = (email.subject, email.preheader, re.sub(r"https?://\S+", "", email.text),
+                 re.sub(r"<[^>]*>", "", email.html))  # what a reader sees (the review links carry the id for the shop)
+        for part in shown:
+            assert "c0000044-o1" not in part, (flow, part[:200])
+        assert "your order" in email.subject.lower() or "your delivery" in email.subject.lower(), email.subject
+
+
+def test_a_delivery_problem_without_a_tracking_link_neither_points_to_a_tracking_page_nor_promises_one():
+    ctx = {k: v for k, v in FULL[("tracking_update", 1)].items() if k != "tracking_url"}
+    email = render("tracking_update", 1, {**ctx, "status": "exception"})
+    assert "tracking page" not in email.text and "tracking link" not in email.text
+    assert "Reply to this email" in email.text
+    linked = render("tracking_update", 1, {**FULL[("tracking_update", 1)], "status": "exception"})
+    assert "Check the tracking page" in linked.text and "Track your parcel" in linked.text
+
+
+def test_a_review_request_asks_to_tap_a_star_only_when_there_are_stars_to_tap():
+    signed = render("delivery_feedback", 1)
+    assert "Tap a star" in signed.text and "★" in signed.html
+    cmd = command("delivery_feedback", 1, FULL[("delivery_feedback", 1)])
+    unsigned = RENDERER.render(cmd, UNSUB, render_extra(Settings(), cmd))  # no unsubscribe.secret: no review links
+    assert "★" not in unsigned.html and "Tap a star" not in unsigned.text and "tap a star" not in unsigned.html.lower()
+    assert "Just reply to this email" in unsigned.text
+
+
+def test_free_shipping_reads_as_free_not_as_a_zero_amount():
+    ctx = {**FULL[("order_confirmation", 1)], "currency": "TRY", "shipping": "0.00", "total": "198.00"}
+    tr = render("order_confirmation", 1, ctx, locale="tr")
+    assert "Kargo: Ücretsiz" in tr.text and "₺0,00" not in tr.text and "₺0,00" not in tr.html
+    assert "Shipping: Free" in render("order_confirmation", 1, ctx).text

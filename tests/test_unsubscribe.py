@@ -117,7 +117,7 @@ def test_the_confirmation_page_renders_in_a_real_browser(service):
         dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
                               "--dump-dom", link(service, locale="tr")], capture_output=True, text=True, timeout=120).stdout
     assert "Example Shop e-postalarından çıkmak istiyor musunuz?" in dom
-    assert '<button type="submit" id="unsubscribe">Abonelikten çık</button>' in dom
+    assert '<button type="submit" id="unsubscribe">Abonelikten çıkın</button>' in dom
     assert f'action="{urlsplit(link(service, locale="tr")).path}?' in dom.replace("&amp;", "&")
 
 
@@ -127,10 +127,19 @@ def test_the_keep_link_confirms_on_get_and_resubscribes_on_post(kafka, settings,
     assert 'id="keep"' in page
     assert feedback(kafka, settings) == []
     status, page = request(link(service, locale="it", purpose="keep"), "POST", b"choice=keep")
-    assert status == 200 and "L'iscrizione resta attiva" in page.replace("&#39;", "'")
+    assert status == 200 and "Continuerai a ricevere email da Example Shop" in page
     [rec] = feedback(kafka, settings)
     assert (rec["type"], rec["customer_id"], rec["command_id"], rec["event_id"]) == \
         ("resubscribed", "c-42", CMD, f"keep:{CMD}")
+
+
+def test_keeping_after_an_unsubscribe_does_not_claim_the_customer_is_subscribed_again(kafka, settings, service):
+    url = link(service, locale="en", purpose="preferences")
+    assert request(url, "POST", b"choice=unsubscribe")[0] == 200
+    status, page = request(url, "POST", b"choice=keep")
+    page = page.replace("&#39;", "'")
+    assert status == 200 and "You stay subscribed" not in page and "You're still subscribed" not in page
+    assert "this link doesn't undo an unsubscribe" in page
 
 
 def test_the_preference_page_offers_both_choices_and_records_each(kafka, settings, service):
@@ -144,7 +153,7 @@ def test_the_preference_page_offers_both_choices_and_records_each(kafka, setting
     status, page = request(url, "POST", b"choice=unsubscribe")
     assert status == 200 and "ยกเลิกการรับอีเมลเรียบร้อยแล้ว" in page
     status, page = request(url, "POST", b"choice=keep")
-    assert status == 200 and "คุณยังคงรับอีเมลต่อไป" in page
+    assert status == 200 and "ลิงก์นี้ไม่ได้สมัครรับอีเมลให้คุณใหม่" in page
     records = feedback(kafka, settings)
     assert [(r["type"], r["customer_id"], r["command_id"]) for r in records] == [
         ("unsubscribed", "c-42", CMD), ("resubscribed", "c-42", CMD)]
