@@ -30,8 +30,8 @@ The loop joins parts that each do one job: ``Intake`` (streams/runtime/intake.py
 pause/resume, lag), ``GlobalReader`` (streams/runtime/global_reader.py), the ``TaskManager``
 (streams/runtime/tasks.py: every partition task; the only thing the loop hands records to), and the
 ``Checkpoint`` (streams/runtime/checkpoint.py: the commit order and the offsets it commits). What is
-left here: rebalancing and restore, one transaction per batch, emitting commands, memberships and
-dead letters, and the isolation of a poison record.
+left here: rebalancing and restore, one transaction per batch (its writes are ``Outputs``,
+streams/runtime/outputs.py), and the isolation of a poison record.
 """
 
 from __future__ import annotations
@@ -48,14 +48,13 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from schemas import serde
 from streams.config import Settings
-from streams.core.audiences import membership_key
 from streams.core.engine import PartitionEngine
 from streams.kafka.io import consumer_config, producer_config
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, changelog_topic
 from streams.runtime.checkpoint import Checkpoint
-from streams.runtime.dead_letters import dead_letter
 from streams.runtime.global_reader import GlobalReader, GlobalRecord
 from streams.runtime.intake import Coords, Decoder, Intake
+from streams.runtime.outputs import Outputs
 from streams.runtime.restore import ChangelogRestore, OrphanedCommands
 from streams.runtime.state_store import LocalStore, open_store
 from streams.runtime.task import PartitionTask, TaskOutput
@@ -114,8 +113,6 @@ class ProcessorRuntime:
         self.topic_logical = {t.name(lt): lt for lt in INPUT_TOPICS}
         self.global_logical = {t.name(lt): lt for lt in GLOBAL_INPUT_TOPICS}
         self.commands_topic = t.name("commands")
-        self.audiences_topic = t.name("audiences")
-        self.clock_topic = t.name("clock")
         self.changelog = changelog_topic(settings, "state")
         self.limits = settings.limits
         self.manager: TaskManager[Message] = TaskManager(settings, INPUT_TOPICS)
@@ -139,6 +136,7 @@ class ProcessorRuntime:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._checkpoint: Checkpoint | None = None
+        self._outputs: Outputs | None = None
         self._intake: Intake | None = None
         self._global: GlobalReader | None = None
         self._last_tick = 0.0
@@ -169,7 +167,9 @@ class ProcessorRuntime:
                                   "transaction.timeout.ms": s.worker.transaction_timeout_ms,
                                   "linger.ms": 2}))
         self._producer.init_transactions(30)
-        self._checkpoint = Checkpoint(self._producer, self._produce, self.changelog, self.store, self.limits)
+        self._outputs = Outputs(s, self._producer, self.stats, self.observer, self.instance_id, self._already_emitted)
+        self._checkpoint = Checkpoint(self._producer, self._outputs.produce, self.changelog, self.store, self.limits)
+        self._outputs.on_command_delivered = self._checkpoint.on_command_delivered
         self._intake = Intake(s, self._consumer, self.topic_logical, self.manager, self.decode)
         if self.global_logical:
             self._global = GlobalReader(s, self.bootstrap, self.instance_id, self.global_logical, self.decode)
@@ -337,9 +337,11 @@ class ProcessorRuntime:
         self._intake.full_batch_ready = len(out.done) >= limit
 
     def _process_batch(self, ticks: list[int]) -> None:
-        assert self._consumer is not None and self._producer is not None and self._checkpoint is not None
+        assert self._consumer is not None and self._producer is not None
+        assert self._checkpoint is not None and self._outputs is not None
         producer = self._producer
         checkpoint = self._checkpoint
+        outputs = self._outputs
         out = self._out
         out.clear()
         stats = self.stats
@@ -354,20 +356,16 @@ class ProcessorRuntime:
             stats.timed("process", processed_at - started)
             first = out.done[0] if out.done else None
             self._in_flight = (len(out.done), (first.topic(), first.partition(), first.offset()) if first else None)
-            batch_commands = self._emit(out)
-            batch_memberships = self._emit_memberships(out)
+            batch_commands = outputs.commands(out)
+            batch_memberships = outputs.memberships(out)
             for d in out.dead_letters:
-                self._dead_letter(d.ref, d.reason, d.detail)
+                outputs.dead_letter(d.ref, d.reason, d.detail)
             stats.timed("emit", clock() - processed_at)
-            now_ms = int(time.time() * 1000)
-            for p in ticks:
-                self._produce(self.clock_topic, f"clock-{p}".encode(),
-                              serde.encode("ClockTick", {"partition": p, "tick_at": now_ms, "source": self.instance_id}),
-                              partition=p)
+            outputs.ticks(ticks, int(time.time() * 1000))
             checkpoint.processed(out.done)
             checkpoint.commit(lambda: self.manager.changes(out.touched), self._consumer.consumer_group_metadata(),
                               batch_commands + batch_memberships,
-                              lambda p, key, value: self._state_too_large(p, key, value, out.done), stats.timed)
+                              lambda p, key, value: outputs.state_too_large(p, key, value, out.done), stats.timed)
         except KafkaException as exc:
             kerr = exc.args[0] if exc.args else None
             if kerr is not None and hasattr(kerr, "txn_requires_abort") and kerr.txn_requires_abort():
@@ -386,41 +384,6 @@ class ProcessorRuntime:
             for m in out.done:
                 by_topic[m.topic()] = by_topic.get(m.topic(), 0) + 1
             self.observer.on_batch(self, by_topic)
-
-    def _emit(self, out: TaskOutput[Message]) -> int:
-        """Produce the batch's commands (each already within ``limits.max_message_bytes``: the task
-        checked it) to the commands partition of the input that caused them."""
-        assert self._checkpoint is not None
-        emitted = 0
-        on_delivery = self._checkpoint.on_command_delivered
-        by_flow = self.stats.by_flow
-        for m, cmd in out.commands:
-            assert m is not None
-            p = m.partition()
-            already = self._already_emitted.get(p)
-            if already and cmd["command_id"] in already:
-                already.discard(cmd["command_id"])
-                continue
-            try:
-                self._produce(self.commands_topic, cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd, self.commands_topic),
-                              partition=p, timestamp=cmd["created_at"], on_delivery=on_delivery)
-            except KafkaException as exc:  # refused by the client for another reason: this record only
-                if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
-                    raise
-                self._dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
-                continue
-            by_flow[cmd["flow"]] = by_flow.get(cmd["flow"], 0) + 1
-            emitted += 1
-        return emitted
-
-    def _emit_memberships(self, out: TaskOutput[Message]) -> int:
-        """Audience joins and leaves of the batch, in the same transaction as the state that holds them
-        (and, like commands, flushed before that state is written)."""
-        topic = self.audiences_topic
-        for ev in out.memberships:
-            self._produce(topic, membership_key(ev["audience"], ev["customer_id"]).encode(),
-                          serde.encode("AudienceMembership", ev, topic), timestamp=ev["changed_at"])
-        return len(out.memberships)
 
     def _aborted(self) -> None:
         """An aborted transaction: rebuild and rewind; a record that aborts alone is poison."""
@@ -442,38 +405,3 @@ class ProcessorRuntime:
         if self._isolating:
             self.stats.isolated += records
             self._isolating = max(0, self._isolating - records)
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
-        """Produce, waiting for room when the local queue is full (never an error for that)."""
-        assert self._producer is not None
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-
-    def _state_too_large(self, partition: int, key: str, value: bytes | None, done: list[Message]) -> None:
-        """A customer's state grew past what the changelog accepts: it is not written (the changelog
-        keeps the last state that fit), and the records of this batch that made it grow are
-        dead-lettered with the reason, so the fact is visible and replayable."""
-        self.stats.oversized_state += 1
-        size = len(value) if value else 0
-        log.error("partition %d: state of %r is %d bytes, over limits.max_message_bytes (%d); not written",
-                  partition, key[:80], size, self.limits.max_message_bytes)
-        kb = key.encode()
-        for m in done:
-            if m.partition() == partition and m.key() == kb:
-                self._dead_letter(m, "state_too_large", f"the customer's state would be {size} bytes, over "
-                                                        f"limits.max_message_bytes ({self.limits.max_message_bytes})")
-
-    def _dead_letter(self, ref: Message, reason: str, detail: str) -> None:
-        m = ref.message if isinstance(ref, GlobalRecord) else ref
-        dl = dead_letter(self.limits, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
-                         value=m.value(), reason=reason, detail=detail, component="processor")
-        self._produce(m.topic() + ".dlq", dl["original_key"], serde.encode("DeadLetter", dl, m.topic() + ".dlq"))
-        self.stats.dead_letters += 1
-        self.stats.dead_letter_reasons[reason] = self.stats.dead_letter_reasons.get(reason, 0) + 1
-        log.debug("dead-lettered %s[%d]@%d: %s: %s", m.topic(), m.partition(), m.offset(), reason, detail[:200])
-        if self.observer is not None and hasattr(self.observer, "on_dead_letter"):
-            self.observer.on_dead_letter(m.topic())
