@@ -6,7 +6,9 @@ Inside one Kafka transaction:
    a broker that commits a dead producer's transaction);
 2. the **changelog**: every changed key of every touched partition, plus the runtime marker (the
    commands partition's end) — each value checked against ``limits.max_message_bytes`` first;
-3. the **input offsets** (``send_offsets_to_transaction``);
+3. the **input offsets** (``send_offsets_to_transaction``): the checkpoint owns them — the loop tells
+   it which records a batch processed (``processed``), and they are committed or forgotten with the
+   transaction (``commit``/``abort``);
 4. **commit**; only then
 5. the **local store** takes the changes, with the changelog offset they reach as its checkpoint,
    so it never holds uncommitted state.
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.config import LimitSettings
+from streams.runtime.global_reader import GlobalRecord
 from streams.runtime.limits import fits
 from streams.runtime.restore import RUNTIME_KEY
 from streams.runtime.state_store import LocalStore
@@ -62,6 +65,20 @@ class Checkpoint:
         self.limits = limits
         self.changelog_end: dict[int, int] = {}  # partition → next changelog offset after our last write
         self.commands_end: dict[int, int] = {}  # partition → end of the commands partition we wrote
+        self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, this transaction
+
+    def processed(self, done: Iterable[Any]) -> None:
+        """The records a batch processed: their next offsets go with the transaction. A global record
+        is read outside the group and has none."""
+        offsets = self.offsets
+        for m in done:
+            if m.__class__ is not GlobalRecord:
+                offsets[(m.topic(), m.partition())] = m.offset() + 1
+
+    def abort(self) -> None:
+        """Abort the open transaction (again while a stalled broker asks for it) and forget its offsets."""
+        self.offsets.clear()
+        resumable(lambda: self.producer.abort_transaction(30), "abort_transaction")
 
     def restored(self, partition: int, changelog_end: int, commands_end: int) -> None:
         self.changelog_end[partition] = changelog_end
@@ -77,12 +94,14 @@ class Checkpoint:
             p = msg.partition()
             self.changelog_end[p] = max(self.changelog_end.get(p, 0), msg.offset() + 1)
 
-    def commit(self, changes: Callable[[], dict[int, dict[str, bytes | None]]], offsets: list[TopicPartition],
+    def commit(self, changes: Callable[[], dict[int, dict[str, bytes | None]]],
                group_metadata: Any, outputs: int, on_oversized: Callable[[int, str, bytes | None], None],
                timed: Callable[[str, float], None] = lambda stage, seconds: None) -> None:
         """Steps 1–5 for a begun transaction. ``changes()``: partition → changelog key → value (None:
         delete), drained after the commands are flushed; a value over the limit is not written and
-        reported to ``on_oversized``. ``timed(stage, seconds)`` receives each step's wall time."""
+        reported to ``on_oversized``. The offsets are those of the records ``processed`` since the
+        last commit or abort. ``timed(stage, seconds)`` receives each step's wall time."""
+        offsets = [TopicPartition(t, p, off) for (t, p), off in self.offsets.items()]
         producer = self.producer
         clock = time.perf_counter
         started = clock()
@@ -108,6 +127,7 @@ class Checkpoint:
             resumable(lambda: producer.send_offsets_to_transaction(offsets, group_metadata, 30), "sending offsets")
         sent = clock()
         resumable(lambda: producer.commit_transaction(60), "commit_transaction")  # 4.
+        self.offsets.clear()
         producer.poll(0)
         for p, changed in changed_by_partition.items():  # 5. local store, committed state only
             self.store.apply(p, changed, self.changelog_end.get(p, 0))

@@ -1,10 +1,19 @@
 """faust-streaming adapter for the same domain core (``shopmail worker --runtime faust``).
 
-The engine is the one the transactional runtime drives; here it runs inside a faust agent subscribed
-to every input topic, with its state in a faust Table (changelog topic
+The partition tasks are the ones the transactional runtime drives, in a ``TaskManager``
+(streams/runtime/tasks.py): a faust agent subscribed to every input topic and to the global inventory
+topic hands each record to it — admission, the size rule, engine errors as dead letters, the global
+fan-out — and writes what comes out: commands to the commands partition of their task, dead letters
+to ``<topic>.dlq``, memberships to the audiences topic, state to a faust Table (changelog topic
 ``<app_id>-faust-engine-changelog``; ``rocksdb://`` store — backed by rocksdict — or ``memory://``).
 Table keys are ``"<partition>|<engine key>"`` so the engine of partition *p* can be rebuilt from the
-table after a rebalance.
+table after a rebalance. Records are applied in arrival order (faust has no event-time merge across
+topics).
+
+Global topic: faust reads the inventory topic in the consumer group, so a restock reaches the
+partitions of the worker that owns its inventory partition. With one faust worker (all partitions)
+that is every partition; with several, run the default ``--runtime txn``, whose global reader gives
+every worker all of it.
 
 Guarantee: **at-least-once**. faust's ``exactly_once`` cannot start on the embedded Tansu broker
 (aiokafka InitProducerId → UnknownError) and after a SIGKILL at-least-once re-emits the commands of
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -28,10 +38,21 @@ from schemas import serde
 from streams.config import ConfigError, Settings
 from streams.core.audiences import membership_key
 from streams.core.engine import PartitionEngine
+from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS
 from streams.runtime.dead_letters import dead_letter as build_dead_letter
-from streams.kafka.topics import INPUT_TOPICS, VALUE_SCHEMA
+from streams.runtime.intake import Decoder
+from streams.runtime.task import TaskOutput
+from streams.runtime.tasks import TaskManager
 
 log = logging.getLogger("shopmail.faust")
+
+
+@dataclass(frozen=True)
+class FaustRecord:
+    """A faust message as applied to one partition task (a global record: to each of them)."""
+
+    message: Any  # faust.types.Message: topic, partition, offset, key, value
+    partition: int
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -51,69 +72,84 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     t = settings.topics
     logical_by_name = {t.name(lt): lt for lt in INPUT_TOPICS}
-    inputs = app.topic(*logical_by_name, key_type=bytes, value_type=bytes, value_serializer="raw")
+    global_by_name = {t.name(lt): lt for lt in GLOBAL_INPUT_TOPICS}
+    inputs = app.topic(*logical_by_name, *global_by_name, key_type=bytes, value_type=bytes, value_serializer="raw")
     commands = app.topic(t.name("commands"), key_type=bytes, value_type=bytes, value_serializer="raw")
     audiences = app.topic(t.name("audiences"), key_type=bytes, value_type=bytes, value_serializer="raw")
     clock = app.topic(t.name("clock"), key_type=bytes, value_type=bytes, value_serializer="raw")
     table = app.Table("faust-engine", default=None, partitions=n, key_type=bytes, value_type=bytes)
-    engines: dict[int, PartitionEngine] = {}
+    manager: TaskManager[FaustRecord] = TaskManager(settings, INPUT_TOPICS)
+    decode = Decoder(settings, 0)
 
-    def engine_for(p: int) -> PartitionEngine:
-        engine = engines.get(p)
-        if engine is None:
-            engine = PartitionEngine(settings, p)
-            prefix = f"{p}|"
-            for key, value in table.items():
-                k = key.decode() if isinstance(key, bytes) else key
-                if k.startswith(prefix) and value is not None:
-                    engine.restore(k[len(prefix):], value)
-            engine.restored()
-            engines[p] = engine
-        return engine
+    def assign(p: int) -> None:
+        """Partition p's task, its engine rebuilt from the table, unless it runs here already."""
+        if p in manager:
+            return
+        engine = PartitionEngine(settings, p)
+        prefix = f"{p}|"
+        for key, value in table.items():
+            k = key.decode() if isinstance(key, bytes) else key
+            if k.startswith(prefix) and value is not None:
+                engine.restore(k[len(prefix):], value)
+        engine.restored()
+        manager.assign(p, engine)
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:  # noqa: ARG001
-        engines.clear()  # rebuilt from the (recovered) table on the next event
+        for p in list(manager):
+            manager.revoke(p)  # rebuilt from the (recovered) table on the next event
 
-    async def dead_letter(event: Any, reason: str, detail: str) -> None:
-        msg = event.message
-        dl = build_dead_letter(settings.limits, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                               key=msg.key, value=msg.value, reason=reason, detail=detail, component="processor-faust")
-        await app.topic(msg.topic + ".dlq", value_serializer="raw").send(
-            key=msg.key, value=serde.encode("DeadLetter", dl, msg.topic + ".dlq"))
-
-    @app.agent(inputs)
-    async def process(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            logical = logical_by_name[msg.topic]
-            try:
-                record = serde.decode(msg.value, VALUE_SCHEMA[logical], msg.topic).record
-            except serde.SerdeError as exc:
-                await dead_letter(event, exc.reason, exc.detail)
-                continue
-            engine = engine_for(msg.partition)
-            result = engine.process(logical, record)
-            for rej in result.rejections:
-                await dead_letter(event, rej.reason, rej.detail)
-            for cmd in result.commands:
-                await commands.send(key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd, t.name("commands")),
-                                    partition=msg.partition)
-            for m in engine.drain_memberships():
-                await audiences.send(key=membership_key(m["audience"], m["customer_id"]).encode(),
-                                     value=serde.encode("AudienceMembership", m, t.name("audiences")))
-            for key, value in engine.drain_changes().items():
-                full = f"{msg.partition}|{key}".encode()
+    async def write(out: TaskOutput[FaustRecord]) -> None:
+        for ref, cmd in out.commands:
+            assert ref is not None
+            await commands.send(key=cmd["customer_id"].encode(), partition=ref.partition,
+                                value=serde.encode("EmailCommand", cmd, t.name("commands")))
+        for d in out.dead_letters:
+            msg = d.ref.message
+            dl = build_dead_letter(settings.limits, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                   key=msg.key, value=msg.value, reason=d.reason, detail=d.detail,
+                                   component="processor-faust")
+            await app.topic(msg.topic + ".dlq", value_serializer="raw").send(
+                key=dl["original_key"], value=serde.encode("DeadLetter", dl, msg.topic + ".dlq"))
+        for m in out.memberships:
+            await audiences.send(key=membership_key(m["audience"], m["customer_id"]).encode(),
+                                 value=serde.encode("AudienceMembership", m, t.name("audiences")))
+        for p, changed in manager.changes(out.touched).items():
+            for key, value in changed.items():
+                full = f"{p}|{key}".encode()
                 if value is None:
                     table.pop(full, None)
                 else:
                     table[full] = value
 
+    @app.agent(inputs)
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            value = msg.value
+            size = len(value) if value else 0
+            out: TaskOutput[FaustRecord] = TaskOutput()
+            if msg.topic in global_by_name:
+                logical = global_by_name[msg.topic]
+                for tp in app.assignor.assigned_actives():
+                    if tp.topic in logical_by_name:
+                        assign(tp.partition)
+                record, refusal = decode.value(value, logical, msg.topic, size)
+                manager.apply_global(logical, lambda p, msg=msg: FaustRecord(msg, p), record, out,
+                                     size=size, refusal=refusal)
+            else:
+                logical = logical_by_name[msg.topic]
+                assign(msg.partition)
+                record, refusal = decode.value(value, logical, msg.topic, size)
+                manager.apply(msg.partition, logical, FaustRecord(msg, msg.partition), record, out,
+                              key=msg.key, size=size, refusal=refusal)
+            await write(out)
+
     if settings.worker.tick_interval_s > 0:
         @app.timer(settings.worker.tick_interval_s)
         async def tick() -> None:
             now = int(time.time() * 1000)
-            for tp in app.assignment.assigned_active():
+            for tp in app.assignor.assigned_actives():
                 if tp.topic == t.name("clock"):
                     await clock.send(key=f"clock-{tp.partition}".encode(), partition=tp.partition,
                                      value=serde.encode("ClockTick", {"partition": tp.partition, "tick_at": now,

@@ -17,8 +17,12 @@ Free text that reaches state and emails is clamped, not rejected (``clamp``): na
 ``limits.max_items`` line items. Clamped records are counted by the caller. An email address longer
 than 254 characters (RFC 5321's limit) is dropped the same way: such an address cannot be mailed.
 
-Output (``fits``): commands and changelog values larger than ``limits.max_message_bytes`` (the
-topics' ``max.message.bytes``; Kafka's default is 1 MB) are never handed to the producer.
+Output: commands and changelog values larger than ``limits.max_message_bytes`` (the topics'
+``max.message.bytes``; Kafka's default is 1 MB) are never handed to the producer. One rule for both:
+key + value + ``limits.record_overhead_bytes`` must fit. ``fits`` applies it to encoded bytes (the
+changelog); ``command_oversize`` applies it to a command before it is encoded, by an upper bound (the
+context, which is free text, counted exactly; every other field of a command within
+``COMMAND_FIELDS_BYTES``), so every driver — live, file or test — refuses the same commands.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ _ID_FIELDS = ("event_id", "order_id", "cart_id", "shipment_id", "command_id", "m
 _NAME_FIELDS = ("first_name", "name")
 _URL_FIELDS = ("url", "image_url", "cart_url", "tracking_url", "link")
 _KEYLESS = frozenset({"clock", "inventory"})  # keyed by partition / by SKU, not by customer
+COMMAND_FIELDS_BYTES = 4096  # upper bound on a command's key and fields other than its context (ids ≤ max_id_chars)
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,13 @@ def admit(limits: LimitSettings, logical: str, key: bytes | None, size: int,
     if key is not None and key != cid.encode():
         shown = key[:80].decode(errors="replace")
         return Refusal("key_mismatch", f"record key {shown!r} differs from customer_id {cid[:80]!r}")
+    max_id = limits.max_id_chars
+    get = record.get  # every record passes here: the loop is kept to a lookup and a length
     for name in _ID_FIELDS:
-        value = record.get(name)
-        if isinstance(value, str) and len(value) > limits.max_id_chars:
+        value = get(name)
+        if value.__class__ is str and len(value) > max_id:
             return Refusal("invalid", f"{name} of {len(value)} characters is longer than "
-                                      f"limits.max_id_chars ({limits.max_id_chars})")
+                                      f"limits.max_id_chars ({max_id})")
     return None
 
 
@@ -126,6 +133,18 @@ def fits(limits: LimitSettings, key: bytes | None, value: bytes | None) -> bool:
     for the record and batch headers)."""
     size = (len(key) if key else 0) + (len(value) if value else 0)
     return size + limits.record_overhead_bytes <= limits.max_message_bytes
+
+
+def command_oversize(limits: LimitSettings, cmd: dict[str, Any]) -> int:
+    """0 when the encoded command is sure to ``fit``; else about how many bytes it would be (key and
+    value). The context is the only field without a bound of its own: a context that fits even at
+    4 UTF-8 bytes a character is not encoded at all (the hot path)."""
+    room = limits.max_message_bytes - limits.record_overhead_bytes
+    context = cmd["context"]
+    if len(context) * 4 + COMMAND_FIELDS_BYTES <= room:
+        return 0
+    size = len(context.encode()) + COMMAND_FIELDS_BYTES
+    return size if size > room else 0
 
 
 def dead_letter_value(limits: LimitSettings, value: bytes | None) -> tuple[bytes | None, str]:

@@ -15,8 +15,11 @@ The rules, in order, for each record offered:
    records to fetch (the driver says how many it has not fetched: ``lag``). A driver that has nothing
    unfetched (a file) gets every record processed at once, in the order offered.
 3. **Processing**: the engine's commands; an engine error or rejection is a dead letter with the
-   reason; a command that could not be produced (over ``limits.max_message_bytes``) is a dead letter
-   of the record that caused it.
+   reason; a command that could not be produced (over ``limits.max_message_bytes``, by the one rule
+   in ``limits.command_oversize``) is a dead letter of the record that caused it.
+
+A process holds its tasks in a ``TaskManager`` (streams/runtime/tasks.py), the one thing a driver
+calls; a global record's fan-out to every task lives there.
 
 Modelled on Kafka Streams' StreamTask (record queues per partition, the smallest-timestamp head) and
 tested like its TopologyTestDriver: records in, time advanced, outputs asserted, no broker.
@@ -24,20 +27,18 @@ tested like its TopologyTestDriver: records in, time advanced, outputs asserted,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from streams.config import Settings
 from streams.core.audiences import Membership
 from streams.core.engine import PartitionEngine
-from streams.runtime.limits import Refusal, admit, clamp
+from streams.runtime.limits import Refusal, admit, clamp, command_oversize
 from streams.runtime.merge import PartitionMerger, Pending, event_time_of
 from streams.kafka.topics import INPUT_TOPICS
 
 R = TypeVar("R")  # the driver's handle on a record: a Kafka message, a line number, ...
-
-COMMAND_FIELDS_BYTES = 4096  # generous bound on a command's fields other than its context (ids ≤ 256 chars)
 
 
 def caught_up(topic: str) -> int:
@@ -57,19 +58,28 @@ class DeadLetter(Generic[R]):
 class TaskOutput(Generic[R]):
     """What a task produced since it was created or cleared: ``commands`` as (cause, command) in firing
     order (cause ``None``: fired by time advancing), ``dead_letters``, ``memberships`` (audience joins
-    and leaves, in order), and ``done`` — every record handed to the engine or dead-lettered, in
-    processing order."""
+    and leaves, in order), ``done`` — every record handed to the engine or dead-lettered, in
+    processing order — and ``touched``: the partitions whose state may have changed (filled by the
+    ``TaskManager``)."""
 
     commands: list[tuple[R | None, dict[str, Any]]] = field(default_factory=list)
     dead_letters: list[DeadLetter[R]] = field(default_factory=list)
     done: list[R] = field(default_factory=list)
     memberships: list[Membership] = field(default_factory=list)
+    touched: set[int] = field(default_factory=set)
 
     def clear(self) -> None:
-        self.commands.clear()
-        self.dead_letters.clear()
-        self.done.clear()
-        self.memberships.clear()
+        # each list only when it holds something: a driver clears once per record (the hot path)
+        if self.commands:
+            self.commands.clear()
+        if self.dead_letters:
+            self.dead_letters.clear()
+        if self.done:
+            self.done.clear()
+        if self.memberships:
+            self.memberships.clear()
+        if self.touched:
+            self.touched.clear()
 
     def take(self, other: "TaskOutput[R]") -> None:
         """What another partition's task produced for the same global record: its commands,
@@ -98,7 +108,6 @@ class PartitionTask(Generic[R]):
         self.merger: PartitionMerger[_Offered[R]] = PartitionMerger(
             list(topics), settings.worker.max_idle_ms, settings.worker.max_lag_wait_ms)
         self.clamped = 0
-        self._max_bytes = self.limits.max_message_bytes - self.limits.record_overhead_bytes
 
     # ---- input ------------------------------------------------------------------------------
     def offer(self, logical: str, ref: R, record: dict[str, Any] | None, *, key: bytes | None = None,
@@ -109,7 +118,7 @@ class PartitionTask(Generic[R]):
         at = -1 if item.refusal is not None else event_time_of(logical, record)  # type: ignore[arg-type]
         self.merger.add(Pending(logical, at, item))
 
-    def apply(self, logical: str, ref: R, record: dict[str, Any] | None, out: TaskOutput[R], *,
+    def apply(self, logical: str, ref: R, record: dict[str, Any] | None, out: TaskOutput[R],
               key: bytes | None = None, size: int = 0, refusal: Refusal | None = None) -> None:
         """``offer`` + ``run`` for a driver with nothing unfetched and nothing queued (a file read in
         order): the record is the only head, so it is processed at once — the same rule, without the
@@ -118,10 +127,9 @@ class PartitionTask(Generic[R]):
             self.offer(logical, ref, record, key=key, size=size, refusal=refusal)
             self.run(out, self.merger.size)
             return
-        refusal = admit(self.limits, logical, key, size, record)
+        refusal = admit(self.limits, logical, key, size, record)  # ``_refusal``, inlined: the hot path
         if refusal is not None:
-            out.done.append(ref)
-            out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail, admission=True))
+            self._refused(ref, refusal, out)
             return
         if clamp(self.limits, record):
             self.clamped += 1
@@ -138,12 +146,22 @@ class PartitionTask(Generic[R]):
     def _admit(self, logical: str, ref: R, record: dict[str, Any] | None, key: bytes | None, size: int,
                refusal: Refusal | None) -> _Offered[R]:
         if refusal is None:
-            refusal = admit(self.limits, logical, key, size, record)
-            if refusal is None and record is not None and clamp(self.limits, record):
-                self.clamped += 1
+            refusal = self._refusal(logical, record, key, size)
         elif record is not None:
             record = None
         return _Offered(logical, ref, record, refusal)
+
+    def _refusal(self, logical: str, record: dict[str, Any] | None, key: bytes | None, size: int) -> Refusal | None:
+        """Admission (streams/runtime/limits.py): why the record is refused, else ``None`` with its
+        free text clamped (counted)."""
+        refusal = admit(self.limits, logical, key, size, record)
+        if refusal is None and record is not None and clamp(self.limits, record):
+            self.clamped += 1
+        return refusal
+
+    def _refused(self, ref: R, refusal: Refusal, out: TaskOutput[R]) -> None:
+        out.done.append(ref)
+        out.dead_letters.append(DeadLetter(ref, refusal.reason, refusal.detail, admission=True))
 
     def queued(self, logical: str) -> int:
         return self.merger.queued(logical)
@@ -170,9 +188,7 @@ class PartitionTask(Generic[R]):
 
     def _process(self, item: _Offered[R], out: TaskOutput[R]) -> None:
         if item.refusal is not None or item.record is None:
-            refusal = item.refusal or Refusal("invalid", "no record")
-            out.done.append(item.ref)
-            out.dead_letters.append(DeadLetter(item.ref, refusal.reason, refusal.detail, admission=True))
+            self._refused(item.ref, item.refusal or Refusal("invalid", "no record"), out)
             return
         self._run_engine(item.logical, item.ref, item.record, out)
 
@@ -188,22 +204,15 @@ class PartitionTask(Generic[R]):
         if result.rejections:
             for rej in result.rejections:
                 out.dead_letters.append(DeadLetter(ref, rej.reason, rej.detail))
+        limits = self.limits
         for cmd in result.commands:
-            size = self._oversize(cmd)
+            size = command_oversize(limits, cmd)
             if size:
                 out.dead_letters.append(DeadLetter(ref, "output_too_large", (
                     f"{cmd['flow']} step {cmd['step']} command {cmd['command_id']} would be about {size} bytes, "
                     f"over limits.max_message_bytes ({self.limits.max_message_bytes})")))
                 continue
             out.commands.append((ref, cmd))
-
-    def _oversize(self, cmd: dict[str, Any]) -> int:
-        """0 when the command fits in ``limits.max_message_bytes``; else about how large it would be."""
-        n = len(cmd["context"])
-        if n * 4 + COMMAND_FIELDS_BYTES <= self._max_bytes:  # fits even at 4 UTF-8 bytes a character: not counted
-            return 0
-        size = len(cmd["context"].encode()) + COMMAND_FIELDS_BYTES
-        return size if size > self._max_bytes else 0
 
     # ---- state ------------------------------------------------------------------------------
     def changes(self) -> dict[str, bytes | None]:
@@ -213,19 +222,3 @@ class PartitionTask(Generic[R]):
         """Forget queued records (after an aborted transaction the driver rewinds and offers them again)."""
         self.merger.clear()
 
-
-def apply_global_everywhere(tasks: Iterable[tuple[int, PartitionTask[R]]], logical: str, ref_of: Callable[[int], R],
-                            record: dict[str, Any] | None, out: TaskOutput[R], scratch: TaskOutput[R], *,
-                            size: int = 0, refusal: Refusal | None = None) -> None:
-    """One record of a global topic to every partition task, in partition order: what each partition
-    does with it (commands, memberships, a processing error of its own) goes to ``out``; an admission
-    refusal and ``done`` once (the first partition's), since it is one record. ``ref_of(p)``: the driver's handle on it for partition p."""
-    first = True
-    for p, task in tasks:
-        if first:
-            task.apply_global(logical, ref_of(p), record, out, size=size, refusal=refusal)
-            first = False
-            continue
-        scratch.clear()
-        task.apply_global(logical, ref_of(p), record, scratch, size=size, refusal=refusal)
-        out.take(scratch)

@@ -28,6 +28,7 @@ from schemas import serde
 from streams.runtime import background
 from streams.config import Settings
 from streams.kafka.io import client_config, producer_config, read_topic
+from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
@@ -68,10 +69,6 @@ class ReplayResult:
     commands: list[dict[str, Any]]
     diff: CommandDiff
     replay_prefix: str
-
-
-def event_time(logical: str, record: dict[str, Any]) -> int:
-    return int(record["tick_at"] if logical == "clock" else record["occurred_at"])
 
 
 def diff_commands(production: list[dict[str, Any]], replay: list[dict[str, Any]]) -> CommandDiff:
@@ -117,7 +114,7 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
-                at = event_time(logical, serde.decode(rec.value, VALUE_SCHEMA[logical], rec.topic).record)
+                at = event_time_of(logical, serde.decode(rec.value, VALUE_SCHEMA[logical], rec.topic).record)
             except serde.SerdeError:
                 continue  # production already dead-lettered it
             if not window.contains(at):

@@ -28,7 +28,8 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.engine import PartitionEngine
 from streams.kafka.partitioning import partition_for
-from streams.runtime.task import PartitionTask, TaskOutput, apply_global_everywhere
+from streams.runtime.task import PartitionTask, TaskOutput
+from streams.runtime.tasks import TaskManager
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA
 
 log = logging.getLogger("shopmail.simulate")
@@ -87,27 +88,31 @@ def topic_lookup(settings: Settings) -> dict[str, str]:
 
 
 class Simulator:
-    """The partition tasks of a log read from a file: every record goes to its partition's
-    ``PartitionTask`` (the one the worker drives), which admits, orders and processes it."""
+    """The partition tasks of a log read from a file, in a ``TaskManager`` (the one the worker drives),
+    which admits, orders and processes every record. ``partitions``: the ones this process runs (all
+    of them unless it is one of several processes)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, partitions: Iterable[int] | None = None) -> None:
         self.settings = settings
         self.partitions = settings.topics.partitions
-        self.tasks: dict[int, PartitionTask[int]] = {}
+        self.owned = sorted(range(self.partitions) if partitions is None else partitions)
+        self.manager: TaskManager[int] = TaskManager(settings)
+        self._apply = self.manager.apply
         self.lookup = topic_lookup(settings)
         self.out: TaskOutput[int] = TaskOutput()
-        self._scratch: TaskOutput[int] = TaskOutput()
         self._partition_of: dict[str, int] = {}  # murmur2 of a customer id, computed once
+        self._all_assigned = False
+
+    @property
+    def tasks(self) -> dict[int, PartitionTask[int]]:
+        return self.manager.tasks
 
     @property
     def engines(self) -> dict[int, PartitionEngine]:
-        return {p: task.engine for p, task in self.tasks.items()}
+        return self.manager.engines
 
     def task(self, p: int) -> PartitionTask[int]:
-        t = self.tasks.get(p)
-        if t is None:
-            t = self.tasks[p] = PartitionTask(self.settings, p)
-        return t
+        return self.manager.task(p)
 
     def partition(self, customer_id: str) -> int:
         p = self._partition_of.get(customer_id)
@@ -123,21 +128,29 @@ class Simulator:
 
     def apply(self, logical: str, record: dict[str, Any], line: int = 0, size: int = 0) -> TaskOutput[int]:
         """One record of input line ``line`` (its ``size`` in bytes): what it caused (cleared per call).
-        A record of a global topic (inventory) goes to every partition, in partition order."""
+        A record of a global topic (inventory) goes to every partition this process runs."""
         out = self.out
         out.clear()
-        if logical in GLOBAL_INPUT_TOPICS:  # dead letters once (partition 0's), commands of every partition
-            apply_global_everywhere(((p, self.task(p)) for p in range(self.partitions)), logical, lambda p: line,
-                                    record, out, self._scratch, size=size)
+        if logical in GLOBAL_INPUT_TOPICS:
+            if not self._all_assigned:
+                for p in self.owned:
+                    self.manager.task(p)
+                self._all_assigned = True
+            self.manager.apply_global(logical, lambda p: line, record, out, size=size)
             return out
-        self.task(self.target(logical, record)).apply(logical, line, record, out, size=size)
+        if logical == "clock":  # ``target``, inlined: this is the hot path of ``simulate``
+            p = int(record["partition"]) % self.partitions
+        else:
+            p = self._partition_of.get(record["customer_id"])  # type: ignore[assignment]
+            if p is None:
+                p = self.partition(record["customer_id"])
+        self._apply(p, logical, line, record, out, None, size)
         return out
 
     def advance(self, until_ms: int) -> TaskOutput[int]:
         out = self.out
         out.clear()
-        for p in sorted(self.tasks):
-            self.tasks[p].advance(until_ms, out)
+        self.manager.advance(until_ms, out)
         return out
 
 
@@ -261,16 +274,30 @@ class _Router:
         return int(m.group(1)) % self.partitions if m else None
 
 
+def _spool_by_partition(write: Any, sim: Simulator, out: TaskOutput[int], key: Any) -> int:
+    """Spool commands that several partitions fired for one input (a global record, the final
+    advance), each keyed by ``key(partition, seq)``: the merge puts them in partition order, as one
+    process writes them. A command's partition is its customer's."""
+    seqs: dict[int, int] = {}
+    for _, cmd in out.commands:
+        q = sim.partition(cmd["customer_id"])
+        seq = seqs[q] = seqs.get(q, -1) + 1
+        write(key(q, seq) + command_line(cmd))
+    return len(out.commands)
+
+
 def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int | None, spool: str,
             outbox: Any) -> None:
     """Runs the partitions ``p % workers == w`` over the whole input; writes "<key><command>" lines
-    (in key order) to ``spool``. Lines that name no partition (bad lines) belong to worker 0."""
+    (in key order) to ``spool``. Lines that name no partition (bad lines) belong to worker 0; a global
+    record goes to every worker, each applying it to its own partitions."""
     import gc
 
     gc.disable()  # the state has no reference cycles worth collecting; a full pass costs seconds
-    sim = Simulator(settings)
-    task_out: TaskOutput[int] = TaskOutput()
-    route = _Router(settings.topics.partitions)
+    partitions = settings.topics.partitions
+    sim = Simulator(settings, range(w, partitions, workers))
+    route = _Router(partitions)
+    limit = settings.limits.max_record_bytes
     bad: list[BadLine] = []
     events = count = 0
     try:
@@ -291,16 +318,12 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                         if err is None and logical in GLOBAL_INPUT_TOPICS:
                             assert record is not None
                             events += w == 0  # counted once, as in ``simulate``
-                            size = record_size(logical, record, len(line), settings.limits.max_record_bytes)
-                            for q in range(w, settings.topics.partitions, workers):
-                                task_out.clear()
-                                sim.task(q).apply_global(logical, n, record, task_out, size=size)
-                                for dead in task_out.dead_letters:
-                                    if q == 0 or not dead.admission:  # a refusal once, like a bad line
-                                        bad.append(BadLine(n, dead.reason, dead.detail))
-                                for seq, (_, cmd) in enumerate(task_out.commands):  # partition order, as sequential
-                                    write(_KEY % (n, q * GLOBAL_SEQ + seq) + command_line(cmd))
-                                    count += 1
+                            task_out = sim.apply(logical, record, n, record_size(logical, record, len(line), limit))
+                            # a refusal is the same on every worker: reported once, like a bad line
+                            bad.extend(BadLine(n, d.reason, d.detail) for d in task_out.dead_letters
+                                       if w == 0 or not d.admission)
+                            count += _spool_by_partition(write, sim, task_out,
+                                                         lambda q, seq, n=n: _KEY % (n, q * GLOBAL_SEQ + seq))
                             continue
                         p = 0  # bad lines: worker 0
                 if p % workers != w:
@@ -310,13 +333,9 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                     bad.append(err)
                     continue
                 assert logical is not None and record is not None
-                p = sim.target(logical, record)
-                if p % workers != w:
+                if sim.target(logical, record) % workers != w:
                     raise RuntimeError(f"line {n}: routed to worker {w} but its partition belongs to another")
-                task = sim.task(p)
-                task_out.clear()
-                task.apply(logical, n, record, task_out,
-                           size=record_size(logical, record, len(line), settings.limits.max_record_bytes))
+                task_out = sim.apply(logical, record, n, record_size(logical, record, len(line), limit))
                 events += 1
                 for dead in task_out.dead_letters:
                     bad.append(BadLine(n, dead.reason, dead.detail))
@@ -324,12 +343,8 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
                     write(_KEY % (n, seq) + command_line(cmd))
                     count += 1
             if until_ms is not None:
-                for p in sorted(sim.tasks):
-                    task_out.clear()
-                    sim.tasks[p].advance(until_ms, task_out)
-                    for seq, (_, cmd) in enumerate(task_out.commands):
-                        out.write(_KEY % (_UNTIL + p, seq) + command_line(cmd))
-                        count += 1
+                count += _spool_by_partition(write, sim, sim.advance(until_ms),
+                                             lambda q, seq: _KEY % (_UNTIL + q, seq))
         outbox.put((events, count, bad, None, engine_counters(sim.engines.values())))
         log.info("simulate worker %d: %d events, %d commands in %.1f s CPU", w, events, count, time.process_time())
     except Exception as exc:  # noqa: BLE001 — reported by the parent, which fails the run
