@@ -7,6 +7,9 @@
 - ``review_links``: the review page per product with a star rating (``rating=1..5``) and a token, an
   HMAC-SHA256 over (order, customer, command) with the unsubscribe secret, so the shop can tell a real
   request from a guessed ``?order=<id>``.
+- ``tracking_page_url``: shipping and tracking mail link the shop's own tracking page, signed here from the
+  command's order and customer ids with the tracking key (``streams/tracking/tokens.py``); the processors
+  that build the command hold no key. Without a key the mail keeps the carrier's link.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from streams.config import CouponSettings, LinkSettings, Settings
+from streams.tracking.tokens import tracking_page_url
 
 STARS = (5, 4, 3, 2, 1)
+TRACKING_FLOWS = frozenset({"shipping_confirmation", "tracking_update"})  # mail that links the tracking page
 
 
 def with_utm(url: str, utm: dict[str, str]) -> str:
@@ -77,4 +82,9 @@ def render_extra(settings: Settings, command: dict[str, Any]) -> dict[str, Any]:
                                       str(ctx.get("order_id") or ""), ctx.get("products") or [])
         if page is not None:
             extra.update(feedback_url=page, review_links=products)
+    elif command["flow"] in TRACKING_FLOWS:
+        page = tracking_page_url(settings, str(coupons.context_of(command).get("order_id") or ""),
+                                 command["customer_id"], command.get("locale"))
+        if page is not None:  # no tracking key configured: the mail keeps the carrier's link
+            extra["tracking_page_url"] = page
     return extra

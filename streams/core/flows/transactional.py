@@ -13,7 +13,6 @@ from typing import Any
 from streams.config import FlowSettings, TransactionalSettings
 from streams.core.flows.base import Command, Customer, Flow, items
 from streams.core.state import OrderRef
-from streams.tracking.tokens import tracking_page_url
 
 ORDER_DETAILS = ("order_number", "subtotal", "shipping", "tax", "shipping_address", "order_url")
 
@@ -43,10 +42,7 @@ class TransactionalFlow(Flow):
             number = r.get("order_number") or _order_number(c, r["order_id"])
             if number is not None:
                 ctx["order_number"] = number
-            # …and a link to the shop's own tracking page when it is configured
-            page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c.p.loc)
-            if page is not None:  # no key configured: contexts (and replays) stay as they were
-                ctx["tracking_page_url"] = page
+            # the link to the shop's own tracking page is signed by the sink at render time
         ctx.update(extra)
         return [self.command(cid, c, 1, trigger, at, known + self.options.expires_after_ms, ctx, to)]
 
