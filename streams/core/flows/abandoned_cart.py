@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import AbandonedCartSettings, FlowSettings
-from streams.core.flows.base import Command, Customer, SeriesFlow, items, total
+from streams.core.flows.base import Customer, Exit, SeriesFlow, items, total
 from streams.core.ids import stable_code
 from streams.core.state import Cart
 
@@ -23,8 +23,8 @@ class AbandonedCart(SeriesFlow):
     timer_key = "cart"
     priority = 0
     steps = 3
-    state_key = "cart"
     settle_topics = frozenset({"carts", "orders"})
+    exits = (Exit("orders", frozenset({"placed"})),)  # the customer ordered after the cart activity
     audiences = ("abandoned_cart_open",)  # a cart with items, neither bought nor cleared
 
     @staticmethod
@@ -32,12 +32,11 @@ class AbandonedCart(SeriesFlow):
         return flows.abandoned_cart
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
+        if topic == "orders":
+            self.exited(c, topic, r)
+            return
         at = r["occurred_at"]
         cart = c.cart
-        if topic == "orders":
-            if r["type"] not in ("cancelled", "refunded") and cart is not None and cart.a <= at:
-                c.cart = None  # exit: the customer ordered after the cart activity
-            return
         if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known
             return
@@ -71,13 +70,14 @@ class AbandonedCart(SeriesFlow):
         cart = c.cart
         return None if cart is None else self.series_due(cart)
 
-    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        assert c.cart is not None
-        return self.fire_instance(cid, c, c.cart, due)
+    def instance(self, c: Customer) -> Cart | None:
+        return c.cart
 
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        assert c.cart is not None
-        self.skip_instance(cid, c, c.cart)
+    def end(self, c: Customer) -> None:
+        c.cart = None
+
+    def started(self, inst: Cart) -> int:
+        return inst.a
 
     def sent(self, c: Customer, due: int) -> None:
         c.acl = due

@@ -26,17 +26,18 @@ from typing import Any
 
 from streams.config import BackInStockSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, MarketingFlow
+from streams.core.flows.base import Command, Customer, Exit, KeyedFlow
 from streams.core.state import Stock, WaitingSku
 
 
-class BackInStock(MarketingFlow):
+class BackInStock(KeyedFlow):
     name = "back_in_stock"
     timer_key = "bis"
     priority = 3
     steps = 1
     settle_topics = frozenset({"carts", "orders"})
     global_topics = frozenset({"inventory"})
+    exits = (Exit("orders", frozenset({"placed"}), key="sku"),)  # bought it (after it was seen sold out)
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -49,11 +50,7 @@ class BackInStock(MarketingFlow):
     # ---- customer events --------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         if topic == "orders":
-            if r["type"] == "placed" and c.bis:
-                for it in r["items"]:
-                    w = c.bis.get(it["sku"])
-                    if w is not None and w.since <= r["occurred_at"]:
-                        del c.bis[it["sku"]]  # bought it: nothing to tell
+            self.apply_exits(c, topic, r)
             return
         cart = c.cart  # the abandoned-cart flow settled this activity first (registry order)
         if cart is None or cart.a != r["occurred_at"]:
@@ -124,21 +121,14 @@ class BackInStock(MarketingFlow):
         return []
 
     # ---- timers -----------------------------------------------------------------------------
-    def next_due(self, c: Customer) -> int | None:
-        best: int | None = None
-        for w in c.bis.values():
-            if w.due is not None:
-                t = w.d or w.due
-                if best is None or t < best:
-                    best = t
-        return best
+    def timers(self, c: Customer) -> dict[str, WaitingSku]:
+        return c.bis
 
-    def _due_now(self, c: Customer, due: int) -> str:
-        """The SKU whose mail is due at ``due`` (the smallest SKU on a tie)."""
-        return min(s for s, w in c.bis.items() if w.due is not None and (w.d or w.due) == due)
+    def started(self, inst: WaitingSku) -> int:
+        return inst.since
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        sku = self._due_now(c, due)
+        sku = self.due_key(c, due)
         w = c.bis[sku]
         row = self.stock.get(sku)
         if row is not None and row.out:  # sold out again before the mail went: wait for the next restock
@@ -147,16 +137,6 @@ class BackInStock(MarketingFlow):
             self.ctx.count("back_in_stock:sold_out_again")
             return []
         return self.fire_instance(cid, c, w, due, sku)
-
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        sku = self._due_now(c, due)
-        self.skip_instance(cid, c, c.bis[sku], sku)
-
-    def original_due(self, inst: WaitingSku) -> int:
-        return inst.due or 0
-
-    def advance(self, c: Customer, inst: WaitingSku, key: str) -> None:
-        c.bis.pop(key, None)
 
     def context(self, cid: str, c: Customer, inst: WaitingSku, step: int, key: str) -> dict[str, Any]:
         row = self.stock.get(key)

@@ -26,6 +26,7 @@ never touch the engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from decimal import Decimal
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -205,11 +206,137 @@ class MarketingFlow(Flow):
         self.ctx.dropped(cid, self.name, step, "late_start")
 
 
-class SeriesFlow(MarketingFlow):
-    """A marketing series of one instance in the customer field ``state_key``: step n is due
-    ``delays[n-1]`` after the instance's anchor ``a`` (or at its deferral ``d``)."""
+@dataclass(frozen=True)
+class Exit:
+    """A settled fact that ends a flow's instance: a record of ``topic`` whose ``type`` is one of ``types``
+    (with ``with_items``: only one that has line items) and whose time is at or after the instance's
+    ``started`` time. A flow with one instance per key (``KeyedFlow``) names the record field holding the
+    key it ends in ``key`` (``"sku"``: every line's SKU)."""
 
-    state_key: ClassVar[str]
+    topic: str
+    types: frozenset[str]
+    with_items: bool = False
+    key: str = ""
+
+    def matches(self, topic: str, r: dict[str, Any]) -> bool:
+        return topic == self.topic and r["type"] in self.types and (not self.with_items or bool(r["items"]))
+
+    def keys(self, r: dict[str, Any]) -> list[str]:
+        return [it["sku"] for it in r["items"]] if self.key == "sku" else [r[self.key]]
+
+
+class SingleInstanceFlow(MarketingFlow):
+    """A marketing flow with at most one running instance per customer (``instance``): firing, skipping,
+    a suppression and the declared ``exits`` act on it here."""
+
+    exits: ClassVar[tuple[Exit, ...]] = ()
+
+    @abstractmethod
+    def instance(self, c: Customer) -> Instance | None:
+        """The customer's running instance of this flow (None: none)."""
+
+    @abstractmethod
+    def end(self, c: Customer) -> None:
+        """The instance is over: forget it."""
+
+    def started(self, inst: Any) -> int:
+        """The time an exit counts from: a fact at or after it ends the instance."""
+        return 0
+
+    def exited(self, c: Customer, topic: str, r: dict[str, Any]) -> bool:
+        """Whether ``r`` is one of the ``exits`` (then the running instance, if any, has ended)."""
+        for e in self.exits:
+            if e.matches(topic, r):
+                inst = self.instance(c)
+                if inst is not None and self.started(inst) <= r["occurred_at"]:
+                    self.end(c)
+                return True
+        return False
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        inst = self.instance(c)
+        assert inst is not None
+        return self.fire_instance(cid, c, inst, due)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        inst = self.instance(c)
+        assert inst is not None
+        self.skip_instance(cid, c, inst)
+
+    def suppressed(self, c: Customer) -> None:
+        self.end(c)
+
+
+class KeyedFlow(MarketingFlow):
+    """A marketing flow with one pending mail per key (an order, a SKU) in a dict of its state (``timers``):
+    the earliest due time, which key is due, firing, skipping and the declared ``exits`` live here once.
+    A mail is due at its deferral ``d`` or else at ``due`` (None: not due yet)."""
+
+    exits: ClassVar[tuple[Exit, ...]] = ()
+
+    @abstractmethod
+    def timers(self, c: Customer) -> dict[str, Any]:
+        """The customer's instances of this flow by key (each with ``due`` and ``d``)."""
+
+    def started(self, inst: Any) -> int:
+        """The time an exit counts from: a fact at or after it ends the instance."""
+        return 0
+
+    def apply_exits(self, c: Customer, topic: str, r: dict[str, Any]) -> bool:
+        """End the instances ``r`` is an exit for; whether it is one of the ``exits`` at all."""
+        for e in self.exits:
+            if e.matches(topic, r):
+                timers = self.timers(c)
+                if timers:
+                    at = r["occurred_at"]
+                    for key in e.keys(r):
+                        inst = timers.get(key)
+                        if inst is not None and self.started(inst) <= at:
+                            del timers[key]
+                    if not timers:
+                        self.emptied(c)
+                return True
+        return False
+
+    def emptied(self, c: Customer) -> None:
+        """The customer has no instance of this flow left (a flow whose dict sits in a struct of its own
+        drops that struct here)."""
+        return None
+
+    def next_due(self, c: Customer) -> int | None:
+        best: int | None = None
+        for inst in self.timers(c).values():
+            if inst.due is not None:
+                t = inst.d or inst.due
+                if best is None or t < best:
+                    best = t
+        return best
+
+    def due_key(self, c: Customer, due: int) -> str:
+        """The key whose mail is due at ``due`` (the smallest key on a tie)."""
+        return min(k for k, inst in self.timers(c).items() if inst.due is not None and (inst.d or inst.due) == due)
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        key = self.due_key(c, due)
+        return self.fire_instance(cid, c, self.timers(c)[key], due, key)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        key = self.due_key(c, due)
+        self.skip_instance(cid, c, self.timers(c)[key], key)
+
+    def original_due(self, inst: Any) -> int:
+        return inst.due or 0  # type: ignore[no-any-return]
+
+    def advance(self, c: Customer, inst: Any, key: str) -> None:
+        timers = self.timers(c)
+        timers.pop(key, None)  # one mail per key
+        if not timers:
+            self.emptied(c)
+
+
+class SeriesFlow(SingleInstanceFlow):
+    """A marketing series of one instance: step n is due ``delays[n-1]`` after the instance's anchor ``a``
+    (or at its deferral ``d``)."""
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -227,9 +354,6 @@ class SeriesFlow(MarketingFlow):
 
     def advance(self, c: Customer, inst: Any, key: str) -> None:
         inst.next += 1
-
-    def suppressed(self, c: Customer) -> None:
-        setattr(c, self.state_key, None)
 
 
 def with_opt_out(cmd: Command) -> Command:

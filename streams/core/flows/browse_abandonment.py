@@ -26,16 +26,18 @@ from typing import Any
 
 from streams.config import BrowseAbandonmentSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, MarketingFlow
+from streams.core.flows.base import Command, Customer, Exit, SingleInstanceFlow
 from streams.core.state import BrowseRun, Cart
 
 
-class BrowseAbandonment(MarketingFlow):
+class BrowseAbandonment(SingleInstanceFlow):
     name = "browse_abandonment"
     timer_key = "bv"
     priority = 4
     steps = 1
     settle_topics = frozenset({"product_views", "carts", "orders"})
+    exits = (Exit("carts", frozenset({"item_added", "item_removed", "checkout_started"}), with_items=True),  # added
+             Exit("orders", frozenset({"placed"})))  # …or bought after viewing: the cart series takes it from here
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -49,15 +51,10 @@ class BrowseAbandonment(MarketingFlow):
 
     # ---- settled events ---------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
-        at = r["occurred_at"]
-        run = c.bv
         if topic == "product_views":
-            self._view(cid, c, run, r, at)
-        elif run is not None and at >= run.f:
-            if topic == "carts" and r["type"] != "cart_cleared" and r["items"]:
-                c.bv = None  # added to the cart after viewing: the cart series takes it from here
-            elif topic == "orders" and r["type"] == "placed":
-                c.bv = None  # bought after viewing
+            self._view(cid, c, c.bv, r, r["occurred_at"])
+        else:
+            self.exited(c, topic, r)
 
     def _view(self, cid: str, c: Customer, run: BrowseRun | None, r: dict[str, Any], at: int) -> None:
         opts: BrowseAbandonmentSettings = self.options
@@ -80,9 +77,6 @@ class BrowseAbandonment(MarketingFlow):
             return
         c.bv = BrowseRun(trig=r["event_id"], f=at, a=at, items=[_product(r)], cur=r.get("currency") or "USD")
 
-    def suppressed(self, c: Customer) -> None:
-        c.bv = None
-
     def settled_until(self, c: Customer) -> int:
         return c.bv.a if c.bv is not None else 0
 
@@ -97,6 +91,15 @@ class BrowseAbandonment(MarketingFlow):
     def advance(self, c: Customer, inst: BrowseRun, key: str) -> None:
         c.bv = None  # one step: the run is over
 
+    def instance(self, c: Customer) -> BrowseRun | None:
+        return c.bv
+
+    def end(self, c: Customer) -> None:
+        c.bv = None
+
+    def started(self, inst: BrowseRun) -> int:
+        return inst.f
+
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         run = c.bv
         assert run is not None
@@ -104,14 +107,10 @@ class BrowseAbandonment(MarketingFlow):
             c.bv = None
             self.ctx.dropped(cid, self.name, 1, "cart_series")
             return []
-        commands = self.fire_instance(cid, c, run, due)
+        commands = super().fire(cid, c, due)
         if commands:  # sent or held out: either way the customer's browse mail of this week
             c.bvl = due
         return commands
-
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        assert c.bv is not None
-        self.skip_instance(cid, c, c.bv)
 
     def context(self, cid: str, c: Customer, inst: BrowseRun, step: int, key: str) -> dict[str, Any]:
         first = inst.items[0]

@@ -39,7 +39,6 @@ class WinBack(SeriesFlow):
     timer_key = "lap"  # set by every order; a win-back starts from it
     priority = 2
     steps = 3
-    state_key = "wb"
     settle_topics = frozenset({"orders"})
     audiences = ("lapsed", "lapsed_vip")  # lapsed: a win-back is running (until the next order)
 
@@ -83,6 +82,12 @@ class WinBack(SeriesFlow):
             return lap
         return None
 
+    def instance(self, c: Customer) -> WinBackRun | None:
+        return c.wb
+
+    def end(self, c: Customer) -> None:
+        c.wb = None
+
     def _start(self, cid: str, c: Customer, due: int) -> None:
         o = c.ord
         assert o is not None and o.lid is not None
@@ -95,14 +100,14 @@ class WinBack(SeriesFlow):
         if wb is None:  # the lapse date: the series starts (its first step is due now or later)
             self._start(cid, c, due)
             return []
-        return self.fire_instance(cid, c, wb, due)
+        return super().fire(cid, c, due)
 
     def skip(self, cid: str, c: Customer, due: int) -> None:
         wb = c.wb
         if wb is None:  # a lapse date in the past starts the series as it would have
             self._start(cid, c, due)
             return
-        self.skip_instance(cid, c, wb)
+        super().skip(cid, c, due)
 
     def sent(self, c: Customer, due: int) -> None:
         wb = c.wb
