@@ -240,7 +240,7 @@ class PartitionEngine:
     def _settle_event(self, cid: str, c: Customer, topic: str, record: dict[str, Any],
                       out: list[Command]) -> None:
         """One event in event-time order: mail that waited for an address, the shared facts, the flows."""
-        ptx = c.ptx
+        ptx = c.waiting_for_address
         if ptx:
             waiting = ptx.pop(record["event_id"], None)
             if waiting is not None:  # transactional mail that waited for an address

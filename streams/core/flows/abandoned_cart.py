@@ -1,8 +1,8 @@
 """Abandoned cart: help (1 h), urgency (24 h), incentive (72 h) after the last cart activity.
 
 State (``streams/core/state.py``): ``cart`` (a ``Cart``: id, items, currency, url, anchor ``a`` = the
-last activity, trigger, next step, deferral, cached total); ``acl`` when the last step went out; ``cx``
-when the cart was last cleared.
+last activity, trigger, next step, deferral, cached total); ``cart_last_sent`` when the last step went out;
+``cart_cleared_at`` when the cart was last cleared (stored as ``acl`` and ``cx``).
 Starts on cart activity with items; new activity re-times the running series and restarts it from
 step 1 only when no step went out in the last ``no_respam_ms``. Ends on an order after the activity,
 a cleared cart, or a suppression.
@@ -40,11 +40,11 @@ class AbandonedCart(SeriesFlow):
         if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known
             return
-        cleared = -1 if c.cx is None else c.cx
+        cleared = -1 if c.cart_cleared_at is None else c.cart_cleared_at
         if r["type"] == "cart_cleared" or not r["items"]:
             c.cart = None
             if at > cleared:
-                c.cx = at
+                c.cart_cleared_at = at
             return
         ac: AbandonedCartSettings = self.options
         if cart is None and (at < cleared or (c.ord is not None and c.ord.last is not None and at < c.ord.last)):
@@ -52,7 +52,7 @@ class AbandonedCart(SeriesFlow):
             return
         if cart is None:  # a new flow instance
             cart = c.cart = Cart(trig=r["event_id"])
-        elif c.acl is None or at - c.acl >= ac.no_respam_ms:  # restart only without a recent step
+        elif c.cart_last_sent is None or at - c.cart_last_sent >= ac.no_respam_ms:  # restart only without a recent step
             cart.trig, cart.next = r["event_id"], 1
         # else: the running chain continues with its remaining steps, timed from this activity
         cart.id = r["cart_id"]
@@ -80,10 +80,10 @@ class AbandonedCart(SeriesFlow):
         return inst.a
 
     def sent(self, c: Customer, due: int) -> None:
-        c.acl = due
+        c.cart_last_sent = due
 
     def settled_until(self, c: Customer) -> int:
-        return max(c.cx or 0, c.cart.a if c.cart is not None else 0)
+        return max(c.cart_cleared_at or 0, c.cart.a if c.cart is not None else 0)
 
     def context(self, cid: str, c: Customer, inst: Cart, step: int, key: str) -> dict[str, Any]:
         cart_total = inst.tot

@@ -3,8 +3,8 @@ they viewed products (``product_views``, ProductViewed) but neither added anythi
 ordered since.
 
 State (``streams/core/state.py``): ``bv`` (a ``BrowseRun``: trigger = the first view's event id, first
-view ``f``, last view ``a``, the viewed products, currency, deferral); ``bvl`` when the last browse
-mail was due (sent or held out), for the weekly cap.
+view ``f``, last view ``a``, the viewed products, currency, deferral); ``browse_last_due`` (stored ``bvl``)
+when the last browse mail was due (sent or held out), for the weekly cap.
 
 - A view starts a run unless a browse mail was due less than ``weekly_cap_ms`` before it (counted
   ``dropped:browse_abandonment:weekly_cap``); later views re-time it and put their product first
@@ -72,7 +72,7 @@ class BrowseAbandonment(SingleInstanceFlow):
             if len(run.items) < opts.max_items and all(it["sku"] != r["sku"] for it in run.items):
                 run.items = run.items + [_product(r)]
             return
-        if c.bvl is not None and at - c.bvl < opts.weekly_cap_ms:
+        if c.browse_last_due is not None and at - c.browse_last_due < opts.weekly_cap_ms:
             self.ctx.dropped(cid, self.name, 1, "weekly_cap")
             return
         c.bv = BrowseRun(trig=r["event_id"], f=at, a=at, items=[_product(r)], cur=r.get("currency") or "USD")
@@ -109,7 +109,7 @@ class BrowseAbandonment(SingleInstanceFlow):
             return []
         commands = super().fire(cid, c, due)
         if commands:  # sent or held out: either way the customer's browse mail of this week
-            c.bvl = due
+            c.browse_last_due = due
         return commands
 
     def context(self, cid: str, c: Customer, inst: BrowseRun, step: int, key: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 order confirmation (with cross-sell learnt from the partition's orders), shipping confirmation (the
 first status of a shipment) and one tracking update per later status change.
 
-State (``streams/core/state.py``): ``sh`` shipment id → statuses seen (last 10 shipments); ``ptx``
-event id → [flow, trigger, extra] for mail that waits for an address until the event settles.
+State (``streams/core/state.py``): ``sh`` shipment id → statuses seen (last 10 shipments); 
+``waiting_for_address`` (stored ``ptx``) event id → [flow, trigger, extra] for mail that waits for an
+address until the event settles.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class TransactionalFlow(Flow):
         """Emit now; without a known address wait (until the event settles) for a profile that has one."""
         to = r.get("email") or c.p.email
         if not to:
-            c.ptx[r["event_id"]] = [self.name, trigger, extra]
+            c.waiting_for_address[r["event_id"]] = [self.name, trigger, extra]
             return []
         at = r["occurred_at"]
         known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
