@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from typing import Any
 
 import pytest
 
-from schemas import serde
 from sinks.rendering import Renderer
 from streams.kafka.io import produce_records, read_topic
 from streams.runtime.limits import admit, clamp
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, LimitSettings
-from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick
+from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick, view
 from tests.support.runtime import running_processor
 
-_ids = itertools.count()
 SHOP = "https://shop.example.com"
-
-
-def view(cid: str, at: int, sku: str = "TEE", name: str | None = None, **kw: Any) -> tuple[str, dict]:
-    return "product_views", serde.from_json("ProductViewed", {
-        "event_id": kw.pop("event_id", f"view-{next(_ids)}"), "customer_id": cid, "occurred_at": at, "sku": sku,
-        "name": name or f"Product {sku}", "price": "25.00", "currency": "EUR",
-        "image_url": f"{SHOP}/i/{sku}.jpg", "url": f"{SHOP}/p/{sku}", **kw})
 
 
 def browse(cmds):

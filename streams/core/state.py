@@ -19,7 +19,7 @@ Line items and buffered records stay the plain dicts the event carried (they go 
 commands as they are; converting them on every step would cost the engine its speed).
 
 A flow that keeps state adds its struct and one field of ``Customer`` here, with a readable attribute
-name and a short stored name (docs/adding-a-flow.md).
+name and a short stored name (``price_drop``, stored ``pd``: docs/adding-a-flow.md).
 """
 
 from __future__ import annotations
@@ -124,6 +124,23 @@ class BrowseRun(Instance):
     cur: str = "USD"  # currency of the last view
 
 
+class WatchedPrice(Instance):
+    """Price drop: a product the customer viewed or carted, at the price they saw; ``due`` once it got cheaper."""
+
+    seen_at: int = msgspec.field(default=0, name="at")  # when the customer last saw it (view or cart activity)
+    price: str = msgspec.field(default="", name="p")  # the price they saw then
+    currency: str = msgspec.field(default="", name="c")  # …and its currency (a cut in another one is not a cut)
+    name: str = msgspec.field(default="", name="n")  # the product's name as they saw it (for the mail)
+    due: int | None = None  # the cut's time as this partition learnt it (None: no cut yet)
+    new_price: str | None = msgspec.field(default=None, name="np")  # the price after the cut
+
+
+class PriceDropState(Record):
+    """The price-drop flow's state of one customer (``Customer.price_drop``)."""
+
+    watched: dict[str, WatchedPrice] = msgspec.field(default_factory=dict, name="w")  # sku → watch (≤ max_watched)
+
+
 class Stock(Record):
     """A row of the partition's ``stock`` table (SKU → the latest inventory record applied)."""
 
@@ -166,6 +183,7 @@ class Customer(Record):
     aud: list[str] = []  # retargeting audiences the customer is in (sorted; streams/core/audiences.py)
     ah: str | None = None  # digest of the hashed email those memberships were published with
     audience_withdrawn_at: int | None = msgspec.field(default=None, name="aw")  # a consent withdrawal / suppression not settled yet: in no audience until then
+    price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")  # streams/core/flows/price_drop.py
 
 
 class Partition(Record):
