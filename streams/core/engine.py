@@ -117,7 +117,10 @@ class PartitionEngine:
         self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
         self.max_future_ms = settings.worker.max_future_skew_ms
-        self.flows: tuple[Flow, ...] = tuple(cls(ctx) for cls in FLOWS)
+        # every flow after the flows it names in ``after`` (else in registry order)
+        self.flows: tuple[Flow, ...] = in_dependency_order(tuple(cls(ctx) for cls in FLOWS))
+        for f in self.flows:
+            f.connect(self.flows)
         # transactional mail that waited for an address names its flow
         self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
         # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
@@ -125,7 +128,7 @@ class PartitionEngine:
         self._timed: tuple[tuple[Callable[[Customer], Any], Flow], ...] = tuple(
             (attrgetter(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
                                                         key=lambda f: f.priority))
-        # the flows each topic goes to, in registry order (a flow never relies on another seeing it first)
+        # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
         self._arrival: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.arrival_topics) for t in topics}
@@ -483,6 +486,22 @@ class PartitionEngine:
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt
+
+
+def in_dependency_order(flows: tuple[Flow, ...]) -> tuple[Flow, ...]:
+    """``flows`` with each one after the flows it names in ``after`` (otherwise in the given order), so a
+    flow that asks another about a record sees that flow's state after the record, whatever the registry
+    order."""
+    done: list[Flow] = []
+    pending = list(flows)
+    while pending:
+        ready = next((f for f in pending if all(any(type(d) is cls for d in done) for cls in f.after)), None)
+        if ready is None:
+            raise ValueError("flows wait for each other or for a flow that is not registered: "
+                             + ", ".join(f"{f.name} after {[cls.__name__ for cls in f.after]}" for f in pending))
+        done.append(ready)
+        pending.remove(ready)
+    return tuple(done)
 
 
 def _earliest(timer: int | None, buf: list[list[Any]]) -> int | None:

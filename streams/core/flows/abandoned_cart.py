@@ -63,6 +63,15 @@ class AbandonedCart(SeriesFlow):
         cart.d = None
         cart.tot = None
 
+    def open_cart(self, c: Customer) -> Cart | None:
+        """The customer's open abandoned cart (its lines, currency, url and last activity ``a``), if any:
+        what other flows may know of this flow's state."""
+        return c.cart
+
+    def series_open(self, c: Customer) -> bool:
+        """Whether the customer's cart series still has a step to send."""
+        return c.cart is not None and c.cart.next <= len(self.delays)
+
     def audience_of(self, c: Customer) -> tuple[str, ...]:
         return self.audiences if c.cart is not None else ()
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from streams.config import BackInStockSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, Exit, KeyedFlow
+from streams.core.flows.abandoned_cart import AbandonedCart
+from streams.core.flows.base import Command, Customer, Exit, Flow, KeyedFlow
 from streams.core.state import Stock, WaitingSku
 
 
@@ -38,6 +39,7 @@ class BackInStock(KeyedFlow):
     settle_topics = frozenset({"carts", "orders"})
     global_topics = frozenset({"inventory"})
     exits = (Exit("orders", frozenset({"placed"}), key="sku"),)  # bought it (after it was seen sold out)
+    after = (AbandonedCart,)  # the customer's open cart is that flow's: it settles a cart activity first
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -47,12 +49,16 @@ class BackInStock(KeyedFlow):
     def settings_of(flows: FlowSettings) -> BackInStockSettings:
         return flows.back_in_stock
 
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        super().connect(flows)
+        self.carts = self.peer(AbandonedCart)
+
     # ---- customer events --------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         if topic == "orders":
             self.apply_exits(c, topic, r)
             return
-        cart = c.cart  # the abandoned-cart flow settled this activity first (registry order)
+        cart = self.carts.open_cart(c)  # as of this activity (``after``: that flow settled it first)
         if cart is None or cart.a != r["occurred_at"]:
             return  # cleared, bought or stale: no open cart from this activity
         stock = self.stock.rows
@@ -73,7 +79,8 @@ class BackInStock(KeyedFlow):
         sku = item["sku"]
         if sku in c.bis:
             return False  # already waiting, or its mail is due
-        c.bis[sku] = WaitingSku(since=at, item=item, cur=c.cart.cur if c.cart is not None else "USD")
+        cart = self.carts.open_cart(c)
+        c.bis[sku] = WaitingSku(since=at, item=item, cur=cart.cur if cart is not None else "USD")
         limit = self.options.max_waiting_skus
         if len(c.bis) > limit:  # forget the oldest waits (never a mail already due)
             waiting = sorted((w.since, s) for s, w in c.bis.items() if w.due is None)
@@ -81,6 +88,11 @@ class BackInStock(KeyedFlow):
                 del c.bis[s]
                 self.ctx.count("back_in_stock:forgotten")
         return True
+
+    def _cart_line(self, c: Customer, sku: str) -> dict[str, Any] | None:
+        """The line of ``sku`` in the customer's open cart, if it is there."""
+        cart = self.carts.open_cart(c)
+        return None if cart is None else next((it for it in cart.items if it["sku"] == sku), None)
 
     def suppressed(self, c: Customer) -> None:
         c.bis = {}
@@ -108,7 +120,12 @@ class BackInStock(KeyedFlow):
             new.back = at
         self.stock.put(sku, new)
         if kind == "out_of_stock":
-            return [cid for cid, c in customers.items() if c.cart is not None and any(it["sku"] == sku for it in c.cart.items) and self._wait(c, _cart_line(c, sku), at)]
+            touched = []
+            for cid, c in customers.items():
+                line = self._cart_line(c, sku)
+                if line is not None and self._wait(c, line, at):
+                    touched.append(cid)
+            return touched
         if kind == "restocked" and not new.out:
             due = max(at, self.ctx.watermark)
             touched = []
@@ -148,11 +165,7 @@ class BackInStock(KeyedFlow):
             if row.price is not None:  # the inventory's price, with its currency (None: unknown, not shown)
                 item["price"], item["currency"] = row.price, row.cur
         item.pop("stock", None)
-        url = item.get("url") or (c.cart.url if c.cart is not None else None) or f"{self.ctx.shop_url}/cart"
+        cart = self.carts.open_cart(c)
+        url = item.get("url") or (cart.url if cart is not None else None) or f"{self.ctx.shop_url}/cart"
         return {"sku": key, "items": [item], "product_name": item.get("name") or key, "product_url": url,
                 "currency": inst.cur}
-
-
-def _cart_line(c: Customer, sku: str) -> dict[str, Any]:
-    assert c.cart is not None
-    return next(it for it in c.cart.items if it["sku"] == sku)

@@ -19,8 +19,12 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   customer of the partition, and returns the ids of the customers it changed (the engine persists
   them and re-times their timers).
 
-Flows keep their state in their own fields of the customer record (``streams/core/state.py``) and
-never touch the engine.
+Flows keep their state in their own fields of the customer record (``streams/core/state.py``: readable
+attribute names, short stored names), read no other flow's fields and never touch the engine. The bases
+below hold what flows share: ``MarketingFlow`` the guards and experiments; ``SingleInstanceFlow``
+(``SeriesFlow``) and ``KeyedFlow`` the timer plumbing (fire, skip, advance, earliest due) for one
+running instance or one pending mail per key, and the declared ``exits`` (``Exit``: which facts end an
+instance). docs/adding-a-flow.md walks through adding a flow.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -43,6 +47,7 @@ from streams.core.state import Customer, Instance
 from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
+F = TypeVar("F", bound="Flow")
 
 ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
 
@@ -78,10 +83,27 @@ class Flow(ABC):
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
     timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
     audiences: ClassVar[tuple[str, ...]] = ()  # retargeting audiences it defines (``audience_of``)
+    # flows whose state this one asks about (through their methods, never their fields): they see every
+    # record before this flow does, whatever the registry order
+    after: ClassVar[tuple[type[Flow], ...]] = ()
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self.options = self.settings_of(ctx.settings.flows)
+        self._peers: dict[type[Flow], Flow] = {}
+
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        """The partition's other flows (the engine calls this once, after building them all)."""
+        self._peers = {type(f): f for f in flows if type(f) in self.after}
+        missing = [cls.__name__ for cls in self.after if cls not in self._peers]
+        if missing:
+            raise ValueError(f"flow {self.name} needs {', '.join(missing)}, which is not registered")
+
+    def peer(self, cls: type[F]) -> F:
+        """The partition's instance of a flow named in ``after``."""
+        flow = self._peers[cls]
+        assert isinstance(flow, cls)
+        return flow
 
     @staticmethod
     @abstractmethod

@@ -26,8 +26,9 @@ from typing import Any
 
 from streams.config import BrowseAbandonmentSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, Exit, SingleInstanceFlow
-from streams.core.state import BrowseRun, Cart
+from streams.core.flows.abandoned_cart import AbandonedCart
+from streams.core.flows.base import Command, Customer, Exit, Flow, SingleInstanceFlow
+from streams.core.state import BrowseRun
 
 
 class BrowseAbandonment(SingleInstanceFlow):
@@ -36,6 +37,7 @@ class BrowseAbandonment(SingleInstanceFlow):
     priority = 4
     steps = 1
     settle_topics = frozenset({"product_views", "carts", "orders"})
+    after = (AbandonedCart,)  # asks it whether the customer has an open cart and its series a step to send
     exits = (Exit("carts", frozenset({"item_added", "item_removed", "checkout_started"}), with_items=True),  # added
              Exit("orders", frozenset({"placed"})))  # …or bought after viewing: the cart series takes it from here
 
@@ -43,7 +45,10 @@ class BrowseAbandonment(SingleInstanceFlow):
         super().__init__(ctx)
         opts: BrowseAbandonmentSettings = self.options
         self.delay_ms = opts.delay_ms
-        self.cart_steps = len(ctx.settings.flows.abandoned_cart.delays_ms)
+
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        super().connect(flows)
+        self.carts = self.peer(AbandonedCart)
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> BrowseAbandonmentSettings:
@@ -64,7 +69,7 @@ class BrowseAbandonment(SingleInstanceFlow):
             run.cur = r.get("currency") or "USD"
             run.items = _with_first(run.items, _product(r), opts.max_items)
             return
-        if _acted_since(c, at):
+        if self._acted_since(c, at):
             self.ctx.count("stale:product_views")  # the customer added to the cart or ordered after it
             return
         if run is not None:  # a late view older than the run's last: joins it, the timing stays
@@ -103,7 +108,7 @@ class BrowseAbandonment(SingleInstanceFlow):
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         run = c.bv
         assert run is not None
-        if c.cart is not None and _series_open(c.cart, self.cart_steps):
+        if self.carts.series_open(c):
             c.bv = None
             self.ctx.dropped(cid, self.name, 1, "cart_series")
             return []
@@ -111,6 +116,14 @@ class BrowseAbandonment(SingleInstanceFlow):
         if commands:  # sent or held out: either way the customer's browse mail of this week
             c.browse_last_due = due
         return commands
+
+    def _acted_since(self, c: Customer, at: int) -> bool:
+        """Whether a cart activity with items (the open cart) or an order at or after ``at`` is known."""
+        cart = self.carts.open_cart(c)
+        if cart is not None and cart.a >= at:
+            return True
+        last = c.ord.last if c.ord is not None else None
+        return last is not None and last >= at
 
     def context(self, cid: str, c: Customer, inst: BrowseRun, step: int, key: str) -> dict[str, Any]:
         first = inst.items[0]
@@ -132,16 +145,3 @@ def _product(r: dict[str, Any]) -> dict[str, Any]:
 def _with_first(items: list[dict[str, Any]], item: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """``item`` first, then the others without its SKU, at most ``limit``."""
     return ([item] + [it for it in items if it["sku"] != item["sku"]])[:limit]
-
-
-def _acted_since(c: Customer, at: int) -> bool:
-    """Whether a cart activity with items (the open cart) or an order at or after ``at`` is known."""
-    if c.cart is not None and c.cart.a >= at:
-        return True
-    last = c.ord.last if c.ord is not None else None
-    return last is not None and last >= at
-
-
-def _series_open(cart: Cart, steps: int) -> bool:
-    """The abandoned-cart series still has a step to send."""
-    return cart.next <= steps
