@@ -8,6 +8,9 @@
 - ``review_links``: the review page per product with a star rating (``rating=1..5``) and a token, an
   HMAC-SHA256 over (order, customer, command) with the unsubscribe secret, so the shop can tell a real
   request from a guessed ``?order=<id>``.
+- ``tracking_page_url``: shipping and tracking mail link the shop's own tracking page, signed here from the
+  command's order and customer ids with the tracking key (``streams/tracking/tokens.py``); the processors
+  that build the command hold no key. Without a key the mail keeps the carrier's link.
 """
 
 from __future__ import annotations

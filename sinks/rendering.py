@@ -73,6 +73,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "delivery_feedback": ("order_id",),
     "win_back": ("offer_percent",),
     "browse_abandonment": ("items", "currency", "product_url"),
+    "price_drop": ("items", "currency", "product_url", "price", "previous_price"),
 }
 OPTIONAL: dict[str, Any] = {
     "first_name": None, "currency": None, "cart_url": None, "order_number": None, "subtotal": None,

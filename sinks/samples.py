@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock", "browse_abandonment")
+MARKETING = ("abandoned_cart", "delivery_feedback", "win_back", "back_in_stock", "browse_abandonment", "price_drop")
 SHOP = "https://shop.example.com"
 CREATED = 1_765_972_800_000  # 2025-12-17T12:00:00Z: the command's event time (coupons expire 14 days later)
 
@@ -55,6 +55,11 @@ FULL: dict[tuple[str, int], dict[str, Any]] = {
         "cross_sell": [{"sku": "CAP", "name": "Wool cap", "price": "29.00", "currency": "EUR",
                         "image_url": "https://shop.example.com/i/cap.jpg",
                         "url": f"{SHOP}/p/cap"}]},
+    ("price_drop", 1): {"sku": "JKT-1", "items": [{"sku": "JKT-1", "name": "Waxed cotton jacket", "price": "119.00",
+                                                   "image_url": "https://shop.example.com/i/jacket.jpg",
+                                                   "url": f"{SHOP}/p/jacket"}],
+                        "product_name": "Waxed cotton jacket", "product_url": f"{SHOP}/p/jacket", "currency": "EUR",
+                        "price": "119.00", "previous_price": "149.00"},
 }
 
 MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
@@ -71,6 +76,9 @@ MINIMAL: dict[tuple[str, int], dict[str, Any]] = {
     ("browse_abandonment", 1): {"items": [{"sku": "S", "name": "Plain tee", "price": "20.00", "image_url": None,
                                            "url": None}], "product_name": "Plain tee", "product_url": SHOP,
                                 "currency": "USD"},
+    ("price_drop", 1): {"sku": "S", "items": [{"sku": "S", "name": "Plain tee", "price": "15.00", "image_url": None,
+                                               "url": None}], "product_name": "Plain tee", "product_url": SHOP,
+                        "currency": "USD", "price": "15.00", "previous_price": "20.00"},
 }
 MINIMAL[("abandoned_cart", 2)] = MINIMAL[("abandoned_cart", 3)] = MINIMAL[("abandoned_cart", 1)]
 MINIMAL[("win_back", 2)] = MINIMAL[("win_back", 3)] = MINIMAL[("win_back", 1)]

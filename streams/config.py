@@ -283,6 +283,17 @@ class BrowseAbandonmentSettings:
 
 
 @dataclass
+class PriceDropSettings:
+    """Price drop (streams/core/flows/price_drop.py): one mail when a product the customer viewed or carted
+    gets cheaper (``price_changed`` on ``shop.inventory``, in the currency the customer saw it in)."""
+
+    watch_ms: int = 14 * DAY_MS  # a viewed or carted product is watched this long after it was last seen
+    max_watched: int = 5  # products watched per customer (the one seen longest ago is forgotten first)
+    min_drop_percent: int = 5  # a smaller cut than this (of the price the customer saw) sends nothing
+    expires_after_ms: int = 24 * HOUR_MS  # a mail the guards hold back longer than this after the cut is dropped
+
+
+@dataclass
 class GuardSettings:
     frequency_cap_ms: int = 20 * HOUR_MS
     quiet_start_hour: int = 22
@@ -305,6 +316,7 @@ class FlowSettings:
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
     back_in_stock: BackInStockSettings = field(default_factory=BackInStockSettings)
     browse_abandonment: BrowseAbandonmentSettings = field(default_factory=BrowseAbandonmentSettings)
+    price_drop: PriceDropSettings = field(default_factory=PriceDropSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
     experiments: list[Experiment] = field(default_factory=list)
     shop_url: str = "https://shop.example.com"

@@ -11,6 +11,7 @@ from streams.core.engine import PartitionEngine
 
 T0 = 1_793_955_600_000  # 2026-11-06 09:00:00 UTC (a Friday morning: no quiet hours in UTC)
 _ids = itertools.count()
+SHOP = "https://shop.example.com"
 ITEMS = [{"sku": "MUG", "name": "Enamel mug", "price": "14.00", "quantity": 2,
           "image_url": "https://shop.example.com/i/MUG.jpg", "url": "https://shop.example.com/p/MUG"}]
 
@@ -54,6 +55,18 @@ def shipment(cid: str, at: int, kind: str, order_id: str | None = None, shipment
 def feedback(cid: str, at: int, kind: str, **kw: Any) -> tuple[str, dict]:
     return "feedback", serde.from_json("EmailFeedback", {
         "event_id": kw.pop("event_id", eid("fb")), "customer_id": cid, "occurred_at": at, "type": kind, **kw})
+
+
+def view(cid: str, at: int, sku: str = "TEE", name: str | None = None, **kw: Any) -> tuple[str, dict]:
+    return "product_views", serde.from_json("ProductViewed", {
+        "event_id": kw.pop("event_id", eid("view")), "customer_id": cid, "occurred_at": at, "sku": sku,
+        "name": name or f"Product {sku}", "price": kw.pop("price", "25.00"), "currency": kw.pop("currency", "EUR"),
+        "image_url": f"{SHOP}/i/{sku}.jpg", "url": f"{SHOP}/p/{sku}", **kw})
+
+
+def inventory(sku: str, at: int, kind: str, **kw: Any) -> tuple[str, dict]:
+    return "inventory", serde.from_json("InventoryEvent", {
+        "event_id": kw.pop("event_id", eid("inv")), "sku": sku, "occurred_at": at, "type": kind, **kw})
 
 
 def tick(at: int, partition: int = 0) -> tuple[str, dict]:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
-from schemas import serde
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, load_settings
 from streams.core.engine import PartitionEngine
-from tests.core_events import ITEMS, T0, cart, customer, order, run_engine as run, tick
+from tests.core_events import ITEMS, T0, cart, customer, inventory, order, run_engine as run, tick
 
-_ids = itertools.count()
 SOLD_OUT = [{**ITEMS[0], "stock": 0}]
 OTHER = [{**ITEMS[0], "sku": "CAP", "name": "Wool cap"}]
-
-
-def inventory(sku: str, at: int, kind: str, **kw):
-    return "inventory", serde.from_json("InventoryEvent", {
-        "event_id": kw.pop("event_id", f"inv-{next(_ids)}"), "sku": sku, "occurred_at": at, "type": kind, **kw})
 
 
 def bis(cmds):

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from typing import Any
 
 import pytest
 
-from schemas import serde
 from sinks.rendering import Renderer
 from streams.kafka.io import produce_records, read_topic
 from streams.runtime.limits import admit, clamp
 from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, LimitSettings
-from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick
+from tests.core_events import T0, cart, customer, feedback, order, run_engine as run, tick, view
 from tests.support.runtime import running_processor
 
-_ids = itertools.count()
 SHOP = "https://shop.example.com"
-
-
-def view(cid: str, at: int, sku: str = "TEE", name: str | None = None, **kw: Any) -> tuple[str, dict]:
-    return "product_views", serde.from_json("ProductViewed", {
-        "event_id": kw.pop("event_id", f"view-{next(_ids)}"), "customer_id": cid, "occurred_at": at, "sku": sku,
-        "name": name or f"Product {sku}", "price": "25.00", "currency": "EUR",
-        "image_url": f"{SHOP}/i/{sku}.jpg", "url": f"{SHOP}/p/{sku}", **kw})
 
 
 def browse(cmds):
@@ -43,7 +33,7 @@ def test_one_mail_two_hours_after_the_last_view_with_the_viewed_product():
     assert ctx["items"] == [{"sku": "TEE", "name": "Organic tee", "price": "25.00", "image_url": f"{SHOP}/i/TEE.jpg",
                              "url": f"{SHOP}/p/TEE"}]
     assert ctx["product_url"] == f"{SHOP}/p/TEE" and ctx["currency"] == "EUR" and ctx["unsubscribe_url"]
-    assert eng.customers["ann"].bv is None and eng.customers["ann"].bvl == T0 + 2 * HOUR_MS
+    assert eng.customers["ann"].bv is None and eng.customers["ann"].browse_last_due == T0 + 2 * HOUR_MS
 
 
 def test_a_later_view_retimes_the_mail_and_puts_its_product_first_keeping_three_distinct_products():
@@ -115,7 +105,7 @@ def test_at_most_one_browse_mail_per_customer_per_week():
 def test_no_consent_means_no_mail_and_the_drop_is_counted():
     cmds, eng = run([customer("ida", opt_in=False), view("ida", T0)], until=T0 + DAY_MS)
     assert cmds == [] and eng.stats["dropped:browse_abandonment:no_consent"] == 1
-    assert eng.customers["ida"].bvl is None  # nothing went out: the weekly cap is not used up
+    assert eng.customers["ida"].browse_last_due is None  # nothing went out: the weekly cap is not used up
 
 
 def test_an_unsubscribe_clears_the_run():

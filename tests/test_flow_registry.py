@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from sinks.rendering import I18N_DIR, TEMPLATE_DIR, Renderer, RenderError
 from sinks.samples import MINIMAL, command
 from streams.config import load_settings
@@ -58,3 +60,32 @@ def test_flows_are_registered_once_with_distinct_timer_priorities():
     assert len(timed) == len(set(timed))
     engine = PartitionEngine(load_settings(env={}), 0)
     assert [f.name for f in engine.flows] == names  # the engine runs exactly the registered flows
+
+
+def test_the_commands_do_not_depend_on_the_registry_order(monkeypatch):
+    from streams.core import engine as engine_module
+    from tests.core_events import ITEMS, T0, cart, customer, inventory, order, run_engine, tick, view
+
+    sold_out = [{**ITEMS[0], "stock": 0}]
+    day = 24 * 3600 * 1000
+    events = [customer("a"), customer("b"), cart("a", T0, items=sold_out), view("b", T0, sku="MUG", price="14.00"),
+              view("b", T0 + 1, sku="TEE"), tick(T0 + 4 * day), inventory("MUG", T0 + 4 * day, "restocked"),
+              inventory("MUG", T0 + 4 * day + 1, "price_changed", price="9.00", currency="EUR"),
+              order("b", T0 + 5 * day), tick(T0 + 6 * day)]
+    as_registered, _ = run_engine(events, until=T0 + 9 * day)
+    monkeypatch.setattr(engine_module, "FLOWS", tuple(reversed(FLOWS)))
+    reversed_order, engine = run_engine(events, until=T0 + 9 * day)
+    names = [f.name for f in engine.flows]
+    assert names.index("abandoned_cart") < names.index("back_in_stock") and names != [f.name for f in FLOWS]
+    flows = {c["flow"] for c in as_registered}
+    assert {"abandoned_cart", "back_in_stock", "browse_abandonment", "price_drop"} <= flows
+    assert reversed_order == as_registered
+
+
+def test_a_flow_that_asks_about_an_unregistered_flow_is_refused(monkeypatch):
+    from streams.core import engine as engine_module
+    from streams.core.flows.back_in_stock import BackInStock
+
+    monkeypatch.setattr(engine_module, "FLOWS", (BackInStock,))
+    with pytest.raises(ValueError, match="back_in_stock after \\['AbandonedCart'\\]"):
+        PartitionEngine(load_settings(env={}), 0)

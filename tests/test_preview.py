@@ -29,7 +29,7 @@ def test_preview_writes_html_text_and_an_eml_for_any_flow_locale_and_variant(tmp
 def test_preview_all_renders_every_email_in_every_language(tmp_path):
     result = CliRunner().invoke(app, ["preview", "--all", "--no-png", "--minimal", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert len(list(tmp_path.glob("*.html"))) == 12 * 6 and len(list(tmp_path.glob("*.eml"))) == 72
+    assert len(list(tmp_path.glob("*.html"))) == 13 * 6 and len(list(tmp_path.glob("*.eml"))) == 78
 
 
 @needs_chromium

@@ -22,7 +22,7 @@ def test_a_format_1_customer_blob_decodes_into_typed_fields_and_is_written_back_
     ann = decode_customer(_v1("ann"))
     assert isinstance(ann.cart, Cart) and ann.cart.next == 2 and ann.cart.items[0]["sku"] == "MUG"
     assert ann.p.email == "ann@example.com" and ann.p.opt is True and ann.fb["oa1"].due == 1794042000000
-    assert ann.ord is not None and ann.ord.sp == [(1793178000000, "28.00")] and ann.mk == ann.acl
+    assert ann.ord is not None and ann.ord.sp == [(1793178000000, "28.00")] and ann.mk == ann.cart_last_sent
     bob = decode_customer(_v1("bob"))
     assert bob.wb == WinBackRun(trig="ord-bob-2", a=1793523600000, next=2, seg="vip")
     written = encode(ann)

@@ -97,10 +97,10 @@ class AudienceTracker:
     def track(self, cid: str, c: Customer, at: int) -> None:
         """Compare the customer's audiences with what the flows now say, with every fact up to the
         watermark ``at`` settled; record joins and leaves."""
-        if c.aw is not None:
-            if c.aw > at:  # a withdrawal that has not settled yet keeps the customer out
+        if c.audience_withdrawn_at is not None:
+            if c.audience_withdrawn_at > at:  # a withdrawal that has not settled yet keeps the customer out
                 return
-            c.aw = None
+            c.audience_withdrawn_at = None
         p = c.p
         if not c.aud and (not p.opt or not p.email):  # the common case, answered without asking the flows
             return
@@ -143,8 +143,8 @@ class AudienceTracker:
         else:
             return
         at = int(r["occurred_at"])
-        if self.enabled and (c.aw is None or at > c.aw):
-            c.aw = at
+        if self.enabled and (c.audience_withdrawn_at is None or at > c.audience_withdrawn_at):
+            c.audience_withdrawn_at = at
         if c.aud:
             self._leave(cid, c, c.aud, at, reason)
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
+from collections.abc import Callable
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
@@ -68,6 +69,7 @@ from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
 from streams.core.flows.base import Command, Flow
 from streams.core.flows.registry import FLOWS
+from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
 from streams.core.state import CLOCK_KEY, Customer, Partition, decode_customer, decode_partition, encode, new_customer
 from streams.core.tables import split_key
@@ -115,16 +117,25 @@ class PartitionEngine:
         self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
         self.max_future_ms = settings.worker.max_future_skew_ms
-        self.flows: tuple[Flow, ...] = tuple(cls(ctx) for cls in FLOWS)
-        self._by_name = {f.name: f for f in self.flows}
-        # timed flows by priority (registry order breaks ties): the first due at a moment fires first
-        self._timed = tuple(sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority))
-        self._next_due = tuple((attrgetter(f.timer_key), f.next_due) for f in self._timed)
-        self._timers = tuple((f, f.next_due) for f in self._timed)
+        # every flow after the flows it names in ``after`` (else in registry order)
+        self.flows: tuple[Flow, ...] = in_dependency_order(tuple(cls(ctx) for cls in FLOWS))
+        for f in self.flows:
+            f.connect(self.flows)
+        # transactional mail that waited for an address names its flow
+        self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
+        # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
+        # first; each with the getter of its customer field (empty: no timer of this flow, not asked)
+        self._timed: tuple[tuple[Callable[[Customer], Any], Flow], ...] = tuple(
+            (attrgetter(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
+                                                        key=lambda f: f.priority))
+        # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
-        self._arrival = {t: tuple(f.on_arrival for f in self.flows if t in f.arrival_topics) for t in topics}
-        self._settlers = {t: tuple(f.settle for f in self.flows if t in f.settle_topics) for t in topics}
-        self._global = {t: tuple(f.on_global for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
+        self._arrival: dict[str, tuple[Flow, ...]] = {
+            t: tuple(f for f in self.flows if t in f.arrival_topics) for t in topics}
+        self._settlers: dict[str, tuple[Flow, ...]] = {
+            t: tuple(f for f in self.flows if t in f.settle_topics) for t in topics}
+        self._global: dict[str, tuple[Flow, ...]] = {
+            t: tuple(f for f in self.flows if t in f.global_topics) for t in GLOBAL_TOPICS}
         self.audiences = AudienceTracker(self.flows, settings.audiences, ctx.count)
         self._track = self.audiences.track if self.audiences.enabled else None
         # whether every customer of the partition has been through the audience check (a state written
@@ -190,8 +201,8 @@ class PartitionEngine:
         on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
         if logical_topic in _WITHDRAWING and (self._track is not None or c.aud):
             self.audiences.withdrawn(cid, c, logical_topic, record)
-        for arrive in self._arrival[logical_topic]:
-            sent = arrive(cid, c, logical_topic, record)
+        for f in self._arrival[logical_topic]:
+            sent = f.on_arrival(cid, c, logical_topic, record)
             if sent:
                 commands.extend(sent)
         c.buf.append([at, TOPIC_RANK.get(logical_topic, 9), eid, logical_topic, record])
@@ -214,8 +225,8 @@ class PartitionEngine:
         result = StepResult()
         self.ctx.count(f"global:{topic}")
         touched: set[str] = set()
-        for apply in self._global[topic]:
-            touched.update(apply(topic, record, self.customers))
+        for f in self._global[topic]:
+            touched.update(f.on_global(topic, record, self.customers))
         customers = self.customers
         track = self._track
         for cid in sorted(touched):
@@ -232,21 +243,21 @@ class PartitionEngine:
         on_arrival(c, topic, record)
         if topic in _WITHDRAWING and (self._track is not None or c.aud):
             self.audiences.withdrawn(cid, c, topic, record)
-        for arrive in self._arrival.get(topic, ()):
-            sent = arrive(cid, c, topic, record)
+        for f in self._arrival.get(topic, ()):
+            sent = f.on_arrival(cid, c, topic, record)
             if sent:
                 out.extend(sent)
 
     def _settle_event(self, cid: str, c: Customer, topic: str, record: dict[str, Any],
                       out: list[Command]) -> None:
         """One event in event-time order: mail that waited for an address, the shared facts, the flows."""
-        ptx = c.ptx
+        ptx = c.waiting_for_address
         if ptx:
             waiting = ptx.pop(record["event_id"], None)
             if waiting is not None:  # transactional mail that waited for an address
-                flow = self._by_name[waiting[0]]
+                flow = self._transactional[waiting[0]]
                 if c.p.email:
-                    out.extend(flow.send(cid, c, record, waiting[1], waiting[2]))  # type: ignore[attr-defined]
+                    out.extend(flow.send(cid, c, record, waiting[1], waiting[2]))
                 else:
                     self.ctx.dropped(cid, waiting[0], 1, "no_email")
         if not settle_facts(self.ctx, c, topic, record):
@@ -255,8 +266,8 @@ class PartitionEngine:
             for f in self.flows:
                 f.suppressed(c)
             return
-        for settle in self._settlers.get(topic, ()):
-            settle(cid, c, topic, record)
+        for f in self._settlers.get(topic, ()):
+            f.settle(cid, c, topic, record)
 
     def _apply_late(self, cid: str, c: Customer, topic: str, record: dict[str, Any], at: int,
                     out: list[dict[str, Any]]) -> None:
@@ -344,17 +355,17 @@ class PartitionEngine:
     def _next_timer(self, c: Customer) -> int | None:
         """The earliest pending timer of any flow."""
         best: int | None = None
-        for has_state, next_due in self._next_due:
+        for has_state, f in self._timed:
             if has_state(c):  # a flow whose timer field is empty has no timer: not asked (hot path)
-                t = next_due(c)
+                t = f.next_due(c)
                 if t is not None and (best is None or t < best):
                     best = t
         return best
 
     def _timer_flow(self, c: Customer, due: int) -> Flow:
         """The flow whose timer is due at ``due`` (the lowest priority on a tie)."""
-        for f, next_due in self._timers:
-            if next_due(c) == due:
+        for has_state, f in self._timed:
+            if has_state(c) and f.next_due(c) == due:
                 return f
         raise AssertionError(f"no flow has a timer at {due}")
 
@@ -475,6 +486,22 @@ class PartitionEngine:
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt
+
+
+def in_dependency_order(flows: tuple[Flow, ...]) -> tuple[Flow, ...]:
+    """``flows`` with each one after the flows it names in ``after`` (otherwise in the given order), so a
+    flow that asks another about a record sees that flow's state after the record, whatever the registry
+    order."""
+    done: list[Flow] = []
+    pending = list(flows)
+    while pending:
+        ready = next((f for f in pending if all(any(type(d) is cls for d in done) for cls in f.after)), None)
+        if ready is None:
+            raise ValueError("flows wait for each other or for a flow that is not registered: "
+                             + ", ".join(f"{f.name} after {[cls.__name__ for cls in f.after]}" for f in pending))
+        done.append(ready)
+        pending.remove(ready)
+    return tuple(done)
 
 
 def _earliest(timer: int | None, buf: list[list[Any]]) -> int | None:

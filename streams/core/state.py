@@ -7,7 +7,8 @@ Every changelog record of a partition engine is one of these structs encoded as 
 - ``TABLE_PREFIX`` + table + ``:`` + key → a row of a partition table that is not keyed by customer
   (``streams/core/tables.py``).
 
-Field names are the short keys of the dict release (state format 1: ``p``, ``sup``, ``cart``, …), and
+Stored names are the short keys of the dict release (state format 1: ``p``, ``sup``, ``cart``, …); a
+field with a readable attribute name keeps its short stored name (``msgspec.field(name=...)``), and
 every field has a default that is omitted when encoded, so a format-1 blob decodes as it is and an
 idle customer costs a few bytes. ``v`` is the format a record was written in: absent in format 1
 (decoded as 1), written as ``STATE_VERSION`` by this release. Format 2 adds only fields, so a
@@ -17,7 +18,8 @@ format-1 record needs no migration; a future format that renames or reshapes a f
 Line items and buffered records stay the plain dicts the event carried (they go into templates and
 commands as they are; converting them on every step would cost the engine its speed).
 
-A flow that keeps state adds its struct and one field of ``Customer`` here, with a short name.
+A flow that keeps state adds its struct and one field of ``Customer`` here, with a readable attribute
+name and a short stored name (``price_drop``, stored ``pd``: docs/adding-a-flow.md).
 """
 
 from __future__ import annotations
@@ -122,6 +124,23 @@ class BrowseRun(Instance):
     cur: str = "USD"  # currency of the last view
 
 
+class WatchedPrice(Instance):
+    """Price drop: a product the customer viewed or carted, at the price they saw; ``due`` once it got cheaper."""
+
+    seen_at: int = msgspec.field(default=0, name="at")  # when the customer last saw it (view or cart activity)
+    price: str = msgspec.field(default="", name="p")  # the price they saw then
+    currency: str = msgspec.field(default="", name="c")  # …and its currency (a cut in another one is not a cut)
+    name: str = msgspec.field(default="", name="n")  # the product's name as they saw it (for the mail)
+    due: int | None = None  # the cut's time as this partition learnt it (None: no cut yet)
+    new_price: str | None = msgspec.field(default=None, name="np")  # the price after the cut
+
+
+class PriceDropState(Record):
+    """The price-drop flow's state of one customer (``Customer.price_drop``)."""
+
+    watched: dict[str, WatchedPrice] = msgspec.field(default_factory=dict, name="w")  # sku → watch (≤ max_watched)
+
+
 class Stock(Record):
     """A row of the partition's ``stock`` table (SKU → the latest inventory record applied)."""
 
@@ -147,23 +166,24 @@ class Customer(Record):
     hs: float | None = None  # 365-day spend registered in the partition histogram
     x: list[str] = []  # cancelled / returned order ids (≤ 20)
     mk: int | None = None  # last marketing send
-    ptx: dict[str, list[Any]] = {}  # event id → [flow, trigger, extra]: transactional mail waiting for an address
+    waiting_for_address: dict[str, list[Any]] = msgspec.field(default_factory=dict, name="ptx")  # event id → [flow, trigger, extra]: transactional mail waiting for an address
     sh: dict[str, list[str]] = {}  # shipment id → statuses seen (≤ 10 shipments)
     cart: Cart | None = None  # abandoned cart
-    acl: int | None = None  # abandoned cart: last step sent
-    cx: int | None = None  # abandoned cart: last cleared
-    lap: int | None = None  # win-back: when the customer lapses
-    wbd: int | None = None  # win-back: the last order a win-back ran for
+    cart_last_sent: int | None = msgspec.field(default=None, name="acl")  # abandoned cart: when its last step went out
+    cart_cleared_at: int | None = msgspec.field(default=None, name="cx")  # abandoned cart: when the cart was last cleared
+    lapses_at: int | None = msgspec.field(default=None, name="lap")  # win-back: when the customer lapses
+    win_back_done_for: int | None = msgspec.field(default=None, name="wbd")  # win-back: the last order (time) a win-back ran for
     wb: WinBackRun | None = None  # win-back
     fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
     oi: dict[str, OrderRef] = {}  # order id → number and products (the last 5 orders), for mail about the order
     gb: int | None = None  # win-back goodbye sent at: no marketing after it until a ``resubscribed`` feedback
     bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
     bv: BrowseRun | None = None  # browse abandonment
-    bvl: int | None = None  # browse abandonment: when the last browse mail was due (the weekly cap)
+    browse_last_due: int | None = msgspec.field(default=None, name="bvl")  # browse abandonment: when its last mail was due (weekly cap)
     aud: list[str] = []  # retargeting audiences the customer is in (sorted; streams/core/audiences.py)
     ah: str | None = None  # digest of the hashed email those memberships were published with
-    aw: int | None = None  # time of a consent withdrawal / suppression not settled yet: in no audience until then
+    audience_withdrawn_at: int | None = msgspec.field(default=None, name="aw")  # a consent withdrawal / suppression not settled yet: in no audience until then
+    price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")  # streams/core/flows/price_drop.py
 
 
 class Partition(Record):

@@ -259,16 +259,19 @@ def show_tracking_page(console: Console, settings: Settings, bootstrap: str, wor
     import urllib.request
 
     from streams.kafka.io import read_topic
+    from streams.tracking.tokens import tracking_page_url
 
     urls = []
     for r in read_topic(bootstrap, settings.topics.name("commands"), idle_s=0.3, timeout_s=10):
         cmd = r.decoded().record
         if cmd["flow"] in ("shipping_confirmation", "tracking_update"):
-            url = json.loads(cmd["context"]).get("tracking_page_url")
+            # the link the sink signs into the mail at render time (the command carries the order id)
+            url = tracking_page_url(settings, json.loads(cmd["context"]).get("order_id") or "", cmd["customer_id"],
+                                    cmd.get("locale"))
             if url:
                 urls.append(url)
     if not urls:
-        console.print("[yellow]no shipping mail carried a tracking page link[/yellow]")
+        console.print("[yellow]no shipping mail links a tracking page (is tracking.secret set?)[/yellow]")
         return None
     url = urls[-1]  # the latest status mail
     deadline = time.monotonic() + timeout_s

@@ -4,5 +4,5 @@ Modules: ``tokens`` (signed page tokens and the page URL), ``view`` (the per-ord
 store), ``builder`` (shop.orders / shop.shipments / email.commands → compacted view topic),
 ``page`` (jinja2 + Babel rendering), ``webhooks`` (carrier payloads → ShipmentEvent fields),
 ``ingest`` (verified webhooks → shop.shipments), ``server`` (HTTP), ``cli`` (the command).
-Only ``tokens`` is imported by the engine; it needs nothing beyond the standard library.
+Only ``tokens`` is imported outside this package (the sink signs the page link at render time).
 """

@@ -1,8 +1,8 @@
 """Abandoned cart: help (1 h), urgency (24 h), incentive (72 h) after the last cart activity.
 
 State (``streams/core/state.py``): ``cart`` (a ``Cart``: id, items, currency, url, anchor ``a`` = the
-last activity, trigger, next step, deferral, cached total); ``acl`` when the last step went out; ``cx``
-when the cart was last cleared.
+last activity, trigger, next step, deferral, cached total); ``cart_last_sent`` when the last step went out;
+``cart_cleared_at`` when the cart was last cleared (stored as ``acl`` and ``cx``).
 Starts on cart activity with items; new activity re-times the running series and restarts it from
 step 1 only when no step went out in the last ``no_respam_ms``. Ends on an order after the activity,
 a cleared cart, or a suppression.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import AbandonedCartSettings, FlowSettings
-from streams.core.flows.base import Command, Customer, SeriesFlow, items, total
+from streams.core.flows.base import Customer, Exit, SeriesFlow, items, total
 from streams.core.ids import stable_code
 from streams.core.state import Cart
 
@@ -23,8 +23,8 @@ class AbandonedCart(SeriesFlow):
     timer_key = "cart"
     priority = 0
     steps = 3
-    state_key = "cart"
     settle_topics = frozenset({"carts", "orders"})
+    exits = (Exit("orders", frozenset({"placed"})),)  # the customer ordered after the cart activity
     audiences = ("abandoned_cart_open",)  # a cart with items, neither bought nor cleared
 
     @staticmethod
@@ -32,20 +32,19 @@ class AbandonedCart(SeriesFlow):
         return flows.abandoned_cart
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
+        if topic == "orders":
+            self.exited(c, topic, r)
+            return
         at = r["occurred_at"]
         cart = c.cart
-        if topic == "orders":
-            if r["type"] not in ("cancelled", "refunded") and cart is not None and cart.a <= at:
-                c.cart = None  # exit: the customer ordered after the cart activity
-            return
         if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known
             return
-        cleared = -1 if c.cx is None else c.cx
+        cleared = -1 if c.cart_cleared_at is None else c.cart_cleared_at
         if r["type"] == "cart_cleared" or not r["items"]:
             c.cart = None
             if at > cleared:
-                c.cx = at
+                c.cart_cleared_at = at
             return
         ac: AbandonedCartSettings = self.options
         if cart is None and (at < cleared or (c.ord is not None and c.ord.last is not None and at < c.ord.last)):
@@ -53,7 +52,7 @@ class AbandonedCart(SeriesFlow):
             return
         if cart is None:  # a new flow instance
             cart = c.cart = Cart(trig=r["event_id"])
-        elif c.acl is None or at - c.acl >= ac.no_respam_ms:  # restart only without a recent step
+        elif c.cart_last_sent is None or at - c.cart_last_sent >= ac.no_respam_ms:  # restart only without a recent step
             cart.trig, cart.next = r["event_id"], 1
         # else: the running chain continues with its remaining steps, timed from this activity
         cart.id = r["cart_id"]
@@ -64,6 +63,15 @@ class AbandonedCart(SeriesFlow):
         cart.d = None
         cart.tot = None
 
+    def open_cart(self, c: Customer) -> Cart | None:
+        """The customer's open abandoned cart (its lines, currency, url and last activity ``a``), if any:
+        what other flows may know of this flow's state."""
+        return c.cart
+
+    def series_open(self, c: Customer) -> bool:
+        """Whether the customer's cart series still has a step to send."""
+        return c.cart is not None and c.cart.next <= len(self.delays)
+
     def audience_of(self, c: Customer) -> tuple[str, ...]:
         return self.audiences if c.cart is not None else ()
 
@@ -71,19 +79,20 @@ class AbandonedCart(SeriesFlow):
         cart = c.cart
         return None if cart is None else self.series_due(cart)
 
-    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        assert c.cart is not None
-        return self.fire_instance(cid, c, c.cart, due)
+    def instance(self, c: Customer) -> Cart | None:
+        return c.cart
 
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        assert c.cart is not None
-        self.skip_instance(cid, c, c.cart)
+    def end(self, c: Customer) -> None:
+        c.cart = None
+
+    def started(self, inst: Cart) -> int:
+        return inst.a
 
     def sent(self, c: Customer, due: int) -> None:
-        c.acl = due
+        c.cart_last_sent = due
 
     def settled_until(self, c: Customer) -> int:
-        return max(c.cx or 0, c.cart.a if c.cart is not None else 0)
+        return max(c.cart_cleared_at or 0, c.cart.a if c.cart is not None else 0)
 
     def context(self, cid: str, c: Customer, inst: Cart, step: int, key: str) -> dict[str, Any]:
         cart_total = inst.tot

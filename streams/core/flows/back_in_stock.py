@@ -26,17 +26,20 @@ from typing import Any
 
 from streams.config import BackInStockSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, MarketingFlow
+from streams.core.flows.abandoned_cart import AbandonedCart
+from streams.core.flows.base import Command, Customer, Exit, Flow, KeyedFlow
 from streams.core.state import Stock, WaitingSku
 
 
-class BackInStock(MarketingFlow):
+class BackInStock(KeyedFlow):
     name = "back_in_stock"
     timer_key = "bis"
     priority = 3
     steps = 1
     settle_topics = frozenset({"carts", "orders"})
     global_topics = frozenset({"inventory"})
+    exits = (Exit("orders", frozenset({"placed"}), key="sku"),)  # bought it (after it was seen sold out)
+    after = (AbandonedCart,)  # the customer's open cart is that flow's: it settles a cart activity first
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -46,16 +49,16 @@ class BackInStock(MarketingFlow):
     def settings_of(flows: FlowSettings) -> BackInStockSettings:
         return flows.back_in_stock
 
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        super().connect(flows)
+        self.carts = self.peer(AbandonedCart)
+
     # ---- customer events --------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         if topic == "orders":
-            if r["type"] == "placed" and c.bis:
-                for it in r["items"]:
-                    w = c.bis.get(it["sku"])
-                    if w is not None and w.since <= r["occurred_at"]:
-                        del c.bis[it["sku"]]  # bought it: nothing to tell
+            self.apply_exits(c, topic, r)
             return
-        cart = c.cart  # the abandoned-cart flow settled this activity first (registry order)
+        cart = self.carts.open_cart(c)  # as of this activity (``after``: that flow settled it first)
         if cart is None or cart.a != r["occurred_at"]:
             return  # cleared, bought or stale: no open cart from this activity
         stock = self.stock.rows
@@ -76,7 +79,8 @@ class BackInStock(MarketingFlow):
         sku = item["sku"]
         if sku in c.bis:
             return False  # already waiting, or its mail is due
-        c.bis[sku] = WaitingSku(since=at, item=item, cur=c.cart.cur if c.cart is not None else "USD")
+        cart = self.carts.open_cart(c)
+        c.bis[sku] = WaitingSku(since=at, item=item, cur=cart.cur if cart is not None else "USD")
         limit = self.options.max_waiting_skus
         if len(c.bis) > limit:  # forget the oldest waits (never a mail already due)
             waiting = sorted((w.since, s) for s, w in c.bis.items() if w.due is None)
@@ -84,6 +88,11 @@ class BackInStock(MarketingFlow):
                 del c.bis[s]
                 self.ctx.count("back_in_stock:forgotten")
         return True
+
+    def _cart_line(self, c: Customer, sku: str) -> dict[str, Any] | None:
+        """The line of ``sku`` in the customer's open cart, if it is there."""
+        cart = self.carts.open_cart(c)
+        return None if cart is None else next((it for it in cart.items if it["sku"] == sku), None)
 
     def suppressed(self, c: Customer) -> None:
         c.bis = {}
@@ -111,7 +120,12 @@ class BackInStock(MarketingFlow):
             new.back = at
         self.stock.put(sku, new)
         if kind == "out_of_stock":
-            return [cid for cid, c in customers.items() if c.cart is not None and any(it["sku"] == sku for it in c.cart.items) and self._wait(c, _cart_line(c, sku), at)]
+            touched = []
+            for cid, c in customers.items():
+                line = self._cart_line(c, sku)
+                if line is not None and self._wait(c, line, at):
+                    touched.append(cid)
+            return touched
         if kind == "restocked" and not new.out:
             due = max(at, self.ctx.watermark)
             touched = []
@@ -124,21 +138,14 @@ class BackInStock(MarketingFlow):
         return []
 
     # ---- timers -----------------------------------------------------------------------------
-    def next_due(self, c: Customer) -> int | None:
-        best: int | None = None
-        for w in c.bis.values():
-            if w.due is not None:
-                t = w.d or w.due
-                if best is None or t < best:
-                    best = t
-        return best
+    def timers(self, c: Customer) -> dict[str, WaitingSku]:
+        return c.bis
 
-    def _due_now(self, c: Customer, due: int) -> str:
-        """The SKU whose mail is due at ``due`` (the smallest SKU on a tie)."""
-        return min(s for s, w in c.bis.items() if w.due is not None and (w.d or w.due) == due)
+    def started(self, inst: WaitingSku) -> int:
+        return inst.since
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        sku = self._due_now(c, due)
+        sku = self.due_key(c, due)
         w = c.bis[sku]
         row = self.stock.get(sku)
         if row is not None and row.out:  # sold out again before the mail went: wait for the next restock
@@ -147,16 +154,6 @@ class BackInStock(MarketingFlow):
             self.ctx.count("back_in_stock:sold_out_again")
             return []
         return self.fire_instance(cid, c, w, due, sku)
-
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        sku = self._due_now(c, due)
-        self.skip_instance(cid, c, c.bis[sku], sku)
-
-    def original_due(self, inst: WaitingSku) -> int:
-        return inst.due or 0
-
-    def advance(self, c: Customer, inst: WaitingSku, key: str) -> None:
-        c.bis.pop(key, None)
 
     def context(self, cid: str, c: Customer, inst: WaitingSku, step: int, key: str) -> dict[str, Any]:
         row = self.stock.get(key)
@@ -168,11 +165,7 @@ class BackInStock(MarketingFlow):
             if row.price is not None:  # the inventory's price, with its currency (None: unknown, not shown)
                 item["price"], item["currency"] = row.price, row.cur
         item.pop("stock", None)
-        url = item.get("url") or (c.cart.url if c.cart is not None else None) or f"{self.ctx.shop_url}/cart"
+        cart = self.carts.open_cart(c)
+        url = item.get("url") or (cart.url if cart is not None else None) or f"{self.ctx.shop_url}/cart"
         return {"sku": key, "items": [item], "product_name": item.get("name") or key, "product_url": url,
                 "currency": inst.cur}
-
-
-def _cart_line(c: Customer, sku: str) -> dict[str, Any]:
-    assert c.cart is not None
-    return next(it for it in c.cart.items if it["sku"] == sku)

@@ -19,16 +19,21 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   customer of the partition, and returns the ids of the customers it changed (the engine persists
   them and re-times their timers).
 
-Flows keep their state in their own fields of the customer record (``streams/core/state.py``) and
-never touch the engine.
+Flows keep their state in their own fields of the customer record (``streams/core/state.py``: readable
+attribute names, short stored names), read no other flow's fields and never touch the engine. The bases
+below hold what flows share: ``MarketingFlow`` the guards and experiments; ``SingleInstanceFlow``
+(``SeriesFlow``) and ``KeyedFlow`` the timer plumbing (fire, skip, advance, earliest due) for one
+running instance or one pending mail per key, and the declared ``exits`` (``Exit``: which facts end an
+instance). docs/adding-a-flow.md walks through adding a flow.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from decimal import Decimal
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
@@ -42,6 +47,7 @@ from streams.core.state import Customer, Instance
 from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
+F = TypeVar("F", bound="Flow")
 
 ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
 
@@ -77,10 +83,27 @@ class Flow(ABC):
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
     timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
     audiences: ClassVar[tuple[str, ...]] = ()  # retargeting audiences it defines (``audience_of``)
+    # flows whose state this one asks about (through their methods, never their fields): they see every
+    # record before this flow does, whatever the registry order
+    after: ClassVar[tuple[type[Flow], ...]] = ()
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
         self.options = self.settings_of(ctx.settings.flows)
+        self._peers: dict[type[Flow], Flow] = {}
+
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        """The partition's other flows (the engine calls this once, after building them all)."""
+        self._peers = {type(f): f for f in flows if type(f) in self.after}
+        missing = [cls.__name__ for cls in self.after if cls not in self._peers]
+        if missing:
+            raise ValueError(f"flow {self.name} needs {', '.join(missing)}, which is not registered")
+
+    def peer(self, cls: type[F]) -> F:
+        """The partition's instance of a flow named in ``after``."""
+        flow = self._peers[cls]
+        assert isinstance(flow, cls)
+        return flow
 
     @staticmethod
     @abstractmethod
@@ -205,11 +228,137 @@ class MarketingFlow(Flow):
         self.ctx.dropped(cid, self.name, step, "late_start")
 
 
-class SeriesFlow(MarketingFlow):
-    """A marketing series of one instance in the customer field ``state_key``: step n is due
-    ``delays[n-1]`` after the instance's anchor ``a`` (or at its deferral ``d``)."""
+@dataclass(frozen=True)
+class Exit:
+    """A settled fact that ends a flow's instance: a record of ``topic`` whose ``type`` is one of ``types``
+    (with ``with_items``: only one that has line items) and whose time is at or after the instance's
+    ``started`` time. A flow with one instance per key (``KeyedFlow``) names the record field holding the
+    key it ends in ``key`` (``"sku"``: every line's SKU)."""
 
-    state_key: ClassVar[str]
+    topic: str
+    types: frozenset[str]
+    with_items: bool = False
+    key: str = ""
+
+    def matches(self, topic: str, r: dict[str, Any]) -> bool:
+        return topic == self.topic and r["type"] in self.types and (not self.with_items or bool(r["items"]))
+
+    def keys(self, r: dict[str, Any]) -> list[str]:
+        return [it["sku"] for it in r["items"]] if self.key == "sku" else [r[self.key]]
+
+
+class SingleInstanceFlow(MarketingFlow):
+    """A marketing flow with at most one running instance per customer (``instance``): firing, skipping,
+    a suppression and the declared ``exits`` act on it here."""
+
+    exits: ClassVar[tuple[Exit, ...]] = ()
+
+    @abstractmethod
+    def instance(self, c: Customer) -> Instance | None:
+        """The customer's running instance of this flow (None: none)."""
+
+    @abstractmethod
+    def end(self, c: Customer) -> None:
+        """The instance is over: forget it."""
+
+    def started(self, inst: Any) -> int:
+        """The time an exit counts from: a fact at or after it ends the instance."""
+        return 0
+
+    def exited(self, c: Customer, topic: str, r: dict[str, Any]) -> bool:
+        """Whether ``r`` is one of the ``exits`` (then the running instance, if any, has ended)."""
+        for e in self.exits:  # Exit.matches, inlined (every settled record of the flow's topics)
+            if topic == e.topic and r["type"] in e.types and (not e.with_items or r["items"]):
+                inst = self.instance(c)
+                if inst is not None and self.started(inst) <= r["occurred_at"]:
+                    self.end(c)
+                return True
+        return False
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        inst = self.instance(c)
+        assert inst is not None
+        return self.fire_instance(cid, c, inst, due)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        inst = self.instance(c)
+        assert inst is not None
+        self.skip_instance(cid, c, inst)
+
+    def suppressed(self, c: Customer) -> None:
+        self.end(c)
+
+
+class KeyedFlow(MarketingFlow):
+    """A marketing flow with one pending mail per key (an order, a SKU) in a dict of its state (``timers``):
+    the earliest due time, which key is due, firing, skipping and the declared ``exits`` live here once.
+    A mail is due at its deferral ``d`` or else at ``due`` (None: not due yet)."""
+
+    exits: ClassVar[tuple[Exit, ...]] = ()
+
+    @abstractmethod
+    def timers(self, c: Customer) -> dict[str, Any]:
+        """The customer's instances of this flow by key (each with ``due`` and ``d``)."""
+
+    def started(self, inst: Any) -> int:
+        """The time an exit counts from: a fact at or after it ends the instance."""
+        return 0
+
+    def apply_exits(self, c: Customer, topic: str, r: dict[str, Any]) -> bool:
+        """End the instances ``r`` is an exit for; whether it is one of the ``exits`` at all."""
+        for e in self.exits:  # Exit.matches, inlined
+            if topic == e.topic and r["type"] in e.types and (not e.with_items or r["items"]):
+                timers = self.timers(c)
+                if timers:
+                    at = r["occurred_at"]
+                    for key in e.keys(r):
+                        inst = timers.get(key)
+                        if inst is not None and self.started(inst) <= at:
+                            del timers[key]
+                    if not timers:
+                        self.emptied(c)
+                return True
+        return False
+
+    def emptied(self, c: Customer) -> None:
+        """The customer has no instance of this flow left (a flow whose dict sits in a struct of its own
+        drops that struct here)."""
+        return None
+
+    def next_due(self, c: Customer) -> int | None:
+        best: int | None = None
+        for inst in self.timers(c).values():
+            if inst.due is not None:
+                t = inst.d or inst.due
+                if best is None or t < best:
+                    best = t
+        return best
+
+    def due_key(self, c: Customer, due: int) -> str:
+        """The key whose mail is due at ``due`` (the smallest key on a tie)."""
+        return min(k for k, inst in self.timers(c).items() if inst.due is not None and (inst.d or inst.due) == due)
+
+    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
+        key = self.due_key(c, due)
+        return self.fire_instance(cid, c, self.timers(c)[key], due, key)
+
+    def skip(self, cid: str, c: Customer, due: int) -> None:
+        key = self.due_key(c, due)
+        self.skip_instance(cid, c, self.timers(c)[key], key)
+
+    def original_due(self, inst: Any) -> int:
+        return inst.due or 0  # type: ignore[no-any-return]
+
+    def advance(self, c: Customer, inst: Any, key: str) -> None:
+        timers = self.timers(c)
+        timers.pop(key, None)  # one mail per key
+        if not timers:
+            self.emptied(c)
+
+
+class SeriesFlow(SingleInstanceFlow):
+    """A marketing series of one instance: step n is due ``delays[n-1]`` after the instance's anchor ``a``
+    (or at its deferral ``d``)."""
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -227,9 +376,6 @@ class SeriesFlow(MarketingFlow):
 
     def advance(self, c: Customer, inst: Any, key: str) -> None:
         inst.next += 1
-
-    def suppressed(self, c: Customer) -> None:
-        setattr(c, self.state_key, None)
 
 
 def with_opt_out(cmd: Command) -> Command:

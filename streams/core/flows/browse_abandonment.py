@@ -3,8 +3,8 @@ they viewed products (``product_views``, ProductViewed) but neither added anythi
 ordered since.
 
 State (``streams/core/state.py``): ``bv`` (a ``BrowseRun``: trigger = the first view's event id, first
-view ``f``, last view ``a``, the viewed products, currency, deferral); ``bvl`` when the last browse
-mail was due (sent or held out), for the weekly cap.
+view ``f``, last view ``a``, the viewed products, currency, deferral); ``browse_last_due`` (stored ``bvl``)
+when the last browse mail was due (sent or held out), for the weekly cap.
 
 - A view starts a run unless a browse mail was due less than ``weekly_cap_ms`` before it (counted
   ``dropped:browse_abandonment:weekly_cap``); later views re-time it and put their product first
@@ -26,22 +26,29 @@ from typing import Any
 
 from streams.config import BrowseAbandonmentSettings, FlowSettings
 from streams.core.context import FlowContext
-from streams.core.flows.base import Command, Customer, MarketingFlow
-from streams.core.state import BrowseRun, Cart
+from streams.core.flows.abandoned_cart import AbandonedCart
+from streams.core.flows.base import Command, Customer, Exit, Flow, SingleInstanceFlow
+from streams.core.state import BrowseRun
 
 
-class BrowseAbandonment(MarketingFlow):
+class BrowseAbandonment(SingleInstanceFlow):
     name = "browse_abandonment"
     timer_key = "bv"
     priority = 4
     steps = 1
     settle_topics = frozenset({"product_views", "carts", "orders"})
+    after = (AbandonedCart,)  # asks it whether the customer has an open cart and its series a step to send
+    exits = (Exit("carts", frozenset({"item_added", "item_removed", "checkout_started"}), with_items=True),  # added
+             Exit("orders", frozenset({"placed"})))  # …or bought after viewing: the cart series takes it from here
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
         opts: BrowseAbandonmentSettings = self.options
         self.delay_ms = opts.delay_ms
-        self.cart_steps = len(ctx.settings.flows.abandoned_cart.delays_ms)
+
+    def connect(self, flows: tuple[Flow, ...]) -> None:
+        super().connect(flows)
+        self.carts = self.peer(AbandonedCart)
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> BrowseAbandonmentSettings:
@@ -49,15 +56,10 @@ class BrowseAbandonment(MarketingFlow):
 
     # ---- settled events ---------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
-        at = r["occurred_at"]
-        run = c.bv
         if topic == "product_views":
-            self._view(cid, c, run, r, at)
-        elif run is not None and at >= run.f:
-            if topic == "carts" and r["type"] != "cart_cleared" and r["items"]:
-                c.bv = None  # added to the cart after viewing: the cart series takes it from here
-            elif topic == "orders" and r["type"] == "placed":
-                c.bv = None  # bought after viewing
+            self._view(cid, c, c.bv, r, r["occurred_at"])
+        else:
+            self.exited(c, topic, r)
 
     def _view(self, cid: str, c: Customer, run: BrowseRun | None, r: dict[str, Any], at: int) -> None:
         opts: BrowseAbandonmentSettings = self.options
@@ -67,7 +69,7 @@ class BrowseAbandonment(MarketingFlow):
             run.cur = r.get("currency") or "USD"
             run.items = _with_first(run.items, _product(r), opts.max_items)
             return
-        if _acted_since(c, at):
+        if self._acted_since(c, at):
             self.ctx.count("stale:product_views")  # the customer added to the cart or ordered after it
             return
         if run is not None:  # a late view older than the run's last: joins it, the timing stays
@@ -75,13 +77,10 @@ class BrowseAbandonment(MarketingFlow):
             if len(run.items) < opts.max_items and all(it["sku"] != r["sku"] for it in run.items):
                 run.items = run.items + [_product(r)]
             return
-        if c.bvl is not None and at - c.bvl < opts.weekly_cap_ms:
+        if c.browse_last_due is not None and at - c.browse_last_due < opts.weekly_cap_ms:
             self.ctx.dropped(cid, self.name, 1, "weekly_cap")
             return
         c.bv = BrowseRun(trig=r["event_id"], f=at, a=at, items=[_product(r)], cur=r.get("currency") or "USD")
-
-    def suppressed(self, c: Customer) -> None:
-        c.bv = None
 
     def settled_until(self, c: Customer) -> int:
         return c.bv.a if c.bv is not None else 0
@@ -97,21 +96,34 @@ class BrowseAbandonment(MarketingFlow):
     def advance(self, c: Customer, inst: BrowseRun, key: str) -> None:
         c.bv = None  # one step: the run is over
 
+    def instance(self, c: Customer) -> BrowseRun | None:
+        return c.bv
+
+    def end(self, c: Customer) -> None:
+        c.bv = None
+
+    def started(self, inst: BrowseRun) -> int:
+        return inst.f
+
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         run = c.bv
         assert run is not None
-        if c.cart is not None and _series_open(c.cart, self.cart_steps):
+        if self.carts.series_open(c):
             c.bv = None
             self.ctx.dropped(cid, self.name, 1, "cart_series")
             return []
-        commands = self.fire_instance(cid, c, run, due)
+        commands = super().fire(cid, c, due)
         if commands:  # sent or held out: either way the customer's browse mail of this week
-            c.bvl = due
+            c.browse_last_due = due
         return commands
 
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        assert c.bv is not None
-        self.skip_instance(cid, c, c.bv)
+    def _acted_since(self, c: Customer, at: int) -> bool:
+        """Whether a cart activity with items (the open cart) or an order at or after ``at`` is known."""
+        cart = self.carts.open_cart(c)
+        if cart is not None and cart.a >= at:
+            return True
+        last = c.ord.last if c.ord is not None else None
+        return last is not None and last >= at
 
     def context(self, cid: str, c: Customer, inst: BrowseRun, step: int, key: str) -> dict[str, Any]:
         first = inst.items[0]
@@ -133,16 +145,3 @@ def _product(r: dict[str, Any]) -> dict[str, Any]:
 def _with_first(items: list[dict[str, Any]], item: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """``item`` first, then the others without its SKU, at most ``limit``."""
     return ([item] + [it for it in items if it["sku"] != item["sku"]])[:limit]
-
-
-def _acted_since(c: Customer, at: int) -> bool:
-    """Whether a cart activity with items (the open cart) or an order at or after ``at`` is known."""
-    if c.cart is not None and c.cart.a >= at:
-        return True
-    last = c.ord.last if c.ord is not None else None
-    return last is not None and last >= at
-
-
-def _series_open(cart: Cart, steps: int) -> bool:
-    """The abandoned-cart series still has a step to send."""
-    return cart.next <= steps

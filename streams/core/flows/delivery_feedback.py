@@ -10,25 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import FlowSettings, TransactionalSettings
-from streams.core.flows.base import Command, Customer, MarketingFlow
+from streams.core.flows.base import Customer, Exit, KeyedFlow
 from streams.core.ids import stable_code
 from streams.core.state import FeedbackRequest
 
 
-class DeliveryFeedback(MarketingFlow):
+class DeliveryFeedback(KeyedFlow):
     name = "delivery_feedback"
     timer_key = "fb"
     priority = 1
     steps = 1
     settle_topics = frozenset({"orders", "shipments"})
+    exits = (Exit("orders", frozenset({"cancelled", "refunded"}), key="order_id"),  # no request about an order
+             Exit("shipments", frozenset({"returned"}), key="order_id"))  # …the customer no longer has
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> TransactionalSettings:
         return flows.transactional
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
-        kind = r["type"]
-        if kind == "delivered":
+        if self.apply_exits(c, topic, r):
+            return
+        if r["type"] == "delivered":
             order_id = r["order_id"]
             if order_id not in c.x:
                 fb = c.fb
@@ -38,34 +41,9 @@ class DeliveryFeedback(MarketingFlow):
                                                    trig=r["event_id"], o=order_id,
                                                    on=r.get("order_number") or (ref.n if ref else None),
                                                    skus=list(ref.skus) if ref else [])
-        elif kind in ("returned", "cancelled", "refunded"):
-            c.fb.pop(r["order_id"], None)
 
-    def next_due(self, c: Customer) -> int | None:
-        best: int | None = None
-        for fb in c.fb.values():
-            t = fb.d or fb.due
-            if best is None or t < best:
-                best = t
-        return best
-
-    def _due_now(self, c: Customer, due: int) -> str:
-        """The order whose request is due at ``due`` (the smallest order id on a tie)."""
-        return min(oid for oid, fb in c.fb.items() if (fb.d or fb.due) == due)
-
-    def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        key = self._due_now(c, due)
-        return self.fire_instance(cid, c, c.fb[key], due, key)
-
-    def skip(self, cid: str, c: Customer, due: int) -> None:
-        key = self._due_now(c, due)
-        self.skip_instance(cid, c, c.fb[key], key)
-
-    def original_due(self, inst: FeedbackRequest) -> int:
-        return inst.due
-
-    def advance(self, c: Customer, inst: FeedbackRequest, key: str) -> None:
-        c.fb.pop(key, None)
+    def timers(self, c: Customer) -> dict[str, FeedbackRequest]:
+        return c.fb
 
     def context(self, cid: str, c: Customer, inst: FeedbackRequest, step: int, key: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {"order_id": key, "coupon_code": stable_code("THANKS", cid, key),

@@ -11,6 +11,7 @@ from streams.core.flows.back_in_stock import BackInStock
 from streams.core.flows.base import Flow
 from streams.core.flows.browse_abandonment import BrowseAbandonment
 from streams.core.flows.delivery_feedback import DeliveryFeedback
+from streams.core.flows.price_drop import PriceDrop
 from streams.core.flows.transactional import OrderConfirmation, ShippingConfirmation, TrackingUpdate
 from streams.core.flows.win_back import WinBack
 
@@ -23,6 +24,7 @@ FLOWS: tuple[type[Flow], ...] = (
     WinBack,
     BackInStock,
     BrowseAbandonment,
+    PriceDrop,
 )
 
 

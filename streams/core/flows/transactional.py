@@ -2,8 +2,9 @@
 order confirmation (with cross-sell learnt from the partition's orders), shipping confirmation (the
 first status of a shipment) and one tracking update per later status change.
 
-State (``streams/core/state.py``): ``sh`` shipment id → statuses seen (last 10 shipments); ``ptx``
-event id → [flow, trigger, extra] for mail that waits for an address until the event settles.
+State (``streams/core/state.py``): ``sh`` shipment id → statuses seen (last 10 shipments); 
+``waiting_for_address`` (stored ``ptx``) event id → [flow, trigger, extra] for mail that waits for an
+address until the event settles.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 from streams.config import FlowSettings, TransactionalSettings
 from streams.core.flows.base import Command, Customer, Flow, items
 from streams.core.state import OrderRef
-from streams.tracking.tokens import tracking_page_url
 
 ORDER_DETAILS = ("order_number", "subtotal", "shipping", "tax", "shipping_address", "order_url")
 
@@ -34,7 +34,7 @@ class TransactionalFlow(Flow):
         """Emit now; without a known address wait (until the event settles) for a profile that has one."""
         to = r.get("email") or c.p.email
         if not to:
-            c.ptx[r["event_id"]] = [self.name, trigger, extra]
+            c.waiting_for_address[r["event_id"]] = [self.name, trigger, extra]
             return []
         at = r["occurred_at"]
         known = max(at, self.ctx.watermark)  # a late event's mail expires counting from its arrival
@@ -43,10 +43,7 @@ class TransactionalFlow(Flow):
             number = r.get("order_number") or _order_number(c, r["order_id"])
             if number is not None:
                 ctx["order_number"] = number
-            # …and a link to the shop's own tracking page when it is configured
-            page = tracking_page_url(self.ctx.settings, r["order_id"], cid, c.p.loc)
-            if page is not None:  # no key configured: contexts (and replays) stay as they were
-                ctx["tracking_page_url"] = page
+            # the link to the shop's own tracking page is signed by the sink at render time
         ctx.update(extra)
         return [self.command(cid, c, 1, trigger, at, known + self.options.expires_after_ms, ctx, to)]
 

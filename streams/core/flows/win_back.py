@@ -4,8 +4,9 @@
 The goodbye is meant: once it has gone out (``gb``) no marketing mail of any flow is sent until the
 customer clicks "keep me subscribed" (a ``resubscribed`` feedback) or orders again.
 
-State (``streams/core/state.py``): ``lap`` when the customer lapses (set by each order, from the
-segment as of that order); ``wbd`` the last order a win-back ran for (one per lapse); ``wb`` (a
+State (``streams/core/state.py``): ``lapses_at`` when the customer lapses (set by each order, from
+the segment as of that order); ``win_back_done_for`` the last order a win-back ran for (one per lapse;
+stored as ``lap`` and ``wbd``); ``wb`` (a
 ``WinBackRun``: trigger, lapse time ``a``, next step, segment, deferral). Any newer order or a
 suppression ends it.
 """
@@ -36,10 +37,9 @@ def new_arrivals(stock: Table[Stock], limit: int) -> list[dict[str, Any]]:
 
 class WinBack(SeriesFlow):
     name = "win_back"
-    timer_key = "lap"  # set by every order; a win-back starts from it
+    timer_key = "lapses_at"  # set by every order; a win-back starts from it
     priority = 2
     steps = 3
-    state_key = "wb"
     settle_topics = frozenset({"orders"})
     audiences = ("lapsed", "lapsed_vip")  # lapsed: a win-back is running (until the next order)
 
@@ -56,7 +56,7 @@ class WinBack(SeriesFlow):
         if o is None or o.lid != r["event_id"] or o.last is None:
             return  # a cancellation, or an order older than the last one known: the lapse date stays
         c.wb = None
-        c.lap = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
+        c.lapses_at = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
         if c.gb is not None and c.gb <= o.last:  # a customer who orders after the goodbye is back
             c.gb = None
 
@@ -78,15 +78,21 @@ class WinBack(SeriesFlow):
         wb = c.wb
         if wb is not None:
             return self.series_due(wb)
-        lap = c.lap
-        if lap is not None and c.ord is not None and c.wbd != c.ord.last:
+        lap = c.lapses_at
+        if lap is not None and c.ord is not None and c.win_back_done_for != c.ord.last:
             return lap
         return None
+
+    def instance(self, c: Customer) -> WinBackRun | None:
+        return c.wb
+
+    def end(self, c: Customer) -> None:
+        c.wb = None
 
     def _start(self, cid: str, c: Customer, due: int) -> None:
         o = c.ord
         assert o is not None and o.lid is not None
-        c.wbd = o.last
+        c.win_back_done_for = o.last
         register_spend(self.ctx, c)  # 365-day window moves on: re-register before segmenting
         c.wb = WinBackRun(trig=o.lid, a=due, seg=customer_segment(self.ctx, c))
 
@@ -95,14 +101,14 @@ class WinBack(SeriesFlow):
         if wb is None:  # the lapse date: the series starts (its first step is due now or later)
             self._start(cid, c, due)
             return []
-        return self.fire_instance(cid, c, wb, due)
+        return super().fire(cid, c, due)
 
     def skip(self, cid: str, c: Customer, due: int) -> None:
         wb = c.wb
         if wb is None:  # a lapse date in the past starts the series as it would have
             self._start(cid, c, due)
             return
-        self.skip_instance(cid, c, wb)
+        super().skip(cid, c, due)
 
     def sent(self, c: Customer, due: int) -> None:
         wb = c.wb
