@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
                  to_kafka: bool = typer.Option(False, "--to-kafka", help="produce to the input topics instead"),
                  config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Generate seeded synthetic shop traffic (JSONL for `simulate`, or straight into the topics)."""
-        from bench.traffic import TrafficSpec, generate as gen, write_jsonl
-        from streams.cli.main import settings_from
+        from streams.tools.traffic import TrafficSpec, generate as gen, write_jsonl
+        from streams.cli_settings import settings_from
 
         settings = settings_from(config)
         spec = TrafficSpec(customers=customers, days=days, seed=seed, jitter_ms=jitter_ms, product_views=product_views)

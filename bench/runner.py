@@ -34,7 +34,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.traffic import TrafficSpec, generate
+from streams.tools.traffic import TrafficSpec, generate
 from streams.runtime import background
 from schemas import serde
 from streams.config import Settings, load_settings
@@ -162,7 +162,7 @@ def bench_simulate(cfg: BenchConfig, out: Figures) -> None:
     """Wall time of the CLI (start-up, parsing, engines, output, merge) over a year of traffic."""
     import tempfile
 
-    from bench.traffic import write_jsonl
+    from streams.tools.traffic import write_jsonl
 
     settings = load_settings(env={})
     with tempfile.TemporaryDirectory(prefix="shopmail-bench-") as tmp:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from schemas.serde import SchemaEntry, registry
 from streams.config import Settings
-from streams.kafka.topics import (GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, component_access,
-                                  topic_specs)
+from schemas.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, component_access, topic_specs
 
 WRITTEN_BY_SHOPMAIL = ("commands", "outcomes", "feedback", "coupons", "audiences", "clock")
 COMPATIBILITY = "BACKWARD"

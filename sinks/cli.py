@@ -10,8 +10,8 @@ import typer
 
 def run_sink(config: Optional[Path], instance_id: Optional[str]) -> None:
     from sinks.service import SinkService
-    from streams.cli.main import settings_from
-    from streams.cli.service import run_with_ops, service_context
+    from streams.cli_settings import settings_from
+    from streams.services import run_with_ops, service_context
 
     settings = settings_from(config)
     with service_context(settings) as (bootstrap, stop):

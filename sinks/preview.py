@@ -299,7 +299,7 @@ def register(app: typer.Typer) -> None:
                 png: bool = typer.Option(True, help="screenshots at 600 and 375 px, light and dark, in headless Chromium"),
                 config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Render emails to HTML, text, .eml and PNG (600 / 375 px, light and dark) without sending anything."""
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
 
         settings = settings_from(config)
         for problem in brand_problems(settings.brand):  # the sink refuses these; the preview shows them

@@ -26,8 +26,8 @@ def register_bridge(app: typer.Typer) -> None:
                                                  "bridge.bind_host; /healthz and /metrics on bridge.web_port"),
                    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Turn SES event notifications into email.feedback records (malformed ones → email.feedback.dlq)."""
-        from streams.cli.main import settings_from
-        from streams.cli.service import run_with_ops, service_context
+        from streams.cli_settings import settings_from
+        from streams.services import run_with_ops, service_context
 
         settings = settings_from(config)
         if http_port is not None:

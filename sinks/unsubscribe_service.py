@@ -183,8 +183,8 @@ def register(app: typer.Typer) -> None:
                            config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file")) -> None:
         """Serve the list links (unsubscribe, keep subscribed, preferences): pages on GET, changes on POST →
         email.feedback; /healthz and /metrics on unsubscribe.web_port."""
-        from streams.cli.main import settings_from
-        from streams.cli.service import service_context
+        from streams.cli_settings import settings_from
+        from streams.services import service_context
 
         settings = settings_from(config)
         if not settings.unsubscribe.secret:

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from bench.traffic import TrafficSpec, generate
+from streams.tools.traffic import TrafficSpec, generate
 from schemas import serde
 from streams.kafka.topics import VALUE_SCHEMA
 

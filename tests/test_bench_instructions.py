@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bench.instructions import REGIONS, count_instructions
-from bench.traffic import TrafficSpec, generate
+from streams.tools.traffic import TrafficSpec, generate
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")]

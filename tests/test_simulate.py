@@ -140,7 +140,7 @@ def test_simulate_and_the_broker_path_emit_identical_commands_for_the_same_log(k
 
 
 def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
-    from bench.traffic import TrafficSpec, generate
+    from streams.tools.traffic import TrafficSpec, generate
 
     settings = load_default()
     src = tmp_path / "events.jsonl"

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audiences, name="audiences")
 
     def load(config: Optional[Path], from_file: Optional[Path]):  # type: ignore[no-untyped-def]
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.tools import audiences as tool
 
         if from_file is not None:

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.config import ConfigError, Settings, load_settings
+from streams.cli_settings import settings_from
+from streams.config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="shopmail: Kafka-native lifecycle email pipeline (processors, SES sink, tools).")
@@ -30,18 +31,6 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback 
     """shopmail: Kafka-native lifecycle email pipeline."""
     global _debug
     _debug = debug
-
-
-def settings_from(config: Optional[Path]) -> Settings:
-    from schemas import serde
-
-    try:
-        settings = load_settings(config)
-        serde.configure(settings.registry)  # registry framing for every command of this process
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    return settings
 
 
 @app.command()

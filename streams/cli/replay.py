@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
                show: int = typer.Option(10, help="rows of each difference to print")) -> None:
         """Re-run the processors over a time range into prefixed topics and diff against production."""
         from streams.kafka.embedded_broker import kafka_bootstrap
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.tools.replay import ReplayError, TimeRange, run_replay
         from streams.timeparse import format_ms, parse_time_ms
 

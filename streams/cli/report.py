@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
                config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Human click rate, placed-order rate and revenue per recipient per flow, step and variant, and
         what each variant adds over its holdout (95 % intervals), with the attribution window."""
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.analytics import report as rep
         from streams.analytics.attribution import Attribution
 
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
                config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
         """Write topic ranges to Avro container files (schema embedded) for data teams."""
         from streams.kafka.embedded_broker import kafka_bootstrap
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.tools.export import export_topic
         from streams.timeparse import parse_time_ms
 

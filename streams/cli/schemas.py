@@ -20,8 +20,11 @@ def register(app: typer.Typer) -> None:
         (idempotent); BACKWARD compatibility only on a subject without a level of its own; needs
         registry.url. One JSON line per subject; exit 1 if any subject was not registered."""
         from schemas.subjects import register_all
-        from streams.cli.main import console, settings_from
+        from rich.console import Console
 
+        from streams.cli_settings import settings_from
+
+        console = Console(stderr=True)
         settings = settings_from(config)
         if not settings.registry.url:
             console.print("[red]set registry.url (SHOPMAIL_REGISTRY__URL) to the Schema Registry[/red]")
@@ -44,7 +47,7 @@ def register(app: typer.Typer) -> None:
     def list_cmd(config: Optional[Path] = config_opt) -> None:
         """Print the subject → schema plan without contacting a registry."""
         from schemas.subjects import subjects
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
 
         for s in subjects(settings_from(config)):
             print(json.dumps({"subject": s.subject, "schema": s.entry.fullname}))

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         import time
 
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
                                       simulate_parallel)
         from streams.tools.simulate import simulate as run

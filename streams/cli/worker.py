@@ -10,8 +10,8 @@ import typer
 
 def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Optional[int],
                runtime_name: str = "txn") -> None:
-    from streams.cli.main import settings_from
-    from streams.cli.service import run_with_ops, service_context
+    from streams.cli_settings import settings_from
+    from streams.services import run_with_ops, service_context
 
     settings = settings_from(config)
     if web_port is not None:

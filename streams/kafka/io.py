@@ -26,7 +26,7 @@ from streams.config import (
     KafkaSettings,
     Settings,
 )
-from streams.kafka.names import VALUE_SCHEMA
+from schemas.topics import VALUE_SCHEMA
 
 # librdkafka properties whose values are secrets: never log a built config without masking these
 SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password", "oauth_cb"})

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import serde
-from bench.traffic import live_traffic
+from streams.tools.traffic import live_traffic
 from streams.config import Settings, load_settings
 from streams.tools.cli_process import CliProcess
 

@@ -13,9 +13,9 @@ def register(app: typer.Typer) -> None:
     def tracking(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file"),
                  port: Optional[int] = typer.Option(None, "--port", help="public port (default tracking.port)")) -> None:
         """Serve /track/<token> pages and /webhooks/<provider> from the compacted tracking view."""
-        from streams.cli.main import settings_from
+        from streams.cli_settings import settings_from
         from streams.config import ConfigError
-        from streams.cli.service import service_context
+        from streams.services import service_context
         from streams.tracking.service import TrackingService
 
         settings = settings_from(config)
