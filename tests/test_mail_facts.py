@@ -178,3 +178,25 @@ def test_after_the_win_back_goodbye_no_marketing_goes_out_until_the_customer_ask
     back, _ = run(base + [order("a", after, order_id="o-2"), cart("a", after + DAY_MS)], until=after + 6 * DAY_MS)
     assert [c["flow"] for c in back if c["send_at"] >= after][:1] == ["order_confirmation"]
     assert [c["step"] for c in back if c["flow"] == "abandoned_cart"] == [1, 2, 3]  # an order ends the goodbye
+
+
+def test_product_names_stay_in_each_customers_language_in_review_requests_and_suggestions():
+    """Two customers of one partition buy the same product, each in their language: the German one's
+    review request and the suggestions it gets name the product in German, never as the Polish buyer saw it."""
+    from streams.core.context import FlowContext  # noqa: F401 - the partition-wide catalog under test
+    from streams.core.flows.transactional import remember_order
+    from streams.core.state import Customer, Profile
+
+    ctx = FlowContext.__new__(FlowContext)
+    ctx.catalog, ctx.cooc, ctx.partition_changed = {}, {}, False
+    ctx.learn_basket([{"sku": "JKT", "name": "Gewachste Baumwolljacke", "price": "99.00"},
+                      {"sku": "CAP", "name": "Wollmütze", "price": "19.00"}], "EUR", "de")
+    ctx.learn_basket([{"sku": "JKT", "name": "Kurtka z woskowanej bawełny", "price": "99.00"},
+                      {"sku": "CAP", "name": "Czapka z wełny", "price": "19.00"}], "EUR", "pl")
+    assert [s["name"] for s in ctx.cross_sell(["JKT"], 3, "de")] == ["Wollmütze"]
+    assert [s["name"] for s in ctx.cross_sell(["JKT"], 3, "pl")] == ["Czapka z wełny"]
+    assert ctx.cross_sell(["JKT"], 3, "it") == []  # never seen in Italian: no name in another language
+    assert all("names" not in s for s in ctx.cross_sell(["JKT"], 3, "de"))  # the command carries one name
+    c = Customer(p=Profile(loc="de"))
+    remember_order(c, {"order_id": "o1", "order_number": "#7", "items": [{"sku": "JKT", "name": "Gewachste Baumwolljacke"}]})
+    assert c.oi["o1"].names == ["Gewachste Baumwolljacke"]

@@ -62,7 +62,9 @@ class FlowContext:
         log.debug("dropped %s step %d for %s: %s", flow, step, cid, reason)
 
     # ---- cross-sell: what is bought together in this partition ----------------------------------
-    def cross_sell(self, skus: list[str], limit: int) -> list[dict[str, Any]]:
+    def cross_sell(self, skus: list[str], limit: int, locale: str | None = None) -> list[dict[str, Any]]:
+        """The products most bought together with ``skus``, named in ``locale``: a product whose name
+        this partition has only seen in other languages is left out (never a name in another language)."""
         scores: dict[str, int] = {}
         basket = set(skus)
         cooc = self.cooc
@@ -75,15 +77,36 @@ class FlowContext:
         ranked = [(-n, sku) for sku, n in scores.items()]  # most bought together first, then by sku
         ranked.sort()
         catalog = self.catalog
-        return [catalog[s] for _, s in ranked[:limit] if s in catalog]
+        out: list[dict[str, Any]] = []
+        for _, sku in ranked:
+            if len(out) == limit:
+                break
+            entry = catalog.get(sku)
+            if entry is None:
+                continue
+            names = entry.get("names")
+            if names is None:  # learnt before names were kept per language: as it was learnt
+                out.append(entry)
+                continue
+            name = names.get(locale or "en")
+            if name is not None:
+                suggestion = {k: v for k, v in entry.items() if k != "names"}
+                suggestion["name"] = name
+                out.append(suggestion)
+        return out
 
-    def learn_basket(self, items: list[dict[str, Any]], currency: str) -> None:
-        """Learn what is bought together; the catalog keeps each product's last seen name and price with
-        that price's currency (a suggestion in another currency than a mail's is shown without a price)."""
+    def learn_basket(self, items: list[dict[str, Any]], currency: str, locale: str | None = None) -> None:
+        """Learn what is bought together; the catalog keeps each product's last seen price with that
+        price's currency (a suggestion in another currency than a mail's is shown without a price) and its
+        name in each language a buyer saw it in (``locale``: the buyer's)."""
         skus = sorted({it["sku"] for it in items})
+        catalog = self.catalog
         for it in items:
-            self.catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"],
-                                       "currency": currency, "image_url": it.get("image_url"), "url": it.get("url")}
+            known = catalog.get(it["sku"])
+            names = dict(known["names"]) if known is not None and "names" in known else {}
+            names[locale or "en"] = it["name"]
+            catalog[it["sku"]] = {"sku": it["sku"], "name": it["name"], "price": it["price"], "currency": currency,
+                                  "image_url": it.get("image_url"), "url": it.get("url"), "names": names}
         for a in skus:
             row = self.cooc.setdefault(a, {})
             for b in skus:

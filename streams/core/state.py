@@ -97,6 +97,7 @@ class FeedbackRequest(Instance):
     o: str = ""  # order id
     on: str | None = None  # the order's number for people (from the delivery or the order)
     skus: list[str] = []  # the order's products (≤ 5), rated one by one in the mail
+    names: list[str] = []  # their names as the customer's order showed them (empty in older state)
 
 
 class OrderRef(Record):
@@ -104,6 +105,7 @@ class OrderRef(Record):
 
     n: str | None = None  # order number for people
     skus: list[str] = []  # ≤ 5
+    names: list[str] = []  # the products' names as this customer's order showed them (empty in older state)
 
 
 class WaitingSku(Instance):

@@ -158,8 +158,8 @@ class BackInStock(KeyedFlow):
     def context(self, cid: str, c: Customer, inst: WaitingSku, step: int, key: str) -> dict[str, Any]:
         row = self.stock.get(key)
         item = dict(inst.item)
-        if row is not None:  # the inventory's product details are fresher than the cart line
-            for field, value in (("name", row.name), ("url", row.url), ("image_url", row.image_url)):
+        if row is not None:  # the inventory's link and image are fresher than the cart line; the name stays
+            for field, value in (("url", row.url), ("image_url", row.image_url)):  # the customer's (their language)
                 if value is not None:
                     item[field] = value
             if row.price is not None:  # the inventory's price, with its currency (None: unknown, not shown)

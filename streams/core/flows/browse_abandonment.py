@@ -131,7 +131,7 @@ class BrowseAbandonment(SingleInstanceFlow):
                                "product_url": first.get("url") or self.ctx.shop_url}
         limit = self.options.cross_sell_max
         if limit > 0:
-            suggestions = self.ctx.cross_sell([it["sku"] for it in inst.items], limit)
+            suggestions = self.ctx.cross_sell([it["sku"] for it in inst.items], limit, c.p.loc or "en")
             if suggestions:
                 ctx["cross_sell"] = suggestions
         return ctx

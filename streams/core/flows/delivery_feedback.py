@@ -40,7 +40,8 @@ class DeliveryFeedback(KeyedFlow):
                     fb[order_id] = FeedbackRequest(due=r["occurred_at"] + self.options.feedback_delay_ms,
                                                    trig=r["event_id"], o=order_id,
                                                    on=r.get("order_number") or (ref.n if ref else None),
-                                                   skus=list(ref.skus) if ref else [])
+                                                   skus=list(ref.skus) if ref else [],
+                                                   names=list(ref.names) if ref else [])
 
     def timers(self, c: Customer) -> dict[str, FeedbackRequest]:
         return c.fb
@@ -50,9 +51,15 @@ class DeliveryFeedback(KeyedFlow):
                                "coupon_percent": self.options.feedback_coupon_percent}
         if inst.on is not None:
             ctx["order_number"] = inst.on
-        catalog = self.ctx.catalog  # the products to rate (the sink signs a rating link per product)
-        products = [{"sku": s, "name": catalog[s]["name"], "image_url": catalog[s].get("image_url")}
-                    for s in inst.skus if s in catalog]
+        # the products to rate (the sink signs a rating link per product), named as the customer's own order
+        # named them; the partition's catalog (the last buyer's name, in any language) only for older state
+        catalog = self.ctx.catalog
+        if len(inst.names) == len(inst.skus) and inst.names:
+            products = [{"sku": s, "name": n, "image_url": catalog[s].get("image_url") if s in catalog else None}
+                        for s, n in zip(inst.skus, inst.names)]
+        else:
+            products = [{"sku": s, "name": catalog[s]["name"], "image_url": catalog[s].get("image_url")}
+                        for s in inst.skus if s in catalog]
         if products:
             ctx["products"] = products
         return ctx

@@ -63,8 +63,9 @@ class OrderConfirmation(TransactionalFlow):
         if r["type"] != "placed":
             return []
         skus = [it["sku"] for it in r["items"]]
-        suggestions = self.ctx.cross_sell(skus, self.options.cross_sell_max)
-        self.ctx.learn_basket(r["items"], r["currency"])
+        locale = c.p.loc or "en"
+        suggestions = self.ctx.cross_sell(skus, self.options.cross_sell_max, locale)
+        self.ctx.learn_basket(r["items"], r["currency"], locale)
         remember_order(c, r)
         return self.send(cid, c, r, r["event_id"], {"cross_sell": suggestions})
 
@@ -72,7 +73,9 @@ class OrderConfirmation(TransactionalFlow):
 def remember_order(c: Customer, r: dict[str, Any]) -> None:
     """Keep the order's number and products (last 5 orders) for the mail that follows it."""
     oi = c.oi
-    oi[r["order_id"]] = OrderRef(n=r.get("order_number"), skus=[it["sku"] for it in r["items"][:5]])
+    lines = r["items"][:5]
+    oi[r["order_id"]] = OrderRef(n=r.get("order_number"), skus=[it["sku"] for it in lines],
+                                 names=[it["name"] for it in lines])
     while len(oi) > 5:
         oi.pop(next(iter(oi)))
 
