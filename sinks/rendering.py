@@ -80,7 +80,7 @@ OPTIONAL: dict[str, Any] = {
     "shipping": None, "tax": None, "shipping_address": None, "order_url": None, "cross_sell": [], "carrier": None,
     "tracking_number": None, "tracking_url": None, "tracking_page_url": None, "feedback_url": None, "incentive": None, "coupon_code": None,
     "coupon_percent": None, "coupon_expires_at": None, "coupon_apply_url": None, "timezone": None, "items": [],
-    "new_arrivals": [], "review_links": [],
+    "new_arrivals": [], "best_sellers": [], "review_links": [],
 }
 ITEM_OPTIONAL = ("image_url", "url", "stock", "quantity", "currency")
 
@@ -308,6 +308,7 @@ class Renderer:
         v["items"] = [self._item(it, currency, own_line=True) for it in v["items"]]
         v["cross_sell"] = [self._item(it, currency) for it in v["cross_sell"] or []]
         v["new_arrivals"] = [self._item(it, currency) for it in v["new_arrivals"] or []]
+        v["best_sellers"] = [self._item(it, currency) for it in v["best_sellers"] or []]
         brand = self.brand
         links = list_links or {}
         market_locale = fmt.replace("_", "-")

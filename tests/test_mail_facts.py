@@ -200,3 +200,18 @@ def test_product_names_stay_in_each_customers_language_in_review_requests_and_su
     c = Customer(p=Profile(loc="de"))
     remember_order(c, {"order_id": "o1", "order_number": "#7", "items": [{"sku": "JKT", "name": "Gewachste Baumwolljacke"}]})
     assert c.oi["o1"].names == ["Gewachste Baumwolljacke"]
+
+
+def test_without_an_inventory_feed_win_back_step_2_shows_best_sellers_the_customer_did_not_buy():
+    lapse = T0 + 90 * DAY_MS
+    bag = {"sku": "BAG", "name": "Canvas bag", "price": "119.00", "quantity": 1, "url": "https://shop.example.com/p/bag"}
+    belt = {"sku": "BELT", "name": "Belt", "price": "29.00", "quantity": 1, "url": "https://shop.example.com/p/belt"}
+    events = [customer("a"), customer("b"), customer("c"), order("a", T0, items=ITEMS),
+              order("b", T0 + DAY_MS, order_id="o-b1", items=[ITEMS[0], bag]),
+              order("c", T0 + 2 * DAY_MS, order_id="o-c1", items=[bag, belt])]
+    cmds, _ = run(events, until=lapse + 10 * DAY_MS)
+    (step2,) = [c for c in cmds if c["flow"] == "win_back" and c["step"] == 2 and c["customer_id"] == "a"]
+    ctx = ctx_of(step2)
+    assert "new_arrivals" not in ctx  # no restock ever seen
+    assert [p["sku"] for p in ctx["best_sellers"]] == ["BAG", "BELT"]  # bought together most; not the mug a bought
+    assert "Popular right now" in rendered(step2).text and "Canvas bag" in rendered(step2).text

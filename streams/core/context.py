@@ -76,9 +76,13 @@ class FlowContext:
                         scores[other] = scores.get(other, 0) + n
         ranked = [(-n, sku) for sku, n in scores.items()]  # most bought together first, then by sku
         ranked.sort()
+        return self._named([sku for _, sku in ranked], limit, locale)
+
+    def _named(self, skus: list[str], limit: int, locale: str | None) -> list[dict[str, Any]]:
+        """Up to ``limit`` catalog entries of ``skus`` (in that order) that have a name in ``locale``."""
         catalog = self.catalog
         out: list[dict[str, Any]] = []
-        for _, sku in ranked:
+        for sku in skus:
             if len(out) == limit:
                 break
             entry = catalog.get(sku)
@@ -94,6 +98,13 @@ class FlowContext:
                 suggestion["name"] = name
                 out.append(suggestion)
         return out
+
+    def best_sellers(self, limit: int, locale: str | None = None,
+                     exclude: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """The products bought together most often in this partition, named in ``locale`` (as
+        :meth:`cross_sell`), leaving out ``exclude``."""
+        ranked = sorted((-sum(row.values()), sku) for sku, row in self.cooc.items() if sku not in exclude)
+        return self._named([sku for _, sku in ranked], limit, locale)
 
     def learn_basket(self, items: list[dict[str, Any]], currency: str, locale: str | None = None) -> None:
         """Learn what is bought together; the catalog keeps each product's last seen price with that

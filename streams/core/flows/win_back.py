@@ -25,11 +25,12 @@ from streams.core.state import Stock, WinBackRun
 from streams.core.tables import Table
 
 
-def new_arrivals(stock: Table[Stock], limit: int) -> list[dict[str, Any]]:
-    """The products most recently back or new in stock (in stock now, with a name and a link), newest first;
-    each with its price's currency (a price in another currency than the mail's is not shown)."""
+def new_arrivals(stock: Table[Stock], limit: int, bought: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The products most recently back or new in stock (in stock now, with a name and a link), newest first,
+    leaving out what the customer bought; each with its price's currency (a price in another currency than
+    the mail's is not shown)."""
     rows = [(row.back, sku, row) for sku, row in stock.rows.items()
-            if not row.out and row.back is not None and row.name and row.url]
+            if not row.out and row.back is not None and row.name and row.url and sku not in bought]
     rows.sort(key=lambda t: (-t[0], t[1]))
     return [{"sku": sku, "name": row.name, "price": row.price, "currency": row.cur, "url": row.url,
              "image_url": row.image_url} for _, sku, row in rows[:limit]]
@@ -124,9 +125,14 @@ class WinBack(SeriesFlow):
         if step == 1:
             ctx["coupon_code"] = stable_code("BACK", cid, inst.trig)
         elif step == 2 and wbs.new_arrivals:
-            arrivals = new_arrivals(self.stock, wbs.new_arrivals)
+            bought = frozenset(sku for ref in c.oi.values() for sku in ref.skus)
+            arrivals = new_arrivals(self.stock, wbs.new_arrivals, bought)
             if arrivals:
                 ctx["new_arrivals"] = arrivals
+            else:  # no inventory feed (or nothing new): what this partition's customers buy most
+                best = self.ctx.best_sellers(wbs.new_arrivals, c.p.loc or "en", bought)
+                if best:
+                    ctx["best_sellers"] = best
         return ctx
 
     def step_command(self, cid: str, c: Customer, inst: Any, step: int, at: int, expires_at: int,
