@@ -324,28 +324,27 @@ class SchemaRegistry:
         self.compiled: dict[tuple[int, int], Callable[[bytes, int], dict[str, Any]]] = {}
         files = shipped(directory)
         writers = []
+        def add(entry: SchemaEntry, key: str, table: dict[str, SchemaEntry] | None) -> None:
+            writers.append((key, entry))
+            if table is None:  # an older writer version: read, never a reader
+                self.by_fingerprint.setdefault(entry.fingerprint, entry)
+                return
+            table[entry.name] = entry
+            self.readers[entry.fullname] = entry
+            self.by_fingerprint[entry.fingerprint] = entry
+
         for s in files:  # v2 first: a v1 reader's money fields are the fields v2 declares decimal
             if s.kind == "v2":
-                entry = make_entry(s.raw, s.path, domain=True)
-                writers.append((s.key, entry))
-                self.v2[entry.name] = entry
-                self.readers[entry.fullname] = entry
-                self.by_fingerprint[entry.fingerprint] = entry
+                add(make_entry(s.raw, s.path, domain=True), s.key, self.v2)
         for s in files:
             if s.kind == "v1":
                 v2 = self.v2.get(s.raw["name"].split(".")[-1])
                 money = frozenset(p.rsplit(".", 1)[-1] for p, leaves in (v2.leaves if v2 else {}).items()
                                   if any(x.logical == "decimal" for x in leaves))
-                entry = make_entry(s.raw, s.path, money=money)
-                writers.append((s.key, entry))
-                self.current[entry.name] = entry
-                self.readers[entry.fullname] = entry
-                self.by_fingerprint[entry.fingerprint] = entry
+                add(make_entry(s.raw, s.path, money=money), s.key, self.current)
         for s in files:
             if s.kind == "history":
-                entry = make_entry(s.raw, s.path)
-                writers.append((s.key, entry))
-                self.by_fingerprint.setdefault(entry.fingerprint, entry)
+                add(make_entry(s.raw, s.path), s.key, None)
         digest = source_digest(directory)
         if digest != _decode.SOURCE_DIGEST:
             if directory.resolve() == SCHEMA_DIR:
