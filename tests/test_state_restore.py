@@ -12,7 +12,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "state_v1.json"
 
 
 # context fields later releases add to the same commands (the coupon's time zone, win-back's currency)
-ADDED_CONTEXT = frozenset({"timezone", "currency"})
+ADDED_CONTEXT = frozenset({"timezone", "currency", "best_sellers"})
 
 
 def without_newer_context(command: dict, expected: dict) -> dict:
