@@ -29,7 +29,7 @@ chromium:
 test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
-# The edit loop: every test that needs neither the broker nor the SES emulator nor a slow run (≈ 1 min).
+# The edit loop: every test that needs neither the broker nor the SES emulator and is not marked slow (≈ 1½ min).
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 -m "not integration and not slow"
 
