@@ -110,6 +110,10 @@ class FuzzedListeners:
                       for name, (args, extra, _) in LISTENERS.items()}
         self.ports = {name: int(wait_for(lambda n=name: re.search(LISTENERS[n][2], self.procs[n].log()), 60,
                                          what=f"the {name} listener").group(1)) for name in LISTENERS}
+        # like a Service that routes only to ready pods: fuzzing starts once the views are restored
+        # (before that the page answers 503 "starting", tested on its own in test_tracking)
+        wait_for(lambda: _status(f"http://127.0.0.1:{self.ports['tracking']}/track/0") == 404, 120,
+                 what="the tracking views restored")
         self.reports: list[tuple[str, FuzzReport]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()

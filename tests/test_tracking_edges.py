@@ -17,7 +17,7 @@ from streams.tracking import view as views
 from streams.tracking.page import PageRenderer
 from streams.tracking.tokens import make_token
 from streams.tracking.webhooks import WebhookError, parse, sign
-from tests.test_tracking import KEY, T0, get, order, shipment, tracked, wait_for  # noqa: F401 - fixture
+from tests.test_tracking import KEY, T0, get, order, shipment, tracked, tracking_settings, wait_for  # noqa: F401 - fixture
 from tests.test_webhook_ingest import GEN_KEY, labelled_order_page, post
 
 
@@ -68,6 +68,32 @@ def test_a_page_whose_data_is_odd_still_renders():
 
 
 # ---- through the broker ----------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_before_the_views_are_restored_the_page_and_webhooks_answer_503_with_retry_after(kafka, settings):
+    import urllib.request
+
+    from streams.tracking.ingest import WebhookIngest
+    from streams.tracking.server import TrackingHttp
+
+    store = views.ViewStore()
+    ingest = WebhookIngest(tracking_settings(settings), kafka, store)
+    http = TrackingHttp("127.0.0.1", 0, store, PageRenderer(), ingest, KEY, 65536).start()
+    try:
+        page = f"http://127.0.0.1:{http.port}/track/{make_token(KEY, 'o-1', 'c-1')}"
+        try:
+            urllib.request.urlopen(page, timeout=5)
+            raise AssertionError("answered before the views were restored")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and exc.headers["Retry-After"] == "5", exc.headers
+        body = generic(int(time.time() * 1000))
+        assert post(http.port, "generic", body, sign("generic", GEN_KEY, body)) == (503, {
+            "error": "not_ready", "detail": "tracking views are still being restored"})
+        store.ready.set()
+        assert get(page)[0] == 404  # restored: an order it does not hold is not found, no longer "starting"
+    finally:
+        http.shutdown()
+        ingest.close()
 
 @pytest.mark.integration
 def test_a_30000_item_order_then_10_normal_ones_gives_every_page_and_the_service_never_exits(kafka, tracked):

@@ -82,7 +82,7 @@ class TrackingHttp(HttpServer):
     def _get_page(self, request: Request) -> Response:
         code, body = self.page(request.params["token"], request.query.get("lang"),
                                request.headers.get("Accept-Language"))
-        return Response.html(code, body)
+        return Response.html(code, body, {"Retry-After": "5"} if code == 503 else None)
 
     def _post_webhook(self, request: Request) -> Response:
         provider = request.params["provider"]
