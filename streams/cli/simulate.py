@@ -19,20 +19,28 @@ def register(app: typer.Typer) -> None:
                  output: Optional[Path] = typer.Option(None, "--output", "-o", help="commands JSONL (default stdout)"),
                  workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
                                                                   "0 = one per CPU up to the partition count"),
-                 stats: Optional[Path] = typer.Option(None, "--stats", help="write counts as JSON: commands and "
-                                                      "holdouts per flow, steps dropped per flow and reason, "
+                 stats: Optional[Path] = typer.Option(None, "--stats", "--json", help="write counts as JSON: "
+                                                      "commands and holdouts per flow, steps dropped per flow and reason, "
                                                       "late events applied per topic and how late"),
                  audiences: Optional[Path] = typer.Option(None, "--audiences", help="write the audience joins "
-                                                          "and leaves as JSONL (one process)")) -> None:
+                                                          "and leaves as JSONL (one process)"),
+                 quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no per-flow table "
+                                            "(the one-line summary stays)")) -> None:
         """Run the processors' domain core over an event file without a broker (exit 3 if any line was bad)."""
         import time
 
         from streams.cli_settings import settings_from
-        from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
-                                      simulate_parallel)
-        from streams.tools.simulate import simulate as run
         from streams.timeparse import parse_time_ms
+        from streams.tools.readable import flow_table, progress, stderr_console
+        from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
+                                            simulate_parallel, watch_position)
+        from streams.tools.simulate import simulate as run
 
+        if not input.is_file():
+            print(f"simulate: error: {input} " + ("is a directory" if input.is_dir() else "does not exist")
+                  + " (write an event file with `shopmail generate -o FILE`)", file=sys.stderr)
+            raise typer.Exit(2)
+        size = input.stat().st_size
         settings = settings_from(config)
         try:
             until_ms = parse_time_ms(until) if until else None
@@ -45,33 +53,37 @@ def register(app: typer.Typer) -> None:
             n = 1
         started = time.perf_counter()
         out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
-        try:
-            if n > 1:
-                try:
-                    events, n_commands, bad, counters = simulate_parallel(str(input), settings, until_ms, n, out)
-                except RuntimeError as exc:
-                    print(f"simulate: {exc}", file=sys.stderr)
-                    raise typer.Exit(1) from exc
-                for b in bad:
-                    print(b.as_json(), file=sys.stderr)
-            else:
-                members = open(audiences, "wb") if audiences else None  # noqa: SIM115
-                try:
-                    with open(input, "rb", buffering=IO_BUFFER) as lines:
-                        result = run(lines, settings, until_ms, keep=False,
-                                     on_bad=lambda b: print(b.as_json(), file=sys.stderr),
-                                     on_command=lambda cmd: out.write(command_line(cmd)),
-                                     on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n")) if members else None)
-                finally:
-                    if members is not None:
-                        members.close()
-                events, n_commands, bad = result.events, result.count, result.bad_lines
-                counters = engine_counters(result.engines.values())
-        finally:
-            if output:
-                out.close()
-            else:
-                out.flush()
+        with progress(f"simulating {input.name}", total=size, quiet=quiet, unit="bytes") as bar:
+            try:
+                if n > 1:
+                    try:
+                        events, n_commands, bad, counters = simulate_parallel(str(input), settings, until_ms, n, out,
+                                                                              progress=bar.to)
+                    except RuntimeError as exc:
+                        print(f"simulate: {exc}", file=sys.stderr)
+                        raise typer.Exit(1) from exc
+                    for b in bad:
+                        print(b.as_json(), file=sys.stderr)
+                else:
+                    members = open(audiences, "wb") if audiences else None  # noqa: SIM115
+                    try:
+                        with open(input, "rb", buffering=IO_BUFFER) as lines:
+                            stop_watching = watch_position(lines, bar.to)
+                            result = run(lines, settings, until_ms, keep=False,
+                                         on_bad=lambda b: print(b.as_json(), file=sys.stderr),
+                                         on_command=lambda cmd: out.write(command_line(cmd)),
+                                         on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n")) if members else None)
+                            stop_watching()
+                    finally:
+                        if members is not None:
+                            members.close()
+                    events, n_commands, bad = result.events, result.count, result.bad_lines
+                    counters = engine_counters(result.engines.values())
+            finally:
+                if output:
+                    out.close()
+                else:
+                    out.flush()
         elapsed = time.perf_counter() - started
         late = counter_totals(counters, "late_applied")
         future = counter_totals(counters, "future")
@@ -79,6 +91,8 @@ def register(app: typer.Typer) -> None:
             stats.write_text(json.dumps({"events": events, "commands": n_commands, "bad_lines": len(bad),
                                          "late_applied": late, "future": future, "counters": counters},
                                         indent=2) + "\n")
+        if not quiet and counters:
+            stderr_console().print(flow_table("Per flow", counters))
         dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
         late_by_topic = f" ({', '.join(f'{t} {n}' for t, n in late.items())})" if late else ""
         print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, "

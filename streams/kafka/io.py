@@ -276,12 +276,14 @@ class ConsumedRecord:
 
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0,
                idle_s: float = 1.0, read_committed: bool = True,
-               kafka: KafkaSettings | None = None) -> list[ConsumedRecord]:
+               kafka: KafkaSettings | None = None,
+               progress: Callable[[int, int], None] | None = None) -> list[ConsumedRecord]:
     """Read a whole topic from the beginning without a consumer group (assign + high watermarks).
 
     Returns when ``expect`` records were read, or when the end was reached and nothing new arrived for
     ``idle_s`` (when ``expect`` is None), or at ``timeout_s``. ``kafka``: the cluster's security
-    settings (plaintext defaults when omitted).
+    settings (plaintext defaults when omitted). ``progress(read, total)`` is called after each batch,
+    ``total`` being the records between the partitions' low and high watermarks when the read began.
     """
     c = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{
         "group.id": "shopmail-reader", "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -292,6 +294,8 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
             return []
         parts = sorted(md.topics[topic].partitions)
         c.assign([TopicPartition(topic, p, 0) for p in parts])
+        total = sum(hi - lo for lo, hi in (c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                                           for p in parts)) if progress else 0
         out: list[ConsumedRecord] = []
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
@@ -308,6 +312,8 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                     ts = m.timestamp()[1]
                     out.append(ConsumedRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts))
                 last_new = time.monotonic()
+                if progress:
+                    progress(len(out), max(total, len(out)))
             elif expect is None and time.monotonic() - last_new > idle_s:
                 break
         return out

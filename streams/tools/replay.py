@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from schemas import serde
 from streams.runtime import background
-from streams.config import Settings
+from streams.config import KafkaSettings, Settings
 from streams.kafka.io import client_config, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
@@ -184,3 +184,60 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
                                         kafka=production.kafka))
                  if window.contains(c["created_at"])]
     return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix)
+
+
+# ---- cleanup: the prefixed topics a replay leaves behind ------------------------------------------
+
+def cleanup_refusal(production: Settings, prefix: str) -> str | None:
+    """Why deleting every topic that starts with ``prefix`` is refused, or None: an empty prefix, the
+    production prefix, a prefix of any production topic (inputs, outputs, ledgers, changelogs, dead
+    letters) or of the broker's internal topics would delete what is not a replay's."""
+    if not prefix.strip():
+        return "an empty prefix would match every topic on the cluster"
+    if prefix == production.topics.prefix:
+        return f"{prefix!r} is the production prefix"
+    if prefix.startswith("_"):
+        return f"{prefix!r} matches the broker's internal topics"
+    names = [s.name for s in topic_specs(production)]
+    names += [production.topics.dlq(lt) for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands", "outcomes",
+                                                                                       "feedback")]
+    names += [production.topics.name("feedback")]
+    hits = sorted(n for n in set(names) if n.startswith(prefix))
+    if hits:
+        more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
+        return f"{prefix!r} matches production topics ({', '.join(hits[:3])}{more})"
+    return None
+
+
+def topics_with_prefix(bootstrap: str, prefix: str, kafka: KafkaSettings | None = None) -> list[str]:
+    """The cluster's topics whose names start with ``prefix``, sorted."""
+    from streams.kafka.topics import admin_client
+
+    return sorted(t for t in admin_client(bootstrap, kafka).list_topics(timeout=15).topics if t.startswith(prefix))
+
+
+def delete_topics(bootstrap: str, names: list[str], kafka: KafkaSettings | None = None,
+                  timeout_s: float = 30.0) -> dict[str, str | None]:
+    """Delete ``names``; returns each name with None (deleted) or why the broker refused."""
+    from streams.kafka.topics import admin_client
+
+    if not names:
+        return {}
+    admin = admin_client(bootstrap, kafka)  # kept until the futures resolve: a destroyed client fails them
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    out: dict[str, str | None] = {}
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout_s)
+            out[name] = None
+        except Exception as exc:  # noqa: BLE001 - each refusal is reported by name
+            out[name] = str(exc)
+    return dict(sorted(out.items()))
+
+
+def cleanup(production: Settings, bootstrap: str, prefix: str) -> dict[str, str | None]:
+    """Delete every topic starting with ``prefix`` unless :func:`cleanup_refusal` refuses it."""
+    why = cleanup_refusal(production, prefix)
+    if why:
+        raise ReplayError(f"refusing to delete topics with prefix {prefix!r}: {why}")
+    return delete_topics(bootstrap, topics_with_prefix(bootstrap, prefix, production.kafka), production.kafka)

@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -253,6 +254,23 @@ _UNTIL = 10**18  # key of commands fired by the final clock advance (after every
 IO_BUFFER = 1 << 20  # gigabytes go through the input, the spools and the output: few large syscalls
 
 
+def watch_position(f: BinaryIO, report: Callable[[int], None], every_s: float = 0.25) -> Callable[[], None]:
+    """Report how far ``f`` has been read (bytes, the OS file position) every ``every_s`` from a
+    background thread, so the reading loop itself does no progress work; returns the stop function."""
+    raw = getattr(f, "raw", f)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every_s):
+            try:
+                report(raw.tell())
+            except (OSError, ValueError):  # closed
+                return
+
+    threading.Thread(target=watch, name="simulate-progress", daemon=True).start()
+    return stop.set
+
+
 class _Router:
     """The engine partition a raw line belongs to, without parsing the JSON (each worker reads the
     whole file and keeps its own lines); ``None`` when the line names no customer or partition."""
@@ -287,7 +305,7 @@ def _spool_by_partition(write: Any, sim: Simulator, out: TaskOutput[int], key: A
 
 
 def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int | None, spool: str,
-            outbox: Any) -> None:
+            outbox: Any, positions: Any = None) -> None:
     """Runs the partitions ``p % workers == w`` over the whole input; writes "<key><command>" lines
     (in key order) to ``spool``. Lines that name no partition (bad lines) belong to worker 0; a global
     record goes to every worker, each applying it to its own partitions."""
@@ -302,6 +320,8 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
     events = count = 0
     try:
         with open(path, "rb", buffering=IO_BUFFER) as src, open(spool, "wb", buffering=IO_BUFFER) as out:
+            if positions is not None:
+                watch_position(src, lambda pos: positions.__setitem__(w, pos))
             lookup = topic_lookup(settings)
             known = route.cache  # ids seen before: a compact `"customer_id":"…"` is looked up inline
             skip = len(_CUSTOMER_COMPACT)
@@ -352,10 +372,12 @@ def _worker(settings: Settings, path: str, w: int, workers: int, until_ms: int |
 
 
 def simulate_parallel(path: str, settings: Settings, until_ms: int | None, workers: int,
-                      out: BinaryIO) -> tuple[int, int, list[BadLine], dict[str, int]]:
+                      out: BinaryIO, progress: Callable[[int], None] | None = None
+                      ) -> tuple[int, int, list[BadLine], dict[str, int]]:
     """Same output, same order as ``simulate``: each worker reads the whole file, runs its share of
     the partitions and spools its (ordered) commands; the spools are merged by the input line that
-    fired them. Returns (events, commands, bad lines, engine counters)."""
+    fired them. Returns (events, commands, bad lines, engine counters). ``progress(bytes)``: how far
+    the slowest worker has read the input, a few times a second."""
     import heapq
     import multiprocessing as mp
     import queue
@@ -365,8 +387,9 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
     spool_dir = tempfile.mkdtemp(prefix="shopmail-simulate-")
     spools = [os.path.join(spool_dir, f"w{w}.tsv") for w in range(workers)]
     outbox = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(settings, str(path), w, workers, until_ms, spools[w], outbox),
-                         daemon=True) for w in range(workers)]
+    positions = ctx.Array("q", workers, lock=False) if progress else None
+    procs = [ctx.Process(target=_worker, args=(settings, str(path), w, workers, until_ms, spools[w], outbox,
+                                               positions), daemon=True) for w in range(workers)]
     for proc in procs:
         proc.start()
     events = count = 0
@@ -377,8 +400,10 @@ def simulate_parallel(path: str, settings: Settings, until_ms: int | None, worke
         reported = 0
         while reported < len(procs):
             try:
-                e, c, b, failure, worker_counters = outbox.get(timeout=1.0)
+                e, c, b, failure, worker_counters = outbox.get(timeout=0.25 if progress else 1.0)
             except queue.Empty:  # a worker killed outright (OOM, signal) never reports: do not wait forever
+                if progress and positions is not None:
+                    progress(min(positions))
                 dead = [f"worker {w} died (exit code {p.exitcode})" for w, p in enumerate(procs)
                         if p.exitcode not in (None, 0)]
                 if dead:

@@ -1,0 +1,191 @@
+"""What the data-team commands (`simulate`, `replay`, `report`, `export`) print for people: times as
+ISO-8601 with their offset (UTC, or the customer's zone where one applies), durations as ``+1 h``,
+summaries as rich tables (or JSON), and progress bars with an ETA on stderr that stay silent when
+stderr is not a terminal or the command runs with ``--quiet``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rich import box
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
+MINUS = "−"  # U+2212: a duration's sign reads as a sign, not a hyphen
+
+
+def zone_of(name: str | None) -> timezone | ZoneInfo:
+    """The zone called ``name`` (an IANA name); UTC when none is given or the name is unknown."""
+    if not name:
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def iso(ms: int, zone: str | None = None) -> str:
+    """Epoch milliseconds → ``2026-01-14T13:15:30+00:00`` (milliseconds shown only when not zero), in
+    ``zone`` (the customer's time zone, an IANA name) or UTC."""
+    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(zone_of(zone))
+    return at.isoformat(timespec="seconds" if ms % 1000 == 0 else "milliseconds")
+
+
+def duration(ms: int, signed: bool = True) -> str:
+    """Milliseconds → ``+1 h``, ``+1 h 30 min``, ``−2 d 3 h``, ``+250 ms``: the two largest units, rounded
+    down; ``0`` for none. ``signed=False`` leaves the ``+`` off a positive duration."""
+    if ms == 0:
+        return "0"
+    sign = MINUS if ms < 0 else ("+" if signed else "")
+    rest = abs(int(ms))
+    parts: list[str] = []
+    for unit, size in UNITS:
+        if rest >= size:
+            parts.append(f"{rest // size} {unit}")
+            rest %= size
+        elif parts:
+            parts.append("")  # a skipped unit still counts as one of the two
+        if len(parts) == 2:
+            break
+    return sign + " ".join(p for p in parts if p)
+
+
+def is_time_field(name: str) -> bool:
+    """Event and send times in shopmail's schemas are epoch milliseconds named ``*_at``."""
+    return name.endswith("_at") or name == "at"
+
+
+def is_duration_field(name: str) -> bool:
+    return name.endswith("_ms")
+
+
+def value_text(name: str, value: Any, zone: str | None = None, width: int = 40) -> str:
+    """One field's value as a person reads it: times as ISO-8601, durations as ``1 h``, the rest
+    shortened to ``width`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if is_time_field(name):
+            return iso(value, zone)
+        if is_duration_field(name):
+            return duration(value, signed=False)
+    text = "∅" if value is None else str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def change_text(name: str, old: Any, new: Any, zone: str | None = None) -> str:
+    """``send_at: 2026-01-14T13:15:30+00:00 → 2026-01-14T14:15:30+00:00 (+1 h)``; other fields
+    ``name: old → new``."""
+    text = f"{name}: {value_text(name, old, zone)} → {value_text(name, new, zone)}"
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
+    if numbers and (is_time_field(name) or is_duration_field(name)):
+        text += f" ({duration(new - old)})"
+    return text
+
+
+def readable_record(record: Mapping[str, Any], zone: str | None = None) -> dict[str, Any]:
+    """A copy of ``record`` with its ``*_at`` times as ISO-8601 strings (for JSON meant for people;
+    the epoch value stays under ``<name>_ms``)."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if is_time_field(k) and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = iso(v, zone)
+            out[f"{k}_ms"] = v
+        else:
+            out[k] = v
+    return out
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], numeric_from: int = 1,
+          numeric_to: int | None = None) -> Table:
+    """A plain rich table: columns ``numeric_from`` up to ``numeric_to`` (exclusive; default: the last)
+    right-aligned, the others left-aligned; numbers with thousands separators."""
+    t = Table(title=title, title_justify="left", title_style="bold", header_style="bold", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    end = len(columns) if numeric_to is None else numeric_to
+    for i, name in enumerate(columns):
+        t.add_column(name, justify="right" if numeric_from <= i < end else "left", overflow="fold")
+    for row in rows:
+        t.add_row(*(f"{c:,}" if isinstance(c, int) and not isinstance(c, bool) else str(c) for c in row))
+    return t
+
+
+def flow_summary(counters: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Engine counters (``command:<flow>``, ``holdout:<flow>``, ``dropped:<flow>:<reason>``) → one
+    dict per flow: commands, holdouts, dropped steps in all and by reason."""
+    flows: dict[str, dict[str, Any]] = {}
+
+    def row(flow: str) -> dict[str, Any]:
+        return flows.setdefault(flow, {"flow": flow, "commands": 0, "holdouts": 0, "dropped": 0,
+                                       "dropped_by_reason": {}})
+
+    for key, n in counters.items():
+        kind, _, rest = key.partition(":")
+        if kind == "command":
+            row(rest)["commands"] += n
+        elif kind == "holdout":
+            row(rest)["holdouts"] += n
+        elif kind == "dropped":
+            flow, _, reason = rest.partition(":")
+            r = row(flow)
+            r["dropped"] += n
+            r["dropped_by_reason"][reason or "unknown"] = r["dropped_by_reason"].get(reason or "unknown", 0) + n
+    return [flows[f] for f in sorted(flows)]
+
+
+def flow_table(title: str, counters: Mapping[str, int]) -> Table:
+    """The per-flow summary as a table (dropped steps with their reasons)."""
+    rows = []
+    for r in flow_summary(counters):
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(r["dropped_by_reason"].items()))
+        rows.append((r["flow"], r["commands"], r["holdouts"], r["dropped"], reasons or "–"))
+    return table(title, ("flow", "commands", "holdouts", "dropped", "dropped by reason"), rows, numeric_from=1,
+                 numeric_to=4)
+
+
+def stderr_console(quiet: bool = False) -> Console:
+    """Where summaries and progress go when stdout may carry data (commands JSONL)."""
+    return Console(stderr=True, soft_wrap=True, quiet=quiet)
+
+
+class Bar:
+    """One progress bar's handle; a disabled bar takes updates and shows nothing."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def total(self, total: float | None) -> None:
+        self._progress.update(self._task, total=total)
+
+    def advance(self, n: float = 1) -> None:
+        self._progress.update(self._task, advance=n)
+
+    def to(self, completed: float, description: str | None = None) -> None:
+        if description is None:
+            self._progress.update(self._task, completed=completed)
+        else:
+            self._progress.update(self._task, completed=completed, description=description)
+
+
+def progress_enabled(quiet: bool = False, stream: Any = None) -> bool:
+    """Bars only for a person watching: stderr is a terminal and ``--quiet`` was not given."""
+    stream = sys.stderr if stream is None else stream
+    return not quiet and bool(getattr(stream, "isatty", lambda: False)())
+
+
+@contextmanager
+def progress(description: str, total: float | None = None, quiet: bool = False, unit: str = "") -> Iterator[Bar]:
+    """A bar with the count, the elapsed time and an ETA on stderr, for work longer than a few seconds."""
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn() if not unit else TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True,
+                  disable=not progress_enabled(quiet)) as bars:
+        yield Bar(bars, bars.add_task(description, total=total))
