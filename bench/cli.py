@@ -17,8 +17,8 @@ from rich.table import Table
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def generate(customers: int = typer.Option(1000, help="number of customers"),
-                 days: int = typer.Option(30, help="days of history"),
+    def generate(customers: int = typer.Option(1000, min=1, help="number of customers"),
+                 days: int = typer.Option(30, min=1, help="days of history"),
                  seed: int = typer.Option(1, help="random seed (same seed, same events)"),
                  jitter_ms: int = typer.Option(0, help="bounded out-of-order shuffle window"),
                  product_views: bool = typer.Option(False, "--product-views",
@@ -69,6 +69,11 @@ def register(app: typer.Typer) -> None:
         cfg = TINY if tiny else QUICK if quick else BenchConfig()
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
+        known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions")
+        unknown = [p for p in chosen if p not in known]
+        if unknown or not chosen:
+            raise typer.BadParameter(f"no benchmark called {', '.join(unknown) or '(none)'}: choose from "
+                                     f"{', '.join(known)}", param_hint="--parts")
         figures = run_bench(cfg, chosen,
                             os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
         machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),

@@ -357,3 +357,43 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     assert f"send_at {iso(T0 + HOUR_MS)}" in text  # A's first reminder, an hour after the cart
     assert "1793" not in text and "added" in text and "unchanged" in text
     assert topics_with_prefix(kafka, prefix) == []
+
+
+# ---- every command: a file that is not there, a choice that does not exist ------------------------
+
+def _shopmail(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--customers", "3", "-o", "{tmp}/no/such/dir/events.jsonl"],
+    ["audiences", "list", "--from-file", "{tmp}/nowhere.jsonl"],
+    ["audiences", "export", "lapsed", "--from-file", "{tmp}/nowhere.jsonl"],
+    ["preview", "--context", "{tmp}/nowhere.json", "--no-png", "--out", "{tmp}/preview"],
+    ["simulate", "--input", "{tmp}/empty.jsonl", "--output", "{tmp}/no/such/dir/out.jsonl"],
+])
+def test_a_file_that_cannot_be_opened_is_one_line_naming_it_and_exit_2_with_no_traceback(tmp_path, args):
+    (tmp_path / "empty.jsonl").write_text("")
+    run = _shopmail(*(a.format(tmp=tmp_path) for a in args))
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"shopmail: error: {tmp_path}/")
+
+
+def test_simulate_of_an_empty_event_file_says_it_holds_no_event_and_exits_1(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    run = _simulate(["--input", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "o.jsonl")])
+    assert run.returncode == 1
+    assert f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event" in run.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["generate", "--customers", "0"], "greater than or equal to 1"),
+    (["generate", "--days", "-3"], "greater than or equal to 1"),
+    (["bench", "--tiny", "--parts", "core,nosuch"], "no benchmark called nosuch"),
+])
+def test_a_count_or_choice_that_cannot_be_is_refused_before_any_work(args, message):
+    result = invoke(args)
+    assert result.exit_code == 2
+    assert message in flat(result.output)

@@ -84,13 +84,25 @@ _register()
 
 def main() -> None:
     """Run the app; a cluster that cannot be reached is one line on stderr (the bootstrap servers and the
-    cause) and exit code 3, invalid security settings one line and exit code 2; the traceback only with
-    ``--debug``."""
+    cause) and exit code 3, invalid security settings one line and exit code 2; a file that cannot be
+    opened (missing, a directory, no permission) or a missing optional extra one line and exit code 2;
+    the traceback only with ``--debug``."""
     from schemas.serde import RegistryStartupError
+    from streams.extras import MissingExtra
     from streams.kafka.io import KafkaConnectError
 
     try:
         app(prog_name="shopmail")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if _debug or exc.filename is None:  # not a path someone typed: a bug, with its traceback
+            raise
+        print(f"shopmail: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        sys.exit(2)
+    except MissingExtra as exc:  # an optional capability asked for without its extra: the pip command
+        if _debug:
+            raise
+        print(f"shopmail: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except RegistryStartupError as exc:  # registry output framing and no ids for what it writes
         if _debug:
             raise

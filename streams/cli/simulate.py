@@ -101,3 +101,7 @@ def register(app: typer.Typer) -> None:
               f"{n} process(es))", file=sys.stderr)
         if bad:
             raise typer.Exit(3)
+        if events == 0:
+            print(f"simulate: error: {input} holds no event (one JSON object a line: "
+                  '{"topic": ..., "value": {...}})', file=sys.stderr)
+            raise typer.Exit(1)
