@@ -78,8 +78,8 @@ def test_a_record_for_people_carries_iso_times_beside_the_epoch_values():
 
 
 def test_engine_counters_sum_into_one_row_per_flow_with_dropped_steps_by_reason():
-    rows = flow_summary({"command:abandoned_cart": 5, "holdout:abandoned_cart": 2, "dropped:abandoned_cart:no_consent": 3,
-                         "dropped:abandoned_cart:expired": 1, "command:win_back": 1, "late_applied:carts": 9})
+    rows = flow_summary({"command:abandoned_cart": 5, "holdout:abandoned_cart": 2,
+                         "dropped:abandoned_cart:no_consent": 3, "dropped:abandoned_cart:expired": 1, "command:win_back": 1, "late_applied:carts": 9})
     assert rows == [{"flow": "abandoned_cart", "commands": 5, "holdouts": 2, "dropped": 4,
                      "dropped_by_reason": {"no_consent": 3, "expired": 1}},
                     {"flow": "win_back", "commands": 1, "holdouts": 0, "dropped": 0, "dropped_by_reason": {}}]
@@ -211,7 +211,8 @@ def test_duckdb_reads_the_parquet_export_with_its_types_and_no_extension(tmp_pat
     con.execute("SET TimeZone = 'UTC'")
     types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM '{tmp_path / 'o.parquet'}'").fetchall()}
     assert types["total"] == "DECIMAL(18,4)" and types["occurred_at"] == "TIMESTAMP WITH TIME ZONE"
-    total, first = con.execute(f"SELECT sum(total), min(occurred_at)::VARCHAR FROM '{tmp_path / 'o.parquet'}'").fetchone()
+    query = f"SELECT sum(total), min(occurred_at)::VARCHAR FROM '{tmp_path / 'o.parquet'}'"
+    total, first = con.execute(query).fetchone()
     assert total == Decimal("27.0000") and first.startswith("2026-01-14 13:15:30.768")
 
 

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
                  workers: int = typer.Option(0, "--workers", help="processes (partitions are independent); "
                                                                   "0 = one per CPU up to the partition count"),
                  stats: Optional[Path] = typer.Option(None, "--stats", "--json", help="write counts as JSON: "
-                                                      "commands and holdouts per flow, steps dropped per flow and reason, "
+                                                      "commands and holdouts per flow, steps dropped per flow and "
+                                                      "reason, "
                                                       "late events applied per topic and how late"),
                  audiences: Optional[Path] = typer.Option(None, "--audiences", help="write the audience joins "
                                                           "and leaves as JSONL (one process)"),
@@ -54,11 +55,12 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
         with progress(f"simulating {input.name}", total=size, quiet=quiet, unit="bytes") as bar:
+            feed = bar.to if bar.shown else None  # nobody watching: no position polling at all
             try:
                 if n > 1:
                     try:
                         events, n_commands, bad, counters = simulate_parallel(str(input), settings, until_ms, n, out,
-                                                                              progress=bar.to)
+                                                                              progress=feed)
                     except RuntimeError as exc:
                         print(f"simulate: {exc}", file=sys.stderr)
                         raise typer.Exit(1) from exc
@@ -68,11 +70,12 @@ def register(app: typer.Typer) -> None:
                     members = open(audiences, "wb") if audiences else None  # noqa: SIM115
                     try:
                         with open(input, "rb", buffering=IO_BUFFER) as lines:
-                            stop_watching = watch_position(lines, bar.to)
+                            stop_watching = watch_position(lines, feed) if feed else (lambda: None)
                             result = run(lines, settings, until_ms, keep=False,
                                          on_bad=lambda b: print(b.as_json(), file=sys.stderr),
                                          on_command=lambda cmd: out.write(command_line(cmd)),
-                                         on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n")) if members else None)
+                                         on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n"))
+                                         if members else None)
                             stop_watching()
                     finally:
                         if members is not None:

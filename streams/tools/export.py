@@ -1,9 +1,9 @@
 """`shopmail export`: a time range of topics → Avro object container files (fastavro, schema
 embedded) or Parquet files (streams/tools/parquet.py), one per topic, for data teams. Times are
-written as ``timestamp-millis`` and money as ``decimal`` (schemas/logical.py); a record whose amount does not fit ``decimal(18, 4)`` is counted as skipped.
-The range filters on the records' event time (``occurred_at``, ``send_at`` for commands,
-``tick_at``, ``failed_at`` for dead letters) — Tansu answers ``offsets_for_times`` with 0, so the
-export does not rely on it."""
+written as ``timestamp-millis`` and money as ``decimal`` (schemas/logical.py); a record whose amount
+does not fit ``decimal(18, 4)`` is counted as skipped. The range filters on the records' event time
+(``occurred_at``, ``send_at`` for commands, ``tick_at``, ``failed_at`` for dead letters) — Tansu
+answers ``offsets_for_times`` with 0, so the export does not rely on it."""
 
 from __future__ import annotations
 

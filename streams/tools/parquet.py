@@ -106,8 +106,8 @@ def write_parquet(path: Path, avro_schema: dict[str, Any], rows: list[tuple[Any,
     pq = require("pyarrow.parquet", "Parquet export")
     arrow = ArrowSchema()
     struct, convert = arrow.type_of(avro_schema)
-    meta = [pa.field("kafka_partition", pa.int32(), nullable=False), pa.field("kafka_offset", pa.int64(), nullable=False),
-            pa.field("kafka_key", pa.string()), pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC"))]
+    meta = [pa.field("kafka_partition", pa.int32(), nullable=False),
+            pa.field("kafka_offset", pa.int64(), nullable=False), pa.field("kafka_key", pa.string()), pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC"))]
     schema = pa.schema(meta + list(struct), metadata={
         "shopmail.topic": topic, "shopmail.schema": str(avro_schema.get("name", "")),
         "avro.schema": json.dumps(avro_schema, sort_keys=True)})

@@ -161,6 +161,11 @@ class Bar:
         self._progress = progress
         self._task = task
 
+    @property
+    def shown(self) -> bool:
+        """Whether anyone sees it (callers skip the work of feeding a hidden bar)."""
+        return not self._progress.disable
+
     def total(self, total: float | None) -> None:
         self._progress.update(self._task, total=total)
 
