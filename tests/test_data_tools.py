@@ -77,6 +77,25 @@ def test_a_record_for_people_carries_iso_times_beside_the_epoch_values():
                                                           "send_at_ms": T, "step": 2}
 
 
+def test_the_replay_diff_shows_the_issues_example_as_two_iso_times_and_plus_one_hour_and_json_says_the_same(tmp_path):
+    from rich.console import Console
+
+    from streams.cli.replay import _diff_doc, _print_diff
+    from streams.tools.replay import ReplayResult, diff_commands
+
+    old = {"command_id": "c1", "flow": "abandoned_cart", "step": 1, "customer_id": "ann", "send_at": 1768396530768}
+    new = dict(old, send_at=1768400130768)
+    result = ReplayResult({"carts": 1}, [new], diff_commands([old], [new]), "replay-jan.")
+    console = Console(record=True, width=200)
+    _print_diff(console, result, show=10)
+    text = console.export_text()
+    assert "send_at: 2026-01-14T13:15:30.768+00:00 → 2026-01-14T14:15:30.768+00:00 (+1 h)" in text
+    assert "1768396530768" not in text
+    doc = _diff_doc(result)
+    assert doc["changed"][0]["deltas"] == {"send_at": "+1 h"} and doc["summary"]["changed"] == 1
+    assert doc["changed"][0]["production"]["send_at"] == 1768396530768  # the topics' value, for machines
+
+
 def test_engine_counters_sum_into_one_row_per_flow_with_dropped_steps_by_reason():
     rows = flow_summary({"command:abandoned_cart": 5, "holdout:abandoned_cart": 2,
                          "dropped:abandoned_cart:no_consent": 3, "dropped:abandoned_cart:expired": 1, "command:win_back": 1, "late_applied:carts": 9})
@@ -115,7 +134,8 @@ def test_the_simulate_summary_is_a_per_flow_table_and_its_json_holds_the_same_co
     assert lines[-1].startswith("simulate: ")  # the one-line summary stays last (bench reads it)
     assert "Per flow" in run.stderr and "dropped by reason" in run.stderr
     stats = json.loads((tmp_path / "s.json").read_text())
-    for row in flow_summary(stats["counters"]):
+    assert stats["flows"] == flow_summary(stats["counters"]) and stats["flows"]
+    for row in stats["flows"]:
         line = next(ln for ln in lines if ln.strip().startswith(row["flow"] + " "))
         assert line.split()[1:3] == [f"{row['commands']:,}", f"{row['holdouts']:,}"]
     quiet = _simulate(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "q.jsonl"), "--quiet"])
@@ -354,7 +374,6 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     doc = json.loads((tmp_path / "d.json").read_text())
     assert doc["summary"] == {"added": 5, "removed": 0, "changed": 0, "unchanged": 0}
     text = result.output
-    print(text)
     assert f"send_at {iso(T0 + HOUR_MS)}" in text  # A's first reminder, an hour after the cart
     assert "1793" not in text and "added" in text and "unchanged" in text
     assert topics_with_prefix(kafka, prefix) == []

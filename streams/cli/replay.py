@@ -44,8 +44,8 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
 
     d = result.diff
     prefix = result.replay_prefix
-    console.print(table("Inputs copied into the replay topics", ("topic", "records"),
-                        [(f"{prefix}{t}", n) for t, n in result.copied.items()]))
+    console.print(table(f"Inputs copied into the topics prefixed {prefix!r}", ("input", "records"),
+                        list(result.copied.items())))
     rows: list[tuple[str, ...]] = []
     for c in d.added[:show]:
         rows.append(("[green]added[/green]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
@@ -60,8 +60,8 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
         console.print(table(f"Commands that differ (first {show} of each kind)",
                             ("change", "command_id", "flow", "step", "customer", "detail"), rows, numeric_from=6))
     s = d.summary()
-    console.print(table(f"Replay {prefix!r} against production", ("commands", "count"),
-                        [(k, v) for k, v in s.items()]))
+    console.print(table("Replay against production (commands by command_id)", tuple(s), [tuple(s.values())],
+                        numeric_from=0))
     console.print("identical to production" if d.identical else
                   f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
 

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
         from streams.cli_settings import settings_from
         from streams.timeparse import parse_time_ms
-        from streams.tools.readable import flow_table, progress, stderr_console
+        from streams.tools.readable import flow_summary, flow_table, progress, stderr_console
         from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
                                             simulate_parallel, watch_position)
         from streams.tools.simulate import simulate as run
@@ -92,8 +92,8 @@ def register(app: typer.Typer) -> None:
         future = counter_totals(counters, "future")
         if stats:
             stats.write_text(json.dumps({"events": events, "commands": n_commands, "bad_lines": len(bad),
-                                         "late_applied": late, "future": future, "counters": counters},
-                                        indent=2) + "\n")
+                                         "late_applied": late, "future": future, "counters": counters,
+                                         "flows": flow_summary(counters)}, indent=2) + "\n")
         if not quiet and counters:
             stderr_console().print(flow_table("Per flow", counters))
         dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))

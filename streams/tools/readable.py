@@ -107,7 +107,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], num
     """A plain rich table: columns ``numeric_from`` up to ``numeric_to`` (exclusive; default: the last)
     right-aligned, the others left-aligned; numbers with thousands separators."""
     t = Table(title=title, title_justify="left", title_style="bold", header_style="bold", box=box.SIMPLE_HEAD,
-              pad_edge=False)
+              pad_edge=False, min_width=len(title))  # a narrow table does not wrap its title
     end = len(columns) if numeric_to is None else numeric_to
     for i, name in enumerate(columns):
         t.add_column(name, justify="right" if numeric_from <= i < end else "left", overflow="fold")
