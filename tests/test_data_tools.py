@@ -417,3 +417,12 @@ def test_a_count_or_choice_that_cannot_be_is_refused_before_any_work(args, messa
     result = invoke(args)
     assert result.exit_code == 2
     assert message in flat(result.output)
+
+
+def test_preview_without_a_browser_is_one_line_with_the_way_round_it(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "streams.cli", "preview", "--out", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path)})  # no chromium on it
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "shopmail: error: no headless Chromium found (install Debian's `chromium` package) "
+        "(`preview --no-png` renders without a browser)")

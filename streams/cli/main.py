@@ -103,6 +103,13 @@ def main() -> None:
             raise
         print(f"shopmail: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as exc:  # the browser `preview --png` needs: missing or not answering
+        from sinks.preview import BrowserError
+
+        if _debug or not isinstance(exc, BrowserError):
+            raise
+        print(f"shopmail: error: {exc} (`preview --no-png` renders without a browser)", file=sys.stderr)
+        sys.exit(1)
     except RegistryStartupError as exc:  # registry output framing and no ids for what it writes
         if _debug:
             raise
