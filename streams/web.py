@@ -366,7 +366,8 @@ class OpsServer(HttpServer):
     def __init__(self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]],
                  registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1",
                  ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
-                 limits: HttpSettings | None = None) -> None:
+                 limits: HttpSettings | None = None, extra: Sequence[Route] = ()) -> None:
+        """``extra``: a service's own ops routes (the processors' ``/customers/{customer_id}``)."""
         self.health = health
         self.ready = ready or health
 
@@ -379,4 +380,5 @@ class OpsServer(HttpServer):
         routes = [Route("GET", "/healthz", answer(lambda: self.health())),
                   Route("GET", "/readyz", answer(lambda: self.ready())),
                   Route("GET", "/metrics", lambda _r: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST))]
+        routes.extend(extra)
         super().__init__(host, port, routes, "ops-http", limits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,105 @@ def test_the_cli_prints_json_and_exits_2_for_an_unknown_customer(tmp_path):
     assert any(r["kind"] == "deferred" and r["reason"] == "quiet_hours" for r in doc["timeline"])
     missing = subprocess.run([*run, "nobody"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no fact of customer 'nobody'" in missing.stderr
+
+
+# ---- from the topics, and the worker's ops endpoint (real broker) --------------------------------------
+
+def _produce(kafka: str, settings: Settings, events: list[tuple[str, dict]]) -> None:
+    """Events keyed by customer (``produce_events``), clock ticks into the partition they name."""
+    from confluent_kafka import Producer
+
+    from schemas import serde
+    from streams.kafka.io import produce_events, producer_config
+
+    produce_events(settings, kafka, [e for e in events if e[0] != "clock"])
+    producer = Producer(producer_config(settings, kafka))
+    for _, rec in (e for e in events if e[0] == "clock"):
+        producer.produce(settings.topics.name("clock"), partition=rec["partition"], key=b"tick",
+                         value=serde.encode("ClockTick", rec))
+    assert producer.flush(30) == 0
+
+
+def test_explain_from_the_topics_reads_the_customers_partition_and_shows_what_the_sink_did(kafka, settings, tmp_path):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.explain import explain_topics
+
+    evening = T0 + 12 * HOUR_MS
+    events = [customer("ann", tz=WARSAW), cart("ann", evening), customer("bob"), cart("bob", T0),
+              *_ticks("ann", settings, days=2), *_ticks("bob", settings, days=2)]
+    events.sort(key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    from_file = explain_file(settings, "ann", _write(tmp_path, events, settings))
+    first = next(r for r in from_file.rows if r.kind == "fired")
+    sent_at = first.at + 2_000
+    outcome = {"command_id": first.data["command_id"], "customer_id": "ann", "outcome": "sent",
+               "message_id": "ses-msg-1", "reason": None, "flow": "abandoned_cart", "step": 1, "variant": "control",
+               "category": "marketing", "occurred_at": sent_at, "attempts": 1}
+    click = feedback("ann", sent_at + HOUR_MS, "clicked", command_id=first.data["command_id"],
+                     message_id="ses-msg-1", link="https://shop.example.com/cart/ann")
+    bought = order("ann", sent_at + 2 * HOUR_MS, order_id="o-ann-1")
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    _produce(kafka, settings, [*events, ("outcomes", outcome), click, bought])
+
+    ex = explain_topics(settings, kafka, "ann")
+    p = partition_for("ann", settings.topics.partitions)
+    facts = [r for r in ex.rows if r.kind == "fact"]
+    assert {f.data["partition"] for f in facts} == {p}
+    assert [f.data["source_topic"] for f in facts] == [settings.topics.name(t) for t in
+                                                        ("customers", "carts", "feedback", "orders")]
+    before_order = bought[1]["occurred_at"]  # the same decisions as from the file until the order
+    assert [r.text for r in ex.decisions() if r.at < before_order] == \
+        [r.text for r in from_file.decisions() if r.at < before_order]
+    sink = [r.text for r in ex.rows if r.kind == "sink"]
+    assert sink and "abandoned_cart step 1 sent (message ses-msg-1)" in sink[0]
+    converted = [r.text for r in ex.rows if r.kind == "converted"]
+    assert converted == [f"converted: order o-ann-1 (28.00 EUR) after a click on [{first.data['command_id']}]"]
+    assert any(r.kind == "ended" and "orders placed" in r.text for r in ex.rows)
+
+
+def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_due_steps(kafka, settings):
+    import urllib.error
+    import urllib.request
+
+    from streams.cli.worker import customer_route
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.runtime import background
+    from streams.runtime.metrics import health
+    from streams.runtime.worker import ProcessorRuntime
+    from streams.web import OpsServer
+
+    settings.worker.tick_interval_s = 0
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    runtime = ProcessorRuntime(settings, kafka, instance_id="ops-customer-0", write_ticks=False)
+    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime)]).start()
+    worker = background.start(runtime.run, "processor")
+
+    def get(path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops.port}{path}", timeout=5) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    try:
+        assert runtime.ready.wait(30), worker.errors
+        ann = partition_for("ann", settings.topics.partitions)
+        _produce(kafka, settings, [customer("ann", tz=WARSAW), cart("ann", T0), tick(T0 + 20 * MINUTE_MS, ann)])
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = get("/customers/ann")
+            if code == 200 and body["next_due"]:
+                break
+            assert time.monotonic() < deadline, (code, body)
+            time.sleep(0.1)
+        assert body["timezone"] == WARSAW and body["partition"] == partition_for("ann", settings.topics.partitions)
+        assert "marketing consent given at 2026-11-06 09:00 +01:00" in body["state"]
+        assert any(s.startswith("open cart cart-ann with 1 line(s), last activity 2026-11-06 10:00 +01:00")
+                   for s in body["state"])
+        assert body["next_due"] == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06 11:00 +01:00",
+                                     "due_ms": T0 + HOUR_MS, "in": body["next_due"][0]["in"],
+                                     "deferred_by_guard": False}]
+        code, body = get("/customers/nobody")
+        assert code == 404 and body["error"] == "unknown_customer"
+    finally:
+        worker.finish()
+        ops.shutdown()

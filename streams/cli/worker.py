@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -30,7 +30,17 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
 
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
         run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",
-                     host=settings.ops.bind_host, ready=lambda: readiness(runtime))
+                     host=settings.ops.bind_host, ready=lambda: readiness(runtime), extra=[customer_route(runtime)])
+
+
+def customer_route(runtime: Any) -> Any:
+    """``GET /customers/{customer_id}`` on the ops port: a customer this worker runs, in words."""
+    from streams.web import Response, Route
+
+    def handler(request: Any) -> Any:
+        return Response.json(*runtime.customer(request.params["customer_id"]))
+
+    return Route("GET", "/customers/{customer_id}", handler)
 
 
 def register(app: typer.Typer) -> None:

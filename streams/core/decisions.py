@@ -25,22 +25,25 @@ Entries (``Entry.kind``), each at the event time it was decided:
 ``figures`` hold the numbers behind a reason as they were at that moment (times in epoch ms); the
 explain tool (``streams/tools/explain.py``) turns them into words in the customer's time zone.
 
-``pending_steps`` answers the ops question "what is due next for this customer" from a customer
-record alone (it reads nothing the loop writes, so it can run on a decoded snapshot).
+``pending_steps`` and ``customer_state`` answer the ops question "where is this customer, what is due
+next" from a customer record alone (they read nothing the loop writes, so they run on a decoded
+snapshot, in the customer's time zone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from streams.config import GuardSettings
+from streams.config import HOUR_MS, GuardSettings
 from streams.core.flows.base import Flow, KeyedFlow, SingleInstanceFlow
-from streams.core.guards import Decision
+from streams.core.guards import Decision, _zone
 from streams.core.state import Customer
 
-__all__ = ["DecisionLog", "Entry", "PendingStep", "pending_steps"]
+__all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "duration", "pending_steps", "when", "zone"]
 
 
 @dataclass
@@ -225,3 +228,73 @@ class DecisionLog:
         elif reason == "weekly_cap":
             figures["last_due"] = c.browse_last_due
         return figures
+
+
+# ---- words ------------------------------------------------------------------------------------------
+
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA zone ``name`` (UTC when unknown or empty)."""
+    return _zone(name)
+
+
+def when(ms: int | None, tz: ZoneInfo) -> str:
+    """``2026-01-05 14:03 +01:00`` in ``tz`` (``—`` for none)."""
+    if ms is None:
+        return "—"
+    local = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(tz)
+    offset = local.strftime("%z")
+    return local.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
+
+
+def duration(ms: int) -> str:
+    """``+1 h``, ``+2 d 3 h``, ``+15 min``, ``+40 s``."""
+    sign = "-" if ms < 0 else "+"
+    ms = abs(ms)
+    days, rest = divmod(ms, 24 * HOUR_MS)
+    hours, rest = divmod(rest, HOUR_MS)
+    minutes, rest = divmod(rest, 60_000)
+    if days:
+        return f"{sign}{days} d" + (f" {hours} h" if hours else "")
+    if hours:
+        return f"{sign}{hours} h" + (f" {minutes} min" if minutes else "")
+    if minutes:
+        return f"{sign}{minutes} min"
+    return f"{sign}{rest // 1000} s"
+
+
+def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) -> dict[str, Any]:
+    """The customer's state in words and the next due steps, times in their zone (``clock_ms``: the
+    partition's event-time clock, which due times are measured from)."""
+    p = c.p
+    tz = zone(p.tz)
+    state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {p.tz or 'UTC'}"]
+    if p.opt is None:
+        state.append("no marketing consent decision yet")
+    else:
+        state.append(f"marketing consent {'given' if p.opt else 'withdrawn'} at {when(p.opt_at, tz)}")
+    sup = c.sup
+    if sup is not None:
+        for name, at in (("unsubscribed", sup.u), ("hard bounced", sup.b), ("complained", sup.c)):
+            if at is not None:
+                state.append(f"{name} at {when(at, tz)}: no marketing mail")
+    o = c.ord
+    if o is not None and o.n:
+        state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
+    if c.cart is not None:
+        state.append(f"open cart {c.cart.id} with {len(c.cart.items)} line(s), last activity {when(c.cart.a, tz)}, "
+                     f"next step {c.cart.next}")
+    if c.wb is not None:
+        state.append(f"win-back series ({c.wb.seg}) running since {when(c.wb.a, tz)}, next step {c.wb.next}")
+    elif c.lapses_at is not None:
+        state.append(f"lapses (win-back) at {when(c.lapses_at, tz)}")
+    if c.mk is not None:
+        state.append(f"last marketing mail at {when(c.mk, tz)}")
+    if c.gb is not None:
+        state.append(f"win-back goodbye sent at {when(c.gb, tz)}: no marketing until the customer stays")
+    if c.buf:
+        state.append(f"{len(c.buf)} fact(s) waiting for the watermark to settle")
+    steps = [{"flow": s.flow, "step": s.step, "due": when(s.due, tz), "due_ms": s.due, "in": duration(s.due - clock_ms),
+              "deferred_by_guard": s.deferred, **({"key": s.key} if s.key else {})}
+             for s in pending_steps(flows, c)]
+    return {"customer_id": cid, "timezone": p.tz or "UTC", "clock": when(clock_ms, tz), "state": state,
+            "next_due": steps}

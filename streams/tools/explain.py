@@ -24,16 +24,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from schemas import serde
-from streams.config import HOUR_MS, Settings
-from streams.core.decisions import DecisionLog, Entry, PendingStep, pending_steps
+from streams.config import Settings
+from streams.core.decisions import zone
+from streams.core.decisions import DecisionLog, Entry, PendingStep, duration, pending_steps, when
 from streams.core.engine import PartitionEngine
 from streams.kafka.partitioning import partition_for
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
@@ -111,34 +111,7 @@ DECISION_KINDS = frozenset({"scheduled", "ended", "deferred", "dropped", "fired"
 # ---- words ----------------------------------------------------------------------------------------
 
 def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def when(ms: int | None, tz: ZoneInfo) -> str:
-    """``2026-01-05 14:03 +01:00`` in ``tz`` (``—`` for none)."""
-    if ms is None:
-        return "—"
-    local = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(tz)
-    return local.strftime("%Y-%m-%d %H:%M ") + local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
-
-
-def duration(ms: int) -> str:
-    """``+1 h``, ``+2 d 3 h``, ``+15 min``, ``+40 s``."""
-    sign = "-" if ms < 0 else "+"
-    ms = abs(ms)
-    days, rest = divmod(ms, 24 * HOUR_MS)
-    hours, rest = divmod(rest, HOUR_MS)
-    minutes, rest = divmod(rest, 60_000)
-    if days:
-        return f"{sign}{days} d" + (f" {hours} h" if hours else "")
-    if hours:
-        return f"{sign}{hours} h" + (f" {minutes} min" if minutes else "")
-    if minutes:
-        return f"{sign}{minutes} min"
-    return f"{sign}{rest // 1000} s"
+    return zone(name)
 
 
 def _step(flow: str, step: int | None) -> str:
