@@ -57,6 +57,7 @@ def one_run(bootstrap: str, events: list[tuple[str, dict[str, Any]]], customers:
     ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime)]).start()
     stop_queries = threading.Event()
     answered = [0, 0]  # 200, other
+    last: list[Any] = [None]  # the last answer of a customer with a step due
 
     def ask() -> None:
         rng = random.Random(n)
@@ -64,8 +65,10 @@ def one_run(bootstrap: str, events: list[tuple[str, dict[str, Any]]], customers:
             cid = rng.choice(customers)
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{ops.port}/customers/{cid}", timeout=5) as resp:
-                    json.load(resp)
+                    body = json.load(resp)
                     answered[0] += 1
+                    if body.get("next_due"):
+                        last[0] = body
             except Exception:  # noqa: BLE001 - 404 before the customer's first record: counted
                 answered[1] += 1
             stop_queries.wait(1 / query_rate)
@@ -87,7 +90,7 @@ def one_run(bootstrap: str, events: list[tuple[str, dict[str, Any]]], customers:
     return {"queries": query_rate > 0, "events": runtime.stats.events, "batches": len(b),
             "p50_ms": 1000 * statistics.median(b), "p99_ms": 1000 * b[int(0.99 * (len(b) - 1))],
             "max_ms": 1000 * b[-1], "answered": answered[0], "not_found": answered[1],
-            "wall_s": time.monotonic() - started}
+            "wall_s": time.monotonic() - started, "sample": last[0]}
 
 
 def main() -> None:
@@ -109,6 +112,8 @@ def main() -> None:
                       f"{out['batches']} batches, p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms, "
                       f"max {out['max_ms']:.1f} ms; {out['answered']} queries answered "
                       f"({out['not_found']} 404), {out['wall_s']:.1f} s", flush=True)
+                if out["sample"] is not None:
+                    print(json.dumps(out["sample"], indent=2, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":

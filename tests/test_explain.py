@@ -57,7 +57,7 @@ def test_a_cart_step_due_in_quiet_hours_is_deferred_to_eight_in_the_customers_zo
     assert fired[0].data["flow"] == "abandoned_cart" and fired[0].data["step"] == 1
     assert fired[0].at == T0 + 22 * HOUR_MS  # 08:00 Warsaw = 07:00 UTC the next day
     scheduled = _texts(ex, "scheduled")
-    assert scheduled[0] == ("abandoned_cart step 1 scheduled for 2026-11-06 23:00 +01:00 (+1 h) "
+    assert scheduled[0] == ("abandoned_cart step 1 scheduled for 2026-11-06 23:00 +01:00 (in 1 h) "
                             "after carts item_added")
 
 
@@ -73,7 +73,8 @@ def test_an_order_ends_the_cart_series_with_the_time_it_was_placed(tmp_path):
     assert fired == ["order_confirmation"]
     facts = [r for r in ex.rows if r.kind == "fact"]
     assert [f.data["source_topic"] for f in facts] == ["shop.customers", "shop.carts", "shop.orders"]
-    assert all(f.data["partition"] == ex.partition and f.data["offset"] >= 1 for f in facts)
+    assert all(f.data["partition"] == ex.partition and f.data["line"] >= 1 for f in facts)
+    assert f"shop.orders[{ex.partition}] line " in facts[2].text
     assert all("on time" in f.text for f in facts)
 
 
@@ -94,7 +95,9 @@ def test_a_holdout_step_is_shown_as_held_out_and_never_sent(tmp_path):
     path = _write(tmp_path, [customer("dee"), cart("dee", T0), *_ticks("dee", s, days=1)], s)
     ex = explain_file(s, "dee", path)
     held = [r for r in ex.rows if r.kind == "fired" and r.data["variant"] == "holdout"]
-    assert len(held) == 1 and "held out (control group: recorded, never sent)" in held[0].text
+    assert len(held) == 1
+    assert "step 1 held out — control group of the experiment cart-holdout, 100% held out: recorded, never sent" \
+        in held[0].text
 
 
 def test_a_late_fact_and_a_duplicate_are_shown_with_their_lateness(tmp_path):
@@ -232,6 +235,7 @@ def test_explain_from_the_topics_reads_the_customers_partition_and_shows_what_th
     p = partition_for("ann", settings.topics.partitions)
     facts = [r for r in ex.rows if r.kind == "fact"]
     assert {f.data["partition"] for f in facts} == {p}
+    assert f"{settings.topics.name('carts')}[{p}] offset 1" in facts[1].text  # bob's cart came first
     assert [f.data["source_topic"] for f in facts] == [settings.topics.name(t) for t in
                                                         ("customers", "carts", "feedback", "orders")]
     before_order = bought[1]["occurred_at"]  # the same decisions as from the file until the order

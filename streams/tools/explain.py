@@ -35,6 +35,7 @@ from streams.config import Settings
 from streams.core.decisions import zone
 from streams.core.decisions import DecisionLog, Entry, PendingStep, duration, pending_steps, when
 from streams.core.engine import PartitionEngine
+from streams.core.variants import experiment_for
 from streams.kafka.partitioning import partition_for
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
 from streams.runtime.task import TaskOutput
@@ -66,6 +67,10 @@ class Fact:
     offset: int  # the record's offset; for a file, its line number
     record: dict[str, Any]
     size: int = 0
+    from_file: bool = False  # ``offset`` is a line number
+
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}] " + (f"line {self.offset}" if self.from_file else f"offset {self.offset}")
 
 
 @dataclass
@@ -150,15 +155,16 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo) -> str:
     return FIXED_REASONS.get(r, r.replace("_", " "))
 
 
-def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], partition: int) -> Row:
+def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings) -> Row:
     data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
     if e.figures:
         data["figures"] = e.figures
     if e.kind == "fact":
         src = sources.get(e.event_id)
-        where = f"{src.topic}[{src.partition}]@{src.offset}" if src is not None else e.topic
+        where = src.where() if src is not None else e.topic
         if src is not None:
-            data.update(source_topic=src.topic, partition=src.partition, offset=src.offset)
+            data.update({"source_topic": src.topic, "partition": src.partition,
+                         "line" if src.from_file else "offset": src.offset})
         status = {"on_time": "on time", "duplicate": "duplicate: ignored",
                   "future": "ahead of the clock ticks: applied, the clock stays"}.get(e.status, "")
         if e.status == "late":
@@ -168,7 +174,7 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], partition: int)
     if e.kind == "scheduled":
         cause = "" if e.cause == "timer" else f" after {e.cause.replace(':', ' ')}"
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} scheduled for {when(e.due, tz)} "
-                                 f"({duration((e.due or e.at) - e.at)}){cause}", data)
+                                 f"(in {duration((e.due or e.at) - e.at)[1:]}){cause}", data)
     if e.kind == "ended":
         if e.cause == "series_done":
             return Row(e.at, e.kind, f"{e.flow}: series finished", data)
@@ -179,8 +185,10 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], partition: int)
     if e.kind == "dropped":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz)}", data)
     if e.variant == "holdout":
-        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} held out (control group: recorded, never sent) "
-                                 f"[{e.command_id}]", data)
+        exp = experiment_for(settings.flows.experiments, e.flow, e.step or 0)
+        name = f"experiment {exp.name}, {exp.holdout:.0%} held out" if exp is not None else "experiment"
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} held out — control group of the {name}: recorded, "
+                                 f"never sent [{e.command_id}]", data)
     variant = "" if e.variant in ("control", "") else f", variant {e.variant}"
     return Row(e.at, e.kind, f"{_step(e.flow, e.step)} fired ({e.category}{variant}) [{e.command_id}]", data)
 
@@ -232,7 +240,7 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     c = engine.customers.get(customer_id)
     tz_name = (c.p.tz if c is not None else None) or "UTC"
     tz = _zone(tz_name)
-    rows = [_entry_row(e, tz, sources, partition) for e in entries]
+    rows = [_entry_row(e, tz, sources, settings) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
@@ -250,7 +258,7 @@ def _sink_rows(cid: str, outcomes: Iterable[Fact], facts: list[Fact], settings: 
         detail = f"message {r.get('message_id')}" if r.get("message_id") else (r.get("reason") or "")
         rows.append(Row(int(r["occurred_at"]), "sink",
                         f"sink: {_step(r['flow'], r['step'])} {what} ({detail}) [{r['command_id']}] "
-                        f"({o.topic}[{o.partition}]@{o.offset})",
+                        f"({o.where()})",
                         {"outcome": what, "command_id": r["command_id"], "message_id": r.get("message_id"),
                          "reason": r.get("reason")}))
     window = settings.metrics.click_window_ms
@@ -296,12 +304,14 @@ def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[F
             obj_topic = _topic_of(line)
             if obj_topic in (outcomes_topic, settings.topics.outcomes):
                 obj = orjson.loads(line)
-                outcomes.append(Fact("outcomes", obj_topic, partition, n, serde.from_json(VALUE_SCHEMA["outcomes"], obj["value"])))
+                outcomes.append(Fact("outcomes", obj_topic, partition, n,
+                                     serde.from_json(VALUE_SCHEMA["outcomes"], obj["value"]), from_file=True))
                 continue
             logical, record, bad = parse_line(n, line, lookup)
             if bad is not None or logical is None or record is None:
                 continue  # ``simulate`` reports bad lines; they reach no customer's state
-            facts.append(Fact(logical, str(obj_topic), partition, n, record, record_size(logical, record, len(line), limit)))
+            facts.append(Fact(logical, str(obj_topic), partition, n, record,
+                              record_size(logical, record, len(line), limit), from_file=True))
     return facts, outcomes
 
 
