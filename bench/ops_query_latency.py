@@ -1,6 +1,6 @@
 """Does asking the worker about customers (``GET /customers/{id}`` on the ops port) slow its loop?
 
-    python bench/ops_query_latency.py EVENTS.jsonl [--rounds 2] [--query-rate 200]
+    python bench/ops_query_latency.py EVENTS.jsonl [--rounds 2] [--query-rate 200] [--batch-size 100]
 
 Starts an embedded broker, produces the file's events into a fresh set of topics per run, and runs the
 processor loop (``ProcessorRuntime``) over them until every record is processed, timing each batch the
@@ -45,12 +45,13 @@ class TimedRuntime(ProcessorRuntime):
 
 
 def one_run(bootstrap: str, events: list[tuple[str, dict[str, Any]]], customers: list[str], n: int,
-            query_rate: float) -> dict[str, Any]:
+            query_rate: float, batch_size: int) -> dict[str, Any]:
     settings = load_settings(env={})
     settings.topics.prefix = f"opsbench{n}."
     settings.worker.app_id = f"opsbench-{n}"
     settings.worker.store = "memory://"
     settings.worker.tick_interval_s = 0
+    settings.worker.batch_size = batch_size
     assert ensure_topics(bootstrap, topic_specs(settings)).healthy
     produce_events(settings, bootstrap, events)
     runtime = TimedRuntime(settings, bootstrap, instance_id=f"opsbench-{n}", write_ticks=False)
@@ -98,6 +99,7 @@ def main() -> None:
     ap.add_argument("events", type=Path)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--query-rate", type=float, default=200.0)
+    ap.add_argument("--batch-size", type=int, default=100, help="worker.batch_size (smaller: more batches to time)")
     args = ap.parse_args()
     settings = load_settings(env={})
     events = [(lt, rec) for _, lt, rec, bad, _ in parse_lines(args.events.open("rb"), settings) if bad is None]
@@ -107,7 +109,7 @@ def main() -> None:
         for r in range(args.rounds):
             for rate in ((0.0, args.query_rate) if r % 2 == 0 else (args.query_rate, 0.0)):
                 n += 1
-                out = one_run(bootstrap, events, customers, n, rate)
+                out = one_run(bootstrap, events, customers, n, rate, args.batch_size)
                 print(f"round {r + 1} {'with' if out['queries'] else 'without'} queries: {out['events']} events, "
                       f"{out['batches']} batches, p50 {out['p50_ms']:.1f} ms, p99 {out['p99_ms']:.1f} ms, "
                       f"max {out['max_ms']:.1f} ms; {out['answered']} queries answered "

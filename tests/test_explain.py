@@ -295,3 +295,24 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
     finally:
         worker.finish()
         ops.shutdown()
+
+
+def test_customer_queries_beyond_the_rate_limit_are_answered_429_without_asking_the_worker():
+    from streams.cli.worker import customer_route
+    from streams.web import Request
+
+    asked: list[str] = []
+
+    class Runtime:
+        def customer(self, customer_id: str) -> tuple[int, dict]:
+            asked.append(customer_id)
+            return 200, {"customer_id": customer_id}
+
+    now = [100.0]
+    route = customer_route(Runtime(), max_per_s=3, clock=lambda: now[0])
+    request = Request("GET", "/customers/ann", {}, {}, b"", params={"customer_id": "ann"})
+    codes = [route.handler(request).status for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429] and asked == ["ann"] * 3
+    assert route.handler(request).headers["Retry-After"] == "1"
+    now[0] += 0.34  # a third of a second: one query's worth again
+    assert [route.handler(request).status for _ in range(2)] == [200, 429]

@@ -197,17 +197,17 @@ class DecisionLog:
         now = {s.flow: s for s in pending_steps(self._flows, c)}
         cause = "timer" if record is None else f"{topic}:{record.get('type', '')}"
         fact_at = at if record is None else int(record["occurred_at"])
-        for name, step in now.items():
-            old = before.get(name)
-            if old is None or (old.due, old.step, old.key) != (step.due, step.step, step.key):
-                self.entries.append(Entry("scheduled", fact_at, cid, name, step.step, due=step.due,
-                                          cause=cause, figures={"key": step.key} if step.key else {}))
         for name, old in before.items():
             if name not in now:
                 ended_by = "series_done" if record is None else cause
                 figures: dict[str, Any] = {} if record is None else {"fact_at": fact_at, "event_id": record.get("event_id")}
                 self.entries.append(Entry("ended", fact_at, cid, name, old.step, due=old.due, cause=ended_by,
                                           figures=figures))
+        for name, step in now.items():
+            old = before.get(name)
+            if old is None or (old.due, old.step, old.key) != (step.due, step.step, step.key):
+                self.entries.append(Entry("scheduled", fact_at, cid, name, step.step, due=step.due,
+                                          cause=cause, figures={"key": step.key} if step.key else {}))
         self._pending[cid] = now
 
     # ---- figures -----------------------------------------------------------------------------
@@ -267,6 +267,12 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     partition's event-time clock, which due times are measured from)."""
     p = c.p
     tz = zone(p.tz)
+    flows = tuple(flows)
+    steps_of = {f.name: f.steps for f in flows}
+
+    def next_step(flow: str, n: int) -> str:
+        return f"next step {n}" if n <= steps_of.get(flow, n) else "every step done"
+
     state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {p.tz or 'UTC'}"]
     if p.opt is None:
         state.append("no marketing consent decision yet")
@@ -282,9 +288,9 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
     if c.cart is not None:
         state.append(f"open cart {c.cart.id} with {len(c.cart.items)} line(s), last activity {when(c.cart.a, tz)}, "
-                     f"next step {c.cart.next}")
+                     f"{next_step('abandoned_cart', c.cart.next)}")
     if c.wb is not None:
-        state.append(f"win-back series ({c.wb.seg}) running since {when(c.wb.a, tz)}, next step {c.wb.next}")
+        state.append(f"win-back series ({c.wb.seg}) since {when(c.wb.a, tz)}, {next_step('win_back', c.wb.next)}")
     elif c.lapses_at is not None:
         state.append(f"lapses (win-back) at {when(c.lapses_at, tz)}")
     if c.mk is not None:

@@ -45,11 +45,6 @@ from streams.tools.simulate import _Router, parse_line, record_size, topic_looku
 __all__ = ["Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
            "explain_topics", "when", "duration"]
 
-SINK_FEEDBACK = {"delivered": "delivered", "bounced": "bounced", "complained": "complained (spam report)",
-                 "opened": "opened", "clicked": "clicked", "unsubscribed": "unsubscribed",
-                 "resubscribed": "kept the subscription"}
-
-
 FIXED_REASONS = {"no_email": "no email address known", "cart_series": "the abandoned-cart series is running"}
 
 
@@ -120,7 +115,7 @@ def _zone(name: str | None) -> ZoneInfo:
 
 
 def _step(flow: str, step: int | None) -> str:
-    return f"{flow} (start)" if step == 0 else f"{flow} step {step}"
+    return f"{flow} start" if step == 0 else f"{flow} step {step}"
 
 
 def _reason_words(e: Entry, tz: ZoneInfo) -> str:
@@ -201,9 +196,8 @@ def _fact_words(topic: str, r: dict[str, Any]) -> str:
     if topic == "customers":
         return f" (consent {'yes' if r.get('marketing_opt_in') else 'no'}, {r.get('timezone') or 'UTC'})"
     if topic == "feedback":
-        what = SINK_FEEDBACK.get(str(r.get("type")), str(r.get("type")))
         link = f" {r['link']}" if r.get("link") else ""
-        return f": {what}{link} [{r.get('command_id')}, message {r.get('message_id')}]"
+        return f"{link} [{r.get('command_id')}, message {r.get('message_id')}]"
     if topic == "shipments":
         return f" (shipment {r.get('shipment_id')} of order {r.get('order_id')})"
     return ""
