@@ -21,7 +21,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from streams.cli.worker import customer_route
 from streams.config import load_settings
 from streams.kafka.embedded_broker import kafka_bootstrap
 from streams.kafka.io import produce_events
@@ -30,7 +29,7 @@ from streams.runtime import background
 from streams.runtime.metrics import health
 from streams.runtime.worker import ProcessorRuntime
 from streams.tools.simulate import parse_lines
-from streams.web import OpsServer
+from streams.web import OpsServer, customer_route
 
 
 class TimedRuntime(ProcessorRuntime):
@@ -55,7 +54,7 @@ def one_run(bootstrap: str, events: list[tuple[str, dict[str, Any]]], customers:
     assert ensure_topics(bootstrap, topic_specs(settings)).healthy
     produce_events(settings, bootstrap, events)
     runtime = TimedRuntime(settings, bootstrap, instance_id=f"opsbench-{n}", write_ticks=False)
-    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime)]).start()
+    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime.customer)]).start()
     stop_queries = threading.Event()
     answered = [0, 0]  # 200, other
     last: list[Any] = [None]  # the last answer of a customer with a step due

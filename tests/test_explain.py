@@ -252,7 +252,7 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
     import urllib.error
     import urllib.request
 
-    from streams.cli.worker import customer_route
+    from streams.web import customer_route
     from streams.kafka.topics import ensure_topics, topic_specs
     from streams.runtime import background
     from streams.runtime.metrics import health
@@ -262,7 +262,7 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
     settings.worker.tick_interval_s = 0
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     runtime = ProcessorRuntime(settings, kafka, instance_id="ops-customer-0", write_ticks=False)
-    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime)]).start()
+    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime.customer)]).start()
     worker = background.start(runtime.run, "processor")
 
     def get(path: str) -> tuple[int, dict]:
@@ -298,18 +298,16 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
 
 
 def test_customer_queries_beyond_the_rate_limit_are_answered_429_without_asking_the_worker():
-    from streams.cli.worker import customer_route
-    from streams.web import Request
+    from streams.web import Request, customer_route
 
     asked: list[str] = []
 
-    class Runtime:
-        def customer(self, customer_id: str) -> tuple[int, dict]:
-            asked.append(customer_id)
-            return 200, {"customer_id": customer_id}
+    def lookup(customer_id: str) -> tuple[int, dict]:
+        asked.append(customer_id)
+        return 200, {"customer_id": customer_id}
 
     now = [100.0]
-    route = customer_route(Runtime(), max_per_s=3, clock=lambda: now[0])
+    route = customer_route(lookup, max_per_s=3, clock=lambda: now[0])
     request = Request("GET", "/customers/ann", {}, {}, b"", params={"customer_id": "ann"})
     codes = [route.handler(request).status for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429] and asked == ["ann"] * 3

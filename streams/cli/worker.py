@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -27,41 +27,12 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
             return
         from streams.runtime.worker import ProcessorRuntime
         from streams.runtime.metrics import ProcessorMetrics, health, readiness
+        from streams.web import customer_route
 
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
         run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",
-                     host=settings.ops.bind_host, ready=lambda: readiness(runtime), extra=[customer_route(runtime)])
-
-
-CUSTOMER_QUERIES_PER_S = 50.0  # interactive queries are for people and support tools; more waits (429)
-
-
-def customer_route(runtime: Any, max_per_s: float = CUSTOMER_QUERIES_PER_S, clock: Any = None) -> Any:
-    """``GET /customers/{customer_id}`` on the ops port: a customer this worker runs, in words. The ops
-    thread shares the interpreter with the loop, so queries are rate-limited (a token bucket of one
-    second's worth): beyond ``max_per_s`` the answer is 429 with ``Retry-After``. ``clock``: monotonic
-    seconds (``time.monotonic``)."""
-    import threading
-    import time
-
-    from streams.web import Response, Route
-
-    now_s = clock or time.monotonic
-    lock = threading.Lock()
-    bucket = [max_per_s, now_s()]  # tokens, last refill
-
-    def handler(request: Any) -> Any:
-        with lock:
-            now = now_s()
-            bucket[0] = min(max_per_s, bucket[0] + (now - bucket[1]) * max_per_s)
-            bucket[1] = now
-            if bucket[0] < 1:
-                return Response.json(429, {"error": "too_many_queries", "max_per_s": max_per_s},
-                                     headers={"Retry-After": "1"})
-            bucket[0] -= 1
-        return Response.json(*runtime.customer(request.params["customer_id"]))
-
-    return Route("GET", "/customers/{customer_id}", handler)
+                     host=settings.ops.bind_host, ready=lambda: readiness(runtime),
+                     extra=[customer_route(runtime.customer)])
 
 
 def register(app: typer.Typer) -> None:
