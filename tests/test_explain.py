@@ -314,3 +314,16 @@ def test_customer_queries_beyond_the_rate_limit_are_answered_429_without_asking_
     assert route.handler(request).headers["Retry-After"] == "1"
     now[0] += 0.34  # a third of a second: one query's worth again
     assert [route.handler(request).status for _ in range(2)] == [200, 429]
+
+
+def test_a_deferred_keyed_step_is_logged_once_as_deferred_not_again_as_rescheduled(tmp_path):
+    from tests.core_events import shipment
+
+    s = _settings()
+    evening = T0 + 12 * HOUR_MS + 30 * MINUTE_MS  # 22:30 in Warsaw: the request due 3 days later is in quiet hours
+    path = _write(tmp_path, [customer("ivy", tz=WARSAW), order("ivy", T0), shipment("ivy", evening, "delivered"),
+                             *_ticks("ivy", s, days=5)], s)
+    ex = explain_file(s, "ivy", path)
+    rows = [r for r in ex.rows if r.data.get("flow") == "delivery_feedback"]
+    assert [r.kind for r in rows] == ["scheduled", "deferred", "fired", "ended"], [r.text for r in rows]
+    assert rows[1].text.endswith("deferred to 2026-11-10 08:00 +01:00 — quiet hours 22:00–08:00 Europe/Warsaw")

@@ -161,7 +161,8 @@ class DecisionLog:
             self.entries.append(Entry("deferred", due, cid, flow, step, due=due, until=decision.at,
                                       reason=decision.reason, figures=figures))
             pending = self._pending.setdefault(cid, {})
-            pending[flow] = PendingStep(flow, step, decision.at, True)  # not a re-schedule of its own
+            old = pending.get(flow)  # the deferral is logged here, not again as a re-schedule
+            pending[flow] = PendingStep(flow, step, decision.at, True, old.key if old is not None else "")
         else:
             self.entries.append(Entry("dropped", due, cid, flow, step, due=due, reason=decision.reason,
                                       figures=figures))
