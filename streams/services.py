@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import typer
@@ -44,12 +44,12 @@ def service_context(settings: Settings, check_topics: bool = True,
 
 def run_with_ops(port: int, health: Callable[[], tuple[bool, dict[str, Any]]], loop: Callable[[threading.Event], None],
                  stop: threading.Event, logger: str, host: str = OpsSettings.bind_host,
-                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+                 ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None, extra: Sequence[Any] = ()) -> None:
     """Serve /healthz, /readyz and /metrics on ``host:port`` (pass ``settings.ops.bind_host``) while
     ``loop(stop)`` runs; ``ready`` answers /readyz (``health`` when not given)."""
     from streams.web import OpsServer
 
-    server = OpsServer(port, health, host=host, ready=ready).start()
+    server = OpsServer(port, health, host=host, ready=ready, extra=extra).start()
     logging.getLogger(logger).info("ops http on %s:%d (/healthz, /readyz, /metrics)", server.host, server.port)
     try:
         loop(stop)

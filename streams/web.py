@@ -31,6 +31,7 @@ import concurrent.futures
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -366,7 +367,8 @@ class OpsServer(HttpServer):
     def __init__(self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]],
                  registry: CollectorRegistry = REGISTRY, host: str = "127.0.0.1",
                  ready: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
-                 limits: HttpSettings | None = None) -> None:
+                 limits: HttpSettings | None = None, extra: Sequence[Route] = ()) -> None:
+        """``extra``: a service's own ops routes (the processors' ``/customers/{customer_id}``)."""
         self.health = health
         self.ready = ready or health
 
@@ -379,4 +381,33 @@ class OpsServer(HttpServer):
         routes = [Route("GET", "/healthz", answer(lambda: self.health())),
                   Route("GET", "/readyz", answer(lambda: self.ready())),
                   Route("GET", "/metrics", lambda _r: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST))]
+        routes.extend(extra)
         super().__init__(host, port, routes, "ops-http", limits)
+
+
+CUSTOMER_QUERIES_PER_S = 50.0  # interactive queries are for people and support tools; more waits (429)
+
+
+def customer_route(lookup: Callable[[str], tuple[int, dict[str, Any]]], max_per_s: float = CUSTOMER_QUERIES_PER_S,
+                   clock: Callable[[], float] | None = None) -> Route:
+    """``GET /customers/{customer_id}`` on a worker's ops port: ``lookup(customer_id)`` → (status, body)
+    (the processors' ``ProcessorRuntime.customer``: a customer it runs, in words). The ops thread shares
+    the interpreter with the worker's loop, so queries are rate-limited (a token bucket of one second's
+    worth): beyond ``max_per_s`` the answer is 429 with ``Retry-After``. ``clock``: monotonic seconds
+    (``time.monotonic``)."""
+    now_s = clock or time.monotonic
+    lock = threading.Lock()
+    bucket = [max_per_s, now_s()]  # tokens, last refill
+
+    def handler(request: Request) -> Response:
+        with lock:
+            now = now_s()
+            bucket[0] = min(max_per_s, bucket[0] + (now - bucket[1]) * max_per_s)
+            bucket[1] = now
+            if bucket[0] < 1:
+                return Response.json(429, {"error": "too_many_queries", "max_per_s": max_per_s},
+                                     headers={"Retry-After": "1"})
+            bucket[0] -= 1
+        return Response.json(*lookup(request.params["customer_id"]))
+
+    return Route("GET", "/customers/{customer_id}", handler)

@@ -70,6 +70,7 @@ def _register() -> None:
     from sinks import cli as sink_cli
     from sinks import customer_cli
     from streams.cli import audiences, replay, report, simulate, worker
+    from streams.cli import explain as explain_cli
     from streams.cli import schemas as schemas_cli
     from streams.tools import demo
     from streams.tracking import cli as tracking_cli
@@ -77,6 +78,7 @@ def _register() -> None:
     for module in (worker, sink_cli, demo, simulate, replay, report, tracking_cli, bench_cli, customer_cli,
                    audiences, schemas_cli):
         module.register(app)
+    explain_cli.register(app)
 
 
 _register()

@@ -27,10 +27,12 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
             return
         from streams.runtime.worker import ProcessorRuntime
         from streams.runtime.metrics import ProcessorMetrics, health, readiness
+        from streams.web import customer_route
 
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
         run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",
-                     host=settings.ops.bind_host, ready=lambda: readiness(runtime))
+                     host=settings.ops.bind_host, ready=lambda: readiness(runtime),
+                     extra=[customer_route(runtime.customer)])
 
 
 def register(app: typer.Typer) -> None:

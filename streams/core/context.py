@@ -24,7 +24,8 @@ log = logging.getLogger("shopmail.engine")
 
 class FlowContext:
     __slots__ = ("settings", "grace_ms", "clock_ms", "tick_ms", "stats", "cooc", "catalog", "spend",
-                 "partition_changed", "shop_url", "tables")
+                 "partition_changed", "shop_url", "tables",
+                 "decisions")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -38,6 +39,7 @@ class FlowContext:
         self.spend = SpendHistogram()
         self.partition_changed = False
         self.tables: dict[str, Table[Any]] = {}  # state not keyed by customer (streams/core/tables.py)
+        self.decisions: Any = None  # a DecisionLog (streams/core/decisions.py) when someone asks, else None
 
     def table(self, name: str, row_type: type[R]) -> Table[R]:
         """The partition's table ``name`` (created on first use; one row type per name)."""
@@ -60,6 +62,8 @@ class FlowContext:
         """A step that will not be sent: counted and logged, never silent."""
         self.count(f"dropped:{flow}:{reason}")
         log.debug("dropped %s step %d for %s: %s", flow, step, cid, reason)
+        if self.decisions is not None:
+            self.decisions.dropped(cid, flow, step, reason)
 
     # ---- cross-sell: what is bought together in this partition ----------------------------------
     def cross_sell(self, skus: list[str], limit: int, locale: str | None = None) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ from streams.config import DAY_MS, HOUR_MS, Settings
 from streams.core import customer as facts
 from streams.core.audiences import AudienceTracker, Membership
 from streams.core.context import FlowContext
+from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
@@ -141,6 +142,13 @@ class PartitionEngine:
         # whether every customer of the partition has been through the audience check (a state written
         # by a release without audiences, or with them switched off, is checked once when restored)
         self._audiences_checked = self.audiences.enabled
+        self.decisions: DecisionLog | None = None  # ``explain``: off unless someone asks
+
+    def explain(self, decisions: DecisionLog | None) -> None:
+        """Record the decisions about ``decisions.ids`` in ``decisions`` from now on (``None``: stop)."""
+        self.decisions = self.ctx.decisions = decisions
+        if decisions is not None:
+            decisions.attach(self.flows, self.customers, self.ctx)
 
     def drain_memberships(self) -> list[Membership]:
         """Audience joins and leaves since the last drain, in the order they happened."""
@@ -187,6 +195,9 @@ class PartitionEngine:
             c = self.customers[cid] = new_customer()
         eid = record["event_id"]
         seen = c.seen
+        if self.decisions is not None:
+            self.decisions.arrived(cid, logical_topic, record, clock, self.grace_ms, eid in seen, ctx.tick_ms,
+                                   self.max_future_ms)
         if eid in seen:
             ctx.count("duplicate")
             return result
@@ -231,6 +242,8 @@ class PartitionEngine:
         track = self._track
         for cid in sorted(touched):
             self._dirty.add(cid)
+            if self.decisions is not None:
+                self.decisions.observe(cid, customers[cid], topic, record, self.watermark)
             self._schedule(cid, self._next_due_at(customers[cid]))
             if track is not None:
                 track(cid, customers[cid], self.watermark)
@@ -284,6 +297,8 @@ class PartitionEngine:
         self._arrive(cid, c, topic, record, out)
         self._settle_event(cid, c, topic, record, out)
         self._skip_past(cid, c, wm)
+        if self.decisions is not None:
+            self.decisions.observe(cid, c, topic, record, wm)
         self._schedule(cid, self._next_due_at(c))
         if self._track is not None:
             self._track(cid, c, wm)
@@ -377,13 +392,18 @@ class PartitionEngine:
             buf.sort(key=_BUF_ORDER)
         next_timer = self._next_timer
         timer = next_timer(c)
+        decisions = self.decisions
         while True:
             ev_at = buf[0][0] if buf else None
             if timer is not None and timer <= wm and (ev_at is None or timer <= ev_at):
                 out.extend(self._timer_flow(c, timer).fire(cid, c, timer))
+                if decisions is not None:
+                    decisions.observe(cid, c, "timer", None, timer)
             elif ev_at is not None and ev_at <= wm:
                 _, _, _, topic, record = buf.pop(0)
                 self._settle_event(cid, c, topic, record, out)
+                if decisions is not None:
+                    decisions.observe(cid, c, topic, record, ev_at)
             else:
                 break
             timer = next_timer(c)

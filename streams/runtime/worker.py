@@ -48,7 +48,10 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from schemas import serde
 from streams.config import Settings
+from streams.core.decisions import customer_state
 from streams.core.engine import PartitionEngine
+from streams.core.state import decode_customer, encode
+from streams.kafka.partitioning import partition_for
 from streams.kafka.io import consumer_config, producer_config
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, changelog_topic
 from streams.runtime.checkpoint import Checkpoint
@@ -156,6 +159,25 @@ class ProcessorRuntime:
     @property
     def engines(self) -> dict[int, PartitionEngine]:
         return self.manager.engines
+
+    def customer(self, customer_id: str) -> tuple[int, dict[str, Any]]:
+        """An interactive query (the ops endpoint ``/customers/{id}``, on the ops thread): the customer's
+        state in words and next due steps, from a copy taken by one ``encode`` call — a single C call
+        under the interpreter lock, so the copy is whole and the loop is never locked or paused.
+        (status, body): 404 for a customer of a partition this worker does not run, or one it has no
+        state of."""
+        p = partition_for(customer_id, self.settings.topics.partitions)
+        task = self.manager.tasks.get(p)
+        if task is None:
+            return 404, {"error": "not_owned", "customer_id": customer_id, "partition": p,
+                         "assigned_partitions": sorted(self.manager.tasks)}
+        engine = task.engine
+        clock = engine.clock_ms
+        live = engine.customers.get(customer_id)
+        if live is None:
+            return 404, {"error": "unknown_customer", "customer_id": customer_id, "partition": p}
+        copy = decode_customer(encode(live))
+        return 200, {"partition": p, **customer_state(customer_id, copy, engine.flows, clock)}
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _make_clients(self) -> None:

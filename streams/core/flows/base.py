@@ -155,6 +155,8 @@ class Flow(ABC):
             base["timezone"] = p.tz or "UTC"
         base.update(context)
         ctx.count(f"command:{name}")
+        if ctx.decisions is not None:
+            ctx.decisions.fired(cid, name, step, at, cmd_id, variant, self.category)
         return {"command_id": cmd_id, "customer_id": cid, "to": to, "flow": name, "step": step,
                 "template": f"{name}/step{step}", "locale": loc, "variant": variant,
                 "category": self.category, "send_at": at, "expires_at": expires_at, "context": canonical_json(base),
@@ -204,6 +206,8 @@ class MarketingFlow(Flow):
         step = inst.next
         expires_at = self.original_due(inst) + self.expires_ms
         decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb)
+        if ctx.decisions is not None and decision.action != "send":
+            ctx.decisions.guarded(cid, name, step, due, expires_at, decision, c, self.guards)
         if decision.action == "defer":
             inst.d = decision.at
             return []

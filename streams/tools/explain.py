@@ -1,0 +1,424 @@
+"""`shopmail explain CUSTOMER_ID`: why a customer got (or did not get) each mail, in words.
+
+The customer's facts are read from their partition only (the partition the producers' murmur2
+partitioner puts the customer id in) — from a JSONL file like ``simulate --input``, or from the
+topics — and run through the same ``TaskManager`` / ``PartitionTask`` / ``PartitionEngine`` that
+``simulate`` and the worker use, with a ``DecisionLog`` (streams/core/decisions.py) attached for
+this one customer. Every other customer of the partition is processed too (they share the
+partition's clock), but only this customer's decisions are recorded.
+
+The timeline holds, in event-time order and in the customer's time zone:
+- every fact of the customer that reached the engine (topic, partition, offset — a line number for a
+  file —, event time, on time / late by how much / duplicate);
+- every decision: a step scheduled (for when), fired, deferred or dropped with the guard and its
+  figures, an instance ended by a fact;
+- what the sink did: outcomes (sent / suppressed / failed with the SES message id) and the feedback
+  (delivered, opened, clicked, bounced…), and orders that a click converted.
+
+``explain_with`` runs the same facts under a second configuration and pairs the decisions of both
+runs (``compare``): what would change for this customer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from schemas import serde
+from streams.config import Settings
+from streams.core.decisions import zone
+from streams.core.decisions import DecisionLog, Entry, PendingStep, duration, pending_steps, when
+from streams.core.engine import PartitionEngine
+from streams.core.variants import experiment_for
+from streams.kafka.partitioning import partition_for
+from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
+from streams.runtime.task import TaskOutput
+from streams.runtime.tasks import TaskManager
+from streams.tools.simulate import _Router, parse_line, record_size, topic_lookup
+
+__all__ = ["Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
+           "explain_topics", "when", "duration"]
+
+FIXED_REASONS = {"no_email": "no email address known", "cart_series": "the abandoned-cart series is running"}
+
+
+class ExplainError(Exception):
+    """Nothing to explain: the input is missing or holds no fact of the customer."""
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One input record as the driver read it: where it came from, and the decoded record."""
+
+    logical: str
+    topic: str
+    partition: int
+    offset: int  # the record's offset; for a file, its line number
+    record: dict[str, Any]
+    size: int = 0
+    from_file: bool = False  # ``offset`` is a line number
+
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}] " + (f"line {self.offset}" if self.from_file else f"offset {self.offset}")
+
+
+@dataclass
+class Row:
+    at: int  # event time (ms)
+    kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted
+    text: str  # in words, times in the customer's zone
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self, tz: ZoneInfo) -> dict[str, Any]:
+        return {"at": when(self.at, tz), "at_ms": self.at, "kind": self.kind, "text": self.text, **self.data}
+
+
+@dataclass
+class Explanation:
+    customer_id: str
+    partition: int
+    timezone: str
+    rows: list[Row]
+    pending: list[PendingStep]  # what is still due after the last fact
+    facts_read: int  # records of the partition run through the engine
+    source: str
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.timezone)
+
+    def decisions(self) -> list[Row]:
+        return [r for r in self.rows if r.kind in DECISION_KINDS]
+
+    def as_json(self) -> dict[str, Any]:
+        tz = self.zone
+        return {"customer_id": self.customer_id, "partition": self.partition, "timezone": self.timezone,
+                "source": self.source, "facts_read": self.facts_read,
+                "timeline": [r.as_dict(tz) for r in self.rows],
+                "pending": [{"flow": s.flow, "step": s.step, "due": when(s.due, tz), "due_ms": s.due,
+                             "deferred": s.deferred, **({"key": s.key} if s.key else {})} for s in self.pending]}
+
+
+DECISION_KINDS = frozenset({"scheduled", "ended", "deferred", "dropped", "fired"})
+
+
+# ---- words ----------------------------------------------------------------------------------------
+
+def _zone(name: str | None) -> ZoneInfo:
+    return zone(name)
+
+
+def _step(flow: str, step: int | None) -> str:
+    return f"{flow} start" if step == 0 else f"{flow} step {step}"
+
+
+def _reason_words(e: Entry, tz: ZoneInfo) -> str:
+    f = e.figures
+    r = e.reason
+    if r.startswith("expired_by_"):  # the guard would hold it past the step's expiry
+        return f"expired at {when(f.get('expires_at'), tz)} while held by the " + _guard_words(r[len("expired_by_"):], e, tz)
+    return _guard_words(r, e, tz)
+
+
+def _guard_words(r: str, e: Entry, tz: ZoneInfo) -> str:
+    f = e.figures
+    if r.endswith("frequency_cap"):
+        cap = duration(int(f.get("cap_ms", 0)))[1:]
+        last = f.get("last_marketing_at")
+        since = f" ({duration(e.at - last)[1:]} before)" if last is not None else ""
+        return f"frequency cap: a marketing mail went out at {when(last, tz)}{since}; at most 1 per {cap}"
+    if r.endswith("quiet_hours"):
+        start, end = f.get("quiet", [22, 8])
+        return f"quiet hours {start:02d}:00–{end:02d}:00 {f.get('tz', 'UTC')}"
+    if r == "no_consent":
+        at = f.get("consent_at")
+        return "no marketing consent given" if at is None else f"consent withdrawn at {when(at, tz)}"
+    if r in ("unsubscribed", "hard_bounced", "complained"):
+        return f"{r.replace('_', ' ')} at {when(f.get('since'), tz)}"
+    if r == "after_goodbye":
+        return f"the win-back goodbye went out at {when(f.get('goodbye_at'), tz)}; no marketing until the customer stays"
+    if r == "late_start":
+        return f"a late fact put it in the past (the clock had passed it; watermark {when(f.get('watermark'), tz)})"
+    if r == "weekly_cap":
+        return f"one browse mail a week: the last was due {when(f.get('last_due'), tz)}"
+    return FIXED_REASONS.get(r, r.replace("_", " "))
+
+
+def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings) -> Row:
+    data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
+    if e.figures:
+        data["figures"] = e.figures
+    if e.kind == "fact":
+        src = sources.get(e.event_id)
+        where = src.where() if src is not None else e.topic
+        if src is not None:
+            data.update({"source_topic": src.topic, "partition": src.partition,
+                         "line" if src.from_file else "offset": src.offset})
+        status = {"on_time": "on time", "duplicate": "duplicate: ignored",
+                  "future": "ahead of the clock ticks: applied, the clock stays"}.get(e.status, "")
+        if e.status == "late":
+            status = f"late by {duration(e.behind_ms)[1:]}: applied at once"
+        detail = _fact_words(e.topic, src.record if src is not None else {})
+        return Row(e.at, "fact", f"{e.topic} {e.event_type}{detail} ({where}; {status})", data)
+    if e.kind == "scheduled":
+        cause = "" if e.cause == "timer" else f" after {e.cause.replace(':', ' ')}"
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} scheduled for {when(e.due, tz)} "
+                                 f"(in {duration((e.due or e.at) - e.at)[1:]}){cause}", data)
+    if e.kind == "ended":
+        if e.cause == "series_done":
+            return Row(e.at, e.kind, f"{e.flow}: series finished", data)
+        return Row(e.at, e.kind, f"{e.flow}: ended before {_step(e.flow, e.step)} (due {when(e.due, tz)}) — "
+                                 f"{e.cause.replace(':', ' ')} at {when(e.figures.get('fact_at'), tz)}", data)
+    if e.kind == "deferred":
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — {_reason_words(e, tz)}", data)
+    if e.kind == "dropped":
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz)}", data)
+    if e.variant == "holdout":
+        exp = experiment_for(settings.flows.experiments, e.flow, e.step or 0)
+        name = f"experiment {exp.name}, {exp.holdout:.0%} held out" if exp is not None else "experiment"
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} held out — control group of the {name}: recorded, "
+                                 f"never sent [{e.command_id}]", data)
+    variant = "" if e.variant in ("control", "") else f", variant {e.variant}"
+    return Row(e.at, e.kind, f"{_step(e.flow, e.step)} fired ({e.category}{variant}) [{e.command_id}]", data)
+
+
+def _fact_words(topic: str, r: dict[str, Any]) -> str:
+    if topic == "carts" and r.get("items"):
+        return f" ({sum(int(it.get('quantity') or 1) for it in r['items'])} item(s) in cart {r.get('cart_id')})"
+    if topic == "orders":
+        return f" (order {r.get('order_id')}, {r.get('total')} {r.get('currency')})"
+    if topic == "customers":
+        return f" (consent {'yes' if r.get('marketing_opt_in') else 'no'}, {r.get('timezone') or 'UTC'})"
+    if topic == "feedback":
+        link = f" {r['link']}" if r.get("link") else ""
+        return f"{link} [{r.get('command_id')}, message {r.get('message_id')}]"
+    if topic == "shipments":
+        return f" (shipment {r.get('shipment_id')} of order {r.get('order_id')})"
+    return ""
+
+
+# ---- running the partition ------------------------------------------------------------------------
+
+def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact], *,
+                    outcomes: Iterable[Fact] = (), source: str = "") -> Explanation:
+    """Run the partition's ``facts`` (in the order given: a file's order, as ``simulate`` applies it)
+    through a task manager with a decision log for ``customer_id``."""
+    partition = partition_for(customer_id, settings.topics.partitions)
+    engine = PartitionEngine(settings, partition)
+    decisions = DecisionLog({customer_id})
+    engine.explain(decisions)
+    manager: TaskManager[Fact] = TaskManager(settings)
+    manager.assign(partition, engine)
+    out: TaskOutput[Fact] = TaskOutput()
+    sources: dict[str, Fact] = {}
+    entries: list[Entry] = []
+    read = 0
+    for fact in facts:
+        read += 1
+        if fact.record.get("customer_id") == customer_id:
+            sources.setdefault(str(fact.record.get("event_id")), fact)
+        out.clear()
+        if fact.logical in GLOBAL_INPUT_TOPICS:
+            manager.apply_global(fact.logical, lambda p, f=fact: f, fact.record, out, size=fact.size)
+        else:
+            manager.apply(partition, fact.logical, fact, fact.record, out, size=fact.size)
+        entries.extend(decisions.drain())
+    if not sources:
+        raise ExplainError(f"no fact of customer {customer_id!r} in partition {partition} of {source or 'the input'}")
+    c = engine.customers.get(customer_id)
+    tz_name = (c.p.tz if c is not None else None) or "UTC"
+    tz = _zone(tz_name)
+    rows = [_entry_row(e, tz, sources, settings) for e in entries]
+    rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
+    rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
+    pending = pending_steps(engine.flows, c) if c is not None else []
+    return Explanation(customer_id, partition, tz_name, rows, pending, read, source)
+
+
+def _sink_rows(cid: str, outcomes: Iterable[Fact], facts: list[Fact], settings: Settings, tz: ZoneInfo) -> list[Row]:
+    """Outcomes of the sink, and orders a click (within the attribution window) converted."""
+    rows: list[Row] = []
+    for o in outcomes:
+        r = o.record
+        if r.get("customer_id") != cid:
+            continue
+        what = r["outcome"]
+        detail = f"message {r.get('message_id')}" if r.get("message_id") else (r.get("reason") or "")
+        rows.append(Row(int(r["occurred_at"]), "sink",
+                        f"sink: {_step(r['flow'], r['step'])} {what} ({detail}) [{r['command_id']}] "
+                        f"({o.where()})",
+                        {"outcome": what, "command_id": r["command_id"], "message_id": r.get("message_id"),
+                         "reason": r.get("reason")}))
+    window = settings.metrics.click_window_ms
+    clicks = sorted((f.record for f in facts if f.logical == "feedback" and f.record.get("type") == "clicked"),
+                    key=lambda r: r["occurred_at"])
+    for f in facts:
+        r = f.record
+        if f.logical != "orders" or r.get("type") != "placed":
+            continue
+        at = int(r["occurred_at"])
+        by = r.get("attributed_command_id")
+        if not by:
+            touched = [k for k in clicks if at - window <= k["occurred_at"] <= at]
+            by = touched[-1].get("command_id") if touched else None
+        if by:
+            rows.append(Row(at, "converted", f"converted: order {r.get('order_id')} ({r.get('total')} "
+                                             f"{r.get('currency')}) after a click on [{by}]",
+                            {"order_id": r.get("order_id"), "command_id": by}))
+    return rows
+
+
+def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[Fact], list[Fact]]:
+    """The facts of the customer's partition in a ``simulate``-style JSONL file (with their line
+    numbers) and any outcome lines of the customer (``email.outcomes``); other partitions' lines are
+    not decoded."""
+    partitions = settings.topics.partitions
+    partition = partition_for(customer_id, partitions)
+    lookup = topic_lookup(settings)
+    outcomes_topic = settings.topics.name("outcomes")
+    limit = settings.limits.max_record_bytes
+    router = _Router(partitions)  # the partition of a raw line, without decoding it
+    facts: list[Fact] = []
+    outcomes: list[Fact] = []
+    if not path.exists():
+        raise ExplainError(f"{path}: no such file")
+    with path.open("rb") as src:
+        for n, line in enumerate(src, start=1):
+            if not line.strip():
+                continue
+            p = router(line)
+            if p is not None and p != partition:
+                continue
+            obj_topic = _topic_of(line)
+            if obj_topic in (outcomes_topic, settings.topics.outcomes):
+                obj = orjson.loads(line)
+                outcomes.append(Fact("outcomes", obj_topic, partition, n,
+                                     serde.from_json(VALUE_SCHEMA["outcomes"], obj["value"]), from_file=True))
+                continue
+            logical, record, bad = parse_line(n, line, lookup)
+            if bad is not None or logical is None or record is None:
+                continue  # ``simulate`` reports bad lines; they reach no customer's state
+            facts.append(Fact(logical, str(obj_topic), partition, n, record,
+                              record_size(logical, record, len(line), limit), from_file=True))
+    return facts, outcomes
+
+
+def _topic_of(line: bytes) -> str | None:
+    try:
+        return str(orjson.loads(line)["topic"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def explain_file(settings: Settings, customer_id: str, path: Path) -> Explanation:
+    facts, outcomes = read_jsonl(path, settings, customer_id)
+    return explain_records(settings, customer_id, facts, outcomes=outcomes, source=str(path))
+
+
+def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0
+                ) -> tuple[list[Fact], list[Fact]]:
+    """Every record of the customer's partition of each input topic (and of the outcomes topic), read
+    to the end by a consumer outside any group, plus the global topics in full."""
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+    from streams.kafka.io import consumer_config
+    from streams.kafka.log_reader import EOF_CONFIG, read_to_end
+    from streams.kafka.topics import INPUT_TOPICS
+
+    t = settings.topics
+    partition = partition_for(customer_id, t.partitions)
+    logical_of = {t.name(lt): lt for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("outcomes",)}
+    consumer = Consumer(consumer_config(settings, bootstrap, f"shopmail-explain-{customer_id}", **EOF_CONFIG))
+    facts: list[Fact] = []
+    outcomes: list[Fact] = []
+    try:
+        existing = consumer.list_topics(timeout=10).topics
+        tps: list[TopicPartition] = []
+        for name, lt in logical_of.items():
+            meta = existing.get(name)
+            if meta is None or meta.error is not None:
+                continue
+            if lt in GLOBAL_INPUT_TOPICS:
+                tps.extend(TopicPartition(name, p, 0) for p in sorted(meta.partitions))
+            else:
+                tps.append(TopicPartition(name, partition, 0))
+        if not tps:
+            raise ExplainError(f"none of the input topics exists on {bootstrap}")
+
+        def handle(m: Message) -> None:
+            lt = logical_of[m.topic()]
+            value = m.value()
+            try:
+                record = serde.decode(value, VALUE_SCHEMA[lt], m.topic()).record
+            except Exception:  # noqa: BLE001 - an unreadable record reached no state (the worker dead-letters it)
+                return
+            fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0)
+            (outcomes if lt == "outcomes" else facts).append(fact)
+
+        read_to_end(consumer, tps, handle, timeout_s, f"explain {customer_id}")
+    finally:
+        consumer.close()
+    return facts, outcomes
+
+
+def explain_topics(settings: Settings, bootstrap: str, customer_id: str) -> Explanation:
+    facts, outcomes = read_topics(settings, bootstrap, customer_id)
+    return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}")
+
+
+def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outcomes: list[Fact],
+                  source: str) -> Explanation:
+    """Records read from the topics, in the order a caught-up worker takes them: each topic partition
+    in offset order, the smallest event time of the heads first (streams/runtime/merge.py, with nothing
+    left to fetch); a global record by its event time among them."""
+    streams: dict[tuple[str, int], list[Fact]] = {}
+    for f in facts:
+        streams.setdefault((f.topic, f.partition), []).append(f)
+    merged = heapq.merge(*(sorted(s, key=lambda f: f.offset) for _, s in sorted(streams.items())), key=_event_time)
+    return explain_records(settings, customer_id, merged, outcomes=outcomes, source=source)
+
+
+def _event_time(f: Fact) -> int:
+    r = f.record
+    return int(r.get("tick_at") if f.logical == "clock" else r.get("occurred_at", 0))
+
+
+# ---- what would change with another configuration --------------------------------------------------
+
+@dataclass
+class Change:
+    key: str  # flow/step/kind and its occurrence
+    at: int
+    left: str  # the decision under the first configuration ("" none)
+    right: str  # …under the second
+
+    @property
+    def same(self) -> bool:
+        return self.left == self.right
+
+
+def compare(a: Explanation, b: Explanation) -> list[Change]:
+    """The decisions of two runs over the same facts, paired by (flow, step, kind, occurrence)."""
+    def keyed(ex: Explanation) -> dict[str, Row]:
+        seen: dict[str, int] = {}
+        out: dict[str, Row] = {}
+        for r in ex.decisions():
+            base = f"{r.data.get('flow', '')}/{r.data.get('step', '')}/{r.kind}"
+            n = seen[base] = seen.get(base, 0) + 1
+            out[f"{base}#{n}"] = r
+        return out
+
+    left, right = keyed(a), keyed(b)
+    changes = []
+    for key in set(left) | set(right):
+        lr, rr = left.get(key), right.get(key)
+        at = min(r.at for r in (lr, rr) if r is not None)
+        changes.append(Change(key, at, lr.text if lr else "", rr.text if rr else ""))
+    changes.sort(key=lambda c: (c.at, c.key))
+    return changes

@@ -1,0 +1,329 @@
+"""`shopmail explain`: the decision log and the customer's timeline, from a JSONL file (no broker)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.config import DAY_MS, HOUR_MS, MINUTE_MS, Experiment, Settings, load_settings
+from streams.core.decisions import DecisionLog, pending_steps
+from streams.core.engine import PartitionEngine
+from streams.kafka.partitioning import partition_for
+from streams.tools.explain import ExplainError, compare, duration, explain_file
+from streams.tools.simulate import simulate
+from tests.core_events import T0, cart, customer, feedback, order, tick
+from tests.test_simulate import write_jsonl
+
+WARSAW = "Europe/Warsaw"  # UTC+1 in November: T0 (09:00 UTC) is 10:00 there
+
+
+def _settings() -> Settings:
+    s = load_settings(env={})
+    s.topics.partitions = 2
+    return s
+
+
+def _ticks(cid: str, settings: Settings, days: int = 5) -> list[tuple[str, dict]]:
+    p = partition_for(cid, settings.topics.partitions)
+    return [tick(T0 + h * HOUR_MS, p) for h in range(1, days * 24)]
+
+
+def _write(tmp_path: Path, events: list[tuple[str, dict]], settings: Settings) -> Path:
+    events = sorted(events, key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    path = tmp_path / "events.jsonl"
+    write_jsonl(path, events, settings)
+    return path
+
+
+def _texts(ex, kind: str) -> list[str]:
+    return [r.text for r in ex.rows if r.kind == kind]
+
+
+def test_a_cart_step_due_in_quiet_hours_is_deferred_to_eight_in_the_customers_zone_and_says_so(tmp_path):
+    s = _settings()
+    evening = T0 + 12 * HOUR_MS  # 21:00 UTC = 22:00 in Warsaw
+    path = _write(tmp_path, [customer("ann", tz=WARSAW), cart("ann", evening), *_ticks("ann", s)], s)
+    ex = explain_file(s, "ann", path)
+    assert ex.timezone == WARSAW
+    deferred = _texts(ex, "deferred")
+    assert deferred[0] == ("abandoned_cart step 1 deferred to 2026-11-07 08:00 +01:00 — "
+                           "quiet hours 22:00–08:00 Europe/Warsaw")
+    fired = [r for r in ex.rows if r.kind == "fired"]
+    assert fired[0].data["flow"] == "abandoned_cart" and fired[0].data["step"] == 1
+    assert fired[0].at == T0 + 22 * HOUR_MS  # 08:00 Warsaw = 07:00 UTC the next day
+    scheduled = _texts(ex, "scheduled")
+    assert scheduled[0] == ("abandoned_cart step 1 scheduled for 2026-11-06 23:00 +01:00 (in 1 h) "
+                            "after carts item_added")
+
+
+def test_an_order_ends_the_cart_series_with_the_time_it_was_placed(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("bob"), cart("bob", T0), order("bob", T0 + 30 * MINUTE_MS),
+                             *_ticks("bob", s)], s)
+    ex = explain_file(s, "bob", path)
+    ended = _texts(ex, "ended")
+    assert ended == ["abandoned_cart: ended before abandoned_cart step 1 (due 2026-11-06 10:00 +00:00) — "
+                     "orders placed at 2026-11-06 09:30 +00:00"]
+    fired = [r.data["flow"] for r in ex.rows if r.kind == "fired"]
+    assert fired == ["order_confirmation"]
+    facts = [r for r in ex.rows if r.kind == "fact"]
+    assert [f.data["source_topic"] for f in facts] == ["shop.customers", "shop.carts", "shop.orders"]
+    assert all(f.data["partition"] == ex.partition and f.data["line"] >= 1 for f in facts)
+    assert f"shop.orders[{ex.partition}] line " in facts[2].text
+    assert all("on time" in f.text for f in facts)
+
+
+def test_a_withdrawn_consent_drops_the_due_step_with_the_time_it_was_withdrawn(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("cy", event_id="p1"), cart("cy", T0),
+                             customer("cy", at=T0 + 10 * MINUTE_MS, opt_in=False, event_id="p2"),
+                             *_ticks("cy", s)], s)
+    ex = explain_file(s, "cy", path)
+    assert _texts(ex, "dropped") == [f"abandoned_cart step {n} not sent — consent withdrawn at 2026-11-06 09:10 +00:00"
+                                     for n in (1, 2, 3)]
+    assert not _texts(ex, "fired")
+
+
+def test_a_holdout_step_is_shown_as_held_out_and_never_sent(tmp_path):
+    s = _settings()
+    s.flows.experiments = [Experiment(name="cart-holdout", flow="abandoned_cart", step=1, holdout=1.0)]
+    path = _write(tmp_path, [customer("dee"), cart("dee", T0), *_ticks("dee", s, days=1)], s)
+    ex = explain_file(s, "dee", path)
+    held = [r for r in ex.rows if r.kind == "fired" and r.data["variant"] == "holdout"]
+    assert len(held) == 1
+    assert "step 1 held out — control group of the experiment cart-holdout, 100% held out: recorded, never sent" \
+        in held[0].text
+
+
+def test_a_late_fact_and_a_duplicate_are_shown_with_their_lateness(tmp_path):
+    s = _settings()
+    events = [customer("eve", event_id="p1"), cart("eve", T0, event_id="c1"), *_ticks("eve", s, days=2)]
+    events = sorted(events, key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    late = order("eve", T0 + 5 * MINUTE_MS, event_id="o1")
+    events += [late, cart("eve", T0, event_id="c1")]  # an order a day and a half late, then a repeat
+    path = tmp_path / "events.jsonl"
+    write_jsonl(path, events, s)
+    ex = explain_file(s, "eve", path)
+    facts = {r.data["event_id"]: r.text for r in ex.rows if r.kind == "fact" and r.data.get("status") != "on_time"}
+    assert "late by 1 d 22 h: applied at once" in facts["o1"]
+    assert "duplicate: ignored" in facts["c1"]
+
+
+def test_the_explained_commands_are_the_ones_simulate_emits_for_the_customer(tmp_path):
+    s = _settings()
+    evening = T0 + 12 * HOUR_MS
+    events = [customer("ann", tz=WARSAW), cart("ann", evening), customer("bob"), cart("bob", T0),
+              order("bob", T0 + 3 * DAY_MS), *_ticks("ann", s), *_ticks("bob", s)]
+    path = _write(tmp_path, events, s)
+    result = simulate(path.read_text().splitlines(), s)
+    for cid in ("ann", "bob"):
+        ex = explain_file(s, cid, path)
+        fired = [r.data["command_id"] for r in ex.rows if r.kind == "fired"]
+        assert fired == [c["command_id"] for c in result.commands if c["customer_id"] == cid]
+        assert fired
+
+
+def test_a_decision_log_changes_no_command_and_records_nothing_for_others():
+    s = _settings()
+    events = [customer("ann", tz=WARSAW), cart("ann", T0 + 12 * HOUR_MS), customer("bob"), cart("bob", T0),
+              feedback("bob", T0 + 2 * HOUR_MS, "unsubscribed"), tick(T0 + 4 * DAY_MS)]
+    plain = PartitionEngine(s, 0)
+    logged = PartitionEngine(s, 0)
+    log = DecisionLog({"ann"})
+    logged.explain(log)
+    a = [c for t, r in events for c in plain.process(t, r).commands]
+    b = [c for t, r in events for c in logged.process(t, r).commands]
+    assert a == b and a
+    assert {e.customer_id for e in log.entries} == {"ann"}
+    assert plain.ctx.stats == logged.ctx.stats
+
+
+def test_another_config_shows_side_by_side_what_would_change(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("fay"), cart("fay", T0), *_ticks("fay", s)], s)
+    capped = _settings()
+    capped.flows.guards.frequency_cap_ms = 48 * HOUR_MS
+    changes = [c for c in compare(explain_file(s, "fay", path), explain_file(capped, "fay", path)) if not c.same]
+    dropped = [c for c in changes if c.key.startswith("abandoned_cart/2/dropped")]
+    assert dropped and dropped[0].left == ""
+    assert dropped[0].right == ("abandoned_cart step 2 not sent — expired at 2026-11-08 09:00 +00:00 while held by the "
+                                "frequency cap: a marketing mail went out at 2026-11-06 10:00 +00:00 (23 h before); "
+                                "at most 1 per 2 d")
+    fired = [c for c in changes if c.key.startswith("abandoned_cart/2/fired")]
+    assert fired and fired[0].left.startswith("abandoned_cart step 2 fired") and fired[0].right == ""
+
+
+def test_pending_steps_name_the_next_due_step_of_each_flow():
+    s = _settings()
+    eng = PartitionEngine(s, 0)
+    for t, r in [customer("gus"), cart("gus", T0), tick(T0 + 2 * HOUR_MS)]:
+        eng.process(t, r)
+    steps = pending_steps(eng.flows, eng.customers["gus"])
+    assert [(p.flow, p.step, p.due) for p in steps] == [("abandoned_cart", 2, T0 + 24 * HOUR_MS)]
+
+
+def test_durations_read_as_people_write_them():
+    assert [duration(ms) for ms in (HOUR_MS, 26 * HOUR_MS, 90 * MINUTE_MS, 15 * MINUTE_MS, 40_000, -HOUR_MS)] == \
+        ["+1 h", "+1 d 2 h", "+1 h 30 min", "+15 min", "+40 s", "-1 h"]
+
+
+def test_a_customer_without_facts_is_an_error_not_an_empty_timeline(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("ann")], s)
+    with pytest.raises(ExplainError, match="no fact of customer 'zed'"):
+        explain_file(s, "zed", path)
+
+
+def test_the_cli_prints_json_and_exits_2_for_an_unknown_customer(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("ann", tz=WARSAW), cart("ann", T0 + 12 * HOUR_MS), *_ticks("ann", s)], s)
+    cfg = tmp_path / "shopmail.toml"
+    cfg.write_text("[topics]\npartitions = 2\n")
+    run = [sys.executable, "-m", "streams.cli", "explain", "--input", str(path), "--config", str(cfg)]
+    done = subprocess.run([*run, "ann", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["timezone"] == WARSAW and doc["customer_id"] == "ann"
+    assert any(r["kind"] == "deferred" and r["reason"] == "quiet_hours" for r in doc["timeline"])
+    missing = subprocess.run([*run, "nobody"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no fact of customer 'nobody'" in missing.stderr
+
+
+# ---- from the topics, and the worker's ops endpoint (real broker) --------------------------------------
+
+def _produce(kafka: str, settings: Settings, events: list[tuple[str, dict]]) -> None:
+    """Events keyed by customer (``produce_events``), clock ticks into the partition they name."""
+    from confluent_kafka import Producer
+
+    from schemas import serde
+    from streams.kafka.io import produce_events, producer_config
+
+    produce_events(settings, kafka, [e for e in events if e[0] != "clock"])
+    producer = Producer(producer_config(settings, kafka))
+    for _, rec in (e for e in events if e[0] == "clock"):
+        producer.produce(settings.topics.name("clock"), partition=rec["partition"], key=b"tick",
+                         value=serde.encode("ClockTick", rec))
+    assert producer.flush(30) == 0
+
+
+def test_explain_from_the_topics_reads_the_customers_partition_and_shows_what_the_sink_did(kafka, settings, tmp_path):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.explain import explain_topics
+
+    evening = T0 + 12 * HOUR_MS
+    events = [customer("ann", tz=WARSAW), cart("ann", evening), customer("bob"), cart("bob", T0),
+              *_ticks("ann", settings, days=2), *_ticks("bob", settings, days=2)]
+    events.sort(key=lambda e: e[1].get("occurred_at", e[1].get("tick_at")))
+    from_file = explain_file(settings, "ann", _write(tmp_path, events, settings))
+    first = next(r for r in from_file.rows if r.kind == "fired")
+    sent_at = first.at + 2_000
+    outcome = {"command_id": first.data["command_id"], "customer_id": "ann", "outcome": "sent",
+               "message_id": "ses-msg-1", "reason": None, "flow": "abandoned_cart", "step": 1, "variant": "control",
+               "category": "marketing", "occurred_at": sent_at, "attempts": 1}
+    click = feedback("ann", sent_at + HOUR_MS, "clicked", command_id=first.data["command_id"],
+                     message_id="ses-msg-1", link="https://shop.example.com/cart/ann")
+    bought = order("ann", sent_at + 2 * HOUR_MS, order_id="o-ann-1")
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    _produce(kafka, settings, [*events, ("outcomes", outcome), click, bought])
+
+    ex = explain_topics(settings, kafka, "ann")
+    p = partition_for("ann", settings.topics.partitions)
+    facts = [r for r in ex.rows if r.kind == "fact"]
+    assert {f.data["partition"] for f in facts} == {p}
+    assert f"{settings.topics.name('carts')}[{p}] offset 1" in facts[1].text  # bob's cart came first
+    assert [f.data["source_topic"] for f in facts] == [settings.topics.name(t) for t in
+                                                        ("customers", "carts", "feedback", "orders")]
+    before_order = bought[1]["occurred_at"]  # the same decisions as from the file until the order
+    assert [r.text for r in ex.decisions() if r.at < before_order] == \
+        [r.text for r in from_file.decisions() if r.at < before_order]
+    sink = [r.text for r in ex.rows if r.kind == "sink"]
+    assert sink and "abandoned_cart step 1 sent (message ses-msg-1)" in sink[0]
+    converted = [r.text for r in ex.rows if r.kind == "converted"]
+    assert converted == [f"converted: order o-ann-1 (28.00 EUR) after a click on [{first.data['command_id']}]"]
+    assert any(r.kind == "ended" and "orders placed" in r.text for r in ex.rows)
+
+
+def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_due_steps(kafka, settings):
+    import urllib.error
+    import urllib.request
+
+    from streams.web import customer_route
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.runtime import background
+    from streams.runtime.metrics import health
+    from streams.runtime.worker import ProcessorRuntime
+    from streams.web import OpsServer
+
+    settings.worker.tick_interval_s = 0
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    runtime = ProcessorRuntime(settings, kafka, instance_id="ops-customer-0", write_ticks=False)
+    ops = OpsServer(0, lambda: health(runtime), extra=[customer_route(runtime.customer)]).start()
+    worker = background.start(runtime.run, "processor")
+
+    def get(path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops.port}{path}", timeout=5) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    try:
+        assert runtime.ready.wait(30), worker.errors
+        ann = partition_for("ann", settings.topics.partitions)
+        _produce(kafka, settings, [customer("ann", tz=WARSAW), cart("ann", T0), tick(T0 + 20 * MINUTE_MS, ann)])
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = get("/customers/ann")
+            if code == 200 and body["next_due"]:
+                break
+            assert time.monotonic() < deadline, (code, body)
+            time.sleep(0.1)
+        assert body["timezone"] == WARSAW and body["partition"] == partition_for("ann", settings.topics.partitions)
+        assert "marketing consent given at 2026-11-06 09:00 +01:00" in body["state"]
+        assert any(s.startswith("open cart cart-ann with 1 line(s), last activity 2026-11-06 10:00 +01:00")
+                   for s in body["state"])
+        assert body["next_due"] == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06 11:00 +01:00",
+                                     "due_ms": T0 + HOUR_MS, "in": body["next_due"][0]["in"],
+                                     "deferred_by_guard": False}]
+        code, body = get("/customers/nobody")
+        assert code == 404 and body["error"] == "unknown_customer"
+    finally:
+        worker.finish()
+        ops.shutdown()
+
+
+def test_customer_queries_beyond_the_rate_limit_are_answered_429_without_asking_the_worker():
+    from streams.web import Request, customer_route
+
+    asked: list[str] = []
+
+    def lookup(customer_id: str) -> tuple[int, dict]:
+        asked.append(customer_id)
+        return 200, {"customer_id": customer_id}
+
+    now = [100.0]
+    route = customer_route(lookup, max_per_s=3, clock=lambda: now[0])
+    request = Request("GET", "/customers/ann", {}, {}, b"", params={"customer_id": "ann"})
+    codes = [route.handler(request).status for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429] and asked == ["ann"] * 3
+    assert route.handler(request).headers["Retry-After"] == "1"
+    now[0] += 0.34  # a third of a second: one query's worth again
+    assert [route.handler(request).status for _ in range(2)] == [200, 429]
+
+
+def test_a_deferred_keyed_step_is_logged_once_as_deferred_not_again_as_rescheduled(tmp_path):
+    from tests.core_events import shipment
+
+    s = _settings()
+    evening = T0 + 12 * HOUR_MS + 30 * MINUTE_MS  # 22:30 in Warsaw: the request due 3 days later is in quiet hours
+    path = _write(tmp_path, [customer("ivy", tz=WARSAW), order("ivy", T0), shipment("ivy", evening, "delivered"),
+                             *_ticks("ivy", s, days=5)], s)
+    ex = explain_file(s, "ivy", path)
+    rows = [r for r in ex.rows if r.data.get("flow") == "delivery_feedback"]
+    assert [r.kind for r in rows] == ["scheduled", "deferred", "fired", "ended"], [r.text for r in rows]
+    assert rows[1].text.endswith("deferred to 2026-11-10 08:00 +01:00 — quiet hours 22:00–08:00 Europe/Warsaw")
