@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import fastavro
 
-from schemas.serde import SerdeError, converter, decimal_text, registry
+from schemas.entries import SerdeError, converter, decimal_text, registry
 
 MONEY_FIELDS = frozenset({"price", "total", "subtotal", "shipping", "tax"})
 SCALE = 4

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -31,12 +31,9 @@ from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from prometheus_client import Counter
 
-from schemas.serde import (RegistryStartupError, SchemaEntry, SerdeError, logical_mismatches, make_entry,
-                           registry)
+from schemas.entries import (RegistryStartupError, SchemaEntry, SerdeError, Subject, logical_mismatches,
+                             make_entry, registry)
 from streams.config import SchemaRegistrySettings
-
-if TYPE_CHECKING:
-    from schemas.subjects import Subject
 
 log = logging.getLogger(__name__)
 

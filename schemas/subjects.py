@@ -16,19 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.serde import SchemaEntry, registry
+from schemas.entries import Subject, registry
 from streams.config import Settings
 from schemas.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, component_access, topic_specs
 
 WRITTEN_BY_SHOPMAIL = ("commands", "outcomes", "feedback", "coupons", "audiences", "clock")
 COMPATIBILITY = "BACKWARD"
-
-
-@dataclass(frozen=True)
-class Subject:
-    subject: str
-    entry: SchemaEntry
-    topic: str = ""
 
 
 def subjects(settings: Settings) -> list[Subject]:

@@ -33,7 +33,7 @@ def test_one_mail_two_hours_after_the_last_view_with_the_viewed_product():
     assert ctx["items"] == [{"sku": "TEE", "name": "Organic tee", "price": "25.00", "image_url": f"{SHOP}/i/TEE.jpg",
                              "url": f"{SHOP}/p/TEE"}]
     assert ctx["product_url"] == f"{SHOP}/p/TEE" and ctx["currency"] == "EUR" and ctx["unsubscribe_url"]
-    assert eng.customers["ann"].bv is None and eng.customers["ann"].browse_last_due == T0 + 2 * HOUR_MS
+    assert eng.customers["ann"].browse.run is None and eng.customers["ann"].browse.last_due == T0 + 2 * HOUR_MS
 
 
 def test_a_later_view_retimes_the_mail_and_puts_its_product_first_keeping_three_distinct_products():
@@ -47,7 +47,7 @@ def test_a_later_view_retimes_the_mail_and_puts_its_product_first_keeping_three_
 
 def test_adding_to_the_cart_after_viewing_ends_it_and_the_cart_series_takes_over():
     _, eng = run([customer("bob"), view("bob", T0), cart("bob", T0 + 30 * MINUTE_MS)], until=T0 + HOUR_MS)
-    assert eng.customers["bob"].bv is None  # ended when the cart activity settled, before the mail was due
+    assert eng.customers["bob"].browse.run is None  # ended when the cart activity settled, before the mail was due
     cmds, eng = run([], until=T0 + DAY_MS, eng=eng)
     assert browse(cmds) == [] and [c["flow"] for c in cmds][:1] == ["abandoned_cart"]
 
@@ -66,7 +66,7 @@ def test_a_cleared_cart_does_not_end_it():
 def test_a_late_add_to_cart_still_ends_it():
     # the view settles; the cart activity 20 minutes after it arrives behind the watermark
     _, eng = run([customer("dan"), view("dan", T0), tick(T0 + HOUR_MS), cart("dan", T0 + 20 * MINUTE_MS)])
-    assert eng.stats["late_applied:carts"] == 1 and eng.customers["dan"].bv is None
+    assert eng.stats["late_applied:carts"] == 1 and eng.customers["dan"].browse.run is None
     cmds, eng = run([], until=T0 + DAY_MS, eng=eng)
     assert browse(cmds) == []
 
@@ -105,13 +105,13 @@ def test_at_most_one_browse_mail_per_customer_per_week():
 def test_no_consent_means_no_mail_and_the_drop_is_counted():
     cmds, eng = run([customer("ida", opt_in=False), view("ida", T0)], until=T0 + DAY_MS)
     assert cmds == [] and eng.stats["dropped:browse_abandonment:no_consent"] == 1
-    assert eng.customers["ida"].browse_last_due is None  # nothing went out: the weekly cap is not used up
+    assert eng.customers["ida"].browse.last_due is None  # nothing went out: the weekly cap is not used up
 
 
 def test_an_unsubscribe_clears_the_run():
     cmds, eng = run([customer("jo"), view("jo", T0), feedback("jo", T0 + 30 * MINUTE_MS, "unsubscribed")],
                     until=T0 + DAY_MS)
-    assert cmds == [] and eng.customers["jo"].bv is None
+    assert cmds == [] and eng.customers["jo"].browse.run is None
 
 
 def test_the_view_is_a_fact_of_event_time_not_of_arrival_order():

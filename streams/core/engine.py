@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from collections.abc import Callable
 from typing import Any
 
@@ -68,7 +68,7 @@ from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
-from streams.core.flows.base import Command, Flow
+from streams.core.flows.base import Command, Flow, state_getter
 from streams.core.flows.registry import FLOWS
 from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
@@ -127,7 +127,7 @@ class PartitionEngine:
         # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
         # first; each with the getter of its customer field (empty: no timer of this flow, not asked)
         self._timed: tuple[tuple[Callable[[Customer], Any], Flow], ...] = tuple(
-            (attrgetter(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
+            (state_getter(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
                                                         key=lambda f: f.priority))
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)

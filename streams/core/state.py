@@ -7,13 +7,14 @@ Every changelog record of a partition engine is one of these structs encoded as 
 - ``TABLE_PREFIX`` + table + ``:`` + key → a row of a partition table that is not keyed by customer
   (``streams/core/tables.py``).
 
-Stored names are the short keys of the dict release (state format 1: ``p``, ``sup``, ``cart``, …); a
-field with a readable attribute name keeps its short stored name (``msgspec.field(name=...)``), and
-every field has a default that is omitted when encoded, so a format-1 blob decodes as it is and an
-idle customer costs a few bytes. ``v`` is the format a record was written in: absent in format 1
-(decoded as 1), written as ``STATE_VERSION`` by this release. Format 2 adds only fields, so a
-format-1 record needs no migration; a future format that renames or reshapes a field migrates in
-``decode_customer`` by ``v``.
+Stored names are short (``p``, ``sup``, ``ac``, …); a field with a readable attribute name keeps a
+short stored name (``msgspec.field(name=...)``), and every field has a default that is omitted when
+encoded, so an idle customer costs a few bytes. ``v`` is the format a record was written in: absent in
+format 1 (decoded as 1), written first as ``STATE_VERSION`` by this release. Format 2 only added
+fields to format 1; format 3 moved each marketing flow's loose fields (``cart``, ``acl``, ``cx``,
+``lap``, ``wbd``, ``wb``, ``fb``, ``bis``, ``bv``, ``bvl``) into a struct of its own
+(``AbandonedCartState``, ``WinBackState``, …). ``decode_customer`` reads a format-3 record directly and
+migrates an older one on restore (``_migrate``); it is written back in format 3 the next time it changes.
 
 Line items and buffered records stay the plain dicts the event carried (they go into templates and
 commands as they are; converting them on every step would cost the engine its speed).
@@ -28,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-STATE_VERSION = 2  # 1: the dict release (no ``v``); 2: these structs
+STATE_VERSION = 3  # 1: the dict release (no ``v``); 2: these structs; 3: each marketing flow's state in a struct of its own
 CLOCK_KEY = "\x00partition"
 TABLE_PREFIX = "\x03"  # + "<table>:<key>": cannot collide with a customer id (ids are printable)
 
@@ -158,7 +159,46 @@ class Stock(Record):
     image_url: str | None = None
 
 
+class AbandonedCartState(Record):
+    """The abandoned-cart flow's state of one customer (``Customer.abandoned_cart``)."""
+
+    run: Cart | None = msgspec.field(default=None, name="r")  # the open cart and its series (None: none)
+    last_sent: int | None = msgspec.field(default=None, name="s")  # when the series' last step went out
+    cleared_at: int | None = msgspec.field(default=None, name="x")  # when the cart was last cleared
+
+
+class WinBackState(Record):
+    """The win-back flow's state of one customer (``Customer.win_back``)."""
+
+    lapses_at: int | None = msgspec.field(default=None, name="l")  # when the customer lapses (set by every order)
+    done_for: int | None = msgspec.field(default=None, name="d")  # the last order (its time) a win-back ran for
+    run: WinBackRun | None = msgspec.field(default=None, name="r")  # the running series (None: none)
+
+
+class BrowseState(Record):
+    """The browse-abandonment flow's state of one customer (``Customer.browse``)."""
+
+    run: BrowseRun | None = msgspec.field(default=None, name="r")  # the running instance (None: none)
+    last_due: int | None = msgspec.field(default=None, name="l")  # when its last mail was due (weekly cap)
+
+
+class BackInStockState(Record):
+    """The back-in-stock flow's state of one customer (``Customer.back_in_stock``)."""
+
+    waiting: dict[str, WaitingSku] = msgspec.field(default_factory=dict, name="w")  # sku → waiting / due mail
+
+
+class DeliveryFeedbackState(Record):
+    """The delivery-feedback flow's state of one customer (``Customer.delivery_feedback``)."""
+
+    requests: dict[str, FeedbackRequest] = msgspec.field(default_factory=dict, name="r")  # order id → request
+
+
 class Customer(Record):
+    """A customer of the partition: the shared facts (profile, consent, suppression, orders), the
+    transactional mails' bookkeeping, and one field per marketing flow holding that flow's own struct
+    (None until the flow has something to keep)."""
+
     v: int = 1  # the format this record was written in (absent = 1)
     p: Profile = msgspec.field(default_factory=Profile)
     seen: dict[str, int] = {}  # event id → time (dedupe)
@@ -169,23 +209,34 @@ class Customer(Record):
     x: list[str] = []  # cancelled / returned order ids (≤ 20)
     mk: int | None = None  # last marketing send
     waiting_for_address: dict[str, list[Any]] = msgspec.field(default_factory=dict, name="ptx")  # event id → [flow, trigger, extra]: transactional mail waiting for an address
-    sh: dict[str, list[str]] = {}  # shipment id → statuses seen (≤ 10 shipments)
-    cart: Cart | None = None  # abandoned cart
-    cart_last_sent: int | None = msgspec.field(default=None, name="acl")  # abandoned cart: when its last step went out
-    cart_cleared_at: int | None = msgspec.field(default=None, name="cx")  # abandoned cart: when the cart was last cleared
-    lapses_at: int | None = msgspec.field(default=None, name="lap")  # win-back: when the customer lapses
-    win_back_done_for: int | None = msgspec.field(default=None, name="wbd")  # win-back: the last order (time) a win-back ran for
-    wb: WinBackRun | None = None  # win-back
-    fb: dict[str, FeedbackRequest] = {}  # delivery feedback: order id → request
+    sh: dict[str, list[str]] = {}  # shipment id → statuses seen (≤ 10 shipments): shipping and tracking mail
     oi: dict[str, OrderRef] = {}  # order id → number and products (the last 5 orders), for mail about the order
     gb: int | None = None  # win-back goodbye sent at: no marketing after it until a ``resubscribed`` feedback
-    bis: dict[str, WaitingSku] = {}  # back-in-stock: sku → waiting / due mail
-    bv: BrowseRun | None = None  # browse abandonment
-    browse_last_due: int | None = msgspec.field(default=None, name="bvl")  # browse abandonment: when its last mail was due (weekly cap)
     aud: list[str] = []  # retargeting audiences the customer is in (sorted; streams/core/audiences.py)
     ah: str | None = None  # digest of the hashed email those memberships were published with
     audience_withdrawn_at: int | None = msgspec.field(default=None, name="aw")  # a consent withdrawal / suppression not settled yet: in no audience until then
-    price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")  # streams/core/flows/price_drop.py
+    # each marketing flow's own state (streams/core/flows/<flow>.py reads and writes only its own)
+    abandoned_cart: AbandonedCartState | None = msgspec.field(default=None, name="ac")
+    win_back: WinBackState | None = msgspec.field(default=None, name="wbs")
+    browse: BrowseState | None = msgspec.field(default=None, name="ba")
+    back_in_stock: BackInStockState | None = msgspec.field(default=None, name="bs")
+    delivery_feedback: DeliveryFeedbackState | None = msgspec.field(default=None, name="df")
+    price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")
+
+
+class _CustomerV2(Customer):
+    """Formats 1 and 2: the marketing flows' fields sat loose on the customer. Read only to migrate."""
+
+    cart: Cart | None = None
+    acl: int | None = None
+    cx: int | None = None
+    lap: int | None = None
+    wbd: int | None = None
+    wb: WinBackRun | None = None
+    fb: dict[str, FeedbackRequest] = {}
+    bis: dict[str, WaitingSku] = {}
+    bv: BrowseRun | None = None
+    bvl: int | None = None
 
 
 class Partition(Record):
@@ -208,8 +259,29 @@ def encode(record: Record) -> bytes:
 
 
 def decode_customer(blob: bytes) -> Customer:
-    c = _customer.decode(blob)
-    c.v = STATE_VERSION  # formats 1 and 2 differ only in fields added since: nothing to migrate
+    if blob[:7] in _CURRENT:
+        return _customer.decode(blob)
+    return _migrate(_customer_v2.decode(blob))
+
+
+_CURRENT = (b'{"v":%d,' % STATE_VERSION, b'{"v":%d}' % STATE_VERSION)  # ``v`` is the first field, always written
+_customer_v2 = msgspec.json.Decoder(_CustomerV2)
+
+
+def _migrate(old: _CustomerV2) -> Customer:
+    """A format-1 or -2 record in this format: the loose flow fields move into each flow's struct."""
+    c = Customer(**{f: getattr(old, f) for f in Customer.__struct_fields__})
+    c.v = STATE_VERSION
+    if old.cart is not None or old.acl is not None or old.cx is not None:
+        c.abandoned_cart = AbandonedCartState(run=old.cart, last_sent=old.acl, cleared_at=old.cx)
+    if old.lap is not None or old.wbd is not None or old.wb is not None:
+        c.win_back = WinBackState(lapses_at=old.lap, done_for=old.wbd, run=old.wb)
+    if old.bv is not None or old.bvl is not None:
+        c.browse = BrowseState(run=old.bv, last_due=old.bvl)
+    if old.bis:
+        c.back_in_stock = BackInStockState(waiting=old.bis)
+    if old.fb:
+        c.delivery_feedback = DeliveryFeedbackState(requests=old.fb)
     return c
 
 

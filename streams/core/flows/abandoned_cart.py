@@ -1,8 +1,8 @@
 """Abandoned cart: help (1 h), urgency (24 h), incentive (72 h) after the last cart activity.
 
-State (``streams/core/state.py``): ``cart`` (a ``Cart``: id, items, currency, url, anchor ``a`` = the
-last activity, trigger, next step, deferral, cached total); ``cart_last_sent`` when the last step went out;
-``cart_cleared_at`` when the cart was last cleared (stored as ``acl`` and ``cx``).
+State: ``Customer.abandoned_cart``, an ``AbandonedCartState`` (``streams/core/state.py``): ``run`` (a
+``Cart``: id, items, currency, url, anchor ``a`` = the last activity, trigger, next step, deferral,
+cached total), ``last_sent`` when the last step went out, ``cleared_at`` when the cart was last cleared.
 Starts on cart activity with items; new activity re-times the running series and restarts it from
 step 1 only when no step went out in the last ``no_respam_ms``. Ends on an order after the activity,
 a cleared cart, or a suppression.
@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import AbandonedCartSettings, FlowSettings
-from streams.core.flows.base import Customer, Exit, SeriesFlow, items, total
+from streams.core.flows.base import Customer, Exit, SeriesFlow, items, own, total
 from streams.core.ids import stable_code
-from streams.core.state import Cart
+from streams.core.state import AbandonedCartState, Cart
 
 
 class AbandonedCart(SeriesFlow):
     name = "abandoned_cart"
-    timer_key = "cart"
+    timer_key = "abandoned_cart.run"
     priority = 0
     steps = 3
     settle_topics = frozenset({"carts", "orders"})
@@ -36,23 +36,24 @@ class AbandonedCart(SeriesFlow):
             self.exited(c, topic, r)
             return
         at = r["occurred_at"]
-        cart = c.cart
+        st = own(c, "abandoned_cart", AbandonedCartState)
+        cart = st.run
         if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known
             return
-        cleared = -1 if c.cart_cleared_at is None else c.cart_cleared_at
+        cleared = -1 if st.cleared_at is None else st.cleared_at
         if r["type"] == "cart_cleared" or not r["items"]:
-            c.cart = None
+            st.run = None
             if at > cleared:
-                c.cart_cleared_at = at
+                st.cleared_at = at
             return
         ac: AbandonedCartSettings = self.options
         if cart is None and (at < cleared or (c.ord is not None and c.ord.last is not None and at < c.ord.last)):
             self.ctx.count("stale:carts")  # the cart was cleared or bought after this activity
             return
         if cart is None:  # a new flow instance
-            cart = c.cart = Cart(trig=r["event_id"])
-        elif c.cart_last_sent is None or at - c.cart_last_sent >= ac.no_respam_ms:  # restart only without a recent step
+            cart = st.run = Cart(trig=r["event_id"])
+        elif st.last_sent is None or at - st.last_sent >= ac.no_respam_ms:  # restart only without a recent step
             cart.trig, cart.next = r["event_id"], 1
         # else: the running chain continues with its remaining steps, timed from this activity
         cart.id = r["cart_id"]
@@ -66,33 +67,40 @@ class AbandonedCart(SeriesFlow):
     def open_cart(self, c: Customer) -> Cart | None:
         """The customer's open abandoned cart (its lines, currency, url and last activity ``a``), if any:
         what other flows may know of this flow's state."""
-        return c.cart
+        st = c.abandoned_cart
+        return None if st is None else st.run
 
     def series_open(self, c: Customer) -> bool:
         """Whether the customer's cart series still has a step to send."""
-        return c.cart is not None and c.cart.next <= len(self.delays)
+        cart = self.open_cart(c)
+        return cart is not None and cart.next <= len(self.delays)
 
     def audience_of(self, c: Customer) -> tuple[str, ...]:
-        return self.audiences if c.cart is not None else ()
+        return self.audiences if self.open_cart(c) is not None else ()
 
     def next_due(self, c: Customer) -> int | None:
-        cart = c.cart
+        cart = c.abandoned_cart.run  # type: ignore[union-attr]  # asked only when ``timer_key`` is set
         return None if cart is None else self.series_due(cart)
 
     def instance(self, c: Customer) -> Cart | None:
-        return c.cart
+        return self.open_cart(c)
 
     def end(self, c: Customer) -> None:
-        c.cart = None
+        st = c.abandoned_cart
+        if st is not None:
+            st.run = None
 
     def started(self, inst: Cart) -> int:
         return inst.a
 
     def sent(self, c: Customer, due: int) -> None:
-        c.cart_last_sent = due
+        own(c, "abandoned_cart", AbandonedCartState).last_sent = due
 
     def settled_until(self, c: Customer) -> int:
-        return max(c.cart_cleared_at or 0, c.cart.a if c.cart is not None else 0)
+        st = c.abandoned_cart
+        if st is None:
+            return 0
+        return max(st.cleared_at or 0, st.run.a if st.run is not None else 0)
 
     def context(self, cid: str, c: Customer, inst: Cart, step: int, key: str) -> dict[str, Any]:
         cart_total = inst.tot

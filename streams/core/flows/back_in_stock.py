@@ -4,7 +4,8 @@ cart is restocked.
 Inputs: the customer's cart activity (settled, like every flow) and ``inventory``, a global topic
 keyed by SKU that every partition engine receives in full (``Flow.on_global``). The partition's
 ``stock`` table (SKU → ``Stock``, the latest inventory record applied) is this flow's state not keyed
-by customer; per customer it keeps ``bis`` (SKU → ``WaitingSku``, at most ``max_waiting_skus``).
+by customer; per customer it keeps ``Customer.back_in_stock``, a ``BackInStockState``: ``waiting``
+(SKU → ``WaitingSku``, at most ``max_waiting_skus``).
 
 A customer waits for a SKU when
 - a cart activity settles with a line whose ``stock`` is 0, or with a SKU the ``stock`` table holds
@@ -27,13 +28,13 @@ from typing import Any
 from streams.config import BackInStockSettings, FlowSettings
 from streams.core.context import FlowContext
 from streams.core.flows.abandoned_cart import AbandonedCart
-from streams.core.flows.base import Command, Customer, Exit, Flow, KeyedFlow
-from streams.core.state import Stock, WaitingSku
+from streams.core.flows.base import Command, Customer, Exit, Flow, KeyedFlow, own
+from streams.core.state import BackInStockState, Stock, WaitingSku
 
 
 class BackInStock(KeyedFlow):
     name = "back_in_stock"
-    timer_key = "bis"
+    timer_key = "back_in_stock"
     priority = 3
     steps = 1
     settle_topics = frozenset({"carts", "orders"})
@@ -70,22 +71,23 @@ class BackInStock(KeyedFlow):
                         and row.back > at:
                     # restocked after this activity, and the restock reached this partition before the
                     # activity settled (it waits out the grace period): the mail is due now
-                    w = c.bis[it["sku"]]
+                    w = self.timers(c)[it["sku"]]
                     w.due, w.trig = max(row.back, self.ctx.watermark), f"{it['sku']}@{row.back}"
             elif row is not None and row.out and row.at <= at:
                 self._wait(c, it, at)
 
     def _wait(self, c: Customer, item: dict[str, Any], at: int) -> bool:
         sku = item["sku"]
-        if sku in c.bis:
+        waits = own(c, "back_in_stock", BackInStockState).waiting
+        if sku in waits:
             return False  # already waiting, or its mail is due
         cart = self.carts.open_cart(c)
-        c.bis[sku] = WaitingSku(since=at, item=item, cur=cart.cur if cart is not None else "USD")
+        waits[sku] = WaitingSku(since=at, item=item, cur=cart.cur if cart is not None else "USD")
         limit = self.options.max_waiting_skus
-        if len(c.bis) > limit:  # forget the oldest waits (never a mail already due)
-            waiting = sorted((w.since, s) for s, w in c.bis.items() if w.due is None)
-            for _, s in waiting[:len(c.bis) - limit]:
-                del c.bis[s]
+        if len(waits) > limit:  # forget the oldest waits (never a mail already due)
+            waiting = sorted((w.since, s) for s, w in waits.items() if w.due is None)
+            for _, s in waiting[:len(waits) - limit]:
+                del waits[s]
                 self.ctx.count("back_in_stock:forgotten")
         return True
 
@@ -95,7 +97,10 @@ class BackInStock(KeyedFlow):
         return None if cart is None else next((it for it in cart.items if it["sku"] == sku), None)
 
     def suppressed(self, c: Customer) -> None:
-        c.bis = {}
+        c.back_in_stock = None
+
+    def emptied(self, c: Customer) -> None:
+        c.back_in_stock = None  # nothing waited for: the customer's record carries no field of this flow
 
     # ---- the global inventory topic ----------------------------------------------------------
     def on_global(self, topic: str, r: dict[str, Any], customers: Mapping[str, Customer]) -> list[str]:
@@ -130,7 +135,8 @@ class BackInStock(KeyedFlow):
             due = max(at, self.ctx.watermark)
             touched = []
             for cid, c in customers.items():
-                w = c.bis.get(sku) if c.bis else None
+                st = c.back_in_stock
+                w = st.waiting.get(sku) if st is not None else None
                 if w is not None and w.due is None and w.since <= at:
                     w.due, w.trig, w.next = due, f"{sku}@{at}", 1  # the trigger: this restock
                     touched.append(cid)
@@ -139,14 +145,15 @@ class BackInStock(KeyedFlow):
 
     # ---- timers -----------------------------------------------------------------------------
     def timers(self, c: Customer) -> dict[str, WaitingSku]:
-        return c.bis
+        st = c.back_in_stock
+        return st.waiting if st is not None else {}
 
     def started(self, inst: WaitingSku) -> int:
         return inst.since
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         sku = self.due_key(c, due)
-        w = c.bis[sku]
+        w = self.timers(c)[sku]
         row = self.stock.get(sku)
         if row is not None and row.out:  # sold out again before the mail went: wait for the next restock
             w.due = w.d = None

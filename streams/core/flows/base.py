@@ -32,7 +32,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
 
 import orjson
@@ -48,6 +49,7 @@ from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
 F = TypeVar("F", bound="Flow")
+S = TypeVar("S")
 
 ITEM_FIELDS = ("sku", "name", "price", "quantity", "image_url", "url")
 
@@ -68,6 +70,28 @@ def _line(it: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def own(c: Customer, field: str, new: Callable[[], S]) -> S:
+    """The flow's state struct in the customer's field ``field``, created empty the first time."""
+    state = getattr(c, field)
+    if state is None:
+        state = new()
+        setattr(c, field, state)
+    return state  # type: ignore[no-any-return]
+
+
+def state_getter(path: str) -> Callable[[Customer], Any]:
+    """A getter of ``timer_key``: a customer field, or ``field.attribute`` of a flow's struct (None-safe)."""
+    if "." not in path:
+        return attrgetter(path)
+    field, attr = path.split(".")
+    inner = attrgetter(attr)
+
+    def get(c: Customer) -> Any:
+        state = getattr(c, field)
+        return None if state is None else inner(state)
+    return get
+
+
 def total(lines: list[dict[str, Any]]) -> str:
     return str(sum((dec(it["price"]) * it["quantity"] for it in lines), Decimal(0)).quantize(Decimal("0.01")))
 
@@ -81,7 +105,9 @@ class Flow(ABC):
     arrival_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``on_arrival`` is called for
     global_topics: ClassVar[frozenset[str]] = frozenset()  # topics not keyed by customer, for ``on_global``
     has_timers: ClassVar[bool] = False  # whether ``next_due`` can ever answer
-    timer_key: ClassVar[str] = ""  # a customer whose field of this name is empty has no timer of this flow
+    # a customer whose field of this name (or ``field.attribute`` of the flow's own struct) is empty has no
+    # timer of this flow: the engine does not ask it
+    timer_key: ClassVar[str] = ""
     audiences: ClassVar[tuple[str, ...]] = ()  # retargeting audiences it defines (``audience_of``)
     # flows whose state this one asks about (through their methods, never their fields): they see every
     # record before this flow does, whatever the registry order

@@ -2,9 +2,9 @@
 they viewed products (``product_views``, ProductViewed) but neither added anything to the cart nor
 ordered since.
 
-State (``streams/core/state.py``): ``bv`` (a ``BrowseRun``: trigger = the first view's event id, first
-view ``f``, last view ``a``, the viewed products, currency, deferral); ``browse_last_due`` (stored ``bvl``)
-when the last browse mail was due (sent or held out), for the weekly cap.
+State: ``Customer.browse``, a ``BrowseState`` (``streams/core/state.py``): ``run`` (a ``BrowseRun``:
+trigger = the first view's event id, first view ``f``, last view ``a``, the viewed products, currency,
+deferral); ``last_due`` when the last browse mail was due (sent or held out), for the weekly cap.
 
 - A view starts a run unless a browse mail was due less than ``weekly_cap_ms`` before it (counted
   ``dropped:browse_abandonment:weekly_cap``); later views re-time it and put their product first
@@ -27,13 +27,13 @@ from typing import Any
 from streams.config import BrowseAbandonmentSettings, FlowSettings
 from streams.core.context import FlowContext
 from streams.core.flows.abandoned_cart import AbandonedCart
-from streams.core.flows.base import Command, Customer, Exit, Flow, SingleInstanceFlow
-from streams.core.state import BrowseRun
+from streams.core.flows.base import Command, Customer, Exit, Flow, SingleInstanceFlow, own
+from streams.core.state import BrowseRun, BrowseState
 
 
 class BrowseAbandonment(SingleInstanceFlow):
     name = "browse_abandonment"
-    timer_key = "bv"
+    timer_key = "browse.run"
     priority = 4
     steps = 1
     settle_topics = frozenset({"product_views", "carts", "orders"})
@@ -57,7 +57,7 @@ class BrowseAbandonment(SingleInstanceFlow):
     # ---- settled events ---------------------------------------------------------------------
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         if topic == "product_views":
-            self._view(cid, c, c.bv, r, r["occurred_at"])
+            self._view(cid, c, self.instance(c), r, r["occurred_at"])
         else:
             self.exited(c, topic, r)
 
@@ -77,44 +77,47 @@ class BrowseAbandonment(SingleInstanceFlow):
             if len(run.items) < opts.max_items and all(it["sku"] != r["sku"] for it in run.items):
                 run.items = run.items + [_product(r)]
             return
-        if c.browse_last_due is not None and at - c.browse_last_due < opts.weekly_cap_ms:
+        st = own(c, "browse", BrowseState)
+        if st.last_due is not None and at - st.last_due < opts.weekly_cap_ms:
             self.ctx.dropped(cid, self.name, 1, "weekly_cap")
             return
-        c.bv = BrowseRun(trig=r["event_id"], f=at, a=at, items=[_product(r)], cur=r.get("currency") or "USD")
+        st.run = BrowseRun(trig=r["event_id"], f=at, a=at, items=[_product(r)], cur=r.get("currency") or "USD")
 
     def settled_until(self, c: Customer) -> int:
-        return c.bv.a if c.bv is not None else 0
+        run = self.instance(c)
+        return run.a if run is not None else 0
 
     # ---- timers -----------------------------------------------------------------------------
     def next_due(self, c: Customer) -> int | None:
-        run = c.bv
+        run = c.browse.run  # type: ignore[union-attr]  # asked only when ``timer_key`` is set
         return None if run is None else run.d or run.a + self.delay_ms
 
     def original_due(self, inst: BrowseRun) -> int:
         return inst.a + self.delay_ms
 
     def advance(self, c: Customer, inst: BrowseRun, key: str) -> None:
-        c.bv = None  # one step: the run is over
+        self.end(c)  # one step: the run is over
 
     def instance(self, c: Customer) -> BrowseRun | None:
-        return c.bv
+        st = c.browse
+        return None if st is None else st.run
 
     def end(self, c: Customer) -> None:
-        c.bv = None
+        st = c.browse
+        if st is not None:
+            st.run = None
 
     def started(self, inst: BrowseRun) -> int:
         return inst.f
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        run = c.bv
-        assert run is not None
         if self.carts.series_open(c):
-            c.bv = None
+            self.end(c)
             self.ctx.dropped(cid, self.name, 1, "cart_series")
             return []
         commands = super().fire(cid, c, due)
         if commands:  # sent or held out: either way the customer's browse mail of this week
-            c.browse_last_due = due
+            own(c, "browse", BrowseState).last_due = due
         return commands
 
     def _acted_since(self, c: Customer, at: int) -> bool:

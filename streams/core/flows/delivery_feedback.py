@@ -1,7 +1,7 @@
 """Delivery feedback: a review request with a thank-you coupon ``feedback_delay_ms`` after delivery.
 
-State (``streams/core/state.py``): ``fb`` order id → ``FeedbackRequest`` (due, trigger = the
-delivery event, order, deferral). One per order; a
+State: ``Customer.delivery_feedback``, a ``DeliveryFeedbackState`` (``streams/core/state.py``):
+``requests`` order id → ``FeedbackRequest`` (due, trigger = the delivery event, order, deferral). One per order; a
 cancelled, refunded or returned order has none (and loses a pending one).
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import FlowSettings, TransactionalSettings
-from streams.core.flows.base import Customer, Exit, KeyedFlow
+from streams.core.flows.base import Customer, Exit, KeyedFlow, own
 from streams.core.ids import stable_code
-from streams.core.state import FeedbackRequest
+from streams.core.state import DeliveryFeedbackState, FeedbackRequest
 
 
 class DeliveryFeedback(KeyedFlow):
     name = "delivery_feedback"
-    timer_key = "fb"
+    timer_key = "delivery_feedback"
     priority = 1
     steps = 1
     settle_topics = frozenset({"orders", "shipments"})
@@ -34,7 +34,7 @@ class DeliveryFeedback(KeyedFlow):
         if r["type"] == "delivered":
             order_id = r["order_id"]
             if order_id not in c.x:
-                fb = c.fb
+                fb = own(c, "delivery_feedback", DeliveryFeedbackState).requests
                 if order_id not in fb:
                     ref = c.oi.get(order_id)
                     fb[order_id] = FeedbackRequest(due=r["occurred_at"] + self.options.feedback_delay_ms,
@@ -44,7 +44,11 @@ class DeliveryFeedback(KeyedFlow):
                                                    names=list(ref.names) if ref else [])
 
     def timers(self, c: Customer) -> dict[str, FeedbackRequest]:
-        return c.fb
+        st = c.delivery_feedback
+        return st.requests if st is not None else {}
+
+    def emptied(self, c: Customer) -> None:
+        c.delivery_feedback = None  # no request pending: the customer's record carries no field of this flow
 
     def context(self, cid: str, c: Customer, inst: FeedbackRequest, step: int, key: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {"order_id": key, "coupon_code": stable_code("THANKS", cid, key),

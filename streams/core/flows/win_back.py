@@ -4,11 +4,11 @@
 The goodbye is meant: once it has gone out (``gb``) no marketing mail of any flow is sent until the
 customer clicks "keep me subscribed" (a ``resubscribed`` feedback) or orders again.
 
-State (``streams/core/state.py``): ``lapses_at`` when the customer lapses (set by each order, from
-the segment as of that order); ``win_back_done_for`` the last order a win-back ran for (one per lapse;
-stored as ``lap`` and ``wbd``); ``wb`` (a
-``WinBackRun``: trigger, lapse time ``a``, next step, segment, deferral). Any newer order or a
-suppression ends it.
+State: ``Customer.win_back``, a ``WinBackState`` (``streams/core/state.py``): ``lapses_at`` when the
+customer lapses (set by each order, from the segment as of that order); ``done_for`` the last order a
+win-back ran for (one per lapse); ``run`` (a ``WinBackRun``: trigger, lapse time ``a``, next step,
+segment, deferral). Any newer order or a suppression ends the run. The goodbye's time ``gb`` is a fact
+of the customer every marketing flow's guards read, so it sits on ``Customer``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 from streams.config import DAY_MS, FlowSettings, WinBackSettings
 from streams.core.customer import customer_segment, register_spend
-from streams.core.flows.base import Command, Customer, SeriesFlow, with_opt_out
+from streams.core.flows.base import Command, Customer, SeriesFlow, own, with_opt_out
 from streams.core.ids import stable_code
 from streams.core.context import FlowContext
-from streams.core.state import Stock, WinBackRun
+from streams.core.state import Stock, WinBackRun, WinBackState
 from streams.core.tables import Table
 
 
@@ -38,7 +38,7 @@ def new_arrivals(stock: Table[Stock], limit: int, bought: frozenset[str] = froze
 
 class WinBack(SeriesFlow):
     name = "win_back"
-    timer_key = "lapses_at"  # set by every order; a win-back starts from it
+    timer_key = "win_back"  # made by the first order (its lapse date); a win-back starts from it
     priority = 2
     steps = 3
     settle_topics = frozenset({"orders"})
@@ -56,13 +56,14 @@ class WinBack(SeriesFlow):
         o = c.ord
         if o is None or o.lid != r["event_id"] or o.last is None:
             return  # a cancellation, or an order older than the last one known: the lapse date stays
-        c.wb = None
-        c.lapses_at = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
+        st = own(c, "win_back", WinBackState)
+        st.run = None
+        st.lapses_at = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
         if c.gb is not None and c.gb <= o.last:  # a customer who orders after the goodbye is back
             c.gb = None
 
     def audience_of(self, c: Customer) -> tuple[str, ...]:
-        wb = c.wb
+        wb = self.instance(c)
         if wb is None:
             return ()
         return self.audiences if wb.seg == "vip" else ("lapsed",)
@@ -76,43 +77,46 @@ class WinBack(SeriesFlow):
         return wbs.lapse_days.get(seg, 90) * DAY_MS
 
     def next_due(self, c: Customer) -> int | None:
-        wb = c.wb
-        if wb is not None:
-            return self.series_due(wb)
-        lap = c.lapses_at
-        if lap is not None and c.ord is not None and c.win_back_done_for != c.ord.last:
+        st = c.win_back
+        assert st is not None  # asked only when ``timer_key`` is set
+        if st.run is not None:
+            return self.series_due(st.run)
+        lap = st.lapses_at
+        if lap is not None and c.ord is not None and st.done_for != c.ord.last:
             return lap
         return None
 
     def instance(self, c: Customer) -> WinBackRun | None:
-        return c.wb
+        st = c.win_back
+        return None if st is None else st.run
 
     def end(self, c: Customer) -> None:
-        c.wb = None
+        st = c.win_back
+        if st is not None:
+            st.run = None
 
     def _start(self, cid: str, c: Customer, due: int) -> None:
         o = c.ord
         assert o is not None and o.lid is not None
-        c.win_back_done_for = o.last
+        st = own(c, "win_back", WinBackState)
+        st.done_for = o.last
         register_spend(self.ctx, c)  # 365-day window moves on: re-register before segmenting
-        c.wb = WinBackRun(trig=o.lid, a=due, seg=customer_segment(self.ctx, c))
+        st.run = WinBackRun(trig=o.lid, a=due, seg=customer_segment(self.ctx, c))
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
-        wb = c.wb
-        if wb is None:  # the lapse date: the series starts (its first step is due now or later)
+        if self.instance(c) is None:  # the lapse date: the series starts (its first step is due now or later)
             self._start(cid, c, due)
             return []
         return super().fire(cid, c, due)
 
     def skip(self, cid: str, c: Customer, due: int) -> None:
-        wb = c.wb
-        if wb is None:  # a lapse date in the past starts the series as it would have
+        if self.instance(c) is None:  # a lapse date in the past starts the series as it would have
             self._start(cid, c, due)
             return
         super().skip(cid, c, due)
 
     def sent(self, c: Customer, due: int) -> None:
-        wb = c.wb
+        wb = self.instance(c)
         if wb is not None and wb.next > self.steps:  # the goodbye went out: no more marketing until "keep"
             c.gb = due
 
