@@ -227,7 +227,7 @@ class DecisionLog:
         elif reason == "after_goodbye":
             figures["goodbye_at"] = c.gb
         elif reason == "weekly_cap":
-            figures["last_due"] = c.browse_last_due
+            figures["last_due"] = c.browse.last_due if c.browse is not None else None
         return figures
 
 
@@ -287,13 +287,16 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     o = c.ord
     if o is not None and o.n:
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
-    if c.cart is not None:
-        state.append(f"open cart {c.cart.id} with {len(c.cart.items)} line(s), last activity {when(c.cart.a, tz)}, "
-                     f"{next_step('abandoned_cart', c.cart.next)}")
-    if c.wb is not None:
-        state.append(f"win-back series ({c.wb.seg}) since {when(c.wb.a, tz)}, {next_step('win_back', c.wb.next)}")
-    elif c.lapses_at is not None:
-        state.append(f"lapses (win-back) at {when(c.lapses_at, tz)}")
+    cart = c.abandoned_cart.run if c.abandoned_cart is not None else None
+    if cart is not None:
+        state.append(f"open cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}, "
+                     f"{next_step('abandoned_cart', cart.next)}")
+    wb = c.win_back
+    if wb is not None and wb.run is not None:
+        state.append(f"win-back series ({wb.run.seg}) since {when(wb.run.a, tz)}, "
+                     f"{next_step('win_back', wb.run.next)}")
+    elif wb is not None and wb.lapses_at is not None:
+        state.append(f"lapses (win-back) at {when(wb.lapses_at, tz)}")
     if c.mk is not None:
         state.append(f"last marketing mail at {when(c.mk, tz)}")
     if c.gb is not None:
