@@ -68,7 +68,7 @@ from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
-from streams.core.flows.base import Command, Flow, state_getter
+from streams.core.flows.base import Command, Flow, timer_getters
 from streams.core.flows.registry import FLOWS
 from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
@@ -125,10 +125,10 @@ class PartitionEngine:
         # transactional mail that waited for an address names its flow
         self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
         # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
-        # first; each with the getter of its customer field (empty: no timer of this flow, not asked)
-        self._timed: tuple[tuple[Callable[[Customer], Any], Flow], ...] = tuple(
-            (state_getter(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
-                                                        key=lambda f: f.priority))
+        # first; each with the getters of its ``timer_key`` (empty: no timer of this flow, not asked)
+        self._timed: tuple[tuple[Callable[[Customer], Any], Callable[[Any], Any] | None, Flow], ...] = tuple(
+            (*timer_getters(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
+                                                          key=lambda f: f.priority))
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
         self._arrival: dict[str, tuple[Flow, ...]] = {
@@ -370,8 +370,9 @@ class PartitionEngine:
     def _next_timer(self, c: Customer) -> int | None:
         """The earliest pending timer of any flow."""
         best: int | None = None
-        for has_state, f in self._timed:
-            if has_state(c):  # a flow whose timer field is empty has no timer: not asked (hot path)
+        for field, inner, f in self._timed:
+            state = field(c)  # a flow whose timer field is empty has no timer: not asked (hot path)
+            if state and (inner is None or inner(state)):
                 t = f.next_due(c)
                 if t is not None and (best is None or t < best):
                     best = t
@@ -379,8 +380,9 @@ class PartitionEngine:
 
     def _timer_flow(self, c: Customer, due: int) -> Flow:
         """The flow whose timer is due at ``due`` (the lowest priority on a tie)."""
-        for has_state, f in self._timed:
-            if has_state(c) and f.next_due(c) == due:
+        for field, inner, f in self._timed:
+            state = field(c)
+            if state and (inner is None or inner(state)) and f.next_due(c) == due:
                 return f
         raise AssertionError(f"no flow has a timer at {due}")
 

@@ -36,7 +36,9 @@ class AbandonedCart(SeriesFlow):
             self.exited(c, topic, r)
             return
         at = r["occurred_at"]
-        st = own(c, "abandoned_cart", AbandonedCartState)
+        st = c.abandoned_cart
+        if st is None:
+            st = c.abandoned_cart = AbandonedCartState()
         cart = st.run
         if cart is not None and at < cart.a:
             self.ctx.count("stale:carts")  # newer cart activity is already known

@@ -79,17 +79,11 @@ def own(c: Customer, field: str, new: Callable[[], S]) -> S:
     return state  # type: ignore[no-any-return]
 
 
-def state_getter(path: str) -> Callable[[Customer], Any]:
-    """A getter of ``timer_key``: a customer field, or ``field.attribute`` of a flow's struct (None-safe)."""
-    if "." not in path:
-        return attrgetter(path)
-    field, attr = path.split(".")
-    inner = attrgetter(attr)
-
-    def get(c: Customer) -> Any:
-        state = getattr(c, field)
-        return None if state is None else inner(state)
-    return get
+def timer_getters(path: str) -> tuple[Callable[[Customer], Any], Callable[[Any], Any] | None]:
+    """The getters of a ``timer_key``: the customer's field, and for ``field.attribute`` the attribute of
+    the flow's struct held there (C-level getters: the engine asks them for every customer it settles)."""
+    field, _, attr = path.partition(".")
+    return attrgetter(field), (attrgetter(attr) if attr else None)
 
 
 def total(lines: list[dict[str, Any]]) -> str:

@@ -56,7 +56,9 @@ class WinBack(SeriesFlow):
         o = c.ord
         if o is None or o.lid != r["event_id"] or o.last is None:
             return  # a cancellation, or an order older than the last one known: the lapse date stays
-        st = own(c, "win_back", WinBackState)
+        st = c.win_back
+        if st is None:
+            st = c.win_back = WinBackState()
         st.run = None
         st.lapses_at = o.last + self.lapse_ms(c)  # when this customer lapses (segment as of this order)
         if c.gb is not None and c.gb <= o.last:  # a customer who orders after the goodbye is back
