@@ -81,7 +81,7 @@ class AbandonedCart(SeriesFlow):
         return self.audiences if self.open_cart(c) is not None else ()
 
     def next_due(self, c: Customer) -> int | None:
-        cart = c.abandoned_cart.run  # type: ignore[union-attr]  # asked only when ``timer_key`` is set
+        cart = self.open_cart(c)
         return None if cart is None else self.series_due(cart)
 
     def instance(self, c: Customer) -> Cart | None:

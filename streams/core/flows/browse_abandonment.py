@@ -89,7 +89,7 @@ class BrowseAbandonment(SingleInstanceFlow):
 
     # ---- timers -----------------------------------------------------------------------------
     def next_due(self, c: Customer) -> int | None:
-        run = c.browse.run  # type: ignore[union-attr]  # asked only when ``timer_key`` is set
+        run = self.instance(c)
         return None if run is None else run.d or run.a + self.delay_ms
 
     def original_due(self, inst: BrowseRun) -> int:

@@ -80,7 +80,8 @@ class WinBack(SeriesFlow):
 
     def next_due(self, c: Customer) -> int | None:
         st = c.win_back
-        assert st is not None  # asked only when ``timer_key`` is set
+        if st is None:
+            return None
         if st.run is not None:
             return self.series_due(st.run)
         lap = st.lapses_at
