@@ -186,6 +186,29 @@ class Customer(Record):
     ah: str | None = None  # digest of the hashed email those memberships were published with
     audience_withdrawn_at: int | None = msgspec.field(default=None, name="aw")  # a consent withdrawal / suppression not settled yet: in no audience until then
     price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")  # streams/core/flows/price_drop.py
+    # sunset (streams/core/flows/sunset.py): the latest human click, order or consent given (None: no
+    # consent, or state from before sunset), when the customer was sunset, the latest deliveries (message → time)
+    engaged_at: int | None = msgspec.field(default=None, name="eng")
+    sunset_since: int | None = msgspec.field(default=None, name="sun")
+    deliveries: dict[str, int] = msgspec.field(default_factory=dict, name="dlv")
+
+
+class ProviderWindow(Record):
+    """The complaint and bounce guard's view of one mailbox provider (streams/core/deliverability.py)."""
+
+    buckets: dict[int, list[int]] = msgspec.field(default_factory=dict, name="b")  # bucket → [delivered, hard bounced, complained]
+    history: list[list[Any]] = msgspec.field(default_factory=list, name="h")  # [since, status] transitions, the last ≤ 16
+    complaint_rate: float | None = msgspec.field(default=None, name="cr")  # at the last boundary (None: under min_volume)
+    bounce_rate: float | None = msgspec.field(default=None, name="br")
+    volume: int = msgspec.field(default=0, name="n")  # deliveries + hard bounces in the window at the last boundary
+    recheck: bool = msgspec.field(default=False, name="x")  # a late record changed the window: evaluate the next boundary
+
+
+class GuardState(Record):
+    """The complaint and bounce guard of a partition: the last bucket boundary evaluated, and each provider's window."""
+
+    upto: int = 0  # bucket index of the last boundary evaluated
+    providers: dict[str, ProviderWindow] = msgspec.field(default_factory=dict, name="p")
 
 
 class Partition(Record):
@@ -196,6 +219,7 @@ class Partition(Record):
     tick: int = 0
     v: int = 1  # 1: any event could move the clock; 2: a future event never does
     aud: bool = False  # every customer has been through the audience check (streams/core/audiences.py)
+    guard: GuardState | None = msgspec.field(default=None, name="dg")  # complaint and bounce guard (deliverability.py)
 
 
 _encoder = msgspec.json.Encoder()

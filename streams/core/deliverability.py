@@ -1,0 +1,274 @@
+"""The complaint and bounce guard: rates per mailbox provider in event time, and marketing paused at a stop.
+
+Mailbox providers judge a sender by its complaint and bounce rates, and a sender over their line is
+throttled or blocked, transactional mail from the same domain included. The processors watch the same
+rates from the feedback they already read (``email.feedback``: ``delivered``, ``bounced``,
+``complained``) and pause marketing mail to a provider before the provider does it for them.
+
+- **Provider** of a recipient: the domain of the customer's address by MX-free rules (``provider_of``):
+  gmail.com, googlemail.com → gmail; yahoo.*, ymail.com, rocketmail.com, aol.* → yahoo; outlook.*,
+  hotmail.*, live.*, msn.com → outlook; icloud.com, me.com, mac.com → apple; anything else → other
+  (``deliverability.domains`` adds rules of the shop's own, e.g. a company domain hosted by Outlook).
+- **Counts**: each feedback record is counted on arrival in the event-time bucket of its ``occurred_at``
+  (``bucket_ms``, default 1 h): delivered, hard (``permanent``) bounces, complaints. A transient bounce
+  counts nowhere (the mail may still arrive).
+- **Rates**: at each bucket boundary, over the complete buckets of the window before it (``window_ms``,
+  default 24 h): complaint rate = complaints ÷ deliveries, bounce rate = hard bounces ÷ (deliveries +
+  hard bounces). Under ``min_volume`` deliveries + hard bounces there is no rate.
+- **Status** per provider, decided at each boundary: ``stop`` at a stop threshold, ``warn`` at a warn
+  threshold, else ``ok``. A provider in ``stop`` resumes at the first boundary at least ``cool_off_ms``
+  after the stop where both rates are under their ``resume_below`` threshold (or there is no rate).
+- **Decisions**: a marketing step due at ``t`` reads the status its provider had at the last boundary at
+  or before ``t``. Paused, it is deferred to the next boundary (re-checked there, dropped once past its
+  expiry: ``expired_by_provider_pause``) or dropped (``on_stop = "drop"``: ``provider_paused``).
+  Transactional mail never asks.
+
+Why this is the same in every run (``simulate``, ``replay``, the workers): a boundary is evaluated only
+once the partition's watermark has passed it, and every feedback record first brings the evaluation up to
+the watermark before it is counted. So the status at a boundary depends only on the feedback before the
+boundary that arrived before the watermark passed it — every on-time record, in any arrival order within
+the grace; a late record counts in its bucket for the boundaries still to come (statuses already decided
+stand, as emitted mail does). Each provider keeps its last 16 status changes, so a step due at an earlier
+time than the latest boundary reads the status of its own time.
+
+The rates are per partition (each partition engine sees the feedback of its own customers): with
+customers spread evenly by their id, each partition's rate estimates the shop's rate, and ``min_volume``
+applies to a partition's share of the traffic. Counters (``deliverability:<provider>:<status>`` on each
+change, ``deliverability:<provider>:held`` each time a step is held back: deferred or dropped) and ``snapshot()`` (status, rates and
+volume at the last boundary) are what the runtime exports as metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from streams.config import DELIVERABILITY_PROVIDERS, ConfigError, DeliverabilitySettings
+from streams.core.state import GuardState, ProviderWindow
+
+OK, WARN, STOP = "ok", "warn", "stop"
+LEVEL = {OK: 0, WARN: 1, STOP: 2}  # the status as a number (the metric's value)
+HISTORY = 16  # status changes kept per provider
+_DELIVERED, _BOUNCED, _COMPLAINED = 0, 1, 2
+
+_EXACT = {"gmail.com": "gmail", "googlemail.com": "gmail", "ymail.com": "yahoo", "rocketmail.com": "yahoo",
+          "msn.com": "outlook", "icloud.com": "apple", "me.com": "apple", "mac.com": "apple"}
+_BRANDS = {"yahoo": "yahoo", "aol": "yahoo", "outlook": "outlook", "hotmail": "outlook", "live": "outlook"}
+
+__all__ = ["DeliverabilityGuard", "LEVEL", "OK", "STOP", "WARN", "provider_of"]
+
+
+def provider_of(email: str | None, domains: dict[str, str] | None = None) -> str:
+    """The mailbox provider of an address by its domain (no MX lookup): gmail, yahoo, outlook, apple or other.
+    A brand domain counts under any country suffix (``yahoo.co.uk``, ``hotmail.de``) but not as the first
+    label of someone else's domain (``live.example.com`` is other)."""
+    domain = (email or "").rpartition("@")[2].strip().lower().rstrip(".")
+    if domains:
+        found = domains.get(domain)
+        if found is not None:
+            return found
+    found = _EXACT.get(domain)
+    if found is not None:
+        return found
+    brand, _, suffix = domain.partition(".")
+    provider = _BRANDS.get(brand)
+    if provider is not None and suffix and _country_suffix(suffix):
+        return provider
+    return "other"
+
+
+def _country_suffix(suffix: str) -> bool:
+    """``com``, ``de``, ``co.uk``, ``com.br``: one or two short labels (a public suffix, not a domain)."""
+    labels = suffix.split(".")
+    return len(labels) <= 2 and all(0 < len(label) <= 3 and label.isalpha() for label in labels)
+
+
+def _check(settings: DeliverabilitySettings) -> None:
+    if settings.bucket_ms <= 0 or settings.window_ms < settings.bucket_ms or settings.window_ms % settings.bucket_ms:
+        raise ConfigError("deliverability.window_ms must be a positive whole number of deliverability.bucket_ms")
+    if settings.on_stop not in ("defer", "drop"):
+        raise ConfigError(f"deliverability.on_stop must be 'defer' or 'drop', not {settings.on_stop!r}")
+    if settings.resume_below not in (WARN, STOP):
+        raise ConfigError(f"deliverability.resume_below must be 'warn' or 'stop', not {settings.resume_below!r}")
+    if not (0 < settings.complaint_warn <= settings.complaint_stop and 0 < settings.bounce_warn <= settings.bounce_stop):
+        raise ConfigError("deliverability thresholds: 0 < *_warn ≤ *_stop")
+    unknown = sorted(set(settings.domains.values()) - set(DELIVERABILITY_PROVIDERS))
+    if unknown:
+        raise ConfigError(f"deliverability.domains names unknown providers {unknown} (known: {DELIVERABILITY_PROVIDERS})")
+
+
+class DeliverabilityGuard:
+    """The guard of one partition (held by its ``FlowContext``); ``state`` is persisted in the partition record."""
+
+    def __init__(self, settings: DeliverabilitySettings, count: Callable[[str], None],
+                 changed: Callable[[], None]) -> None:
+        _check(settings)
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.drop_on_stop = settings.on_stop == "drop"
+        self.bucket_ms = settings.bucket_ms
+        self.window = settings.window_ms // settings.bucket_ms  # buckets per window
+        self.cool_off_ms = settings.cool_off_ms
+        self.count = count
+        self._changed = changed
+        self.state = GuardState()
+        self._stopping: set[str] = set()  # providers with a stop in their kept history (fast path: empty)
+        self._providers: dict[str, str] = {}  # domain → provider, cached
+
+    # ---- persistence -------------------------------------------------------------------------
+    def restore(self, state: GuardState | None) -> None:
+        self.state = state if state is not None else GuardState()
+        self._stopping = {name for name, w in self.state.providers.items() if any(s == STOP for _, s in w.history)}
+
+    def persisted(self) -> GuardState | None:
+        """What the partition record carries (None while nothing was counted)."""
+        return self.state if self.state.providers else None
+
+    # ---- input -------------------------------------------------------------------------------
+    def provider(self, email: str | None) -> str:
+        domain = (email or "").rpartition("@")[2].lower()
+        found = self._providers.get(domain)
+        if found is None:
+            if len(self._providers) > 10_000:
+                self._providers.clear()
+            found = self._providers[domain] = provider_of(email, self.settings.domains)
+        return found
+
+    def observe(self, email: str | None, record: dict[str, Any], watermark: int) -> None:
+        """A feedback record on arrival: delivered, a hard bounce or a complaint is counted in its bucket
+        (after every boundary the watermark has passed is evaluated); other feedback is not counted."""
+        kind = record["type"]
+        if kind == "delivered":
+            column = _DELIVERED
+        elif kind == "complained":
+            column = _COMPLAINED
+        elif kind == "bounced" and record.get("bounce_type") == "permanent":
+            column = _BOUNCED
+        else:
+            return
+        self.catch_up(watermark)
+        bucket = int(record["occurred_at"]) // self.bucket_ms
+        state = self.state
+        if state.upto and bucket + self.window <= state.upto:
+            self.count("deliverability:too_late")  # older than every window still to be evaluated
+            return
+        name = self.provider(email)
+        window = state.providers.get(name)
+        if window is None:
+            window = state.providers[name] = ProviderWindow()
+        row = window.buckets.get(bucket)
+        if row is None:
+            row = window.buckets[bucket] = [0, 0, 0]
+        row[column] += 1
+        if bucket < state.upto:  # late: in the window already, so the next boundary sees a change
+            window.recheck = True
+        self._changed()
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def catch_up(self, at: int) -> None:
+        """Evaluate every bucket boundary at or before ``at`` not evaluated yet (``at`` ≤ the watermark)."""
+        target = at // self.bucket_ms
+        state = self.state
+        if target <= state.upto:
+            return
+        if not state.providers:
+            state.upto = target
+            return
+        for name in sorted(state.providers):
+            self._advance(name, state.providers[name], state.upto, target)
+        state.upto = target
+        self._changed()
+
+    def _advance(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
+        """The boundaries in (upto, target] where the window's content or the cool-off changes, in order."""
+        n = self.window
+        if window.recheck and upto < target:
+            window.recheck = False
+            self._evaluate(name, window, upto + 1)
+            upto += 1
+        while True:
+            nxt: int | None = None
+            for b in window.buckets:
+                for k in (b + 1, b + 1 + n):  # bucket b enters the window at b + 1 and leaves it at b + 1 + n
+                    if upto < k <= target and (nxt is None or k < nxt):
+                        nxt = k
+            if window.history and window.history[-1][1] == STOP:  # the cool-off's end may resume it
+                k = -(-(window.history[-1][0] + self.cool_off_ms) // self.bucket_ms)
+                if upto < k <= target and (nxt is None or k < nxt):
+                    nxt = k
+            if nxt is None:
+                break
+            self._evaluate(name, window, nxt)
+            upto = nxt
+        for b in [b for b in window.buckets if b + 1 + n <= target]:  # left every window still to come
+            del window.buckets[b]
+
+    def _evaluate(self, name: str, window: ProviderWindow, boundary: int) -> None:
+        s = self.settings
+        lo = boundary - self.window
+        delivered = bounced = complained = 0
+        for b, row in window.buckets.items():
+            if lo <= b < boundary:
+                delivered += row[_DELIVERED]
+                bounced += row[_BOUNCED]
+                complained += row[_COMPLAINED]
+        volume = delivered + bounced
+        window.volume = volume
+        if volume >= s.min_volume:
+            cr = window.complaint_rate = complained / max(delivered, 1)
+            br = window.bounce_rate = bounced / volume
+            level = STOP if cr >= s.complaint_stop or br >= s.bounce_stop else \
+                WARN if cr >= s.complaint_warn or br >= s.bounce_warn else OK
+        else:
+            cr = br = window.complaint_rate = window.bounce_rate = None
+            level = OK
+        at = boundary * self.bucket_ms
+        current = window.history[-1][1] if window.history else OK
+        if current == STOP and level != STOP:
+            resume_c, resume_b = ((s.complaint_warn, s.bounce_warn) if s.resume_below == WARN
+                                  else (s.complaint_stop, s.bounce_stop))
+            below = cr is None or (cr < resume_c and br is not None and br < resume_b)
+            if not below or at - window.history[-1][0] < self.cool_off_ms:
+                level = STOP
+        if level != current:
+            window.history.append([at, level])
+            del window.history[:-HISTORY]
+            self.count(f"deliverability:{name}:{level}")
+            if level == STOP:
+                self._stopping.add(name)
+            elif not any(st == STOP for _, st in window.history):
+                self._stopping.discard(name)
+
+    # ---- decisions ------------------------------------------------------------------------------
+    def status_at(self, name: str, at: int) -> str:
+        """The provider's status for a step due at ``at`` (the one decided at the last boundary ≤ ``at``)."""
+        self.catch_up(at)
+        window = self.state.providers.get(name)
+        if window is None:
+            return OK
+        for since, status in reversed(window.history):
+            if since <= at:
+                return str(status)
+        return OK
+
+    def paused(self, email: str | None, at: int) -> int | None:
+        """None when marketing mail to ``email`` may go at ``at``; else when to ask again (the next boundary)."""
+        if not self.enabled:
+            return None
+        self.catch_up(at)
+        if not self._stopping:
+            return None
+        name = self.provider(email)
+        if name not in self._stopping or self.status_at(name, at) != STOP:
+            return None
+        self.count(f"deliverability:{name}:held")
+        return (at // self.bucket_ms + 1) * self.bucket_ms
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per provider seen: status, complaint and bounce rate (None under min_volume), volume — at the last boundary."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, w in sorted(self.state.providers.items()):
+            status = str(w.history[-1][1]) if w.history else OK
+            out[name] = {"status": status, "level": LEVEL[status], "complaint_rate": w.complaint_rate,
+                         "bounce_rate": w.bounce_rate, "volume": w.volume}
+        return out
