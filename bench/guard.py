@@ -66,15 +66,19 @@ def feedback_for(commands: list[dict[str, Any]]) -> list[Event]:
 
 
 def bench_input(customers: int, days: int) -> list[Event]:
-    shop = [(t, serde.from_json(VALUE_SCHEMA[t], r))
-            for t, r in with_providers(list(generate(TrafficSpec(customers=customers, days=days, seed=5))))]
+    """The shop's traffic and its feedback in log order, records in their JSON form."""
+    shop = with_providers(list(generate(TrafficSpec(customers=customers, days=days, seed=5))))
     sim = Simulator(guard_settings(True))
     commands: list[dict[str, Any]] = []
     for topic, rec in shop:
-        commands.extend(cmd for _, cmd in sim.apply(topic, rec).commands)
-    merged = shop + [(t, serde.from_json(VALUE_SCHEMA[t], r)) for t, r in feedback_for(commands)]
+        commands.extend(cmd for _, cmd in sim.apply(topic, serde.from_json(VALUE_SCHEMA[topic], rec)).commands)
+    merged = shop + feedback_for(commands)
     merged.sort(key=lambda e: e[1]["occurred_at"])  # stable: the shop's log order is kept
     return merged
+
+
+def decoded(events: list[Event]) -> list[Event]:
+    return [(t, serde.from_json(VALUE_SCHEMA[t], r)) for t, r in events]
 
 
 def cpu_pass(settings: Settings, events: list[Event]) -> float:
@@ -87,7 +91,7 @@ def cpu_pass(settings: Settings, events: list[Event]) -> float:
 
 
 def bench_guard(customers: int, days: int, rounds: int, out: Any) -> None:
-    events = bench_input(customers, days)
+    events = decoded(bench_input(customers, days))
     on, off = guard_settings(True), guard_settings(False)
     times: dict[bool, list[float]] = {True: [], False: []}
     for r in range(rounds):
@@ -102,3 +106,24 @@ def bench_guard(customers: int, days: int, rounds: int, out: Any) -> None:
     out.add("guard.on_events_per_cpu_s", round(len(events) / on_s))
     out.add("guard.off_events_per_cpu_s", round(len(events) / off_s))
     out.add("guard.cost", round(on_s / off_s - 1, 4))  # the brief: ≤ 0.05
+
+
+def bench_guard_instructions(customers: int, days: int, out: Any) -> None:
+    """Instructions per event (callgrind, bench/instructions.py) of the same input with the guard and sunset
+    on and off: a count that repeats whatever else the machine is doing."""
+    from bench.instructions import InstructionsUnavailable, count_instructions
+
+    events = bench_input(customers, days)
+    counts = {}
+    for on in (True, False):
+        try:
+            counts[on] = count_instructions(events, {"deliverability": {"enabled": on}, "flows": {"sunset": {"enabled": on}}})
+        except InstructionsUnavailable as exc:
+            out.add("guard.instructions.skipped", str(exc))
+            return
+    out.add("guard.instructions.events", counts[True].events)
+    for region in ("engine", "task"):
+        on_i, off_i = counts[True].per_event(region), counts[False].per_event(region)
+        out.add(f"guard.instructions.{region}_on_per_event", round(on_i))
+        out.add(f"guard.instructions.{region}_off_per_event", round(off_i))
+        out.add(f"guard.instructions.{region}_cost", round(on_i / off_i - 1, 4))

@@ -804,6 +804,10 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         from bench.guard import bench_guard
 
         bench_guard(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, figures)
+    if "guard-instructions" in parts:
+        from bench.guard import bench_guard_instructions
+
+        bench_guard_instructions(cfg.core_customers // 4, cfg.core_days, figures)
     broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:

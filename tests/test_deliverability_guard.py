@@ -235,3 +235,12 @@ def test_the_guard_bench_times_the_same_input_with_the_guard_on_and_off():
     figures = run_bench(replace(TINY, guard_customers=150, guard_days=20, guard_rounds=1), ["guard"])
     assert figures.rows["guard.events"] == len(events) and figures.rows["guard.on_cpu_s"] > 0
     assert isinstance(figures.rows["guard.cost"], float)
+
+
+def test_a_guard_that_first_counts_on_a_fresh_partition_does_not_walk_every_hour_since_1970():
+    guard = DeliverabilityGuard(settings().deliverability, lambda name: None, lambda: None)
+    _, record = feedback("g0", T0, "delivered")
+    guard.observe("g0@gmail.com", record, -10 * MINUTE_MS)  # a fresh partition: its clock is 0
+    guard.catch_up(T0 + 2 * HOUR_MS)
+    assert guard.state.upto == (T0 + 2 * HOUR_MS) // HOUR_MS
+    assert guard.snapshot()["gmail"]["volume"] == 1

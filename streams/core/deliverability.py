@@ -113,7 +113,7 @@ class DeliverabilityGuard:
         self._changed = changed
         self.state = GuardState()
         self._stopping: set[str] = set()  # providers with a stop in their kept history (fast path: empty)
-        self._providers: dict[str, str] = {}  # domain → provider, cached
+        self._providers: dict[str, str] = {}  # address → provider, cached
 
     # ---- persistence -------------------------------------------------------------------------
     def restore(self, state: GuardState | None) -> None:
@@ -126,12 +126,11 @@ class DeliverabilityGuard:
 
     # ---- input -------------------------------------------------------------------------------
     def provider(self, email: str | None) -> str:
-        domain = (email or "").rpartition("@")[2].lower()
-        found = self._providers.get(domain)
+        found = self._providers.get(email or "")
         if found is None:
-            if len(self._providers) > 10_000:
+            if len(self._providers) > 100_000:
                 self._providers.clear()
-            found = self._providers[domain] = provider_of(email, self.settings.domains)
+            found = self._providers[email or ""] = provider_of(email, self.settings.domains)
         return found
 
     def observe(self, email: str | None, record: dict[str, Any], watermark: int) -> None:
@@ -146,10 +145,13 @@ class DeliverabilityGuard:
             column = _BOUNCED
         else:
             return
-        self.catch_up(watermark)
-        bucket = int(record["occurred_at"]) // self.bucket_ms
         state = self.state
-        if state.upto and bucket + self.window <= state.upto:
+        bucket_ms = self.bucket_ms
+        if watermark // bucket_ms > state.upto:
+            self.catch_up(watermark)
+        bucket = record["occurred_at"] // bucket_ms
+        upto = state.upto
+        if upto and bucket + self.window <= upto:
             self.count("deliverability:too_late")  # older than every window still to be evaluated
             return
         name = self.provider(email)
@@ -160,7 +162,8 @@ class DeliverabilityGuard:
         if row is None:
             row = window.buckets[bucket] = [0, 0, 0]
         row[column] += 1
-        if bucket < state.upto:  # late: in the window already, so the next boundary sees a change
+        if bucket < upto:  # late: in the window already, so the next boundary sees a change
+            window.sums[column] += 1
             window.recheck = True
         self._changed()
 
@@ -171,47 +174,57 @@ class DeliverabilityGuard:
         state = self.state
         if target <= state.upto:
             return
-        if not state.providers:
-            state.upto = target
-            return
         for name in sorted(state.providers):
-            self._advance(name, state.providers[name], state.upto, target)
+            window = state.providers[name]
+            if window.buckets or window.recheck or (window.history and window.history[-1][1] != OK):  # else no change
+                self._advance(name, window, state.upto, target)
         state.upto = target
         self._changed()
 
     def _advance(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
-        """The boundaries in (upto, target] where the window's content or the cool-off changes, in order."""
+        """Boundary by boundary up to ``target``: the window gains the bucket before the boundary and loses
+        the one that falls out; the status is re-decided where the content changed (or a stop may end)."""
         n = self.window
-        if window.recheck and upto < target:
-            window.recheck = False
-            self._evaluate(name, window, upto + 1)
-            upto += 1
-        while True:
-            nxt: int | None = None
-            for b in window.buckets:
-                for k in (b + 1, b + 1 + n):  # bucket b enters the window at b + 1 and leaves it at b + 1 + n
-                    if upto < k <= target and (nxt is None or k < nxt):
-                        nxt = k
-            if window.history and window.history[-1][1] == STOP:  # the cool-off's end may resume it
-                k = -(-(window.history[-1][0] + self.cool_off_ms) // self.bucket_ms)
-                if upto < k <= target and (nxt is None or k < nxt):
-                    nxt = k
-            if nxt is None:
-                break
-            self._evaluate(name, window, nxt)
-            upto = nxt
-        for b in [b for b in window.buckets if b + 1 + n <= target]:  # left every window still to come
-            del window.buckets[b]
+        buckets = window.buckets
+        sums = window.sums
+        history = window.history
+        changed = window.recheck
+        window.recheck = False
+        k = upto
+        while k < target:
+            if not (sums[0] or sums[1] or sums[2]):  # an empty window until the next bucket enters it
+                status = history[-1][1] if history else OK
+                first = min(buckets) if buckets else target
+                if status == STOP:  # only the cool-off's end can change it before then
+                    resume = max(k + 1, -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms))
+                    if resume <= min(first, target):
+                        self._evaluate(name, window, resume)
+                elif changed or status != OK:
+                    self._evaluate(name, window, k + 1)
+                changed = False
+                if first >= target:
+                    return
+                k = max(k, first)  # bucket ``first`` enters at the boundary first + 1
+            k += 1
+            row = buckets.get(k - 1)  # enters the window [k - n, k)
+            if row is not None:
+                sums[0] += row[0]
+                sums[1] += row[1]
+                sums[2] += row[2]
+                changed = True
+            row = buckets.pop(k - 1 - n, None)  # leaves it
+            if row is not None:
+                sums[0] -= row[0]
+                sums[1] -= row[1]
+                sums[2] -= row[2]
+                changed = True
+            if changed or (history and history[-1][1] == STOP):
+                self._evaluate(name, window, k)
+                changed = False
 
     def _evaluate(self, name: str, window: ProviderWindow, boundary: int) -> None:
         s = self.settings
-        lo = boundary - self.window
-        delivered = bounced = complained = 0
-        for b, row in window.buckets.items():
-            if lo <= b < boundary:
-                delivered += row[_DELIVERED]
-                bounced += row[_BOUNCED]
-                complained += row[_COMPLAINED]
+        delivered, bounced, complained = window.sums
         volume = delivered + bounced
         window.volume = volume
         if volume >= s.min_volume:
@@ -222,22 +235,24 @@ class DeliverabilityGuard:
         else:
             cr = br = window.complaint_rate = window.bounce_rate = None
             level = OK
+        history = window.history
+        current = history[-1][1] if history else OK
+        if level == current:
+            return
         at = boundary * self.bucket_ms
-        current = window.history[-1][1] if window.history else OK
-        if current == STOP and level != STOP:
+        if current == STOP:
             resume_c, resume_b = ((s.complaint_warn, s.bounce_warn) if s.resume_below == WARN
                                   else (s.complaint_stop, s.bounce_stop))
             below = cr is None or (cr < resume_c and br is not None and br < resume_b)
-            if not below or at - window.history[-1][0] < self.cool_off_ms:
-                level = STOP
-        if level != current:
-            window.history.append([at, level])
-            del window.history[:-HISTORY]
-            self.count(f"deliverability:{name}:{level}")
-            if level == STOP:
-                self._stopping.add(name)
-            elif not any(st == STOP for _, st in window.history):
-                self._stopping.discard(name)
+            if not below or at - history[-1][0] < self.cool_off_ms:
+                return  # still stopped
+        history.append([at, level])
+        del history[:-HISTORY]
+        self.count(f"deliverability:{name}:{level}")
+        if level == STOP:
+            self._stopping.add(name)
+        elif not any(st == STOP for _, st in history):
+            self._stopping.discard(name)
 
     # ---- decisions ------------------------------------------------------------------------------
     def status_at(self, name: str, at: int) -> str:
@@ -253,9 +268,8 @@ class DeliverabilityGuard:
 
     def paused(self, email: str | None, at: int) -> int | None:
         """None when marketing mail to ``email`` may go at ``at``; else when to ask again (the next boundary)."""
-        if not self.enabled:
-            return None
-        self.catch_up(at)
+        if at // self.bucket_ms > self.state.upto:
+            self.catch_up(at)
         if not self._stopping:
             return None
         name = self.provider(email)

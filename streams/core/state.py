@@ -187,10 +187,10 @@ class Customer(Record):
     audience_withdrawn_at: int | None = msgspec.field(default=None, name="aw")  # a consent withdrawal / suppression not settled yet: in no audience until then
     price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")  # streams/core/flows/price_drop.py
     # sunset (streams/core/flows/sunset.py): the latest human click, order or consent given (None: no
-    # consent, or state from before sunset), when the customer was sunset, the latest deliveries (message → time)
+    # consent, or state from before sunset), when the customer was sunset, the latest delivery (message, time)
     engaged_at: int | None = msgspec.field(default=None, name="eng")
     sunset_since: int | None = msgspec.field(default=None, name="sun")
-    deliveries: dict[str, int] = msgspec.field(default_factory=dict, name="dlv")
+    last_delivery: tuple[str, int] | None = msgspec.field(default=None, name="dlv")
 
 
 class ProviderWindow(Record):
@@ -202,6 +202,7 @@ class ProviderWindow(Record):
     bounce_rate: float | None = msgspec.field(default=None, name="br")
     volume: int = msgspec.field(default=0, name="n")  # deliveries + hard bounces in the window at the last boundary
     recheck: bool = msgspec.field(default=False, name="x")  # a late record changed the window: evaluate the next boundary
+    sums: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0], name="s")  # the buckets in the window, summed
 
 
 class GuardState(Record):

@@ -4,8 +4,8 @@ fires once when they are sunset, and defines the audience ``sunset`` (ad platfor
 - ``settle``: consent given (a customer record with consent while none was anchored) anchors the engaged
   time; consent withdrawn forgets it (a later consent starts afresh); an order placed, a human click and
   a "keep me subscribed" click move it forward and bring a sunset customer back (``sunset:returned``).
-  Deliveries are remembered (the last three messages) so a click within seconds of its message's delivery
-  is judged a bot's, as the report judges it.
+  The latest delivery is remembered (message and time) so a click within seconds of its message's
+  delivery is judged a bot's, as the report judges it.
 - the timer: due ``after_days`` after the engaged time; firing (or being skipped by a late fact) marks the
   customer sunset (``sunset:entered``). Marketing decisions do not wait for it: they compare times
   (``streams/core/guards.py``), so a step due at the same moment is dropped whatever fires first.
@@ -20,9 +20,8 @@ from streams.core.context import FlowContext
 from streams.core.engagement import EngagementRules, message_key
 from streams.core.flows.base import Command, Flow
 from streams.core.state import Customer
-from streams.core.sunset import sunset_after_ms, sunset_at
+from streams.core.sunset import sunset_after_ms
 
-DELIVERIES_KEPT = 3
 AUDIENCE = "sunset"
 
 
@@ -59,13 +58,11 @@ class Sunset(Flow):
                 self._engaged(c, at)
             return
         if kind == "delivered":
-            deliveries = c.deliveries
-            deliveries[message_key(r)] = at
-            if len(deliveries) > DELIVERIES_KEPT:
-                oldest = min(deliveries, key=lambda k: (deliveries[k], k))
-                del deliveries[oldest]
+            c.last_delivery = (message_key(r), at)
         elif kind == "clicked":
-            if self.rules.classify_click(r, c.deliveries.get(message_key(r)), False).human:
+            last = c.last_delivery
+            delivered_at = last[1] if last is not None and last[0] == message_key(r) else None
+            if self.rules.classify_click(r, delivered_at, False).human:
                 self._engaged(c, at)
         elif kind == "resubscribed":
             self._engaged(c, at)
@@ -80,9 +77,10 @@ class Sunset(Flow):
                 self.ctx.count("sunset:returned")
 
     def next_due(self, c: Customer) -> int | None:
-        if c.sunset_since is not None or not c.p.opt:
+        at = c.engaged_at  # not None: the engine asks only then (``timer_key``)
+        if at is None or c.sunset_since is not None or not self.after_ms or not c.p.opt:
             return None
-        return sunset_at(c, self.after_ms)
+        return at + self.after_ms  # ``sunset_at`` for a customer with an engaged time (hot path)
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         c.sunset_since = due
