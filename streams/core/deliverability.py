@@ -174,8 +174,7 @@ class DeliverabilityGuard:
         state = self.state
         if target <= state.upto:
             return
-        for name in sorted(state.providers):
-            window = state.providers[name]
+        for name, window in state.providers.items():
             if window.buckets or window.recheck or (window.history and window.history[-1][1] != OK):  # else no change
                 self._advance(name, window, state.upto, target)
         state.upto = target
@@ -205,6 +204,13 @@ class DeliverabilityGuard:
                 if first >= target:
                     return
                 k = max(k, first)  # bucket ``first`` enters at the boundary first + 1
+            elif not changed:  # skip to the next boundary where a bucket enters or leaves (or a stop may end)
+                nxt = min(b + 1 + n if b < k else b + 1 for b in buckets)
+                if history and history[-1][1] == STOP:
+                    nxt = min(nxt, max(k + 1, -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)))
+                if nxt > target:
+                    return
+                k = nxt - 1
             k += 1
             row = buckets.get(k - 1)  # enters the window [k - n, k)
             if row is not None:
