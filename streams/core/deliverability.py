@@ -50,6 +50,7 @@ OK, WARN, STOP = "ok", "warn", "stop"
 LEVEL = {OK: 0, WARN: 1, STOP: 2}  # the status as a number (the metric's value)
 HISTORY = 16  # status changes kept per provider
 _DELIVERED, _BOUNCED, _COMPLAINED = 0, 1, 2
+_NEVER = 1 << 62  # no change to come until a new bucket is counted
 
 _EXACT = {"gmail.com": "gmail", "googlemail.com": "gmail", "ymail.com": "yahoo", "rocketmail.com": "yahoo",
           "msn.com": "outlook", "icloud.com": "apple", "me.com": "apple", "mac.com": "apple"}
@@ -114,10 +115,12 @@ class DeliverabilityGuard:
         self.state = GuardState()
         self._stopping: set[str] = set()  # providers with a stop in their kept history (fast path: empty)
         self._providers: dict[str, str] = {}  # address → provider, cached
+        self._next: dict[str, int] = {}  # provider → the next boundary its window can change at (absent: unknown)
 
     # ---- persistence -------------------------------------------------------------------------
     def restore(self, state: GuardState | None) -> None:
         self.state = state if state is not None else GuardState()
+        self._next = {}
         self._stopping = {name for name, w in self.state.providers.items() if any(s == STOP for _, s in w.history)}
 
     def persisted(self) -> GuardState | None:
@@ -161,6 +164,9 @@ class DeliverabilityGuard:
         row = window.buckets.get(bucket)
         if row is None:
             row = window.buckets[bucket] = [0, 0, 0]
+            known = self._next.get(name)
+            if known is not None and bucket + 1 < known:  # a new bucket enters at bucket + 1
+                self._next[name] = bucket + 1
         row[column] += 1
         if bucket < upto:  # late: in the window already, so the next boundary sees a change
             window.sums[column] += 1
@@ -174,13 +180,28 @@ class DeliverabilityGuard:
         state = self.state
         if target <= state.upto:
             return
+        known = self._next
         for name, window in state.providers.items():
-            if window.buckets or window.recheck or (window.history and window.history[-1][1] != OK):  # else no change
-                self._advance(name, window, state.upto, target)
+            nxt = known.get(name)
+            if nxt is not None and nxt > target and not window.recheck:
+                continue  # its window cannot change before a later boundary
+            self._walk(name, window, state.upto, target)
+            known[name] = self._next_change(window, target)
         state.upto = target
         self._changed()
 
-    def _advance(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
+    def _next_change(self, window: ProviderWindow, k: int) -> int:
+        """The first boundary after ``k`` where the window's content changes or a stop's cool-off ends."""
+        n = self.window
+        nxt = min((b + 1 + n if b < k else b + 1) for b in window.buckets) if window.buckets else _NEVER
+        history = window.history
+        if history and history[-1][1] == STOP:
+            resume = -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)
+            if resume > k:
+                nxt = min(nxt, resume)
+        return nxt
+
+    def _walk(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
         """Boundary by boundary up to ``target``: the window gains the bucket before the boundary and loses
         the one that falls out; the status is re-decided where the content changed (or a stop may end)."""
         n = self.window
@@ -204,7 +225,8 @@ class DeliverabilityGuard:
                 if first >= target:
                     return
                 k = max(k, first)  # bucket ``first`` enters at the boundary first + 1
-            elif not changed:  # skip to the next boundary where a bucket enters or leaves (or a stop may end)
+            elif not changed and k not in buckets and k - n not in buckets:  # nothing enters or leaves at k + 1:
+                # skip to the next boundary where a bucket enters or leaves (or a stop may end)
                 nxt = min(b + 1 + n if b < k else b + 1 for b in buckets)
                 if history and history[-1][1] == STOP:
                     nxt = min(nxt, max(k + 1, -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)))
