@@ -116,11 +116,17 @@ class DeliverabilityGuard:
         self._stopping: set[str] = set()  # providers with a stop in their kept history (fast path: empty)
         self._providers: dict[str, str] = {}  # address → provider, cached
         self._next: dict[str, int] = {}  # provider → the next boundary its window can change at (absent: unknown)
+        # provider → deliveries + hard bounces in every bucket held: under min_volume (and ok) nothing can be
+        # decided, so its window is not walked and its sums are stale (recomputed when it is walked again)
+        self._held: dict[str, int] = {}
+        self._stale: set[str] = set()
 
     # ---- persistence -------------------------------------------------------------------------
     def restore(self, state: GuardState | None) -> None:
         self.state = state if state is not None else GuardState()
         self._next = {}
+        self._held = {name: sum(row[0] + row[1] for row in w.buckets.values()) for name, w in self.state.providers.items()}
+        self._stale = set(self.state.providers)
         self._stopping = {name for name, w in self.state.providers.items() if any(s == STOP for _, s in w.history)}
 
     def persisted(self) -> GuardState | None:
@@ -168,6 +174,10 @@ class DeliverabilityGuard:
             if known is not None and bucket + 1 < known:  # a new bucket enters at bucket + 1
                 self._next[name] = bucket + 1
         row[column] += 1
+        if column != _COMPLAINED:
+            held = self._held[name] = self._held.get(name, 0) + 1
+            if held == self.settings.min_volume:
+                self._next.pop(name, None)  # enough to decide on: walk it again
         if bucket < upto:  # late: in the window already, so the next boundary sees a change
             window.sums[column] += 1
             window.recheck = True
@@ -181,14 +191,52 @@ class DeliverabilityGuard:
         if target <= state.upto:
             return
         known = self._next
+        n = self.window
         for name, window in state.providers.items():
             nxt = known.get(name)
             if nxt is not None and nxt > target and not window.recheck:
                 continue  # its window cannot change before a later boundary
+            history = window.history
+            if (not window.recheck and (not history or history[-1][1] == OK)
+                    and self._held.get(name, 0) < self.settings.min_volume):
+                self._stale.add(name)  # too little mail to decide on, whatever enters the window
+                known[name] = _NEVER
+                if len(window.buckets) > 2 * n:
+                    self._prune(name, window, target)
+                continue
+            if name in self._stale:
+                self._stale.discard(name)
+                self._prune(name, window, state.upto)
+                window.sums = list(self._counts(window, state.upto))
             self._walk(name, window, state.upto, target)
             known[name] = self._next_change(window, target)
         state.upto = target
         self._changed()
+
+    def _rates(self, delivered: int, bounced: int, complained: int) -> tuple[float | None, float | None]:
+        """Complaint and bounce rate, or None under min_volume."""
+        volume = delivered + bounced
+        if volume < self.settings.min_volume:
+            return None, None
+        return complained / max(delivered, 1), bounced / volume
+
+    def _prune(self, name: str, window: ProviderWindow, k: int) -> None:
+        """Forget the buckets no window from boundary ``k`` on holds."""
+        n = self.window
+        for b in [b for b in window.buckets if b + n < k]:
+            row = window.buckets.pop(b)
+            self._held[name] = self._held.get(name, 0) - row[0] - row[1]
+
+    def _counts(self, window: ProviderWindow, boundary: int) -> tuple[int, int, int]:
+        """Deliveries, hard bounces and complaints in the window before ``boundary``."""
+        lo = boundary - self.window
+        delivered = bounced = complained = 0
+        for b, row in window.buckets.items():
+            if lo <= b < boundary:
+                delivered += row[0]
+                bounced += row[1]
+                complained += row[2]
+        return delivered, bounced, complained
 
     def _next_change(self, window: ProviderWindow, k: int) -> int:
         """The first boundary after ``k`` where the window's content changes or a stop's cool-off ends."""
@@ -242,6 +290,7 @@ class DeliverabilityGuard:
                 changed = True
             row = buckets.pop(k - 1 - n, None)  # leaves it
             if row is not None:
+                self._held[name] = self._held.get(name, 0) - row[0] - row[1]
                 sums[0] -= row[0]
                 sums[1] -= row[1]
                 sums[2] -= row[2]
@@ -252,17 +301,12 @@ class DeliverabilityGuard:
 
     def _evaluate(self, name: str, window: ProviderWindow, boundary: int) -> None:
         s = self.settings
-        delivered, bounced, complained = window.sums
-        volume = delivered + bounced
-        window.volume = volume
-        if volume >= s.min_volume:
-            cr = window.complaint_rate = complained / max(delivered, 1)
-            br = window.bounce_rate = bounced / volume
+        cr, br = self._rates(*window.sums)
+        if cr is None or br is None:
+            level = OK
+        else:
             level = STOP if cr >= s.complaint_stop or br >= s.bounce_stop else \
                 WARN if cr >= s.complaint_warn or br >= s.bounce_warn else OK
-        else:
-            cr = br = window.complaint_rate = window.bounce_rate = None
-            level = OK
         history = window.history
         current = history[-1][1] if history else OK
         if level == current:
@@ -311,6 +355,8 @@ class DeliverabilityGuard:
         out: dict[str, dict[str, Any]] = {}
         for name, w in sorted(self.state.providers.items()):
             status = str(w.history[-1][1]) if w.history else OK
-            out[name] = {"status": status, "level": LEVEL[status], "complaint_rate": w.complaint_rate,
-                         "bounce_rate": w.bounce_rate, "volume": w.volume}
+            delivered, bounced, complained = self._counts(w, self.state.upto)
+            cr, br = self._rates(delivered, bounced, complained)
+            out[name] = {"status": status, "level": LEVEL[status], "complaint_rate": cr, "bounce_rate": br,
+                         "volume": delivered + bounced}
         return out

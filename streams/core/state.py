@@ -198,11 +198,8 @@ class ProviderWindow(Record):
 
     buckets: dict[int, list[int]] = msgspec.field(default_factory=dict, name="b")  # bucket → [delivered, hard bounced, complained]
     history: list[list[Any]] = msgspec.field(default_factory=list, name="h")  # [since, status] transitions, the last ≤ 16
-    complaint_rate: float | None = msgspec.field(default=None, name="cr")  # at the last boundary (None: under min_volume)
-    bounce_rate: float | None = msgspec.field(default=None, name="br")
-    volume: int = msgspec.field(default=0, name="n")  # deliveries + hard bounces in the window at the last boundary
     recheck: bool = msgspec.field(default=False, name="x")  # a late record changed the window: evaluate the next boundary
-    sums: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0], name="s")  # the buckets in the window, summed
+    sums: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0], name="s")  # the window's buckets summed (recomputed on restore)
 
 
 class GuardState(Record):
