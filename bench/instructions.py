@@ -82,8 +82,10 @@ def _read_totals(out_file: Path) -> dict[str, int]:
     return totals
 
 
-def count_instructions(events: list[tuple[str, dict[str, Any]]]) -> InstructionCounts:
-    """Run the three regions over ``events`` (topic, JSON-form record) under callgrind and return the counts."""
+def count_instructions(events: list[tuple[str, dict[str, Any]]],
+                       overrides: dict[str, Any] | None = None) -> InstructionCounts:
+    """Run the three regions over ``events`` (topic, JSON-form record) under callgrind and return the counts;
+    ``overrides``: settings other than the defaults (a nested dict, as ``load_settings`` takes it)."""
     with tempfile.TemporaryDirectory(prefix="shopmail-callgrind-") as tmp:
         work = Path(tmp)
         lib = _build_client_library(work)
@@ -93,7 +95,7 @@ def count_instructions(events: list[tuple[str, dict[str, Any]]]) -> InstructionC
                 f.write(json.dumps([topic, record]) + "\n")
         out_file = work / "callgrind.out"
         result = work / "result.json"
-        env = dict(os.environ, PYTHONHASHSEED="0")
+        env = dict(os.environ, PYTHONHASHSEED="0", SHOPMAIL_BENCH_OVERRIDES=json.dumps(overrides or {}))
         run = subprocess.run(
             ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out_file}",
              sys.executable, "-m", "bench.instructions", str(inputs), str(lib), str(result)],
@@ -117,7 +119,7 @@ def _child(inputs: Path, lib_path: Path, result: Path) -> None:
 
     lib = ctypes.CDLL(str(lib_path))
     lib.shopmail_count_stop.argtypes = [ctypes.c_char_p]
-    settings = load_settings(env={})
+    settings = load_settings(env={}, overrides=json.loads(os.environ.get("SHOPMAIL_BENCH_OVERRIDES") or "{}"))
     events = []
     with open(inputs) as f:
         for line in f:

@@ -58,6 +58,9 @@ class BenchConfig:
     simulate_customers: int = 100_000
     restore_customers: int = 100_000  # one profile each (2 days of traffic): 100k keys in the changelog
     quix: bool = True  # the Quix Streams baseline (its own virtualenv, created on first use)
+    guard_customers: int = 20_000  # bench/guard.py: the shop's traffic + its feedback (full: ≥ 100k events)
+    guard_days: int = 60
+    guard_rounds: int = 3  # passes with the guard on, and as many off, interleaved
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,
@@ -797,6 +800,14 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         bench_simulate(cfg, figures)
     if "instructions" in parts:
         bench_instructions(cfg, figures)
+    if "guard" in parts:
+        from bench.guard import bench_guard
+
+        bench_guard(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, figures)
+    if "guard-instructions" in parts:
+        from bench.guard import bench_guard_instructions
+
+        bench_guard_instructions(cfg.core_customers // 4, cfg.core_days, figures)
     broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:

@@ -294,6 +294,17 @@ class PriceDropSettings:
 
 
 @dataclass
+class SunsetSettings:
+    """Sunset (streams/core/flows/sunset.py): a customer with no human click and no order for ``after_days``
+    gets no more marketing (``dropped:<flow>:sunset``) and is in the audience ``sunset``; a click or an order
+    brings them back. The clock starts at the latest of the last human click, the last order and the time
+    marketing consent was given."""
+
+    enabled: bool = True
+    after_days: int = 180
+
+
+@dataclass
 class GuardSettings:
     frequency_cap_ms: int = 20 * HOUR_MS
     quiet_start_hour: int = 22
@@ -318,6 +329,7 @@ class FlowSettings:
     browse_abandonment: BrowseAbandonmentSettings = field(default_factory=BrowseAbandonmentSettings)
     price_drop: PriceDropSettings = field(default_factory=PriceDropSettings)
     guards: GuardSettings = field(default_factory=GuardSettings)
+    sunset: SunsetSettings = field(default_factory=SunsetSettings)
     experiments: list[Experiment] = field(default_factory=list)
     shop_url: str = "https://shop.example.com"
 
@@ -354,6 +366,40 @@ class AudienceSettings:
     enabled: bool = True  # false: the processors keep no memberships and write none
     # only these audiences (empty: every audience a flow defines); e.g. ["abandoned_cart_open"]
     only: list[str] = field(default_factory=list)
+
+
+DELIVERABILITY_PROVIDERS = ("gmail", "yahoo", "outlook", "apple", "other")
+
+
+@dataclass
+class DeliverabilitySettings:
+    """The complaint and bounce guard (streams/core/deliverability.py, docs/deliverability.md).
+
+    The processors count, per mailbox provider of the recipient's address (gmail, yahoo, outlook, apple,
+    other) and per partition, the delivered mail, hard bounces and complaints of ``email.feedback`` in
+    event-time buckets of ``bucket_ms``; at each bucket boundary the rates over the last ``window_ms``
+    decide the provider's status. Complaint rate = complaints ÷ deliveries; bounce rate = hard bounces ÷
+    (deliveries + hard bounces). A rate counts only with ``min_volume`` deliveries + hard bounces in the
+    window (per partition). At a warn threshold: the status ``warn`` (metric, alert). At a stop threshold:
+    ``stop`` — marketing mail to that provider is held (``on_stop = "defer"``: re-checked at each bucket
+    boundary until it expires) or dropped (``"drop"``, reason ``provider_paused``); transactional mail
+    keeps flowing. A stopped provider resumes at the first boundary at least ``cool_off_ms`` after the stop
+    where both rates are under their ``resume_below`` threshold (``warn`` or ``stop``), or the volume is
+    under ``min_volume``."""
+
+    enabled: bool = True
+    window_ms: int = DAY_MS  # the rolling window (a whole number of buckets)
+    bucket_ms: int = HOUR_MS  # rates are re-evaluated at each bucket boundary, over complete buckets
+    min_volume: int = 500  # deliveries + hard bounces to a provider in the window (per partition) before a rate counts
+    complaint_warn: float = 0.001  # 0.1 %: Google's advice
+    complaint_stop: float = 0.003  # 0.3 %: Gmail's and Yahoo's bulk-sender limit
+    bounce_warn: float = 0.02  # 2 %
+    bounce_stop: float = 0.05  # 5 %: where SES puts an account under review
+    on_stop: str = "defer"  # "defer": hold marketing until resumed (or expired); "drop": drop it (provider_paused)
+    resume_below: str = "warn"  # a stopped provider resumes once both rates are under these thresholds ("warn" | "stop")
+    cool_off_ms: int = 6 * HOUR_MS  # …and at least this long after the stop
+    # extra domain → provider rules (e.g. {"gmx.de" = "other", "company.com" = "outlook"}), before the built-in ones
+    domains: dict[str, str] = field(default_factory=dict)
 
 
 SCANNER_USER_AGENTS = ("barracuda", "proofpoint", "mimecast", "ironport", "ciscosecureemail", "fortimail",
@@ -548,6 +594,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     coupons: CouponSettings = field(default_factory=CouponSettings)
     audiences: AudienceSettings = field(default_factory=AudienceSettings)
+    deliverability: DeliverabilitySettings = field(default_factory=DeliverabilitySettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)

@@ -13,6 +13,7 @@ import logging
 from typing import Any, TypeVar
 
 from streams.config import Settings
+from streams.core.deliverability import DeliverabilityGuard
 from streams.core.segments import SpendHistogram, segment
 from streams.core.state import Record
 from streams.core.tables import Table
@@ -24,7 +25,7 @@ log = logging.getLogger("shopmail.engine")
 
 class FlowContext:
     __slots__ = ("settings", "grace_ms", "clock_ms", "tick_ms", "stats", "cooc", "catalog", "spend",
-                 "partition_changed", "shop_url", "tables",
+                 "partition_changed", "shop_url", "tables", "deliverability",
                  "decisions")
 
     def __init__(self, settings: Settings) -> None:
@@ -40,6 +41,12 @@ class FlowContext:
         self.partition_changed = False
         self.tables: dict[str, Table[Any]] = {}  # state not keyed by customer (streams/core/tables.py)
         self.decisions: Any = None  # a DecisionLog (streams/core/decisions.py) when someone asks, else None
+        # complaint and bounce rates per mailbox provider (streams/core/deliverability.py)
+        self.deliverability = DeliverabilityGuard(settings.deliverability, self.count, self.mark_changed)
+
+    def mark_changed(self) -> None:
+        """The partition record changed (written with the next drain)."""
+        self.partition_changed = True
 
     def table(self, name: str, row_type: type[R]) -> Table[R]:
         """The partition's table ``name`` (created on first use; one row type per name)."""

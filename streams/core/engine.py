@@ -202,6 +202,8 @@ class PartitionEngine:
             ctx.count("duplicate")
             return result
         wm = clock - self.grace_ms
+        if logical_topic == "feedback" and ctx.deliverability.enabled:  # counted on arrival, late or not
+            ctx.deliverability.observe(c.p.email, record, wm)
         if clock and at < wm:
             seen[eid] = wm  # remembered from when it became known
             self._apply_late(cid, c, logical_topic, record, at, result.commands)
@@ -274,6 +276,9 @@ class PartitionEngine:
                 else:
                     self.ctx.dropped(cid, waiting[0], 1, "no_email")
         if not settle_facts(self.ctx, c, topic, record):
+            if topic == "feedback":  # not a suppression (delivered, clicked, …): to the flows that settle feedback
+                for f in self._settlers["feedback"]:
+                    f.settle(cid, c, topic, record)
             return
         if topic == "feedback":  # a suppression: every flow instance of the customer ends here
             for f in self.flows:
@@ -339,6 +344,8 @@ class PartitionEngine:
             ctx.clock_ms = clock_ms
             ctx.partition_changed = True
         result = StepResult()
+        if ctx.deliverability.enabled:  # the guard's status follows the clock (metrics) even without feedback
+            ctx.deliverability.catch_up(self.watermark)
         self._fire(result.commands)
         return result
 
@@ -439,7 +446,7 @@ class PartitionEngine:
         if ctx.partition_changed:
             out[CLOCK_KEY] = encode(Partition(clock=ctx.clock_ms, cooc=ctx.cooc, catalog=ctx.catalog,
                                               spend=ctx.spend.counts, tick=ctx.tick_ms, v=PARTITION_VERSION,
-                                              aud=self._audiences_checked))
+                                              aud=self._audiences_checked, guard=ctx.deliverability.persisted()))
         self._dirty.clear()
         ctx.partition_changed = False
         return out
@@ -466,6 +473,7 @@ class PartitionEngine:
                 ctx.tick_ms = data.tick
                 self._legacy_clock = data.v < PARTITION_VERSION
                 self._audiences_checked = data.aud and self.audiences.enabled
+                ctx.deliverability.restore(data.guard)
             return
         if value is None:
             self.customers.pop(key, None)

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.config import GuardSettings
 from streams.core.state import Profile, Suppression
+
+
+class ProviderPause(Protocol):
+    """The complaint and bounce guard as the decision sees it (streams/core/deliverability.py)."""
+
+    drop_on_stop: bool
+
+    def paused(self, email: str | None, at: int) -> int | None:
+        """None: marketing to this address may go at ``at``; else when to ask again."""
 
 
 class Decision(NamedTuple):
@@ -85,9 +94,13 @@ def _local_release(local: datetime, zone: ZoneInfo, start_hour: int, end_hour: i
 
 
 def decide(profile: Profile, suppression: Suppression | None, last_marketing_at: int | None, at: int,
-           expires_at: int, guards: GuardSettings, goodbye_at: int | None = None) -> Decision:
+           expires_at: int, guards: GuardSettings, goodbye_at: int | None = None, sunset_at: int | None = None,
+           provider: ProviderPause | None = None) -> Decision:
     """``goodbye_at``: when the win-back goodbye went out (no marketing after it until the customer
-    clicks "keep me subscribed")."""
+    clicks "keep me subscribed"). ``sunset_at``: when the customer is sunset (no human click and no order
+    for ``flows.sunset.after_days``; streams/core/sunset.py). ``provider``: the complaint and bounce guard —
+    marketing to a paused mailbox provider is deferred to when the guard asks to be asked again (dropped
+    once that is past ``expires_at``), or dropped when the guard drops on stop."""
     if not profile.email:
         return Decision("drop", reason="no_email")
     if not profile.opt:
@@ -99,6 +112,16 @@ def decide(profile: Profile, suppression: Suppression | None, last_marketing_at:
                               (suppression.c, "complained")):
             if since is not None and since <= at:
                 return Decision("drop", reason=reason)
+    if sunset_at is not None and sunset_at <= at:
+        return Decision("drop", reason="sunset")
+    if provider is not None:
+        retry = provider.paused(profile.email, at)
+        if retry is not None:
+            if provider.drop_on_stop:
+                return Decision("drop", reason="provider_paused")
+            if retry > expires_at:
+                return Decision("drop", reason="expired_by_provider_pause")
+            return Decision("defer", at=retry, reason="provider_paused")
     when = at
     if last_marketing_at is not None and when < last_marketing_at + guards.frequency_cap_ms:
         when = last_marketing_at + guards.frequency_cap_ms

@@ -222,6 +222,11 @@ class Customer(Record):
     back_in_stock: BackInStockState | None = msgspec.field(default=None, name="bs")
     delivery_feedback: DeliveryFeedbackState | None = msgspec.field(default=None, name="df")
     price_drop: PriceDropState | None = msgspec.field(default=None, name="pd")
+    # sunset (streams/core/flows/sunset.py): the latest human click, order or consent given (None: no
+    # consent, or state from before sunset), when the customer was sunset, the latest delivery (message, time)
+    engaged_at: int | None = msgspec.field(default=None, name="eng")
+    sunset_since: int | None = msgspec.field(default=None, name="sun")
+    last_delivery: tuple[str, int] | None = msgspec.field(default=None, name="dlv")
 
 
 class _CustomerV2(Customer):
@@ -239,6 +244,22 @@ class _CustomerV2(Customer):
     bvl: int | None = None
 
 
+class ProviderWindow(Record):
+    """The complaint and bounce guard's view of one mailbox provider (streams/core/deliverability.py)."""
+
+    buckets: dict[int, list[int]] = msgspec.field(default_factory=dict, name="b")  # bucket → [delivered, hard bounced, complained]
+    history: list[list[Any]] = msgspec.field(default_factory=list, name="h")  # [since, status] transitions, the last ≤ 16
+    recheck: bool = msgspec.field(default=False, name="x")  # a late record changed the window: evaluate the next boundary
+    sums: list[int] = msgspec.field(default_factory=lambda: [0, 0, 0], name="s")  # the window's buckets summed (recomputed on restore)
+
+
+class GuardState(Record):
+    """The complaint and bounce guard of a partition: the last bucket boundary evaluated, and each provider's window."""
+
+    upto: int = 0  # bucket index of the last boundary evaluated
+    providers: dict[str, ProviderWindow] = msgspec.field(default_factory=dict, name="p")
+
+
 class Partition(Record):
     clock: int = 0
     cooc: dict[str, dict[str, int]] = {}
@@ -247,6 +268,7 @@ class Partition(Record):
     tick: int = 0
     v: int = 1  # 1: any event could move the clock; 2: a future event never does
     aud: bool = False  # every customer has been through the audience check (streams/core/audiences.py)
+    guard: GuardState | None = msgspec.field(default=None, name="dg")  # complaint and bounce guard (deliverability.py)
 
 
 _encoder = msgspec.json.Encoder()

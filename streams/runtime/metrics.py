@@ -48,6 +48,19 @@ RESTORE = Histogram("shopmail_processor_restore_seconds",
                     "Wall time to restore the partitions of one assignment (or after an aborted transaction)",
                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 RESTORED_PARTITIONS = Counter("shopmail_processor_restored_partitions_total", "Partitions restored")
+DELIVERABILITY = Gauge("shopmail_deliverability_status",
+                       "Complaint and bounce guard per mailbox provider and partition: 0 ok, 1 warn, 2 stop "
+                       "(marketing to the provider paused); decided at the last bucket boundary",
+                       ["provider", "partition"])
+DELIVERABILITY_RATE = Gauge("shopmail_deliverability_rate",
+                            "Rate over the guard's window at the last bucket boundary (kind: complaint, bounce); "
+                            "absent under deliverability.min_volume", ["provider", "partition", "kind"])
+DELIVERABILITY_VOLUME = Gauge("shopmail_deliverability_volume",
+                              "Deliveries + hard bounces per provider in the guard's window at the last boundary",
+                              ["provider", "partition"])
+DELIVERABILITY_CHANGES = Counter("shopmail_deliverability_changes_total",
+                                 "Guard status changes (status: ok, warn, stop) and marketing steps held while a "
+                                 "provider is stopped (status: held)", ["provider", "status"])
 ENFORCED = Counter("shopmail_processor_enforced_processing_total",
                    "Records processed while a co-partitioned topic of their partition had none")
 
@@ -82,6 +95,7 @@ class ProcessorMetrics:
             self._seen_enforced = s.enforced
         for p, engine in list(runtime.engines.items()):
             self._export_engine_counters(p, engine)
+            export_deliverability(p, engine)
         now = time.time()
         for p, engine in list(runtime.engines.items()):
             if engine.clock_ms:
@@ -112,6 +126,9 @@ class ProcessorMetrics:
             elif kind == "dropped":
                 flow, _, reason = rest.partition(":")
                 DROPPED.labels(flow, reason).inc(delta)
+            elif kind == "deliverability" and ":" in rest:
+                provider, _, status = rest.partition(":")
+                DELIVERABILITY_CHANGES.labels(provider, status).inc(delta)
             elif kind == "audience":
                 audience, _, change = rest.rpartition(":")
                 AUDIENCE.labels(audience, change).inc(delta)
@@ -134,7 +151,44 @@ class ProcessorMetrics:
             LAG.remove(topic, str(partition))
         for partition in partitions:
             SKEW.remove(str(partition))
+            _forget_deliverability(str(partition))
             self._engine_seen.pop(partition, None)
+
+
+_deliverability_labels: dict[str, set[str]] = {}  # partition → providers with gauges
+
+
+def export_deliverability(partition: int, engine: Any) -> None:
+    """The guard's status, rates and volume per provider of one partition (streams/core/deliverability.py)."""
+    p = str(partition)
+    seen = _deliverability_labels.setdefault(p, set())
+    for provider, view in engine.ctx.deliverability.snapshot().items():
+        seen.add(provider)
+        DELIVERABILITY.labels(provider, p).set(view["level"])
+        DELIVERABILITY_VOLUME.labels(provider, p).set(view["volume"])
+        for kind in ("complaint", "bounce"):
+            rate = view[f"{kind}_rate"]
+            if rate is None:
+                try:
+                    DELIVERABILITY_RATE.remove(provider, p, kind)
+                except KeyError:
+                    pass
+            else:
+                DELIVERABILITY_RATE.labels(provider, p, kind).set(rate)
+
+
+def _forget_deliverability(partition: str) -> None:
+    for provider in _deliverability_labels.pop(partition, set()):
+        for gauge in (DELIVERABILITY, DELIVERABILITY_VOLUME):
+            try:
+                gauge.remove(provider, partition)
+            except KeyError:
+                pass
+        for kind in ("complaint", "bounce"):
+            try:
+                DELIVERABILITY_RATE.remove(provider, partition, kind)
+            except KeyError:
+                pass
 
 
 def _liveness_problems(runtime: Any, now: float) -> list[str]:

@@ -45,6 +45,7 @@ from streams.core.customer import dec
 from streams.core.guards import decide
 from streams.core.ids import command_id
 from streams.core.state import Customer, Instance
+from streams.core.sunset import sunset_after_ms, sunset_at
 from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
@@ -195,6 +196,9 @@ class MarketingFlow(Flow):
         self.expires_ms = self.expires_after()
         self.guards = ctx.settings.flows.guards
         self.experiments = ctx.settings.flows.experiments
+        self.sunset_ms = sunset_after_ms(ctx.settings.flows.sunset)  # 0: off
+        guard = ctx.deliverability
+        self.provider_guard = guard if guard.enabled else None  # the complaint and bounce guard
 
     @abstractmethod
     def original_due(self, inst: Any) -> int:
@@ -225,7 +229,8 @@ class MarketingFlow(Flow):
         name = self.name
         step = inst.next
         expires_at = self.original_due(inst) + self.expires_ms
-        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb)
+        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb,
+                          sunset_at(c, self.sunset_ms) if self.sunset_ms else None, self.provider_guard)
         if ctx.decisions is not None and decision.action != "send":
             ctx.decisions.guarded(cid, name, step, due, expires_at, decision, c, self.guards)
         if decision.action == "defer":

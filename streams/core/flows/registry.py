@@ -12,6 +12,7 @@ from streams.core.flows.base import Flow
 from streams.core.flows.browse_abandonment import BrowseAbandonment
 from streams.core.flows.delivery_feedback import DeliveryFeedback
 from streams.core.flows.price_drop import PriceDrop
+from streams.core.flows.sunset import Sunset
 from streams.core.flows.transactional import OrderConfirmation, ShippingConfirmation, TrackingUpdate
 from streams.core.flows.win_back import WinBack
 
@@ -25,6 +26,7 @@ FLOWS: tuple[type[Flow], ...] = (
     BackInStock,
     BrowseAbandonment,
     PriceDrop,
+    Sunset,
 )
 
 

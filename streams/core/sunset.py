@@ -1,0 +1,38 @@
+"""Sunset: when a customer who neither clicks nor orders stops getting marketing mail (pure rules).
+
+A customer is *engaged* at the latest of: their last human click on a mail (a click the engagement rules
+of ``streams/core/engagement.py`` judge human: no scanner agent, not within ``bot_click_within_ms`` of
+the message's delivery), their last order placed, a "keep me subscribed" click, and the time they gave
+marketing consent. ``flows.sunset.after_days`` (default 180) after that they are *sunset*: marketing
+steps are dropped (``dropped:<flow>:sunset``) and the sunset flow (``streams/core/flows/sunset.py``) puts
+them in the audience ``sunset`` for ad platforms to exclude. A human click or an order brings them back.
+
+The engaged time lives in the customer record (``engaged_at``), set as the facts settle (event-time
+order). A record written before sunset existed has none: its anchor is the later of the last order and
+the last consent decision until a newer fact sets it.
+"""
+
+from __future__ import annotations
+
+from streams.config import DAY_MS, SunsetSettings
+from streams.core.state import Customer
+
+__all__ = ["sunset_after_ms", "sunset_at"]
+
+
+def sunset_after_ms(settings: SunsetSettings) -> int:
+    """How long after the customer's engaged time they are sunset (0: sunset is off)."""
+    return settings.after_days * DAY_MS if settings.enabled and settings.after_days > 0 else 0
+
+
+def sunset_at(c: Customer, after_ms: int) -> int | None:
+    """When the customer is (or was) sunset; None when sunset is off or nothing anchors it."""
+    if not after_ms:
+        return None
+    anchor = c.engaged_at
+    if anchor is None:  # a record from before sunset: its last order or consent decision
+        last_order = c.ord.last if c.ord is not None else None
+        anchor = max((t for t in (last_order, c.p.opt_at) if t is not None), default=None)
+        if anchor is None:
+            return None
+    return anchor + after_ms
