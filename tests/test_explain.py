@@ -243,8 +243,9 @@ def test_explain_from_the_topics_reads_the_customers_partition_and_shows_what_th
     assert [f.data["source_topic"] for f in facts] == [settings.topics.name(t) for t in
                                                         ("customers", "carts", "feedback", "orders")]
     before_order = bought[1]["occurred_at"]  # the same decisions as from the file until the order
-    assert [r.text for r in ex.decisions() if r.at < before_order] == \
-        [r.text for r in from_file.decisions() if r.at < before_order]
+    # (the click, which the file does not hold, re-times the sunset's own timer: that row is left out)
+    assert [r.text for r in ex.decisions() if r.at < before_order and not r.text.startswith("sunset")] == \
+        [r.text for r in from_file.decisions() if r.at < before_order and not r.text.startswith("sunset")]
     sink = [r.text for r in ex.rows if r.kind == "sink"]
     assert sink and "abandoned_cart step 1 sent (message ses-msg-1)" in sink[0]
     converted = [r.text for r in ex.rows if r.kind == "converted"]
@@ -291,8 +292,9 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
         assert "marketing consent given at 2026-11-06 09:00 +01:00" in body["state"]
         assert any(s.startswith("open cart cart-ann with 1 line(s), last activity 2026-11-06 10:00 +01:00")
                    for s in body["state"])
-        assert body["next_due"] == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06 11:00 +01:00",
-                                     "due_ms": T0 + HOUR_MS, "in": body["next_due"][0]["in"],
+        mails = [d for d in body["next_due"] if d["flow"] != "sunset"]  # the sunset's own timer is not a mail
+        assert mails == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06 11:00 +01:00",
+                                     "due_ms": T0 + HOUR_MS, "in": mails[0]["in"],
                                      "deferred_by_guard": False}]
         code, body = get("/customers/nobody")
         assert code == 404 and body["error"] == "unknown_customer"
