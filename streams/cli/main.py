@@ -105,13 +105,6 @@ def main() -> None:
             raise
         print(f"shopmail: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except RuntimeError as exc:  # the browser `preview --png` needs: missing or not answering
-        from sinks.preview import BrowserError
-
-        if _debug or not isinstance(exc, BrowserError):
-            raise
-        print(f"shopmail: error: {exc} (`preview --no-png` renders without a browser)", file=sys.stderr)
-        sys.exit(1)
     except RegistryStartupError as exc:  # registry output framing and no ids for what it writes
         if _debug:
             raise
@@ -123,6 +116,13 @@ def main() -> None:
         kind = "error" if isinstance(exc, KafkaConnectError) else "config error"
         print(f"shopmail: {kind}: {exc}", file=sys.stderr)
         sys.exit(EXIT_KAFKA_UNREACHABLE if isinstance(exc, KafkaConnectError) else 2)
+    except RuntimeError as exc:  # last (the errors above are RuntimeErrors): the browser `preview --png` needs
+        from sinks.preview import BrowserError
+
+        if _debug or not isinstance(exc, BrowserError):
+            raise
+        print(f"shopmail: error: {exc} (`preview --no-png` renders without a browser)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
