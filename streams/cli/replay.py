@@ -152,10 +152,9 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1) from exc
             finally:
                 if cleanup:
-                    from streams.tools.replay import delete_topics, topics_with_prefix
+                    from streams.tools.replay import cleanup as delete_replay_topics
 
-                    removed = delete_topics(bootstrap, topics_with_prefix(bootstrap, prefix, production.kafka),
-                                            production.kafka)
+                    removed = delete_replay_topics(production, bootstrap, prefix)
                     failed = {n: e for n, e in removed.items() if e is not None}
                     Console(stderr=True).print(f"cleanup: deleted {len(removed) - len(failed)} topics with "
                                                f"prefix {prefix!r}" + (f"; could not delete {failed}"

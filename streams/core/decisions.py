@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 from streams.config import HOUR_MS, GuardSettings
 from streams.core.flows.base import Flow, KeyedFlow, SingleInstanceFlow
-from streams.core.guards import Decision, _zone
+from streams.core.guards import Decision, zone
 from streams.core.state import Customer
 
 __all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "duration", "pending_steps", "when", "zone"]
@@ -232,11 +232,6 @@ class DecisionLog:
 
 
 # ---- words ------------------------------------------------------------------------------------------
-
-def zone(name: str | None) -> ZoneInfo:
-    """The IANA zone ``name`` (UTC when unknown or empty)."""
-    return _zone(name)
-
 
 def when(ms: int | None, tz: ZoneInfo) -> str:
     """``2026-01-05 14:03 +01:00`` in ``tz`` (``—`` for none)."""

@@ -249,10 +249,14 @@ class DeliverabilityGuard:
         nxt = min((b + 1 + n if b < k else b + 1) for b in window.buckets) if window.buckets else _NEVER
         history = window.history
         if history and history[-1][1] == STOP:
-            resume = -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)
+            resume = self._resume_boundary(history)
             if resume > k:
                 nxt = min(nxt, resume)
         return nxt
+
+    def _resume_boundary(self, history: list[list[Any]]) -> int:
+        """The first boundary at which the stop that ``history`` ends with has served its cool-off."""
+        return -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)
 
     def _walk(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
         """Boundary by boundary up to ``target``: the window gains the bucket before the boundary and loses
@@ -269,7 +273,7 @@ class DeliverabilityGuard:
                 status = history[-1][1] if history else OK
                 first = min(buckets) if buckets else target
                 if status == STOP:  # only the cool-off's end can change it before then
-                    resume = max(k + 1, -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms))
+                    resume = max(k + 1, self._resume_boundary(history))
                     if resume <= min(first, target):
                         self._evaluate(name, window, resume)
                 elif changed or status != OK:
@@ -282,7 +286,7 @@ class DeliverabilityGuard:
                 # skip to the next boundary where a bucket enters or leaves (or a stop may end)
                 nxt = min(b + 1 + n if b < k else b + 1 for b in buckets)
                 if history and history[-1][1] == STOP:
-                    nxt = min(nxt, max(k + 1, -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)))
+                    nxt = min(nxt, max(k + 1, self._resume_boundary(history)))
                 if nxt > target:
                     return
                 k = nxt - 1

@@ -31,7 +31,8 @@ class Decision(NamedTuple):
 
 
 @lru_cache(maxsize=512)
-def _zone(name: str | None) -> ZoneInfo:
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA zone ``name`` (UTC when unknown or empty)."""
     try:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
@@ -64,18 +65,18 @@ def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: i
 
 
 def _slot_release(slot_start: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
-    zone = _zone(tz)
-    first = datetime.fromtimestamp(slot_start / 1000, tz=timezone.utc).astimezone(zone)
-    last = datetime.fromtimestamp((slot_start + _SLOT_MS - 1) / 1000, tz=timezone.utc).astimezone(zone)
+    local_zone = zone(tz)
+    first = datetime.fromtimestamp(slot_start / 1000, tz=timezone.utc).astimezone(local_zone)
+    last = datetime.fromtimestamp((slot_start + _SLOT_MS - 1) / 1000, tz=timezone.utc).astimezone(local_zone)
     if first.utcoffset() != last.utcoffset() or first.hour != last.hour:
         return _EXACT  # an offset that is not a multiple of 15 minutes (none in use today)
-    return _local_release(first, zone, start_hour, end_hour)
+    return _local_release(first, local_zone, start_hour, end_hour)
 
 
 def _release(at_ms: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
     """``None`` outside quiet hours, else the next ``end_hour``:00 local."""
-    zone = _zone(tz)
-    return _local_release(datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone(zone), zone,
+    local_zone = zone(tz)
+    return _local_release(datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc).astimezone(local_zone), local_zone,
                           start_hour, end_hour)
 
 

@@ -32,7 +32,7 @@ import orjson
 
 from schemas import serde
 from streams.config import Settings
-from streams.core.decisions import zone
+from streams.core.guards import zone
 from streams.core.decisions import DecisionLog, Entry, PendingStep, duration, pending_steps, when
 from streams.core.engine import PartitionEngine
 from streams.core.variants import experiment_for
@@ -40,7 +40,7 @@ from streams.kafka.partitioning import partition_for
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
 from streams.runtime.task import TaskOutput
 from streams.runtime.tasks import TaskManager
-from streams.tools.simulate import _Router, parse_line, record_size, topic_lookup
+from streams.tools.simulate import _Router, parse_object, record_size, topic_lookup
 
 __all__ = ["Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
            "explain_topics", "when", "duration"]
@@ -91,7 +91,7 @@ class Explanation:
 
     @property
     def zone(self) -> ZoneInfo:
-        return _zone(self.timezone)
+        return zone(self.timezone)
 
     def decisions(self) -> list[Row]:
         return [r for r in self.rows if r.kind in DECISION_KINDS]
@@ -109,10 +109,6 @@ DECISION_KINDS = frozenset({"scheduled", "ended", "deferred", "dropped", "fired"
 
 
 # ---- words ----------------------------------------------------------------------------------------
-
-def _zone(name: str | None) -> ZoneInfo:
-    return zone(name)
-
 
 def _step(flow: str, step: int | None) -> str:
     return f"{flow} start" if step == 0 else f"{flow} step {step}"
@@ -233,7 +229,7 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
         raise ExplainError(f"no fact of customer {customer_id!r} in partition {partition} of {source or 'the input'}")
     c = engine.customers.get(customer_id)
     tz_name = (c.p.tz if c is not None else None) or "UTC"
-    tz = _zone(tz_name)
+    tz = zone(tz_name)
     rows = [_entry_row(e, tz, sources, settings) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
@@ -295,25 +291,21 @@ def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[F
             p = router(line)
             if p is not None and p != partition:
                 continue
-            obj_topic = _topic_of(line)
-            if obj_topic in (outcomes_topic, settings.topics.outcomes):
+            try:
                 obj = orjson.loads(line)
+            except ValueError:
+                continue  # ``simulate`` reports bad lines; they reach no customer's state
+            obj_topic = obj.get("topic") if isinstance(obj, dict) else None
+            if obj_topic in (outcomes_topic, settings.topics.outcomes):
                 outcomes.append(Fact("outcomes", obj_topic, partition, n,
                                      serde.from_json(VALUE_SCHEMA["outcomes"], obj["value"]), from_file=True))
                 continue
-            logical, record, bad = parse_line(n, line, lookup)
+            logical, record, bad = parse_object(n, obj, lookup)
             if bad is not None or logical is None or record is None:
                 continue  # ``simulate`` reports bad lines; they reach no customer's state
             facts.append(Fact(logical, str(obj_topic), partition, n, record,
                               record_size(logical, record, len(line), limit), from_file=True))
     return facts, outcomes
-
-
-def _topic_of(line: bytes) -> str | None:
-    try:
-        return str(orjson.loads(line)["topic"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def explain_file(settings: Settings, customer_id: str, path: Path) -> Explanation:

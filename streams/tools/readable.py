@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
 from rich.console import Console
@@ -18,24 +17,16 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, Text
                            TimeRemainingColumn)
 from rich.table import Table
 
+from streams.core.guards import zone as tz_named
+
 UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
 MINUS = "−"  # U+2212: a duration's sign reads as a sign, not a hyphen
-
-
-def zone_of(name: str | None) -> timezone | ZoneInfo:
-    """The zone called ``name`` (an IANA name); UTC when none is given or the name is unknown."""
-    if not name:
-        return timezone.utc
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
 
 
 def iso(ms: int, zone: str | None = None) -> str:
     """Epoch milliseconds → ``2026-01-14T13:15:30+00:00`` (milliseconds shown only when not zero), in
     ``zone`` (the customer's time zone, an IANA name) or UTC."""
-    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(zone_of(zone))
+    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(tz_named(zone))
     return at.isoformat(timespec="seconds" if ms % 1000 == 0 else "milliseconds")
 
 

@@ -179,6 +179,15 @@ def parse_line(n: int, raw: Any, lookup: dict[str, str]
     """(logical topic, record, None) for a good line, (None, None, BadLine) for a bad one."""
     try:
         obj = orjson.loads(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError
+        return None, None, BadLine(n, "bad_line", f"{type(exc).__name__}: {exc}")
+    return parse_object(n, obj, lookup)
+
+
+def parse_object(n: int, obj: Any, lookup: dict[str, str]
+                 ) -> tuple[str | None, dict[str, Any] | None, BadLine | None]:
+    """``parse_line`` of a line already parsed as JSON."""
+    try:
         topic = obj["topic"]
         logical = lookup.get(topic)
         if logical is None:
