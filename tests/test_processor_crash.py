@@ -29,7 +29,7 @@ def _orders(n: int, start_ms: int) -> list[dict]:
 def test_worker_killed_with_sigkill_restarts_without_duplicates_or_losses(kafka, settings, tmp_path):
     settings.worker.tick_interval_s = 0  # no ticks: the command count is exact
     assert ensure_topics(kafka, topic_specs(settings)).healthy
-    n = 20000
+    n = 5000
     orders_topic, commands_topic = settings.topics.name("orders"), settings.topics.name("commands")
     env = settings_env(settings, kafka, SHOPMAIL_WORKER__BATCH_SIZE="50")
     worker = CliProcess(["worker", "--instance-id", "w0"], env, tmp_path / "worker.log")
