@@ -27,7 +27,7 @@ chromium:
 
 # Two pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
 test: $(STAMP) chromium
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 # The edit loop: every test that needs neither the broker nor the SES emulator and is not marked slow (≈ 1½ min).
 test-fast: $(STAMP)
