@@ -16,6 +16,8 @@ import pytest
 
 from streams.cli.main import EXIT_KAFKA_UNREACHABLE
 
+pytestmark = pytest.mark.slow  # each test starts the CLI twice and waits out a connection failure
+
 FAIL_FAST_S = 10.0
 
 

@@ -139,6 +139,7 @@ def test_simulate_and_the_broker_path_emit_identical_commands_for_the_same_log(k
     assert broker == simulated
 
 
+@pytest.mark.slow  # three simulate runs in subprocesses
 def test_parallel_simulate_is_byte_identical_to_the_sequential_run(tmp_path):
     from streams.tools.traffic import TrafficSpec, generate
 
