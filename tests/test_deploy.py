@@ -96,6 +96,20 @@ def test_every_workload_has_a_pdb_and_scaling_never_exceeds_the_input_partitions
 
 
 @needs_kubectl
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "prod-msk-iam"])
+def test_keda_never_scales_a_workload_below_the_replicas_its_overlay_asks_for(overlay):
+    objects = rendered(overlay)
+    replicas = {(o["kind"], o["metadata"]["name"]): o["spec"]["replicas"] for o in objects
+                if o["kind"] in ("Deployment", "StatefulSet")}
+    scaled = [o for o in objects if o["kind"] == "ScaledObject"]
+    assert scaled
+    for so in scaled:
+        target = so["spec"]["scaleTargetRef"]
+        wanted = replicas[(target["kind"], target["name"])]
+        assert so["spec"]["minReplicaCount"] == wanted <= so["spec"]["maxReplicaCount"], so["metadata"]["name"]
+
+
+@needs_kubectl
 def test_network_policy_allows_only_kafka_https_dns_and_scraping():
     policies = [o for o in rendered("prod") if o["kind"] == "NetworkPolicy"]
     egress_ports = {p["port"] for pol in policies for rule in pol["spec"].get("egress", []) for p in rule["ports"]}
