@@ -612,11 +612,32 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
         for key in ("sends_per_s", "cpu_ms_per_email"):
             before, now = out.rows.get(f"sink.before.unlimited.{key}"), out.rows.get(f"sink.unlimited.{key}")
             out.add(f"sink.ratio.{key}", round(now / before, 2) if before and now else None)
+        _sink_parts(cfg, sides, out)
     limited = _sink_run(cfg, bootstrap, "limited", cfg.sink_rate, out, None)
     out.add("sink.limited.sends", limited["sends"])
     out.add("sink.limited.sends_per_s", limited["sends_per_s"])
     out.add("sink.limited.configured_rate", cfg.sink_rate)
     out.add("sink.limited.max_in_any_1s", limited["max_in_any_1s"])
+
+
+def _sink_parts(cfg: BenchConfig, sides: list[tuple[str, str | None]], out: Figures) -> None:
+    """CPU ms per email of each part of the sink's work (bench/sink_cpu.py: links, render, MIME, SES call),
+    each side in its own process, interleaved ``cfg.sink_pairs`` times; medians per part."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sink_cpu.py")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in sides}
+    for _ in range(cfg.sink_pairs):
+        for label, tree in sides:
+            run = subprocess.run([sys.executable, script, "--emails", str(cfg.sink_commands)],
+                                 env={**os.environ, "PYTHONPATH": tree or here}, cwd=tree or here,
+                                 capture_output=True, text=True, check=True, timeout=600)
+            results[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    for label, runs in results.items():
+        for part in ("links_and_context_ms", "render_ms", "mime_ms", "ses_call_ms", "total_ms"):
+            out.add(f"sink.parts.{label}{part}", round(statistics.median(r[part] for r in runs), 3))
 
 
 def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Figures,
