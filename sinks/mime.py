@@ -44,6 +44,7 @@ UNSIGNED_LINKS = Counter("shopmail_unsubscribe_links_unsigned_total",
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
+_MSGID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # what a command id may put in a Message-ID's left part
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
@@ -194,9 +195,9 @@ def build_mime(rendered: RenderedEmail, *, sender: str, to: str, command_id: str
                writer.mailbox("To", "", _ascii_address(to))]
     if reply_to:
         headers.append(writer.mailbox("Reply-To", "", _ascii_address(reply_to)))
+    msgid = make_msgid(idstring=_MSGID_UNSAFE.sub("", command_id[:16]), domain=_ascii_address(address).split("@")[-1])
     headers += [f"Date: {format_datetime(datetime.fromtimestamp(date_ms // 1000, UTC))}",
-                writer.fold("Message-ID", [make_msgid(idstring=command_id[:16], domain=_ascii_address(address)
-                                                      .split("@")[-1])]) or "",
+                writer.fold("Message-ID", [msgid]) or f"Message-ID: {msgid}",  # one long line if it must
                 writer.unstructured("X-Shopmail-Command-Id", command_id)]
     if category == "marketing" and (unsubscribe_url or unsubscribe_mailto):
         # written exactly as given: one line, no folding, no encoded words (checked ASCII without CR/LF)

@@ -189,3 +189,14 @@ def test_a_boundary_that_occurs_in_a_body_is_drawn_again(monkeypatch):
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg.get_boundary() == fresh
     assert [p.get_content() for p in msg.iter_parts()] == [text + "\n", text + "\n"]
+
+
+def test_a_long_sender_domain_and_an_odd_command_id_still_give_one_valid_message_id():
+    domain = "mail." + "very-long-subdomain-label." * 3 + "example.com"
+    raw = build_mime(RenderedEmail(subject="s", html="<p>x</p>", text="x", locale="en"), sender=f"shop@{domain}",
+                     to="ada@example.com", command_id="a b<c>ü\r\nX: y", category="transactional",
+                     unsubscribe_url=None, unsubscribe_mailto=None, date_ms=DATE_MS)
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert re.fullmatch(rf"<[A-Za-z0-9._-]+@{re.escape(domain)}>", str(msg["Message-ID"]).strip())
+    assert msg["X-Shopmail-Command-Id"] == "a b<c>ü\r\nX: y" and "X" not in msg.keys()
+    assert [p.get_content() for p in msg.iter_parts()] == ["x\n", "<p>x</p>\n"]
