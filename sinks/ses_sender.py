@@ -1,10 +1,10 @@
 """SES ``SendEmail`` (:mod:`sinks.ses_http`; boto3 ``sesv2`` for the other calls) with the sink's own retry
 policy and error classification.
 
-botocore's retries are turned off (``total_max_attempts=1``; the direct call never retries): SES has no idempotency token, so the sink
-decides what is retried (throttling, 5xx, connection errors — with exponential backoff and full
-jitter) and what is permanent (rejected, unverified identity, bad request, not found) or pauses
-sending altogether (sending paused, account suspended, daily quota exhausted).
+botocore's retries are turned off (``total_max_attempts=1``; the direct call never retries): SES has no
+idempotency token, so the sink decides what is retried (throttling, 5xx, connection errors — with
+exponential backoff and full jitter) and what is permanent (rejected, unverified identity, bad request,
+not found) or pauses sending altogether (sending paused, account suspended, daily quota exhausted).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def account_send_rate(client: Any) -> float | None:
 
 
 class SesSender:
-    """``SendEmail`` goes through :class:`sinks.ses_http.DirectSes` (the same request as boto3's, at a fifth of
+    """``SendEmail`` goes through :class:`sinks.ses_http.DirectSes` (the same request as boto3's, at about half
     its CPU, one keep-alive connection per sending thread), or through ``client`` when one is given;
     ``self.client`` (boto3) serves the other calls (GetAccount)."""
 
