@@ -35,9 +35,10 @@ def sink_settings(settings, moto_ses, proxy):
     return settings
 
 
-def outcome(call, kwargs: dict) -> tuple[str, str, str] | str:
+def outcome(call, kwargs: dict) -> tuple[str, str, str]:
+    """("sent", "", message id present?) or the classified failure (kind, code, message)."""
     try:
-        return "sent:" + bool(call(**kwargs)["MessageId"]).__str__()
+        return "sent", "", str(bool(call(**kwargs)["MessageId"]))
     except Exception as exc:  # noqa: BLE001 - compared below
         failure = classify(exc)
         return failure.kind, failure.code, failure.message
