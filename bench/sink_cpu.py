@@ -15,6 +15,7 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,10 +25,9 @@ from typing import Any
 
 
 def _moto() -> tuple[subprocess.Popen[bytes], str]:
-    sock_port = __import__("socket").socket()
-    sock_port.bind(("127.0.0.1", 0))
-    port = sock_port.getsockname()[1]
-    sock_port.close()
+    with socket.socket() as probe:  # a free port for moto
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
