@@ -5,10 +5,10 @@ decides what is retried (throttling, 5xx, connection errors — with exponential
 jitter) and what is permanent (rejected, unverified identity, bad request, not found) or pauses
 sending altogether (sending paused, account suspended, daily quota exhausted).
 
-Each sending thread has its own ``sesv2`` client (one keep-alive connection), made with botocore's
-cheapest supported settings for a call whose parameters the sink builds itself: no client-side parameter
-validation (SES validates the request and answers ``BadRequestException``, classified permanent), TCP
-keep-alive on.
+The sending threads share one ``sesv2`` client (boto3 clients are thread-safe; its pool holds a keep-alive
+connection for each thread), made with botocore's cheapest supported settings for a call whose parameters
+the sink builds itself: no client-side parameter validation (SES validates the request and answers
+``BadRequestException``, classified permanent), TCP keep-alive on.
 """
 
 from __future__ import annotations
@@ -73,40 +73,16 @@ def classify(exc: Exception) -> SendFailure:
     return SendFailure("permanent", type(exc).__name__, str(exc))
 
 
-def client_config(max_pool_connections: int) -> Config:
-    """No botocore retries (the sink retries), no client-side parameter validation, TCP keep-alive."""
-    return Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15,
-                  max_pool_connections=max_pool_connections, parameter_validation=False, tcp_keepalive=True)
-
-
-def make_client(ses: SesSettings, max_pool_connections: int | None = None, session: Any | None = None) -> Any:
-    """An ``sesv2`` client; ``max_pool_connections`` defaults to room for every sending thread at once."""
-    pool = max_pool_connections if max_pool_connections is not None else max(10, ses.max_concurrency * 2)
-    kwargs: dict[str, Any] = {"region_name": ses.region, "config": client_config(pool)}
+def make_client(ses: SesSettings) -> Any:
+    """No botocore retries (the sink retries), no client-side parameter validation, TCP keep-alive, a pooled
+    connection for every sending thread."""
+    cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15,
+                 max_pool_connections=max(10, ses.max_concurrency * 2), parameter_validation=False,
+                 tcp_keepalive=True)
+    kwargs: dict[str, Any] = {"region_name": ses.region, "config": cfg}
     if ses.endpoint_url:
         kwargs["endpoint_url"] = ses.endpoint_url
-    return (session or boto3).client("sesv2", **kwargs)
-
-
-class ThreadClients:
-    """One ``sesv2`` client per thread, each with one pooled connection (a thread makes one call at a time).
-    Clients are made one at a time from one boto3 session (making clients is not thread-safe; using them is)."""
-
-    def __init__(self, ses: SesSettings) -> None:
-        self.ses = ses
-        self._session = boto3.session.Session()
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self.made = 0
-
-    def get(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            with self._lock:
-                client = make_client(self.ses, max_pool_connections=1, session=self._session)
-                self.made += 1
-            self._local.client = client
-        return client
+    return boto3.client("sesv2", **kwargs)
 
 
 def account_send_rate(client: Any) -> float | None:
@@ -120,13 +96,9 @@ def account_send_rate(client: Any) -> float | None:
 
 
 class SesSender:
-    """``SendEmail`` on the calling thread's own client (:class:`ThreadClients`), or on ``client`` from every
-    thread when one is given; ``self.client`` serves the other calls (GetAccount)."""
-
     def __init__(self, ses: SesSettings, client: Any | None = None) -> None:
         self.ses = ses
         self.client = client or make_client(ses)
-        self.thread_clients = None if client is not None else ThreadClients(ses)
         self.retries = 0  # total retried attempts (metrics)
 
     def send_raw(self, raw: bytes, to: str, tags: dict[str, str], stop: threading.Event | None = None,
@@ -146,8 +118,7 @@ class SesSender:
                 config_set = configuration_set or self.ses.configuration_set
                 if config_set:
                     kwargs["ConfigurationSetName"] = config_set
-                sender = self.thread_clients.get() if self.thread_clients is not None else self.client
-                resp = sender.send_email(**kwargs)
+                resp = self.client.send_email(**kwargs)
                 return SendResult(resp["MessageId"], attempt)
             except Exception as exc:  # noqa: BLE001 - classified below
                 failure = classify(exc)
