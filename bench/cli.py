@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -61,12 +62,18 @@ def register(app: typer.Typer) -> None:
               instructions: bool = typer.Option(False, "--instructions",
                                                 help="only instructions per event of decode, engine and partition "
                                                      "task under valgrind's callgrind (repeatable on a busy machine)"),
+              sink_baseline: Optional[Path] = typer.Option(
+                  None, "--sink-baseline", help="a source tree of another release: its sink and this one's run "
+                                                "interleaved (--sink-pairs pairs) and compared"),
+              sink_pairs: int = typer.Option(3, "--sink-pairs", help="interleaved sink pairs with --sink-baseline"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
         from bench.runner import QUICK, TINY, BenchConfig, run_bench
 
         cfg = TINY if tiny else QUICK if quick else BenchConfig()
+        if sink_baseline is not None:
+            cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
         known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions")

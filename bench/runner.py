@@ -61,6 +61,8 @@ class BenchConfig:
     guard_customers: int = 20_000  # bench/guard.py: the shop's traffic + its feedback (full: ≥ 100k events)
     guard_days: int = 60
     guard_rounds: int = 3  # passes with the guard on, and as many off, interleaved
+    sink_baseline: str | None = None  # a source tree of another release: its sink interleaved with this one's
+    sink_pairs: int = 3  # interleaved (baseline, this) sink runs when sink_baseline is set
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,
@@ -589,54 +591,130 @@ def _run_sink(settings: Settings, bootstrap: str) -> tuple[Any, threading.Event,
 
 def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     """The sink in its own process against moto in its own process; SendEmail request times are
-    recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate)."""
-    import json
+    recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate), the
+    sink's CPU seconds from /proc over the same window (first to last SendEmail) → CPU ms per email.
 
+    With ``cfg.sink_baseline`` (a source tree of another release) the unlimited run is repeated
+    ``cfg.sink_pairs`` times, that tree's sink and this one's interleaved (baseline first in each pair), each
+    with its own defaults and the user's settings; the figures are the medians and their ratios."""
+    sides: list[tuple[str, str | None]] = [("", None)]
+    if cfg.sink_baseline:
+        sides = [("before.", cfg.sink_baseline), ("", None)]
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label, _ in sides}
+    for pair in range(cfg.sink_pairs if cfg.sink_baseline else 1):
+        for label, tree in sides:
+            runs[label].append(_sink_run(cfg, bootstrap, f"{label}unlimited{pair}", 0.0, out, tree))
+    for label, results in runs.items():
+        for key in ("sends_per_s", "cpu_ms_per_email"):
+            values = [r[key] for r in results if r[key] == r[key]]
+            out.add(f"sink.{label}unlimited.{key}", round(statistics.median(values), 2) if values else None)
+            if len(results) > 1:
+                out.add(f"sink.{label}unlimited.{key}.runs", [round(r[key], 2) for r in results])
+        out.add(f"sink.{label}unlimited.sends", results[-1]["sends"])
+    if cfg.sink_baseline:
+        for key in ("sends_per_s", "cpu_ms_per_email"):
+            before, now = out.rows.get(f"sink.before.unlimited.{key}"), out.rows.get(f"sink.unlimited.{key}")
+            out.add(f"sink.ratio.{key}", round(now / before, 2) if before and now else None)
+        _sink_parts(cfg, sides, out)
+    limited = _sink_run(cfg, bootstrap, "limited", cfg.sink_rate, out, None)
+    out.add("sink.limited.sends", limited["sends"])
+    out.add("sink.limited.sends_per_s", limited["sends_per_s"])
+    out.add("sink.limited.configured_rate", cfg.sink_rate)
+    out.add("sink.limited.max_in_any_1s", limited["max_in_any_1s"])
+
+
+def _sink_parts(cfg: BenchConfig, sides: list[tuple[str, str | None]], out: Figures) -> None:
+    """CPU ms per email of each part of the sink's work (bench/sink_cpu.py: links, render, MIME, SES call),
+    each side in its own process, interleaved ``cfg.sink_pairs`` times; medians per part."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sink_cpu.py")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in sides}
+    for _ in range(cfg.sink_pairs):
+        for label, tree in sides:
+            run = subprocess.run([sys.executable, script, "--emails", str(cfg.sink_commands)],
+                                 env={**os.environ, "PYTHONPATH": tree or here}, cwd=tree or here,
+                                 capture_output=True, text=True, check=True, timeout=600)
+            results[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
+    for label, runs in results.items():
+        for part in ("links_and_context_ms", "render_ms", "mime_ms", "ses_call_ms", "total_ms"):
+            out.add(f"sink.parts.{label}{part}", round(statistics.median(r[part] for r in runs), 3))
+
+
+def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Figures,
+              tree: str | None) -> dict[str, float]:
+    """One sink child (from ``tree``, else this tree) sending ``cfg.sink_commands`` commands against moto."""
     from bench.fault_proxy import FaultProxy
 
-    for label, rate in (("unlimited", 0.0), ("limited", cfg.sink_rate)):
-        s = _bench_settings(f"bench-sink-{label}")
-        s.ses.max_send_rate = rate
-        assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
-        ses = _Ses(s)
-        proxy = FaultProxy(ses.url)
-        s.ses.endpoint_url = proxy.url
-        now = int(time.time() * 1000)
-        p = Producer(producer_config(s, bootstrap))
-        for i in range(cfg.sink_commands):
-            cmd = {"command_id": f"b{i}", "customer_id": f"c{i % 97}", "to": f"c{i % 97}@example.com",
-                   "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1",
-                   "locale": "en", "variant": "control", "category": "transactional", "send_at": now,
-                   "expires_at": now + 3_600_000, "trigger_event_id": f"e{i}", "created_at": now,
-                   "context": json.dumps({"order_id": f"o{i}", "total": "10.00", "currency": "EUR", "cross_sell": [],
-                                          "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
-            p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
-        p.flush(30)
-        # the sink child takes the user's settings (SHOPMAIL_SES__MAX_CONCURRENCY and the rest from the
-        # environment or SHOPMAIL_CONFIG); the figure names the concurrency it ran with
-        sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap, {})
-        out.add("sink.max_concurrency", load_settings().ses.max_concurrency)
-        try:
-            _outcomes(s, bootstrap, cfg.sink_commands, timeout_s=300)
-            times = sorted(r.at for r in proxy.sends())
-            span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
-            out.add(f"sink.{label}.sends", len(times))
-            out.add(f"sink.{label}.sends_per_s", round((len(times) - 1) / span, 1) if span == span and span > 0 else None)
-            if label == "limited":
-                worst = max(sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times))
-                out.add("sink.limited.configured_rate", rate)
-                out.add("sink.limited.max_in_any_1s", worst)
-        finally:
-            sink.terminate()
-            sink.wait(30)
-            proxy.close()
-            ses.close()
+    s = _bench_settings(f"bench-sink-{label.replace('.', '-')}")
+    s.ses.max_send_rate = rate
+    assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
+    ses = _Ses(s)
+    proxy = FaultProxy(ses.url)
+    s.ses.endpoint_url = proxy.url
+    now = int(time.time() * 1000)
+    p = Producer(producer_config(s, bootstrap))
+    for i in range(cfg.sink_commands):
+        cmd = {"command_id": f"b{i}", "customer_id": f"c{i % 97}", "to": f"c{i % 97}@example.com",
+               "flow": "order_confirmation", "step": 1, "template": "order_confirmation/step1",
+               "locale": "en", "variant": "control", "category": "transactional", "send_at": now,
+               "expires_at": now + 3_600_000, "trigger_event_id": f"e{i}", "created_at": now,
+               "context": json.dumps({"order_id": f"o{i}", "total": "10.00", "currency": "EUR", "cross_sell": [],
+                                      "items": [{"sku": "S", "name": "Mug", "price": "10.00", "quantity": 1}]})}
+        p.produce(s.topics.name("commands"), key=cmd["customer_id"].encode(), value=serde.encode("EmailCommand", cmd))
+    p.flush(30)
+    # the sink child takes the user's settings (SHOPMAIL_SES__MAX_CONCURRENCY and the rest from the
+    # environment or SHOPMAIL_CONFIG); the figure names the concurrency it ran with
+    sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap, {}, tree=tree)
+    out.add(f"sink.{'before.' if tree else ''}max_concurrency", _max_concurrency(tree))
+    samples: list[tuple[int, float]] = []  # (sends so far, the sink's CPU seconds)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            samples.append((len(proxy.sends()), _cpu_s(sink.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        _outcomes(s, bootstrap, cfg.sink_commands, timeout_s=300)
+        done.set()
+        sampler.join()
+        times = sorted(r.at for r in proxy.sends())
+        span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        sending = [(n, cpu) for n, cpu in samples if 0 < n < len(times)]
+        cpu_ms = ((sending[-1][1] - sending[0][1]) * 1000 / (sending[-1][0] - sending[0][0])
+                  if len(sending) > 1 and sending[-1][0] > sending[0][0] else float("nan"))
+        worst = max((sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)), default=0)
+        return {"sends": len(times), "sends_per_s": round((len(times) - 1) / span, 1) if span == span and span > 0
+                else float("nan"), "cpu_ms_per_email": cpu_ms, "max_in_any_1s": worst}
+    finally:
+        done.set()
+        sink.terminate()
+        sink.wait(30)
+        proxy.close()
+        ses.close()
+
+
+def _max_concurrency(tree: str | None) -> int:
+    """``ses.max_concurrency`` as a sink from ``tree`` (else this tree) reads it from the user's settings."""
+    if not tree:
+        return load_settings().ses.max_concurrency
+    import subprocess
+    import sys
+
+    code = "from streams.config import load_settings; print(load_settings().ses.max_concurrency)"
+    return int(subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": tree}, cwd=tree,
+                              capture_output=True, text=True, check=True).stdout.strip())
 
 
 def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str, str],
-           module: str = "streams.cli") -> Any:
+           module: str = "streams.cli", tree: str | None = None) -> Any:
     """A `shopmail` subprocess with the bench's settings (like a pod: its own interpreter and GIL);
-    ``module="bench.traced"`` runs it with the latency bench's timestamps."""
+    ``module="bench.traced"`` runs it with the latency bench's timestamps; ``tree``: the source tree it runs
+    from (another release, for an interleaved comparison), else this one."""
     import subprocess
     import sys
 
@@ -649,8 +727,10 @@ def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str,
                 "SHOPMAIL_SINK__GROUP_ID": settings.sink.group_id, "SHOPMAIL_SES__ENDPOINT_URL": settings.ses.endpoint_url,
                 "SHOPMAIL_SES__USE_ACCOUNT_RATE": "false", "SHOPMAIL_SES__MAX_SEND_RATE": str(settings.ses.max_send_rate)})
     env.update(extra)
+    if tree:
+        env["PYTHONPATH"] = tree
     return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, cwd=tree or None)
 
 
 HOPS = ("produce → worker batch start", "worker batch → commit", "commit → sink fetch",

@@ -36,6 +36,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,7 +130,15 @@ def _decimal(value: Any) -> Decimal:
 def money(ctx: Any, value: Any, currency: str | None = None, quantity: Any = None) -> str:
     """The amount in the locale's currency format; without a currency a plain number (never a guessed one)."""
     amount = _decimal(value) * (int(quantity) if quantity is not None else 1)
-    fmt = ctx["fmt_locale"]
+    return _money_text(str(amount), currency or None, ctx["fmt_locale"])
+
+
+@lru_cache(maxsize=16384)
+def _money_text(digits: str, currency: str | None, fmt: str) -> str:
+    """Babel's formatting of one amount (a pure function of its arguments: the same prices recur in mail
+    after mail, so each is formatted once per process). Keyed by the digits, not the Decimal, whose equal
+    values (``-0`` and ``0``) would share an entry."""
+    amount = Decimal(digits)
     if not currency:
         return format_decimal(amount, format="#,##0.00", locale=fmt)
     text = format_currency(amount, currency, locale=fmt)
@@ -222,8 +231,10 @@ def email_names(template_dir: Path = TEMPLATE_DIR) -> list[str]:
 def make_environment(template_dir: Path, translations: Translations, html: bool) -> Environment:
     # the HTML environment escapes every template it loads, including the macros shared with the text part
     # (common.txt): a macro's output is trusted by its caller, so it must escape its own variables
+    # auto_reload off: a loaded template (a layout, the shared macros) is not checked against its file on
+    # every include — templates ship with the release and never change under a running sink
     env = Environment(loader=FileSystemLoader(str(template_dir)), undefined=StrictUndefined, autoescape=html,
-                      extensions=["jinja2.ext.i18n"])
+                      extensions=["jinja2.ext.i18n"], auto_reload=False)
     env.policies["ext.i18n.trimmed"] = True
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(safe_url=safe_url, money=money, percent=percent, date=date, time_of_day=time_of_day,
@@ -236,9 +247,18 @@ def link(ctx: Any, value: Any, fallback: str = "") -> str:
     """``safe_url``, plus the UTM parameters when the URL is the shop's (flow, step, variant)."""
     url = safe_url(value, fallback)
     utm = ctx.get("utm")
-    if not url or not utm or urlsplit(url).netloc not in ctx["shop_hosts"]:
+    if not url or not utm:
         return url
-    return with_utm(url, utm)
+    return _tagged(url, tuple(utm.items()), ctx["shop_hosts"])
+
+
+@lru_cache(maxsize=16384)
+def _tagged(url: str, utm: tuple[tuple[str, str], ...], shop_hosts: frozenset[str]) -> str:
+    """``url`` with the UTM parameters if it is the shop's — the same few product and page links recur in
+    mail after mail (a flow's step and variant set the parameters), so each is parsed and rebuilt once."""
+    if urlsplit(url).netloc not in shop_hosts:
+        return url
+    return with_utm(url, dict(utm))
 
 
 class Renderer:
@@ -329,7 +349,7 @@ class Renderer:
             "preferences_href": safe_url(links.get("preferences")), "keep_href": safe_url(links.get("keep")),
             "tax_included": self._tax_included(v),
             "legal_text": self.markets.for_locale(self.markets.legal_text, market_locale),
-            "shop_hosts": {urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc},
+            "shop_hosts": frozenset({urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc}),
             "utm": utm_params(lk, command),
             "discounted_total": _discounted(v.get("cart_total"), v.get("coupon_percent")),
             "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold

@@ -4,6 +4,11 @@ botocore's retries are turned off (``total_max_attempts=1``): SES has no idempot
 decides what is retried (throttling, 5xx, connection errors — with exponential backoff and full
 jitter) and what is permanent (rejected, unverified identity, bad request, not found) or pauses
 sending altogether (sending paused, account suspended, daily quota exhausted).
+
+The sending threads share one ``sesv2`` client (boto3 clients are thread-safe; its pool holds a keep-alive
+connection for each thread), made with botocore's cheapest supported settings for a call whose parameters
+the sink builds itself: no client-side parameter validation (SES validates the request and answers
+``BadRequestException``, classified permanent), TCP keep-alive on.
 """
 
 from __future__ import annotations
@@ -69,8 +74,11 @@ def classify(exc: Exception) -> SendFailure:
 
 
 def make_client(ses: SesSettings) -> Any:
+    """No botocore retries (the sink retries), no client-side parameter validation, TCP keep-alive, a pooled
+    connection for every sending thread."""
     cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=15,
-                 max_pool_connections=max(10, ses.max_concurrency * 2))
+                 max_pool_connections=max(10, ses.max_concurrency * 2), parameter_validation=False,
+                 tcp_keepalive=True)
     kwargs: dict[str, Any] = {"region_name": ses.region, "config": cfg}
     if ses.endpoint_url:
         kwargs["endpoint_url"] = ses.endpoint_url

@@ -150,7 +150,9 @@ class SesSettings:
     from_names: dict[str, str] = field(default_factory=dict)
     reply_to: str = ""  # a monitored mailbox for replies; empty → brand.support_email (none when both are empty)
     max_send_rate: float = 14.0  # sends/s; the sink uses min(this, SES-reported rate) when readable
-    max_concurrency: int = 8
+    # SES calls in flight per sink replica (threads); also the crash bound: a SIGKILL leaves at most this many
+    # commands ambiguous. The send rate is the token bucket's; 32 keeps a replica off its per-step ceiling.
+    max_concurrency: int = 32
     max_attempts: int = 6
     unsubscribe_base_url: str = "https://shop.example.com/unsubscribe"
     # Advertised in List-Unsubscribe only when set. shopmail does not read that mailbox (the bridge refuses

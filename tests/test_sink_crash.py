@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from streams.config import SesSettings
 from streams.kafka.io import produce_records
 from tests.support.procs import CliProcess, settings_env, wait_for
 from tests.support.sink import command, delivered, proxy, read_to_end, settled_to_end, sink_settings, topic_ends  # noqa: F401
@@ -21,13 +22,15 @@ from tests.support.sink import command, delivered, proxy, read_to_end, settled_t
 pytestmark = pytest.mark.integration
 
 
-def test_sigkills_while_sending_cost_at_most_the_commands_in_flight(kafka, moto_ses, proxy, sink_settings, tmp_path):
+@pytest.mark.parametrize("concurrency", [4, SesSettings().max_concurrency], ids=["4", "default"])
+def test_sigkills_while_sending_cost_at_most_the_commands_in_flight(kafka, moto_ses, proxy, sink_settings, tmp_path,
+                                                                    concurrency):
     n = int(os.environ.get("SHOPMAIL_SINK_KILL_COMMANDS", "300"))  # the 2,000-command measurement sets it
     kills = int(os.environ.get("SHOPMAIL_SINK_KILLS", "3"))
-    concurrency = 4
     proxy.delay_s = 0.02  # each SES call takes a little while: kills land with calls in flight
     t = sink_settings.topics
-    cmds = [command(5000 + i, f"k{i % 40}") for i in range(n)]
+    # ids of their own per concurrency: moto is shared by the session and counts every email it ever got
+    cmds = [command(5000 + 10_000 * concurrency + i, f"k{i % 40}") for i in range(n)]
     produce_records(sink_settings, kafka, t.name("commands"), "EmailCommand", cmds)
     env = settings_env(sink_settings, kafka, SHOPMAIL_SES__ENDPOINT_URL=proxy.url,
                        SHOPMAIL_SES__USE_ACCOUNT_RATE="false", SHOPMAIL_SES__MAX_SEND_RATE="0",
