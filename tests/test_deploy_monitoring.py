@@ -1,6 +1,6 @@
 """Alerts and the Grafana dashboard: every PromQL expression parses, and names only metrics the code
 exports (or the cluster's exporters: Strimzi's Kafka Exporter, kube-state-metrics, Prometheus' own
-``up``); every workload has an absent-target alert; runbook links are absolute and land on a section
+``up``); every workload has a down alert per namespace; runbook links are absolute and land on a section
 of deploy/RUNBOOK.md; the dashboard ConfigMap carries the label the Grafana sidecar loads."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ EXTERNAL_METRICS = {
     "kafka_consumergroup_lag",  # Strimzi Kafka Exporter: committed offset vs. log end, per group/topic/partition
     "up",  # Prometheus: the scrape target answered
     "kube_pod_status_ready",  # kube-state-metrics
+    "kube_deployment_spec_replicas",  # kube-state-metrics
+    "kube_statefulset_replicas",  # kube-state-metrics
 }
 WORKLOAD_JOBS = {"shopmail-processors", "shopmail-sink", "shopmail-ses-bridge", "shopmail-tracking", "shopmail-unsubscribe"}
 
@@ -85,13 +87,49 @@ def test_every_alert_and_dashboard_expression_parses_and_reads_only_exported_met
     assert unknown_metrics(expr) == set(), f"not exported by the code nor a listed exporter: {expr}"
 
 
-def test_lag_comes_from_the_cluster_and_every_workload_has_an_absent_target_alert():
+def test_lag_comes_from_the_cluster_and_every_workload_has_a_down_alert_per_namespace():
     rules = {r["alert"]: r["expr"] for r in alert_rules()}
     assert all("shopmail_consumer_lag" not in expr for expr in rules.values()), "lag alerts read the Kafka Exporter"
     assert any("kafka_consumergroup_lag" in expr and "shopmail-processors" in expr for expr in rules.values())
     assert any("kafka_consumergroup_lag" in expr and "shopmail-sink" in expr for expr in rules.values())
-    absent_jobs = {job for expr in rules.values() for job in re.findall(r'absent\(up\{job="([a-z-]+)"\}', expr)}
-    assert absent_jobs == WORKLOAD_JOBS
+    down_jobs = {job for expr in rules.values()
+                 for kind, wanted, job in re.findall(r'\(kube_(deployment_spec|statefulset)_replicas\{\w+="([a-z-]+)"\} > 0\) '
+                                                     r'unless on \(namespace\) \(up\{job="([a-z-]+)"\} == 1\)', expr)
+                 if wanted == job}
+    assert down_jobs == WORKLOAD_JOBS
+
+
+def _groupings(expr: str) -> list[tuple[str, list[str]]]:
+    """(metric names below it, its ``by`` labels) for every aggregation of an expression."""
+    import promql_parser
+
+    found: list[tuple[str, list[str]]] = []
+
+    def visit(node: object) -> bool:
+        if type(node).__name__ == "AggregateExpr":
+            modifier = node.modifier  # type: ignore[attr-defined]
+            labels = list(modifier.labels) if modifier is not None and str(modifier).startswith("by") else []
+            found.append((" ".join(sorted(metric_names(node.prettify()))), labels))  # type: ignore[attr-defined]
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def test_the_namespace_check_catches_an_alert_that_sums_across_namespaces():
+    assert _groupings("sum(rate(shopmail_sink_sends_total[5m])) > 1") == [("shopmail_sink_sends_total", [])]
+    assert _groupings("max by (namespace, provider) (shopmail_deliverability_status) == 2") == [
+        ("shopmail_deliverability_status", ["namespace", "provider"])]
+
+
+def test_every_alert_on_shopmails_own_series_is_per_namespace():
+    """One Prometheus often scrapes a dev and a prod release: an alert that summed across namespaces would
+    let one hide the other's outage or add their failures together."""
+    for rule in alert_rules():
+        for metrics, labels in _groupings(rule["expr"]):
+            if "shopmail_" in metrics:
+                assert "namespace" in labels, f"{rule['alert']} aggregates {metrics} across namespaces"
+        assert "absent(up" not in rule["expr"], f"{rule['alert']}: absent() cannot say which namespace is down"
 
 
 def test_the_dashboard_shows_what_on_call_needs():
