@@ -182,11 +182,15 @@ def test_workloads_reach_kafka_dns_and_https_and_nothing_else(overlay):
     config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopmail-config")
     bootstrap_ports = {int(server.rsplit(":", 1)[1]) for server in config["data"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")}
     in_cluster_kafka = config["data"]["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0].endswith(".svc")
+    msk_iam = config["data"].get("SHOPMAIL_KAFKA__SECURITY__OAUTH_PROVIDER") == "aws-msk-iam"
     for pod in pods.values():
         for port in bootstrap_ports:
             assert egress_allowed(policies, pod, KAFKA_BROKER if in_cluster_kafka else None, port), (pod.name, port)
         assert egress_allowed(policies, pod, COREDNS, 53, "UDP") and egress_allowed(policies, pod, COREDNS, 53)
-        assert egress_allowed(policies, pod, None, 443)  # SES, SNS certificates (no stable IP ranges)
+        # HTTPS only where AWS is called: SES (sink), SNS certificates (bridge); on MSK with IAM every pod
+        # fetches its signing credentials from STS
+        calls_aws = pod.name in ("shopmail-sink", "shopmail-ses-bridge") or msk_iam
+        assert egress_allowed(policies, pod, None, 443) == calls_aws, (pod.name, "443")
         assert not egress_allowed(policies, pod, None, 5432)
         assert not egress_allowed(policies, pod, STRANGERS[0], 8080)
         assert not egress_allowed(policies, pod, None, 53, "UDP"), "DNS only through the cluster's resolver"
