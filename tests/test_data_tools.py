@@ -266,7 +266,8 @@ def test_a_bad_argument_is_a_clear_message_and_exit_2(tmp_path, args, message):
 
 @pytest.mark.parametrize(("files", "found"), [
     (["shop.orders.parquet", "email.commands.parquet"], "it holds only Parquet files (email.commands.parquet, "
-                                                        "shop.orders.parquet); report reads the Avro exports"),
+                                                        "shop.orders.parquet): write the Avro ones with "
+                                                        "`shopmail export --format avro --out"),
     (["notes.txt"], "it holds 1 other file(s) (notes.txt)"),
     ([], "it holds nothing (an empty directory)")])
 def test_report_on_a_directory_without_avro_exports_says_what_it_expected_and_what_it_found(tmp_path, files, found):

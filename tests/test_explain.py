@@ -469,3 +469,39 @@ def test_explain_shows_a_progress_bar_on_a_terminal_and_none_with_quiet_or_when_
         shown[case] = stream.getvalue()
     assert "explaining ann" in shown["tty"] and "ETA" in shown["tty"]
     assert shown["quiet"] == "" and shown["piped"] == ""
+
+
+def _box_tables(text: str) -> list[list[str]]:
+    """The rich tables printed in a document: runs of lines from a top border (┏) to a bottom one (└)."""
+    tables: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.startswith("└"):
+                tables.append(current)
+                current = None
+    return tables
+
+
+@pytest.mark.parametrize("doc", ["docs/explain.md", "docs/data-tools.md"])
+def test_every_table_in_the_docs_has_one_column_count_and_no_column_left_empty(doc):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / doc).read_text()
+    for table in _box_tables(text):
+        counts = set()
+        cells: list[list[str]] = []
+        for line in table:
+            if line[0] in "┏┡└":
+                counts.add(sum(line.count(c) for c in "┳╇┴") + 1)
+            else:
+                row = line.strip()[1:-1].split(line.strip()[0])
+                counts.add(len(row))
+                cells.append([c.strip() for c in row])
+        assert len(counts) == 1, (doc, table[:3])
+        for i in range(counts.pop()):
+            assert any(row[i] for row in cells), (doc, f"column {i + 1} is empty", table[:3])
+    pipe_rows = [ln for ln in text.splitlines() if ln.startswith("|")]
+    assert len({ln.count("|") for ln in pipe_rows}) <= 1

@@ -22,8 +22,8 @@ def unreadable_dir(settings: Any, directory: Path) -> str | None:
     found = sorted(p.name for p in directory.iterdir() if p.is_file())
     parquet = [n for n in found if n.endswith(".parquet")]
     if parquet:
-        what = f"only Parquet files ({_some(parquet)}); report reads the Avro exports: " \
-               f"`shopmail export --format avro --out {directory}` writes them"
+        what = f"only Parquet files ({_some(parquet)}): write the Avro ones with " \
+               f"`shopmail export --format avro --out {directory}`"
     elif found:
         what = f"{len(found)} other file(s) ({_some(found)})"
     else:
