@@ -428,10 +428,11 @@ def _run_with_bar(settings: Settings, customer_id: str, facts: list[Fact] | Iter
                                on_progress=bar.to if bar.shown else None)
 
 
-def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0
-                ) -> tuple[list[Fact], list[Fact]]:
+def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0,
+                on_record: Callable[[], None] | None = None) -> tuple[list[Fact], list[Fact]]:
     """Every record of the customer's partition of each input topic (and of the outcomes topic), read
-    to the end by a consumer outside any group, plus the global topics in full."""
+    to the end by a consumer outside any group, plus the global topics in full. ``on_record()`` after
+    each record (a progress bar)."""
     from confluent_kafka import Consumer, Message, TopicPartition
 
     from streams.kafka.io import consumer_config
@@ -467,6 +468,8 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 return
             fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0)
             (outcomes if lt == "outcomes" else facts).append(fact)
+            if on_record is not None:
+                on_record()
 
         read_to_end(consumer, tps, handle, timeout_s, f"explain {customer_id}")
     finally:
@@ -475,7 +478,8 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
 
 
 def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False) -> Explanation:
-    facts, outcomes = read_topics(settings, bootstrap, customer_id)
+    with progress("reading the topics", quiet=quiet) as bar:
+        facts, outcomes = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
     return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}", quiet)
 
 
