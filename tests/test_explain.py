@@ -404,7 +404,8 @@ def test_sunsets_timer_is_shown_apart_from_the_mail_steps_in_the_next_due_list(t
     assert "sunset" not in due_table.splitlines()[2]  # the one mail row
     assert text.rstrip().endswith("sunset: leaves marketing on 2027-05-05 unless they order or click")
     header = next(ln for ln in text.splitlines() if "next due" in ln)
-    assert [c.strip() for c in header.strip().strip("┃").split("┃")] == ["next due", "flow", "step"]  # no empty column
+    # no empty column
+    assert [c.strip() for c in header.strip().strip("┃").split("┃")] == ["next due", "flow", "step"]
 
 
 def test_the_workers_customer_query_says_when_the_customer_leaves_or_left_marketing():
@@ -446,7 +447,8 @@ def test_identical_rows_collapse_into_one_that_says_how_many():
 
     drop = Row(T0, "dropped", "price_drop step 1 not sent — no marketing consent given", {"flow": "price_drop"})
     other = Row(T0, "fact", "orders placed", {})
-    rows = collapse([drop, other, Row(drop.at, drop.kind, drop.text, dict(drop.data)), Row(T0 + 1, "dropped", drop.text)])
+    again = Row(drop.at, drop.kind, drop.text, dict(drop.data))
+    rows = collapse([drop, other, again, Row(T0 + 1, "dropped", drop.text)])
     assert [(r.at, r.text) for r in rows] == [
         (T0, "price_drop step 1 not sent — no marketing consent given ×2"), (T0, "orders placed"),
         (T0 + 1, "price_drop step 1 not sent — no marketing consent given")]

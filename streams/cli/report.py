@@ -28,7 +28,7 @@ def unreadable_dir(settings: Any, directory: Path) -> str | None:
         what = f"{len(found)} other file(s) ({_some(found)})"
     else:
         what = "nothing (an empty directory)"
-    return f"{directory} holds none of the Avro exports report reads ({', '.join(expected)}): it holds {what}"
+    return f"{directory} holds none of {', '.join(expected)} (the Avro exports report reads): it holds {what}"
 
 
 def _some(names: list[str], n: int = 3) -> str:
@@ -148,7 +148,8 @@ def register(app: typer.Typer) -> None:
                       f"no file written[/red]")
             raise typer.Exit(1)
         Console().print(table(f"Exported ({fmt}, event time from {span})", ("topic", "file", "records", "skipped"),
-                              [(r["topic"], r["file"] or "– (no record)", r["records"], r["skipped"]) for r in summary],
+                              [(r["topic"], r["file"] or "– (no record)", r["records"], r["skipped"])
+                               for r in summary],
                               numeric_from=2))
         if json_path:
             json_path.write_text(json.dumps({"format": fmt, "from": start_ms, "to": end_ms,

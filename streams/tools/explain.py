@@ -174,8 +174,8 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
     return FIXED_REASONS.get(r, r.replace("_", " "))
 
 
-CAUSE_WORDS = {"feedback:clicked": "clicked", "orders:placed": "ordered", "feedback:resubscribed": "asked to stay subscribed",
-               "customers:upserted": "marketing consent given"}
+CAUSE_WORDS = {"feedback:clicked": "clicked", "orders:placed": "ordered",
+               "feedback:resubscribed": "asked to stay subscribed", "customers:upserted": "marketing consent given"}
 
 
 @dataclass
@@ -242,7 +242,8 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
         return Row(e.at, e.kind, f"{e.flow}: ended before {_step(e.flow, e.step)} (due {when(e.due, tz)}) — "
                                  f"{e.cause.replace(':', ' ')} at {when(e.figures.get('fact_at'), tz)}", data)
     if e.kind == "deferred":
-        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — {_reason_words(e, tz, sunset)}", data)
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — "
+                                 f"{_reason_words(e, tz, sunset)}", data)
     if e.kind == "dropped":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz, sunset)}", data)
     if e.variant == "holdout":
