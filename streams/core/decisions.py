@@ -27,7 +27,8 @@ explain tool (``streams/tools/explain.py``) turns them into words in the custome
 
 ``pending_steps`` and ``customer_state`` answer the ops question "where is this customer, what is due
 next" from a customer record alone (they read nothing the loop writes, so they run on a decoded
-snapshot, in the customer's time zone).
+snapshot, in the customer's time zone); ``sunset_words`` says when the customer leaves (or left)
+marketing. Times and durations are formatted by ``streams/core/timetext.py``.
 """
 
 from __future__ import annotations

@@ -15,8 +15,13 @@ The timeline holds, in event-time order and in the customer's time zone:
 - what the sink did: outcomes (sent / suppressed / failed with the SES message id) and the feedback
   (delivered, opened, clicked, bounced…), and orders that a click converted.
 
-``explain_with`` runs the same facts under a second configuration and pairs the decisions of both
-runs (``compare``): what would change for this customer.
+Sunset is put in words (the day the customer leaves marketing unless they order or click, that they
+left, that they came back) and its timer is kept apart from the mail steps still due. Rows that say
+exactly the same at the same moment are one row with ``×N``. Sentences read times as ``when``; JSON
+as ISO 8601 (``streams/core/timetext.py``).
+
+``compare`` pairs the decisions of two runs over the same facts (another configuration): what would
+change for this customer, one row per decision, a moved time included.
 """
 
 from __future__ import annotations
