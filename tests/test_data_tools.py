@@ -264,6 +264,22 @@ def test_a_bad_argument_is_a_clear_message_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(("files", "found"), [
+    (["shop.orders.parquet", "email.commands.parquet"], "it holds only Parquet files (email.commands.parquet, "
+                                                        "shop.orders.parquet): write the Avro ones with "
+                                                        "`shopmail export --format avro --out"),
+    (["notes.txt"], "it holds 1 other file(s) (notes.txt)"),
+    ([], "it holds nothing (an empty directory)")])
+def test_report_on_a_directory_without_avro_exports_says_what_it_expected_and_what_it_found(tmp_path, files, found):
+    for name in files:
+        (tmp_path / name).write_bytes(b"PAR1")
+    result = invoke(["report", "--input-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    text = flat(result.output)
+    assert f"holds none of email.commands.avro, email.outcomes.avro, email.feedback.avro, shop.orders.avro " \
+           f"(the Avro exports report reads): {found}" in text, text
+
+
 @pytest.mark.parametrize(("prefix", "why"), [
     ("", "an empty prefix would match every topic"), ("shop.", "matches production topics"),
     ("email.commands", "matches production topics"), ("__", "internal topics")])
@@ -293,10 +309,31 @@ def test_export_of_a_range_without_records_says_so_and_exits_1(kafka, settings, 
 
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     produce_records(settings, kafka, settings.topics.name("orders"), "OrderEvent", _orders(2))
-    result = invoke(["export", "--topics", "orders", "--out", str(tmp_path), "--from", "2020-01-01",
+    out = tmp_path / "out"
+    result = invoke(["export", "--topics", "orders", "--out", str(out), "--from", "2020-01-01",
                      "--to", "2020-02-01"], cli_env(settings, kafka))
     assert result.exit_code == 1
-    assert "no record in" in result.output and "2020-01-01T00:00:00+00:00" in result.output
+    assert flat(result.output) == (f"export: nothing matched: no record in {settings.topics.name('orders')} from "
+                                   "2020-01-01T00:00:00+00:00 to 2020-02-01T00:00:00+00:00; no file written")
+    assert not out.exists()  # no empty file, not even the directory
+
+
+@pytest.mark.integration
+def test_replay_of_a_range_without_records_says_the_range_is_empty_and_exits_1(kafka, settings, tmp_path):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.replay import topics_with_prefix
+    from tests.test_replay import _recorded_log
+
+    settings.worker.tick_interval_s = 0
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    _recorded_log(settings, kafka)  # November 2026: nothing in January 2020
+    prefix = settings.topics.prefix + "r-empty."
+    result = invoke(["replay", "--prefix", prefix, "--from", "2020-01-01", "--to", "2020-02-01",
+                     "--json", str(tmp_path / "d.json")], cli_env(settings, kafka))
+    assert result.exit_code == 1, result.output
+    assert flat(result.output) == ("replay: the range is empty: no input record from 2020-01-01T00:00:00+00:00 "
+                                   "to 2020-02-01T00:00:00+00:00")
+    assert topics_with_prefix(kafka, prefix) == [] and not (tmp_path / "d.json").exists()
 
 
 @pytest.mark.integration

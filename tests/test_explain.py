@@ -149,13 +149,28 @@ def test_another_config_shows_side_by_side_what_would_change(tmp_path):
     capped = _settings()
     capped.flows.guards.frequency_cap_ms = 48 * HOUR_MS
     changes = [c for c in compare(explain_file(s, "fay", path), explain_file(capped, "fay", path)) if not c.same]
-    dropped = [c for c in changes if c.key.startswith("abandoned_cart/2/dropped")]
-    assert dropped and dropped[0].left == ""
-    assert dropped[0].right == ("abandoned_cart step 2 not sent — expired at 2026-11-08 09:00 +00:00 while held by the "
-                                "frequency cap: a marketing mail went out at 2026-11-06 10:00 +00:00 (23 h before); "
-                                "at most 1 per 2 d")
-    fired = [c for c in changes if c.key.startswith("abandoned_cart/2/fired")]
-    assert fired and fired[0].left.startswith("abandoned_cart step 2 fired") and fired[0].right == ""
+    step2 = [c for c in changes if c.key.startswith("abandoned_cart/2/")]
+    assert len(step2) == 1, changes  # one decision, both sides: fired under one config, dropped under the other
+    assert step2[0].key == "abandoned_cart/2/outcome#1"
+    assert step2[0].left.startswith("abandoned_cart step 2 fired (marketing)")
+    assert step2[0].right == ("abandoned_cart step 2 not sent — expired at 2026-11-08 09:00 +00:00 while held by the "
+                              "frequency cap: a marketing mail went out at 2026-11-06 10:00 +00:00 (23 h before); "
+                              "at most 1 per 2 d")
+
+
+def test_a_step_sent_at_another_time_under_another_config_is_one_change_that_shows_both_times(tmp_path):
+    s = _settings()
+    path = _write(tmp_path, [customer("fay"), cart("fay", T0), *_ticks("fay", s)], s)
+    later = _settings()
+    later.flows.abandoned_cart.delays_ms = [2 * HOUR_MS, 24 * HOUR_MS, 72 * HOUR_MS]
+    a, b = explain_file(s, "fay", path), explain_file(later, "fay", path)
+    changes = [c for c in compare(a, b) if not c.same]
+    sent = [c for c in changes if c.key == "abandoned_cart/1/outcome#1"]
+    assert len(sent) == 1 and sent[0].moved
+    assert (sent[0].left_at, sent[0].right_at) == (T0 + HOUR_MS, T0 + 2 * HOUR_MS)
+    left, right = sent[0].texts(a.zone)
+    assert left.startswith("at 2026-11-06 10:00 +00:00: abandoned_cart step 1 fired (marketing)")
+    assert right.startswith("at 2026-11-06 11:00 +00:00 (+1 h): abandoned_cart step 1 fired (marketing)")
 
 
 def test_pending_steps_name_the_next_due_step_of_each_flow():
@@ -173,7 +188,17 @@ def test_pending_steps_name_the_next_due_step_of_each_flow():
 
 def test_durations_read_as_people_write_them():
     assert [duration(ms) for ms in (HOUR_MS, 26 * HOUR_MS, 90 * MINUTE_MS, 15 * MINUTE_MS, 40_000, -HOUR_MS)] == \
-        ["+1 h", "+1 d 2 h", "+1 h 30 min", "+15 min", "+40 s", "-1 h"]
+        ["+1 h", "+1 d 2 h", "+1 h 30 min", "+15 min", "+40 s", "−1 h"]
+
+
+def test_the_decision_log_explain_and_the_data_tools_share_one_time_formatting():
+    from streams.core import decisions, timetext
+    from streams.tools import explain, readable
+
+    assert decisions.duration is explain.duration is readable.duration is timetext.duration
+    assert readable.iso is explain.iso is timetext.iso and decisions.when is explain.when is timetext.when
+    assert timetext.iso(T0 + 1500, WARSAW) == "2026-11-06T10:00:01.500+01:00"
+    assert timetext.when(T0, WARSAW) == "2026-11-06 10:00 +01:00" and timetext.day(T0, WARSAW) == "2026-11-06"
 
 
 def test_a_customer_without_facts_is_an_error_not_an_empty_timeline(tmp_path):
@@ -292,10 +317,10 @@ def test_the_worker_answers_for_a_customer_it_owns_with_state_in_words_and_next_
         assert "marketing consent given at 2026-11-06 09:00 +01:00" in body["state"]
         assert any(s.startswith("open cart cart-ann with 1 line(s), last activity 2026-11-06 10:00 +01:00")
                    for s in body["state"])
-        mails = [d for d in body["next_due"] if d["flow"] != "sunset"]  # the sunset's own timer is not a mail
-        assert mails == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06 11:00 +01:00",
-                                     "due_ms": T0 + HOUR_MS, "in": mails[0]["in"],
-                                     "deferred_by_guard": False}]
+        assert body["next_due"] == [{"flow": "abandoned_cart", "step": 1, "due": "2026-11-06T11:00:00+01:00",
+                                     "due_ms": T0 + HOUR_MS, "in": body["next_due"][0]["in"],
+                                     "deferred_by_guard": False}]  # the sunset's own timer is not a mail
+        assert "leaves marketing on 2027-05-05 unless they order or click" in body["state"]
         code, body = get("/customers/nobody")
         assert code == 404 and body["error"] == "unknown_customer"
     finally:
@@ -333,3 +358,152 @@ def test_a_deferred_keyed_step_is_logged_once_as_deferred_not_again_as_reschedul
     rows = [r for r in ex.rows if r.data.get("flow") == "delivery_feedback"]
     assert [r.kind for r in rows] == ["scheduled", "deferred", "fired", "ended"], [r.text for r in rows]
     assert rows[1].text.endswith("deferred to 2026-11-10 08:00 +01:00 — quiet hours 22:00–08:00 Europe/Warsaw")
+
+
+# ---- sunset in words, JSON times, duplicates, progress -----------------------------------------------
+
+def _sunset_story(tmp_path: Path, s: Settings) -> Path:
+    """Consent at 08:00 UTC on 6 November 2026; no order or click for 180 days (sunset on 5 May 2027),
+    a cart on 10 May (not sent), an order on 20 May (back in marketing); the clock ticks daily."""
+    p = partition_for("sam", s.topics.partitions)
+    days = [tick(T0 + d * DAY_MS, p) for d in range(1, 230)]
+    return _write(tmp_path, [customer("sam"), cart("sam", T0 + 185 * DAY_MS), order("sam", T0 + 195 * DAY_MS),
+                             *days], s)
+
+
+def test_sunset_reads_as_leaving_marketing_on_a_date_unless_they_order_or_click_then_left_and_back(tmp_path):
+    s = _settings()
+    ex = explain_file(s, "sam", _sunset_story(tmp_path, s))
+    sunset = [r.text for r in ex.rows if r.data.get("flow") == "sunset"]
+    assert sunset == ["sunset: leaves marketing on 2027-05-05 unless they order or click",
+                      "sunset: left marketing on 2027-05-05 (no order or click for 180 days)",
+                      "sunset: back in marketing: ordered on 2027-05-20; leaves marketing on 2027-11-16 unless they "
+                      "order or click"]
+    dropped = _texts(ex, "dropped")
+    assert dropped and all(t.endswith("not sent — left marketing on 2027-05-05 (no order or click for 180 days)")
+                           for t in dropped)
+    assert not any("series finished" in r.text or "sunset start" in r.text for r in ex.rows if "sunset" in r.text)
+
+
+def test_sunsets_timer_is_shown_apart_from_the_mail_steps_in_the_next_due_list(tmp_path):
+    from rich.console import Console
+
+    from streams.cli.explain import _print
+
+    s = _settings()
+    path = _write(tmp_path, [customer("gus"), cart("gus", T0), *_ticks("gus", s, days=1)[:2]], s)
+    ex = explain_file(s, "gus", path)
+    assert [p.flow for p in ex.pending] == ["abandoned_cart", "sunset"]
+    assert [p.flow for p in ex.mail_steps] == ["abandoned_cart"]
+    assert [p["flow"] for p in ex.as_json()["pending"]] == ["abandoned_cart"]
+    assert ex.as_json()["sunset"]["text"] == "leaves marketing on 2027-05-05 unless they order or click"
+    console = Console(record=True, width=150)
+    _print(console, ex)
+    text = console.export_text()
+    due_table = text[text.index("next due"):]
+    assert "sunset" not in due_table.splitlines()[2]  # the one mail row
+    assert text.rstrip().endswith("sunset: leaves marketing on 2027-05-05 unless they order or click")
+    header = next(ln for ln in text.splitlines() if "next due" in ln)
+    # no empty column
+    assert [c.strip() for c in header.strip().strip("┃").split("┃")] == ["next due", "flow", "step"]
+
+
+def test_the_workers_customer_query_says_when_the_customer_leaves_or_left_marketing():
+    from streams.core.decisions import customer_state
+
+    s = _settings()
+    eng = PartitionEngine(s, 0)
+    for t, r in [customer("sam"), cart("sam", T0), tick(T0 + 2 * HOUR_MS)]:
+        eng.process(t, r)
+    doc = customer_state("sam", eng.customers["sam"], eng.flows, eng.clock_ms)
+    assert "leaves marketing on 2027-05-05 unless they order or click" in doc["state"]
+    assert [d["flow"] for d in doc["next_due"]] == ["abandoned_cart"]
+    assert doc["sunset"]["at"] == "2027-05-05T08:00:00+00:00" and not doc["sunset"]["left"]
+    assert doc["clock"] == "2026-11-06T11:00:00+00:00" and doc["next_due"][0]["due"] == "2026-11-07T09:00:00+00:00"
+    eng.process(*tick(T0 + 190 * DAY_MS))
+    doc = customer_state("sam", eng.customers["sam"], eng.flows, eng.clock_ms)
+    assert "left marketing on 2027-05-05 (no order or click for 180 days)" in doc["state"] and doc["sunset"]["left"]
+
+
+def test_explains_json_times_are_iso_8601_with_seconds_and_offset_beside_the_epoch_values(tmp_path):
+    import re
+
+    s = _settings()
+    path = _write(tmp_path, [customer("ann", tz=WARSAW), cart("ann", T0 + 12 * HOUR_MS), *_ticks("ann", s)], s)
+    doc = explain_file(s, "ann", path).as_json()
+    iso_8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?[+-]\d\d:\d\d$")
+    for row in doc["timeline"]:
+        assert iso_8601.match(row["at"]), row
+        for k in ("due", "until"):
+            if k in row:
+                assert iso_8601.match(row[k]) and isinstance(row[f"{k}_ms"], int), row
+    deferred = next(r for r in doc["timeline"] if r["kind"] == "deferred")
+    assert deferred["until"] == "2026-11-07T08:00:00+01:00" and deferred["until_ms"] == T0 + 22 * HOUR_MS
+    assert all(iso_8601.match(p["due"]) for p in doc["pending"]) and iso_8601.match(doc["sunset"]["at"])
+
+
+def test_identical_rows_collapse_into_one_that_says_how_many():
+    from streams.tools.explain import Row, collapse
+
+    drop = Row(T0, "dropped", "price_drop step 1 not sent — no marketing consent given", {"flow": "price_drop"})
+    other = Row(T0, "fact", "orders placed", {})
+    again = Row(drop.at, drop.kind, drop.text, dict(drop.data))
+    rows = collapse([drop, other, again, Row(T0 + 1, "dropped", drop.text)])
+    assert [(r.at, r.text) for r in rows] == [
+        (T0, "price_drop step 1 not sent — no marketing consent given ×2"), (T0, "orders placed"),
+        (T0 + 1, "price_drop step 1 not sent — no marketing consent given")]
+    assert rows[0].data["count"] == 2 and "count" not in rows[2].data
+
+
+def test_explain_shows_a_progress_bar_on_a_terminal_and_none_with_quiet_or_when_piped(tmp_path, monkeypatch):
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    s = _settings()
+    path = _write(tmp_path, [customer("ann"), cart("ann", T0), *_ticks("ann", s)], s)
+    shown = {}
+    for case, stream, quiet in (("tty", Tty(), False), ("quiet", Tty(), True), ("piped", io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        explain_file(s, "ann", path, quiet=quiet)
+        shown[case] = stream.getvalue()
+    assert "explaining ann" in shown["tty"] and "ETA" in shown["tty"]
+    assert shown["quiet"] == "" and shown["piped"] == ""
+
+
+def _box_tables(text: str) -> list[list[str]]:
+    """The rich tables printed in a document: runs of lines from a top border (┏) to a bottom one (└)."""
+    tables: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("┏"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.startswith("└"):
+                tables.append(current)
+                current = None
+    return tables
+
+
+@pytest.mark.parametrize("doc", ["docs/explain.md", "docs/data-tools.md"])
+def test_every_table_in_the_docs_has_one_column_count_and_no_column_left_empty(doc):
+    root = Path(__file__).resolve().parent.parent
+    text = (root / doc).read_text()
+    for table in _box_tables(text):
+        counts = set()
+        cells: list[list[str]] = []
+        for line in table:
+            if line[0] in "┏┡└":
+                counts.add(sum(line.count(c) for c in "┳╇┴") + 1)
+            else:
+                row = line.strip()[1:-1].split(line.strip()[0])
+                counts.add(len(row))
+                cells.append([c.strip() for c in row])
+        assert len(counts) == 1, (doc, table[:3])
+        for i in range(counts.pop()):
+            assert any(row[i] for row in cells), (doc, f"column {i + 1} is empty", table[:3])
+    pipe_rows = [ln for ln in text.splitlines() if ln.startswith("|")]
+    assert len({ln.count("|") for ln in pipe_rows}) <= 1

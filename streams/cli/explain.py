@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
                 config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file"),
                 with_config: Optional[Path] = typer.Option(None, "--with-config",
                                                            help="a second config: what would change, side by side"),
-                as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+                quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
         """Why a customer got (or did not get) each mail: facts, decisions with reasons, what the sink did."""
         from streams.cli_settings import settings_from
         from streams.tools.explain import ExplainError, compare
@@ -33,8 +34,8 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(config)
         other = settings_from(with_config) if with_config else None
         try:
-            first = _run(settings, customer_id, input_path)
-            second = _run(other, customer_id, input_path) if other is not None else None
+            first = _run(settings, customer_id, input_path, quiet)
+            second = _run(other, customer_id, input_path, quiet) if other is not None else None
         except ExplainError as exc:
             Console(stderr=True).print(f"[red]explain:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -42,8 +43,7 @@ def register(app: typer.Typer) -> None:
             doc: dict[str, Any] = first.as_json()
             if second is not None:
                 doc["with_config"] = {"config": str(with_config), **second.as_json(),
-                                      "changes": [{"key": c.key, "at_ms": c.at, "config": c.left,
-                                                   "with_config": c.right} for c in compare(first, second)
+                                      "changes": [_change_doc(c, first.zone) for c in compare(first, second)
                                                   if not c.same]}
             sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
             return
@@ -53,17 +53,28 @@ def register(app: typer.Typer) -> None:
             _print_changes(console, first, second, str(config or "default config"), str(with_config))
 
 
-def _run(settings: Any, customer_id: str, input_path: Optional[Path]) -> Any:
+def _change_doc(c: Any, tz: Any) -> dict[str, Any]:
+    from streams.tools.explain import iso
+
+    doc: dict[str, Any] = {"key": c.key, "at": iso(c.at, tz), "at_ms": c.at, "config": c.left,
+                           "with_config": c.right}
+    for side, at in (("config", c.left_at), ("with_config", c.right_at)):
+        if at is not None:
+            doc[f"{side}_at"], doc[f"{side}_at_ms"] = iso(at, tz), at
+    return doc
+
+
+def _run(settings: Any, customer_id: str, input_path: Optional[Path], quiet: bool) -> Any:
     from streams.tools.explain import explain_file, explain_topics
 
     if input_path is not None:
-        return explain_file(settings, customer_id, input_path)
+        return explain_file(settings, customer_id, input_path, quiet)
     if not settings.kafka.bootstrap_servers:
         raise typer.BadParameter("give --input FILE, or set KAFKA_BOOTSTRAP_SERVERS to read the topics")
     from streams.kafka.embedded_broker import kafka_bootstrap
 
     with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bootstrap:
-        return explain_topics(settings, bootstrap, customer_id)
+        return explain_topics(settings, bootstrap, customer_id, quiet)
 
 
 def _print(console: Console, ex: Any) -> None:
@@ -77,14 +88,19 @@ def _print(console: Console, ex: Any) -> None:
         style = KIND_STYLE.get(row.kind, "")
         table.add_row(when(row.at, tz), f"[{style}]{row.kind}[/{style}]" if style else row.kind, escape(row.text))
     console.print(table)
-    if ex.pending:
-        due = Table("next due", "flow", "step", "")
-        for s in ex.pending:
+    steps = ex.mail_steps
+    if steps:
+        keyed, deferred = any(s.key for s in steps), any(s.deferred for s in steps)
+        due = Table("next due", "flow", "step", *(["key"] if keyed else []), *(["note"] if deferred else []))
+        for s in steps:
             due.add_row(when(s.due, tz), s.flow, "start" if s.step == 0 else str(s.step),
-                        "deferred by a guard" if s.deferred else (s.key or ""))
+                        *([s.key or "–"] if keyed else []), *(["deferred by a guard" if s.deferred else ""]
+                                                             if deferred else []))
         console.print(due)
     else:
-        console.print("nothing is due for this customer")
+        console.print("no mail is due for this customer")
+    if ex.sunset is not None:
+        console.print(f"sunset: {escape(ex.sunset[0])}")
 
 
 def _print_changes(console: Console, a: Any, b: Any, left: str, right: str) -> None:
@@ -96,5 +112,6 @@ def _print_changes(console: Console, a: Any, b: Any, left: str, right: str) -> N
         return
     table = Table("time", f"with {left}", f"with {right}", title=f"what would change for {a.customer_id}")
     for c in changes:
-        table.add_row(when(c.at, a.zone), escape(c.left) or "—", escape(c.right) or "—")
+        lt, rt = c.texts(a.zone)
+        table.add_row(when(c.at, a.zone), escape(lt) or "—", escape(rt) or "—")
     console.print(table)

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
             return
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
-        from streams.tools.replay import ReplayError, TimeRange, run_replay
+        from streams.tools.replay import EmptyRange, ReplayError, TimeRange, run_replay
 
         if not prefix:
             raise typer.BadParameter("give the replay's topic prefix, e.g. --prefix replay-nov.", param_hint="--prefix")
@@ -147,6 +147,9 @@ def register(app: typer.Typer) -> None:
             try:
                 with Console(stderr=True, quiet=quiet).status("copying inputs and replaying…"):
                     result = run_replay(production, bootstrap, prefix, window, other)
+            except EmptyRange as exc:  # nothing to show (the data tools' exit 1), one line
+                Console(stderr=True, soft_wrap=True).print(f"[red]replay: {exc}[/red]")
+                raise typer.Exit(1) from exc
             except ReplayError as exc:
                 console.print(f"[red]replay failed:[/red] {exc}")
                 raise typer.Exit(1) from exc

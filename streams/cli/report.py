@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+
+
+def unreadable_dir(settings: Any, directory: Path) -> str | None:
+    """Why ``report --input-dir`` cannot read ``directory``, saying what it expected and what it found
+    (e.g. only Parquet exports), or None when it holds at least one of the Avro exports it reads."""
+    from streams.analytics.report import SOURCES
+
+    if not directory.is_dir():
+        return None  # the report's own message: not a directory
+    expected = [f"{settings.topics.name(t)}.avro" for t in SOURCES]
+    if any((directory / name).is_file() for name in expected):
+        return None
+    found = sorted(p.name for p in directory.iterdir() if p.is_file())
+    parquet = [n for n in found if n.endswith(".parquet")]
+    if parquet:
+        what = f"only Parquet files ({_some(parquet)}): write the Avro ones with " \
+               f"`shopmail export --format avro --out {directory}`"
+    elif found:
+        what = f"{len(found)} other file(s) ({_some(found)})"
+    else:
+        what = "nothing (an empty directory)"
+    return f"{directory} holds none of {', '.join(expected)} (the Avro exports report reads): it holds {what}"
+
+
+def _some(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +54,9 @@ def register(app: typer.Typer) -> None:
         console = Console()
         try:
             if input_dir is not None:
+                why = unreadable_dir(settings, input_dir)
+                if why is not None:
+                    raise rep.EmptyReport(why)
                 inputs = rep.read_avro_dir(settings, input_dir)
             else:
                 from streams.kafka.embedded_broker import kafka_bootstrap
@@ -110,16 +139,20 @@ def register(app: typer.Typer) -> None:
                 with progress(f"reading {name}", quiet=quiet) as bar:
                     path, n, skipped = export_topic(bs, name, out, start_ms, end_ms, kafka=settings.kafka, fmt=fmt,
                                                     progress=lambda done, total: (bar.total(total), bar.to(done)))
-                summary.append({"topic": name, "file": str(path), "records": n, "skipped": skipped})
+                summary.append({"topic": name, "file": str(path) if path is not None else None, "records": n,
+                                "skipped": skipped})
         span = f"{iso(start_ms) if start_ms is not None else 'the beginning'} to " \
                f"{iso(end_ms) if end_ms is not None else 'the end'}"
+        if not any(r["records"] for r in summary):  # no file was written: one line, no table
+            err.print(f"[red]export: nothing matched: no record in {escape(', '.join(names))} from {span}; "
+                      f"no file written[/red]")
+            raise typer.Exit(1)
         Console().print(table(f"Exported ({fmt}, event time from {span})", ("topic", "file", "records", "skipped"),
-                              [(r["topic"], r["file"], r["records"], r["skipped"]) for r in summary], numeric_from=2))
+                              [(r["topic"], r["file"] or "– (no record)", r["records"], r["skipped"])
+                               for r in summary],
+                              numeric_from=2))
         if json_path:
             json_path.write_text(json.dumps({"format": fmt, "from": start_ms, "to": end_ms,
                                              "from_iso": iso(start_ms) if start_ms is not None else None,
                                              "to_iso": iso(end_ms) if end_ms is not None else None,
                                              "topics": summary}, indent=2) + "\n")
-        if not any(r["records"] for r in summary):
-            err.print(f"[red]export: no record in {', '.join(names)} from {span}[/red]")
-            raise typer.Exit(1)

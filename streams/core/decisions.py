@@ -27,23 +27,27 @@ explain tool (``streams/tools/explain.py``) turns them into words in the custome
 
 ``pending_steps`` and ``customer_state`` answer the ops question "where is this customer, what is due
 next" from a customer record alone (they read nothing the loop writes, so they run on a decoded
-snapshot, in the customer's time zone).
+snapshot, in the customer's time zone); ``sunset_words`` says when the customer leaves (or left)
+marketing. Times and durations are formatted by ``streams/core/timetext.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.config import HOUR_MS, GuardSettings
+from streams.config import DAY_MS, GuardSettings
 from streams.core.flows.base import Flow, KeyedFlow, SingleInstanceFlow
+from streams.core.flows.sunset import Sunset
 from streams.core.guards import Decision, zone
 from streams.core.state import Customer
+from streams.core.sunset import sunset_at
+from streams.core.timetext import day, duration, iso, when
 
-__all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "duration", "pending_steps", "when", "zone"]
+__all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "day", "duration", "iso", "pending_steps",
+           "sunset_of", "sunset_words", "when", "zone"]
 
 
 @dataclass
@@ -233,34 +237,31 @@ class DecisionLog:
 
 # ---- words ------------------------------------------------------------------------------------------
 
-def when(ms: int | None, tz: ZoneInfo) -> str:
-    """``2026-01-05 14:03 +01:00`` in ``tz`` (``—`` for none)."""
-    if ms is None:
-        return "—"
-    local = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(tz)
-    offset = local.strftime("%z")
-    return local.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
+def sunset_of(flows: Iterable[Flow]) -> Sunset | None:
+    """The sunset flow among ``flows`` (None when it is not configured)."""
+    return next((f for f in flows if isinstance(f, Sunset)), None)
 
 
-def duration(ms: int) -> str:
-    """``+1 h``, ``+2 d 3 h``, ``+15 min``, ``+40 s``."""
-    sign = "-" if ms < 0 else "+"
-    ms = abs(ms)
-    days, rest = divmod(ms, 24 * HOUR_MS)
-    hours, rest = divmod(rest, HOUR_MS)
-    minutes, rest = divmod(rest, 60_000)
-    if days:
-        return f"{sign}{days} d" + (f" {hours} h" if hours else "")
-    if hours:
-        return f"{sign}{hours} h" + (f" {minutes} min" if minutes else "")
-    if minutes:
-        return f"{sign}{minutes} min"
-    return f"{sign}{rest // 1000} s"
+def sunset_words(c: Customer, flow: Sunset | None, tz: ZoneInfo) -> tuple[str, int] | None:
+    """Sunset in words — "left marketing on 2026-06-30 (no order or click for 180 days)", "leaves
+    marketing on 2026-06-30 unless they order or click" — and its time; None when it does not apply."""
+    if flow is None or not flow.after_ms:
+        return None
+    days = flow.after_ms // DAY_MS
+    if c.sunset_since is not None:
+        return f"left marketing on {day(c.sunset_since, tz)} (no order or click for {days} days)", c.sunset_since
+    if not c.p.opt:
+        return None
+    at = sunset_at(c, flow.after_ms)
+    if at is None:
+        return None
+    return f"leaves marketing on {day(at, tz)} unless they order or click", at
 
 
 def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) -> dict[str, Any]:
-    """The customer's state in words and the next due steps, times in their zone (``clock_ms``: the
-    partition's event-time clock, which due times are measured from)."""
+    """The customer's state in words and the next due mail steps, times in their zone (``clock_ms``: the
+    partition's event-time clock, which due times are measured from). Sunset's timer sends no mail: it
+    is a sentence of the state and its own ``sunset`` entry, not a step of ``next_due``."""
     p = c.p
     tz = zone(p.tz)
     flows = tuple(flows)
@@ -279,6 +280,9 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         for name, at in (("unsubscribed", sup.u), ("hard bounced", sup.b), ("complained", sup.c)):
             if at is not None:
                 state.append(f"{name} at {when(at, tz)}: no marketing mail")
+    sunset = sunset_words(c, sunset_of(flows), tz)
+    if sunset is not None:
+        state.append(sunset[0])
     o = c.ord
     if o is not None and o.n:
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
@@ -298,8 +302,12 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         state.append(f"win-back goodbye sent at {when(c.gb, tz)}: no marketing until the customer stays")
     if c.buf:
         state.append(f"{len(c.buf)} fact(s) waiting for the watermark to settle")
-    steps = [{"flow": s.flow, "step": s.step, "due": when(s.due, tz), "due_ms": s.due, "in": duration(s.due - clock_ms),
+    steps = [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due, "in": duration(s.due - clock_ms),
               "deferred_by_guard": s.deferred, **({"key": s.key} if s.key else {})}
-             for s in pending_steps(flows, c)]
-    return {"customer_id": cid, "timezone": p.tz or "UTC", "clock": when(clock_ms, tz), "state": state,
-            "next_due": steps}
+             for s in pending_steps(flows, c) if s.flow != Sunset.name]
+    doc: dict[str, Any] = {"customer_id": cid, "timezone": p.tz or "UTC", "clock": iso(clock_ms, tz),
+                           "clock_ms": clock_ms, "state": state, "next_due": steps}
+    if sunset is not None:
+        doc["sunset"] = {"text": sunset[0], "at": iso(sunset[1], tz), "at_ms": sunset[1],
+                         "in": duration(sunset[1] - clock_ms), "left": c.sunset_since is not None}
+    return doc

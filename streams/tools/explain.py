@@ -15,14 +15,19 @@ The timeline holds, in event-time order and in the customer's time zone:
 - what the sink did: outcomes (sent / suppressed / failed with the SES message id) and the feedback
   (delivered, opened, clicked, bounced…), and orders that a click converted.
 
-``explain_with`` runs the same facts under a second configuration and pairs the decisions of both
-runs (``compare``): what would change for this customer.
+Sunset is put in words (the day the customer leaves marketing unless they order or click, that they
+left, that they came back) and its timer is kept apart from the mail steps still due. Rows that say
+exactly the same at the same moment are one row with ``×N``. Sentences read times as ``when``; JSON
+as ISO 8601 (``streams/core/timetext.py``).
+
+``compare`` pairs the decisions of two runs over the same facts (another configuration): what would
+change for this customer, one row per decision, a moved time included.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,17 +38,20 @@ import orjson
 from schemas import serde
 from streams.config import Settings
 from streams.core.guards import zone
-from streams.core.decisions import DecisionLog, Entry, PendingStep, duration, pending_steps, when
+from streams.core.decisions import DecisionLog, Entry, PendingStep, pending_steps, sunset_of, sunset_words
+from streams.core.flows.sunset import Sunset
+from streams.core.timetext import day, duration, iso, when
 from streams.core.engine import PartitionEngine
 from streams.core.variants import experiment_for
 from streams.kafka.partitioning import partition_for
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
 from streams.runtime.task import TaskOutput
 from streams.runtime.tasks import TaskManager
+from streams.tools.readable import progress
 from streams.tools.simulate import _Router, parse_object, record_size, topic_lookup
 
-__all__ = ["Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
-           "explain_topics", "when", "duration"]
+__all__ = ["Change", "Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
+           "explain_topics", "iso", "when", "duration"]
 
 FIXED_REASONS = {"no_email": "no email address known", "cart_series": "the abandoned-cart series is running"}
 
@@ -76,7 +84,19 @@ class Row:
     data: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self, tz: ZoneInfo) -> dict[str, Any]:
-        return {"at": when(self.at, tz), "at_ms": self.at, "kind": self.kind, "text": self.text, **self.data}
+        """For JSON: times as ISO-8601 with seconds and offset in the customer's zone, the epoch
+        milliseconds beside them (``at_ms``, ``due_ms``, ``until_ms``); ``figures`` as the engine had them
+        (epoch milliseconds)."""
+        out: dict[str, Any] = {"at": iso(self.at, tz), "at_ms": self.at, "kind": self.kind, "text": self.text}
+        for k, v in self.data.items():
+            if k in TIME_KEYS and isinstance(v, int):
+                out[k], out[f"{k}_ms"] = iso(v, tz), v
+            else:
+                out[k] = v
+        return out
+
+
+TIME_KEYS = frozenset({"due", "until"})  # epoch-ms fields of a row's data shown as ISO in JSON
 
 
 @dataclass
@@ -88,6 +108,7 @@ class Explanation:
     pending: list[PendingStep]  # what is still due after the last fact
     facts_read: int  # records of the partition run through the engine
     source: str
+    sunset: tuple[str, int] | None = None  # sunset in words and its time, as the customer stands at the end
 
     @property
     def zone(self) -> ZoneInfo:
@@ -96,13 +117,22 @@ class Explanation:
     def decisions(self) -> list[Row]:
         return [r for r in self.rows if r.kind in DECISION_KINDS]
 
+    @property
+    def mail_steps(self) -> list[PendingStep]:
+        """The pending steps that are mails (sunset's timer sends none: it is ``sunset``)."""
+        return [s for s in self.pending if s.flow != Sunset.name]
+
     def as_json(self) -> dict[str, Any]:
         tz = self.zone
-        return {"customer_id": self.customer_id, "partition": self.partition, "timezone": self.timezone,
-                "source": self.source, "facts_read": self.facts_read,
-                "timeline": [r.as_dict(tz) for r in self.rows],
-                "pending": [{"flow": s.flow, "step": s.step, "due": when(s.due, tz), "due_ms": s.due,
-                             "deferred": s.deferred, **({"key": s.key} if s.key else {})} for s in self.pending]}
+        doc: dict[str, Any] = {
+            "customer_id": self.customer_id, "partition": self.partition, "timezone": self.timezone,
+            "source": self.source, "facts_read": self.facts_read,
+            "timeline": [r.as_dict(tz) for r in self.rows],
+            "pending": [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due,
+                         "deferred": s.deferred, **({"key": s.key} if s.key else {})} for s in self.mail_steps]}
+        if self.sunset is not None:
+            doc["sunset"] = {"text": self.sunset[0], "at": iso(self.sunset[1], tz), "at_ms": self.sunset[1]}
+        return doc
 
 
 DECISION_KINDS = frozenset({"scheduled", "ended", "deferred", "dropped", "fired"})
@@ -114,20 +144,23 @@ def _step(flow: str, step: int | None) -> str:
     return f"{flow} start" if step == 0 else f"{flow} step {step}"
 
 
-def _reason_words(e: Entry, tz: ZoneInfo) -> str:
+def _reason_words(e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
     f = e.figures
     r = e.reason
     if r.startswith("expired_by_"):  # the guard would hold it past the step's expiry
-        return f"expired at {when(f.get('expires_at'), tz)} while held by the " + _guard_words(r[len("expired_by_"):], e, tz)
-    return _guard_words(r, e, tz)
+        return f"expired at {when(f.get('expires_at'), tz)} while held by the " + \
+            _guard_words(r[len("expired_by_"):], e, tz, sunset)
+    return _guard_words(r, e, tz, sunset)
 
 
-def _guard_words(r: str, e: Entry, tz: ZoneInfo) -> str:
+def _guard_words(r: str, e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
     f = e.figures
+    if r == "sunset":
+        return sunset.left_words(sunset.due)
     if r.endswith("frequency_cap"):
-        cap = duration(int(f.get("cap_ms", 0)))[1:]
+        cap = duration(int(f.get("cap_ms", 0)), signed=False)
         last = f.get("last_marketing_at")
-        since = f" ({duration(e.at - last)[1:]} before)" if last is not None else ""
+        since = f" ({duration(e.at - last, signed=False)} before)" if last is not None else ""
         return f"frequency cap: a marketing mail went out at {when(last, tz)}{since}; at most 1 per {cap}"
     if r.endswith("quiet_hours"):
         start, end = f.get("quiet", [22, 8])
@@ -146,7 +179,47 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo) -> str:
     return FIXED_REASONS.get(r, r.replace("_", " "))
 
 
-def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings) -> Row:
+CAUSE_WORDS = {"feedback:clicked": "clicked", "orders:placed": "ordered",
+               "feedback:resubscribed": "asked to stay subscribed", "customers:upserted": "marketing consent given"}
+
+
+@dataclass
+class _SunsetWords:
+    """Sunset in plain words along the timeline: when the customer leaves marketing (the timer's due
+    time), that they left, and that a click or an order brought them back."""
+
+    days: int  # flows.sunset.after_days
+    tz: ZoneInfo
+    due: int | None = None  # when the customer leaves marketing as last scheduled
+    left: bool = False
+
+    def left_words(self, at: int | None) -> str:
+        on = f" on {day(at, self.tz)}" if at is not None else ""
+        return f"left marketing{on} (no order or click for {self.days} days)"
+
+    def row(self, e: Entry, data: dict[str, Any], sources: dict[str, Fact]) -> Row:
+        if e.kind == "scheduled":
+            leaves = f"leaves marketing on {day(e.due, self.tz)} unless they order or click"
+            what = CAUSE_WORDS.get(e.cause, e.cause.replace(":", " "))
+            if self.left and e.cause != "timer":
+                text = f"sunset: back in marketing: {what} on {day(e.at, self.tz)}; {leaves}"
+            elif self.due is not None and e.cause != "timer":
+                text = f"sunset: {leaves} ({what} on {day(e.at, self.tz)})"
+            else:
+                text = f"sunset: {leaves}"
+            self.due, self.left = e.due, False
+            return Row(e.at, e.kind, text, data)
+        # ended: the timer fired (or a late fact put it in the past), or consent went away
+        src = sources.get(str(e.figures.get("event_id")))
+        if e.cause.startswith("customers:") and src is not None and not src.record.get("marketing_opt_in"):
+            self.due = None
+            return Row(e.at, e.kind, f"sunset: no longer counted — marketing consent withdrawn at "
+                                     f"{when(e.figures.get('fact_at'), self.tz)} (no marketing mail at all)", data)
+        self.left = True
+        return Row(e.at, e.kind, "sunset: " + self.left_words(e.due), data)
+
+
+def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords) -> Row:
     data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
     if e.figures:
         data["figures"] = e.figures
@@ -159,22 +232,25 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
         status = {"on_time": "on time", "duplicate": "duplicate: ignored",
                   "future": "ahead of the clock ticks: applied, the clock stays"}.get(e.status, "")
         if e.status == "late":
-            status = f"late by {duration(e.behind_ms)[1:]}: applied at once"
+            status = f"late by {duration(e.behind_ms, signed=False)}: applied at once"
         detail = _fact_words(e.topic, src.record if src is not None else {})
         return Row(e.at, "fact", f"{e.topic} {e.event_type}{detail} ({where}; {status})", data)
+    if e.flow == Sunset.name and e.kind in ("scheduled", "ended"):
+        return sunset.row(e, data, sources)
     if e.kind == "scheduled":
         cause = "" if e.cause == "timer" else f" after {e.cause.replace(':', ' ')}"
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} scheduled for {when(e.due, tz)} "
-                                 f"(in {duration((e.due or e.at) - e.at)[1:]}){cause}", data)
+                                 f"({_in((e.due or e.at) - e.at)}){cause}", data)
     if e.kind == "ended":
         if e.cause == "series_done":
             return Row(e.at, e.kind, f"{e.flow}: series finished", data)
         return Row(e.at, e.kind, f"{e.flow}: ended before {_step(e.flow, e.step)} (due {when(e.due, tz)}) — "
                                  f"{e.cause.replace(':', ' ')} at {when(e.figures.get('fact_at'), tz)}", data)
     if e.kind == "deferred":
-        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — {_reason_words(e, tz)}", data)
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — "
+                                 f"{_reason_words(e, tz, sunset)}", data)
     if e.kind == "dropped":
-        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz)}", data)
+        return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz, sunset)}", data)
     if e.variant == "holdout":
         exp = experiment_for(settings.flows.experiments, e.flow, e.step or 0)
         name = f"experiment {exp.name}, {exp.holdout:.0%} held out" if exp is not None else "experiment"
@@ -182,6 +258,10 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
                                  f"never sent [{e.command_id}]", data)
     variant = "" if e.variant in ("control", "") else f", variant {e.variant}"
     return Row(e.at, e.kind, f"{_step(e.flow, e.step)} fired ({e.category}{variant}) [{e.command_id}]", data)
+
+
+def _in(ms: int) -> str:
+    return "due at once" if ms <= 0 else f"in {duration(ms, signed=False)}"
 
 
 def _fact_words(topic: str, r: dict[str, Any]) -> str:
@@ -201,10 +281,15 @@ def _fact_words(topic: str, r: dict[str, Any]) -> str:
 
 # ---- running the partition ------------------------------------------------------------------------
 
+PROGRESS_EVERY = 1000  # facts between two updates of the progress bar
+
+
 def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact], *,
-                    outcomes: Iterable[Fact] = (), source: str = "") -> Explanation:
+                    outcomes: Iterable[Fact] = (), source: str = "",
+                    on_progress: Callable[[int], None] | None = None) -> Explanation:
     """Run the partition's ``facts`` (in the order given: a file's order, as ``simulate`` applies it)
-    through a task manager with a decision log for ``customer_id``."""
+    through a task manager with a decision log for ``customer_id``. ``on_progress(facts run)`` every
+    ``PROGRESS_EVERY`` facts (a progress bar)."""
     partition = partition_for(customer_id, settings.topics.partitions)
     engine = PartitionEngine(settings, partition)
     decisions = DecisionLog({customer_id})
@@ -225,16 +310,36 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
         else:
             manager.apply(partition, fact.logical, fact, fact.record, out, size=fact.size)
         entries.extend(decisions.drain())
+        if on_progress is not None and read % PROGRESS_EVERY == 0:
+            on_progress(read)
     if not sources:
         raise ExplainError(f"no fact of customer {customer_id!r} in partition {partition} of {source or 'the input'}")
     c = engine.customers.get(customer_id)
     tz_name = (c.p.tz if c is not None else None) or "UTC"
     tz = zone(tz_name)
-    rows = [_entry_row(e, tz, sources, settings) for e in entries]
+    sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
+    rows = [_entry_row(e, tz, sources, settings, sunset) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
-    return Explanation(customer_id, partition, tz_name, rows, pending, read, source)
+    now = sunset_words(c, sunset_of(engine.flows), tz) if c is not None else None
+    return Explanation(customer_id, partition, tz_name, collapse(rows), pending, read, source, now)
+
+
+def collapse(rows: list[Row]) -> list[Row]:
+    """Exact duplicates (the same time, kind and words: e.g. one drop for each of several keys) as one
+    row that says ``×N`` (``count`` in its data), where the first of them was."""
+    first: dict[tuple[int, str, str], Row] = {}
+    counts: dict[tuple[int, str, str], int] = {}
+    for r in rows:
+        k = (r.at, r.kind, r.text)
+        counts[k] = counts.get(k, 0) + 1
+        first.setdefault(k, r)
+    out = []
+    for k, r in first.items():
+        n = counts[k]
+        out.append(r if n == 1 else Row(r.at, r.kind, f"{r.text} ×{n}", {**r.data, "count": n}))
+    return out
 
 
 def _sink_rows(cid: str, outcomes: Iterable[Fact], facts: list[Fact], settings: Settings, tz: ZoneInfo) -> list[Row]:
@@ -270,10 +375,11 @@ def _sink_rows(cid: str, outcomes: Iterable[Fact], facts: list[Fact], settings: 
     return rows
 
 
-def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[Fact], list[Fact]]:
+def read_jsonl(path: Path, settings: Settings, customer_id: str,
+               on_progress: Callable[[int], None] | None = None) -> tuple[list[Fact], list[Fact]]:
     """The facts of the customer's partition in a ``simulate``-style JSONL file (with their line
     numbers) and any outcome lines of the customer (``email.outcomes``); other partitions' lines are
-    not decoded."""
+    not decoded. ``on_progress(bytes read)`` every ``PROGRESS_EVERY`` lines (a progress bar)."""
     partitions = settings.topics.partitions
     partition = partition_for(customer_id, partitions)
     lookup = topic_lookup(settings)
@@ -286,6 +392,8 @@ def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[F
         raise ExplainError(f"{path}: no such file")
     with path.open("rb") as src:
         for n, line in enumerate(src, start=1):
+            if on_progress is not None and n % PROGRESS_EVERY == 0:
+                on_progress(src.tell())
             if not line.strip():
                 continue
             p = router(line)
@@ -308,15 +416,29 @@ def read_jsonl(path: Path, settings: Settings, customer_id: str) -> tuple[list[F
     return facts, outcomes
 
 
-def explain_file(settings: Settings, customer_id: str, path: Path) -> Explanation:
-    facts, outcomes = read_jsonl(path, settings, customer_id)
-    return explain_records(settings, customer_id, facts, outcomes=outcomes, source=str(path))
+def explain_file(settings: Settings, customer_id: str, path: Path, quiet: bool = False) -> Explanation:
+    """Explain ``customer_id`` from a JSONL file; progress bars on stderr (reading the file, running the
+    partition) when it is a terminal and not ``quiet``."""
+    if not path.is_file():
+        raise ExplainError(f"{path}: " + ("is a directory" if path.is_dir() else "no such file"))
+    with progress(f"reading {path.name}", total=path.stat().st_size, quiet=quiet, unit="bytes") as bar:
+        facts, outcomes = read_jsonl(path, settings, customer_id, bar.to if bar.shown else None)
+    return _run_with_bar(settings, customer_id, facts, outcomes, str(path), quiet)
 
 
-def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0
-                ) -> tuple[list[Fact], list[Fact]]:
+def _run_with_bar(settings: Settings, customer_id: str, facts: list[Fact] | Iterator[Fact], outcomes: list[Fact],
+                  source: str, quiet: bool, total: int | None = None) -> Explanation:
+    total = len(facts) if isinstance(facts, list) else total
+    with progress(f"explaining {customer_id}", total=total, quiet=quiet) as bar:
+        return explain_records(settings, customer_id, facts, outcomes=outcomes, source=source,
+                               on_progress=bar.to if bar.shown else None)
+
+
+def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0,
+                on_record: Callable[[], None] | None = None) -> tuple[list[Fact], list[Fact]]:
     """Every record of the customer's partition of each input topic (and of the outcomes topic), read
-    to the end by a consumer outside any group, plus the global topics in full."""
+    to the end by a consumer outside any group, plus the global topics in full. ``on_record()`` after
+    each record (a progress bar)."""
     from confluent_kafka import Consumer, Message, TopicPartition
 
     from streams.kafka.io import consumer_config
@@ -352,6 +474,8 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 return
             fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0)
             (outcomes if lt == "outcomes" else facts).append(fact)
+            if on_record is not None:
+                on_record()
 
         read_to_end(consumer, tps, handle, timeout_s, f"explain {customer_id}")
     finally:
@@ -359,13 +483,14 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
     return facts, outcomes
 
 
-def explain_topics(settings: Settings, bootstrap: str, customer_id: str) -> Explanation:
-    facts, outcomes = read_topics(settings, bootstrap, customer_id)
-    return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}")
+def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False) -> Explanation:
+    with progress("reading the topics", quiet=quiet) as bar:
+        facts, outcomes = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
+    return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}", quiet)
 
 
 def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outcomes: list[Fact],
-                  source: str) -> Explanation:
+                  source: str, quiet: bool = True) -> Explanation:
     """Records read from the topics, in the order a caught-up worker takes them: each topic partition
     in offset order, the smallest event time of the heads first (streams/runtime/merge.py, with nothing
     left to fetch); a global record by its event time among them."""
@@ -373,7 +498,7 @@ def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outco
     for f in facts:
         streams.setdefault((f.topic, f.partition), []).append(f)
     merged = heapq.merge(*(sorted(s, key=lambda f: f.offset) for _, s in sorted(streams.items())), key=_event_time)
-    return explain_records(settings, customer_id, merged, outcomes=outcomes, source=source)
+    return _run_with_bar(settings, customer_id, merged, outcomes, source, quiet, total=len(facts))
 
 
 def _event_time(f: Fact) -> int:
@@ -385,32 +510,84 @@ def _event_time(f: Fact) -> int:
 
 @dataclass
 class Change:
-    key: str  # flow/step/kind and its occurrence
-    at: int
+    """One decision under both configurations: a step's outcome (deferrals, then fired, not sent or
+    ended) or a schedule, keyed by (flow, step, the instance's key, which of its kind)."""
+
+    key: str
+    at: int  # the earlier of the two times
     left: str  # the decision under the first configuration ("" none)
     right: str  # …under the second
+    left_at: int | None = None
+    right_at: int | None = None
 
     @property
     def same(self) -> bool:
-        return self.left == self.right
+        return self.left == self.right and self.left_at == self.right_at
+
+    @property
+    def moved(self) -> bool:
+        """Both runs took the decision, at different times."""
+        return self.left_at is not None and self.right_at is not None and self.left_at != self.right_at
+
+    def texts(self, tz: ZoneInfo) -> tuple[str, str]:
+        """Both sides in words; when the time moved, each side starts with its time and the right one
+        says by how much."""
+        if not self.moved:
+            return self.left, self.right
+        assert self.left_at is not None and self.right_at is not None
+        shift = duration(self.right_at - self.left_at)
+        return (f"at {when(self.left_at, tz)}: {self.left}",
+                f"at {when(self.right_at, tz)} ({shift}): {self.right}")
+
+
+OUTCOME_KINDS = frozenset({"fired", "dropped", "ended"})
+
+
+def step_decisions(ex: Explanation) -> dict[str, tuple[int, str]]:
+    """Each decision of ``ex`` under its key ``flow/step[/instance key]/slot#n``: ``slot`` is ``schedule``
+    (a step scheduled) or ``outcome`` (what became of a due step: its deferrals and then fired, not sent
+    or ended, as one text); ``n`` counts the decisions of the same flow, step, key and slot. The key of a
+    keyed flow's instance (order id, SKU) comes from the step's schedule (its due time)."""
+    instance: dict[tuple[str, Any, Any], str] = {}  # (flow, step, due) → instance key
+    held: dict[tuple[str, Any, str], list[Row]] = {}  # deferrals waiting for their outcome
+    seen: dict[str, int] = {}
+    out: dict[str, tuple[int, str]] = {}
+
+    def put(flow: str, step: Any, inst: str, slot: str, at: int, text: str) -> None:
+        base = f"{flow}/{step}/{inst + '/' if inst else ''}{slot}"
+        n = seen[base] = seen.get(base, 0) + 1
+        out[f"{base}#{n}"] = (at, text)
+
+    for r in ex.decisions():
+        flow, step, due = r.data.get("flow", ""), r.data.get("step"), r.data.get("due")
+        if r.kind == "scheduled":
+            inst = str(r.data.get("figures", {}).get("key", ""))
+            instance[(flow, step, due)] = inst
+            put(flow, step, inst, "schedule", r.at, r.text)
+            continue
+        inst = instance.get((flow, step, due), "")
+        if r.kind == "deferred":
+            instance[(flow, step, r.data.get("until"))] = inst
+            held.setdefault((flow, step, inst), []).append(r)
+            continue
+        if r.kind in OUTCOME_KINDS:
+            before = held.pop((flow, step, inst), [])
+            put(flow, step, inst, "outcome", r.at, "; ".join([d.text for d in before] + [r.text]))
+    for (flow, step, inst), rows in held.items():  # deferred and still waiting at the end
+        put(flow, step, inst, "outcome", rows[-1].at, "; ".join(d.text for d in rows))
+    return out
 
 
 def compare(a: Explanation, b: Explanation) -> list[Change]:
-    """The decisions of two runs over the same facts, paired by (flow, step, kind, occurrence)."""
-    def keyed(ex: Explanation) -> dict[str, Row]:
-        seen: dict[str, int] = {}
-        out: dict[str, Row] = {}
-        for r in ex.decisions():
-            base = f"{r.data.get('flow', '')}/{r.data.get('step', '')}/{r.kind}"
-            n = seen[base] = seen.get(base, 0) + 1
-            out[f"{base}#{n}"] = r
-        return out
-
-    left, right = keyed(a), keyed(b)
+    """The decisions of two runs over the same facts, paired by flow, step, instance key and occurrence
+    (``step_decisions``): a step fired under one and dropped under the other is one change, and so is a
+    step that went out at another time."""
+    left, right = step_decisions(a), step_decisions(b)
     changes = []
-    for key in set(left) | set(right):
+    for key in sorted(set(left) | set(right)):
         lr, rr = left.get(key), right.get(key)
-        at = min(r.at for r in (lr, rr) if r is not None)
-        changes.append(Change(key, at, lr.text if lr else "", rr.text if rr else ""))
+        at = min(d[0] for d in (lr, rr) if d is not None)
+        changes.append(Change(key, at, lr[1] if lr else "", rr[1] if rr else "",
+                              lr[0] if lr else None, rr[0] if rr else None))
     changes.sort(key=lambda c: (c.at, c.key))
     return changes

@@ -50,8 +50,9 @@ def missing_topics(bootstrap: str, topics: list[str], kafka: KafkaSettings | Non
 
 def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None = None,
                  end_ms: int | None = None, kafka: KafkaSettings | None = None, fmt: str = "avro",
-                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, int, int]:
-    """Returns (file, records written, records skipped as undecodable); ``kafka``: the cluster's security;
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Path | None, int, int]:
+    """Returns (file, records written, records skipped as undecodable); no file is written (None) when no
+    record of the topic is in the range, so an export never leaves an empty file; ``kafka``: the cluster's security;
     ``fmt``: ``avro`` (object container file) or ``parquet`` (with the records' Kafka partition,
     offset, key and timestamp as columns); ``progress(read, total)`` while the topic is read."""
     if fmt not in FORMATS:
@@ -69,20 +70,22 @@ def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None
         if at is not None and ((start_ms is not None and at < start_ms) or (end_ms is not None and at >= end_ms)):
             continue
         by_schema.setdefault(d.name, []).append((r, d.record))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{topic}.{fmt}"
     name = max(by_schema, key=lambda k: len(by_schema[k])) if by_schema else None
     skipped += sum(len(recs) for k, recs in by_schema.items() if k != name)  # one schema per file
     rows: list[tuple[ConsumedRecord, dict[str, Any]]] = []
-    schema: dict[str, Any] = {"type": "record", "name": "Empty", "fields": []}
-    if name:
-        raw = serde.registry().get(name).raw
-        schema, convert = export_schema(raw), to_export(raw)
-        for consumed, rec in by_schema[name]:
-            try:
-                rows.append((consumed, convert(rec)))
-            except serde.SerdeError:
-                skipped += 1
+    if name is None:
+        return None, 0, skipped
+    raw = serde.registry().get(name).raw
+    schema, convert = export_schema(raw), to_export(raw)
+    for consumed, rec in by_schema[name]:
+        try:
+            rows.append((consumed, convert(rec)))
+        except serde.SerdeError:
+            skipped += 1
+    if not rows:
+        return None, 0, skipped
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{topic}.{fmt}"
     if fmt == "parquet":
         from streams.tools.parquet import write_parquet
 

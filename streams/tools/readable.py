@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 from rich import box
@@ -17,36 +16,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, Text
                            TimeRemainingColumn)
 from rich.table import Table
 
-from streams.core.guards import zone as tz_named
+from streams.core.timetext import MINUS, UNITS, duration, iso  # one implementation, shared with the core
 
-UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
-MINUS = "−"  # U+2212: a duration's sign reads as a sign, not a hyphen
-
-
-def iso(ms: int, zone: str | None = None) -> str:
-    """Epoch milliseconds → ``2026-01-14T13:15:30+00:00`` (milliseconds shown only when not zero), in
-    ``zone`` (the customer's time zone, an IANA name) or UTC."""
-    at = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(tz_named(zone))
-    return at.isoformat(timespec="seconds" if ms % 1000 == 0 else "milliseconds")
-
-
-def duration(ms: int, signed: bool = True) -> str:
-    """Milliseconds → ``+1 h``, ``+1 h 30 min``, ``−2 d 3 h``, ``+250 ms``: the two largest units, rounded
-    down; ``0`` for none. ``signed=False`` leaves the ``+`` off a positive duration."""
-    if ms == 0:
-        return "0"
-    sign = MINUS if ms < 0 else ("+" if signed else "")
-    rest = abs(int(ms))
-    parts: list[str] = []
-    for unit, size in UNITS:
-        if rest >= size:
-            parts.append(f"{rest // size} {unit}")
-            rest %= size
-        elif parts:
-            parts.append("")  # a skipped unit still counts as one of the two
-        if len(parts) == 2:
-            break
-    return sign + " ".join(p for p in parts if p)
+__all__ = ["MINUS", "UNITS", "Bar", "change_text", "duration", "flow_summary", "flow_table", "is_duration_field",
+           "is_time_field", "iso", "progress", "progress_enabled", "readable_record", "stderr_console", "table",
+           "value_text"]
 
 
 def is_time_field(name: str) -> bool:

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from schemas import serde
 from streams.runtime import background
 from streams.config import KafkaSettings, Settings
+from streams.core.timetext import iso
 from streams.kafka.io import client_config, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
@@ -38,6 +39,10 @@ class ReplayError(RuntimeError):
     pass
 
 
+class EmptyRange(ReplayError):
+    """No input record falls in the replay's range (times and offsets): nothing to replay."""
+
+
 @dataclass(frozen=True)
 class TimeRange:
     start_ms: int | None = None  # inclusive
@@ -45,6 +50,11 @@ class TimeRange:
 
     def contains(self, at: int) -> bool:
         return (self.start_ms is None or at >= self.start_ms) and (self.end_ms is None or at < self.end_ms)
+
+    def words(self) -> str:
+        """``from 2026-01-01T00:00:00+00:00 to 2026-02-01T00:00:00+00:00`` (UTC; open ends named)."""
+        return (f"from {iso(self.start_ms) if self.start_ms is not None else 'the beginning'} "
+                f"to {iso(self.end_ms) if self.end_ms is not None else 'the end'}")
 
 
 @dataclass
@@ -161,6 +171,11 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
                          for lt in INPUT_TOPICS):
         raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
     copied = copy_inputs(production, replay, bootstrap, window, offsets)
+    if not any(copied.values()):  # nothing to run: the topics this run created hold nothing, so they go
+        delete_topics(bootstrap, sorted(report.created), replay.kafka)
+        bounds = "".join(f"; {lt} offsets {lo if lo is not None else 'start'}–{hi if hi is not None else 'end'}"
+                         for lt, (lo, hi) in sorted((offsets or {}).items()))
+        raise EmptyRange(f"the range is empty: no input record {window.words()}{bounds}")
     runtime = ProcessorRuntime(replay, bootstrap, instance_id="replay", write_ticks=False)
     bg = background.start(runtime.run, "replay-processor")
     inputs = [replay.topics.name(lt) for lt in INPUT_TOPICS]
