@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import tomllib
 import typing
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("shopmail.config")
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -258,9 +261,18 @@ class WinBackSettings:
 @dataclass
 class TransactionalSettings:
     cross_sell_max: int = 3
-    feedback_delay_ms: int = 3 * DAY_MS
-    feedback_coupon_percent: int = 10
     expires_after_ms: int = 7 * DAY_MS
+
+
+@dataclass
+class DeliveryFeedbackSettings:
+    """Delivery feedback (streams/core/flows/delivery_feedback.py): a review request with a thank-you
+    coupon, once per delivered order. Its own settings (they were ``flows.transactional.feedback_*``; the
+    old names are still read, with a warning: ``RENAMED``)."""
+
+    delay_ms: int = 3 * DAY_MS  # the request is due this long after the delivery
+    coupon_percent: int = 10  # the thank-you coupon's discount
+    expires_after_ms: int = 7 * DAY_MS  # a request the guards hold back longer than this after it was due is dropped
 
 
 @dataclass
@@ -327,6 +339,7 @@ class FlowSettings:
     abandoned_cart: AbandonedCartSettings = field(default_factory=AbandonedCartSettings)
     win_back: WinBackSettings = field(default_factory=WinBackSettings)
     transactional: TransactionalSettings = field(default_factory=TransactionalSettings)
+    delivery_feedback: DeliveryFeedbackSettings = field(default_factory=DeliveryFeedbackSettings)
     back_in_stock: BackInStockSettings = field(default_factory=BackInStockSettings)
     browse_abandonment: BrowseAbandonmentSettings = field(default_factory=BrowseAbandonmentSettings)
     price_drop: PriceDropSettings = field(default_factory=PriceDropSettings)
@@ -684,6 +697,32 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
+# settings that moved: old dotted name → new one. A config file, the environment or overrides that use an
+# old name still work; the value goes to the new name and a warning names both.
+RENAMED = {"flows.transactional.feedback_delay_ms": "flows.delivery_feedback.delay_ms",
+           "flows.transactional.feedback_coupon_percent": "flows.delivery_feedback.coupon_percent"}
+
+
+def _moved(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``data`` with every renamed setting under its new name (a copy; warns once per name found)."""
+    out: dict[str, Any] = {k: (_moved(v, "") if isinstance(v, Mapping) else v) for k, v in data.items()}
+    for old, new in RENAMED.items():
+        *old_path, old_key = old.split(".")
+        node: Any = out
+        for part in old_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old_key not in node:
+            continue
+        value = node.pop(old_key)
+        log.warning("%s: setting %s is now %s; please rename it", source, old, new)
+        *new_path, new_key = new.split(".")
+        target = out
+        for part in new_path:
+            target = target.setdefault(part, {})
+        target.setdefault(new_key, value)  # the new name wins where both are given
+    return out
+
+
 def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Defaults → config file → environment → explicit overrides (a nested dict)."""
@@ -695,10 +734,10 @@ def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] 
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        _merge(settings, data, "")
-    _merge(settings, _env_overrides(env), "")
+        _merge(settings, _moved(data, str(path)), "")
+    _merge(settings, _moved(_env_overrides(env), "environment"), "")
     if overrides:
-        _merge(settings, overrides, "")
+        _merge(settings, _moved(overrides, "overrides"), "")
     return settings
 
 

@@ -51,3 +51,15 @@ def test_experiments_are_declared_in_config(tmp_path):
                    'holdout = 0.1\nvariants = { A = 0.5, B = 0.5 }\n')
     (exp,) = load_settings(cfg, env={}).flows.experiments
     assert exp.name == "subject-2026" and exp.variants == {"A": 0.5, "B": 0.5} and exp.holdout == 0.1
+
+
+def test_a_renamed_setting_still_works_under_its_old_name_and_the_log_names_the_new_one(tmp_path, caplog):
+    path = tmp_path / "shop.toml"
+    path.write_text("[flows.transactional]\nfeedback_delay_ms = 3600000\nfeedback_coupon_percent = 15\n")
+    s = load_settings(path, env={"SHOPMAIL_FLOWS__TRANSACTIONAL__FEEDBACK_COUPON_PERCENT": "20"})
+    assert s.flows.delivery_feedback.delay_ms == HOUR_MS
+    assert s.flows.delivery_feedback.coupon_percent == 20  # the environment still overrides the file
+    assert "flows.transactional.feedback_delay_ms is now flows.delivery_feedback.delay_ms" in caplog.text
+    both = load_settings(env={}, overrides={"flows": {"transactional": {"feedback_delay_ms": 1},
+                                                      "delivery_feedback": {"delay_ms": 2}}})
+    assert both.flows.delivery_feedback.delay_ms == 2  # the new name wins where both are given

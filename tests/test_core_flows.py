@@ -170,6 +170,16 @@ def test_delivered_brings_a_feedback_request_with_coupon_after_three_days_unless
     assert not [c for c in returned + refunded if c["flow"] == "delivery_feedback"]
 
 
+def test_delivery_feedback_reads_its_own_settings_not_the_transactional_ones():
+    s = load_settings(env={}, overrides={"flows": {"delivery_feedback": {"delay_ms": DAY_MS, "coupon_percent": 25},
+                                                   "transactional": {"expires_after_ms": HOUR_MS}}})
+    cmds, _, _ = run([customer("s"), order("s", T0), shipment("s", T0 + DAY_MS, "delivered")],
+                     until=T0 + 5 * DAY_MS, settings=s)
+    fb = [c for c in cmds if c["flow"] == "delivery_feedback"]
+    assert len(fb) == 1 and fb[0]["send_at"] == T0 + 2 * DAY_MS
+    assert json.loads(fb[0]["context"])["coupon_percent"] == 25
+
+
 def test_frequency_cap_defers_a_marketing_step_and_priority_orders_competitors():
     s = load_settings(env={})
     # delivery feedback due at the same moment as abandoned-cart step 1: the cart wins, feedback waits 20 h

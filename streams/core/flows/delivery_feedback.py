@@ -1,4 +1,5 @@
-"""Delivery feedback: a review request with a thank-you coupon ``feedback_delay_ms`` after delivery.
+"""Delivery feedback: a review request with a thank-you coupon ``flows.delivery_feedback.delay_ms`` after
+delivery (settings: ``DeliveryFeedbackSettings``).
 
 State: ``Customer.delivery_feedback``, a ``DeliveryFeedbackState`` (``streams/core/state.py``):
 ``requests`` order id → ``FeedbackRequest`` (due, trigger = the delivery event, order, deferral). One per order; a
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.config import FlowSettings, TransactionalSettings
+from streams.config import DeliveryFeedbackSettings, FlowSettings
 from streams.core.flows.base import Customer, Exit, KeyedFlow, own
 from streams.core.ids import stable_code
 from streams.core.state import DeliveryFeedbackState, FeedbackRequest
@@ -25,8 +26,8 @@ class DeliveryFeedback(KeyedFlow):
              Exit("shipments", frozenset({"returned"}), key="order_id"))  # …the customer no longer has
 
     @staticmethod
-    def settings_of(flows: FlowSettings) -> TransactionalSettings:
-        return flows.transactional
+    def settings_of(flows: FlowSettings) -> DeliveryFeedbackSettings:
+        return flows.delivery_feedback
 
     def settle(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> None:
         if self.apply_exits(c, topic, r):
@@ -37,7 +38,7 @@ class DeliveryFeedback(KeyedFlow):
                 fb = own(c, "delivery_feedback", DeliveryFeedbackState).requests
                 if order_id not in fb:
                     ref = c.oi.get(order_id)
-                    fb[order_id] = FeedbackRequest(due=r["occurred_at"] + self.options.feedback_delay_ms,
+                    fb[order_id] = FeedbackRequest(due=r["occurred_at"] + self.options.delay_ms,
                                                    trig=r["event_id"], o=order_id,
                                                    on=r.get("order_number") or (ref.n if ref else None),
                                                    skus=list(ref.skus) if ref else [],
@@ -52,7 +53,7 @@ class DeliveryFeedback(KeyedFlow):
 
     def context(self, cid: str, c: Customer, inst: FeedbackRequest, step: int, key: str) -> dict[str, Any]:
         ctx: dict[str, Any] = {"order_id": key, "coupon_code": stable_code("THANKS", cid, key),
-                               "coupon_percent": self.options.feedback_coupon_percent}
+                               "coupon_percent": self.options.coupon_percent}
         if inst.on is not None:
             ctx["order_number"] = inst.on
         # the products to rate (the sink signs a rating link per product), named as the customer's own order
