@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
-        known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions")
+        known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions", "guard",
+                 "guard-instructions", "guard-worker")
         unknown = [p for p in chosen if p not in known]
         if unknown or not chosen:
             raise typer.BadParameter(f"no benchmark called {', '.join(unknown) or '(none)'}: choose from "

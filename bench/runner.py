@@ -70,7 +70,8 @@ QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, w
                     sink_rate=100.0, simulate_customers=10_000, restore_customers=20_000)
 TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
                    latency_seconds=2.0, latency_rate=200, latency_runs=1, sink_commands=40, sink_rate=50.0,
-                   simulate_customers=300, restore_customers=300, quix=False)
+                   simulate_customers=300, restore_customers=300, quix=False, guard_customers=200, guard_days=20,
+                   guard_rounds=1)
 
 
 @dataclass
@@ -888,7 +889,7 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         from bench.guard import bench_guard_instructions
 
         bench_guard_instructions(cfg.core_customers // 4, cfg.core_days, figures)
-    broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
+    broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink", "guard-worker")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:
             events: list[tuple[str, dict[str, Any]]] | None = None
@@ -904,4 +905,8 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
                 bench_latency(cfg, bs, figures)
             if "sink" in parts:
                 bench_sink(cfg, bs, figures)
+            if "guard-worker" in parts:
+                from bench.guard_worker import bench_guard_worker
+
+                bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bs, figures)
     return figures
