@@ -32,9 +32,10 @@ stand, as emitted mail does). Each provider keeps its last 16 status changes, so
 time than the latest boundary reads the status of its own time.
 
 Cost: a provider's window is only re-evaluated at a boundary where a bucket enters or leaves it (each
-provider remembers the next such boundary), and not at all while the mail it holds is under
-``min_volume`` and its status is ok (nothing could be decided); its sums are then recomputed when it is
-evaluated again. A feedback record costs one count.
+provider remembers the next such boundary, and the guard the earliest of them: an hour before it costs one
+comparison), and not at all while the mail it holds is under ``min_volume`` and its status is ok (nothing
+could be decided: its buckets no window will hold again are forgotten as new ones arrive); its sums are
+then recomputed when it is evaluated again. A feedback record costs one count.
 
 The rates are per partition (each partition engine sees the feedback of its own customers): with
 customers spread evenly by their id, each partition's rate estimates the shop's rate, and ``min_volume``
