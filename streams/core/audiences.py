@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from hashlib import sha256
+from itertools import compress
 from typing import Any
 
 from streams.config import AudienceSettings
-from streams.core.flows.base import Flow
+from streams.core.flows.base import Flow, fields_getter
 from streams.core.state import Customer
 
 Membership = dict[str, Any]  # an AudienceMembership record
@@ -66,8 +67,14 @@ class AudienceTracker:
             raise ValueError(f"audiences.only names {unknown}, which no flow defines (defined: {sorted(defined)})")
         only = frozenset(settings.only)
         self.only = only
-        self._of = tuple(f.audience_of for f in flows if f.audiences and (not only or only & set(f.audiences)))
-        self.enabled = settings.enabled and bool(self._of)
+        asked = [f for f in flows if f.audiences and (not only or only & set(f.audiences))]
+        # the flows asked for every customer, and the flows asked only where their ``audience_key`` is set
+        # (kept by ``compress`` from ``_audience_fields``: every keyed flow's field in one C call)
+        self._always = tuple(f.audience_of for f in asked if not f.audience_key)
+        keyed = [f for f in asked if f.audience_key]
+        self._keyed = tuple(f.audience_of for f in keyed)
+        self._audience_fields = fields_getter([f.audience_key for f in keyed])
+        self.enabled = settings.enabled and bool(asked)
         self.events: list[Membership] = []
         self.count = count  # counters ``audience:<name>:join`` / ``audience:<name>:leave``
         # members whose hash was checked, with the address it was checked for (not persisted: after a
@@ -83,7 +90,11 @@ class AudienceTracker:
         if sup is not None and (sup.u is not None or sup.b is not None or sup.c is not None):
             return []
         want: list[str] = []
-        for of in self._of:
+        for of in self._always:
+            found = of(c)
+            if found:
+                want.extend(found)
+        for of in compress(self._keyed, self._audience_fields(c)):  # flows whose key field is empty: not asked
             found = of(c)
             if found:
                 want.extend(found)

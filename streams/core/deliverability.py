@@ -32,9 +32,10 @@ stand, as emitted mail does). Each provider keeps its last 16 status changes, so
 time than the latest boundary reads the status of its own time.
 
 Cost: a provider's window is only re-evaluated at a boundary where a bucket enters or leaves it (each
-provider remembers the next such boundary), and not at all while the mail it holds is under
-``min_volume`` and its status is ok (nothing could be decided); its sums are then recomputed when it is
-evaluated again. A feedback record costs one count.
+provider remembers the next such boundary, and the guard the earliest of them: an hour before it costs one
+comparison), and not at all while the mail it holds is under ``min_volume`` and its status is ok (nothing
+could be decided: its buckets no window will hold again are forgotten as new ones arrive); its sums are
+then recomputed when it is evaluated again. A feedback record costs one count.
 
 The rates are per partition (each partition engine sees the feedback of its own customers): with
 customers spread evenly by their id, each partition's rate estimates the shop's rate, and ``min_volume``
@@ -121,6 +122,9 @@ class DeliverabilityGuard:
         self._stopping: set[str] = set()  # providers with a stop in their kept history (fast path: empty)
         self._providers: dict[str, str] = {}  # address → provider, cached
         self._next: dict[str, int] = {}  # provider → the next boundary its window can change at (absent: unknown)
+        # no provider needs a visit before this boundary: at most every provider's ``_next`` (0: visit them), so
+        # an hour in which nothing can change costs one comparison, not one lookup per provider
+        self._wake = 0
         # provider → deliveries + hard bounces in every bucket held: under min_volume (and ok) nothing can be
         # decided, so its window is not walked and its sums are stale (recomputed when it is walked again)
         self._held: dict[str, int] = {}
@@ -130,6 +134,7 @@ class DeliverabilityGuard:
     def restore(self, state: GuardState | None) -> None:
         self.state = state if state is not None else GuardState()
         self._next = {}
+        self._wake = 0
         self._held = {name: sum(row[0] + row[1] for row in w.buckets.values()) for name, w in self.state.providers.items()}
         self._stale = set(self.state.providers)
         self._stopping = {name for name, w in self.state.providers.items() if any(s == STOP for _, s in w.history)}
@@ -161,31 +166,47 @@ class DeliverabilityGuard:
             return
         state = self.state
         bucket_ms = self.bucket_ms
-        if watermark // bucket_ms > state.upto:
-            self.catch_up(watermark)
+        target = watermark // bucket_ms
+        if target > state.upto:
+            if target < self._wake:  # ``catch_up``'s first answer, inlined (every feedback record)
+                state.upto = target
+            else:
+                self.catch_up(watermark)
         bucket = record["occurred_at"] // bucket_ms
         upto = state.upto
         if upto and bucket + self.window <= upto:
             self.count("deliverability:too_late")  # older than every window still to be evaluated
             return
-        name = self.provider(email)
+        name = self._providers.get(email or "")  # ``provider``, its cached answer inlined (every feedback record)
+        if name is None:
+            name = self.provider(email)
         window = state.providers.get(name)
         if window is None:
             window = state.providers[name] = ProviderWindow()
+            self._wake = 0  # a provider not visited yet
         row = window.buckets.get(bucket)
         if row is None:
             row = window.buckets[bucket] = [0, 0, 0]
-            known = self._next.get(name)
-            if known is not None and bucket + 1 < known:  # a new bucket enters at bucket + 1
-                self._next[name] = bucket + 1
+            if name in self._stale:  # too little mail held to decide on: no boundary to walk for it, only
+                # buckets no window will hold again to forget (a visit would do just that)
+                if len(window.buckets) > 2 * self.window:
+                    self._prune(name, window, upto)
+            else:
+                known = self._next.get(name)
+                if known is not None and bucket + 1 < known:  # a new bucket enters at bucket + 1
+                    self._next[name] = bucket + 1
+                    if bucket + 1 < self._wake:
+                        self._wake = bucket + 1
         row[column] += 1
         if column != _COMPLAINED:
             held = self._held[name] = self._held.get(name, 0) + 1
             if held == self.settings.min_volume:
                 self._next.pop(name, None)  # enough to decide on: walk it again
+                self._wake = 0
         if bucket < upto:  # late: in the window already, so the next boundary sees a change
             window.sums[column] += 1
             window.recheck = True
+            self._wake = 0
         self._changed()
 
     # ---- evaluation ----------------------------------------------------------------------------
@@ -194,6 +215,10 @@ class DeliverabilityGuard:
         target = at // self.bucket_ms
         state = self.state
         if target <= state.upto:
+            return
+        if target < self._wake:  # no provider's window can change before a later boundary
+            state.upto = target
+            self._changed()
             return
         known = self._next
         n = self.window
@@ -215,6 +240,8 @@ class DeliverabilityGuard:
                 window.sums = list(self._counts(window, state.upto))
             self._walk(name, window, state.upto, target)
             known[name] = self._next_change(window, target)
+        self._wake = min((0 if w.recheck else known.get(name, 0) for name, w in state.providers.items()),
+                         default=_NEVER)
         state.upto = target
         self._changed()
 
@@ -349,8 +376,16 @@ class DeliverabilityGuard:
 
     def paused(self, email: str | None, at: int) -> int | None:
         """None when marketing mail to ``email`` may go at ``at``; else when to ask again (the next boundary)."""
-        if at // self.bucket_ms > self.state.upto:
-            self.catch_up(at)
+        state = self.state
+        if not state.providers:
+            return None  # nothing counted yet: no provider can be stopped (its boundaries are evaluated when one is)
+        target = at // self.bucket_ms
+        if target > state.upto:
+            if target < self._wake:  # ``catch_up``'s first answer, inlined (every marketing decision)
+                state.upto = target
+                self._changed()
+            else:
+                self.catch_up(at)
         if not self._stopping:
             return None
         name = self.provider(email)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import itemgetter
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +69,7 @@ from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
-from streams.core.flows.base import Command, Flow, timer_getters
+from streams.core.flows.base import Command, Flow, fields_getter, timer_getters
 from streams.core.flows.registry import FLOWS
 from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
@@ -125,10 +126,14 @@ class PartitionEngine:
         # transactional mail that waited for an address names its flow
         self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
         # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
-        # first; each with the getters of its ``timer_key`` (empty: no timer of this flow, not asked)
-        self._timed: tuple[tuple[Callable[[Customer], Any], Callable[[Any], Any] | None, Flow], ...] = tuple(
-            (*timer_getters(f.timer_key), f) for f in sorted((f for f in self.flows if f.has_timers),
-                                                          key=lambda f: f.priority))
+        # first; each with the getter of its ``field.attribute`` timer key (None: the field alone decides), kept
+        # by ``compress`` where the customer's field is set (``_timer_fields``: every timed flow's field in one
+        # C call; an empty field means no timer of that flow, not asked)
+        timed = sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority)
+        keys = [timer_getters(f.timer_key) for f in timed]
+        self._timed: tuple[tuple[Callable[[Customer], Any] | None, Flow], ...] = tuple(
+            (inner, f) for (_, inner), f in zip(keys, timed))
+        self._timer_fields = fields_getter([field for field, _ in keys])
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
         self._arrival: dict[str, tuple[Flow, ...]] = {
@@ -313,10 +318,11 @@ class PartitionEngine:
         is skipped (counted ``dropped:<flow>:late_start``); a series whose start has passed starts (as
         it would have) and continues with its steps still ahead. Steps already emitted are untouched."""
         while True:
-            due = self._next_timer(c)
-            if due is None or due > wm:
+            timer = self._next_timer(c)
+            if timer is None or timer[0] > wm:
                 return
-            self._timer_flow(c, due).skip(cid, c, due)
+            due, flow = timer
+            flow.skip(cid, c, due)
 
     def tick(self, tick_at: int) -> StepResult:
         """A clock tick (wall-clock time written into the log by the live workers)."""
@@ -374,24 +380,17 @@ class PartitionEngine:
             self._scheduled[cid] = at
             self._due.push(at, cid)
 
-    def _next_timer(self, c: Customer) -> int | None:
-        """The earliest pending timer of any flow."""
+    def _next_timer(self, c: Customer) -> tuple[int, Flow] | None:
+        """The earliest pending timer of any flow, with its flow (the lowest priority on a tie)."""
         best: int | None = None
-        for field, inner, f in self._timed:
-            state = field(c)  # a flow whose timer field is empty has no timer: not asked (hot path)
-            if state and (inner is None or inner(state)):
+        owner: Flow | None = None
+        # a flow whose timer field is empty has no timer: not asked (hot path)
+        for inner, f in compress(self._timed, self._timer_fields(c)):
+            if inner is None or inner(c):
                 t = f.next_due(c)
                 if t is not None and (best is None or t < best):
-                    best = t
-        return best
-
-    def _timer_flow(self, c: Customer, due: int) -> Flow:
-        """The flow whose timer is due at ``due`` (the lowest priority on a tie)."""
-        for field, inner, f in self._timed:
-            state = field(c)
-            if state and (inner is None or inner(state)) and f.next_due(c) == due:
-                return f
-        raise AssertionError(f"no flow has a timer at {due}")
+                    best, owner = t, f
+        return None if owner is None or best is None else (best, owner)
 
     def _settle(self, cid: str, c: Customer, wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
@@ -400,14 +399,15 @@ class PartitionEngine:
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
         next_timer = self._next_timer
-        timer = next_timer(c)
+        timer = next_timer(c)  # (when, flow) or None
         decisions = self.decisions
         while True:
             ev_at = buf[0][0] if buf else None
-            if timer is not None and timer <= wm and (ev_at is None or timer <= ev_at):
-                out.extend(self._timer_flow(c, timer).fire(cid, c, timer))
+            if timer is not None and timer[0] <= wm and (ev_at is None or timer[0] <= ev_at):
+                due, flow = timer
+                out.extend(flow.fire(cid, c, due))
                 if decisions is not None:
-                    decisions.observe(cid, c, "timer", None, timer)
+                    decisions.observe(cid, c, "timer", None, due)
             elif ev_at is not None and ev_at <= wm:
                 _, _, _, topic, record = buf.pop(0)
                 self._settle_event(cid, c, topic, record, out)
@@ -424,10 +424,11 @@ class PartitionEngine:
                 c.seen = {k: v for k, v in seen.items() if v >= cutoff}
         if self._track is not None:
             self._track(cid, c, wm)
-        return _earliest(timer, buf)
+        return _earliest(None if timer is None else timer[0], buf)
 
     def _next_due_at(self, c: Customer) -> int | None:
-        return _earliest(self._next_timer(c), c.buf)
+        timer = self._next_timer(c)
+        return _earliest(None if timer is None else timer[0], c.buf)
 
     def _settled_until(self, c: Customer) -> int:
         return max(facts.settled_until(c), *(f.settled_until(c) for f in self.flows))

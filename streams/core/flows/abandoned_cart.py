@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.config import AbandonedCartSettings, FlowSettings
-from streams.core.flows.base import Customer, Exit, SeriesFlow, items, own, total
+from streams.core.flows.base import Customer, Exit, SeriesFlow, items, total
 from streams.core.ids import stable_code
 from streams.core.state import AbandonedCartState, Cart
 
@@ -26,6 +26,7 @@ class AbandonedCart(SeriesFlow):
     settle_topics = frozenset({"carts", "orders"})
     exits = (Exit("orders", frozenset({"placed"})),)  # the customer ordered after the cart activity
     audiences = ("abandoned_cart_open",)  # a cart with items, neither bought nor cleared
+    audience_key = "abandoned_cart"  # empty: in none of them (not asked)
 
     @staticmethod
     def settings_of(flows: FlowSettings) -> AbandonedCartSettings:
@@ -77,15 +78,20 @@ class AbandonedCart(SeriesFlow):
         cart = self.open_cart(c)
         return cart is not None and cart.next <= len(self.delays)
 
+    # the three below read the struct directly rather than through ``open_cart``: the engine asks them for
+    # every customer it settles (hot path)
     def audience_of(self, c: Customer) -> tuple[str, ...]:
-        return self.audiences if self.open_cart(c) is not None else ()
+        st = c.abandoned_cart
+        return self.audiences if st is not None and st.run is not None else ()
 
     def next_due(self, c: Customer) -> int | None:
-        cart = self.open_cart(c)
+        st = c.abandoned_cart
+        cart = None if st is None else st.run
         return None if cart is None else self.series_due(cart)
 
     def instance(self, c: Customer) -> Cart | None:
-        return self.open_cart(c)
+        st = c.abandoned_cart
+        return None if st is None else st.run
 
     def end(self, c: Customer) -> None:
         st = c.abandoned_cart
@@ -96,7 +102,10 @@ class AbandonedCart(SeriesFlow):
         return inst.a
 
     def sent(self, c: Customer, due: int) -> None:
-        own(c, "abandoned_cart", AbandonedCartState).last_sent = due
+        st = c.abandoned_cart  # set: a step of its run went out (``own``, inlined: every step sent)
+        if st is None:
+            st = c.abandoned_cart = AbandonedCartState()
+        st.last_sent = due
 
     def settled_until(self, c: Customer) -> int:
         st = c.abandoned_cart

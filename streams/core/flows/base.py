@@ -80,11 +80,23 @@ def own(c: Customer, field: str, new: Callable[[], S]) -> S:
     return state  # type: ignore[no-any-return]
 
 
-def timer_getters(path: str) -> tuple[Callable[[Customer], Any], Callable[[Any], Any] | None]:
-    """The getters of a ``timer_key``: the customer's field, and for ``field.attribute`` the attribute of
-    the flow's struct held there (C-level getters: the engine asks them for every customer it settles)."""
+def timer_getters(path: str) -> tuple[str, Callable[[Customer], Any] | None]:
+    """A ``timer_key`` as the engine reads it: the customer's field, and for ``field.attribute`` a C-level
+    getter of that attribute through the field (asked only once the field is set: the engine reads every
+    timed flow's field at once, ``fields_getter``, for every customer it settles)."""
     field, _, attr = path.partition(".")
-    return attrgetter(field), (attrgetter(attr) if attr else None)
+    return field, (attrgetter(path) if attr else None)
+
+
+def fields_getter(names: list[str]) -> Callable[[Customer], tuple[Any, ...]]:
+    """One C-level call that reads the customer's fields ``names`` as a tuple (``itertools.compress`` then
+    keeps the flows whose field is set)."""
+    if not names:
+        return lambda c: ()
+    get = attrgetter(*names)
+    if len(names) == 1:
+        return lambda c: (get(c),)
+    return get
 
 
 def total(lines: list[dict[str, Any]]) -> str:
@@ -103,6 +115,9 @@ class Flow(ABC):
     # a customer whose field of this name (or ``field.attribute`` of the flow's own struct) is empty has no
     # timer of this flow: the engine does not ask it
     timer_key: ClassVar[str] = ""
+    # likewise for ``audience_of``: a customer whose field of this name is empty is in none of the flow's
+    # ``audiences``, so the audience check does not ask (empty: always asked)
+    audience_key: ClassVar[str] = ""
     audiences: ClassVar[tuple[str, ...]] = ()  # retargeting audiences it defines (``audience_of``)
     # flows whose state this one asks about (through their methods, never their fields): they see every
     # record before this flow does, whatever the registry order
@@ -229,8 +244,14 @@ class MarketingFlow(Flow):
         name = self.name
         step = inst.next
         expires_at = self.original_due(inst) + self.expires_ms
-        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb,
-                          sunset_at(c, self.sunset_ms) if self.sunset_ms else None, self.provider_guard)
+        sunset_ms = self.sunset_ms
+        if not sunset_ms:
+            sunset = None
+        elif c.engaged_at is not None:  # ``sunset_at`` for a customer with an engaged time (hot path)
+            sunset = c.engaged_at + sunset_ms
+        else:
+            sunset = sunset_at(c, sunset_ms)
+        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb, sunset, self.provider_guard)
         if ctx.decisions is not None and decision.action != "send":
             ctx.decisions.guarded(cid, name, step, due, expires_at, decision, c, self.guards)
         if decision.action == "defer":

@@ -34,6 +34,7 @@ class Sunset(Flow):
     has_timers = True
     timer_key = "engaged_at"
     audiences = (AUDIENCE,)
+    audience_key = "sunset_since"  # empty: in none of them (not asked)
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)

@@ -43,6 +43,7 @@ class WinBack(SeriesFlow):
     steps = 3
     settle_topics = frozenset({"orders"})
     audiences = ("lapsed", "lapsed_vip")  # lapsed: a win-back is running (until the next order)
+    audience_key = "win_back"  # empty: in none of them (not asked)
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
@@ -65,7 +66,8 @@ class WinBack(SeriesFlow):
             c.gb = None
 
     def audience_of(self, c: Customer) -> tuple[str, ...]:
-        wb = self.instance(c)
+        st = c.win_back  # the struct directly, not through ``instance``: asked at every settlement (hot path)
+        wb = None if st is None else st.run
         if wb is None:
             return ()
         return self.audiences if wb.seg == "vip" else ("lapsed",)
