@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 KIND_STYLE = {"fact": "cyan", "scheduled": "blue", "ended": "magenta", "deferred": "yellow", "dropped": "red",
-              "fired": "green", "sink": "bold green", "converted": "bold magenta"}
+              "fired": "green", "sink": "bold green", "converted": "bold magenta",
+              "production": "bold cyan", "differs": "bold red"}
 
 
 def register(app: typer.Typer) -> None:

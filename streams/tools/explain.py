@@ -26,7 +26,6 @@ change for this customer, one row per decision, a moved time included.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,8 @@ from streams.tools.simulate import _Router, parse_object, record_size, topic_loo
 __all__ = ["Change", "Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
            "explain_topics", "iso", "when", "duration"]
 
+ARRIVAL_UNKNOWN = "arrival order unknown"  # a topic record whose Kafka timestamp is its event time
+
 FIXED_REASONS = {"no_email": "no email address known", "cart_series": "the abandoned-cart series is running"}
 
 
@@ -71,6 +72,7 @@ class Fact:
     record: dict[str, Any]
     size: int = 0
     from_file: bool = False  # ``offset`` is a line number
+    timestamp: int | None = None  # the Kafka record's timestamp (ms); None for a file
 
     def where(self) -> str:
         return f"{self.topic}[{self.partition}] " + (f"line {self.offset}" if self.from_file else f"offset {self.offset}")
@@ -79,7 +81,7 @@ class Fact:
 @dataclass
 class Row:
     at: int  # event time (ms)
-    kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted
+    kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted | production | differs
     text: str  # in words, times in the customer's zone
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -219,7 +221,8 @@ class _SunsetWords:
         return Row(e.at, e.kind, "sunset: " + self.left_words(e.due), data)
 
 
-def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords) -> Row:
+def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords,
+               unknown_arrival: frozenset[str] = frozenset()) -> Row:
     data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
     if e.figures:
         data["figures"] = e.figures
@@ -233,6 +236,8 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
                   "future": "ahead of the clock ticks: applied, the clock stays"}.get(e.status, "")
         if e.status == "late":
             status = f"late by {duration(e.behind_ms, signed=False)}: applied at once"
+        elif e.status == "on_time" and e.event_id in unknown_arrival:
+            status = ARRIVAL_UNKNOWN
         detail = _fact_words(e.topic, src.record if src is not None else {})
         return Row(e.at, "fact", f"{e.topic} {e.event_type}{detail} ({where}; {status})", data)
     if e.flow == Sunset.name and e.kind in ("scheduled", "ended"):
@@ -286,10 +291,12 @@ PROGRESS_EVERY = 1000  # facts between two updates of the progress bar
 
 def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact], *,
                     outcomes: Iterable[Fact] = (), source: str = "",
-                    on_progress: Callable[[int], None] | None = None) -> Explanation:
+                    on_progress: Callable[[int], None] | None = None,
+                    unknown_arrival: frozenset[str] = frozenset()) -> Explanation:
     """Run the partition's ``facts`` (in the order given: a file's order, as ``simulate`` applies it)
     through a task manager with a decision log for ``customer_id``. ``on_progress(facts run)`` every
-    ``PROGRESS_EVERY`` facts (a progress bar)."""
+    ``PROGRESS_EVERY`` facts (a progress bar). Facts whose event id is in ``unknown_arrival`` were put
+    in that order by their event time alone: none of them is called "on time"."""
     partition = partition_for(customer_id, settings.topics.partitions)
     engine = PartitionEngine(settings, partition)
     decisions = DecisionLog({customer_id})
@@ -318,7 +325,7 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     tz_name = (c.p.tz if c is not None else None) or "UTC"
     tz = zone(tz_name)
     sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
-    rows = [_entry_row(e, tz, sources, settings, sunset) for e in entries]
+    rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
@@ -427,18 +434,30 @@ def explain_file(settings: Settings, customer_id: str, path: Path, quiet: bool =
 
 
 def _run_with_bar(settings: Settings, customer_id: str, facts: list[Fact] | Iterator[Fact], outcomes: list[Fact],
-                  source: str, quiet: bool, total: int | None = None) -> Explanation:
+                  source: str, quiet: bool, total: int | None = None,
+                  unknown_arrival: frozenset[str] = frozenset()) -> Explanation:
     total = len(facts) if isinstance(facts, list) else total
     with progress(f"explaining {customer_id}", total=total, quiet=quiet) as bar:
         return explain_records(settings, customer_id, facts, outcomes=outcomes, source=source,
-                               on_progress=bar.to if bar.shown else None)
+                               on_progress=bar.to if bar.shown else None, unknown_arrival=unknown_arrival)
+
+
+@dataclass
+class TopicRead:
+    """What ``read_topics`` found: the partition's input records, and the customer's outcomes and the
+    commands production emitted (``commands`` is None when the commands topic does not exist)."""
+
+    facts: list[Fact]
+    outcomes: list[Fact]
+    commands: list[Fact] | None
 
 
 def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0,
-                on_record: Callable[[], None] | None = None) -> tuple[list[Fact], list[Fact]]:
-    """Every record of the customer's partition of each input topic (and of the outcomes topic), read
-    to the end by a consumer outside any group, plus the global topics in full. ``on_record()`` after
-    each record (a progress bar)."""
+                on_record: Callable[[], None] | None = None) -> TopicRead:
+    """Every record of the customer's partition of each input topic, of the outcomes topic and of the
+    commands topic (where the worker puts the customer's commands), read to the end by a consumer
+    outside any group, plus the global topics in full; each with its Kafka timestamp. ``on_record()``
+    after each record (a progress bar)."""
     from confluent_kafka import Consumer, Message, TopicPartition
 
     from streams.kafka.io import consumer_config
@@ -447,10 +466,9 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
 
     t = settings.topics
     partition = partition_for(customer_id, t.partitions)
-    logical_of = {t.name(lt): lt for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("outcomes",)}
+    logical_of = {t.name(lt): lt for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("outcomes", "commands")}
     consumer = Consumer(consumer_config(settings, bootstrap, f"shopmail-explain-{customer_id}", **EOF_CONFIG))
-    facts: list[Fact] = []
-    outcomes: list[Fact] = []
+    read = TopicRead([], [], None)
     try:
         existing = consumer.list_topics(timeout=10).topics
         tps: list[TopicPartition] = []
@@ -462,7 +480,9 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 tps.extend(TopicPartition(name, p, 0) for p in sorted(meta.partitions))
             else:
                 tps.append(TopicPartition(name, partition, 0))
-        if not tps:
+            if lt == "commands":
+                read.commands = []
+        if not any(tp.topic != t.name("commands") for tp in tps):
             raise ExplainError(f"none of the input topics exists on {bootstrap}")
 
         def handle(m: Message) -> None:
@@ -472,38 +492,152 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 record = serde.decode(value, VALUE_SCHEMA[lt], m.topic()).record
             except Exception:  # noqa: BLE001 - an unreadable record reached no state (the worker dead-letters it)
                 return
-            fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0)
-            (outcomes if lt == "outcomes" else facts).append(fact)
+            kind, ts = m.timestamp()
+            fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0,
+                        timestamp=ts if kind != 0 else None)  # 0: TIMESTAMP_NOT_AVAILABLE
+            if lt == "commands":
+                if record.get("customer_id") == customer_id and read.commands is not None:
+                    read.commands.append(fact)
+            else:
+                (read.outcomes if lt == "outcomes" else read.facts).append(fact)
             if on_record is not None:
                 on_record()
 
         read_to_end(consumer, tps, handle, timeout_s, f"explain {customer_id}")
     finally:
         consumer.close()
-    return facts, outcomes
+    return read
 
 
 def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False) -> Explanation:
     with progress("reading the topics", quiet=quiet) as bar:
-        facts, outcomes = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
-    return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}", quiet)
+        read = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
+    return _explain_read(settings, customer_id, read.facts, read.outcomes, f"topics on {bootstrap}", quiet,
+                         commands=read.commands)
 
 
 def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outcomes: list[Fact],
-                  source: str, quiet: bool = True) -> Explanation:
-    """Records read from the topics, in the order a caught-up worker takes them: each topic partition
-    in offset order, the smallest event time of the heads first (streams/runtime/merge.py, with nothing
-    left to fetch); a global record by its event time among them."""
-    streams: dict[tuple[str, int], list[Fact]] = {}
-    for f in facts:
-        streams.setdefault((f.topic, f.partition), []).append(f)
-    merged = heapq.merge(*(sorted(s, key=lambda f: f.offset) for _, s in sorted(streams.items())), key=_event_time)
-    return _run_with_bar(settings, customer_id, merged, outcomes, source, quiet, total=len(facts))
+                  source: str, quiet: bool = True, commands: list[Fact] | None = None) -> Explanation:
+    """Records read from the topics, in the order a caught-up worker took them (``arrival_order``), run
+    through the engine; then the commands production emitted for the customer (``commands``) as facts of
+    the timeline, and one line for each command the reconstruction and production disagree on."""
+    unknown = frozenset(str(f.record.get("event_id")) for f in facts
+                        if f.record.get("customer_id") == customer_id and arrival(f) is None)
+    ex = _run_with_bar(settings, customer_id, arrival_order(facts), outcomes, source, quiet,
+                       total=len(facts), unknown_arrival=unknown)
+    if commands is not None:
+        ex.rows.extend(production_rows(ex, commands, facts, settings.worker.late_grace_ms))
+        ex.rows.sort(key=lambda r: r.at)
+    return ex
 
 
 def _event_time(f: Fact) -> int:
     r = f.record
     return int(r.get("tick_at") if f.logical == "clock" else r.get("occurred_at", 0))
+
+
+def arrival(f: Fact) -> int | None:
+    """When the record reached the topic, as far as the log tells: its Kafka timestamp, which a producer
+    that does not set one gets as the time it produced the record — the worker's clock ticks are produced
+    that way. A record whose timestamp equals its event time was stamped with the event time (a replay
+    copies timestamps; some producers set them): when it arrived is not known (None)."""
+    if f.timestamp is None or f.timestamp < 0:
+        return None
+    if f.logical != "clock" and f.timestamp == _event_time(f):
+        return None
+    return f.timestamp
+
+
+def arrival_order(facts: list[Fact]) -> Iterator[Fact]:
+    """The order a worker that kept up with the topics applied ``facts`` in: each topic partition in
+    offset order; of the records that had arrived (``arrival``) by then, the smallest event time first
+    (streams/runtime/merge.py with nothing left to fetch). A record whose arrival is unknown is taken
+    to have arrived at its event time."""
+    queues = [sorted(s, key=lambda f: f.offset) for s in _streams(facts)]
+    heads = [0] * len(queues)
+    now = -(1 << 62)
+    while True:
+        live = [i for i, q in enumerate(queues) if heads[i] < len(q)]
+        if not live:
+            return
+        ready = [i for i in live if _available(queues[i][heads[i]]) <= now]
+        if not ready:
+            now = min(_available(queues[i][heads[i]]) for i in live)
+            continue
+        i = min(ready, key=lambda j: _event_time(queues[j][heads[j]]))
+        yield queues[i][heads[i]]
+        heads[i] += 1
+
+
+def _available(f: Fact) -> int:
+    at = arrival(f)
+    return _event_time(f) if at is None else at
+
+
+def _streams(facts: list[Fact]) -> list[list[Fact]]:
+    streams: dict[tuple[str, int], list[Fact]] = {}
+    for f in facts:
+        streams.setdefault((f.topic, f.partition), []).append(f)
+    return [s for _, s in sorted(streams.items())]
+
+
+def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], grace_ms: int) -> list[Row]:
+    """The customer's commands in the commands topic as timeline facts ("production emitted …"), and one
+    line per command that fired in the reconstruction but not in production, or the other way round,
+    with the likely cause."""
+    tz = ex.zone
+    rows: list[Row] = []
+    emitted: dict[str, Fact] = {}
+    for c in commands:
+        r = c.record
+        emitted.setdefault(str(r["command_id"]), c)
+        rows.append(Row(int(r["created_at"]), "production",
+                        f"production emitted {_step(r['flow'], r['step'])} for {when(r.get('send_at'), tz)} "
+                        f"[{r['command_id']}] ({c.where()})",
+                        {"flow": r["flow"], "step": r["step"], "command_id": r["command_id"],
+                         "source_topic": c.topic, "partition": c.partition, "offset": c.offset}))
+    fired = {str(r.data.get("command_id")): r for r in ex.rows if r.kind == "fired"}
+    cause = _likely_cause(ex, facts, grace_ms)
+    for cid, r in fired.items():
+        if cid not in emitted:
+            rows.append(Row(r.at, "differs", f"fired here but not in production: "
+                                             f"{_step(r.data.get('flow', ''), r.data.get('step'))} [{cid}] — {cause}",
+                            {"command_id": cid, "side": "reconstruction"}))
+    for cid, c in emitted.items():
+        if cid not in fired:
+            rec = c.record
+            rows.append(Row(int(rec["created_at"]), "differs", f"in production but not here: "
+                                                               f"{_step(rec['flow'], rec['step'])} [{cid}] — {cause}",
+                            {"command_id": cid, "side": "production"}))
+    return rows
+
+
+def _likely_cause(ex: Explanation, facts: list[Fact], grace_ms: int) -> str:
+    """Why production may have decided otherwise: a record of the customer produced after the partition's
+    clock records had passed its event time (by the Kafka timestamps), or records whose arrival is not
+    known (stamped with their event time)."""
+    tz = ex.zone
+    ticks = sorted((f.timestamp, _event_time(f)) for f in facts
+                   if f.logical == "clock" and f.timestamp is not None and f.partition == ex.partition)
+    mine = [f for f in facts if f.record.get("customer_id") == ex.customer_id]
+    late: list[str] = []
+    for f in mine:
+        at = arrival(f)
+        if at is None:
+            continue
+        clock = max((tick for ts, tick in ticks if ts <= at), default=None)
+        if clock is not None and _event_time(f) < clock - grace_ms:
+            late.append(f"{f.logical} {f.record.get('type', '')} at {when(_event_time(f), tz)} was produced at "
+                        f"{when(at, tz)}, when the clock records stood at {when(clock, tz)} (late by "
+                        f"{duration(clock - _event_time(f), signed=False)}) ({f.where()})")
+    if late:
+        return "likely cause: a record produced after the clock had passed it: " + "; ".join(late)
+    unknown = [f for f in mine if arrival(f) is None]
+    if unknown:
+        return (f"likely cause: the arrival order of {len(unknown)} record(s) of the customer is unknown (their "
+                f"Kafka timestamp is their event time): the worker may have applied them after clock records "
+                f"that had passed them")
+    return "cause unknown: production may have run another configuration or from an earlier state"
 
 
 # ---- what would change with another configuration --------------------------------------------------

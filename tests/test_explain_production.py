@@ -1,0 +1,101 @@
+"""explain from the topics: the order the worker applied records in, and what production emitted (real broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.config import DAY_MS, Settings
+from streams.kafka.partitioning import partition_for
+from streams.tools.simulate import simulate
+from tests.core_events import T0, cart, customer, order, tick
+from tests.test_simulate import write_jsonl
+
+STEP_1_MS = 60_000  # the cart's first mail one minute after the cart
+GRACE_MS = 30_000
+TICK_MS = 2_000
+
+
+def _late_settings(s: Settings) -> Settings:
+    s.worker.late_grace_ms = GRACE_MS
+    s.flows.abandoned_cart.delays_ms = [STEP_1_MS, DAY_MS, 3 * DAY_MS]
+    return s
+
+
+def _two_customers(s: Settings) -> tuple[str, str]:
+    """Two customers in different partitions (each partition has its own clock)."""
+    first = "late-a"
+    other = next(f"late-b{i}" for i in range(100)
+                 if partition_for(f"late-b{i}", s.topics.partitions) != partition_for(first, s.topics.partitions))
+    return first, other
+
+
+def _produce(kafka: str, s: Settings, records: list[tuple[str, dict, int]]) -> None:
+    """Each record with the Kafka timestamp given, keyed by customer (ticks into the partition they name)."""
+    from confluent_kafka import Producer
+
+    from schemas import serde
+    from streams.kafka.io import producer_config
+    from streams.kafka.topics import VALUE_SCHEMA
+
+    producer = Producer(producer_config(s, kafka))
+    for logical, rec, ts in records:
+        topic = s.topics.name(logical)
+        value = serde.encode(VALUE_SCHEMA[logical], rec, topic)
+        cid = rec.get("customer_id", "")
+        p = rec["partition"] if logical == "clock" else partition_for(cid, s.topics.partitions)
+        producer.produce(topic, key=(cid or "tick").encode(), value=value, partition=p, timestamp=ts)
+    assert producer.flush(30) == 0
+
+
+def test_a_late_order_is_applied_after_the_clock_records_that_preceded_it_and_production_is_shown(
+        kafka, settings, tmp_path: Path):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.explain import explain_topics
+
+    s = _late_settings(settings)
+    known, unknown = _two_customers(s)
+    facts = [customer(known, at=T0 - 120_000), cart(known, T0), customer(unknown, at=T0 - 120_000), cart(unknown, T0)]
+    ticks = [tick(T0 + n * TICK_MS, partition_for(cid, s.topics.partitions))
+             for n in range(1, 60) for cid in (known, unknown)]
+    known_order = order(known, T0 + 20_000, order_id="o-known")
+    unknown_order = order(unknown, T0 + 20_000, order_id="o-unknown")
+    # what the worker did: it ticked past the cart's first step before the orders reached it
+    path = tmp_path / "worker.jsonl"
+    write_jsonl(path, [*facts, *ticks, known_order, unknown_order], s)
+    emitted = simulate(path.read_text().splitlines(), s).commands
+    assert sorted((c["customer_id"], c["flow"], c["step"]) for c in emitted) == sorted(
+        (cid, flow, 1) for cid in (known, unknown) for flow in ("abandoned_cart", "order_confirmation"))
+    assert ensure_topics(kafka, topic_specs(s)).healthy
+    _produce(kafka, s, [*((lt, r, r["occurred_at"] + 5) for lt, r in facts),
+                        *((lt, r, r["tick_at"]) for lt, r in ticks),
+                        ("orders", known_order[1], T0 + 111_000),  # produced 91 s after the order, 111 s after the cart
+                        ("orders", unknown_order[1], T0 + 20_000),  # stamped with its event time: arrival unknown
+                        *(("commands", c, c["created_at"]) for c in emitted)])
+
+    ex = explain_topics(s, kafka, known, quiet=True)
+    placed = next(r.text for r in ex.rows if r.kind == "fact" and "orders placed" in r.text)
+    assert "late by 1 min 30 s: applied at once" in placed and "on time" not in placed  # the clock stood at +110 s
+    fired = [r.data["command_id"] for r in ex.rows if r.kind == "fired"]
+    known_cmd = next(c for c in emitted if c["customer_id"] == known and c["flow"] == "abandoned_cart")
+    assert sorted(fired) == sorted(c["command_id"] for c in emitted if c["customer_id"] == known)
+    production = [r.text for r in ex.rows if r.kind == "production"]
+    assert len(production) == 2 and \
+        f"production emitted abandoned_cart step 1 for {_when(known_cmd['send_at'], ex)} [{known_cmd['command_id']}] " \
+        f"({s.topics.name('commands')}[{ex.partition}] offset 0)" in production
+    assert not [r for r in ex.rows if r.kind == "differs"]
+
+    ex = explain_topics(s, kafka, unknown, quiet=True)
+    placed = next(r.text for r in ex.rows if r.kind == "fact" and "orders placed" in r.text)
+    assert "arrival order unknown" in placed and "on time" not in placed
+    assert [r.data["flow"] for r in ex.rows if r.kind == "fired"] == ["order_confirmation"]
+    unknown_cmd = next(c for c in emitted if c["customer_id"] == unknown and c["flow"] == "abandoned_cart")
+    differs = [r.text for r in ex.rows if r.kind == "differs"]
+    assert differs == [f"in production but not here: abandoned_cart step 1 [{unknown_cmd['command_id']}] — likely "
+                       f"cause: the arrival order of 1 record(s) of the customer is unknown (their Kafka timestamp is "
+                       f"their event time): the worker may have applied them after clock records that had passed them"]
+
+
+def _when(ms: int, ex) -> str:
+    from streams.tools.explain import when
+
+    return when(ms, ex.zone)
