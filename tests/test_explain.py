@@ -149,9 +149,9 @@ def test_another_config_shows_side_by_side_what_would_change(tmp_path):
     capped = _settings()
     capped.flows.guards.frequency_cap_ms = 48 * HOUR_MS
     changes = [c for c in compare(explain_file(s, "fay", path), explain_file(capped, "fay", path)) if not c.same]
-    step2 = [c for c in changes if c.key.startswith("abandoned_cart/2/")]
+    step2 = [c for c in changes if c.key.startswith("abandoned_cart#1/2/")]
     assert len(step2) == 1, changes  # one decision, both sides: fired under one config, dropped under the other
-    assert step2[0].key == "abandoned_cart/2/outcome#1"
+    assert step2[0].key == "abandoned_cart#1/2/outcome"
     assert step2[0].left.startswith("abandoned_cart step 2 fired (marketing)")
     assert step2[0].right == ("abandoned_cart step 2 not sent — expired at 2026-11-08 09:00 +00:00 while held by the "
                               "frequency cap: a marketing mail went out at 2026-11-06 10:00 +00:00 (23 h before); "
@@ -165,12 +165,28 @@ def test_a_step_sent_at_another_time_under_another_config_is_one_change_that_sho
     later.flows.abandoned_cart.delays_ms = [2 * HOUR_MS, 24 * HOUR_MS, 72 * HOUR_MS]
     a, b = explain_file(s, "fay", path), explain_file(later, "fay", path)
     changes = [c for c in compare(a, b) if not c.same]
-    sent = [c for c in changes if c.key == "abandoned_cart/1/outcome#1"]
+    sent = [c for c in changes if c.key == "abandoned_cart#1/1/outcome"]
     assert len(sent) == 1 and sent[0].moved
     assert (sent[0].left_at, sent[0].right_at) == (T0 + HOUR_MS, T0 + 2 * HOUR_MS)
     left, right = sent[0].texts(a.zone)
     assert left.startswith("at 2026-11-06 10:00 +00:00: abandoned_cart step 1 fired (marketing)")
     assert right.startswith("at 2026-11-06 11:00 +00:00 (+1 h): abandoned_cart step 1 fired (marketing)")
+
+
+def test_a_config_with_fewer_steps_shows_the_last_step_not_sent_for_each_cart_and_moves_nothing(tmp_path):
+    s = _settings()
+    second_cart = T0 + 4 * DAY_MS  # after the first series has finished
+    path = _write(tmp_path, [customer("fay"), cart("fay", T0, cart_id="k1"), cart("fay", second_cart, cart_id="k2"),
+                             *_ticks("fay", s, days=9)], s)
+    two = _settings()
+    two.flows.abandoned_cart.delays_ms = s.flows.abandoned_cart.delays_ms[:2]
+    a, b = explain_file(s, "fay", path), explain_file(two, "fay", path)
+    assert len([r for r in a.rows if r.kind == "fired" and r.data["step"] == 3]) == 2
+    changes = [c for c in compare(a, b) if not c.same]
+    assert [(c.key, c.right) for c in changes] == [
+        (f"abandoned_cart#{n}/3/outcome", "abandoned_cart step 3 not sent — the series finished after step 2")
+        for n in (1, 2)]
+    assert all(c.left.startswith("abandoned_cart step 3 fired") and not c.moved for c in changes)
 
 
 def test_pending_steps_name_the_next_due_step_of_each_flow():

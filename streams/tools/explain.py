@@ -677,51 +677,107 @@ class Change:
 OUTCOME_KINDS = frozenset({"fired", "dropped", "ended"})
 
 
-def step_decisions(ex: Explanation) -> dict[str, tuple[int, str]]:
-    """Each decision of ``ex`` under its key ``flow/step[/instance key]/slot#n``: ``slot`` is ``schedule``
-    (a step scheduled) or ``outcome`` (what became of a due step: its deferrals and then fired, not sent
-    or ended, as one text); ``n`` counts the decisions of the same flow, step, key and slot. The key of a
-    keyed flow's instance (order id, SKU) comes from the step's schedule (its due time)."""
+@dataclass
+class _Instance:
+    """One run of a flow in ``step_decisions``: its name in the keys and the last step it reached."""
+
+    name: str
+    finished_after: int | None = None  # the series ended by itself (``series_done``) after this step
+
+
+def step_decisions(ex: Explanation) -> tuple[dict[str, tuple[int, str]], dict[str, _Instance]]:
+    """Each decision of ``ex`` under its key ``flow#i/step/slot`` (``flow/KEY#i/step/slot`` for a keyed
+    flow: the order id or SKU), ``#n`` appended to the second and later of the same key: ``i`` counts
+    the flow's instances (a run from its first schedule to its end: a cart, an order…), ``slot`` is
+    ``schedule`` (a step scheduled) or ``outcome`` (what became of a due step: its deferrals and then
+    fired, not sent or ended, as one text). A series that ended because its last step went out is no
+    step's outcome: it closes the instance (``finished_after``). Also returns the instances by name."""
     instance: dict[tuple[str, Any, Any], str] = {}  # (flow, step, due) → instance key
     held: dict[tuple[str, Any, str], list[Row]] = {}  # deferrals waiting for their outcome
+    current: dict[tuple[str, str], _Instance] = {}  # (flow, key) → the open instance
+    runs: dict[tuple[str, str], int] = {}
+    instances: dict[str, _Instance] = {}
     seen: dict[str, int] = {}
     out: dict[str, tuple[int, str]] = {}
 
-    def put(flow: str, step: Any, inst: str, slot: str, at: int, text: str) -> None:
-        base = f"{flow}/{step}/{inst + '/' if inst else ''}{slot}"
+    def run_of(flow: str, key: str) -> _Instance:
+        inst = current.get((flow, key))
+        if inst is None:
+            n = runs[(flow, key)] = runs.get((flow, key), 0) + 1
+            inst = current[(flow, key)] = _Instance(f"{flow}/{key}#{n}" if key else f"{flow}#{n}")
+            instances[inst.name] = inst
+        return inst
+
+    def put(flow: str, step: Any, key: str, slot: str, at: int, text: str) -> None:
+        base = f"{run_of(flow, key).name}/{step}/{slot}"
         n = seen[base] = seen.get(base, 0) + 1
-        out[f"{base}#{n}"] = (at, text)
+        out[base if n == 1 else f"{base}#{n}"] = (at, text)
 
     for r in ex.decisions():
         flow, step, due = r.data.get("flow", ""), r.data.get("step"), r.data.get("due")
         if r.kind == "scheduled":
-            inst = str(r.data.get("figures", {}).get("key", ""))
-            instance[(flow, step, due)] = inst
-            put(flow, step, inst, "schedule", r.at, r.text)
+            key = str(r.data.get("figures", {}).get("key", ""))
+            instance[(flow, step, due)] = key
+            put(flow, step, key, "schedule", r.at, r.text)
             continue
-        inst = instance.get((flow, step, due), "")
+        key = instance.get((flow, step, due), "")
         if r.kind == "deferred":
-            instance[(flow, step, r.data.get("until"))] = inst
-            held.setdefault((flow, step, inst), []).append(r)
+            instance[(flow, step, r.data.get("until"))] = key
+            held.setdefault((flow, step, key), []).append(r)
+            continue
+        if r.kind == "ended" and r.data.get("cause") == "series_done":
+            run_of(flow, key).finished_after = step
+            current.pop((flow, key), None)
             continue
         if r.kind in OUTCOME_KINDS:
-            before = held.pop((flow, step, inst), [])
-            put(flow, step, inst, "outcome", r.at, "; ".join([d.text for d in before] + [r.text]))
-    for (flow, step, inst), rows in held.items():  # deferred and still waiting at the end
-        put(flow, step, inst, "outcome", rows[-1].at, "; ".join(d.text for d in rows))
-    return out
+            before = held.pop((flow, step, key), [])
+            put(flow, step, key, "outcome", r.at, "; ".join([d.text for d in before] + [r.text]))
+            if r.kind == "ended":
+                current.pop((flow, key), None)
+    for (flow, step, key), rows in held.items():  # deferred and still waiting at the end
+        put(flow, step, key, "outcome", rows[-1].at, "; ".join(d.text for d in rows))
+    return out, instances
 
 
 def compare(a: Explanation, b: Explanation) -> list[Change]:
-    """The decisions of two runs over the same facts, paired by flow, step, instance key and occurrence
+    """The decisions of two runs over the same facts, paired by flow instance, step and slot
     (``step_decisions``): a step fired under one and dropped under the other is one change, and so is a
-    step that went out at another time."""
-    left, right = step_decisions(a), step_decisions(b)
+    step that went out at another time. A step that only one run reached is one change that says "not
+    sent" for the other (and why, when that run's series had finished: fewer steps), not a schedule
+    row and an outcome row."""
+    (left, left_runs), (right, right_runs) = step_decisions(a), step_decisions(b)
     changes = []
     for key in sorted(set(left) | set(right)):
         lr, rr = left.get(key), right.get(key)
+        if lr is None or rr is None:
+            instance, step, slot = _parts(key)
+            if slot == "schedule" and (f"{instance}/{step}/outcome" in left) != (f"{instance}/{step}/outcome" in right):
+                continue  # the outcome row says it
+            if slot == "outcome":  # only one run reached the step: the other did not send it
+                present = lr if lr is not None else rr
+                assert present is not None
+                missing = _not_sent(instance, step, (right_runs if rr is None else left_runs).get(instance))
+                changes.append(Change(key, present[0], lr[1] if lr else missing, rr[1] if rr else missing,
+                                      lr[0] if lr else None, rr[0] if rr else None))
+                continue
         at = min(d[0] for d in (lr, rr) if d is not None)
         changes.append(Change(key, at, lr[1] if lr else "", rr[1] if rr else "",
                               lr[0] if lr else None, rr[0] if rr else None))
     changes.sort(key=lambda c: (c.at, c.key))
     return changes
+
+
+def _parts(key: str) -> tuple[str, str, str]:
+    """``flow#1/3/outcome#2`` → (``flow#1``, ``3``, ``outcome``)."""
+    instance, step, slot = key.rsplit("/", 2)
+    return instance, step, slot.split("#")[0]
+
+
+def _not_sent(instance: str, step: str, run: _Instance | None) -> str:
+    flow = instance.split("/")[0].split("#")[0]
+    words = f"{_step(flow, int(step) if step.isdigit() else None)} not sent"
+    if run is not None and run.finished_after is not None:
+        return f"{words} — the series finished after step {run.finished_after}"
+    if run is None:
+        return f"{words} — no such {flow} run with this configuration"
+    return words
