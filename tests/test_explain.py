@@ -523,3 +523,32 @@ def test_every_table_in_the_docs_has_one_column_count_and_no_column_left_empty(d
             assert any(row[i] for row in cells), (doc, f"column {i + 1} is empty", table[:3])
     pipe_rows = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len({ln.count("|") for ln in pipe_rows}) <= 1
+
+
+def _cart_soon_after_the_last_cart_mail(s: Settings) -> list[tuple[str, dict]]:
+    """A series that sent all three steps (the last at +72 h), then another cart 3 h later."""
+    return [customer("kim"), cart("kim", T0, cart_id="k1"), cart("kim", T0 + 75 * HOUR_MS, cart_id="k9"),
+            *_ticks("kim", s, days=5)]
+
+
+def test_a_cart_soon_after_the_last_cart_mail_says_it_starts_no_series_and_why(tmp_path):
+    s = _settings()
+    ex = explain_file(s, "kim", _write(tmp_path, _cart_soon_after_the_last_cart_mail(s), s))
+    assert len([r for r in ex.rows if r.kind == "fired"]) == 3
+    assert _texts(ex, "dropped") == [
+        "abandoned_cart: cart k9 starts no series — every step of the last series went out, the last at "
+        "2026-11-09 09:00 +00:00 (3 h before); cart activity within 1 d of the last cart mail starts none"]
+
+
+def test_the_workers_customer_query_says_a_cart_soon_after_the_last_cart_mail_has_no_series():
+    from streams.core.decisions import customer_state
+
+    s = _settings()
+    eng = PartitionEngine(s, partition_for("kim", s.topics.partitions))
+    for t, r in sorted(_cart_soon_after_the_last_cart_mail(s), key=lambda e: e[1].get("occurred_at", e[1].get("tick_at"))):
+        eng.process(t, r)
+    doc = customer_state("kim", eng.customers["kim"], eng.flows, eng.clock_ms)
+    assert ("open cart k9 with 1 line(s), last activity 2026-11-09 12:00 +00:00: no series for it — the last cart "
+            "series sent its last step at 2026-11-09 09:00 +00:00, 3 h before; cart activity from "
+            "2026-11-10 09:00 +00:00 starts a new series") in doc["state"]
+    assert not any("every step" in line for line in doc["state"])

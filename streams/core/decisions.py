@@ -230,6 +230,8 @@ class DecisionLog:
             figures["since"] = {"unsubscribed": c.sup.u, "hard_bounced": c.sup.b, "complained": c.sup.c}[reason]
         elif reason == "after_goodbye":
             figures["goodbye_at"] = c.gb
+        elif reason == "no_respam":
+            figures["last_sent"] = c.abandoned_cart.last_sent if c.abandoned_cart is not None else None
         elif reason == "weekly_cap":
             figures["last_due"] = c.browse.last_due if c.browse is not None else None
         return figures
@@ -265,7 +267,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     p = c.p
     tz = zone(p.tz)
     flows = tuple(flows)
-    steps_of = {f.name: f.steps for f in flows}
+    steps_of = {f.name: len(getattr(f, "delays", ())) or f.steps for f in flows}
 
     def next_step(flow: str, n: int) -> str:
         return f"next step {n}" if n <= steps_of.get(flow, n) else "every step done"
@@ -288,8 +290,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
     cart = c.abandoned_cart.run if c.abandoned_cart is not None else None
     if cart is not None:
-        state.append(f"open cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}, "
-                     f"{next_step('abandoned_cart', cart.next)}")
+        state.append(_cart_words(c, cart, next((f for f in flows if f.name == "abandoned_cart"), None), tz))
     wb = c.win_back
     if wb is not None and wb.run is not None:
         state.append(f"win-back series ({wb.run.seg}) since {when(wb.run.a, tz)}, "
@@ -311,3 +312,20 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         doc["sunset"] = {"text": sunset[0], "at": iso(sunset[1], tz), "at_ms": sunset[1],
                          "in": duration(sunset[1] - clock_ms), "left": c.sunset_since is not None}
     return doc
+
+
+def _cart_words(c: Customer, cart: Any, flow: Flow | None, tz: ZoneInfo) -> str:
+    """The open cart and where its series stands. Cart activity after a finished series, within the
+    flow's ``no_respam_ms`` of the last cart mail, starts no series: said as such, with when one would."""
+    lines = f"cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}"
+    steps = len(getattr(flow, "delays", ())) or (flow.steps if flow is not None else 3)
+    if cart.next <= steps:
+        return f"open {lines}, next step {cart.next}"
+    st = c.abandoned_cart
+    last = st.last_sent if st is not None else None
+    if last is None or cart.a <= last:
+        return f"open {lines}: every step of its series sent"
+    respam = getattr(getattr(flow, "options", None), "no_respam_ms", None)
+    again = f"; cart activity from {when(last + respam, tz)} starts a new series" if respam else ""
+    return (f"open {lines}: no series for it — the last cart series sent its last step at {when(last, tz)}, "
+            f"{duration(cart.a - last, signed=False)} before{again}")

@@ -254,6 +254,14 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
     if e.kind == "deferred":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — "
                                  f"{_reason_words(e, tz, sunset)}", data)
+    if e.kind == "dropped" and e.reason == "no_respam":
+        window = duration(settings.flows.abandoned_cart.no_respam_ms, signed=False)
+        last = e.figures.get("last_sent")
+        since = f" ({duration(e.at - last, signed=False)} before)" if last is not None else ""
+        which = f"cart {e.figures['cart_id']}" if e.figures.get("cart_id") else "this cart activity"
+        return Row(e.at, e.kind, f"{e.flow}: {which} starts no series — every step of the last series went out, "
+                                 f"the last at {when(last, tz)}{since}; cart activity within {window} of the last "
+                                 f"cart mail starts none", data)
     if e.kind == "dropped":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz, sunset)}", data)
     if e.variant == "holdout":
@@ -325,12 +333,26 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     tz_name = (c.p.tz if c is not None else None) or "UTC"
     tz = zone(tz_name)
     sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
+    _tie_to_cart(entries, sources)
     rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
     now = sunset_words(c, sunset_of(engine.flows), tz) if c is not None else None
     return Explanation(customer_id, partition, tz_name, collapse(rows), pending, read, source, now)
+
+
+def _tie_to_cart(entries: list[Entry], sources: dict[str, Fact]) -> None:
+    """A cart activity that starts no series (``no_respam``) is decided when the fact settles, at the
+    watermark: the entry is put at the time of the cart fact it follows, and names that cart."""
+    last_cart: Entry | None = None
+    for e in entries:
+        if e.kind == "fact" and e.topic == "carts" and e.status != "duplicate":
+            last_cart = e
+        elif e.kind == "dropped" and e.reason == "no_respam" and last_cart is not None:
+            src = sources.get(last_cart.event_id)
+            e.at = last_cart.at
+            e.figures = {**e.figures, "cart_id": src.record.get("cart_id") if src is not None else None}
 
 
 def collapse(rows: list[Row]) -> list[Row]:
