@@ -111,7 +111,7 @@ def test_a_late_fact_and_a_duplicate_are_shown_with_their_lateness(tmp_path):
     ex = explain_file(s, "eve", path)
     facts = {r.data["event_id"]: r.text for r in ex.rows if r.kind == "fact" and r.data.get("status") != "on_time"}
     assert "late by 1 d 22 h: applied at once" in facts["o1"]
-    assert "duplicate: ignored" in facts["c1"]
+    assert "; duplicate of " in facts["c1"] and facts["c1"].endswith(": ignored)")
 
 
 def test_the_explained_commands_are_the_ones_simulate_emits_for_the_customer(tmp_path):
@@ -552,3 +552,19 @@ def test_the_workers_customer_query_says_a_cart_soon_after_the_last_cart_mail_ha
             "series sent its last step at 2026-11-09 09:00 +00:00, 3 h before; cart activity from "
             "2026-11-10 09:00 +00:00 starts a new series") in doc["state"]
     assert not any("every step" in line for line in doc["state"])
+
+
+def test_a_duplicate_is_cited_at_its_own_line_and_one_past_the_duplicate_memory_says_it_was_applied_again(tmp_path):
+    s = _settings()
+    first = cart("dee", T0, event_id="dee-cart-1")
+    ticks = _ticks("dee", s, days=4)
+    path = tmp_path / "dup.jsonl"
+    write_jsonl(path, [customer("dee"), first, first, *ticks, first], s)  # lines 1, 2, 3, …, the last
+    ex = explain_file(s, "dee", path)
+    carts = [r.text for r in ex.rows if r.kind == "fact" and "carts" in r.text]
+    where = f"{s.topics.name('carts')}[{partition_for('dee', s.topics.partitions)}] line"
+    assert carts[0].endswith(f"({where} 2; on time)")
+    assert carts[1].endswith(f"({where} 3; duplicate of {where} 2: ignored)")
+    last = len(ticks) + 4
+    assert carts[2].endswith(f"({where} {last}; late by 3 d 23 h: applied at once; its event id came before at "
+                             f"{where} 2, no longer remembered: applied again)")

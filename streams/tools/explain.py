@@ -222,12 +222,13 @@ class _SunsetWords:
 
 
 def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords,
-               unknown_arrival: frozenset[str] = frozenset()) -> Row:
+               unknown_arrival: frozenset[str] = frozenset(), origin: Fact | None = None) -> Row:
     data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
     if e.figures:
         data["figures"] = e.figures
     if e.kind == "fact":
-        src = sources.get(e.event_id)
+        first = sources.get(e.event_id)
+        src = origin or first  # the record this entry was logged for; its event id may have come before
         where = src.where() if src is not None else e.topic
         if src is not None:
             data.update({"source_topic": src.topic, "partition": src.partition,
@@ -238,6 +239,10 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
             status = f"late by {duration(e.behind_ms, signed=False)}: applied at once"
         elif e.status == "on_time" and e.event_id in unknown_arrival:
             status = ARRIVAL_UNKNOWN
+        if first is not None and src is not first:
+            data["first_seen"] = first.where()
+            status = (f"duplicate of {first.where()}: ignored" if e.status == "duplicate" else
+                      f"{status}; its event id came before at {first.where()}, no longer remembered: applied again")
         detail = _fact_words(e.topic, src.record if src is not None else {})
         return Row(e.at, "fact", f"{e.topic} {e.event_type}{detail} ({where}; {status})", data)
     if e.flow == Sunset.name and e.kind in ("scheduled", "ended"):
@@ -312,19 +317,25 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     manager: TaskManager[Fact] = TaskManager(settings)
     manager.assign(partition, engine)
     out: TaskOutput[Fact] = TaskOutput()
-    sources: dict[str, Fact] = {}
+    sources: dict[str, Fact] = {}  # event id → the first record that carried it
+    origin: dict[int, Fact] = {}  # id(fact entry) → the record it was logged for (a duplicate: its own line)
     entries: list[Entry] = []
     read = 0
     for fact in facts:
         read += 1
+        eid = str(fact.record.get("event_id"))
         if fact.record.get("customer_id") == customer_id:
-            sources.setdefault(str(fact.record.get("event_id")), fact)
+            sources.setdefault(eid, fact)
         out.clear()
         if fact.logical in GLOBAL_INPUT_TOPICS:
             manager.apply_global(fact.logical, lambda p, f=fact: f, fact.record, out, size=fact.size)
         else:
             manager.apply(partition, fact.logical, fact, fact.record, out, size=fact.size)
-        entries.extend(decisions.drain())
+        new = decisions.drain()
+        for e in new:
+            if e.kind == "fact" and e.event_id == eid:
+                origin[id(e)] = fact
+        entries.extend(new)
         if on_progress is not None and read % PROGRESS_EVERY == 0:
             on_progress(read)
     if not sources:
@@ -334,7 +345,7 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     tz = zone(tz_name)
     sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
     _tie_to_cart(entries, sources)
-    rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival) for e in entries]
+    rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival, origin.get(id(e))) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
