@@ -568,3 +568,29 @@ def test_a_duplicate_is_cited_at_its_own_line_and_one_past_the_duplicate_memory_
     last = len(ticks) + 4
     assert carts[2].endswith(f"({where} {last}; late by 3 d 23 h: applied at once; its event id came before at "
                              f"{where} 2, no longer remembered: applied again)")
+
+
+def test_an_unknown_time_zone_is_said_to_be_unknown_and_times_are_in_utc(tmp_path):
+    from streams.core.decisions import customer_state
+
+    s = _settings()
+    events = [customer("moe", tz="Mars/Phobos"), cart("moe", T0), *_ticks("moe", s, days=1)]
+    ex = explain_file(s, "moe", _write(tmp_path, events, s))
+    assert ex.zone_words == "UTC (time zone 'Mars/Phobos' unknown)"
+    doc = ex.as_json()
+    assert (doc["timezone"], doc["timezone_unknown"]) == ("UTC", "Mars/Phobos")
+    assert doc["timeline"][0]["at"].endswith("+00:00")
+    eng = PartitionEngine(s, partition_for("moe", s.topics.partitions))
+    for t, r in events[:2]:
+        eng.process(t, r)
+    state = customer_state("moe", eng.customers["moe"], eng.flows, eng.clock_ms)
+    assert state["timezone"] == "UTC"
+    assert state["state"][0] == "email known, locale en, time zone UTC (time zone 'Mars/Phobos' unknown)"
+
+
+def test_a_flows_start_keeps_step_0_in_the_json_timeline():
+    from streams.core.decisions import Entry
+
+    start = Entry("scheduled", T0, "wes", "win_back", 0, due=T0 + DAY_MS, cause="orders:placed")
+    assert start.as_dict()["step"] == 0
+    assert "step" not in Entry("fact", T0, "wes", topic="carts").as_dict()

@@ -44,7 +44,7 @@ from streams.core.flows.sunset import Sunset
 from streams.core.guards import Decision, zone
 from streams.core.state import Customer
 from streams.core.sunset import sunset_at
-from streams.core.timetext import day, duration, iso, when
+from streams.core.timetext import day, duration, iso, when, zone_words
 
 __all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "day", "duration", "iso", "pending_steps",
            "sunset_of", "sunset_words", "when", "zone"]
@@ -74,7 +74,10 @@ class Entry:
     category: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None, {}, 0) or k in ("at", "kind")}
+        """The fields that say something (empty ones left out); ``step`` whenever it is set, 0 included
+        (a flow's start)."""
+        return {k: v for k, v in asdict(self).items()
+                if v not in ("", None, {}, 0) or k in ("at", "kind") or (k == "step" and v is not None)}
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     def next_step(flow: str, n: int) -> str:
         return f"next step {n}" if n <= steps_of.get(flow, n) else "every step done"
 
-    state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {p.tz or 'UTC'}"]
+    state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {zone_words(p.tz)}"]
     if p.opt is None:
         state.append("no marketing consent decision yet")
     else:
@@ -306,7 +309,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     steps = [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due, "in": duration(s.due - clock_ms),
               "deferred_by_guard": s.deferred, **({"key": s.key} if s.key else {})}
              for s in pending_steps(flows, c) if s.flow != Sunset.name]
-    doc: dict[str, Any] = {"customer_id": cid, "timezone": p.tz or "UTC", "clock": iso(clock_ms, tz),
+    doc: dict[str, Any] = {"customer_id": cid, "timezone": tz.key, "clock": iso(clock_ms, tz),
                            "clock_ms": clock_ms, "state": state, "next_due": steps}
     if sunset is not None:
         doc["sunset"] = {"text": sunset[0], "at": iso(sunset[1], tz), "at_ms": sunset[1],

@@ -39,7 +39,7 @@ from streams.config import Settings
 from streams.core.guards import zone
 from streams.core.decisions import DecisionLog, Entry, PendingStep, pending_steps, sunset_of, sunset_words
 from streams.core.flows.sunset import Sunset
-from streams.core.timetext import day, duration, iso, when
+from streams.core.timetext import day, duration, iso, when, zone_words
 from streams.core.engine import PartitionEngine
 from streams.core.variants import experiment_for
 from streams.kafka.partitioning import partition_for
@@ -113,6 +113,11 @@ class Explanation:
     sunset: tuple[str, int] | None = None  # sunset in words and its time, as the customer stands at the end
 
     @property
+    def zone_words(self) -> str:
+        """The zone the times are in; an unknown zone name is said to be unknown (times in UTC)."""
+        return zone_words(self.timezone)
+
+    @property
     def zone(self) -> ZoneInfo:
         return zone(self.timezone)
 
@@ -127,7 +132,8 @@ class Explanation:
     def as_json(self) -> dict[str, Any]:
         tz = self.zone
         doc: dict[str, Any] = {
-            "customer_id": self.customer_id, "partition": self.partition, "timezone": self.timezone,
+            "customer_id": self.customer_id, "partition": self.partition, "timezone": self.zone.key,
+            **({"timezone_unknown": self.timezone} if self.zone.key != self.timezone else {}),
             "source": self.source, "facts_read": self.facts_read,
             "timeline": [r.as_dict(tz) for r in self.rows],
             "pending": [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due,
@@ -166,7 +172,7 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
         return f"frequency cap: a marketing mail went out at {when(last, tz)}{since}; at most 1 per {cap}"
     if r.endswith("quiet_hours"):
         start, end = f.get("quiet", [22, 8])
-        return f"quiet hours {start:02d}:00–{end:02d}:00 {f.get('tz', 'UTC')}"
+        return f"quiet hours {start:02d}:00–{end:02d}:00 {zone_words(f.get('tz'))}"
     if r == "no_consent":
         at = f.get("consent_at")
         return "no marketing consent given" if at is None else f"consent withdrawn at {when(at, tz)}"
