@@ -19,7 +19,8 @@ Entries (``Entry.kind``), each at the event time it was decided:
   ``quiet_hours``, with the figures that decided it);
 - ``dropped`` — a step will not be sent (``reason``: ``no_consent``, ``unsubscribed``,
   ``hard_bounced``, ``complained``, ``no_email``, ``after_goodbye``, ``expired_by_…``,
-  ``late_start``, a flow's own rule such as ``weekly_cap``), with its figures;
+  ``late_start``, a flow's own rule such as ``weekly_cap`` or ``no_respam`` — cart activity after a
+  finished series, within ``no_respam_ms`` of the last cart mail, starts none), with its figures;
 - ``fired`` — a command was emitted (``variant`` ``holdout``: recorded, never sent).
 
 ``figures`` hold the numbers behind a reason as they were at that moment (times in epoch ms); the

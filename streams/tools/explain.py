@@ -1,8 +1,10 @@
 """`shopmail explain CUSTOMER_ID`: why a customer got (or did not get) each mail, in words.
 
 The customer's facts are read from their partition only (the partition the producers' murmur2
-partitioner puts the customer id in) — from a JSONL file like ``simulate --input``, or from the
-topics — and run through the same ``TaskManager`` / ``PartitionTask`` / ``PartitionEngine`` that
+partitioner puts the customer id in) — from a JSONL file like ``simulate --input`` (in line order), or
+from the topics (in the order a caught-up worker took them, rebuilt from the Kafka timestamps:
+``arrival_order``; a record stamped with its event time has an unknown arrival and is never called
+"on time") — and run through the same ``TaskManager`` / ``PartitionTask`` / ``PartitionEngine`` that
 ``simulate`` and the worker use, with a ``DecisionLog`` (streams/core/decisions.py) attached for
 this one customer. Every other customer of the partition is processed too (they share the
 partition's clock), but only this customer's decisions are recorded.
@@ -13,15 +15,18 @@ The timeline holds, in event-time order and in the customer's time zone:
 - every decision: a step scheduled (for when), fired, deferred or dropped with the guard and its
   figures, an instance ended by a fact;
 - what the sink did: outcomes (sent / suppressed / failed with the SES message id) and the feedback
-  (delivered, opened, clicked, bounced…), and orders that a click converted.
+  (delivered, opened, clicked, bounced…), and orders that a click converted;
+- from the topics, the commands production emitted (``email.commands``) as facts, and one ``differs``
+  row per command the rebuilt run and production disagree on, with the likely cause.
 
 Sunset is put in words (the day the customer leaves marketing unless they order or click, that they
 left, that they came back) and its timer is kept apart from the mail steps still due. Rows that say
 exactly the same at the same moment are one row with ``×N``. Sentences read times as ``when``; JSON
 as ISO 8601 (``streams/core/timetext.py``).
 
-``compare`` pairs the decisions of two runs over the same facts (another configuration): what would
-change for this customer, one row per decision, a moved time included.
+``compare`` pairs the decisions of two runs over the same facts (another configuration) per flow
+instance and step: what would change for this customer, one row per decision, a moved time included,
+"not sent" for a step only one run reached.
 """
 
 from __future__ import annotations
