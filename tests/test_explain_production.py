@@ -99,3 +99,20 @@ def _when(ms: int, ex) -> str:
     from streams.tools.explain import when
 
     return when(ms, ex.zone)
+
+
+def test_records_are_taken_in_arrival_order_with_the_smallest_event_time_first_among_those_that_had_arrived():
+    from streams.tools.explain import Fact, arrival_order
+
+    def fact(logical: str, offset: int, at: int, ts: int | None) -> Fact:
+        record = {"tick_at": at} if logical == "clock" else {"occurred_at": at, "event_id": f"{logical}{offset}"}
+        return Fact(logical, logical, 0, offset, record, timestamp=ts)
+
+    ticks = [fact("clock", n, T0 + n * TICK_MS, T0 + n * TICK_MS) for n in range(1, 6)]
+    late = fact("orders", 0, T0 + 1_000, T0 + 7_000)  # produced after the ticks of +2 s, +4 s and +6 s
+    early_cart = fact("carts", 0, T0 + 500, T0 + 9_000)  # offset order holds within a topic partition
+    next_cart = fact("carts", 1, T0 + 3_000, T0 + 9_000)
+    stamped = fact("shipments", 0, T0 + 4_500, T0 + 4_500)  # stamped with its event time: taken at it
+    order = [(f.logical, f.offset) for f in arrival_order([*ticks, late, early_cart, next_cart, stamped])]
+    assert order == [("clock", 1), ("clock", 2), ("shipments", 0), ("clock", 3), ("orders", 0), ("clock", 4),
+                     ("carts", 0), ("carts", 1), ("clock", 5)]

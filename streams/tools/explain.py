@@ -31,6 +31,7 @@ instance and step: what would change for this customer, one row per decision, a 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -599,18 +600,22 @@ def arrival_order(facts: list[Fact]) -> Iterator[Fact]:
     to have arrived at its event time."""
     queues = [sorted(s, key=lambda f: f.offset) for s in _streams(facts)]
     heads = [0] * len(queues)
+    waiting = [(_available(q[0]), i) for i, q in enumerate(queues)]  # heads not yet arrived, by arrival
+    heapq.heapify(waiting)
+    ready: list[tuple[int, int]] = []  # heads that have arrived, by event time
     now = -(1 << 62)
-    while True:
-        live = [i for i, q in enumerate(queues) if heads[i] < len(q)]
-        if not live:
-            return
-        ready = [i for i in live if _available(queues[i][heads[i]]) <= now]
+    while waiting or ready:
+        while waiting and waiting[0][0] <= now:
+            i = heapq.heappop(waiting)[1]
+            heapq.heappush(ready, (_event_time(queues[i][heads[i]]), i))
         if not ready:
-            now = min(_available(queues[i][heads[i]]) for i in live)
+            now = waiting[0][0]
             continue
-        i = min(ready, key=lambda j: _event_time(queues[j][heads[j]]))
+        i = heapq.heappop(ready)[1]
         yield queues[i][heads[i]]
         heads[i] += 1
+        if heads[i] < len(queues[i]):
+            heapq.heappush(waiting, (_available(queues[i][heads[i]]), i))
 
 
 def _available(f: Fact) -> int:
