@@ -116,3 +116,28 @@ def test_records_are_taken_in_arrival_order_with_the_smallest_event_time_first_a
     order = [(f.logical, f.offset) for f in arrival_order([*ticks, late, early_cart, next_cart, stamped])]
     assert order == [("clock", 1), ("clock", 2), ("shipments", 0), ("clock", 3), ("orders", 0), ("clock", 4),
                      ("carts", 0), ("carts", 1), ("clock", 5)]
+
+
+def test_a_mail_the_rebuilt_run_sent_and_production_did_not_is_one_line_naming_the_late_record():
+    from streams.config import load_settings
+    from streams.tools.explain import Fact, _explain_read
+
+    s = _late_settings(load_settings(env={}))
+    s.topics.partitions = 2
+    p = partition_for("lou", s.topics.partitions)
+    events = [(customer("lou", at=T0 - 120_000), T0 - 119_000), (cart("lou", T0), T0 + 1_000),
+              *((tick(T0 + n * TICK_MS, p), T0 + n * TICK_MS) for n in range(1, 60)),
+              (order("lou", T0 + 20_000, order_id="o-lou"), T0 + 111_000)]
+    offsets: dict[str, int] = {}
+    facts = []
+    for (logical, record), ts in events:
+        offsets[logical] = offsets.get(logical, -1) + 1
+        facts.append(Fact(logical, s.topics.name(logical), p, offsets[logical], record, timestamp=ts))
+    ex = _explain_read(s, "lou", facts, [], "topics", commands=[])  # production emitted nothing for lou
+    cart_mail = next(r for r in ex.rows if r.kind == "fired" and r.data["flow"] == "abandoned_cart")
+    differs = [r.text for r in ex.rows if r.kind == "differs" and r.data["command_id"] == cart_mail.data["command_id"]]
+    assert differs == [
+        f"fired here but not in production: abandoned_cart step 1 [{cart_mail.data['command_id']}] — likely cause: a "
+        f"record produced after the clock had passed it: orders placed at 2026-11-06 09:00 +00:00 was produced at "
+        f"2026-11-06 09:01 +00:00, when the clock records stood at 2026-11-06 09:01 +00:00 (late by 1 min 30 s) "
+        f"({s.topics.name('orders')}[{p}] offset 0)"]
