@@ -111,7 +111,7 @@ def test_a_late_fact_and_a_duplicate_are_shown_with_their_lateness(tmp_path):
     ex = explain_file(s, "eve", path)
     facts = {r.data["event_id"]: r.text for r in ex.rows if r.kind == "fact" and r.data.get("status") != "on_time"}
     assert "late by 1 d 22 h: applied at once" in facts["o1"]
-    assert "duplicate: ignored" in facts["c1"]
+    assert "; duplicate of " in facts["c1"] and facts["c1"].endswith(": ignored)")
 
 
 def test_the_explained_commands_are_the_ones_simulate_emits_for_the_customer(tmp_path):
@@ -149,9 +149,9 @@ def test_another_config_shows_side_by_side_what_would_change(tmp_path):
     capped = _settings()
     capped.flows.guards.frequency_cap_ms = 48 * HOUR_MS
     changes = [c for c in compare(explain_file(s, "fay", path), explain_file(capped, "fay", path)) if not c.same]
-    step2 = [c for c in changes if c.key.startswith("abandoned_cart/2/")]
+    step2 = [c for c in changes if c.key.startswith("abandoned_cart#1/2/")]
     assert len(step2) == 1, changes  # one decision, both sides: fired under one config, dropped under the other
-    assert step2[0].key == "abandoned_cart/2/outcome#1"
+    assert step2[0].key == "abandoned_cart#1/2/outcome"
     assert step2[0].left.startswith("abandoned_cart step 2 fired (marketing)")
     assert step2[0].right == ("abandoned_cart step 2 not sent — expired at 2026-11-08 09:00 +00:00 while held by the "
                               "frequency cap: a marketing mail went out at 2026-11-06 10:00 +00:00 (23 h before); "
@@ -165,12 +165,28 @@ def test_a_step_sent_at_another_time_under_another_config_is_one_change_that_sho
     later.flows.abandoned_cart.delays_ms = [2 * HOUR_MS, 24 * HOUR_MS, 72 * HOUR_MS]
     a, b = explain_file(s, "fay", path), explain_file(later, "fay", path)
     changes = [c for c in compare(a, b) if not c.same]
-    sent = [c for c in changes if c.key == "abandoned_cart/1/outcome#1"]
+    sent = [c for c in changes if c.key == "abandoned_cart#1/1/outcome"]
     assert len(sent) == 1 and sent[0].moved
     assert (sent[0].left_at, sent[0].right_at) == (T0 + HOUR_MS, T0 + 2 * HOUR_MS)
     left, right = sent[0].texts(a.zone)
     assert left.startswith("at 2026-11-06 10:00 +00:00: abandoned_cart step 1 fired (marketing)")
     assert right.startswith("at 2026-11-06 11:00 +00:00 (+1 h): abandoned_cart step 1 fired (marketing)")
+
+
+def test_a_config_with_fewer_steps_shows_the_last_step_not_sent_for_each_cart_and_moves_nothing(tmp_path):
+    s = _settings()
+    second_cart = T0 + 4 * DAY_MS  # after the first series has finished
+    path = _write(tmp_path, [customer("fay"), cart("fay", T0, cart_id="k1"), cart("fay", second_cart, cart_id="k2"),
+                             *_ticks("fay", s, days=9)], s)
+    two = _settings()
+    two.flows.abandoned_cart.delays_ms = s.flows.abandoned_cart.delays_ms[:2]
+    a, b = explain_file(s, "fay", path), explain_file(two, "fay", path)
+    assert len([r for r in a.rows if r.kind == "fired" and r.data["step"] == 3]) == 2
+    changes = [c for c in compare(a, b) if not c.same]
+    assert [(c.key, c.right) for c in changes] == [
+        (f"abandoned_cart#{n}/3/outcome", "abandoned_cart step 3 not sent — the series finished after step 2")
+        for n in (1, 2)]
+    assert all(c.left.startswith("abandoned_cart step 3 fired") and not c.moved for c in changes)
 
 
 def test_pending_steps_name_the_next_due_step_of_each_flow():
@@ -507,3 +523,74 @@ def test_every_table_in_the_docs_has_one_column_count_and_no_column_left_empty(d
             assert any(row[i] for row in cells), (doc, f"column {i + 1} is empty", table[:3])
     pipe_rows = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len({ln.count("|") for ln in pipe_rows}) <= 1
+
+
+def _cart_soon_after_the_last_cart_mail(s: Settings) -> list[tuple[str, dict]]:
+    """A series that sent all three steps (the last at +72 h), then another cart 3 h later."""
+    return [customer("kim"), cart("kim", T0, cart_id="k1"), cart("kim", T0 + 75 * HOUR_MS, cart_id="k9"),
+            *_ticks("kim", s, days=5)]
+
+
+def test_a_cart_soon_after_the_last_cart_mail_says_it_starts_no_series_and_why(tmp_path):
+    s = _settings()
+    ex = explain_file(s, "kim", _write(tmp_path, _cart_soon_after_the_last_cart_mail(s), s))
+    assert len([r for r in ex.rows if r.kind == "fired"]) == 3
+    assert _texts(ex, "dropped") == [
+        "abandoned_cart: cart k9 starts no series — every step of the last series went out, the last at "
+        "2026-11-09 09:00 +00:00 (3 h before); cart activity within 1 d of the last cart mail starts none"]
+
+
+def test_the_workers_customer_query_says_a_cart_soon_after_the_last_cart_mail_has_no_series():
+    from streams.core.decisions import customer_state
+
+    s = _settings()
+    eng = PartitionEngine(s, partition_for("kim", s.topics.partitions))
+    for t, r in sorted(_cart_soon_after_the_last_cart_mail(s), key=lambda e: e[1].get("occurred_at", e[1].get("tick_at"))):
+        eng.process(t, r)
+    doc = customer_state("kim", eng.customers["kim"], eng.flows, eng.clock_ms)
+    assert ("open cart k9 with 1 line(s), last activity 2026-11-09 12:00 +00:00: no series for it — the last cart "
+            "series sent its last step at 2026-11-09 09:00 +00:00, 3 h before; cart activity from "
+            "2026-11-10 09:00 +00:00 starts a new series") in doc["state"]
+    assert not any("every step" in line for line in doc["state"])
+
+
+def test_a_duplicate_is_cited_at_its_own_line_and_one_past_the_duplicate_memory_says_it_was_applied_again(tmp_path):
+    s = _settings()
+    first = cart("dee", T0, event_id="dee-cart-1")
+    ticks = _ticks("dee", s, days=4)
+    path = tmp_path / "dup.jsonl"
+    write_jsonl(path, [customer("dee"), first, first, *ticks, first], s)  # lines 1, 2, 3, …, the last
+    ex = explain_file(s, "dee", path)
+    carts = [r.text for r in ex.rows if r.kind == "fact" and "carts" in r.text]
+    where = f"{s.topics.name('carts')}[{partition_for('dee', s.topics.partitions)}] line"
+    assert carts[0].endswith(f"({where} 2; on time)")
+    assert carts[1].endswith(f"({where} 3; duplicate of {where} 2: ignored)")
+    last = len(ticks) + 4
+    assert carts[2].endswith(f"({where} {last}; late by 3 d 23 h: applied at once; its event id came before at "
+                             f"{where} 2, no longer remembered: applied again)")
+
+
+def test_an_unknown_time_zone_is_said_to_be_unknown_and_times_are_in_utc(tmp_path):
+    from streams.core.decisions import customer_state
+
+    s = _settings()
+    events = [customer("moe", tz="Mars/Phobos"), cart("moe", T0), *_ticks("moe", s, days=1)]
+    ex = explain_file(s, "moe", _write(tmp_path, events, s))
+    assert ex.zone_words == "UTC (time zone 'Mars/Phobos' unknown)"
+    doc = ex.as_json()
+    assert (doc["timezone"], doc["timezone_unknown"]) == ("UTC", "Mars/Phobos")
+    assert doc["timeline"][0]["at"].endswith("+00:00")
+    eng = PartitionEngine(s, partition_for("moe", s.topics.partitions))
+    for t, r in events[:2]:
+        eng.process(t, r)
+    state = customer_state("moe", eng.customers["moe"], eng.flows, eng.clock_ms)
+    assert state["timezone"] == "UTC"
+    assert state["state"][0] == "email known, locale en, time zone UTC (time zone 'Mars/Phobos' unknown)"
+
+
+def test_a_flows_start_keeps_step_0_in_the_json_timeline():
+    from streams.core.decisions import Entry
+
+    start = Entry("scheduled", T0, "wes", "win_back", 0, due=T0 + DAY_MS, cause="orders:placed")
+    assert start.as_dict()["step"] == 0
+    assert "step" not in Entry("fact", T0, "wes", topic="carts").as_dict()

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 KIND_STYLE = {"fact": "cyan", "scheduled": "blue", "ended": "magenta", "deferred": "yellow", "dropped": "red",
-              "fired": "green", "sink": "bold green", "converted": "bold magenta"}
+              "fired": "green", "sink": "bold green", "converted": "bold magenta",
+              "production": "bold cyan", "differs": "bold red"}
 
 
 def register(app: typer.Typer) -> None:
@@ -81,7 +82,7 @@ def _print(console: Console, ex: Any) -> None:
     from streams.tools.explain import when
 
     tz = ex.zone
-    console.print(f"[bold]{ex.customer_id}[/bold] — partition {ex.partition}, times in {ex.timezone} "
+    console.print(f"[bold]{ex.customer_id}[/bold] — partition {ex.partition}, times in {ex.zone_words} "
                   f"({ex.facts_read} records of the partition read from {ex.source})")
     table = Table("time", "", "what happened")
     for row in ex.rows:

@@ -19,7 +19,8 @@ Entries (``Entry.kind``), each at the event time it was decided:
   ``quiet_hours``, with the figures that decided it);
 - ``dropped`` — a step will not be sent (``reason``: ``no_consent``, ``unsubscribed``,
   ``hard_bounced``, ``complained``, ``no_email``, ``after_goodbye``, ``expired_by_…``,
-  ``late_start``, a flow's own rule such as ``weekly_cap``), with its figures;
+  ``late_start``, a flow's own rule such as ``weekly_cap`` or ``no_respam`` — cart activity after a
+  finished series, within ``no_respam_ms`` of the last cart mail, starts none), with its figures;
 - ``fired`` — a command was emitted (``variant`` ``holdout``: recorded, never sent).
 
 ``figures`` hold the numbers behind a reason as they were at that moment (times in epoch ms); the
@@ -44,7 +45,7 @@ from streams.core.flows.sunset import Sunset
 from streams.core.guards import Decision, zone
 from streams.core.state import Customer
 from streams.core.sunset import sunset_at
-from streams.core.timetext import day, duration, iso, when
+from streams.core.timetext import day, duration, iso, when, zone_words
 
 __all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "day", "duration", "iso", "pending_steps",
            "sunset_of", "sunset_words", "when", "zone"]
@@ -74,7 +75,10 @@ class Entry:
     category: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None, {}, 0) or k in ("at", "kind")}
+        """The fields that say something (empty ones left out); ``step`` whenever it is set, 0 included
+        (a flow's start)."""
+        return {k: v for k, v in asdict(self).items()
+                if v not in ("", None, {}, 0) or k in ("at", "kind") or (k == "step" and v is not None)}
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,8 @@ class DecisionLog:
             figures["since"] = {"unsubscribed": c.sup.u, "hard_bounced": c.sup.b, "complained": c.sup.c}[reason]
         elif reason == "after_goodbye":
             figures["goodbye_at"] = c.gb
+        elif reason == "no_respam":
+            figures["last_sent"] = c.abandoned_cart.last_sent if c.abandoned_cart is not None else None
         elif reason == "weekly_cap":
             figures["last_due"] = c.browse.last_due if c.browse is not None else None
         return figures
@@ -265,12 +271,12 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     p = c.p
     tz = zone(p.tz)
     flows = tuple(flows)
-    steps_of = {f.name: f.steps for f in flows}
+    steps_of = {f.name: len(getattr(f, "delays", ())) or f.steps for f in flows}
 
     def next_step(flow: str, n: int) -> str:
         return f"next step {n}" if n <= steps_of.get(flow, n) else "every step done"
 
-    state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {p.tz or 'UTC'}"]
+    state = [f"email {'known' if p.email else 'not known'}, locale {p.loc or 'en'}, time zone {zone_words(p.tz)}"]
     if p.opt is None:
         state.append("no marketing consent decision yet")
     else:
@@ -288,8 +294,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
     cart = c.abandoned_cart.run if c.abandoned_cart is not None else None
     if cart is not None:
-        state.append(f"open cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}, "
-                     f"{next_step('abandoned_cart', cart.next)}")
+        state.append(_cart_words(c, cart, next((f for f in flows if f.name == "abandoned_cart"), None), tz))
     wb = c.win_back
     if wb is not None and wb.run is not None:
         state.append(f"win-back series ({wb.run.seg}) since {when(wb.run.a, tz)}, "
@@ -305,9 +310,26 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     steps = [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due, "in": duration(s.due - clock_ms),
               "deferred_by_guard": s.deferred, **({"key": s.key} if s.key else {})}
              for s in pending_steps(flows, c) if s.flow != Sunset.name]
-    doc: dict[str, Any] = {"customer_id": cid, "timezone": p.tz or "UTC", "clock": iso(clock_ms, tz),
+    doc: dict[str, Any] = {"customer_id": cid, "timezone": tz.key, "clock": iso(clock_ms, tz),
                            "clock_ms": clock_ms, "state": state, "next_due": steps}
     if sunset is not None:
         doc["sunset"] = {"text": sunset[0], "at": iso(sunset[1], tz), "at_ms": sunset[1],
                          "in": duration(sunset[1] - clock_ms), "left": c.sunset_since is not None}
     return doc
+
+
+def _cart_words(c: Customer, cart: Any, flow: Flow | None, tz: ZoneInfo) -> str:
+    """The open cart and where its series stands. Cart activity after a finished series, within the
+    flow's ``no_respam_ms`` of the last cart mail, starts no series: said as such, with when one would."""
+    lines = f"cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}"
+    steps = len(getattr(flow, "delays", ())) or (flow.steps if flow is not None else 3)
+    if cart.next <= steps:
+        return f"open {lines}, next step {cart.next}"
+    st = c.abandoned_cart
+    last = st.last_sent if st is not None else None
+    if last is None or cart.a <= last:
+        return f"open {lines}: every step of its series sent"
+    respam = getattr(getattr(flow, "options", None), "no_respam_ms", None)
+    again = f"; cart activity from {when(last + respam, tz)} starts a new series" if respam else ""
+    return (f"open {lines}: no series for it — the last cart series sent its last step at {when(last, tz)}, "
+            f"{duration(cart.a - last, signed=False)} before{again}")

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from streams.core.guards import zone as zone_named
 
-__all__ = ["MINUS", "UNITS", "day", "duration", "iso", "local", "when"]
+__all__ = ["MINUS", "UNITS", "day", "duration", "iso", "local", "when", "zone_words"]
 
 UNITS = (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000), ("ms", 1))
 MINUS = "−"  # U+2212: a duration's sign reads as a sign, not a hyphen
@@ -28,6 +28,13 @@ def local(ms: int, tz: ZoneInfo | str | None = None) -> datetime:
     """Epoch milliseconds as an aware datetime in ``tz`` (a zone, an IANA name, or None: UTC)."""
     zone = tz if isinstance(tz, ZoneInfo) else zone_named(tz)
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone(zone)
+
+
+def zone_words(name: str | None) -> str:
+    """The zone times are shown in, as a reader should see it: ``Europe/Warsaw``; ``UTC`` for none; for
+    a name that is no IANA zone, ``UTC (time zone 'Mars/Phobos' unknown)`` — never the unknown name alone."""
+    used = zone_named(name).key
+    return used if not name or used == name else f"{used} (time zone {name!r} unknown)"
 
 
 def iso(ms: int, tz: ZoneInfo | str | None = None) -> str:

@@ -1,8 +1,10 @@
 """`shopmail explain CUSTOMER_ID`: why a customer got (or did not get) each mail, in words.
 
 The customer's facts are read from their partition only (the partition the producers' murmur2
-partitioner puts the customer id in) — from a JSONL file like ``simulate --input``, or from the
-topics — and run through the same ``TaskManager`` / ``PartitionTask`` / ``PartitionEngine`` that
+partitioner puts the customer id in) — from a JSONL file like ``simulate --input`` (in line order), or
+from the topics (in the order a caught-up worker took them, rebuilt from the Kafka timestamps:
+``arrival_order``; a record stamped with its event time has an unknown arrival and is never called
+"on time") — and run through the same ``TaskManager`` / ``PartitionTask`` / ``PartitionEngine`` that
 ``simulate`` and the worker use, with a ``DecisionLog`` (streams/core/decisions.py) attached for
 this one customer. Every other customer of the partition is processed too (they share the
 partition's clock), but only this customer's decisions are recorded.
@@ -13,15 +15,18 @@ The timeline holds, in event-time order and in the customer's time zone:
 - every decision: a step scheduled (for when), fired, deferred or dropped with the guard and its
   figures, an instance ended by a fact;
 - what the sink did: outcomes (sent / suppressed / failed with the SES message id) and the feedback
-  (delivered, opened, clicked, bounced…), and orders that a click converted.
+  (delivered, opened, clicked, bounced…), and orders that a click converted;
+- from the topics, the commands production emitted (``email.commands``) as facts, and one ``differs``
+  row per command the rebuilt run and production disagree on, with the likely cause.
 
 Sunset is put in words (the day the customer leaves marketing unless they order or click, that they
 left, that they came back) and its timer is kept apart from the mail steps still due. Rows that say
 exactly the same at the same moment are one row with ``×N``. Sentences read times as ``when``; JSON
 as ISO 8601 (``streams/core/timetext.py``).
 
-``compare`` pairs the decisions of two runs over the same facts (another configuration): what would
-change for this customer, one row per decision, a moved time included.
+``compare`` pairs the decisions of two runs over the same facts (another configuration) per flow
+instance and step: what would change for this customer, one row per decision, a moved time included,
+"not sent" for a step only one run reached.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from streams.config import Settings
 from streams.core.guards import zone
 from streams.core.decisions import DecisionLog, Entry, PendingStep, pending_steps, sunset_of, sunset_words
 from streams.core.flows.sunset import Sunset
-from streams.core.timetext import day, duration, iso, when
+from streams.core.timetext import day, duration, iso, when, zone_words
 from streams.core.engine import PartitionEngine
 from streams.core.variants import experiment_for
 from streams.kafka.partitioning import partition_for
@@ -52,6 +57,8 @@ from streams.tools.simulate import _Router, parse_object, record_size, topic_loo
 
 __all__ = ["Change", "Explanation", "ExplainError", "Fact", "Row", "compare", "explain_file", "explain_records",
            "explain_topics", "iso", "when", "duration"]
+
+ARRIVAL_UNKNOWN = "arrival order unknown"  # a topic record whose Kafka timestamp is its event time
 
 FIXED_REASONS = {"no_email": "no email address known", "cart_series": "the abandoned-cart series is running"}
 
@@ -71,6 +78,7 @@ class Fact:
     record: dict[str, Any]
     size: int = 0
     from_file: bool = False  # ``offset`` is a line number
+    timestamp: int | None = None  # the Kafka record's timestamp (ms); None for a file
 
     def where(self) -> str:
         return f"{self.topic}[{self.partition}] " + (f"line {self.offset}" if self.from_file else f"offset {self.offset}")
@@ -79,7 +87,7 @@ class Fact:
 @dataclass
 class Row:
     at: int  # event time (ms)
-    kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted
+    kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted | production | differs
     text: str  # in words, times in the customer's zone
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -111,6 +119,11 @@ class Explanation:
     sunset: tuple[str, int] | None = None  # sunset in words and its time, as the customer stands at the end
 
     @property
+    def zone_words(self) -> str:
+        """The zone the times are in; an unknown zone name is said to be unknown (times in UTC)."""
+        return zone_words(self.timezone)
+
+    @property
     def zone(self) -> ZoneInfo:
         return zone(self.timezone)
 
@@ -125,7 +138,8 @@ class Explanation:
     def as_json(self) -> dict[str, Any]:
         tz = self.zone
         doc: dict[str, Any] = {
-            "customer_id": self.customer_id, "partition": self.partition, "timezone": self.timezone,
+            "customer_id": self.customer_id, "partition": self.partition, "timezone": self.zone.key,
+            **({"timezone_unknown": self.timezone} if self.zone.key != self.timezone else {}),
             "source": self.source, "facts_read": self.facts_read,
             "timeline": [r.as_dict(tz) for r in self.rows],
             "pending": [{"flow": s.flow, "step": s.step, "due": iso(s.due, tz), "due_ms": s.due,
@@ -164,7 +178,7 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
         return f"frequency cap: a marketing mail went out at {when(last, tz)}{since}; at most 1 per {cap}"
     if r.endswith("quiet_hours"):
         start, end = f.get("quiet", [22, 8])
-        return f"quiet hours {start:02d}:00–{end:02d}:00 {f.get('tz', 'UTC')}"
+        return f"quiet hours {start:02d}:00–{end:02d}:00 {zone_words(f.get('tz'))}"
     if r == "no_consent":
         at = f.get("consent_at")
         return "no marketing consent given" if at is None else f"consent withdrawn at {when(at, tz)}"
@@ -219,12 +233,14 @@ class _SunsetWords:
         return Row(e.at, e.kind, "sunset: " + self.left_words(e.due), data)
 
 
-def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords) -> Row:
+def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Settings, sunset: _SunsetWords,
+               unknown_arrival: frozenset[str] = frozenset(), origin: Fact | None = None) -> Row:
     data: dict[str, Any] = {k: v for k, v in e.as_dict().items() if k not in ("at", "kind", "customer_id", "figures")}
     if e.figures:
         data["figures"] = e.figures
     if e.kind == "fact":
-        src = sources.get(e.event_id)
+        first = sources.get(e.event_id)
+        src = origin or first  # the record this entry was logged for; its event id may have come before
         where = src.where() if src is not None else e.topic
         if src is not None:
             data.update({"source_topic": src.topic, "partition": src.partition,
@@ -233,6 +249,12 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
                   "future": "ahead of the clock ticks: applied, the clock stays"}.get(e.status, "")
         if e.status == "late":
             status = f"late by {duration(e.behind_ms, signed=False)}: applied at once"
+        elif e.status == "on_time" and e.event_id in unknown_arrival:
+            status = ARRIVAL_UNKNOWN
+        if first is not None and src is not first:
+            data["first_seen"] = first.where()
+            status = (f"duplicate of {first.where()}: ignored" if e.status == "duplicate" else
+                      f"{status}; its event id came before at {first.where()}, no longer remembered: applied again")
         detail = _fact_words(e.topic, src.record if src is not None else {})
         return Row(e.at, "fact", f"{e.topic} {e.event_type}{detail} ({where}; {status})", data)
     if e.flow == Sunset.name and e.kind in ("scheduled", "ended"):
@@ -249,6 +271,14 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
     if e.kind == "deferred":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} deferred to {when(e.until, tz)} — "
                                  f"{_reason_words(e, tz, sunset)}", data)
+    if e.kind == "dropped" and e.reason == "no_respam":
+        window = duration(settings.flows.abandoned_cart.no_respam_ms, signed=False)
+        last = e.figures.get("last_sent")
+        since = f" ({duration(e.at - last, signed=False)} before)" if last is not None else ""
+        which = f"cart {e.figures['cart_id']}" if e.figures.get("cart_id") else "this cart activity"
+        return Row(e.at, e.kind, f"{e.flow}: {which} starts no series — every step of the last series went out, "
+                                 f"the last at {when(last, tz)}{since}; cart activity within {window} of the last "
+                                 f"cart mail starts none", data)
     if e.kind == "dropped":
         return Row(e.at, e.kind, f"{_step(e.flow, e.step)} not sent — {_reason_words(e, tz, sunset)}", data)
     if e.variant == "holdout":
@@ -286,10 +316,12 @@ PROGRESS_EVERY = 1000  # facts between two updates of the progress bar
 
 def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact], *,
                     outcomes: Iterable[Fact] = (), source: str = "",
-                    on_progress: Callable[[int], None] | None = None) -> Explanation:
+                    on_progress: Callable[[int], None] | None = None,
+                    unknown_arrival: frozenset[str] = frozenset()) -> Explanation:
     """Run the partition's ``facts`` (in the order given: a file's order, as ``simulate`` applies it)
     through a task manager with a decision log for ``customer_id``. ``on_progress(facts run)`` every
-    ``PROGRESS_EVERY`` facts (a progress bar)."""
+    ``PROGRESS_EVERY`` facts (a progress bar). Facts whose event id is in ``unknown_arrival`` were put
+    in that order by their event time alone: none of them is called "on time"."""
     partition = partition_for(customer_id, settings.topics.partitions)
     engine = PartitionEngine(settings, partition)
     decisions = DecisionLog({customer_id})
@@ -297,19 +329,25 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     manager: TaskManager[Fact] = TaskManager(settings)
     manager.assign(partition, engine)
     out: TaskOutput[Fact] = TaskOutput()
-    sources: dict[str, Fact] = {}
+    sources: dict[str, Fact] = {}  # event id → the first record that carried it
+    origin: dict[int, Fact] = {}  # id(fact entry) → the record it was logged for (a duplicate: its own line)
     entries: list[Entry] = []
     read = 0
     for fact in facts:
         read += 1
+        eid = str(fact.record.get("event_id"))
         if fact.record.get("customer_id") == customer_id:
-            sources.setdefault(str(fact.record.get("event_id")), fact)
+            sources.setdefault(eid, fact)
         out.clear()
         if fact.logical in GLOBAL_INPUT_TOPICS:
             manager.apply_global(fact.logical, lambda p, f=fact: f, fact.record, out, size=fact.size)
         else:
             manager.apply(partition, fact.logical, fact, fact.record, out, size=fact.size)
-        entries.extend(decisions.drain())
+        new = decisions.drain()
+        for e in new:
+            if e.kind == "fact" and e.event_id == eid:
+                origin[id(e)] = fact
+        entries.extend(new)
         if on_progress is not None and read % PROGRESS_EVERY == 0:
             on_progress(read)
     if not sources:
@@ -318,12 +356,26 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     tz_name = (c.p.tz if c is not None else None) or "UTC"
     tz = zone(tz_name)
     sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
-    rows = [_entry_row(e, tz, sources, settings, sunset) for e in entries]
+    _tie_to_cart(entries, sources)
+    rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival, origin.get(id(e))) for e in entries]
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
     rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
     now = sunset_words(c, sunset_of(engine.flows), tz) if c is not None else None
     return Explanation(customer_id, partition, tz_name, collapse(rows), pending, read, source, now)
+
+
+def _tie_to_cart(entries: list[Entry], sources: dict[str, Fact]) -> None:
+    """A cart activity that starts no series (``no_respam``) is decided when the fact settles, at the
+    watermark: the entry is put at the time of the cart fact it follows, and names that cart."""
+    last_cart: Entry | None = None
+    for e in entries:
+        if e.kind == "fact" and e.topic == "carts" and e.status != "duplicate":
+            last_cart = e
+        elif e.kind == "dropped" and e.reason == "no_respam" and last_cart is not None:
+            src = sources.get(last_cart.event_id)
+            e.at = last_cart.at
+            e.figures = {**e.figures, "cart_id": src.record.get("cart_id") if src is not None else None}
 
 
 def collapse(rows: list[Row]) -> list[Row]:
@@ -427,18 +479,30 @@ def explain_file(settings: Settings, customer_id: str, path: Path, quiet: bool =
 
 
 def _run_with_bar(settings: Settings, customer_id: str, facts: list[Fact] | Iterator[Fact], outcomes: list[Fact],
-                  source: str, quiet: bool, total: int | None = None) -> Explanation:
+                  source: str, quiet: bool, total: int | None = None,
+                  unknown_arrival: frozenset[str] = frozenset()) -> Explanation:
     total = len(facts) if isinstance(facts, list) else total
     with progress(f"explaining {customer_id}", total=total, quiet=quiet) as bar:
         return explain_records(settings, customer_id, facts, outcomes=outcomes, source=source,
-                               on_progress=bar.to if bar.shown else None)
+                               on_progress=bar.to if bar.shown else None, unknown_arrival=unknown_arrival)
+
+
+@dataclass
+class TopicRead:
+    """What ``read_topics`` found: the partition's input records, and the customer's outcomes and the
+    commands production emitted (``commands`` is None when the commands topic does not exist)."""
+
+    facts: list[Fact]
+    outcomes: list[Fact]
+    commands: list[Fact] | None
 
 
 def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s: float = 60.0,
-                on_record: Callable[[], None] | None = None) -> tuple[list[Fact], list[Fact]]:
-    """Every record of the customer's partition of each input topic (and of the outcomes topic), read
-    to the end by a consumer outside any group, plus the global topics in full. ``on_record()`` after
-    each record (a progress bar)."""
+                on_record: Callable[[], None] | None = None) -> TopicRead:
+    """Every record of the customer's partition of each input topic, of the outcomes topic and of the
+    commands topic (where the worker puts the customer's commands), read to the end by a consumer
+    outside any group, plus the global topics in full; each with its Kafka timestamp. ``on_record()``
+    after each record (a progress bar)."""
     from confluent_kafka import Consumer, Message, TopicPartition
 
     from streams.kafka.io import consumer_config
@@ -447,10 +511,9 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
 
     t = settings.topics
     partition = partition_for(customer_id, t.partitions)
-    logical_of = {t.name(lt): lt for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("outcomes",)}
+    logical_of = {t.name(lt): lt for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("outcomes", "commands")}
     consumer = Consumer(consumer_config(settings, bootstrap, f"shopmail-explain-{customer_id}", **EOF_CONFIG))
-    facts: list[Fact] = []
-    outcomes: list[Fact] = []
+    read = TopicRead([], [], None)
     try:
         existing = consumer.list_topics(timeout=10).topics
         tps: list[TopicPartition] = []
@@ -462,7 +525,9 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 tps.extend(TopicPartition(name, p, 0) for p in sorted(meta.partitions))
             else:
                 tps.append(TopicPartition(name, partition, 0))
-        if not tps:
+            if lt == "commands":
+                read.commands = []
+        if not any(tp.topic != t.name("commands") for tp in tps):
             raise ExplainError(f"none of the input topics exists on {bootstrap}")
 
         def handle(m: Message) -> None:
@@ -472,38 +537,156 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
                 record = serde.decode(value, VALUE_SCHEMA[lt], m.topic()).record
             except Exception:  # noqa: BLE001 - an unreadable record reached no state (the worker dead-letters it)
                 return
-            fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0)
-            (outcomes if lt == "outcomes" else facts).append(fact)
+            kind, ts = m.timestamp()
+            fact = Fact(lt, m.topic(), m.partition(), m.offset(), record, len(value) if value else 0,
+                        timestamp=ts if kind != 0 else None)  # 0: TIMESTAMP_NOT_AVAILABLE
+            if lt == "commands":
+                if record.get("customer_id") == customer_id and read.commands is not None:
+                    read.commands.append(fact)
+            else:
+                (read.outcomes if lt == "outcomes" else read.facts).append(fact)
             if on_record is not None:
                 on_record()
 
         read_to_end(consumer, tps, handle, timeout_s, f"explain {customer_id}")
     finally:
         consumer.close()
-    return facts, outcomes
+    return read
 
 
 def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False) -> Explanation:
     with progress("reading the topics", quiet=quiet) as bar:
-        facts, outcomes = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
-    return _explain_read(settings, customer_id, facts, outcomes, f"topics on {bootstrap}", quiet)
+        read = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
+    return _explain_read(settings, customer_id, read.facts, read.outcomes, f"topics on {bootstrap}", quiet,
+                         commands=read.commands)
 
 
 def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outcomes: list[Fact],
-                  source: str, quiet: bool = True) -> Explanation:
-    """Records read from the topics, in the order a caught-up worker takes them: each topic partition
-    in offset order, the smallest event time of the heads first (streams/runtime/merge.py, with nothing
-    left to fetch); a global record by its event time among them."""
-    streams: dict[tuple[str, int], list[Fact]] = {}
-    for f in facts:
-        streams.setdefault((f.topic, f.partition), []).append(f)
-    merged = heapq.merge(*(sorted(s, key=lambda f: f.offset) for _, s in sorted(streams.items())), key=_event_time)
-    return _run_with_bar(settings, customer_id, merged, outcomes, source, quiet, total=len(facts))
+                  source: str, quiet: bool = True, commands: list[Fact] | None = None) -> Explanation:
+    """Records read from the topics, in the order a caught-up worker took them (``arrival_order``), run
+    through the engine; then the commands production emitted for the customer (``commands``) as facts of
+    the timeline, and one line for each command the reconstruction and production disagree on."""
+    unknown = frozenset(str(f.record.get("event_id")) for f in facts
+                        if f.record.get("customer_id") == customer_id and arrival(f) is None)
+    ex = _run_with_bar(settings, customer_id, arrival_order(facts), outcomes, source, quiet,
+                       total=len(facts), unknown_arrival=unknown)
+    if commands is not None:
+        ex.rows.extend(production_rows(ex, commands, facts, settings.worker.late_grace_ms))
+        ex.rows.sort(key=lambda r: r.at)
+    return ex
 
 
 def _event_time(f: Fact) -> int:
     r = f.record
     return int(r.get("tick_at") if f.logical == "clock" else r.get("occurred_at", 0))
+
+
+def arrival(f: Fact) -> int | None:
+    """When the record reached the topic, as far as the log tells: its Kafka timestamp, which a producer
+    that does not set one gets as the time it produced the record — the worker's clock ticks are produced
+    that way. A record whose timestamp equals its event time was stamped with the event time (a replay
+    copies timestamps; some producers set them): when it arrived is not known (None)."""
+    if f.timestamp is None or f.timestamp < 0:
+        return None
+    if f.logical != "clock" and f.timestamp == _event_time(f):
+        return None
+    return f.timestamp
+
+
+def arrival_order(facts: list[Fact]) -> Iterator[Fact]:
+    """The order a worker that kept up with the topics applied ``facts`` in: each topic partition in
+    offset order; of the records that had arrived (``arrival``) by then, the smallest event time first
+    (streams/runtime/merge.py with nothing left to fetch). A record whose arrival is unknown is taken
+    to have arrived at its event time."""
+    queues = [sorted(s, key=lambda f: f.offset) for s in _streams(facts)]
+    heads = [0] * len(queues)
+    waiting = [(_available(q[0]), i) for i, q in enumerate(queues)]  # heads not yet arrived, by arrival
+    heapq.heapify(waiting)
+    ready: list[tuple[int, int]] = []  # heads that have arrived, by event time
+    now = -(1 << 62)
+    while waiting or ready:
+        while waiting and waiting[0][0] <= now:
+            i = heapq.heappop(waiting)[1]
+            heapq.heappush(ready, (_event_time(queues[i][heads[i]]), i))
+        if not ready:
+            now = waiting[0][0]
+            continue
+        i = heapq.heappop(ready)[1]
+        yield queues[i][heads[i]]
+        heads[i] += 1
+        if heads[i] < len(queues[i]):
+            heapq.heappush(waiting, (_available(queues[i][heads[i]]), i))
+
+
+def _available(f: Fact) -> int:
+    at = arrival(f)
+    return _event_time(f) if at is None else at
+
+
+def _streams(facts: list[Fact]) -> list[list[Fact]]:
+    streams: dict[tuple[str, int], list[Fact]] = {}
+    for f in facts:
+        streams.setdefault((f.topic, f.partition), []).append(f)
+    return [s for _, s in sorted(streams.items())]
+
+
+def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], grace_ms: int) -> list[Row]:
+    """The customer's commands in the commands topic as timeline facts ("production emitted …"), and one
+    line per command that fired in the reconstruction but not in production, or the other way round,
+    with the likely cause."""
+    tz = ex.zone
+    rows: list[Row] = []
+    emitted: dict[str, Fact] = {}
+    for c in commands:
+        r = c.record
+        emitted.setdefault(str(r["command_id"]), c)
+        rows.append(Row(int(r["created_at"]), "production",
+                        f"production emitted {_step(r['flow'], r['step'])} for {when(r.get('send_at'), tz)} "
+                        f"[{r['command_id']}] ({c.where()})",
+                        {"flow": r["flow"], "step": r["step"], "command_id": r["command_id"],
+                         "source_topic": c.topic, "partition": c.partition, "offset": c.offset}))
+    fired = {str(r.data.get("command_id")): r for r in ex.rows if r.kind == "fired"}
+    cause = _likely_cause(ex, facts, grace_ms)
+    for cid, r in fired.items():
+        if cid not in emitted:
+            rows.append(Row(r.at, "differs", f"fired here but not in production: "
+                                             f"{_step(r.data.get('flow', ''), r.data.get('step'))} [{cid}] — {cause}",
+                            {"command_id": cid, "side": "reconstruction"}))
+    for cid, c in emitted.items():
+        if cid not in fired:
+            rec = c.record
+            rows.append(Row(int(rec["created_at"]), "differs", f"in production but not here: "
+                                                               f"{_step(rec['flow'], rec['step'])} [{cid}] — {cause}",
+                            {"command_id": cid, "side": "production"}))
+    return rows
+
+
+def _likely_cause(ex: Explanation, facts: list[Fact], grace_ms: int) -> str:
+    """Why production may have decided otherwise: a record of the customer produced after the partition's
+    clock records had passed its event time (by the Kafka timestamps), or records whose arrival is not
+    known (stamped with their event time)."""
+    tz = ex.zone
+    ticks = sorted((f.timestamp, _event_time(f)) for f in facts
+                   if f.logical == "clock" and f.timestamp is not None and f.partition == ex.partition)
+    mine = [f for f in facts if f.record.get("customer_id") == ex.customer_id]
+    late: list[str] = []
+    for f in mine:
+        at = arrival(f)
+        if at is None:
+            continue
+        clock = max((tick for ts, tick in ticks if ts <= at), default=None)
+        if clock is not None and _event_time(f) < clock - grace_ms:
+            late.append(f"{f.logical} {f.record.get('type', '')} at {when(_event_time(f), tz)} was produced at "
+                        f"{when(at, tz)}, when the clock records stood at {when(clock, tz)} (late by "
+                        f"{duration(clock - _event_time(f), signed=False)}) ({f.where()})")
+    if late:
+        return "likely cause: a record produced after the clock had passed it: " + "; ".join(late)
+    unknown = [f for f in mine if arrival(f) is None]
+    if unknown:
+        return (f"likely cause: the arrival order of {len(unknown)} record(s) of the customer is unknown (their "
+                f"Kafka timestamp is their event time): the worker may have applied them after clock records "
+                f"that had passed them")
+    return "cause unknown: production may have run another configuration or from an earlier state"
 
 
 # ---- what would change with another configuration --------------------------------------------------
@@ -543,51 +726,107 @@ class Change:
 OUTCOME_KINDS = frozenset({"fired", "dropped", "ended"})
 
 
-def step_decisions(ex: Explanation) -> dict[str, tuple[int, str]]:
-    """Each decision of ``ex`` under its key ``flow/step[/instance key]/slot#n``: ``slot`` is ``schedule``
-    (a step scheduled) or ``outcome`` (what became of a due step: its deferrals and then fired, not sent
-    or ended, as one text); ``n`` counts the decisions of the same flow, step, key and slot. The key of a
-    keyed flow's instance (order id, SKU) comes from the step's schedule (its due time)."""
+@dataclass
+class _Instance:
+    """One run of a flow in ``step_decisions``: its name in the keys and the last step it reached."""
+
+    name: str
+    finished_after: int | None = None  # the series ended by itself (``series_done``) after this step
+
+
+def step_decisions(ex: Explanation) -> tuple[dict[str, tuple[int, str]], dict[str, _Instance]]:
+    """Each decision of ``ex`` under its key ``flow#i/step/slot`` (``flow/KEY#i/step/slot`` for a keyed
+    flow: the order id or SKU), ``#n`` appended to the second and later of the same key: ``i`` counts
+    the flow's instances (a run from its first schedule to its end: a cart, an order…), ``slot`` is
+    ``schedule`` (a step scheduled) or ``outcome`` (what became of a due step: its deferrals and then
+    fired, not sent or ended, as one text). A series that ended because its last step went out is no
+    step's outcome: it closes the instance (``finished_after``). Also returns the instances by name."""
     instance: dict[tuple[str, Any, Any], str] = {}  # (flow, step, due) → instance key
     held: dict[tuple[str, Any, str], list[Row]] = {}  # deferrals waiting for their outcome
+    current: dict[tuple[str, str], _Instance] = {}  # (flow, key) → the open instance
+    runs: dict[tuple[str, str], int] = {}
+    instances: dict[str, _Instance] = {}
     seen: dict[str, int] = {}
     out: dict[str, tuple[int, str]] = {}
 
-    def put(flow: str, step: Any, inst: str, slot: str, at: int, text: str) -> None:
-        base = f"{flow}/{step}/{inst + '/' if inst else ''}{slot}"
+    def run_of(flow: str, key: str) -> _Instance:
+        inst = current.get((flow, key))
+        if inst is None:
+            n = runs[(flow, key)] = runs.get((flow, key), 0) + 1
+            inst = current[(flow, key)] = _Instance(f"{flow}/{key}#{n}" if key else f"{flow}#{n}")
+            instances[inst.name] = inst
+        return inst
+
+    def put(flow: str, step: Any, key: str, slot: str, at: int, text: str) -> None:
+        base = f"{run_of(flow, key).name}/{step}/{slot}"
         n = seen[base] = seen.get(base, 0) + 1
-        out[f"{base}#{n}"] = (at, text)
+        out[base if n == 1 else f"{base}#{n}"] = (at, text)
 
     for r in ex.decisions():
         flow, step, due = r.data.get("flow", ""), r.data.get("step"), r.data.get("due")
         if r.kind == "scheduled":
-            inst = str(r.data.get("figures", {}).get("key", ""))
-            instance[(flow, step, due)] = inst
-            put(flow, step, inst, "schedule", r.at, r.text)
+            key = str(r.data.get("figures", {}).get("key", ""))
+            instance[(flow, step, due)] = key
+            put(flow, step, key, "schedule", r.at, r.text)
             continue
-        inst = instance.get((flow, step, due), "")
+        key = instance.get((flow, step, due), "")
         if r.kind == "deferred":
-            instance[(flow, step, r.data.get("until"))] = inst
-            held.setdefault((flow, step, inst), []).append(r)
+            instance[(flow, step, r.data.get("until"))] = key
+            held.setdefault((flow, step, key), []).append(r)
+            continue
+        if r.kind == "ended" and r.data.get("cause") == "series_done":
+            run_of(flow, key).finished_after = step
+            current.pop((flow, key), None)
             continue
         if r.kind in OUTCOME_KINDS:
-            before = held.pop((flow, step, inst), [])
-            put(flow, step, inst, "outcome", r.at, "; ".join([d.text for d in before] + [r.text]))
-    for (flow, step, inst), rows in held.items():  # deferred and still waiting at the end
-        put(flow, step, inst, "outcome", rows[-1].at, "; ".join(d.text for d in rows))
-    return out
+            before = held.pop((flow, step, key), [])
+            put(flow, step, key, "outcome", r.at, "; ".join([d.text for d in before] + [r.text]))
+            if r.kind == "ended":
+                current.pop((flow, key), None)
+    for (flow, step, key), rows in held.items():  # deferred and still waiting at the end
+        put(flow, step, key, "outcome", rows[-1].at, "; ".join(d.text for d in rows))
+    return out, instances
 
 
 def compare(a: Explanation, b: Explanation) -> list[Change]:
-    """The decisions of two runs over the same facts, paired by flow, step, instance key and occurrence
+    """The decisions of two runs over the same facts, paired by flow instance, step and slot
     (``step_decisions``): a step fired under one and dropped under the other is one change, and so is a
-    step that went out at another time."""
-    left, right = step_decisions(a), step_decisions(b)
+    step that went out at another time. A step that only one run reached is one change that says "not
+    sent" for the other (and why, when that run's series had finished: fewer steps), not a schedule
+    row and an outcome row."""
+    (left, left_runs), (right, right_runs) = step_decisions(a), step_decisions(b)
     changes = []
     for key in sorted(set(left) | set(right)):
         lr, rr = left.get(key), right.get(key)
+        if lr is None or rr is None:
+            instance, step, slot = _parts(key)
+            if slot == "schedule" and (f"{instance}/{step}/outcome" in left) != (f"{instance}/{step}/outcome" in right):
+                continue  # the outcome row says it
+            if slot == "outcome":  # only one run reached the step: the other did not send it
+                present = lr if lr is not None else rr
+                assert present is not None
+                missing = _not_sent(instance, step, (right_runs if rr is None else left_runs).get(instance))
+                changes.append(Change(key, present[0], lr[1] if lr else missing, rr[1] if rr else missing,
+                                      lr[0] if lr else None, rr[0] if rr else None))
+                continue
         at = min(d[0] for d in (lr, rr) if d is not None)
         changes.append(Change(key, at, lr[1] if lr else "", rr[1] if rr else "",
                               lr[0] if lr else None, rr[0] if rr else None))
     changes.sort(key=lambda c: (c.at, c.key))
     return changes
+
+
+def _parts(key: str) -> tuple[str, str, str]:
+    """``flow#1/3/outcome#2`` → (``flow#1``, ``3``, ``outcome``)."""
+    instance, step, slot = key.rsplit("/", 2)
+    return instance, step, slot.split("#")[0]
+
+
+def _not_sent(instance: str, step: str, run: _Instance | None) -> str:
+    flow = instance.split("/")[0].split("#")[0]
+    words = f"{_step(flow, int(step) if step.isdigit() else None)} not sent"
+    if run is not None and run.finished_after is not None:
+        return f"{words} — the series finished after step {run.finished_after}"
+    if run is None:
+        return f"{words} — no such {flow} run with this configuration"
+    return words

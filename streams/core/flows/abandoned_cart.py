@@ -58,6 +58,8 @@ class AbandonedCart(SeriesFlow):
             cart = st.run = Cart(trig=r["event_id"])
         elif st.last_sent is None or at - st.last_sent >= ac.no_respam_ms:  # restart only without a recent step
             cart.trig, cart.next = r["event_id"], 1
+        elif cart.next > len(self.delays):  # every step went out within no_respam_ms: no new series
+            self.ctx.dropped(cid, self.name, 1, "no_respam")
         # else: the running chain continues with its remaining steps, timed from this activity
         cart.id = r["cart_id"]
         cart.items = items(r["items"])
