@@ -289,7 +289,35 @@ def test_replay_cleanup_refuses_a_prefix_that_could_delete_production_topics(pre
     assert why in flat(result.output)
 
 
+@pytest.mark.parametrize(("prefix", "why"), [
+    ("shop.", "matches production topics"), ("email.", "matches production topics"),
+    ("shop.x.", "would nest inside production's 'shop.' topics"),
+    ("audience.z.", "would nest inside production's 'audience.' topics")])
+def test_a_replay_prefix_among_production_topics_is_refused_at_start_in_one_line_with_exit_2(prefix, why):
+    result = invoke(["replay", "--prefix", prefix, "--from", "2026-01-01", "--to", "2026-02-01"],
+                    cli_env(bootstrap="localhost:1"))
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"replay: refusing prefix {prefix!r}: ") and why in result.output
+
+
+def test_only_the_names_a_replay_creates_count_as_its_topics_not_every_name_with_its_prefix(settings):
+    from streams.kafka.topics import topic_specs
+    from streams.tools.replay import is_replay_topic, replay_settings
+
+    prefix = settings.topics.prefix + "atk"
+    created = [s.name for s in topic_specs(replay_settings(settings, prefix))]
+    assert len(created) == len(topic_specs(settings)) and all(is_replay_topic(settings, prefix, n) for n in created)
+    assert not is_replay_topic(settings, prefix, prefix + "team-risk-events")
+    assert not is_replay_topic(settings, prefix, prefix + "shop.carts-archive")
+
+
 # ---- against the broker ---------------------------------------------------------------------------
+
+def _topic(kafka: str, name: str) -> None:
+    from streams.kafka.topics import TopicSpec, ensure_topics
+
+    assert ensure_topics(kafka, [TopicSpec(name, "other", 1, 1, {"cleanup.policy": "delete"}, "input")]).healthy
 
 @pytest.mark.integration
 def test_export_of_an_unknown_topic_says_so_exits_2_and_writes_nothing(kafka, settings, tmp_path):
@@ -378,20 +406,24 @@ def test_replay_cleanup_lists_and_deletes_only_the_topics_of_its_prefix(kafka, s
     prefix = settings.topics.prefix + "old-replay."
     replay = replay_settings(settings, prefix)
     assert ensure_topics(kafka, topic_specs(replay)).healthy
-    created = topics_with_prefix(kafka, prefix)
+    unrelated = prefix + "team-risk-events"  # starts with the prefix, is no replay's
+    created = [n for n in topics_with_prefix(kafka, prefix) if n != unrelated]
+    _topic(kafka, unrelated)
     assert len(created) == len(topic_specs(replay))
     env = cli_env(settings, kafka)
     unconfirmed = invoke(["replay", "cleanup", prefix], env)  # no terminal to confirm on, no --yes
     assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.output
     declined = invoke(["replay", "cleanup", prefix], env, stdin="n\n")
-    assert topics_with_prefix(kafka, prefix) == created
+    assert topics_with_prefix(kafka, prefix) == sorted(created + [unrelated])
     result = invoke(["replay", "cleanup", prefix, "--yes"], env)
     assert result.exit_code == 0, result.output
     assert all(name in result.output for name in created)
-    assert topics_with_prefix(kafka, prefix) == []
+    assert f"left alone: 1 topic(s) starting with {prefix!r} that a replay does not create: {unrelated}" \
+        in flat(result.output)
+    assert topics_with_prefix(kafka, prefix) == [unrelated]
     assert set(topics_with_prefix(kafka, settings.topics.prefix)) >= {s.name for s in topic_specs(settings)}
     again = invoke(["replay", "cleanup", prefix, "--yes"], env)
-    assert again.exit_code == 1 and "no topic starts with" in again.output
+    assert again.exit_code == 1 and "no replay topic under" in again.output
     assert declined.exit_code in (1, 2)
 
 
@@ -404,7 +436,9 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     settings.worker.tick_interval_s = 0
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     _recorded_log(settings, kafka)  # production never ran: every replay command is "added"
-    prefix = settings.topics.prefix + "r1."
+    prefix = settings.topics.prefix + "r1"
+    unrelated = prefix + "team-risk-events"  # starts with the prefix; the replay did not create it
+    _topic(kafka, unrelated)
     result = invoke(["replay", "--prefix", prefix, "--from", iso(T0 - 2 * HOUR_MS), "--to", iso(T0 + 100 * HOUR_MS),
                      "--cleanup", "--json", str(tmp_path / "d.json")], cli_env(settings, kafka))
     assert result.exit_code == 0, result.output
@@ -413,7 +447,27 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     text = result.output
     assert f"send_at {iso(T0 + HOUR_MS)}" in text  # A's first reminder, an hour after the cart
     assert "1793" not in text and "added" in text and "unchanged" in text
-    assert topics_with_prefix(kafka, prefix) == []
+    assert f"cleanup: deleted the {len(topic_specs(settings))} topics this replay created under {prefix!r}" in text
+    assert topics_with_prefix(kafka, prefix) == [unrelated]
+
+
+@pytest.mark.integration
+def test_a_replay_refused_because_its_prefix_holds_data_deletes_nothing_with_cleanup(kafka, settings):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.replay import replay_settings, topics_with_prefix
+
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    prefix = settings.topics.prefix + "earlier."
+    earlier = replay_settings(settings, prefix)  # an earlier replay's topics, holding its copy of the inputs
+    assert ensure_topics(kafka, topic_specs(earlier)).healthy
+    produce_records(earlier, kafka, earlier.topics.name("orders"), "OrderEvent", _orders(1))
+    before = topics_with_prefix(kafka, prefix)
+    result = invoke(["replay", "--prefix", prefix, "--from", "2026-01-01", "--to", "2026-02-01", "--cleanup"],
+                    cli_env(settings, kafka))
+    assert result.exit_code == 1
+    assert "already holds data" in flat(result.output)
+    assert f"cleanup: nothing to delete: this replay created no topic under {prefix!r}" in flat(result.output)
+    assert topics_with_prefix(kafka, prefix) == before
 
 
 # ---- every command: a file that is not there, a choice that does not exist ------------------------
