@@ -499,6 +499,55 @@ def test_simulate_of_an_empty_event_file_says_it_holds_no_event_and_exits_1(tmp_
     assert f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event" in run.stderr
 
 
+def test_simulate_of_an_empty_input_leaves_an_existing_output_untouched_and_prints_no_zero_summary(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "o.jsonl").write_text('{"command_id": "from an earlier run"}\n')
+    result = invoke(["simulate", "--input", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "o.jsonl"),
+                     "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event (one JSON object a "
+                                     'line: {"topic": ..., "value": {...}})')
+    assert (tmp_path / "o.jsonl").read_text() == '{"command_id": "from an earlier run"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "o.jsonl"]  # no temporary file left
+
+
+def test_a_simulate_output_replaces_the_file_only_when_committed_and_keeps_its_mode(tmp_path):
+    from streams.tools.simulate import OutputFile
+
+    target = tmp_path / "o.jsonl"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    failed = OutputFile(target)
+    failed.open().write(b"half a run\n")
+    assert target.read_text() == "old\n"  # written beside it, not into it
+    failed.discard()
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    done = OutputFile(target)
+    done.open().write(b"new\n")
+    done.commit()
+    assert target.read_text() == "new\n" and target.stat().st_mode & 0o777 == 0o640
+    assert sorted(tmp_path.iterdir()) == [target]
+    devnull = OutputFile(Path(os.devnull))  # a device is written to, never replaced by a file
+    devnull.open().write(b"x\n")
+    devnull.commit()
+    assert Path(os.devnull).is_char_device()
+
+
+def test_simulate_prints_its_summary_counts_with_thousands_separators(tmp_path):
+    from streams.config import load_settings
+    from streams.tools.traffic import TrafficSpec
+    from streams.tools.traffic import write_jsonl as generate_jsonl
+
+    with open(tmp_path / "e.jsonl", "w") as f:
+        assert generate_jsonl(TrafficSpec(customers=600, days=30, seed=1), f, load_settings(env={}).topics.name) >= 1000
+    result = invoke(["simulate", "--input", str(tmp_path / "e.jsonl"), "--output", str(tmp_path / "o.jsonl"),
+                     "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    events = int(re.search(r"simulate: ([\d,]+) events", summary).group(1).replace(",", ""))
+    assert events >= 1000 and f"simulate: {events:,} events, " in summary
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["generate", "--customers", "0"], "greater than or equal to 1"),
     (["generate", "--days", "-3"], "greater than or equal to 1"),

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from streams.cli_settings import settings_from
         from streams.timeparse import parse_time_ms
         from streams.tools.readable import flow_summary, flow_table, progress, stderr_console
-        from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
+        from streams.tools.simulate import (IO_BUFFER, OutputFile, command_line, counter_totals, default_workers, engine_counters,
                                             simulate_parallel, watch_position)
         from streams.tools.simulate import simulate as run
 
@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--audiences runs in one process: drop --workers or set it to 1")
             n = 1
         started = time.perf_counter()
-        out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
+        target = OutputFile(output) if output else None  # written beside the file, moved into place on success
+        out = target.open() if target else sys.stdout.buffer
         with progress(f"simulating {input.name}", total=size, quiet=quiet, unit="bytes") as bar:
             feed = bar.to if bar.shown else None  # nobody watching: no position polling at all
             try:
@@ -82,11 +83,20 @@ def register(app: typer.Typer) -> None:
                             members.close()
                     events, n_commands, bad = result.events, result.count, result.bad_lines
                     counters = engine_counters(result.engines.values())
-            finally:
-                if output:
-                    out.close()
-                else:
-                    out.flush()
+            except BaseException:
+                if target:
+                    target.discard()
+                raise
+            if not target:
+                out.flush()
+        if events == 0:  # nothing simulated: an existing output stays as it was, and no zero summary
+            if target:
+                target.discard()
+            print(f"simulate: error: {input} holds no event (one JSON object a line: "
+                  '{"topic": ..., "value": {...}})', file=sys.stderr)
+            raise typer.Exit(3 if bad else 1)
+        if target:
+            target.commit()
         elapsed = time.perf_counter() - started
         late = counter_totals(counters, "late_applied")
         future = counter_totals(counters, "future")
@@ -97,14 +107,10 @@ def register(app: typer.Typer) -> None:
         if not quiet and counters:
             stderr_console().print(flow_table("Per flow", counters))
         dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
-        late_by_topic = f" ({', '.join(f'{t} {n}' for t, n in late.items())})" if late else ""
-        print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, "
-              f"{sum(late.values())} late events applied{late_by_topic}, {sum(future.values())} ahead of the clock, "
-              f"{len(bad)} bad lines in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, "
+        late_by_topic = f" ({', '.join(f'{t} {n:,}' for t, n in late.items())})" if late else ""
+        print(f"simulate: {events:,} events, {n_commands:,} commands, {dropped:,} steps dropped, "
+              f"{sum(late.values()):,} late events applied{late_by_topic}, {sum(future.values()):,} ahead of the "
+              f"clock, {len(bad):,} bad lines in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, "
               f"{n} process(es))", file=sys.stderr)
         if bad:
             raise typer.Exit(3)
-        if events == 0:
-            print(f"simulate: error: {input} holds no event (one JSON object a line: "
-                  '{"topic": ..., "value": {...}})', file=sys.stderr)
-            raise typer.Exit(1)
