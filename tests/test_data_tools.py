@@ -264,6 +264,20 @@ def test_a_bad_argument_is_a_clear_message_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(("out", "message"), [
+    ("events.jsonl", "--out {tmp}/events.jsonl is a file, not a directory (the export writes one file per topic "
+                     "into it)"),
+    ("events.jsonl/exports", "--out {tmp}/events.jsonl/exports: {tmp}/events.jsonl is a file, not a directory")])
+def test_export_to_an_out_that_cannot_be_a_directory_is_one_line_and_exit_2_before_reading_a_topic(tmp_path, out,
+                                                                                                  message):
+    (tmp_path / "events.jsonl").write_text("{}\n")
+    result = invoke(["export", "--topics", "orders", "--out", str(tmp_path / out), "--format", "avro"],
+                    cli_env(bootstrap="localhost:1"))  # nothing listens there: reaching the cluster would fail
+    assert result.exit_code == 2
+    assert result.output.strip() == "export: " + message.format(tmp=tmp_path)
+    assert (tmp_path / "events.jsonl").read_text() == "{}\n"
+
+
 @pytest.mark.parametrize(("files", "found"), [
     (["shop.orders.parquet", "email.commands.parquet"], "it holds only Parquet files (email.commands.parquet, "
                                                         "shop.orders.parquet): write the Avro ones with "

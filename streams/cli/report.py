@@ -100,12 +100,16 @@ def register(app: typer.Typer) -> None:
         from streams.extras import MissingExtra
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.timeparse import parse_time_ms
-        from streams.tools.export import FORMATS, ExportError, check_range, export_topic, missing_topics
+        from streams.tools.export import FORMATS, ExportError, check_range, export_topic, missing_topics, out_dir_problem
         from streams.tools.readable import iso, progress, table
 
         err = Console(stderr=True, soft_wrap=True)
         if fmt not in FORMATS:
             raise typer.BadParameter(f"{fmt!r} is not a format: choose {' or '.join(FORMATS)}", param_hint="--format")
+        problem = out_dir_problem(out)
+        if problem:  # before reading anything
+            err.print(f"[red]export: {escape(problem)}[/red]")
+            raise typer.Exit(2)
         try:
             start_ms, end_ms = (parse_time_ms(start) if start else None), (parse_time_ms(end) if end else None)
             check_range(start_ms, end_ms)
