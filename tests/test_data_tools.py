@@ -96,6 +96,29 @@ def test_the_replay_diff_shows_the_issues_example_as_two_iso_times_and_plus_one_
     assert doc["changed"][0]["production"]["send_at"] == 1768396530768  # the topics' value, for machines
 
 
+def test_a_changed_context_reads_as_the_members_that_differ_in_the_table_and_in_the_json(tmp_path):
+    from rich.console import Console
+
+    from streams.cli.replay import _diff_doc, _print_diff
+    from streams.tools.replay import ReplayResult, diff_commands
+
+    url = "https://shop.example.com/cart/" + "k" * 40
+    context = {"first_name": "Ann", "cart": {"url": url + "1", "total": "9.00",
+                                             "items": [{"sku": "MUG", "price": "9.00"}]}}
+    changed = {"first_name": "Ann", "coupon": {"code": "SAVE10"},
+               "cart": {"url": url + "2", "total": "12.00", "items": [{"sku": "MUG", "price": "12.00"}]}}
+    old = {"command_id": "c1", "flow": "abandoned_cart", "step": 1, "customer_id": "ann", "send_at": T,
+           "context": json.dumps(context)}
+    new = dict(old, context=json.dumps(changed))
+    result = ReplayResult({"carts": 1}, [new], diff_commands([old], [new]), "replay-jan.")
+    expected = ("context: cart.items[0].price: 9.00 → 12.00; cart.total: 9.00 → 12.00; "
+                "cart.url: …kkkkkkkkkkkk1 → …kkkkkkkkkkkk2; coupon: (absent) → {\"code\":\"SAVE10\"}")
+    assert _diff_doc(result)["changed"][0]["changes"] == [expected]
+    console = Console(record=True, width=250)
+    _print_diff(console, result, show=10)
+    assert expected in flat(console.export_text())
+
+
 def test_engine_counters_sum_into_one_row_per_flow_with_dropped_steps_by_reason():
     rows = flow_summary({"command:abandoned_cart": 5, "holdout:abandoned_cart": 2,
                          "dropped:abandoned_cart:no_consent": 3, "dropped:abandoned_cart:expired": 1, "command:win_back": 1, "late_applied:carts": 9})
