@@ -132,6 +132,24 @@ class _Tty(io.StringIO):
         return True
 
 
+def test_piped_tables_are_wide_enough_that_no_time_or_reason_is_split_mid_value(monkeypatch):
+    from streams.tools.readable import PIPE_WIDTH, console_for, flow_table, table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # piped: not a terminal
+    console = console_for(stderr=True, record=True)
+    assert console.width == PIPE_WIDTH
+    console.print(flow_table("Per flow", {"command:abandoned_cart": 226_429, "dropped:abandoned_cart:no_consent": 30,
+                                          "dropped:abandoned_cart:expired_by_frequency_cap": 12}))
+    console.print(table("Commands", ("command_id", "customer", "detail"),
+                        [("9f1c2e4a-7b1d-4c55-9d7e-2b8f0a6c1e33", "c0000085",
+                          f"send_at {iso(T)} → {iso(T + HOUR_MS)} (+1 h)")]))
+    text = console.export_text()
+    assert "expired_by_frequency_cap 12, no_consent 30" in text and "226,429" in text
+    assert f"send_at {iso(T)} → {iso(T + HOUR_MS)} (+1 h)" in text
+    assert "9f1c2e4a-7b1d-4c55-9d7e-2b8f0a6c1e33" in text
+
+
 def test_progress_bars_show_only_on_a_terminal_and_never_with_quiet():
     assert progress_enabled(False, _Tty())
     assert not progress_enabled(True, _Tty())

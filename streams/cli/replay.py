@@ -146,6 +146,7 @@ def register(app: typer.Typer) -> None:
             return
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
+        from streams.tools.readable import console_for
         from streams.tools.replay import EmptyRange, ReplayError, TimeRange, prefix_refusal, run_replay
 
         if not prefix:
@@ -159,7 +160,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         if not production.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the production topics")
-        console = Console()
+        console = console_for()
         created: list[str] = []  # what this run created: the only topics --cleanup deletes
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
             try:
@@ -191,12 +192,13 @@ def register(app: typer.Typer) -> None:
         asks first (--yes skips that)."""
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
+        from streams.tools.readable import console_for
 
         production = settings_from(config)
         _refuse(production, prefix, Console(stderr=True))
         if not production.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the replay topics")
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
-            _cleanup(production, bootstrap, prefix, yes, Console())
+            _cleanup(production, bootstrap, prefix, yes, console_for())
 
     app.add_typer(replay_app, name="replay")

@@ -6,6 +6,7 @@ stderr is not a terminal or the command runs with ``--quiet``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from streams.core.timetext import MINUS, UNITS, duration, iso  # one implementation, shared with the core
 
-__all__ = ["MINUS", "UNITS", "Bar", "change_text", "duration", "flow_summary", "flow_table", "is_duration_field",
+__all__ = ["MINUS", "UNITS", "Bar", "change_text", "console_for", "duration", "flow_summary", "flow_table", "is_duration_field",
            "is_time_field", "iso", "object_changes", "progress", "progress_enabled", "readable_record", "stderr_console", "table",
            "value_text"]
 
@@ -175,9 +176,22 @@ def flow_table(title: str, counters: Mapping[str, int]) -> Table:
                  numeric_to=4)
 
 
+PIPE_WIDTH = 240  # piped or in CI: wide enough that tables never split an ISO time or an id mid-value
+
+
+def console_for(stderr: bool = False, **options: Any) -> Console:
+    """A console for results: on a terminal as wide as the terminal; piped (a file, CI) ``PIPE_WIDTH``
+    columns unless ``COLUMNS`` says otherwise (rich's 80 would fold ``2026-01-14T13:15:30+00:00`` or
+    ``expired_by_frequency_cap`` inside a table cell)."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not getattr(stream, "isatty", lambda: False)()
+    width = PIPE_WIDTH if piped and not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, width=width, **options)
+
+
 def stderr_console(quiet: bool = False) -> Console:
     """Where summaries and progress go when stdout may carry data (commands JSONL)."""
-    return Console(stderr=True, soft_wrap=True, quiet=quiet)
+    return console_for(stderr=True, soft_wrap=True, quiet=quiet)
 
 
 class Bar:
