@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             return
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
-        from streams.tools.readable import console_for
+        from streams.tools.readable import console_for, progress
         from streams.tools.replay import EmptyRange, ReplayError, TimeRange, prefix_refusal, run_replay
 
         if not prefix:
@@ -164,8 +164,9 @@ def register(app: typer.Typer) -> None:
         created: list[str] = []  # what this run created: the only topics --cleanup deletes
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
             try:
-                with Console(stderr=True, quiet=quiet).status("copying inputs and replaying…"):
-                    result = run_replay(production, bootstrap, prefix, window, other, created=created)
+                with progress("copying inputs", quiet=quiet) as bar:
+                    result = run_replay(production, bootstrap, prefix, window, other, created=created,
+                                        progress=lambda what, done, total: (bar.total(total), bar.to(done, what)))
             except EmptyRange as exc:  # nothing to show (the data tools' exit 1), one line
                 Console(stderr=True, soft_wrap=True).print(f"[red]replay: {exc}[/red]")
                 raise typer.Exit(1) from exc

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,16 +116,22 @@ def replay_settings(production: Settings, replay_prefix: str, config: Settings |
     return s
 
 
+Progress = Callable[[str, int, int | None], None]  # (what, done, total): for a progress bar
+
+
 def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: TimeRange,
-                offsets: dict[str, tuple[int | None, int | None]] | None = None) -> dict[str, int]:
-    """Copy the inputs in ``window`` into the replay topics, partition for partition."""
+                offsets: dict[str, tuple[int | None, int | None]] | None = None,
+                progress: Progress | None = None) -> dict[str, int]:
+    """Copy the inputs in ``window`` into the replay topics, partition for partition (``progress``:
+    ``copying <topic>``, records read of the topic)."""
     producer = Producer(producer_config(replay, bootstrap, **{"enable.idempotence": True}))
     copied: dict[str, int] = {}
     for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS:
         src, dst = production.topics.name(logical), replay.topics.name(logical)
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
-        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka):
+        read = (lambda done, total, src=src: progress(f"copying {src}", done, total)) if progress else None
+        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka, progress=read):
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
@@ -143,9 +150,9 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
     return copied
 
 
-def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> bool:
-    """Whether the group has committed past every record: nothing is left between its committed offsets
-    and the end the fetch reports (a ListOffsets high watermark can under-report that end)."""
+def _records_left(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> int:
+    """The records the group has not committed past: those between its committed offsets and the end
+    the fetch reports (a ListOffsets high watermark can under-report that end); 0 when caught up."""
     c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False,
                                                            "isolation.level": "read_committed", **EOF_CONFIG}))
     left = 0
@@ -159,7 +166,7 @@ def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) 
         tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
         committed = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in c.committed(tps, timeout=10)]
         read_to_end(c, committed, count, 30, "replay progress")
-        return left == 0
+        return left
     finally:
         c.close()
 
@@ -167,10 +174,11 @@ def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) 
 def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window: TimeRange,
                config: Settings | None = None, timeout_s: float = 600.0,
                offsets: dict[str, tuple[int | None, int | None]] | None = None,
-               created: list[str] | None = None) -> ReplayResult:
+               created: list[str] | None = None, progress: Progress | None = None) -> ReplayResult:
     """``created``, when given, receives the names of the topics this run created as soon as it may
     use them (also when it fails later): the only topics ``--cleanup`` deletes. A replay refused at
-    start (its prefix already holds data) creates none and hands over none."""
+    start (its prefix already holds data) creates none and hands over none. ``progress``: the copy
+    per input topic, then ``replaying``: copied records the processors are past, of all copied."""
     replay = replay_settings(production, replay_prefix, config)
     existing = set(topics_with_prefix(bootstrap, replay_prefix, replay.kafka))
     if any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5, kafka=replay.kafka)
@@ -181,7 +189,7 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
         raise ReplayError("replay topics do not match: " + "; ".join(report.mismatches))
     own = created if created is not None else []
     own.extend(sorted(report.created))
-    copied = copy_inputs(production, replay, bootstrap, window, offsets)
+    copied = copy_inputs(production, replay, bootstrap, window, offsets, progress)
     if not any(copied.values()):  # nothing to run: the topics this run created hold nothing, so they go
         delete_topics(bootstrap, sorted(report.created), replay.kafka)
         own.clear()
@@ -192,11 +200,15 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     bg = background.start(runtime.run, "replay-processor")
     inputs = [replay.topics.name(lt) for lt in INPUT_TOPICS]
     deadline = time.monotonic() + timeout_s
+    total = sum(copied[lt] for lt in INPUT_TOPICS)
     try:
         while True:
             if bg.errors:
                 raise ReplayError(f"replay processor failed: {bg.errors[0]}") from bg.errors[0]
-            if runtime.ready.is_set() and _caught_up(replay, bootstrap, replay.worker.app_id, inputs):
+            left = _records_left(replay, bootstrap, replay.worker.app_id, inputs) if runtime.ready.is_set() else total
+            if progress:
+                progress("replaying", max(0, min(total, total - left)), total)
+            if runtime.ready.is_set() and left == 0:
                 break
             if time.monotonic() > deadline:
                 raise ReplayError(f"replay did not catch up within {timeout_s}s")
