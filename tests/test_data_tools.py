@@ -557,13 +557,15 @@ def test_simulate_of_an_empty_event_file_says_it_holds_no_event_and_exits_1(tmp_
 def test_simulate_of_an_empty_input_leaves_an_existing_output_untouched_and_prints_no_zero_summary(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "o.jsonl").write_text('{"command_id": "from an earlier run"}\n')
+    (tmp_path / "a.jsonl").write_text('{"audience": "lapsed"}\n')
     result = invoke(["simulate", "--input", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "o.jsonl"),
-                     "--quiet"])
+                     "--audiences", str(tmp_path / "a.jsonl"), "--quiet"])
     assert result.exit_code == 1
     assert result.output.strip() == (f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event (one JSON object a "
                                      'line: {"topic": ..., "value": {...}})')
     assert (tmp_path / "o.jsonl").read_text() == '{"command_id": "from an earlier run"}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "o.jsonl"]  # no temporary file left
+    assert (tmp_path / "a.jsonl").read_text() == '{"audience": "lapsed"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "empty.jsonl", "o.jsonl"]  # no temporary file
 
 
 def test_a_simulate_output_replaces_the_file_only_when_committed_and_keeps_its_mode(tmp_path):
