@@ -393,7 +393,8 @@ def customer_route(lookup: Callable[[str], tuple[int, dict[str, Any]]], max_per_
     """``GET /customers/{customer_id}`` on a worker's ops port: ``lookup(customer_id)`` → (status, body)
     (the processors' ``ProcessorRuntime.customer``: a customer it runs, in words). The ops thread shares
     the interpreter with the worker's loop, so queries are rate-limited (a token bucket of one second's
-    worth): beyond ``max_per_s`` the answer is 429 with ``Retry-After``. ``clock``: monotonic seconds
+    worth): beyond ``max_per_s`` the answer is 429 with ``Retry-After``; a 503 from ``lookup`` (a partition
+    still restoring) carries ``Retry-After`` from its body's ``retry_after_s``. ``clock``: monotonic seconds
     (``time.monotonic``)."""
     now_s = clock or time.monotonic
     lock = threading.Lock()
@@ -408,6 +409,9 @@ def customer_route(lookup: Callable[[str], tuple[int, dict[str, Any]]], max_per_
                 return Response.json(429, {"error": "too_many_queries", "max_per_s": max_per_s},
                                      headers={"Retry-After": "1"})
             bucket[0] -= 1
-        return Response.json(*lookup(request.params["customer_id"]))
+        status, body = lookup(request.params["customer_id"])
+        if status == 503:  # e.g. the customer's partition is still being restored: when to ask again
+            return Response.json(status, body, headers={"Retry-After": str(body.get("retry_after_s", 1))})
+        return Response.json(status, body)
 
     return Route("GET", "/customers/{customer_id}", handler)

@@ -96,6 +96,29 @@ def test_the_replay_diff_shows_the_issues_example_as_two_iso_times_and_plus_one_
     assert doc["changed"][0]["production"]["send_at"] == 1768396530768  # the topics' value, for machines
 
 
+def test_a_changed_context_reads_as_the_members_that_differ_in_the_table_and_in_the_json(tmp_path):
+    from rich.console import Console
+
+    from streams.cli.replay import _diff_doc, _print_diff
+    from streams.tools.replay import ReplayResult, diff_commands
+
+    url = "https://shop.example.com/cart/" + "k" * 40
+    context = {"first_name": "Ann", "cart": {"url": url + "1", "total": "9.00",
+                                             "items": [{"sku": "MUG", "price": "9.00"}]}}
+    changed = {"first_name": "Ann", "coupon": {"code": "SAVE10"},
+               "cart": {"url": url + "2", "total": "12.00", "items": [{"sku": "MUG", "price": "12.00"}]}}
+    old = {"command_id": "c1", "flow": "abandoned_cart", "step": 1, "customer_id": "ann", "send_at": T,
+           "context": json.dumps(context)}
+    new = dict(old, context=json.dumps(changed))
+    result = ReplayResult({"carts": 1}, [new], diff_commands([old], [new]), "replay-jan.")
+    expected = ("context: cart.items[0].price: 9.00 → 12.00; cart.total: 9.00 → 12.00; "
+                "cart.url: …kkkkkkkkkkkk1 → …kkkkkkkkkkkk2; coupon: (absent) → {\"code\":\"SAVE10\"}")
+    assert _diff_doc(result)["changed"][0]["changes"] == [expected]
+    console = Console(record=True, width=250)
+    _print_diff(console, result, show=10)
+    assert expected in flat(console.export_text())
+
+
 def test_engine_counters_sum_into_one_row_per_flow_with_dropped_steps_by_reason():
     rows = flow_summary({"command:abandoned_cart": 5, "holdout:abandoned_cart": 2,
                          "dropped:abandoned_cart:no_consent": 3, "dropped:abandoned_cart:expired": 1, "command:win_back": 1, "late_applied:carts": 9})
@@ -107,6 +130,24 @@ def test_engine_counters_sum_into_one_row_per_flow_with_dropped_steps_by_reason(
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_piped_tables_are_wide_enough_that_no_time_or_reason_is_split_mid_value(monkeypatch):
+    from streams.tools.readable import PIPE_WIDTH, console_for, flow_table, table
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # piped: not a terminal
+    console = console_for(stderr=True, record=True)
+    assert console.width == PIPE_WIDTH
+    console.print(flow_table("Per flow", {"command:abandoned_cart": 226_429, "dropped:abandoned_cart:no_consent": 30,
+                                          "dropped:abandoned_cart:expired_by_frequency_cap": 12}))
+    console.print(table("Commands", ("command_id", "customer", "detail"),
+                        [("9f1c2e4a-7b1d-4c55-9d7e-2b8f0a6c1e33", "c0000085",
+                          f"send_at {iso(T)} → {iso(T + HOUR_MS)} (+1 h)")]))
+    text = console.export_text()
+    assert "expired_by_frequency_cap 12, no_consent 30" in text and "226,429" in text
+    assert f"send_at {iso(T)} → {iso(T + HOUR_MS)} (+1 h)" in text
+    assert "9f1c2e4a-7b1d-4c55-9d7e-2b8f0a6c1e33" in text
 
 
 def test_progress_bars_show_only_on_a_terminal_and_never_with_quiet():
@@ -264,6 +305,20 @@ def test_a_bad_argument_is_a_clear_message_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(("out", "message"), [
+    ("events.jsonl", "--out {tmp}/events.jsonl is a file, not a directory (the export writes one file per topic "
+                     "into it)"),
+    ("events.jsonl/exports", "--out {tmp}/events.jsonl/exports: {tmp}/events.jsonl is a file, not a directory")])
+def test_export_to_an_out_that_cannot_be_a_directory_is_one_line_and_exit_2_before_reading_a_topic(tmp_path, out,
+                                                                                                  message):
+    (tmp_path / "events.jsonl").write_text("{}\n")
+    result = invoke(["export", "--topics", "orders", "--out", str(tmp_path / out), "--format", "avro"],
+                    cli_env(bootstrap="localhost:1"))  # nothing listens there: reaching the cluster would fail
+    assert result.exit_code == 2
+    assert result.output.strip() == "export: " + message.format(tmp=tmp_path)
+    assert (tmp_path / "events.jsonl").read_text() == "{}\n"
+
+
 @pytest.mark.parametrize(("files", "found"), [
     (["shop.orders.parquet", "email.commands.parquet"], "it holds only Parquet files (email.commands.parquet, "
                                                         "shop.orders.parquet): write the Avro ones with "
@@ -289,7 +344,35 @@ def test_replay_cleanup_refuses_a_prefix_that_could_delete_production_topics(pre
     assert why in flat(result.output)
 
 
+@pytest.mark.parametrize(("prefix", "why"), [
+    ("shop.", "matches production topics"), ("email.", "matches production topics"),
+    ("shop.x.", "would nest inside production's 'shop.' topics"),
+    ("audience.z.", "would nest inside production's 'audience.' topics")])
+def test_a_replay_prefix_among_production_topics_is_refused_at_start_in_one_line_with_exit_2(prefix, why):
+    result = invoke(["replay", "--prefix", prefix, "--from", "2026-01-01", "--to", "2026-02-01"],
+                    cli_env(bootstrap="localhost:1"))
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"replay: refusing prefix {prefix!r}: ") and why in result.output
+
+
+def test_only_the_names_a_replay_creates_count_as_its_topics_not_every_name_with_its_prefix(settings):
+    from streams.kafka.topics import topic_specs
+    from streams.tools.replay import is_replay_topic, replay_settings
+
+    prefix = settings.topics.prefix + "atk"
+    created = [s.name for s in topic_specs(replay_settings(settings, prefix))]
+    assert len(created) == len(topic_specs(settings)) and all(is_replay_topic(settings, prefix, n) for n in created)
+    assert not is_replay_topic(settings, prefix, prefix + "team-risk-events")
+    assert not is_replay_topic(settings, prefix, prefix + "shop.carts-archive")
+
+
 # ---- against the broker ---------------------------------------------------------------------------
+
+def _topic(kafka: str, name: str) -> None:
+    from streams.kafka.topics import TopicSpec, ensure_topics
+
+    assert ensure_topics(kafka, [TopicSpec(name, "other", 1, 1, {"cleanup.policy": "delete"}, "input")]).healthy
 
 @pytest.mark.integration
 def test_export_of_an_unknown_topic_says_so_exits_2_and_writes_nothing(kafka, settings, tmp_path):
@@ -378,20 +461,24 @@ def test_replay_cleanup_lists_and_deletes_only_the_topics_of_its_prefix(kafka, s
     prefix = settings.topics.prefix + "old-replay."
     replay = replay_settings(settings, prefix)
     assert ensure_topics(kafka, topic_specs(replay)).healthy
-    created = topics_with_prefix(kafka, prefix)
+    unrelated = prefix + "team-risk-events"  # starts with the prefix, is no replay's
+    created = [n for n in topics_with_prefix(kafka, prefix) if n != unrelated]
+    _topic(kafka, unrelated)
     assert len(created) == len(topic_specs(replay))
     env = cli_env(settings, kafka)
     unconfirmed = invoke(["replay", "cleanup", prefix], env)  # no terminal to confirm on, no --yes
     assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.output
     declined = invoke(["replay", "cleanup", prefix], env, stdin="n\n")
-    assert topics_with_prefix(kafka, prefix) == created
+    assert topics_with_prefix(kafka, prefix) == sorted(created + [unrelated])
     result = invoke(["replay", "cleanup", prefix, "--yes"], env)
     assert result.exit_code == 0, result.output
     assert all(name in result.output for name in created)
-    assert topics_with_prefix(kafka, prefix) == []
+    assert f"left alone: 1 topic(s) starting with {prefix!r} that a replay does not create: {unrelated}" \
+        in flat(result.output)
+    assert topics_with_prefix(kafka, prefix) == [unrelated]
     assert set(topics_with_prefix(kafka, settings.topics.prefix)) >= {s.name for s in topic_specs(settings)}
     again = invoke(["replay", "cleanup", prefix, "--yes"], env)
-    assert again.exit_code == 1 and "no topic starts with" in again.output
+    assert again.exit_code == 1 and "no replay topic under" in again.output
     assert declined.exit_code in (1, 2)
 
 
@@ -404,7 +491,9 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     settings.worker.tick_interval_s = 0
     assert ensure_topics(kafka, topic_specs(settings)).healthy
     _recorded_log(settings, kafka)  # production never ran: every replay command is "added"
-    prefix = settings.topics.prefix + "r1."
+    prefix = settings.topics.prefix + "r1"
+    unrelated = prefix + "team-risk-events"  # starts with the prefix; the replay did not create it
+    _topic(kafka, unrelated)
     result = invoke(["replay", "--prefix", prefix, "--from", iso(T0 - 2 * HOUR_MS), "--to", iso(T0 + 100 * HOUR_MS),
                      "--cleanup", "--json", str(tmp_path / "d.json")], cli_env(settings, kafka))
     assert result.exit_code == 0, result.output
@@ -413,7 +502,27 @@ def test_replay_prints_iso_times_and_a_summary_table_and_cleanup_removes_its_top
     text = result.output
     assert f"send_at {iso(T0 + HOUR_MS)}" in text  # A's first reminder, an hour after the cart
     assert "1793" not in text and "added" in text and "unchanged" in text
-    assert topics_with_prefix(kafka, prefix) == []
+    assert f"cleanup: deleted the {len(topic_specs(settings))} topics this replay created under {prefix!r}" in text
+    assert topics_with_prefix(kafka, prefix) == [unrelated]
+
+
+@pytest.mark.integration
+def test_a_replay_refused_because_its_prefix_holds_data_deletes_nothing_with_cleanup(kafka, settings):
+    from streams.kafka.topics import ensure_topics, topic_specs
+    from streams.tools.replay import replay_settings, topics_with_prefix
+
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    prefix = settings.topics.prefix + "earlier."
+    earlier = replay_settings(settings, prefix)  # an earlier replay's topics, holding its copy of the inputs
+    assert ensure_topics(kafka, topic_specs(earlier)).healthy
+    produce_records(earlier, kafka, earlier.topics.name("orders"), "OrderEvent", _orders(1))
+    before = topics_with_prefix(kafka, prefix)
+    result = invoke(["replay", "--prefix", prefix, "--from", "2026-01-01", "--to", "2026-02-01", "--cleanup"],
+                    cli_env(settings, kafka))
+    assert result.exit_code == 1
+    assert "already holds data" in flat(result.output)
+    assert f"cleanup: nothing to delete: this replay created no topic under {prefix!r}" in flat(result.output)
+    assert topics_with_prefix(kafka, prefix) == before
 
 
 # ---- every command: a file that is not there, a choice that does not exist ------------------------
@@ -443,6 +552,57 @@ def test_simulate_of_an_empty_event_file_says_it_holds_no_event_and_exits_1(tmp_
     run = _simulate(["--input", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "o.jsonl")])
     assert run.returncode == 1
     assert f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event" in run.stderr
+
+
+def test_simulate_of_an_empty_input_leaves_an_existing_output_untouched_and_prints_no_zero_summary(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "o.jsonl").write_text('{"command_id": "from an earlier run"}\n')
+    (tmp_path / "a.jsonl").write_text('{"audience": "lapsed"}\n')
+    result = invoke(["simulate", "--input", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "o.jsonl"),
+                     "--audiences", str(tmp_path / "a.jsonl"), "--quiet"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"simulate: error: {tmp_path / 'empty.jsonl'} holds no event (one JSON object a "
+                                     'line: {"topic": ..., "value": {...}})')
+    assert (tmp_path / "o.jsonl").read_text() == '{"command_id": "from an earlier run"}\n'
+    assert (tmp_path / "a.jsonl").read_text() == '{"audience": "lapsed"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "empty.jsonl", "o.jsonl"]  # no temporary file
+
+
+def test_a_simulate_output_replaces_the_file_only_when_committed_and_keeps_its_mode(tmp_path):
+    from streams.tools.simulate import OutputFile
+
+    target = tmp_path / "o.jsonl"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    failed = OutputFile(target)
+    failed.open().write(b"half a run\n")
+    assert target.read_text() == "old\n"  # written beside it, not into it
+    failed.discard()
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    done = OutputFile(target)
+    done.open().write(b"new\n")
+    done.commit()
+    assert target.read_text() == "new\n" and target.stat().st_mode & 0o777 == 0o640
+    assert sorted(tmp_path.iterdir()) == [target]
+    devnull = OutputFile(Path(os.devnull))  # a device is written to, never replaced by a file
+    devnull.open().write(b"x\n")
+    devnull.commit()
+    assert Path(os.devnull).is_char_device()
+
+
+def test_simulate_prints_its_summary_counts_with_thousands_separators(tmp_path):
+    from streams.config import load_settings
+    from streams.tools.traffic import TrafficSpec
+    from streams.tools.traffic import write_jsonl as generate_jsonl
+
+    with open(tmp_path / "e.jsonl", "w") as f:
+        assert generate_jsonl(TrafficSpec(customers=600, days=30, seed=1), f, load_settings(env={}).topics.name) >= 1000
+    result = invoke(["simulate", "--input", str(tmp_path / "e.jsonl"), "--output", str(tmp_path / "o.jsonl"),
+                     "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    events = int(re.search(r"simulate: ([\d,]+) events", summary).group(1).replace(",", ""))
+    assert events >= 1000 and f"simulate: {events:,} events, " in summary
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -66,7 +66,15 @@ def test_replaying_a_recorded_log_twice_yields_identical_commands_and_a_changed_
     assert flows == [("A", "abandoned_cart", 1), ("A", "abandoned_cart", 2), ("A", "abandoned_cart", 3),
                      ("B", "abandoned_cart", 1), ("B", "order_confirmation", 1)]
     window = TimeRange(T0 - 2 * HOUR_MS, T0 + 100 * HOUR_MS)
-    first = run_replay(settings, kafka, settings.topics.prefix + "r1.", window)
+    seen: list[tuple[str, int, int | None]] = []
+    first = run_replay(settings, kafka, settings.topics.prefix + "r1.", window,
+                       progress=lambda what, done, total: seen.append((what, done, total)))
+    # a progress bar's feed: each input topic's copy, then copied records the processors are past
+    assert {w for w, _, _ in seen if w.startswith("copying ")} >= {f"copying {settings.topics.name('carts')}",
+                                                                   f"copying {settings.topics.name('clock')}"}
+    replaying = [(done, total) for w, done, total in seen if w == "replaying"]
+    copied = sum(n for lt, n in first.copied.items() if lt != "inventory")
+    assert replaying and replaying[-1] == (copied, copied) and all(d <= t for d, t in replaying)
     second = run_replay(settings, kafka, settings.topics.prefix + "r2.", window)
     assert first.diff.identical and second.diff.identical
     assert [serde.encode("EmailCommand", c) for c in sorted(first.commands, key=lambda c: c["command_id"])] == \

@@ -76,16 +76,21 @@ def _refuse(production: Any, prefix: str, console: Console) -> None:
 
 
 def _cleanup(production: Any, bootstrap: str, prefix: str, yes: bool, console: Console) -> None:
-    """List the topics with ``prefix``, confirm (unless ``yes``), delete, and say what happened."""
+    """List the replay topics under ``prefix`` (the names a replay with it creates; other topics that
+    merely start with it are named and left alone), confirm (unless ``yes``), delete, and say what
+    happened."""
     from streams.tools.readable import table
-    from streams.tools.replay import delete_topics, topics_with_prefix
+    from streams.tools.replay import delete_topics, replay_topics
 
     _refuse(production, prefix, console)
-    names = topics_with_prefix(bootstrap, prefix, production.kafka)
+    names, others = replay_topics(bootstrap, production, prefix)
+    if others:
+        console.print(f"left alone: {len(others)} topic(s) starting with {prefix!r} that a replay does not create: "
+                      + ", ".join(others), soft_wrap=True)
     if not names:
-        console.print(f"[red]replay cleanup: no topic starts with {prefix!r}[/red]")
+        console.print(f"[red]replay cleanup: no replay topic under {prefix!r}[/red]")
         raise typer.Exit(1)
-    console.print(f"topics starting with {prefix!r} ({len(names)}):")
+    console.print(f"replay topics under {prefix!r} ({len(names)}):")
     for name in names:
         console.print(f"  {name}")
     if not yes:
@@ -101,6 +106,21 @@ def _cleanup(production: Any, bootstrap: str, prefix: str, yes: bool, console: C
                         numeric_from=2))
     if any(err is not None for err in results.values()):
         raise typer.Exit(1)
+
+
+def _cleanup_own(production: Any, bootstrap: str, prefix: str, created: list[str]) -> None:
+    """``--cleanup``: delete exactly the topics this run created, never another topic with the prefix
+    (a replay refused at start created none, so an earlier replay's topics stay)."""
+    from streams.tools.replay import delete_topics
+
+    err = Console(stderr=True, soft_wrap=True)
+    if not created:
+        err.print(f"cleanup: nothing to delete: this replay created no topic under {prefix!r}")
+        return
+    removed = delete_topics(bootstrap, created, production.kafka)
+    failed = {n: e for n, e in removed.items() if e is not None}
+    err.print(f"cleanup: deleted the {len(removed) - len(failed)} topics this replay created under {prefix!r}"
+              + (f"; could not delete {failed}" if failed else ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -126,27 +146,27 @@ def register(app: typer.Typer) -> None:
             return
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
-        from streams.tools.replay import EmptyRange, ReplayError, TimeRange, run_replay
+        from streams.tools.readable import console_for, progress
+        from streams.tools.replay import EmptyRange, ReplayError, TimeRange, prefix_refusal, run_replay
 
         if not prefix:
             raise typer.BadParameter("give the replay's topic prefix, e.g. --prefix replay-nov.", param_hint="--prefix")
         production = settings_from(config)
         other = settings_from(with_config) if with_config else None
         window = TimeRange(*_time_window(start, end))
-        if cleanup:
-            from streams.tools.replay import cleanup_refusal
-
-            why = cleanup_refusal(production, prefix)
-            if why:
-                raise typer.BadParameter(f"--cleanup would delete every topic with this prefix: {why}",
-                                         param_hint="--prefix")
+        why = prefix_refusal(production, prefix)
+        if why:  # before any work: a replay's topics never sit among production's
+            Console(stderr=True, soft_wrap=True).print(f"[red]replay: refusing prefix {prefix!r}: {why}[/red]")
+            raise typer.Exit(2)
         if not production.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the production topics")
-        console = Console()
+        console = console_for()
+        created: list[str] = []  # what this run created: the only topics --cleanup deletes
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
             try:
-                with Console(stderr=True, quiet=quiet).status("copying inputs and replaying…"):
-                    result = run_replay(production, bootstrap, prefix, window, other)
+                with progress("copying inputs", quiet=quiet) as bar:
+                    result = run_replay(production, bootstrap, prefix, window, other, created=created,
+                                        progress=lambda what, done, total: (bar.total(total), bar.to(done, what)))
             except EmptyRange as exc:  # nothing to show (the data tools' exit 1), one line
                 Console(stderr=True, soft_wrap=True).print(f"[red]replay: {exc}[/red]")
                 raise typer.Exit(1) from exc
@@ -155,13 +175,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1) from exc
             finally:
                 if cleanup:
-                    from streams.tools.replay import cleanup as delete_replay_topics
-
-                    removed = delete_replay_topics(production, bootstrap, prefix)
-                    failed = {n: e for n, e in removed.items() if e is not None}
-                    Console(stderr=True).print(f"cleanup: deleted {len(removed) - len(failed)} topics with "
-                                               f"prefix {prefix!r}" + (f"; could not delete {failed}"
-                                                                        if failed else ""))
+                    _cleanup_own(production, bootstrap, prefix, created)
         if as_json:
             as_json.write_text(json.dumps(_diff_doc(result), indent=2) + "\n")
         _print_diff(console, result, show)
@@ -169,21 +183,23 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {as_json}")
 
     @replay_app.command("cleanup")
-    def replay_cleanup(prefix: str = typer.Argument(..., help="delete every topic whose name starts with it"),
+    def replay_cleanup(prefix: str = typer.Argument(..., help="delete the topics a replay with this prefix created"),
                        yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking"),
                        config: Optional[Path] = typer.Option(None, "--config", "-c", help="production config")) -> None:
-        """Delete a replay's topics: every topic starting with PREFIX.
+        """Delete a replay's topics: the names a replay with PREFIX creates (another topic that merely
+        starts with PREFIX is named and left alone).
 
         Refuses an empty prefix and one that matches a production topic; lists what it deletes and
         asks first (--yes skips that)."""
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.cli_settings import settings_from
+        from streams.tools.readable import console_for
 
         production = settings_from(config)
         _refuse(production, prefix, Console(stderr=True))
         if not production.kafka.bootstrap_servers:
             raise typer.BadParameter("set KAFKA_BOOTSTRAP_SERVERS to the cluster holding the replay topics")
         with kafka_bootstrap(production.kafka.bootstrap_servers, kafka=production.kafka) as bootstrap:
-            _cleanup(production, bootstrap, prefix, yes, Console())
+            _cleanup(production, bootstrap, prefix, yes, console_for())
 
     app.add_typer(replay_app, name="replay")

@@ -50,8 +50,10 @@ def register(app: typer.Typer) -> None:
         from streams.analytics import report as rep
         from streams.analytics.attribution import Attribution
 
+        from streams.tools.readable import console_for
+
         settings = settings_from(config)
-        console = Console()
+        console = console_for()
         try:
             if input_dir is not None:
                 why = unreadable_dir(settings, input_dir)
@@ -100,12 +102,16 @@ def register(app: typer.Typer) -> None:
         from streams.extras import MissingExtra
         from streams.kafka.embedded_broker import kafka_bootstrap
         from streams.timeparse import parse_time_ms
-        from streams.tools.export import FORMATS, ExportError, check_range, export_topic, missing_topics
-        from streams.tools.readable import iso, progress, table
+        from streams.tools.export import FORMATS, ExportError, check_range, export_topic, missing_topics, out_dir_problem
+        from streams.tools.readable import console_for, iso, progress, table
 
         err = Console(stderr=True, soft_wrap=True)
         if fmt not in FORMATS:
             raise typer.BadParameter(f"{fmt!r} is not a format: choose {' or '.join(FORMATS)}", param_hint="--format")
+        problem = out_dir_problem(out)
+        if problem:  # before reading anything
+            err.print(f"[red]export: {escape(problem)}[/red]")
+            raise typer.Exit(2)
         try:
             start_ms, end_ms = (parse_time_ms(start) if start else None), (parse_time_ms(end) if end else None)
             check_range(start_ms, end_ms)
@@ -147,7 +153,7 @@ def register(app: typer.Typer) -> None:
             err.print(f"[red]export: nothing matched: no record in {escape(', '.join(names))} from {span}; "
                       f"no file written[/red]")
             raise typer.Exit(1)
-        Console().print(table(f"Exported ({fmt}, event time from {span})", ("topic", "file", "records", "skipped"),
+        console_for().print(table(f"Exported ({fmt}, event time from {span})", ("topic", "file", "records", "skipped"),
                               [(r["topic"], r["file"] or "– (no record)", r["records"], r["skipped"])
                                for r in summary],
                               numeric_from=2))

@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
         from streams.cli_settings import settings_from
         from streams.timeparse import parse_time_ms
         from streams.tools.readable import flow_summary, flow_table, progress, stderr_console
-        from streams.tools.simulate import (IO_BUFFER, command_line, counter_totals, default_workers, engine_counters,
-                                            simulate_parallel, watch_position)
+        from streams.tools.simulate import (IO_BUFFER, OutputFile, command_line, counter_totals, default_workers,
+                                            engine_counters, simulate_parallel, watch_position)
         from streams.tools.simulate import simulate as run
 
         if not input.is_file():
@@ -53,7 +53,17 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--audiences runs in one process: drop --workers or set it to 1")
             n = 1
         started = time.perf_counter()
-        out = open(output, "wb", buffering=IO_BUFFER) if output else sys.stdout.buffer  # noqa: SIM115
+        # each file is written beside its target and moved into place only on success
+        target = OutputFile(output) if output else None
+        joins = OutputFile(audiences) if audiences else None
+        written = [f for f in (target, joins) if f is not None]
+        try:
+            out = target.open() if target else sys.stdout.buffer
+            members = joins.open() if joins else None
+        except OSError:
+            for f in written:
+                f.discard()
+            raise
         with progress(f"simulating {input.name}", total=size, quiet=quiet, unit="bytes") as bar:
             feed = bar.to if bar.shown else None  # nobody watching: no position polling at all
             try:
@@ -67,26 +77,30 @@ def register(app: typer.Typer) -> None:
                     for b in bad:
                         print(b.as_json(), file=sys.stderr)
                 else:
-                    members = open(audiences, "wb") if audiences else None  # noqa: SIM115
-                    try:
-                        with open(input, "rb", buffering=IO_BUFFER) as lines:
-                            stop_watching = watch_position(lines, feed) if feed else (lambda: None)
-                            result = run(lines, settings, until_ms, keep=False,
-                                         on_bad=lambda b: print(b.as_json(), file=sys.stderr),
-                                         on_command=lambda cmd: out.write(command_line(cmd)),
-                                         on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n"))
-                                         if members else None)
-                            stop_watching()
-                    finally:
-                        if members is not None:
-                            members.close()
+                    with open(input, "rb", buffering=IO_BUFFER) as lines:
+                        stop_watching = watch_position(lines, feed) if feed else (lambda: None)
+                        result = run(lines, settings, until_ms, keep=False,
+                                     on_bad=lambda b: print(b.as_json(), file=sys.stderr),
+                                     on_command=lambda cmd: out.write(command_line(cmd)),
+                                     on_membership=(lambda m: members.write(orjson.dumps(m) + b"\n"))
+                                     if members else None)
+                        stop_watching()
                     events, n_commands, bad = result.events, result.count, result.bad_lines
                     counters = engine_counters(result.engines.values())
-            finally:
-                if output:
-                    out.close()
-                else:
-                    out.flush()
+            except BaseException:
+                for f in written:
+                    f.discard()
+                raise
+            if not target:
+                out.flush()
+        if events == 0:  # nothing simulated: existing output files stay as they were, and no zero summary
+            for f in written:
+                f.discard()
+            print(f"simulate: error: {input} holds no event (one JSON object a line: "
+                  '{"topic": ..., "value": {...}})', file=sys.stderr)
+            raise typer.Exit(3 if bad else 1)
+        for f in written:
+            f.commit()
         elapsed = time.perf_counter() - started
         late = counter_totals(counters, "late_applied")
         future = counter_totals(counters, "future")
@@ -97,14 +111,10 @@ def register(app: typer.Typer) -> None:
         if not quiet and counters:
             stderr_console().print(flow_table("Per flow", counters))
         dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
-        late_by_topic = f" ({', '.join(f'{t} {n}' for t, n in late.items())})" if late else ""
-        print(f"simulate: {events} events, {n_commands} commands, {dropped} steps dropped, "
-              f"{sum(late.values())} late events applied{late_by_topic}, {sum(future.values())} ahead of the clock, "
-              f"{len(bad)} bad lines in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, "
+        late_by_topic = f" ({', '.join(f'{t} {n:,}' for t, n in late.items())})" if late else ""
+        print(f"simulate: {events:,} events, {n_commands:,} commands, {dropped:,} steps dropped, "
+              f"{sum(late.values()):,} late events applied{late_by_topic}, {sum(future.values()):,} ahead of the "
+              f"clock, {len(bad):,} bad lines in {elapsed:.1f}s ({events / max(elapsed, 1e-9):,.0f} events/s, "
               f"{n} process(es))", file=sys.stderr)
         if bad:
             raise typer.Exit(3)
-        if events == 0:
-            print(f"simulate: error: {input} holds no event (one JSON object a line: "
-                  '{"topic": ..., "value": {...}})', file=sys.stderr)
-            raise typer.Exit(1)

@@ -99,6 +99,9 @@ class RuntimeStats:
         self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
 
 
+RESTORING_RETRY_AFTER_S = 5  # a customer query during a partition's restore: ask again after this
+
+
 class ProcessorRuntime:
     """Run the domain core over the input topics with exactly-once output."""
 
@@ -164,10 +167,15 @@ class ProcessorRuntime:
         """An interactive query (the ops endpoint ``/customers/{id}``, on the ops thread): the customer's
         state in words and next due steps, from a copy taken by one ``encode`` call — a single C call
         under the interpreter lock, so the copy is whole and the loop is never locked or paused.
-        (status, body): 404 for a customer of a partition this worker does not run, or one it has no
-        state of."""
+        (status, body): 503 ``restoring`` (with ``retry_after_s``) for a partition assigned here whose
+        state is still being restored; 404 for a customer of a partition this worker does not run, or
+        one it has no state of."""
         p = partition_for(customer_id, self.settings.topics.partitions)
         task = self.manager.tasks.get(p)
+        restoring = sorted(set(self.restoring) | set(self._to_restore))  # copies: the loop replaces them
+        if task is None and p in restoring:
+            return 503, {"error": "restoring", "customer_id": customer_id, "partition": p,
+                         "restoring_partitions": restoring, "retry_after_s": RESTORING_RETRY_AFTER_S}
         if task is None:
             return 404, {"error": "not_owned", "customer_id": customer_id, "partition": p,
                          "assigned_partitions": sorted(self.manager.tasks)}

@@ -7,6 +7,7 @@ answers ``offsets_for_times`` with 0, so the export does not rely on it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ FORMATS = ("avro", "parquet")
 def check_range(start_ms: int | None, end_ms: int | None) -> None:
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise ExportError("the time range is empty: --to is not after --from")
+
+
+def out_dir_problem(out: Path) -> str | None:
+    """Why ``out`` cannot take the export's files, or None: it must be a directory, or a path whose
+    nearest existing ancestor is a directory the export may create it in (checked before any work)."""
+    if out.exists():
+        if not out.is_dir():
+            return f"--out {out} is a file, not a directory (the export writes one file per topic into it)"
+        return None if os.access(out, os.W_OK | os.X_OK) else f"--out {out}: cannot write into this directory"
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        return f"--out {out}: {parent} is a file, not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"--out {out}: cannot create it in {parent}"
 
 
 def missing_topics(bootstrap: str, topics: list[str], kafka: KafkaSettings | None = None) -> list[str]:

@@ -5,6 +5,8 @@ stderr is not a terminal or the command runs with ``--quiet``."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,8 +20,8 @@ from rich.table import Table
 
 from streams.core.timetext import MINUS, UNITS, duration, iso  # one implementation, shared with the core
 
-__all__ = ["MINUS", "UNITS", "Bar", "change_text", "duration", "flow_summary", "flow_table", "is_duration_field",
-           "is_time_field", "iso", "progress", "progress_enabled", "readable_record", "stderr_console", "table",
+__all__ = ["MINUS", "UNITS", "Bar", "change_text", "console_for", "duration", "flow_summary", "flow_table", "is_duration_field",
+           "is_time_field", "iso", "object_changes", "progress", "progress_enabled", "readable_record", "stderr_console", "table",
            "value_text"]
 
 
@@ -44,9 +46,69 @@ def value_text(name: str, value: Any, zone: str | None = None, width: int = 40) 
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+_ABSENT = object()
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """``value`` as a JSON object: a dict, or a string holding one (the commands' ``context``); else None."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
+def _member_text(key: str, value: Any, zone: str | None) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    if isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value_text(key, value, zone)
+
+
+def _from_first_difference(old: str, new: str, before: int = 12) -> tuple[str, str]:
+    """Two long strings cut to start a little before where they first differ (``…cart/aab``), so the
+    shortened forms still show the difference."""
+    same = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    start = max(0, same - before)
+    return (old, new) if start == 0 else ("…" + old[start:], "…" + new[start:])
+
+
+def object_changes(old: Any, new: Any, zone: str | None = None, path: str = "") -> list[str]:
+    """The members that differ between two JSON values, by dotted path (``cart.items[0].price: 9.00 →
+    12.00``; ``(absent)`` for a member only one side has); nested objects and lists of the same length
+    are compared member by member."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        pairs = [(f"{path}{k}", old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in sorted(set(old) | set(new))]
+        sep = "."
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        pairs = [(f"{path.rstrip('.')}[{i}]", a, b) for i, (a, b) in enumerate(zip(old, new))]
+        sep = "."
+    else:
+        key = path.rstrip(".").rsplit(".", 1)[-1]
+        if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > 40:
+            old, new = _from_first_difference(old, new)
+        return [f"{path.rstrip('.')}: {_member_text(key, old, zone)} → {_member_text(key, new, zone)}"]
+    out: list[str] = []
+    for where, a, b in pairs:
+        if a != b:
+            out += object_changes(a, b, zone, where + sep) if a is not _ABSENT and b is not _ABSENT else \
+                [f"{where}: {_member_text(where.rsplit('.', 1)[-1], a, zone)} → "
+                 f"{_member_text(where.rsplit('.', 1)[-1], b, zone)}"]
+    return out
+
+
 def change_text(name: str, old: Any, new: Any, zone: str | None = None) -> str:
-    """``send_at: 2026-01-14T13:15:30+00:00 → 2026-01-14T14:15:30+00:00 (+1 h)``; other fields
-    ``name: old → new``."""
+    """``send_at: 2026-01-14T13:15:30+00:00 → 2026-01-14T14:15:30+00:00 (+1 h)``; a JSON object (the
+    commands' ``context``) ``name: key: old → new; other.key: (absent) → new`` for each member that
+    differs; other fields ``name: old → new``."""
+    old_obj, new_obj = _json_object(old), _json_object(new)
+    if old_obj is not None and new_obj is not None and old_obj != new_obj:
+        return f"{name}: " + "; ".join(object_changes(old_obj, new_obj, zone))
     text = f"{name}: {value_text(name, old, zone)} → {value_text(name, new, zone)}"
     numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
     if numbers and (is_time_field(name) or is_duration_field(name)):
@@ -114,9 +176,22 @@ def flow_table(title: str, counters: Mapping[str, int]) -> Table:
                  numeric_to=4)
 
 
+PIPE_WIDTH = 240  # piped or in CI: wide enough that tables never split an ISO time or an id mid-value
+
+
+def console_for(stderr: bool = False, **options: Any) -> Console:
+    """A console for results: on a terminal as wide as the terminal; piped (a file, CI) ``PIPE_WIDTH``
+    columns unless ``COLUMNS`` says otherwise (rich's 80 would fold ``2026-01-14T13:15:30+00:00`` or
+    ``expired_by_frequency_cap`` inside a table cell)."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not getattr(stream, "isatty", lambda: False)()
+    width = PIPE_WIDTH if piped and not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, width=width, **options)
+
+
 def stderr_console(quiet: bool = False) -> Console:
     """Where summaries and progress go when stdout may carry data (commands JSONL)."""
-    return Console(stderr=True, soft_wrap=True, quiet=quiet)
+    return console_for(stderr=True, soft_wrap=True, quiet=quiet)
 
 
 class Bar:

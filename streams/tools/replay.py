@@ -18,7 +18,9 @@ makes the sink send (no sink consumes the replay prefix unless someone points on
 from __future__ import annotations
 
 import copy
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +104,9 @@ def replay_settings(production: Settings, replay_prefix: str, config: Settings |
     """Settings of the replay: the (optionally other) config, the replay prefix, a fresh app id."""
     if replay_prefix == production.topics.prefix:
         raise ReplayError("the replay prefix must differ from production's: a replay never writes to production topics")
+    why = prefix_refusal(production, replay_prefix)
+    if why:
+        raise ReplayError(f"refusing replay prefix {replay_prefix!r}: {why}")
     s = copy.deepcopy(config or production)
     s.topics = copy.deepcopy(production.topics)
     s.topics.prefix = replay_prefix
@@ -111,16 +116,22 @@ def replay_settings(production: Settings, replay_prefix: str, config: Settings |
     return s
 
 
+Progress = Callable[[str, int, int | None], None]  # (what, done, total): for a progress bar
+
+
 def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: TimeRange,
-                offsets: dict[str, tuple[int | None, int | None]] | None = None) -> dict[str, int]:
-    """Copy the inputs in ``window`` into the replay topics, partition for partition."""
+                offsets: dict[str, tuple[int | None, int | None]] | None = None,
+                progress: Progress | None = None) -> dict[str, int]:
+    """Copy the inputs in ``window`` into the replay topics, partition for partition (``progress``:
+    ``copying <topic>``, records read of the topic)."""
     producer = Producer(producer_config(replay, bootstrap, **{"enable.idempotence": True}))
     copied: dict[str, int] = {}
     for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS:
         src, dst = production.topics.name(logical), replay.topics.name(logical)
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
-        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka):
+        read = (lambda done, total, src=src: progress(f"copying {src}", done, total)) if progress else None
+        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka, progress=read):
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
@@ -139,9 +150,9 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
     return copied
 
 
-def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> bool:
-    """Whether the group has committed past every record: nothing is left between its committed offsets
-    and the end the fetch reports (a ListOffsets high watermark can under-report that end)."""
+def _records_left(replay: Settings, bootstrap: str, group: str, topics: list[str]) -> int:
+    """The records the group has not committed past: those between its committed offsets and the end
+    the fetch reports (a ListOffsets high watermark can under-report that end); 0 when caught up."""
     c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False,
                                                            "isolation.level": "read_committed", **EOF_CONFIG}))
     left = 0
@@ -155,24 +166,33 @@ def _caught_up(replay: Settings, bootstrap: str, group: str, topics: list[str]) 
         tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
         committed = [TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)) for tp in c.committed(tps, timeout=10)]
         read_to_end(c, committed, count, 30, "replay progress")
-        return left == 0
+        return left
     finally:
         c.close()
 
 
 def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window: TimeRange,
                config: Settings | None = None, timeout_s: float = 600.0,
-               offsets: dict[str, tuple[int | None, int | None]] | None = None) -> ReplayResult:
+               offsets: dict[str, tuple[int | None, int | None]] | None = None,
+               created: list[str] | None = None, progress: Progress | None = None) -> ReplayResult:
+    """``created``, when given, receives the names of the topics this run created as soon as it may
+    use them (also when it fails later): the only topics ``--cleanup`` deletes. A replay refused at
+    start (its prefix already holds data) creates none and hands over none. ``progress``: the copy
+    per input topic, then ``replaying``: copied records the processors are past, of all copied."""
     replay = replay_settings(production, replay_prefix, config)
+    existing = set(topics_with_prefix(bootstrap, replay_prefix, replay.kafka))
+    if any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5, kafka=replay.kafka)
+           for lt in INPUT_TOPICS if replay.topics.name(lt) in existing):  # checked before creating anything
+        raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
     report = ensure_topics(bootstrap, topic_specs(replay), kafka=replay.kafka)
     if not report.healthy:
         raise ReplayError("replay topics do not match: " + "; ".join(report.mismatches))
-    if report.ok and any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5, kafka=replay.kafka)
-                         for lt in INPUT_TOPICS):
-        raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
-    copied = copy_inputs(production, replay, bootstrap, window, offsets)
+    own = created if created is not None else []
+    own.extend(sorted(report.created))
+    copied = copy_inputs(production, replay, bootstrap, window, offsets, progress)
     if not any(copied.values()):  # nothing to run: the topics this run created hold nothing, so they go
         delete_topics(bootstrap, sorted(report.created), replay.kafka)
+        own.clear()
         bounds = "".join(f"; {lt} offsets {lo if lo is not None else 'start'}–{hi if hi is not None else 'end'}"
                          for lt, (lo, hi) in sorted((offsets or {}).items()))
         raise EmptyRange(f"the range is empty: no input record {window.words()}{bounds}")
@@ -180,11 +200,15 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     bg = background.start(runtime.run, "replay-processor")
     inputs = [replay.topics.name(lt) for lt in INPUT_TOPICS]
     deadline = time.monotonic() + timeout_s
+    total = sum(copied[lt] for lt in INPUT_TOPICS)
     try:
         while True:
             if bg.errors:
                 raise ReplayError(f"replay processor failed: {bg.errors[0]}") from bg.errors[0]
-            if runtime.ready.is_set() and _caught_up(replay, bootstrap, replay.worker.app_id, inputs):
+            left = _records_left(replay, bootstrap, replay.worker.app_id, inputs) if runtime.ready.is_set() else total
+            if progress:
+                progress("replaying", max(0, min(total, total - left)), total)
+            if runtime.ready.is_set() and left == 0:
                 break
             if time.monotonic() > deadline:
                 raise ReplayError(f"replay did not catch up within {timeout_s}s")
@@ -213,15 +237,69 @@ def cleanup_refusal(production: Settings, prefix: str) -> str | None:
         return f"{prefix!r} is the production prefix"
     if prefix.startswith("_"):
         return f"{prefix!r} matches the broker's internal topics"
-    names = [s.name for s in topic_specs(production)]
-    names += [production.topics.dlq(lt) for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands", "outcomes",
-                                                                                       "feedback")]
-    names += [production.topics.name("feedback")]
-    hits = sorted(n for n in set(names) if n.startswith(prefix))
+    hits = [n for n in production_names(production) if n.startswith(prefix)]
     if hits:
         more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
         return f"{prefix!r} matches production topics ({', '.join(hits[:3])}{more})"
     return None
+
+
+def production_names(production: Settings) -> list[str]:
+    """Every topic name production uses: inputs, outputs, ledgers, changelogs, dead letters."""
+    names = [s.name for s in topic_specs(production)]
+    names += [production.topics.dlq(lt) for lt in INPUT_TOPICS + GLOBAL_INPUT_TOPICS + ("commands", "outcomes",
+                                                                                       "feedback")]
+    names += [production.topics.name("feedback")]
+    return sorted(set(names))
+
+
+def production_namespaces(production: Settings) -> list[str]:
+    """The dotted namespaces production's topics live in (``shop.``, ``email.``, ``audience.`` after
+    the production prefix); an undotted name is its own namespace."""
+    p = production.topics.prefix
+    spaces = set()
+    for name in production_names(production):
+        head, dot, _ = name[len(p):].partition(".") if name.startswith(p) else name.partition(".")
+        spaces.add((p if name.startswith(p) else "") + head + dot)
+    return sorted(spaces)
+
+
+def prefix_refusal(production: Settings, prefix: str) -> str | None:
+    """Why a replay may not use ``prefix``, or None: every refusal of :func:`cleanup_refusal`, and a
+    prefix that lies inside a production namespace (``shop.x.`` puts ``shop.x.shop.carts`` among
+    production's ``shop.`` topics, where production's ACLs, retention rules and clean-ups reach it)."""
+    why = cleanup_refusal(production, prefix)
+    if why:
+        return why
+    inside = [ns for ns in production_namespaces(production) if ns.endswith(".") and prefix.startswith(ns)]
+    if inside:
+        return (f"its topics ({prefix}{production.topics.carts}, …) would nest inside production's "
+                f"{inside[0]!r} topics: choose a prefix of its own, e.g. 'replay-2026-11.'")
+    return None
+
+
+def replay_topic_names(production: Settings, prefix: str) -> list[str]:
+    """The fixed names a replay with ``prefix`` creates (its state changelog is named by its run: see
+    :func:`is_replay_topic`)."""
+    replay = copy.deepcopy(production)
+    replay.topics.prefix = prefix
+    return sorted(s.name for s in topic_specs(replay) if not s.logical.startswith("changelog."))
+
+
+def is_replay_topic(production: Settings, prefix: str, name: str) -> bool:
+    """Whether a replay with ``prefix`` would create ``name``: one of :func:`replay_topic_names`, or a
+    run's state changelog ``<prefix><app_id>-replay-<prefix>-<ms>-<table>-changelog`` (any app id)."""
+    if name in replay_topic_names(production, prefix):
+        return True
+    slug = re.escape(f"-replay-{prefix.strip('.') or 'x'}-")  # any app id: the replay may have run with another config
+    return re.fullmatch(re.escape(prefix) + r"[A-Za-z0-9._-]+" + slug + r"\d+-[A-Za-z0-9_]+-changelog", name) is not None
+
+
+def replay_topics(bootstrap: str, production: Settings, prefix: str) -> tuple[list[str], list[str]]:
+    """The cluster's topics starting with ``prefix``: (those a replay with it creates, the others)."""
+    names = topics_with_prefix(bootstrap, prefix, production.kafka)
+    ours = [n for n in names if is_replay_topic(production, prefix, n)]
+    return ours, [n for n in names if n not in ours]
 
 
 def topics_with_prefix(bootstrap: str, prefix: str, kafka: KafkaSettings | None = None) -> list[str]:
@@ -251,8 +329,9 @@ def delete_topics(bootstrap: str, names: list[str], kafka: KafkaSettings | None 
 
 
 def cleanup(production: Settings, bootstrap: str, prefix: str) -> dict[str, str | None]:
-    """Delete every topic starting with ``prefix`` unless :func:`cleanup_refusal` refuses it."""
+    """Delete the topics a replay with ``prefix`` creates (:func:`is_replay_topic`), never another topic
+    that merely starts with it, unless :func:`cleanup_refusal` refuses the prefix."""
     why = cleanup_refusal(production, prefix)
     if why:
         raise ReplayError(f"refusing to delete topics with prefix {prefix!r}: {why}")
-    return delete_topics(bootstrap, topics_with_prefix(bootstrap, prefix, production.kafka), production.kafka)
+    return delete_topics(bootstrap, replay_topics(bootstrap, production, prefix)[0], production.kafka)

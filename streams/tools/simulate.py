@@ -13,14 +13,17 @@ byte-identical to one process. A worker that dies fails the run.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -261,6 +264,55 @@ _KEY_LEN = 27
 GLOBAL_SEQ = 10_000  # a global record's commands are keyed (line, partition × this + seq): partition order
 _UNTIL = 10**18  # key of commands fired by the final clock advance (after every input line)
 IO_BUFFER = 1 << 20  # gigabytes go through the input, the spools and the output: few large syscalls
+
+
+class OutputFile:
+    """An output written to a temporary file beside ``path`` and moved onto it only by :meth:`commit`
+    (one rename on the same file system): a run that fails or finds nothing leaves an existing file
+    as it was. What is not a regular file (``/dev/null``, a named pipe) is written directly. A path whose directory is missing, or that is a directory, fails at :meth:`open`, before
+    any work, naming ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp: Path | None = None
+        self._file: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
+        if self.path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
+        if self.path.exists() and not self.path.is_file():  # /dev/null, a pipe: written to, never replaced
+            self._file = open(self.path, "wb", buffering=IO_BUFFER)  # noqa: SIM115 - closed by commit or discard
+            return self._file
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        except OSError as exc:  # the directory is missing or closed to us: name the file asked for
+            raise type(exc)(exc.errno, exc.strerror, str(self.path)) from None
+        self._tmp = Path(tmp)
+        self._file = open(fd, "wb", buffering=IO_BUFFER)  # noqa: SIM115 - closed by commit or discard
+        return self._file
+
+    def commit(self) -> None:
+        assert self._file is not None, "open() first"
+        self._file.close()
+        if self._tmp is None:  # not a regular file: written in place
+            return
+        mode = self.path.stat().st_mode & 0o7777 if self.path.exists() else 0o666 & ~_umask()
+        os.chmod(self._tmp, mode)  # mkstemp makes it 0600: keep the replaced file's (or the usual) mode
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def watch_position(f: BinaryIO, report: Callable[[int], None], every_s: float = 0.25) -> Callable[[], None]:
