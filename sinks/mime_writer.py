@@ -30,8 +30,8 @@ import re
 import sys
 
 MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
-_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
-_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*$")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*\Z")  # \Z: "$" would also match before a final newline
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*\Z")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 _WORD_OVERHEAD = len("=?utf-8?q??=")
 

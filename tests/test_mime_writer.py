@@ -132,6 +132,14 @@ def test_any_subject_reads_back_the_same_on_ascii_lines_of_at_most_78(subject):
     assert str(msg["Subject"]) == _as_read(subject)
 
 
+@pytest.mark.parametrize("subject", ["\n", "Sale\n", " \n", "Ihr Warenkorb\n"])
+def test_a_subject_ending_in_a_newline_is_encoded_not_written_as_a_line_break(subject):
+    field = writer.unstructured("Subject", subject)
+    assert "\n" not in field  # fits one line: a raw line break would end the header block
+    msg = message_from_bytes(f"{field}\nTo: ada@example.com\n\nbody\n".encode("ascii"), policy=policy.default)
+    assert list(msg.keys()) == ["Subject", "To"] and str(msg["Subject"]) == subject
+
+
 def _as_read(subject: str) -> str:
     """What a reader gets back: the subject exactly — but the spaces before a plain printable-ASCII value, which
     the parser takes for the space after the colon."""
