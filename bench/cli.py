@@ -84,6 +84,12 @@ def register(app: typer.Typer) -> None:
                                      f"{', '.join(known)}", param_hint="--parts")
         figures = run_bench(cfg, chosen,
                             os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        if "guard-worker" in chosen:  # bench.guard_worker builds on the runner's worker harness
+            from bench.guard_worker import bench_guard_worker
+            from streams.kafka.embedded_broker import kafka_bootstrap
+
+            with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+                bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bootstrap, figures)
         machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
                    "seconds": round(time.perf_counter() - t0, 1), "size": "tiny" if tiny else "quick" if quick else "full"}
         table = Table("figure", "value", title=f"shopmail bench ({machine['size']}, {machine['cpus']} cpus)")

@@ -889,7 +889,7 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
         from bench.guard import bench_guard_instructions
 
         bench_guard_instructions(cfg.core_customers // 4, cfg.core_days, figures)
-    broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink", "guard-worker")]
+    broker_parts = [p for p in parts if p in ("worker", "scaleout", "restore", "latency", "sink")]
     if broker_parts:
         with kafka_bootstrap(bootstrap) as bs:
             events: list[tuple[str, dict[str, Any]]] | None = None
@@ -905,8 +905,4 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
                 bench_latency(cfg, bs, figures)
             if "sink" in parts:
                 bench_sink(cfg, bs, figures)
-            if "guard-worker" in parts:
-                from bench.guard_worker import bench_guard_worker
-
-                bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bs, figures)
     return figures
