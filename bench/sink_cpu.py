@@ -4,7 +4,7 @@ threads): the signed links and extra context, rendering, the MIME bytes, and the
 counted). Every template in every shipped locale, cycled to ``--emails`` mails.
 
 It imports only what every release of the sink has (``Renderer.render``, ``build_mime``, ``list_links``,
-``render_extra``, ``SesSender.send_raw``), so ``PYTHONPATH=<another tree> python bench/sink_cpu.py`` measures
+``render_extra``, ``SesSender.send_raw``, and the bench's own moto starter ``bench.runner._Ses``), so ``PYTHONPATH=<another tree> python bench/sink_cpu.py`` measures
 that release the same way; ``shopmail bench --parts sink --sink-baseline <tree>`` runs both, interleaved.
 Prints one JSON object: milliseconds of CPU per email per part.
 """
@@ -14,40 +14,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
-def _moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as probe:  # a free port for moto
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/data.json", timeout=1).close()
-            return proc, url
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-
-
 def measure(emails: int, concurrency: int) -> dict[str, Any]:
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    import boto3
-
+    from bench.runner import _Ses
     from sinks import samples
     from sinks.intake import now_ms
     from sinks.mime import build_mime, list_links, sender_identity
@@ -81,11 +54,8 @@ def measure(emails: int, concurrency: int) -> dict[str, Any]:
                                                command_id=cr[0]["command_id"], category=cr[0]["category"],
                                                unsubscribe_url="https://shop.example.com/u?c=1", unsubscribe_mailto=None,
                                                date_ms=now_ms()), list(zip(commands, rendered)))
-    proc, url = _moto()
+    ses = _Ses(s)  # moto in its own process, the sender verified, ``s.ses`` pointed at it
     try:
-        s.ses.endpoint_url = url
-        boto3.client("sesv2", endpoint_url=url, region_name=s.ses.region).create_email_identity(
-            EmailIdentity=s.ses.from_address)
         sender = SesSender(s.ses)
         tags = {"command_id": "b" * 32, "customer_id": "c1", "flow": "order_confirmation", "step": "1",
                 "variant": "control"}
@@ -97,8 +67,7 @@ def measure(emails: int, concurrency: int) -> dict[str, Any]:
         out["ses_call_ms"] = round((time.process_time() - t0) * 1000 / len(raws), 3)
         out["ses_calls_per_s"] = round(len(raws) / (time.monotonic() - w0), 1)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        ses.close()
     out["total_ms"] = round(sum(v for k, v in out.items() if k.endswith("_ms")), 3)
     return out
 
