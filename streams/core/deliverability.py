@@ -166,12 +166,8 @@ class DeliverabilityGuard:
             return
         state = self.state
         bucket_ms = self.bucket_ms
-        target = watermark // bucket_ms
-        if target > state.upto:
-            if target < self._wake:  # ``catch_up``'s first answer, inlined (every feedback record)
-                state.upto = target
-            else:
-                self.catch_up(watermark)
+        if watermark // bucket_ms > state.upto:  # a call once per boundary passed, not per record
+            self.catch_up(watermark)
         bucket = record["occurred_at"] // bucket_ms
         upto = state.upto
         if upto and bucket + self.window <= upto:
@@ -379,13 +375,8 @@ class DeliverabilityGuard:
         state = self.state
         if not state.providers:
             return None  # nothing counted yet: no provider can be stopped (its boundaries are evaluated when one is)
-        target = at // self.bucket_ms
-        if target > state.upto:
-            if target < self._wake:  # ``catch_up``'s first answer, inlined (every marketing decision)
-                state.upto = target
-                self._changed()
-            else:
-                self.catch_up(at)
+        if at // self.bucket_ms > state.upto:  # a call once per boundary passed, not per decision
+            self.catch_up(at)
         if not self._stopping:
             return None
         name = self.provider(email)
