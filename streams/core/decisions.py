@@ -271,7 +271,7 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     p = c.p
     tz = zone(p.tz)
     flows = tuple(flows)
-    steps_of = {f.name: len(getattr(f, "delays", ())) or f.steps for f in flows}
+    steps_of = {f.name: _step_count(f) for f in flows}
 
     def next_step(flow: str, n: int) -> str:
         return f"next step {n}" if n <= steps_of.get(flow, n) else "every step done"
@@ -294,7 +294,8 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
         state.append(f"{o.n} order(s), the last placed at {when(o.last, tz)}")
     cart = c.abandoned_cart.run if c.abandoned_cart is not None else None
     if cart is not None:
-        state.append(_cart_words(c, cart, next((f for f in flows if f.name == "abandoned_cart"), None), tz))
+        state.append(_cart_words(c, cart, next((f for f in flows if f.name == "abandoned_cart"), None),
+                                 steps_of.get("abandoned_cart", 3), tz))
     wb = c.win_back
     if wb is not None and wb.run is not None:
         state.append(f"win-back series ({wb.run.seg}) since {when(wb.run.a, tz)}, "
@@ -318,11 +319,16 @@ def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) 
     return doc
 
 
-def _cart_words(c: Customer, cart: Any, flow: Flow | None, tz: ZoneInfo) -> str:
-    """The open cart and where its series stands. Cart activity after a finished series, within the
-    flow's ``no_respam_ms`` of the last cart mail, starts no series: said as such, with when one would."""
+def _step_count(flow: Flow) -> int:
+    """The steps a flow's series has as configured (its delays), else as declared."""
+    return len(getattr(flow, "delays", ())) or flow.steps
+
+
+def _cart_words(c: Customer, cart: Any, flow: Flow | None, steps: int, tz: ZoneInfo) -> str:
+    """The open cart and where its series stands (``steps``: its series' step count). Cart activity after a
+    finished series, within the flow's ``no_respam_ms`` of the last cart mail, starts no series: said as such,
+    with when one would."""
     lines = f"cart {cart.id} with {len(cart.items)} line(s), last activity {when(cart.a, tz)}"
-    steps = len(getattr(flow, "delays", ())) or (flow.steps if flow is not None else 3)
     if cart.next <= steps:
         return f"open {lines}, next step {cart.next}"
     st = c.abandoned_cart
