@@ -4,8 +4,9 @@ threads): the signed links and extra context, rendering, the MIME bytes, and the
 counted). Every template in every shipped locale, cycled to ``--emails`` mails.
 
 It imports only what every release of the sink has (``Renderer.render``, ``build_mime``, ``list_links``,
-``render_extra``, ``SesSender.send_raw``, and the bench's own moto starter ``bench.runner._Ses``), so ``PYTHONPATH=<another tree> python bench/sink_cpu.py`` measures
-that release the same way; ``shopmail bench --parts sink --sink-baseline <tree>`` runs both, interleaved.
+``render_extra``, ``SesSender.send_raw``, and the bench's own moto starter ``bench.runner._Ses``), so
+``PYTHONPATH=<another tree> python bench/sink_cpu.py`` measures that release the same way;
+``shopmail bench --parts sink --sink-baseline <tree>`` runs both, interleaved.
 Prints one JSON object: milliseconds of CPU per email per part.
 """
 

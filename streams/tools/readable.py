@@ -20,9 +20,9 @@ from rich.table import Table
 
 from streams.core.timetext import MINUS, UNITS, duration, iso  # one implementation, shared with the core
 
-__all__ = ["MINUS", "UNITS", "Bar", "change_text", "console_for", "duration", "flow_summary", "flow_table", "is_duration_field",
-           "is_time_field", "iso", "object_changes", "progress", "progress_enabled", "readable_record", "stderr_console", "table",
-           "value_text"]
+__all__ = ["MINUS", "UNITS", "Bar", "change_text", "console_for", "duration", "flow_summary", "flow_table",
+           "is_duration_field", "is_time_field", "iso", "object_changes", "progress", "progress_enabled",
+           "readable_record", "stderr_console", "table", "value_text"]
 
 
 def is_time_field(name: str) -> bool:

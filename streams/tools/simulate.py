@@ -269,8 +269,8 @@ IO_BUFFER = 1 << 20  # gigabytes go through the input, the spools and the output
 class OutputFile:
     """An output written to a temporary file beside ``path`` and moved onto it only by :meth:`commit`
     (one rename on the same file system): a run that fails or finds nothing leaves an existing file
-    as it was. What is not a regular file (``/dev/null``, a named pipe) is written directly. A path whose directory is missing, or that is a directory, fails at :meth:`open`, before
-    any work, naming ``path``."""
+    as it was. What is not a regular file (``/dev/null``, a named pipe) is written directly. A path whose
+    directory is missing, or that is a directory, fails at :meth:`open`, before any work, naming ``path``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
