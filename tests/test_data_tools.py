@@ -367,6 +367,16 @@ def test_only_the_names_a_replay_creates_count_as_its_topics_not_every_name_with
     assert not is_replay_topic(settings, prefix, prefix + "shop.carts-archive")
 
 
+def test_a_prefix_without_its_trailing_dot_does_not_claim_the_dotted_replays_changelog(settings):
+    from streams.kafka.topics import topic_specs
+    from streams.tools.replay import is_replay_topic, replay_settings
+
+    dotted = settings.topics.prefix + "atk1."
+    changelogs = [s.name for s in topic_specs(replay_settings(settings, dotted)) if s.logical.startswith("changelog.")]
+    assert changelogs and all(is_replay_topic(settings, dotted, n) for n in changelogs)
+    assert not any(is_replay_topic(settings, dotted[:-1], n) for n in changelogs)  # `replay cleanup atk1` keeps them
+
+
 # ---- against the broker ---------------------------------------------------------------------------
 
 def _topic(kafka: str, name: str) -> None:

@@ -288,11 +288,14 @@ def replay_topic_names(production: Settings, prefix: str) -> list[str]:
 
 def is_replay_topic(production: Settings, prefix: str, name: str) -> bool:
     """Whether a replay with ``prefix`` would create ``name``: one of :func:`replay_topic_names`, or a
-    run's state changelog ``<prefix><app_id>-replay-<prefix>-<ms>-<table>-changelog`` (any app id)."""
+    run's state changelog ``<prefix><app_id>-replay-<prefix>-<ms>-<table>-changelog`` (any app id, which
+    does not start with a dot: ``atk1`` and ``atk1.`` share the slug, and ``atk1``'s names never continue
+    with the dot that ``atk1.``'s do)."""
     if name in replay_topic_names(production, prefix):
         return True
     slug = re.escape(f"-replay-{prefix.strip('.') or 'x'}-")  # any app id: the replay may have run with another config
-    return re.fullmatch(re.escape(prefix) + r"[A-Za-z0-9._-]+" + slug + r"\d+-[A-Za-z0-9_]+-changelog", name) is not None
+    return re.fullmatch(re.escape(prefix) + r"[A-Za-z0-9_-][A-Za-z0-9._-]*" + slug + r"\d+-[A-Za-z0-9_]+-changelog",
+                        name) is not None
 
 
 def replay_topics(bootstrap: str, production: Settings, prefix: str) -> tuple[list[str], list[str]]:
