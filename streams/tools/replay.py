@@ -329,12 +329,3 @@ def delete_topics(bootstrap: str, names: list[str], kafka: KafkaSettings | None 
         except Exception as exc:  # noqa: BLE001 - each refusal is reported by name
             out[name] = str(exc)
     return dict(sorted(out.items()))
-
-
-def cleanup(production: Settings, bootstrap: str, prefix: str) -> dict[str, str | None]:
-    """Delete the topics a replay with ``prefix`` creates (:func:`is_replay_topic`), never another topic
-    that merely starts with it, unless :func:`cleanup_refusal` refuses the prefix."""
-    why = cleanup_refusal(production, prefix)
-    if why:
-        raise ReplayError(f"refusing to delete topics with prefix {prefix!r}: {why}")
-    return delete_topics(bootstrap, replay_topics(bootstrap, production, prefix)[0], production.kafka)
