@@ -47,8 +47,8 @@ from streams.core.state import Customer
 from streams.core.sunset import sunset_at
 from streams.core.timetext import day, duration, iso, when, zone_words
 
-__all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "day", "duration", "iso", "pending_steps",
-           "sunset_of", "sunset_words", "when", "zone"]
+__all__ = ["DecisionLog", "Entry", "PendingStep", "customer_state", "day", "duration", "iso", "leaves_marketing",
+           "left_marketing", "pending_steps", "sunset_of", "sunset_words", "when", "zone"]
 
 
 @dataclass
@@ -248,20 +248,30 @@ def sunset_of(flows: Iterable[Flow]) -> Sunset | None:
     return next((f for f in flows if isinstance(f, Sunset)), None)
 
 
+def leaves_marketing(at: int | None, tz: ZoneInfo) -> str:
+    """"leaves marketing on 2026-06-30 unless they order or click" (the sunset timer's due time)."""
+    return f"leaves marketing on {day(at, tz)} unless they order or click"
+
+
+def left_marketing(at: int | None, days: int, tz: ZoneInfo) -> str:
+    """"left marketing on 2026-06-30 (no order or click for 180 days)" (the day left out when not known)."""
+    on = f" on {day(at, tz)}" if at is not None else ""
+    return f"left marketing{on} (no order or click for {days} days)"
+
+
 def sunset_words(c: Customer, flow: Sunset | None, tz: ZoneInfo) -> tuple[str, int] | None:
-    """Sunset in words — "left marketing on 2026-06-30 (no order or click for 180 days)", "leaves
-    marketing on 2026-06-30 unless they order or click" — and its time; None when it does not apply."""
+    """Sunset in words (``left_marketing`` or ``leaves_marketing``) and its time; None when it does not
+    apply."""
     if flow is None or not flow.after_ms:
         return None
-    days = flow.after_ms // DAY_MS
     if c.sunset_since is not None:
-        return f"left marketing on {day(c.sunset_since, tz)} (no order or click for {days} days)", c.sunset_since
+        return left_marketing(c.sunset_since, flow.after_ms // DAY_MS, tz), c.sunset_since
     if not c.p.opt:
         return None
     at = sunset_at(c, flow.after_ms)
     if at is None:
         return None
-    return f"leaves marketing on {day(at, tz)} unless they order or click", at
+    return leaves_marketing(at, tz), at
 
 
 def customer_state(cid: str, c: Customer, flows: Iterable[Flow], clock_ms: int) -> dict[str, Any]:

@@ -43,7 +43,8 @@ import orjson
 from schemas import serde
 from streams.config import Settings
 from streams.core.guards import zone
-from streams.core.decisions import DecisionLog, Entry, PendingStep, pending_steps, sunset_of, sunset_words
+from streams.core.decisions import (DecisionLog, Entry, PendingStep, leaves_marketing, left_marketing, pending_steps,
+                                    sunset_of, sunset_words)
 from streams.core.flows.sunset import Sunset
 from streams.core.timetext import day, duration, iso, when, zone_words
 from streams.core.engine import PartitionEngine
@@ -208,12 +209,11 @@ class _SunsetWords:
     left: bool = False
 
     def left_words(self, at: int | None) -> str:
-        on = f" on {day(at, self.tz)}" if at is not None else ""
-        return f"left marketing{on} (no order or click for {self.days} days)"
+        return left_marketing(at, self.days, self.tz)
 
     def row(self, e: Entry, data: dict[str, Any], sources: dict[str, Fact]) -> Row:
         if e.kind == "scheduled":
-            leaves = f"leaves marketing on {day(e.due, self.tz)} unless they order or click"
+            leaves = leaves_marketing(e.due, self.tz)
             what = CAUSE_WORDS.get(e.cause, e.cause.replace(":", " "))
             if self.left and e.cause != "timer":
                 text = f"sunset: back in marketing: {what} on {day(e.at, self.tz)}; {leaves}"
