@@ -31,7 +31,9 @@ instance and step: what would change for this customer, one row per decision, a 
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -668,13 +670,16 @@ def _likely_cause(ex: Explanation, facts: list[Fact], grace_ms: int) -> str:
     tz = ex.zone
     ticks = sorted((f.timestamp, _event_time(f)) for f in facts
                    if f.logical == "clock" and f.timestamp is not None and f.partition == ex.partition)
+    produced = [ts for ts, _ in ticks]
+    stood = list(itertools.accumulate((tick for _, tick in ticks), max))  # the clock by then: the highest tick
     mine = [f for f in facts if f.record.get("customer_id") == ex.customer_id]
     late: list[str] = []
     for f in mine:
         at = arrival(f)
         if at is None:
             continue
-        clock = max((tick for ts, tick in ticks if ts <= at), default=None)
+        n = bisect.bisect_right(produced, at)  # the clock records produced by ``at``
+        clock = stood[n - 1] if n else None
         if clock is not None and _event_time(f) < clock - grace_ms:
             late.append(f"{f.logical} {f.record.get('type', '')} at {when(_event_time(f), tz)} was produced at "
                         f"{when(at, tz)}, when the clock records stood at {when(clock, tz)} (late by "
