@@ -92,8 +92,25 @@ def read_avro_dir(settings: Settings, directory: Path) -> Inputs:
                 raise EmptyReport(f"{path} is not an Avro container file: {exc}") from exc
     if not found:
         names = ", ".join(f"{settings.topics.name(t)}.avro" for t in SOURCES)
-        raise EmptyReport(f"{directory} holds none of {names}")
+        raise EmptyReport(f"{directory} holds none of {names} (the Avro exports report reads): it holds "
+                          f"{_what_it_holds(directory)}")
     return inputs
+
+
+def _what_it_holds(directory: Path) -> str:
+    """What a directory without the Avro exports holds instead, in words (e.g. only Parquet exports)."""
+    found = sorted(p.name for p in directory.iterdir() if p.is_file())
+    parquet = [n for n in found if n.endswith(".parquet")]
+    if parquet:
+        return f"only Parquet files ({_some(parquet)}): write the Avro ones with " \
+               f"`shopmail export --format avro --out {directory}`"
+    if found:
+        return f"{len(found)} other file(s) ({_some(found)})"
+    return "nothing (an empty directory)"
+
+
+def _some(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def from_avro_dir(settings: Settings, directory: Path) -> Attribution:

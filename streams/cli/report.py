@@ -3,36 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
-
-
-def unreadable_dir(settings: Any, directory: Path) -> str | None:
-    """Why ``report --input-dir`` cannot read ``directory``, saying what it expected and what it found
-    (e.g. only Parquet exports), or None when it holds at least one of the Avro exports it reads."""
-    from streams.analytics.report import SOURCES
-
-    if not directory.is_dir():
-        return None  # the report's own message: not a directory
-    expected = [f"{settings.topics.name(t)}.avro" for t in SOURCES]
-    if any((directory / name).is_file() for name in expected):
-        return None
-    found = sorted(p.name for p in directory.iterdir() if p.is_file())
-    parquet = [n for n in found if n.endswith(".parquet")]
-    if parquet:
-        what = f"only Parquet files ({_some(parquet)}): write the Avro ones with " \
-               f"`shopmail export --format avro --out {directory}`"
-    elif found:
-        what = f"{len(found)} other file(s) ({_some(found)})"
-    else:
-        what = "nothing (an empty directory)"
-    return f"{directory} holds none of {', '.join(expected)} (the Avro exports report reads): it holds {what}"
-
-
-def _some(names: list[str], n: int = 3) -> str:
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def register(app: typer.Typer) -> None:
@@ -56,9 +30,6 @@ def register(app: typer.Typer) -> None:
         console = console_for()
         try:
             if input_dir is not None:
-                why = unreadable_dir(settings, input_dir)
-                if why is not None:
-                    raise rep.EmptyReport(why)
                 inputs = rep.read_avro_dir(settings, input_dir)
             else:
                 from streams.kafka.embedded_broker import kafka_bootstrap
