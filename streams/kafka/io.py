@@ -319,3 +319,19 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
         return out
     finally:
         c.close()
+
+
+def holds_records(bootstrap: str, topic: str, kafka: KafkaSettings | None = None) -> bool:
+    """Whether any partition of ``topic`` holds a record: its high watermark above its low one (False for a
+    topic that does not exist). An answer from the broker's offsets, not from how soon a fetch returns
+    (a read that gives up after a short idle time says "empty" whenever the first fetch is slow)."""
+    c = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{"group.id": "shopmail-reader",
+                                                                       "enable.auto.commit": False}))
+    try:
+        md = c.list_topics(topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            return False
+        return any(hi > lo for lo, hi in (c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                                          for p in md.topics[topic].partitions))
+    finally:
+        c.close()

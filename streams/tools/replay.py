@@ -30,7 +30,7 @@ from schemas import serde
 from streams.runtime import background
 from streams.config import KafkaSettings, Settings
 from streams.core.timetext import iso
-from streams.kafka.io import client_config, producer_config, read_topic
+from streams.kafka.io import client_config, holds_records, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
@@ -181,7 +181,7 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     per input topic, then ``replaying``: copied records the processors are past, of all copied."""
     replay = replay_settings(production, replay_prefix, config)
     existing = set(topics_with_prefix(bootstrap, replay_prefix, replay.kafka))
-    if any(read_topic(bootstrap, replay.topics.name(lt), idle_s=0.2, timeout_s=5, kafka=replay.kafka)
+    if any(holds_records(bootstrap, replay.topics.name(lt), replay.kafka)
            for lt in INPUT_TOPICS if replay.topics.name(lt) in existing):  # checked before creating anything
         raise ReplayError(f"replay prefix {replay_prefix!r} already holds data: choose a new prefix")
     report = ensure_topics(bootstrap, topic_specs(replay), kafka=replay.kafka)
