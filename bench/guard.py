@@ -105,7 +105,7 @@ def bench_guard(customers: int, days: int, rounds: int, out: Any) -> None:
     out.add("guard.off_cpu_s", round(off_s, 2))
     out.add("guard.on_events_per_cpu_s", round(len(events) / on_s))
     out.add("guard.off_events_per_cpu_s", round(len(events) / off_s))
-    out.add("guard.cost", round(on_s / off_s - 1, 4))  # the brief: ≤ 0.05
+    out.add("guard.cost", round(on_s / off_s - 1, 4))  # target: ≤ 0.05
 
 
 def bench_guard_instructions(customers: int, days: int, out: Any) -> None:
