@@ -132,6 +132,10 @@ class WorkerSettings:
     # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)
     max_lag_wait_ms: int = 5000  # …and up to this long when that topic is known to have unfetched records
     max_buffered: int = 5000  # records buffered per topic-partition before it is paused
+    # the order the co-partitioned topics are merged in: "event_time" (the records' event times), or
+    # "arrival" (their Kafka timestamps — when they reached the log — where a record has one; what
+    # ``replay`` uses so a fact that reached production late is applied late again, as production did)
+    merge_order: str = "event_time"
     health_stall_s: float = 60.0  # /healthz fails (the pod restarts) when the loop has not turned this long
 
 

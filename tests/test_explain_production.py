@@ -75,6 +75,9 @@ def test_a_late_order_is_applied_after_the_clock_records_that_preceded_it_and_pr
     ex = explain_topics(s, kafka, known, quiet=True)
     placed = next(r.text for r in ex.rows if r.kind == "fact" and "orders placed" in r.text)
     assert "late by 1 min 30 s: applied at once" in placed and "on time" not in placed  # the clock stood at +110 s
+    kinds = [(r.kind, r.data.get("flow")) for r in ex.rows if r.kind in ("fired", "ended") or r is _row(ex, placed)]
+    assert kinds.index(("fired", "abandoned_cart")) < kinds.index(("fact", None)), \
+        "the late order stands after the mail the clock had already fired, as the engine took them"
     fired = [r.data["command_id"] for r in ex.rows if r.kind == "fired"]
     known_cmd = next(c for c in emitted if c["customer_id"] == known and c["flow"] == "abandoned_cart")
     assert sorted(fired) == sorted(c["command_id"] for c in emitted if c["customer_id"] == known)
@@ -87,12 +90,18 @@ def test_a_late_order_is_applied_after_the_clock_records_that_preceded_it_and_pr
     ex = explain_topics(s, kafka, unknown, quiet=True)
     placed = next(r.text for r in ex.rows if r.kind == "fact" and "orders placed" in r.text)
     assert "arrival order unknown" in placed and "on time" not in placed
+    fact = next(f for f in ex.as_json()["timeline"] if f["kind"] == "fact" and f["text"] == placed)
+    assert fact["status"] == "arrival_unknown", "the JSON says what the table says"
     assert [r.data["flow"] for r in ex.rows if r.kind == "fired"] == ["order_confirmation"]
     unknown_cmd = next(c for c in emitted if c["customer_id"] == unknown and c["flow"] == "abandoned_cart")
     differs = [r.text for r in ex.rows if r.kind == "differs"]
     assert differs == [f"in production but not here: abandoned_cart step 1 [{unknown_cmd['command_id']}] — likely "
                        f"cause: the arrival order of 1 record(s) of the customer is unknown (their Kafka timestamp is "
                        f"their event time): the worker may have applied them after clock records that had passed them"]
+
+
+def _row(ex, text: str):
+    return next(r for r in ex.rows if r.text == text)
 
 
 def _when(ms: int, ex) -> str:

@@ -114,3 +114,33 @@ def test_a_global_records_processing_error_in_a_later_partition_is_kept_and_its_
                            DeadLetter(1, "too_large", "every partition", admission=True)]
     out.take(later)
     assert [d.reason for d in out.dead_letters] == ["processing_error"]
+
+
+def test_under_arrival_order_a_fact_that_came_late_is_merged_after_the_clock_records_that_came_before_it():
+    s = _settings()
+    s.worker.merge_order = "arrival"
+    task: PartitionTask[str] = PartitionTask(s, 0)
+    out: TaskOutput[str] = TaskOutput()
+    task.offer("carts", "cart", _cart("c1", T0 + 2), arrived_at=T0 + 2)
+    task.offer("clock", "tick", {"partition": 0, "tick_at": T0 + 10, "source": "t"}, arrived_at=T0 + 10)
+    task.offer("orders", "order", _order("c1", T0 + 5), arrived_at=T0 + 90)  # happened before the tick, came after
+    task.run(out, 10, lambda topic: 0, now_ms=0)
+    assert out.done == ["cart", "tick", "order"]
+    by_event_time: PartitionTask[str] = PartitionTask(_settings(), 0)
+    out = TaskOutput()
+    by_event_time.offer("carts", "cart", _cart("c1", T0 + 2), arrived_at=T0 + 2)
+    by_event_time.offer("clock", "tick", {"partition": 0, "tick_at": T0 + 10, "source": "t"}, arrived_at=T0 + 10)
+    by_event_time.offer("orders", "order", _order("c1", T0 + 5), arrived_at=T0 + 90)
+    by_event_time.run(out, 10, lambda topic: 0, now_ms=0)
+    assert out.done == ["cart", "order", "tick"]
+
+
+def test_an_unknown_merge_order_is_refused_with_the_orders_there_are():
+    import pytest
+
+    from streams.config import ConfigError
+
+    s = _settings()
+    s.worker.merge_order = "wallclock"
+    with pytest.raises(ConfigError, match="worker.merge_order must be one of event_time, arrival, not 'wallclock'"):
+        PartitionTask(s, 0)

@@ -105,3 +105,44 @@ def test_diff_reports_added_removed_and_changed_by_command_id():
     c = {"command_id": "3", "send_at": 3}
     d = diff_commands([a, b], [dict(b, send_at=20), c])
     assert d.added == [c] and d.removed == [a] and d.changed == [(b, dict(b, send_at=20), ["send_at"])]
+
+
+@pytest.mark.integration
+def test_a_fact_that_reached_production_late_is_named_as_the_cause_and_arrival_order_replays_it_identically(
+        kafka, settings, tmp_path):
+    """Production kept up: its clock had fired the cart's first mail when an order placed 20 s after the cart
+    arrived 91 s late. An event-time replay applies the order before that tick and names the late order as
+    the cause of the difference; an arrival-order replay applies it late, as production did."""
+    from streams.cli.replay import _diff_doc
+    from streams.kafka.partitioning import partition_for
+    from streams.tools.simulate import simulate
+    from tests.core_events import T0 as C0, cart, customer, order, tick
+    from tests.test_explain_production import _late_settings, _produce, TICK_MS
+    from tests.test_simulate import write_jsonl
+
+    s = _late_settings(settings)
+    cid = "late-replayed"
+    p = partition_for(cid, s.topics.partitions)
+    facts = [customer(cid, at=C0 - 120_000), cart(cid, C0)]
+    ticks = [tick(C0 + n * TICK_MS, p) for n in range(1, 60)]
+    late_order = order(cid, C0 + 20_000, order_id="o-late")
+    path = tmp_path / "kept-up.jsonl"  # the order in which a worker that kept up took the records
+    before = [t for t in ticks if t[1]["tick_at"] < C0 + 111_000]  # the ticks produced before the order arrived
+    write_jsonl(path, [*facts, *before, late_order, *ticks[len(before):]], s)
+    emitted = simulate(path.read_text().splitlines(), s).commands
+    assert sorted((c["flow"], c["step"]) for c in emitted) == [("abandoned_cart", 1), ("order_confirmation", 1)]
+    assert ensure_topics(kafka, topic_specs(s)).healthy
+    _produce(kafka, s, [*((lt, r, r["occurred_at"] + 5) for lt, r in facts), *((lt, r, r["tick_at"]) for lt, r in ticks),
+                        ("orders", late_order[1], C0 + 111_000), *(("commands", c, c["created_at"]) for c in emitted)])
+
+    by_event_time = run_replay(s, kafka, s.topics.prefix + "late-e.", TimeRange())
+    removed = [(c["flow"], c["step"]) for c in by_event_time.diff.removed]
+    assert removed == [("abandoned_cart", 1)] and not by_event_time.diff.added
+    cause = by_event_time.likely_cause(by_event_time.diff.removed[0])
+    assert cause.startswith("late fact: orders placed at ") and "(late by 1 min 30 s)" in cause
+    assert "this replay applied it in event-time order, production (keeping up) as it arrived" in cause
+    doc = _diff_doc(by_event_time)
+    assert doc["order"] == "event_time" and doc["removed"][0]["likely_cause"] == cause and doc["late_arrivals"] == 1
+
+    by_arrival = run_replay(s, kafka, s.topics.prefix + "late-a.", TimeRange(), order="arrival")
+    assert by_arrival.diff.identical, by_arrival.diff.summary()

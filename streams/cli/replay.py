@@ -34,9 +34,22 @@ def _diff_doc(result: Any) -> dict[str, Any]:
         deltas = {f: duration(new[f] - old[f]) for f in fields
                   if is_time_field(f) and isinstance(old.get(f), int) and isinstance(new.get(f), int)}
         changed.append({"production": old, "replay": new, "fields": fields,
-                        "changes": [change_text(f, old.get(f), new.get(f)) for f in fields], "deltas": deltas})
-    return {"prefix": result.replay_prefix, "copied": result.copied, "summary": d.summary(),
-            "added": d.added, "removed": d.removed, "changed": changed}
+                        "changes": [change_text(f, old.get(f), new.get(f)) for f in fields], "deltas": deltas,
+                        **_cause(result, new)})
+    return {"prefix": result.replay_prefix, "order": result.order, "copied": result.copied, "summary": d.summary(),
+            "added": [{**c, **_cause(result, c)} for c in d.added],
+            "removed": [{**c, **_cause(result, c)} for c in d.removed], "changed": changed,
+            "late_arrivals": len(result.late)}
+
+
+def _cause(result: Any, command: dict[str, Any]) -> dict[str, str]:
+    why = result.likely_cause(command)
+    return {"likely_cause": why} if why else {}
+
+
+def _late_differences(result: Any) -> int:
+    d = result.diff
+    return sum(1 for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c))
 
 
 def _print_diff(console: Console, result: Any, show: int) -> None:
@@ -49,21 +62,32 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
     rows: list[tuple[str, ...]] = []
     for c in d.added[:show]:
         rows.append(("[green]added[/green]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
-                     f"send_at {iso(c['send_at'])}"))
+                     f"send_at {iso(c['send_at'])}", result.likely_cause(c)))
     for c in d.removed[:show]:
         rows.append(("[red]removed[/red]", c["command_id"], c["flow"], str(c["step"]), c["customer_id"],
-                     f"send_at {iso(c['send_at'])}"))
+                     f"send_at {iso(c['send_at'])}", result.likely_cause(c)))
     for old, new, fields in d.changed[:show]:
         rows.append(("[yellow]changed[/yellow]", new["command_id"], new["flow"], str(new["step"]),
-                     new["customer_id"], "\n".join(change_text(f, old.get(f), new.get(f)) for f in fields)))
+                     new["customer_id"], "\n".join(change_text(f, old.get(f), new.get(f)) for f in fields),
+                     result.likely_cause(new)))
+    late = _late_differences(result)
     if rows:
-        console.print(table(f"Commands that differ (first {show} of each kind)",
-                            ("change", "command_id", "flow", "step", "customer", "detail"), rows, numeric_from=6))
+        columns = ("change", "command_id", "flow", "step", "customer", "detail", "likely cause")
+        if not late:
+            columns, rows = columns[:-1], [r[:-1] for r in rows]
+        console.print(table(f"Commands that differ (first {show} of each kind)", columns, rows,
+                            numeric_from=len(columns)))
     s = d.summary()
     console.print(table("Replay against production (commands by command_id)", tuple(s), [tuple(s.values())],
                         numeric_from=0))
     console.print("identical to production" if d.identical else
                   f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
+    if late:
+        other = "arrival" if result.order == "event_time" else "event-time"
+        console.print(f"{late} of the differences concern customers with a fact that reached production after the "
+                      f"clock had passed it ({len(result.late)} such customer(s)): production applied it late if it "
+                      f"kept up, this replay in {result.order.replace('_', '-')} order. `--order {other}` applies "
+                      f"them the other way.", soft_wrap=True)
 
 
 def _refuse(production: Any, prefix: str, console: Console) -> None:
@@ -139,6 +163,10 @@ def register(app: typer.Typer) -> None:
                show: int = typer.Option(10, help="rows of each difference to print"),
                cleanup: bool = typer.Option(False, "--cleanup",
                                             help="delete the prefixed topics the replay created when done"),
+               order: str = typer.Option("event-time", "--order",
+                                         help="event-time: apply the records in event-time order; arrival: in "
+                                              "the order they reached production's topics, as a worker that "
+                                              "kept up did (a fact that came late is applied late again)"),
                quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display")) -> None:
         """Re-run the processors over a time range into prefixed topics and diff against production
         (`replay cleanup PREFIX` deletes a replay's topics)."""
@@ -151,6 +179,8 @@ def register(app: typer.Typer) -> None:
 
         if not prefix:
             raise typer.BadParameter("give the replay's topic prefix, e.g. --prefix replay-nov.", param_hint="--prefix")
+        if order not in ("arrival", "event-time"):
+            raise typer.BadParameter(f"{order!r}: give arrival or event-time", param_hint="--order")
         production = settings_from(config)
         other = settings_from(with_config) if with_config else None
         window = TimeRange(*_time_window(start, end))
@@ -166,7 +196,8 @@ def register(app: typer.Typer) -> None:
             try:
                 with progress("copying inputs", quiet=quiet) as bar:
                     result = run_replay(production, bootstrap, prefix, window, other, created=created,
-                                        progress=lambda what, done, total: (bar.total(total), bar.to(done, what)))
+                                        progress=lambda what, done, total: (bar.total(total), bar.to(done, what)),
+                                        order=order.replace("-", "_"))
             except EmptyRange as exc:  # nothing to show (the data tools' exit 1), one line
                 Console(stderr=True, soft_wrap=True).print(f"[red]replay: {exc}[/red]")
                 raise typer.Exit(1) from exc

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from schemas import serde
+from streams.kafka.log_reader import EOF_CONFIG
 from streams.config import (
     OAUTH_PROVIDERS,
     SASL_MECHANISMS,
@@ -280,14 +281,17 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                progress: Callable[[int, int], None] | None = None) -> list[ConsumedRecord]:
     """Read a whole topic from the beginning without a consumer group (assign + high watermarks).
 
-    Returns when ``expect`` records were read, or when the end was reached and nothing new arrived for
-    ``idle_s`` (when ``expect`` is None), or at ``timeout_s``. ``kafka``: the cluster's security
-    settings (plaintext defaults when omitted). ``progress(read, total)`` is called after each batch,
-    ``total`` being the records between the partitions' low and high watermarks when the read began.
+    Returns when ``expect`` records were read, or (when ``expect`` is None) once every partition has
+    reported its end in a fetch (``_PARTITION_EOF``: the end the broker had, not a ListOffsets answer
+    or a pause between fetches — a slow first fetch does not end the read) and then nothing new arrived
+    for ``idle_s``; or at ``timeout_s``, which raises ``TimeoutError`` when the end was not reached.
+    ``kafka``: the cluster's security settings (plaintext defaults when omitted). ``progress(read,
+    total)`` is called after each batch, ``total`` being the records between the partitions' low and
+    high watermarks when the read began.
     """
     c = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{
         "group.id": "shopmail-reader", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted"}))
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted", **EOF_CONFIG}))
     try:
         md = c.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -299,23 +303,31 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
         out: list[ConsumedRecord] = []
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
+        unfinished = set(parts)  # partitions whose end no fetch has reported yet
         while time.monotonic() < deadline:
             if expect is not None and len(out) >= expect:
                 break
             msgs = c.consume(1000, 0.2)
-            if msgs:
-                for m in msgs:
-                    if m.error():
-                        if m.error().code() != KafkaError._PARTITION_EOF:
-                            raise RuntimeError(str(m.error()))
-                        continue
-                    ts = m.timestamp()[1]
-                    out.append(ConsumedRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts))
+            fresh = False
+            for m in msgs:
+                if m.error():
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(str(m.error()))
+                    unfinished.discard(m.partition())
+                    continue
+                unfinished.add(m.partition())  # more after an end: the partition grew
+                fresh = True
+                out.append(ConsumedRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
+            if fresh:
                 last_new = time.monotonic()
                 if progress:
                     progress(len(out), max(total, len(out)))
-            elif expect is None and time.monotonic() - last_new > idle_s:
+            elif expect is None and not unfinished and time.monotonic() - last_new > idle_s:
                 break
+        else:
+            if expect is None and unfinished:
+                raise TimeoutError(f"reading {topic}: the end of partition(s) {sorted(unfinished)} was not reached "
+                                   f"within {timeout_s:g} s ({len(out)} records read)")
         return out
     finally:
         c.close()

@@ -100,7 +100,8 @@ class Intake:
         value = m.value()
         size = len(value) if value else 0
         record, refusal = self.decode(m, logical, size)
-        queued = self.manager.offer(m.partition(), logical, m, record, key=m.key(), size=size, refusal=refusal)
+        queued = self.manager.offer(m.partition(), logical, m, record, key=m.key(), size=size, refusal=refusal,
+                                    arrived_at=m.timestamp()[1])
         if queued is not None and queued > self.max_buffered and (m.topic(), m.partition()) not in self.paused:
             self.consumer.pause([TopicPartition(m.topic(), m.partition())])
             self.paused.add((m.topic(), m.partition()))

@@ -28,7 +28,8 @@ T = TypeVar("T")
 @dataclass
 class Pending(Generic[T]):
     topic: str
-    at: int  # event time (ms); records that could not be decoded use -1 and go first
+    at: int  # event time (ms), or the Kafka timestamp under ``merge_order = "arrival"``; records that
+    # could not be decoded use -1 and go first
     item: T
 
 
@@ -82,6 +83,9 @@ class PartitionMerger(Generic[T]):
             out.append(self.queues[topic].popleft())
             self.size -= 1
         return out
+
+
+MERGE_ORDERS = ("event_time", "arrival")  # ``worker.merge_order``: what ``Pending.at`` holds
 
 
 def event_time_of(logical: str, record: dict[str, Any]) -> int:

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from streams.config import Settings
+from streams.config import ConfigError, Settings
 from streams.core.audiences import Membership
 from streams.core.engine import PartitionEngine
 from streams.runtime.limits import Refusal, admit, clamp, command_oversize
-from streams.runtime.merge import PartitionMerger, Pending, event_time_of
+from streams.runtime.merge import MERGE_ORDERS, PartitionMerger, Pending, event_time_of
 from streams.kafka.topics import INPUT_TOPICS
 
 R = TypeVar("R")  # the driver's handle on a record: a Kafka message, a line number, ...
@@ -107,15 +107,26 @@ class PartitionTask(Generic[R]):
         self.engine = engine if engine is not None else PartitionEngine(settings, partition)
         self.merger: PartitionMerger[_Offered[R]] = PartitionMerger(
             list(topics), settings.worker.max_idle_ms, settings.worker.max_lag_wait_ms)
+        if settings.worker.merge_order not in MERGE_ORDERS:
+            raise ConfigError(f"worker.merge_order must be one of {', '.join(MERGE_ORDERS)}, "
+                              f"not {settings.worker.merge_order!r}")
+        self.by_arrival = settings.worker.merge_order == "arrival"
         self.clamped = 0
 
     # ---- input ------------------------------------------------------------------------------
     def offer(self, logical: str, ref: R, record: dict[str, Any] | None, *, key: bytes | None = None,
-              size: int = 0, refusal: Refusal | None = None) -> None:
+              size: int = 0, refusal: Refusal | None = None, arrived_at: int | None = None) -> None:
         """Queue one record of topic ``logical`` (or the reason it could not be read). ``key`` is
-        the record key where the driver has one; ``size`` its encoded size."""
+        the record key where the driver has one; ``size`` its encoded size; ``arrived_at`` its Kafka
+        timestamp, the merge's order under ``worker.merge_order = "arrival"`` (a record without one
+        is merged by its event time)."""
         item = self._admit(logical, ref, record, key, size, refusal)
-        at = -1 if item.refusal is not None else event_time_of(logical, record)  # type: ignore[arg-type]
+        if item.refusal is not None:
+            at = -1
+        elif self.by_arrival and arrived_at is not None and arrived_at >= 0:
+            at = arrived_at
+        else:
+            at = event_time_of(logical, record)  # type: ignore[arg-type]
         self.merger.add(Pending(logical, at, item))
 
     def apply(self, logical: str, ref: R, record: dict[str, Any] | None, out: TaskOutput[R],

@@ -88,14 +88,16 @@ class TaskManager(Generic[R]):
 
     # ---- input ------------------------------------------------------------------------------
     def offer(self, partition: int, logical: str, ref: R, record: dict[str, Any] | None, *,
-              key: bytes | None = None, size: int = 0, refusal: Refusal | None = None) -> int | None:
-        """Queue a record for the event-time merge of its partition; returns how many records of
-        ``logical`` the partition now holds (for back-pressure), or ``None`` when the partition is not
-        assigned here (a fetch that raced a revoke: the next owner processes it)."""
+              key: bytes | None = None, size: int = 0, refusal: Refusal | None = None,
+              arrived_at: int | None = None) -> int | None:
+        """Queue a record for the merge of its partition (``arrived_at``: its Kafka timestamp, see
+        ``worker.merge_order``); returns how many records of ``logical`` the partition now holds (for
+        back-pressure), or ``None`` when the partition is not assigned here (a fetch that raced a
+        revoke: the next owner processes it)."""
         task = self.tasks.get(partition)
         if task is None:
             return None
-        task.offer(logical, ref, record, key=key, size=size, refusal=refusal)
+        task.offer(logical, ref, record, key=key, size=size, refusal=refusal, arrived_at=arrived_at)
         return task.queued(logical)
 
     def queued(self, partition: int, logical: str) -> int:

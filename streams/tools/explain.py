@@ -31,9 +31,7 @@ instance and step: what would change for this customer, one row per decision, a 
 
 from __future__ import annotations
 
-import bisect
 import heapq
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,8 @@ from streams.kafka.partitioning import partition_for
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, VALUE_SCHEMA
 from streams.runtime.task import TaskOutput
 from streams.runtime.tasks import TaskManager
+from streams.tools.arrival import Arrived, late_arrivals, late_words
+from streams.tools.arrival import arrival as arrival_of
 from streams.tools.readable import progress
 from streams.tools.simulate import _Router, parse_object, record_size, topic_lookup
 
@@ -93,6 +93,14 @@ class Row:
     kind: str  # fact | scheduled | ended | deferred | dropped | fired | sink | converted | production | differs
     text: str  # in words, times in the customer's zone
     data: dict[str, Any] = field(default_factory=dict)
+    # where the row stands in the timeline: for the engine's rows, the latest time the engine had reached
+    # when it took the row (so a fact applied late stands after what the engine did before it arrived,
+    # and its consequences with it); for the sink's and production's rows, their own time
+    place: int | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def position(self) -> int:
+        return self.at if self.place is None else self.place
 
     def as_dict(self, tz: ZoneInfo) -> dict[str, Any]:
         """For JSON: times as ISO-8601 with seconds and offset in the customer's zone, the epoch
@@ -253,6 +261,7 @@ def _entry_row(e: Entry, tz: ZoneInfo, sources: dict[str, Fact], settings: Setti
             status = f"late by {duration(e.behind_ms, signed=False)}: applied at once"
         elif e.status == "on_time" and e.event_id in unknown_arrival:
             status = ARRIVAL_UNKNOWN
+            data["status"] = "arrival_unknown"  # the JSON says what the table says
         if first is not None and src is not first:
             data["first_seen"] = first.where()
             status = (f"duplicate of {first.where()}: ignored" if e.status == "duplicate" else
@@ -360,8 +369,12 @@ def explain_records(settings: Settings, customer_id: str, facts: Iterable[Fact],
     sunset = _SunsetWords(settings.flows.sunset.after_days, tz)
     _tie_to_cart(entries, sources)
     rows = [_entry_row(e, tz, sources, settings, sunset, unknown_arrival, origin.get(id(e))) for e in entries]
+    reached = -(1 << 62)
+    for r in rows:  # in the order the engine took them
+        reached = max(reached, r.at)
+        r.place = reached
     rows.extend(_sink_rows(customer_id, outcomes, [s for s in sources.values()], settings, tz))
-    rows.sort(key=lambda r: r.at)  # stable: decisions stay in the order they were taken
+    rows.sort(key=lambda r: r.position)  # stable: the engine's rows stay in the order they were taken
     pending = pending_steps(engine.flows, c) if c is not None else []
     now = sunset_words(c, sunset_of(engine.flows), tz) if c is not None else None
     return Explanation(customer_id, partition, tz_name, collapse(rows), pending, read, source, now)
@@ -392,7 +405,7 @@ def collapse(rows: list[Row]) -> list[Row]:
     out = []
     for k, r in first.items():
         n = counts[k]
-        out.append(r if n == 1 else Row(r.at, r.kind, f"{r.text} ×{n}", {**r.data, "count": n}))
+        out.append(r if n == 1 else Row(r.at, r.kind, f"{r.text} ×{n}", {**r.data, "count": n}, r.place))
     return out
 
 
@@ -574,7 +587,7 @@ def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outco
                        total=len(facts), unknown_arrival=unknown)
     if commands is not None:
         ex.rows.extend(production_rows(ex, commands, facts, settings.worker.late_grace_ms))
-        ex.rows.sort(key=lambda r: r.at)
+        ex.rows.sort(key=lambda r: r.position)
     return ex
 
 
@@ -584,15 +597,13 @@ def _event_time(f: Fact) -> int:
 
 
 def arrival(f: Fact) -> int | None:
-    """When the record reached the topic, as far as the log tells: its Kafka timestamp, which a producer
-    that does not set one gets as the time it produced the record — the worker's clock ticks are produced
-    that way. A record whose timestamp equals its event time was stamped with the event time (a replay
-    copies timestamps; some producers set them): when it arrived is not known (None)."""
-    if f.timestamp is None or f.timestamp < 0:
-        return None
-    if f.logical != "clock" and f.timestamp == _event_time(f):
-        return None
-    return f.timestamp
+    """When the record reached its topic (:func:`streams.tools.arrival.arrival`)."""
+    return arrival_of(f.logical, _event_time(f), f.timestamp)
+
+
+def arrived(f: Fact) -> Arrived:
+    return Arrived(f.logical, f.partition, f.offset, f.record.get("customer_id"), _event_time(f), f.timestamp,
+                   str(f.record.get("type", "")), f.where())
 
 
 def arrival_order(facts: list[Fact]) -> Iterator[Fact]:
@@ -668,22 +679,9 @@ def _likely_cause(ex: Explanation, facts: list[Fact], grace_ms: int) -> str:
     clock records had passed its event time (by the Kafka timestamps), or records whose arrival is not
     known (stamped with their event time)."""
     tz = ex.zone
-    ticks = sorted((f.timestamp, _event_time(f)) for f in facts
-                   if f.logical == "clock" and f.timestamp is not None and f.partition == ex.partition)
-    produced = [ts for ts, _ in ticks]
-    stood = list(itertools.accumulate((tick for _, tick in ticks), max))  # the clock by then: the highest tick
     mine = [f for f in facts if f.record.get("customer_id") == ex.customer_id]
-    late: list[str] = []
-    for f in mine:
-        at = arrival(f)
-        if at is None:
-            continue
-        n = bisect.bisect_right(produced, at)  # the clock records produced by ``at``
-        clock = stood[n - 1] if n else None
-        if clock is not None and _event_time(f) < clock - grace_ms:
-            late.append(f"{f.logical} {f.record.get('type', '')} at {when(_event_time(f), tz)} was produced at "
-                        f"{when(at, tz)}, when the clock records stood at {when(clock, tz)} (late by "
-                        f"{duration(clock - _event_time(f), signed=False)}) ({f.where()})")
+    clock = [f for f in facts if f.logical == "clock" and f.partition == ex.partition]
+    late = [late_words(x, tz) for x in late_arrivals(map(arrived, clock + mine), grace_ms)]
     if late:
         return "likely cause: a record produced after the clock had passed it: " + "; ".join(late)
     unknown = [f for f in mine if arrival(f) is None]

@@ -6,7 +6,11 @@
    replay prefix, keeping each record's partition (so customers keep their partition and state).
 2. Run ``ProcessorRuntime`` on the replay topics with a fresh consumer group, fresh state (a new
    changelog under the prefix) and optionally another config. It writes no clock ticks of its own:
-   the production ticks were copied, so timers fire exactly as they did in production.
+   the production ticks were copied, so timers fire exactly as they did in production. The copied
+   records are merged in event-time order (``order="arrival"``: in the order they reached production's
+   topics, their Kafka timestamps kept by the copy, so a fact a caught-up production applied late is
+   applied late again). Production's order is not in the log: a worker that kept up took records as
+   they arrived, one with a backlog in event-time order.
 3. Stop when every replay input partition is consumed to its end, read the replay commands and diff
    them against what production emitted for the same range (by ``command_id``: added, removed,
    changed fields).
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -33,8 +38,12 @@ from streams.core.timetext import iso
 from streams.kafka.io import client_config, holds_records, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
+from streams.tools.arrival import Arrived, LateArrival, late_arrivals, late_words
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+
+
+UTC = ZoneInfo("UTC")
 
 
 class ReplayError(RuntimeError):
@@ -81,6 +90,20 @@ class ReplayResult:
     commands: list[dict[str, Any]]
     diff: CommandDiff
     replay_prefix: str
+    order: str = "event_time"
+    late: dict[str, LateArrival] = field(default_factory=dict)  # customer → its first fact that arrived late
+
+    def likely_cause(self, command: dict[str, Any], tz: ZoneInfo = UTC) -> str:
+        """Why a differing command may differ from production with the same config: its customer has a
+        fact that reached production after the clock had passed it, applied late there and in event-time
+        order by an ``event_time`` replay (or the other way round under ``arrival``); "" when none."""
+        late = self.late.get(str(command.get("customer_id")))
+        if late is None:
+            return ""
+        how = ("this replay applied it in event-time order, production (keeping up) as it arrived"
+               if self.order == "event_time" else
+               "this replay applied it as it arrived; production, if it had a backlog then, in event-time order")
+        return f"late fact: {late_words(late, tz)}; {how}"
 
 
 def diff_commands(production: list[dict[str, Any]], replay: list[dict[str, Any]]) -> CommandDiff:
@@ -100,8 +123,13 @@ def diff_commands(production: list[dict[str, Any]], replay: list[dict[str, Any]]
     return diff
 
 
-def replay_settings(production: Settings, replay_prefix: str, config: Settings | None = None) -> Settings:
-    """Settings of the replay: the (optionally other) config, the replay prefix, a fresh app id."""
+def replay_settings(production: Settings, replay_prefix: str, config: Settings | None = None,
+                    order: str = "event_time") -> Settings:
+    """Settings of the replay: the (optionally other) config, the replay prefix, a fresh app id, and
+    the merge ``order``: ``event_time`` (default) applies the copied records in event-time order, as a
+    worker does with what it has buffered (production after a stop, with a backlog); ``arrival`` in the
+    order they reached production's topics (their Kafka timestamps, which the copy keeps), as a worker
+    that kept up did, so a fact that arrived after the clock had passed it is applied late again."""
     if replay_prefix == production.topics.prefix:
         raise ReplayError("the replay prefix must differ from production's: a replay never writes to production topics")
     why = prefix_refusal(production, replay_prefix)
@@ -113,6 +141,7 @@ def replay_settings(production: Settings, replay_prefix: str, config: Settings |
     s.worker.app_id = f"{production.worker.app_id}-replay-{replay_prefix.strip('.') or 'x'}-{int(time.time() * 1000)}"
     s.worker.tick_interval_s = 0  # ticks come from the copied log
     s.worker.instance_id = "replay"
+    s.worker.merge_order = order
     return s
 
 
@@ -121,9 +150,10 @@ Progress = Callable[[str, int, int | None], None]  # (what, done, total): for a 
 
 def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: TimeRange,
                 offsets: dict[str, tuple[int | None, int | None]] | None = None,
-                progress: Progress | None = None) -> dict[str, int]:
+                progress: Progress | None = None, seen: list[Arrived] | None = None) -> dict[str, int]:
     """Copy the inputs in ``window`` into the replay topics, partition for partition (``progress``:
-    ``copying <topic>``, records read of the topic)."""
+    ``copying <topic>``, records read of the topic; ``seen`` receives every copied record's arrival,
+    for :func:`streams.tools.arrival.late_arrivals`)."""
     producer = Producer(producer_config(replay, bootstrap, **{"enable.idempotence": True}))
     copied: dict[str, int] = {}
     for logical in INPUT_TOPICS + GLOBAL_INPUT_TOPICS:
@@ -131,15 +161,20 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
         read = (lambda done, total, src=src: progress(f"copying {src}", done, total)) if progress else None
-        for rec in read_topic(bootstrap, src, idle_s=0.5, timeout_s=600, kafka=production.kafka, progress=read):
+        for rec in read_topic(bootstrap, src, idle_s=0.2, timeout_s=600, kafka=production.kafka, progress=read):
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
-                at = event_time_of(logical, serde.decode(rec.value, VALUE_SCHEMA[logical], rec.topic).record)
+                record = serde.decode(rec.value, VALUE_SCHEMA[logical], rec.topic).record
             except serde.SerdeError:
                 continue  # production already dead-lettered it
+            at = event_time_of(logical, record)
             if not window.contains(at):
                 continue
+            if seen is not None:
+                seen.append(Arrived(logical, rec.partition, rec.offset, record.get("customer_id"), at,
+                                    rec.timestamp_ms, str(record.get("type", "")),
+                                    f"{src}[{rec.partition}] offset {rec.offset}"))
             producer.produce(dst, partition=rec.partition, key=rec.key, value=rec.value, timestamp=rec.timestamp_ms)
             n += 1
             if n % 10000 == 0:
@@ -174,12 +209,14 @@ def _records_left(replay: Settings, bootstrap: str, group: str, topics: list[str
 def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window: TimeRange,
                config: Settings | None = None, timeout_s: float = 600.0,
                offsets: dict[str, tuple[int | None, int | None]] | None = None,
-               created: list[str] | None = None, progress: Progress | None = None) -> ReplayResult:
+               created: list[str] | None = None, progress: Progress | None = None,
+               order: str = "event_time") -> ReplayResult:
     """``created``, when given, receives the names of the topics this run created as soon as it may
     use them (also when it fails later): the only topics ``--cleanup`` deletes. A replay refused at
     start (its prefix already holds data) creates none and hands over none. ``progress``: the copy
-    per input topic, then ``replaying``: copied records the processors are past, of all copied."""
-    replay = replay_settings(production, replay_prefix, config)
+    per input topic, then ``replaying``: copied records the processors are past, of all copied.
+    ``order``: see :func:`replay_settings`."""
+    replay = replay_settings(production, replay_prefix, config, order)
     existing = set(topics_with_prefix(bootstrap, replay_prefix, replay.kafka))
     if any(holds_records(bootstrap, replay.topics.name(lt), replay.kafka)
            for lt in INPUT_TOPICS if replay.topics.name(lt) in existing):  # checked before creating anything
@@ -189,7 +226,12 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
         raise ReplayError("replay topics do not match: " + "; ".join(report.mismatches))
     own = created if created is not None else []
     own.extend(sorted(report.created))
-    copied = copy_inputs(production, replay, bootstrap, window, offsets, progress)
+    seen: list[Arrived] = []
+    copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen)
+    late: dict[str, LateArrival] = {}
+    for x in late_arrivals(seen, production.worker.late_grace_ms):
+        late.setdefault(str(x.record.customer_id), x)
+    del seen
     if not any(copied.values()):  # nothing to run: the topics this run created hold nothing, so they go
         delete_topics(bootstrap, sorted(report.created), replay.kafka)
         own.clear()
@@ -222,7 +264,7 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
                              read_topic(bootstrap, production.topics.name("commands"), idle_s=0.5,
                                         kafka=production.kafka))
                  if window.contains(c["created_at"])]
-    return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix)
+    return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix, order, late)
 
 
 # ---- cleanup: the prefixed topics a replay leaves behind ------------------------------------------
