@@ -231,6 +231,7 @@ class WorkerRun:
     stage_s: dict[str, float]
     commands: int
     transactions: int
+    cpu_s: float = 0.0  # this process's CPU seconds over the same window (the runtime's and librdkafka's threads)
 
 
 def _worker(settings: Settings, bootstrap: str, n: int) -> WorkerRun:
@@ -250,16 +251,16 @@ def _worker(settings: Settings, bootstrap: str, n: int) -> WorkerRun:
     while sum(stats.stage_s.values()) == timed and time.monotonic() < deadline:
         time.sleep(0.0005)  # the fetch that ran the assignment (and the restore) has returned
     stats.stage_s = {}
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     events0, commands0, transactions0 = stats.events, stats.commands, stats.transactions
     while stats.events < n and time.monotonic() < deadline:
         time.sleep(0.005)
-    end = time.perf_counter()
+    end, cpu1 = time.perf_counter(), time.process_time()
     stages = dict(stats.stage_s)
     stop.set()
     thread.join(30)
     return WorkerRun(stats.events - events0, end - start, stages, stats.commands - commands0,
-                     stats.transactions - transactions0)
+                     stats.transactions - transactions0, cpu1 - cpu0)
 
 
 def _worker_settings(tag: str) -> Settings:
