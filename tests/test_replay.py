@@ -142,7 +142,30 @@ def test_a_fact_that_reached_production_late_is_named_as_the_cause_and_arrival_o
     assert cause.startswith("late fact: orders placed at ") and "(late by 1 min 30 s)" in cause
     assert "this replay applied it in event-time order, production (keeping up) as it arrived" in cause
     doc = _diff_doc(by_event_time)
-    assert doc["order"] == "event_time" and doc["removed"][0]["likely_cause"] == cause and doc["late_arrivals"] == 1
+    assert doc["order"] == "event_time" and doc["removed"][0]["likely_cause"] == cause
+    [late] = doc["removed"][0]["late_facts"]
+    assert (late["topic"], late["offset"], late["arrived_at_ms"], late["late_by_ms"]) == \
+        (s.topics.name("orders"), 0, C0 + 111_000, 90_000)
+    assert doc["late_facts"] == {cid: [late]} and doc["arrival_unknown"] == {}
 
     by_arrival = run_replay(s, kafka, s.topics.prefix + "late-a.", TimeRange(), order="arrival")
     assert by_arrival.diff.identical, by_arrival.diff.summary()
+
+
+def test_with_another_config_a_customer_with_a_late_or_unstamped_fact_is_not_explained_away():
+    """A difference of a customer with a late fact (or records whose arrival is unknown) may come from the
+    order or from the config: the words say both, never only "late"."""
+    from streams.tools.arrival import Arrived, LateArrival
+    from streams.tools.replay import CommandDiff, ReplayResult
+
+    fact = Arrived("orders", 0, 7, "c1", T0, T0 + 91_000, "placed", "shop.orders")
+    same = ReplayResult({}, [], CommandDiff(), "r.", late={"c1": [LateArrival(fact, T0 + 91_000, T0 + 90_000)]},
+                        unknown_arrival={"c2": 3})
+    other = ReplayResult({}, [], CommandDiff(), "r.", late=same.late, unknown_arrival=same.unknown_arrival,
+                         other_config=True)
+    assert same.likely_cause({"customer_id": "c1"}).startswith("late fact: orders placed at 2026-11-02 09:00:00 +00:00 "
+                                                               "was produced at 2026-11-02 09:01:31 +00:00")
+    assert same.likely_cause({"customer_id": "c2"}).startswith("arrival unknown: 3 record(s) of the customer")
+    assert other.likely_cause({"customer_id": "c1"}).startswith("may come from the order, not the config — late fact")
+    assert same.likely_cause({"customer_id": "c3"}) == "" and same.causes({"customer_id": "c3"}) == {}
+    assert same.causes({"customer_id": "c2"}) == {"arrival_unknown": 3}

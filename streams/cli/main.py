@@ -91,7 +91,7 @@ def main() -> None:
     the traceback only with ``--debug``."""
     from schemas.serde import RegistryStartupError
     from streams.extras import MissingExtra
-    from streams.kafka.io import KafkaConnectError
+    from streams.kafka.io import KafkaConnectError, TopicReadTimeout
 
     try:
         app(prog_name="shopmail")
@@ -116,6 +116,11 @@ def main() -> None:
         kind = "error" if isinstance(exc, KafkaConnectError) else "config error"
         print(f"shopmail: {kind}: {exc}", file=sys.stderr)
         sys.exit(EXIT_KAFKA_UNREACHABLE if isinstance(exc, KafkaConnectError) else 2)
+    except TopicReadTimeout as exc:  # a whole-topic read (replay, export, report) that did not reach the end
+        if _debug:
+            raise
+        print(f"shopmail: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except RuntimeError as exc:  # last (the errors above are RuntimeErrors): the browser `preview --png` needs
         from sinks.preview import BrowserError
 

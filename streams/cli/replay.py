@@ -39,12 +39,13 @@ def _diff_doc(result: Any) -> dict[str, Any]:
     return {"prefix": result.replay_prefix, "order": result.order, "copied": result.copied, "summary": d.summary(),
             "added": [{**c, **_cause(result, c)} for c in d.added],
             "removed": [{**c, **_cause(result, c)} for c in d.removed], "changed": changed,
-            "late_arrivals": len(result.late)}
+            "late_facts": {cid: [x.as_dict() for x in late] for cid, late in sorted(result.late.items())},
+            "arrival_unknown": dict(sorted(result.unknown_arrival.items()))}
 
 
-def _cause(result: Any, command: dict[str, Any]) -> dict[str, str]:
+def _cause(result: Any, command: dict[str, Any]) -> dict[str, Any]:
     why = result.likely_cause(command)
-    return {"likely_cause": why} if why else {}
+    return {"likely_cause": why, **result.causes(command)} if why else {}
 
 
 def _late_differences(result: Any) -> int:
@@ -84,10 +85,17 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
                   f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
     if late:
         other = "arrival" if result.order == "event_time" else "event-time"
-        console.print(f"{late} of the differences concern customers with a fact that reached production after the "
-                      f"clock had passed it ({len(result.late)} such customer(s)): production applied it late if it "
-                      f"kept up, this replay in {result.order.replace('_', '-')} order. `--order {other}` applies "
-                      f"them the other way.", soft_wrap=True)
+        what = (f"{late} of the differences concern customers with a fact that reached production after its clock "
+                f"had passed it, or records whose arrival is unknown ({len(result.late)} and "
+                f"{len(result.unknown_arrival)} customer(s))")
+        if result.other_config:
+            console.print(f"{what}: for them the difference may come from the order the records were applied in "
+                          f"rather than the config; a replay with production's config (and `--order {other}`) "
+                          f"shows which.", soft_wrap=True)
+        else:
+            console.print(f"{what}: production applied a late fact late if it kept up, this replay in "
+                          f"{result.order.replace('_', '-')} order; `--order {other}` applies them the other way.",
+                          soft_wrap=True)
 
 
 def _refuse(production: Any, prefix: str, console: Console) -> None:

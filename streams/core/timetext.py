@@ -51,6 +51,15 @@ def when(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
     return at.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
 
 
+def when_exact(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
+    """``2026-01-05 14:03:27 +01:00``: :func:`when` to the second, where seconds decide (lateness)."""
+    if ms is None:
+        return NONE
+    at = local(ms, tz)
+    offset = at.strftime("%z")
+    return at.strftime("%Y-%m-%d %H:%M:%S ") + offset[:3] + ":" + offset[3:]
+
+
 def day(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
     """``2026-06-30`` in ``tz`` (``—`` for none)."""
     return NONE if ms is None else local(ms, tz).strftime("%Y-%m-%d")

@@ -275,6 +275,10 @@ class ConsumedRecord:
         return serde.decode(self.value, topic=self.topic)
 
 
+class TopicReadTimeout(RuntimeError):
+    """A whole-topic read did not reach the end of every partition in its time."""
+
+
 def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout_s: float = 30.0,
                idle_s: float = 1.0, read_committed: bool = True,
                kafka: KafkaSettings | None = None,
@@ -282,9 +286,10 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
     """Read a whole topic from the beginning without a consumer group (assign + high watermarks).
 
     Returns when ``expect`` records were read, or (when ``expect`` is None) once every partition has
-    reported its end in a fetch (``_PARTITION_EOF``: the end the broker had, not a ListOffsets answer
-    or a pause between fetches — a slow first fetch does not end the read) and then nothing new arrived
-    for ``idle_s``; or at ``timeout_s``, which raises ``TimeoutError`` when the end was not reached.
+    reported its end in a fetch (``_PARTITION_EOF``: the end the broker had, not a ListOffsets answer,
+    which can lag the log, nor a pause between fetches, so a slow first fetch does not end the read) and
+    ``idle_s`` more has passed; records that keep arriving on a busy topic do not hold the read open
+    past that. At ``timeout_s`` without every end reached it raises ``TopicReadTimeout``.
     ``kafka``: the cluster's security settings (plaintext defaults when omitted). ``progress(read,
     total)`` is called after each batch, ``total`` being the records between the partitions' low and
     high watermarks when the read began.
@@ -302,32 +307,29 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                                            for p in parts)) if progress else 0
         out: list[ConsumedRecord] = []
         deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
         unfinished = set(parts)  # partitions whose end no fetch has reported yet
+        ended_at: float | None = None  # when the last of them did
         while time.monotonic() < deadline:
             if expect is not None and len(out) >= expect:
                 break
+            if ended_at is not None and time.monotonic() - ended_at >= idle_s:
+                break
             msgs = c.consume(1000, 0.2)
-            fresh = False
             for m in msgs:
                 if m.error():
                     if m.error().code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(str(m.error()))
                     unfinished.discard(m.partition())
                     continue
-                unfinished.add(m.partition())  # more after an end: the partition grew
-                fresh = True
                 out.append(ConsumedRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
-            if fresh:
-                last_new = time.monotonic()
-                if progress:
-                    progress(len(out), max(total, len(out)))
-            elif expect is None and not unfinished and time.monotonic() - last_new > idle_s:
-                break
+            if msgs and progress:
+                progress(len(out), max(total, len(out)))
+            if ended_at is None and not unfinished and expect is None:
+                ended_at = time.monotonic()
         else:
             if expect is None and unfinished:
-                raise TimeoutError(f"reading {topic}: the end of partition(s) {sorted(unfinished)} was not reached "
-                                   f"within {timeout_s:g} s ({len(out)} records read)")
+                raise TopicReadTimeout(f"reading {topic}: the end of partition(s) {sorted(unfinished)} was not "
+                                       f"reached within {timeout_s:g} s ({len(out)} records read)")
         return out
     finally:
         c.close()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from streams.core.timetext import duration, when
+from streams.core.timetext import duration, iso, when_exact
 
 __all__ = ["Arrived", "LateArrival", "arrival", "late_arrivals", "late_words"]
 
@@ -32,7 +32,17 @@ class Arrived:
     event_time: int  # occurred_at, or tick_at for a clock record (ms)
     timestamp: int | None  # the Kafka record's timestamp (ms); None where there is none (a file)
     kind: str = ""  # the record's type (``placed``, ``item_added``…)
-    where: str = ""  # ``topic[partition] offset n``
+    topic: str = ""  # the topic's name
+
+    @property
+    def where(self) -> str:
+        """``topic[partition] offset n`` (or the logical name where the topic is not known)."""
+        return f"{self.topic or self.logical}[{self.partition}] offset {self.offset}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"topic": self.topic or self.logical, "partition": self.partition, "offset": self.offset,
+                "type": self.kind, "event_time": iso(self.event_time), "event_time_ms": self.event_time,
+                "timestamp_ms": self.timestamp}
 
 
 def arrival(logical: str, event_time: int, timestamp: int | None) -> int | None:
@@ -58,6 +68,12 @@ class LateArrival:
     @property
     def behind_ms(self) -> int:
         return self.clock - self.record.event_time
+
+    def as_dict(self) -> dict[str, object]:
+        """For JSON: where the fact is, its event time, when it arrived and the clock then (ISO, UTC,
+        with the epoch milliseconds beside them)."""
+        return {**self.record.as_dict(), "arrived_at": iso(self.arrived_at), "arrived_at_ms": self.arrived_at,
+                "clock": iso(self.clock), "clock_ms": self.clock, "late_by_ms": self.behind_ms}
 
 
 def late_arrivals(records: Iterable[Arrived], grace_ms: int) -> list[LateArrival]:
@@ -90,6 +106,6 @@ def late_words(late: LateArrival, tz: ZoneInfo) -> str:
     """``orders placed at … was produced at …, when the clock records stood at … (late by 1 min 28 s)
     (shop.orders[0] offset 7)``, times in ``tz``."""
     r = late.record
-    return (f"{r.logical} {r.kind} at {when(r.event_time, tz)} was produced at {when(late.arrived_at, tz)}, when the "
-            f"clock records stood at {when(late.clock, tz)} (late by {duration(late.behind_ms, signed=False)})"
-            + (f" ({r.where})" if r.where else ""))
+    return (f"{r.logical} {r.kind} at {when_exact(r.event_time, tz)} was produced at {when_exact(late.arrived_at, tz)}, "
+            f"when the clock records stood at {when_exact(late.clock, tz)} (late by {duration(late.behind_ms, signed=False)}) "
+            f"({r.where})")

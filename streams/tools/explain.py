@@ -603,7 +603,7 @@ def arrival(f: Fact) -> int | None:
 
 def arrived(f: Fact) -> Arrived:
     return Arrived(f.logical, f.partition, f.offset, f.record.get("customer_id"), _event_time(f), f.timestamp,
-                   str(f.record.get("type", "")), f.where())
+                   str(f.record.get("type", "")), f.topic)
 
 
 def arrival_order(facts: list[Fact]) -> Iterator[Fact]:
@@ -650,15 +650,17 @@ def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], gr
     tz = ex.zone
     rows: list[Row] = []
     emitted: dict[str, Fact] = {}
+    fired = {str(r.data.get("command_id")): r for r in ex.rows if r.kind == "fired"}
     for c in commands:
         r = c.record
         emitted.setdefault(str(r["command_id"]), c)
+        twin = fired.get(str(r["command_id"]))  # the rebuilt run's row of the same command: stand right after it
         rows.append(Row(int(r["created_at"]), "production",
                         f"production emitted {_step(r['flow'], r['step'])} for {when(r.get('send_at'), tz)} "
                         f"[{r['command_id']}] ({c.where()})",
                         {"flow": r["flow"], "step": r["step"], "command_id": r["command_id"],
-                         "source_topic": c.topic, "partition": c.partition, "offset": c.offset}))
-    fired = {str(r.data.get("command_id")): r for r in ex.rows if r.kind == "fired"}
+                         "source_topic": c.topic, "partition": c.partition, "offset": c.offset},
+                        twin.position if twin is not None else None))
     cause = _likely_cause(ex, facts, grace_ms)
     for cid, r in fired.items():
         if cid not in emitted:

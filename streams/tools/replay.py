@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,10 +36,10 @@ from schemas import serde
 from streams.runtime import background
 from streams.config import KafkaSettings, Settings
 from streams.core.timetext import iso
-from streams.kafka.io import client_config, holds_records, producer_config, read_topic
+from streams.kafka.io import TopicReadTimeout, client_config, holds_records, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
-from streams.tools.arrival import Arrived, LateArrival, late_arrivals, late_words
+from streams.tools.arrival import Arrived, LateArrival, arrival, late_arrivals, late_words
 from streams.kafka.log_reader import EOF_CONFIG, read_to_end
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
@@ -91,19 +92,43 @@ class ReplayResult:
     diff: CommandDiff
     replay_prefix: str
     order: str = "event_time"
-    late: dict[str, LateArrival] = field(default_factory=dict)  # customer → its first fact that arrived late
+    late: dict[str, list[LateArrival]] = field(default_factory=dict)  # customer → their facts that came late
+    unknown_arrival: dict[str, int] = field(default_factory=dict)  # customer → records stamped with event time
+    other_config: bool = False  # replayed with another config (``--with-config``)
+
+    def causes(self, command: dict[str, Any]) -> dict[str, Any]:
+        """What, besides a config, can make this customer's commands differ from production's: their
+        facts that reached production after its clock had passed them, and their records whose arrival
+        is unknown (stamped with their event time). Empty when neither."""
+        cid = str(command.get("customer_id"))
+        late, unknown = self.late.get(cid, []), self.unknown_arrival.get(cid, 0)
+        out: dict[str, Any] = {}
+        if late:
+            out["late_facts"] = [x.as_dict() for x in late]
+        if unknown:
+            out["arrival_unknown"] = unknown
+        return out
 
     def likely_cause(self, command: dict[str, Any], tz: ZoneInfo = UTC) -> str:
-        """Why a differing command may differ from production with the same config: its customer has a
-        fact that reached production after the clock had passed it, applied late there and in event-time
-        order by an ``event_time`` replay (or the other way round under ``arrival``); "" when none."""
-        late = self.late.get(str(command.get("customer_id")))
-        if late is None:
+        """The same in words ("" when neither). With the production config the difference comes from
+        the order the records were applied in; with another config it may come from that order, the
+        config, or both — the words say so instead of explaining the config's effect away."""
+        cid = str(command.get("customer_id"))
+        late, unknown = self.late.get(cid, []), self.unknown_arrival.get(cid, 0)
+        if not late and not unknown:
             return ""
-        how = ("this replay applied it in event-time order, production (keeping up) as it arrived"
-               if self.order == "event_time" else
-               "this replay applied it as it arrived; production, if it had a backlog then, in event-time order")
-        return f"late fact: {late_words(late, tz)}; {how}"
+        parts = []
+        if late:
+            more = f"; and {len(late) - 2} more" if len(late) > 2 else ""
+            how = ("this replay applied it in event-time order, production (keeping up) as it arrived"
+                   if self.order == "event_time" else
+                   "this replay applied it as it arrived; production, if it had a backlog then, in event-time order")
+            parts.append(f"late fact: {'; '.join(late_words(x, tz) for x in late[:2])}{more} — {how}")
+        if unknown:
+            parts.append(f"arrival unknown: {unknown} record(s) of the customer carry their event time as their "
+                         f"Kafka timestamp; production may have applied them after clock records that had passed them")
+        text = "; ".join(parts)
+        return f"may come from the order, not the config — {text}" if self.other_config else text
 
 
 def diff_commands(production: list[dict[str, Any]], replay: list[dict[str, Any]]) -> CommandDiff:
@@ -169,12 +194,13 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
             except serde.SerdeError:
                 continue  # production already dead-lettered it
             at = event_time_of(logical, record)
-            if not window.contains(at):
-                continue
-            if seen is not None:
+            inside = window.contains(at)
+            if seen is not None and (inside or logical == "clock"):  # every clock record: one after the
+                # range's end may have arrived before a fact inside it, and made that fact late
                 seen.append(Arrived(logical, rec.partition, rec.offset, record.get("customer_id"), at,
-                                    rec.timestamp_ms, str(record.get("type", "")),
-                                    f"{src}[{rec.partition}] offset {rec.offset}"))
+                                    rec.timestamp_ms, sys.intern(str(record.get("type", ""))), src))
+            if not inside:
+                continue
             producer.produce(dst, partition=rec.partition, key=rec.key, value=rec.value, timestamp=rec.timestamp_ms)
             n += 1
             if n % 10000 == 0:
@@ -227,10 +253,17 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     own = created if created is not None else []
     own.extend(sorted(report.created))
     seen: list[Arrived] = []
-    copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen)
-    late: dict[str, LateArrival] = {}
+    try:
+        copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen)
+    except TopicReadTimeout as exc:
+        raise ReplayError(str(exc)) from exc
+    late: dict[str, list[LateArrival]] = {}
     for x in late_arrivals(seen, production.worker.late_grace_ms):
-        late.setdefault(str(x.record.customer_id), x)
+        late.setdefault(str(x.record.customer_id), []).append(x)
+    unknown: dict[str, int] = {}
+    for r in seen:
+        if r.logical != "clock" and r.customer_id is not None and arrival(r.logical, r.event_time, r.timestamp) is None:
+            unknown[r.customer_id] = unknown.get(r.customer_id, 0) + 1
     del seen
     if not any(copied.values()):  # nothing to run: the topics this run created hold nothing, so they go
         delete_topics(bootstrap, sorted(report.created), replay.kafka)
@@ -258,13 +291,17 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     finally:
         bg.stop.set()
         bg.thread.join(60)
-    replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.5,
-                                                                  kafka=replay.kafka)]
-    prod_cmds = [c for c in (r.decoded().record for r in
-                             read_topic(bootstrap, production.topics.name("commands"), idle_s=0.5,
-                                        kafka=production.kafka))
-                 if window.contains(c["created_at"])]
-    return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix, order, late)
+    try:
+        replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.2,
+                                                              timeout_s=600, kafka=replay.kafka)]
+        prod_cmds = [c for c in (r.decoded().record for r in
+                                 read_topic(bootstrap, production.topics.name("commands"), idle_s=0.2,
+                                            timeout_s=600, kafka=production.kafka))
+                     if window.contains(c["created_at"])]
+    except TopicReadTimeout as exc:
+        raise ReplayError(str(exc)) from exc
+    return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix, order, late,
+                        unknown, config is not None)
 
 
 # ---- cleanup: the prefixed topics a replay leaves behind ------------------------------------------
