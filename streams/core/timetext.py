@@ -44,20 +44,20 @@ def iso(ms: int, tz: ZoneInfo | str | None = None) -> str:
 
 def when(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
     """``2026-01-05 14:03 +01:00`` in ``tz`` (``—`` for none): a time inside a sentence."""
-    if ms is None:
-        return NONE
-    at = local(ms, tz)
-    offset = at.strftime("%z")
-    return at.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
+    return _stamp(ms, tz, "%Y-%m-%d %H:%M ")
 
 
 def when_exact(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
     """``2026-01-05 14:03:27 +01:00``: :func:`when` to the second, where seconds decide (lateness)."""
+    return _stamp(ms, tz, "%Y-%m-%d %H:%M:%S ")
+
+
+def _stamp(ms: int | None, tz: ZoneInfo | str | None, fmt: str) -> str:
     if ms is None:
         return NONE
     at = local(ms, tz)
     offset = at.strftime("%z")
-    return at.strftime("%Y-%m-%d %H:%M:%S ") + offset[:3] + ":" + offset[3:]
+    return at.strftime(fmt) + offset[:3] + ":" + offset[3:]
 
 
 def day(ms: int | None, tz: ZoneInfo | str | None = None) -> str:
