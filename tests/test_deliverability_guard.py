@@ -287,3 +287,15 @@ def test_a_guard_that_first_counts_on_a_fresh_partition_does_not_walk_every_hour
     guard.catch_up(T0 + 2 * HOUR_MS)
     assert guard.state.upto == (T0 + 2 * HOUR_MS) // HOUR_MS
     assert guard.snapshot()["gmail"]["volume"] == 1
+
+
+def test_explain_names_the_paused_provider_with_its_rate_and_the_stop_line():
+    from streams.tools.explain import Fact, explain_records
+
+    events = audience("gmail.com", 203, "g") + complaint_spike(complaints=2) + [cart("g200", T0 + 2 * HOUR_MS),
+                                                                                 tick(T0 + 5 * HOUR_MS)]
+    facts = [Fact(topic, topic, 0, i, rec) for i, (topic, rec) in enumerate(events)]
+    ex = explain_records(settings(), "g200", facts)
+    held = [r.text for r in ex.rows if r.kind == "deferred"]
+    assert held and all("gmail paused since" in t for t in held), held
+    assert "complaints 1.00% (stop at 0.30%)" in held[0] and "over 200 mails" in held[0]

@@ -422,6 +422,19 @@ class DeliverabilityGuard:
         spread = self.settings.release_spread_ms
         return zlib.crc32((email or "").encode()) % spread if spread > 0 else 0
 
+    def pause_figures(self, email: str | None, at: int) -> dict[str, Any]:
+        """What explains a pause of mail to ``email`` at ``at``: the provider, when it stopped, the rates and
+        volume of the window at the last boundary, and the stop thresholds."""
+        name = self.provider(email)
+        window = self.state.providers.get(name)
+        history = window.history if window is not None else []
+        since = next((t for t, st in reversed(history) if st == STOP and t <= at), None)
+        figures = {"provider": name, "stopped_at": since, "complaint_stop": self.settings.complaint_stop,
+                   "bounce_stop": self.settings.bounce_stop}
+        figures.update({k: v for k, v in self.snapshot().get(name, {}).items()
+                        if k in ("complaint_rate", "bounce_rate", "volume")})
+        return figures
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per provider seen: status, complaint and bounce rate (None under min_volume), volume — at the last boundary."""
         out: dict[str, dict[str, Any]] = {}
