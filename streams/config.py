@@ -405,8 +405,8 @@ class DeliverabilitySettings:
     keeps flowing. A stopped provider resumes at the first boundary at least ``cool_off_ms`` after the stop
     where both rates are under their ``resume_below`` threshold (``warn`` or ``stop``). Under ``min_volume``
     (the pause itself empties the window) those rates are computed over what the window counted — the
-    transactional mail that kept flowing — and a window with nothing counted keeps the stop: a quiet
-    provider is not a clean one. Held mail asks again after each boundary with an offset of up to
+    transactional mail that kept flowing — and a window with nothing counted keeps the stop (a quiet
+    provider is not a clean one) until ``quiet_resume_ms`` after the stop (0: until counted mail says so). Held mail asks again after each boundary with an offset of up to
     ``release_spread_ms`` (a hash of the address, the same in every replay), so what a stop held goes out
     spread over that span after the resume. Thresholds are fractions (0.003 is 0.3 %); 1 or more is refused."""
 
@@ -422,6 +422,7 @@ class DeliverabilitySettings:
     resume_below: str = "warn"  # a stopped provider resumes once both rates are under these thresholds ("warn" | "stop")
     cool_off_ms: int = 6 * HOUR_MS  # …and at least this long after the stop
     release_spread_ms: int = HOUR_MS  # held mail is released over this span after a resume (0: all at the boundary)
+    quiet_resume_ms: int = 3 * DAY_MS  # a stop whose window counted nothing at all resumes this long after it (0: never)
     # extra domain → provider rules (e.g. {"gmx.de" = "other", "company.com" = "outlook"}), before the built-in ones
     domains: dict[str, str] = field(default_factory=dict)
 

@@ -123,6 +123,20 @@ def test_a_stop_does_not_resume_only_because_the_pause_emptied_its_window():
     assert r.engine.ctx.deliverability.status_at("gmail", T0 + 33 * HOUR_MS) == "stop"
 
 
+def test_a_stop_whose_window_counted_nothing_at_all_resumes_after_the_quiet_resume_time():
+    r = Replay(quiet_resume_ms=3 * DAY_MS)
+    r.apply(audience("gmail.com", 203, "g") + complaint_spike(complaints=2))  # stopped at T0 + 1 h
+    r.apply([tick(T0 + 3 * DAY_MS + 30 * MINUTE_MS)])
+    guard = r.engine.ctx.deliverability
+    assert guard.status_at("gmail", T0 + 3 * DAY_MS) == "stop"  # silent for 2 days: still stopped
+    r.apply([tick(T0 + 3 * DAY_MS + 2 * HOUR_MS)])
+    assert guard.status_at("gmail", T0 + 3 * DAY_MS + HOUR_MS) == "ok"  # 3 days after the stop, at that boundary
+    assert guard.status_at("gmail", T0 + 3 * DAY_MS + HOUR_MS - 1) == "stop"
+    never = Replay(quiet_resume_ms=0)
+    never.apply(audience("gmail.com", 203, "g") + complaint_spike(complaints=2) + [tick(T0 + 10 * DAY_MS)])
+    assert never.engine.ctx.deliverability.status_at("gmail", T0 + 10 * DAY_MS) == "stop"
+
+
 def test_mail_held_by_a_stop_is_released_spread_over_the_release_span_the_same_in_every_replay():
     def replay(**guard: Any) -> list[int]:
         r = Replay(**guard)
@@ -253,7 +267,7 @@ def test_the_runtime_exports_the_status_and_rates_as_gauges():
 
 @pytest.mark.parametrize("bad", [{"on_stop": "hold"}, {"resume_below": "ok"}, {"window_ms": 90 * MINUTE_MS},
                                  {"complaint_warn": 0.01, "complaint_stop": 0.003}, {"domains": {"a.example": "aol"}},
-                                 {"release_spread_ms": -1}])
+                                 {"release_spread_ms": -1}, {"quiet_resume_ms": -1}])
 def test_a_guard_setting_that_cannot_work_is_refused(bad):
     s = settings(**bad)
     with pytest.raises(ConfigError):

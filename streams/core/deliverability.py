@@ -19,7 +19,9 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
   threshold, else ``ok``. A provider in ``stop`` resumes at the first boundary at least ``cool_off_ms``
   after the stop where both rates are under their ``resume_below`` threshold. Pausing marketing empties
   the window, so under ``min_volume`` the rates are computed over what was counted (the transactional
-  mail that kept flowing, any late feedback): a window with nothing counted never resumes a stop.
+  mail that kept flowing, any late feedback). A window with nothing counted at all keeps the stop until
+  ``quiet_resume_ms`` (default 3 days) after it: silence is not evidence, but it bounds the pause of a
+  provider no mail at all goes to.
 - **Decisions**: a marketing step due at ``t`` reads the status its provider had at the last boundary at
   or before ``t``. Paused, it is deferred to the next boundary plus an offset of up to
   ``release_spread_ms`` (a hash of the address: the same in every run), re-checked there and dropped once
@@ -123,8 +125,8 @@ def _check(settings: DeliverabilitySettings) -> None:
                               f"write 0.003 for 0.3 %")
     if not (0 < settings.complaint_warn <= settings.complaint_stop and 0 < settings.bounce_warn <= settings.bounce_stop):
         raise ConfigError("deliverability thresholds: 0 < *_warn ≤ *_stop")
-    if settings.release_spread_ms < 0:
-        raise ConfigError("deliverability.release_spread_ms must be ≥ 0")
+    if settings.release_spread_ms < 0 or settings.quiet_resume_ms < 0:
+        raise ConfigError("deliverability.release_spread_ms and quiet_resume_ms must be ≥ 0")
     unknown = sorted(set(settings.domains.values()) - set(DELIVERABILITY_PROVIDERS))
     if unknown:
         raise ConfigError(f"deliverability.domains names unknown providers {unknown} (known: {DELIVERABILITY_PROVIDERS})")
@@ -298,14 +300,22 @@ class DeliverabilityGuard:
         nxt = min((b + 1 + n if b < k else b + 1) for b in window.buckets) if window.buckets else _NEVER
         history = window.history
         if history and history[-1][1] == STOP:
-            resume = self._resume_boundary(history)
-            if resume > k:
-                nxt = min(nxt, resume)
+            for resume in (self._resume_boundary(history), self._quiet_boundary(history)):
+                if resume > k:
+                    nxt = min(nxt, resume)
         return nxt
 
     def _resume_boundary(self, history: list[list[Any]]) -> int:
         """The first boundary at which the stop that ``history`` ends with has served its cool-off."""
         return -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)
+
+    def _quiet_boundary(self, history: list[list[Any]]) -> int:
+        """The first boundary at which the stop that ``history`` ends with resumes on an empty window
+        (``quiet_resume_ms``; never when 0)."""
+        quiet = self.settings.quiet_resume_ms
+        if not quiet:
+            return _NEVER
+        return -(-(history[-1][0] + max(quiet, self.cool_off_ms)) // self.bucket_ms)
 
     def _walk(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
         """Boundary by boundary up to ``target``: the window gains the bucket before the boundary and loses
@@ -321,10 +331,13 @@ class DeliverabilityGuard:
             if not (sums[0] or sums[1] or sums[2]):  # an empty window until the next bucket enters it
                 status = history[-1][1] if history else OK
                 first = min(buckets) if buckets else target
-                if status == STOP:  # only the cool-off's end can change it before then
+                if status == STOP:  # only the cool-off's end (or the quiet resume) can change it before then
                     resume = max(k + 1, self._resume_boundary(history))
                     if resume <= min(first, target):
                         self._evaluate(name, window, resume)
+                    quiet = max(k + 1, self._quiet_boundary(history))
+                    if history[-1][1] == STOP and quiet <= min(first, target):
+                        self._evaluate(name, window, quiet)
                 elif changed or status != OK:
                     self._evaluate(name, window, k + 1)
                 changed = False
@@ -371,15 +384,21 @@ class DeliverabilityGuard:
             return
         at = boundary * self.bucket_ms
         if current == STOP:
+            stopped_for = at - history[-1][0]
+            if stopped_for < self.cool_off_ms:
+                return  # still stopped
             resume_c, resume_b = ((s.complaint_warn, s.bounce_warn) if s.resume_below == WARN
                                   else (s.complaint_stop, s.bounce_stop))
             if cr is None or br is None:  # under min_volume (the pause empties it): the rates over what was
-                # counted decide, and a window with nothing counted keeps the stop
+                # counted decide; a window with nothing counted keeps the stop until quiet_resume_ms
                 delivered, bounced, complained = window.sums
-                if not delivered + bounced:
+                if delivered + bounced:
+                    cr, br = complained / max(delivered, 1), bounced / (delivered + bounced)
+                elif complained or not s.quiet_resume_ms or stopped_for < s.quiet_resume_ms:
                     return
-                cr, br = complained / max(delivered, 1), bounced / (delivered + bounced)
-            if not (cr < resume_c and br < resume_b) or at - history[-1][0] < self.cool_off_ms:
+                else:
+                    cr = br = 0.0
+            if not (cr < resume_c and br < resume_b):
                 return  # still stopped
         history.append([at, level])
         del history[:-HISTORY]
