@@ -201,3 +201,17 @@ def test_a_record_with_the_older_single_delivery_still_decodes_and_judges_its_cl
     run_engine([feedback("a", LATER + 5_000, "clicked", message_id="m1", user_agent=CHROME)],
                until=LATER + DAY_MS, eng=eng)
     assert eng.customers["a"].sunset_since == SUNSET  # 5 s after the delivery the old record held: a bot's
+
+
+def test_explain_shows_no_return_for_a_bot_burst_and_a_return_for_a_human_click():
+    from streams.tools.explain import Fact, explain_records
+
+    shapes = attack_shapes()
+    for cid, back in (("s1_burst", False), ("s6_human", True)):
+        events = shapes[cid] + [tick(LATER + DAY_MS)]
+        ex = explain_records(load_settings(env={}), cid, [Fact(t, t, 0, i, r) for i, (t, r) in enumerate(events)])
+        sunset_rows = [r.text for r in ex.rows if r.text.startswith("sunset:")]
+        assert sunset_rows[:2] == ["sunset: leaves marketing on 2027-05-05 unless they order or click",
+                                   "sunset: left marketing on 2027-05-05 (no order or click for 180 days)"], sunset_rows
+        assert (len(sunset_rows) == 3) == back, sunset_rows  # the click's verdict: leaves marketing again later
+        assert ex.sunset is not None and ex.sunset[0].startswith("leaves" if back else "left"), ex.sunset

@@ -96,7 +96,7 @@ def pending_steps(flows: Iterable[Flow], c: Customer) -> list[PendingStep]:
     for f in flows:
         if not f.has_timers:
             continue
-        due = f.next_due(c)
+        due = f.leaves_at(c) if isinstance(f, Sunset) else f.next_due(c)  # not a click's verdict: a step of none
         if due is None:
             continue
         step, deferred, key = 0, False, ""

@@ -147,10 +147,9 @@ class Sunset(Flow):
 
     def _sunset_due(self, c: Customer) -> int | None:
         """When the customer is sunset, unless a click at or before that waits for its verdict."""
-        at = c.engaged_at
-        if at is None or c.sunset_since is not None or not self.after_ms or not c.p.opt:
+        due = self.leaves_at(c)
+        if due is None:
             return None
-        due = at + self.after_ms
         if any(waiting and t <= due for t, _, _, waiting in c.recent_clicks):
             return None
         return due
@@ -172,6 +171,14 @@ class Sunset(Flow):
         if at is None or c.sunset_since is not None or not self.after_ms or not c.p.opt:
             return None
         return at + self.after_ms  # ``sunset_at`` for a customer with an engaged time (hot path)
+
+    def leaves_at(self, c: Customer) -> int | None:
+        """When the customer leaves marketing as things stand (None: sunset already, or not counted); a
+        waiting click is not a pending step of its own (``explain`` shows this one)."""
+        at = c.engaged_at
+        if at is None or c.sunset_since is not None or not self.after_ms or not c.p.opt:
+            return None
+        return at + self.after_ms
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         if c.recent_clicks:
