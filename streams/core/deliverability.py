@@ -6,9 +6,11 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
 ``complained``) and pause marketing mail to a provider before the provider does it for them.
 
 - **Provider** of a recipient: the domain of the customer's address by MX-free rules (``provider_of``):
-  gmail.com, googlemail.com → gmail; yahoo.*, ymail.com, rocketmail.com, aol.* → yahoo; outlook.*,
-  hotmail.*, live.*, msn.com → outlook; icloud.com, me.com, mac.com → apple; anything else → other
-  (``deliverability.domains`` adds rules of the shop's own, e.g. a company domain hosted by Outlook).
+  gmail.com, googlemail.com → gmail; yahoo.*, ymail.com, rocketmail.com, aol.* and the ISP domains Yahoo
+  hosts (att.net, sbcglobal.net, bellsouth.net, verizon.net, aim.com) → yahoo; outlook.*, hotmail.*,
+  Microsoft's own live.* domains, msn.com → outlook; icloud.com, me.com, mac.com → apple; anything else
+  → other (``deliverability.domains`` adds rules of the shop's own, any case, e.g. a company domain
+  hosted by Outlook). ``Name <address>`` is read as its address.
 - **Counts**: each feedback record is counted on arrival in the event-time bucket of its ``occurred_at``
   (``bucket_ms``, default 1 h): delivered, hard (``permanent``) bounces, complaints. A transient bounce
   counts nowhere (the mail may still arrive).
