@@ -403,8 +403,12 @@ class DeliverabilitySettings:
     ``stop`` — marketing mail to that provider is held (``on_stop = "defer"``: re-checked at each bucket
     boundary until it expires) or dropped (``"drop"``, reason ``provider_paused``); transactional mail
     keeps flowing. A stopped provider resumes at the first boundary at least ``cool_off_ms`` after the stop
-    where both rates are under their ``resume_below`` threshold (``warn`` or ``stop``), or the volume is
-    under ``min_volume``."""
+    where both rates are under their ``resume_below`` threshold (``warn`` or ``stop``). Under ``min_volume``
+    (the pause itself empties the window) those rates are computed over what the window counted — the
+    transactional mail that kept flowing — and a window with nothing counted keeps the stop (a quiet
+    provider is not a clean one) until ``quiet_resume_ms`` after the stop (0: until counted mail says so). Held mail asks again after each boundary with an offset of up to
+    ``release_spread_ms`` (a hash of the address, the same in every replay), so what a stop held goes out
+    spread over that span after the resume. Thresholds are fractions (0.003 is 0.3 %); 1 or more is refused."""
 
     enabled: bool = True
     window_ms: int = DAY_MS  # the rolling window (a whole number of buckets)
@@ -417,6 +421,8 @@ class DeliverabilitySettings:
     on_stop: str = "defer"  # "defer": hold marketing until resumed (or expired); "drop": drop it (provider_paused)
     resume_below: str = "warn"  # a stopped provider resumes once both rates are under these thresholds ("warn" | "stop")
     cool_off_ms: int = 6 * HOUR_MS  # …and at least this long after the stop
+    release_spread_ms: int = HOUR_MS  # held mail is released over this span after a resume (0: all at the boundary)
+    quiet_resume_ms: int = 3 * DAY_MS  # a stop whose window counted nothing at all resumes this long after it (0: never)
     # extra domain → provider rules (e.g. {"gmx.de" = "other", "company.com" = "outlook"}), before the built-in ones
     domains: dict[str, str] = field(default_factory=dict)
 

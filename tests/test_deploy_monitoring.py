@@ -159,3 +159,17 @@ def test_rendered_alerts_link_absolute_runbook_sections_and_grafana_loads_the_da
     assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(board["data"]["shopmail.json"]) == dashboard()
     assert not [o for o in objects if o["metadata"]["name"] == "shopmail-runbook"], "local-config is never applied"
+
+
+def test_the_deliverability_alerts_say_on_how_many_partitions_a_provider_is_paused():
+    """Each partition's guard decides on its own customers' feedback: a pause on 1 of 6 partitions holds a
+    sixth of the mail, and the alert says so instead of calling the provider paused."""
+    rules = {r["alert"]: r for r in alert_rules()}
+    for name, status in (("ShopmailDeliverabilityStopped", "== 2"), ("ShopmailDeliverabilityWarn", ">= 1")):
+        expr = rules[name]["expr"]
+        assert expr == f"count by (namespace, provider) (shopmail_deliverability_status {status}) > 0"
+        assert _groupings(expr) == [("shopmail_deliverability_status", ["namespace", "provider"])]
+        summary = rules[name]["annotations"]["summary"]
+        assert "{{ $value }} of" in summary and "partitions" in summary
+        inner = summary.split("printf `")[1].split("`")[0].replace("%q", '"prod"')
+        assert metric_names(inner) == {"shopmail_deliverability_status"}  # the denominator's query parses

@@ -96,7 +96,7 @@ def pending_steps(flows: Iterable[Flow], c: Customer) -> list[PendingStep]:
     for f in flows:
         if not f.has_timers:
             continue
-        due = f.next_due(c)
+        due = f.leaves_at(c) if isinstance(f, Sunset) else f.next_due(c)  # not a click's verdict: a step of none
         if due is None:
             continue
         step, deferred, key = 0, False, ""
@@ -165,6 +165,8 @@ class DecisionLog:
             figures["cap_ms"] = guards.frequency_cap_ms
         if decision.reason.endswith("quiet_hours") or decision.reason.endswith("frequency_cap"):
             figures["quiet"] = [guards.quiet_start_hour, guards.quiet_end_hour]
+        if "provider_pause" in decision.reason and self._clock is not None:  # provider_paused, expired_by_provider_pause
+            figures.update(self._clock.deliverability.pause_figures(c.p.email, due))
         if decision.action == "defer":
             self.entries.append(Entry("deferred", due, cid, flow, step, due=due, until=decision.at,
                                       reason=decision.reason, figures=figures))

@@ -6,9 +6,11 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
 ``complained``) and pause marketing mail to a provider before the provider does it for them.
 
 - **Provider** of a recipient: the domain of the customer's address by MX-free rules (``provider_of``):
-  gmail.com, googlemail.com → gmail; yahoo.*, ymail.com, rocketmail.com, aol.* → yahoo; outlook.*,
-  hotmail.*, live.*, msn.com → outlook; icloud.com, me.com, mac.com → apple; anything else → other
-  (``deliverability.domains`` adds rules of the shop's own, e.g. a company domain hosted by Outlook).
+  gmail.com, googlemail.com → gmail; yahoo.*, ymail.com, rocketmail.com, aol.* and the ISP domains Yahoo
+  hosts (att.net, sbcglobal.net, bellsouth.net, verizon.net, aim.com) → yahoo; outlook.*, hotmail.*,
+  Microsoft's own live.* domains, msn.com → outlook; icloud.com, me.com, mac.com → apple; anything else
+  → other (``deliverability.domains`` adds rules of the shop's own, any case, e.g. a company domain
+  hosted by Outlook). ``Name <address>`` is read as its address.
 - **Counts**: each feedback record is counted on arrival in the event-time bucket of its ``occurred_at``
   (``bucket_ms``, default 1 h): delivered, hard (``permanent``) bounces, complaints. A transient bounce
   counts nowhere (the mail may still arrive).
@@ -17,10 +19,16 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
   hard bounces). Under ``min_volume`` deliveries + hard bounces there is no rate.
 - **Status** per provider, decided at each boundary: ``stop`` at a stop threshold, ``warn`` at a warn
   threshold, else ``ok``. A provider in ``stop`` resumes at the first boundary at least ``cool_off_ms``
-  after the stop where both rates are under their ``resume_below`` threshold (or there is no rate).
+  after the stop where both rates are under their ``resume_below`` threshold. Pausing marketing empties
+  the window, so under ``min_volume`` the rates are computed over what was counted (the transactional
+  mail that kept flowing, any late feedback). A window with nothing counted at all keeps the stop until
+  ``quiet_resume_ms`` (default 3 days) after it: silence is not evidence, but it bounds the pause of a
+  provider no mail at all goes to.
 - **Decisions**: a marketing step due at ``t`` reads the status its provider had at the last boundary at
-  or before ``t``. Paused, it is deferred to the next boundary (re-checked there, dropped once past its
-  expiry: ``expired_by_provider_pause``) or dropped (``on_stop = "drop"``: ``provider_paused``).
+  or before ``t``. Paused, it is deferred to the next boundary plus an offset of up to
+  ``release_spread_ms`` (a hash of the address: the same in every run), re-checked there and dropped once
+  past its expiry (``expired_by_provider_pause``), or dropped (``on_stop = "drop"``: ``provider_paused``).
+  So the mail a stop held goes out over ``release_spread_ms`` after the resume, not in one millisecond.
   Transactional mail never asks.
 
 Why this is the same in every run (``simulate``, ``replay``, the workers): a boundary is evaluated only
@@ -46,6 +54,7 @@ volume at the last boundary) are what the runtime exports as metrics.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +68,15 @@ _DELIVERED, _BOUNCED, _COMPLAINED = 0, 1, 2
 _NEVER = 1 << 62  # no change to come until a new bucket is counted
 
 _EXACT = {"gmail.com": "gmail", "googlemail.com": "gmail", "ymail.com": "yahoo", "rocketmail.com": "yahoo",
-          "msn.com": "outlook", "icloud.com": "apple", "me.com": "apple", "mac.com": "apple"}
-_BRANDS = {"yahoo": "yahoo", "aol": "yahoo", "outlook": "outlook", "hotmail": "outlook", "live": "outlook"}
+          # hosted by Yahoo (AT&T, Verizon and AOL addresses)
+          "att.net": "yahoo", "sbcglobal.net": "yahoo", "bellsouth.net": "yahoo", "verizon.net": "yahoo",
+          "aim.com": "yahoo",
+          "msn.com": "outlook", "icloud.com": "apple", "me.com": "apple", "mac.com": "apple",
+          # ``live`` is a common word: only Microsoft's own live.* domains, not live.tv or live.co.za's namesakes
+          **{f"live.{suffix}": "outlook" for suffix in (
+              "com", "co.uk", "ca", "fr", "de", "nl", "be", "it", "se", "dk", "no", "fi", "at", "ie", "com.au",
+              "com.mx", "com.ar", "cl", "jp", "ru")}}
+_BRANDS = {"yahoo": "yahoo", "aol": "yahoo", "outlook": "outlook", "hotmail": "outlook"}
 
 __all__ = ["DeliverabilityGuard", "LEVEL", "OK", "STOP", "WARN", "provider_of"]
 
@@ -68,10 +84,17 @@ __all__ = ["DeliverabilityGuard", "LEVEL", "OK", "STOP", "WARN", "provider_of"]
 def provider_of(email: str | None, domains: dict[str, str] | None = None) -> str:
     """The mailbox provider of an address by its domain (no MX lookup): gmail, yahoo, outlook, apple or other.
     A brand domain counts under any country suffix (``yahoo.co.uk``, ``hotmail.de``) but not as the first
-    label of someone else's domain (``live.example.com`` is other)."""
-    domain = (email or "").rpartition("@")[2].strip().lower().rstrip(".")
+    label of someone else's domain (``live.example.com`` is other); ``live`` only as Microsoft's own
+    domains (``live.tv`` is other). ``Name <a@gmail.com>`` is read as its address; the shop's
+    ``domains`` match whatever their case."""
+    address = email or ""
+    if "<" in address:  # a display name with the address in angle brackets
+        address = address.rpartition("<")[2].partition(">")[0]
+    domain = address.rpartition("@")[2].strip().lower().rstrip(".")
     if domains:
         found = domains.get(domain)
+        if found is None:
+            found = next((v for k, v in domains.items() if k.strip().lower().rstrip(".") == domain), None)
         if found is not None:
             return found
     found = _EXACT.get(domain)
@@ -97,8 +120,15 @@ def _check(settings: DeliverabilitySettings) -> None:
         raise ConfigError(f"deliverability.on_stop must be 'defer' or 'drop', not {settings.on_stop!r}")
     if settings.resume_below not in (WARN, STOP):
         raise ConfigError(f"deliverability.resume_below must be 'warn' or 'stop', not {settings.resume_below!r}")
+    for name in ("complaint_warn", "complaint_stop", "bounce_warn", "bounce_stop"):
+        value = getattr(settings, name)
+        if value >= 1:
+            raise ConfigError(f"deliverability.{name} = {value} is a fraction, not a percentage: 0.3 means 30 %: "
+                              f"write 0.003 for 0.3 %")
     if not (0 < settings.complaint_warn <= settings.complaint_stop and 0 < settings.bounce_warn <= settings.bounce_stop):
         raise ConfigError("deliverability thresholds: 0 < *_warn ≤ *_stop")
+    if settings.release_spread_ms < 0 or settings.quiet_resume_ms < 0:
+        raise ConfigError("deliverability.release_spread_ms and quiet_resume_ms must be ≥ 0")
     unknown = sorted(set(settings.domains.values()) - set(DELIVERABILITY_PROVIDERS))
     if unknown:
         raise ConfigError(f"deliverability.domains names unknown providers {unknown} (known: {DELIVERABILITY_PROVIDERS})")
@@ -272,14 +302,22 @@ class DeliverabilityGuard:
         nxt = min((b + 1 + n if b < k else b + 1) for b in window.buckets) if window.buckets else _NEVER
         history = window.history
         if history and history[-1][1] == STOP:
-            resume = self._resume_boundary(history)
-            if resume > k:
-                nxt = min(nxt, resume)
+            for resume in (self._resume_boundary(history), self._quiet_boundary(history)):
+                if resume > k:
+                    nxt = min(nxt, resume)
         return nxt
 
     def _resume_boundary(self, history: list[list[Any]]) -> int:
         """The first boundary at which the stop that ``history`` ends with has served its cool-off."""
         return -(-(history[-1][0] + self.cool_off_ms) // self.bucket_ms)
+
+    def _quiet_boundary(self, history: list[list[Any]]) -> int:
+        """The first boundary at which the stop that ``history`` ends with resumes on an empty window
+        (``quiet_resume_ms``; never when 0)."""
+        quiet = self.settings.quiet_resume_ms
+        if not quiet:
+            return _NEVER
+        return -(-(history[-1][0] + max(quiet, self.cool_off_ms)) // self.bucket_ms)
 
     def _walk(self, name: str, window: ProviderWindow, upto: int, target: int) -> None:
         """Boundary by boundary up to ``target``: the window gains the bucket before the boundary and loses
@@ -295,10 +333,13 @@ class DeliverabilityGuard:
             if not (sums[0] or sums[1] or sums[2]):  # an empty window until the next bucket enters it
                 status = history[-1][1] if history else OK
                 first = min(buckets) if buckets else target
-                if status == STOP:  # only the cool-off's end can change it before then
+                if status == STOP:  # only the cool-off's end (or the quiet resume) can change it before then
                     resume = max(k + 1, self._resume_boundary(history))
                     if resume <= min(first, target):
                         self._evaluate(name, window, resume)
+                    quiet = max(k + 1, self._quiet_boundary(history))
+                    if history[-1][1] == STOP and quiet <= min(first, target):
+                        self._evaluate(name, window, quiet)
                 elif changed or status != OK:
                     self._evaluate(name, window, k + 1)
                 changed = False
@@ -345,10 +386,21 @@ class DeliverabilityGuard:
             return
         at = boundary * self.bucket_ms
         if current == STOP:
+            stopped_for = at - history[-1][0]
+            if stopped_for < self.cool_off_ms:
+                return  # still stopped
             resume_c, resume_b = ((s.complaint_warn, s.bounce_warn) if s.resume_below == WARN
                                   else (s.complaint_stop, s.bounce_stop))
-            below = cr is None or (cr < resume_c and br is not None and br < resume_b)
-            if not below or at - history[-1][0] < self.cool_off_ms:
+            if cr is None or br is None:  # under min_volume (the pause empties it): the rates over what was
+                # counted decide; a window with nothing counted keeps the stop until quiet_resume_ms
+                delivered, bounced, complained = window.sums
+                if delivered + bounced:
+                    cr, br = complained / max(delivered, 1), bounced / (delivered + bounced)
+                elif complained or not s.quiet_resume_ms or stopped_for < s.quiet_resume_ms:
+                    return
+                else:
+                    cr = br = 0.0
+            if not (cr < resume_c and br < resume_b):
                 return  # still stopped
         history.append([at, level])
         del history[:-HISTORY]
@@ -383,7 +435,26 @@ class DeliverabilityGuard:
         if name not in self._stopping or self.status_at(name, at) != STOP:
             return None
         self.count(f"deliverability:{name}:held")
-        return (at // self.bucket_ms + 1) * self.bucket_ms
+        return (at // self.bucket_ms + 1) * self.bucket_ms + self._release_offset(email)
+
+    def _release_offset(self, email: str | None) -> int:
+        """How long after a boundary a held step asks again: spread over ``release_spread_ms`` by a hash of
+        the address (the same in every run), so a resume does not release every held step at once."""
+        spread = self.settings.release_spread_ms
+        return zlib.crc32((email or "").encode()) % spread if spread > 0 else 0
+
+    def pause_figures(self, email: str | None, at: int) -> dict[str, Any]:
+        """What explains a pause of mail to ``email`` at ``at``: the provider, when it stopped, the rates and
+        volume of the window at the last boundary, and the stop thresholds."""
+        name = self.provider(email)
+        window = self.state.providers.get(name)
+        history = window.history if window is not None else []
+        since = next((t for t, st in reversed(history) if st == STOP and t <= at), None)
+        figures = {"provider": name, "stopped_at": since, "complaint_stop": self.settings.complaint_stop,
+                   "bounce_stop": self.settings.bounce_stop}
+        figures.update({k: v for k, v in self.snapshot().get(name, {}).items()
+                        if k in ("complaint_rate", "bounce_rate", "volume")})
+        return figures
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per provider seen: status, complaint and bounce rate (None under min_volume), volume — at the last boundary."""

@@ -121,16 +121,22 @@ class EngagementRules:
 
     def bursts(self, clicks: Sequence[Mapping[str, Any]]) -> list[bool]:
         """For clicks of one message: is each one part of a burst of ``burst_links`` distinct links?"""
-        order = sorted(range(len(clicks)), key=lambda i: int(clicks[i]["occurred_at"]))
+        return self.burst_flags([(int(c["occurred_at"]), str(c.get("link") or "")) for c in clicks])
+
+    def burst_flags(self, clicks: Sequence[tuple[int, str]]) -> list[bool]:
+        """``bursts`` for clicks given as (time, link): the one burst rule of the report and the stream.
+        A click's verdict depends on the clicks of its message up to ``burst_window_ms`` before and after
+        it; the stream decides once its clock has passed that span (streams/core/flows/sunset.py)."""
+        order = sorted(range(len(clicks)), key=lambda i: clicks[i][0])
         flagged = [False] * len(clicks)
         if self.burst_links <= 0:
             return flagged
         for start, first in enumerate(order):
-            t0 = int(clicks[first]["occurred_at"])
+            t0 = clicks[first][0]
             links: set[str] = set()
             end = start
-            while end < len(order) and int(clicks[order[end]]["occurred_at"]) - t0 <= self.burst_window_ms:
-                links.add(str(clicks[order[end]].get("link") or ""))
+            while end < len(order) and clicks[order[end]][0] - t0 <= self.burst_window_ms:
+                links.add(clicks[order[end]][1])
                 end += 1
             if len(links) >= self.burst_links:
                 for i in order[start:end]:

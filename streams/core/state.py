@@ -226,7 +226,11 @@ class Customer(Record):
     # consent, or state from before sunset), when the customer was sunset, the latest delivery (message, time)
     engaged_at: int | None = msgspec.field(default=None, name="eng")
     sunset_since: int | None = msgspec.field(default=None, name="sun")
-    last_delivery: tuple[str, int] | None = msgspec.field(default=None, name="dlv")
+    last_delivery: tuple[str, int] | None = msgspec.field(default=None, name="dlv")  # older state: read, then moved into recent_deliveries
+    # the last ``RECENT_DELIVERIES`` messages delivered (message key, first delivery time), oldest first, and
+    # the clicks kept to judge a link burst: (time, message key, link, waiting for its verdict), by time
+    recent_deliveries: list[tuple[str, int]] = msgspec.field(default_factory=list, name="dlvs")
+    recent_clicks: list[tuple[int, str, str, bool]] = msgspec.field(default_factory=list, name="clk")
 
 
 class _CustomerV2(Customer):

@@ -201,6 +201,13 @@ def _guard_words(r: str, e: Entry, tz: ZoneInfo, sunset: "_SunsetWords") -> str:
         return f"a late fact put it in the past (the clock had passed it; watermark {when(f.get('watermark'), tz)})"
     if r == "weekly_cap":
         return f"one browse mail a week: the last was due {when(f.get('last_due'), tz)}"
+    if r in ("provider_paused", "provider_pause") and f.get("provider"):
+        cr, br = f.get("complaint_rate"), f.get("bounce_rate")
+        rates = (f"complaints {cr:.2%} (stop at {f.get('complaint_stop', 0):.2%}), hard bounces {br:.2%} "
+                 f"(stop at {f.get('bounce_stop', 0):.2%}) over {f.get('volume', 0):,} mails"
+                 if cr is not None and br is not None else
+                 f"too few mails counted since ({f.get('volume', 0):,}) to resume")
+        return f"{f['provider']} paused since {when(f.get('stopped_at'), tz)}: {rates}"
     return FIXED_REASONS.get(r, r.replace("_", " "))
 
 
