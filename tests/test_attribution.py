@@ -101,7 +101,7 @@ def test_holdout_customers_are_the_control_group_and_lift_has_a_confidence_inter
             events.append(order(T + 30 * DAY_MS, customer=c))
     a = Attribution().feed(events)
     control = row(a, variant="holdout")
-    assert (control.sent, control.converted) == (200, 10)
+    assert (control.sent, control.assigned, control.ordered, control.converted) == (200, 200, 10, 0)
     (lift,) = lifts(a.table())
     assert lift.variant == "A" and round(lift.diff, 3) == 0.15 and lift.significant
     assert lift.ci_low < 0.15 < lift.ci_high and lift.relative_lift == pytest.approx(3.0)
@@ -119,7 +119,7 @@ def test_revenue_per_recipient_and_incremental_revenue_over_the_holdout_have_an_
         if i < 10:
             events.append(order(T + DAY_MS, "50.00", customer=f"h{i}"))
     a = Attribution().feed(events)
-    assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr) == (Decimal("10"), Decimal("2.5"))
+    assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr_in_window) == (Decimal("10"), Decimal("2.5"))
     (lift,) = lifts(a.table())
     # Welch: variances 80,000/199 and 23,750/199 of the per-recipient revenue, 200 recipients each
     half = 1.959964 * (80_000 / 199 / 200 + 23_750 / 199 / 200) ** 0.5
@@ -192,11 +192,15 @@ def test_report_writes_csv_json_and_a_png_chart(tmp_path):
     write_json(report, tmp_path / "r.json")
     write_chart(report, tmp_path / "r.png")
     header = (tmp_path / "r.csv").read_text().splitlines()[0]
-    assert header.startswith("flow,step,variant,day,sent,human_click_rate,placed_order_rate,rpr,revenue")
-    assert "incremental_revenue_ci_low" in header and header.endswith(",attribution")
+    assert header.startswith("level,flow,step,variant,day,currency,sent,human_click_rate,placed_order_rate,rpr,"
+                             "revenue")
+    assert "incremental_revenue_ci_low" in header and header.endswith(",attribution,holdout_comparison,verdict,records")
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["attribution"] == {"model": "last click, 5 days", "click_window_ms": 5 * DAY_MS,
-                                  "open_window_ms": DAY_MS, "attribute_opens": False}
+    assert doc["attribution"] | {"figures": None} == {
+        "model": "last click, 5 days", "click_window_ms": 5 * DAY_MS, "open_window_ms": DAY_MS,
+        "attribute_opens": False, "figures": None,
+        "holdout_comparison": "intent to treat: in both groups any order within 5 days after the (would-be) send "
+                              "counts, clicked or not"}
     control = doc["rows"][0]
     assert (control["variant"], control["revenue"], control["rpr"], control["placed_order_rate"]) == \
         ("control", "9.99", "9.9900", 1.0)

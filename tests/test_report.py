@@ -3,6 +3,7 @@ recipient, prints its attribution window, and refuses a missing or empty input w
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,10 @@ def test_the_report_leads_with_human_clicks_placed_orders_and_rpr_and_states_its
     (exp,) = doc["experiments"]
     assert (exp["control_rpr"], exp["rpr_diff"], exp["incremental_revenue"]) == (3.0, 12.0, 240.0)
     assert exp["incremental_revenue_ci_low"] < 240.0 < exp["incremental_revenue_ci_high"]
-    assert (out / "r.csv").read_text().count("\n") == 3 and (out / "r.png").stat().st_size > 10_000
+    lines = list(csv.DictReader((out / "r.csv").open()))
+    assert [line["level"] for line in lines] == ["flow", "row", "row", "verdict", "verdict"]
+    assert {line["currency"] for line in lines[:3]} == {"USD"} and a_row["currency"] == "USD"
+    assert "USD" in text and (out / "r.png").stat().st_size > 10_000
 
 
 def test_a_missing_input_directory_is_a_clear_error_and_a_non_zero_exit(tmp_path):
@@ -131,7 +135,7 @@ def test_the_terminal_tables_show_opens_split_and_the_holdouts_incremental_figur
     print_report(console, build(Attribution().feed(records)))
     text = console.export_text()
     lead = text.index("Per flow (holdout excluded)")
-    assert text.index("human") < text.index("RPR") < text.index("opens") and lead < text.index("Attribution by")
+    assert text.index("human", lead) < text.index("RPR", lead) < text.index("opens", lead) < text.index("Attribution by")
     assert "abandoned_cart · 1 · holdout" in text and "+240.00" in text and "20 vs 20" in text
 
 
