@@ -229,3 +229,46 @@ def test_export_writes_avro_files_that_fastavro_reads_back_and_the_report_reads(
         assert reader.writer_schema["name"] == "shopmail.OrderEvent"
         assert [r["order_id"] for r in reader] == ["o1", "o2", "o3"]
     assert from_avro_dir(settings, tmp_path).table() == []  # orders alone attribute nothing
+
+
+def test_complaints_unsubscribes_and_bounces_count_on_the_flow_step_and_variant_of_their_command():
+    a = Attribution().feed([cmd("c1", variant="B", step=2), sent("c1", variant="B", step=2),
+                            fb("c1", "delivered", T + 5), fb("c1", "complained", T + HOUR_MS),
+                            cmd("c2", "bob"), sent("c2", "bob"), fb("c2", "delivered", T + 5, "bob"),
+                            fb("c2", "unsubscribed", T + HOUR_MS, "bob")])
+    complained, other = row(a, step=2, variant="B"), row(a)
+    assert (complained.complaints, complained.unsubscribes, complained.complaint_rate) == (1, 0, 1.0)
+    assert (other.complaints, other.unsubscribes) == (0, 1)
+    assert complained.as_dict()["complaints"] == 1
+
+
+def test_against_the_holdout_an_order_in_the_window_counts_alike_in_both_groups_whatever_was_clicked():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), sent("a1", "ann", variant="A"),
+                            cmd("h1", "hal", variant="holdout"),
+                            order(T + DAY_MS, "40.00", customer="ann"), order(T + DAY_MS, "40.00", customer="hal")])
+    mailed, held = row(a, variant="A"), row(a, variant="holdout")
+    assert (mailed.ordered, mailed.revenue_in_window, held.ordered, held.revenue_in_window) == \
+        (1, Decimal("40.00"), 1, Decimal("40.00"))
+    assert (mailed.converted, held.converted) == (0, 0)  # no click: nothing attributed by last click
+    (lift,) = lifts(a.table())
+    assert (lift.diff, lift.rpr_diff) == (0, 0)
+
+
+def test_an_order_before_the_send_or_after_the_window_counts_in_neither_group():
+    a = Attribution().feed([cmd("a1", "ann", at=T + DAY_MS, variant="A"), sent("a1", "ann", at=T + DAY_MS, variant="A"),
+                            cmd("h1", "hal", at=T + DAY_MS, variant="holdout"),
+                            order(T, customer="ann"), order(T, customer="hal"),
+                            order(T + 7 * DAY_MS, customer="ann"), order(T + 7 * DAY_MS, customer="hal")])
+    assert (row(a, variant="A").ordered, row(a, variant="holdout").ordered) == (0, 0)
+
+
+def test_a_suppressed_command_stays_in_its_group_for_the_holdout_comparison():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), sent("a1", "ann", variant="A"),
+                            cmd("a2", "bob", variant="A"),
+                            ("outcome", {"command_id": "a2", "customer_id": "bob", "outcome": "suppressed",
+                                         "flow": "abandoned_cart", "step": 1, "variant": "A", "occurred_at": T}),
+                            cmd("h1", "hal", variant="holdout"), cmd("h2", "hil", variant="holdout")])
+    mailed = row(a, variant="A")
+    assert (mailed.sent, mailed.suppressed, mailed.assigned) == (1, 1, 2)
+    (lift,) = lifts(a.table())
+    assert (lift.n, lift.control_n) == (2, 2)
