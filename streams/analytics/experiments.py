@@ -13,12 +13,13 @@ because it is what marketers read in Klaviyo/Braze-style reports and needs no pr
 reliable with enough conversions on both sides (the report shows n and conversions so small samples
 are visible), and an interval that contains 0 means "no measurable lift yet".
 
-Revenue: difference of the mean revenue per recipient (RPR) of the two groups with Welch's normal
-interval ``(m_v − m_c) ± 1.96·sqrt(s²_v/n_v + s²_c/n_c)`` over the revenue of each recipient (0 for
-most). **Incremental** conversions and revenue are those differences times the variant's recipients:
-what the mail earned beyond what the same customers would have bought without it. Revenue per order
-is skewed (a few large baskets), so the interval is wider than the conversion's and needs more
-recipients to exclude 0; a normal interval of a mean is still sound at the sizes where a shop reads it.
+Revenue: difference of the mean revenue per recipient of the two groups (revenue of the orders in
+the window per assigned command) with Welch's normal interval
+``(m_v − m_c) ± 1.96·sqrt(s²_v/n_v + s²_c/n_c)`` over each command's revenue in the window (0 for
+most). **Incremental** conversions and revenue are those differences times the variant's assigned
+commands: what the mail earned beyond what the same customers would have bought without it. Revenue
+per order is skewed (a few large baskets), so the interval is wider than the conversion's and needs
+more recipients to exclude 0; a normal interval of a mean is still sound at the sizes where a shop reads it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Lift:
     flow: str
     step: int
     variant: str
-    n: int
-    conversions: int
+    n: int  # commands assigned to the variant (intent to treat)
+    conversions: int  # …whose customer ordered within the window after the send
     rate: float
     control_n: int
     control_conversions: int
@@ -47,7 +48,7 @@ class Lift:
     ci_low: float
     ci_high: float
     relative_lift: float | None
-    rpr: float = 0.0
+    rpr: float = 0.0  # revenue of the orders in the window per assigned command (not the last-click RPR)
     control_rpr: float = 0.0
     rpr_diff: float = 0.0
     rpr_ci_low: float = 0.0
@@ -64,12 +65,12 @@ class Lift:
 
     @property
     def incremental_conversions(self) -> tuple[float, float, float]:
-        """(estimate, low, high): conversions beyond the holdout's rate, over the variant's recipients."""
+        """(estimate, low, high): orders beyond the holdout's rate, over the variant's assigned commands."""
         return self.diff * self.n, self.ci_low * self.n, self.ci_high * self.n
 
     @property
     def incremental_revenue(self) -> tuple[float, float, float]:
-        """(estimate, low, high): revenue beyond the holdout's RPR, over the variant's recipients."""
+        """(estimate, low, high): revenue beyond the holdout's, over the variant's assigned commands."""
         return self.rpr_diff * self.n, self.rpr_ci_low * self.n, self.rpr_ci_high * self.n
 
     def as_dict(self) -> dict[str, Any]:
