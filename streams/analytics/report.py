@@ -361,20 +361,25 @@ def write_chart(report: Report, path: Path) -> None:
     fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule}", fontsize=9)
     flows = report.flows
     ax = axes[0]
-    bars = ax.bar(range(len(flows)), [float(r.rpr) for r in flows], color="#3a7bd5")
+    palette = ("#3a7bd5", "#e08a1e", "#2ca02c", "#9467bd", "#8c564b")
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(sorted({r.currency for r in flows}))}
+    bars = ax.bar(range(len(flows)), [float(r.rpr) for r in flows], color=[colour[r.currency] for r in flows])
     ax.bar_label(bars, labels=[f"{_money(r.rpr)} {r.currency}".strip() for r in flows], fontsize=7)
     ax.set_xticks(range(len(flows)), [f"{r.flow}\n{_currency(r.currency)}" for r in flows], fontsize=7, rotation=30,
                   ha="right")
     ax.set_ylabel("revenue per recipient, last click (in each bar's currency)")
     ax.set_title("RPR per flow (holdout excluded)")
     exps = report.experiments
-    labels = [f"{x.flow}/{x.step}\n{x.variant}" for x in exps]
-    money_labels = [f"{label}\n{_currency(x.currency)}" for label, x in zip(labels, exps)]
+    once: dict[tuple[str, int, str], Lift] = {}  # the order-rate lift is one per variant, whatever the currency
+    for x in exps:
+        once.setdefault((x.flow, x.step, x.variant), x)
     for ax, title, unit, values, ticks in (
             (axes[1], "Ordered-in-window lift vs holdout (95% CI)", "order rate lift (pp), intent to treat",
-             [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in exps], labels),
+             [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in once.values()],
+             [f"{x.flow}/{x.step}\n{x.variant}" for x in once.values()]),
             (axes[2], "Incremental RPR vs holdout (95% CI)", "revenue per recipient over holdout (tick's currency)",
-             [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in exps], money_labels)):
+             [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in exps],
+             [f"{x.flow}/{x.step}\n{x.variant}\n{_currency(x.currency)}" for x in exps])):
         ax.set_title(title)
         ax.axhline(0, color="#666666", linewidth=0.8)
         if not exps:
@@ -389,8 +394,8 @@ def write_chart(report: Report, path: Path) -> None:
             ax.plot([i], [est], marker="o", color="#999999")
             ax.annotate("no interval", (i, est), textcoords="offset points", xytext=(0, 8), ha="center",
                         fontsize=7, color="#666666")
-        ax.set_xticks(range(len(exps)), ticks, fontsize=7)
-        ax.set_xlim(-0.7, len(exps) - 0.3)
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_xlim(-0.7, len(ticks) - 0.3)
         ax.set_ylabel(unit)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
