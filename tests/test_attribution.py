@@ -254,10 +254,11 @@ def test_against_the_holdout_an_order_in_the_window_counts_alike_in_both_groups_
     assert (lift.diff, lift.rpr_diff) == (0, 0)
 
 
-def test_an_order_before_the_send_or_after_the_window_counts_in_neither_group():
+def test_an_order_before_at_or_after_the_window_of_the_send_counts_in_neither_group():
     a = Attribution().feed([cmd("a1", "ann", at=T + DAY_MS, variant="A"), sent("a1", "ann", at=T + DAY_MS, variant="A"),
                             cmd("h1", "hal", at=T + DAY_MS, variant="holdout"),
                             order(T, customer="ann"), order(T, customer="hal"),
+                            order(T + DAY_MS, customer="ann"), order(T + DAY_MS, customer="hal"),  # at the send
                             order(T + 7 * DAY_MS, customer="ann"), order(T + 7 * DAY_MS, customer="hal")])
     assert (row(a, variant="A").ordered, row(a, variant="holdout").ordered) == (0, 0)
 

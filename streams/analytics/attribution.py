@@ -292,7 +292,7 @@ class Attribution:
         self.currencies.add(currency)
         for cid in self.by_customer.get(customer, []):  # intent to treat: every group alike, clicks aside
             cmd = self.commands[cid]
-            if 0 <= at - cmd.send_at <= self.settings.click_window_ms:
+            if 0 < at - cmd.send_at <= self.settings.click_window_ms:  # after: not the order that triggered it
                 cmd.ordered = True
                 cmd.revenue_in_window[currency] = cmd.revenue_in_window.get(currency, Decimal("0")) + total
         target: str | None = None
