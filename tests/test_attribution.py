@@ -101,7 +101,7 @@ def test_holdout_customers_are_the_control_group_and_lift_has_a_confidence_inter
             events.append(order(T + 30 * DAY_MS, customer=c))
     a = Attribution().feed(events)
     control = row(a, variant="holdout")
-    assert (control.sent, control.converted) == (200, 10)
+    assert (control.sent, control.assigned, control.ordered, control.converted) == (200, 200, 10, 0)
     (lift,) = lifts(a.table())
     assert lift.variant == "A" and round(lift.diff, 3) == 0.15 and lift.significant
     assert lift.ci_low < 0.15 < lift.ci_high and lift.relative_lift == pytest.approx(3.0)
@@ -119,7 +119,7 @@ def test_revenue_per_recipient_and_incremental_revenue_over_the_holdout_have_an_
         if i < 10:
             events.append(order(T + DAY_MS, "50.00", customer=f"h{i}"))
     a = Attribution().feed(events)
-    assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr) == (Decimal("10"), Decimal("2.5"))
+    assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr_in_window) == (Decimal("10"), Decimal("2.5"))
     (lift,) = lifts(a.table())
     # Welch: variances 80,000/199 and 23,750/199 of the per-recipient revenue, 200 recipients each
     half = 1.959964 * (80_000 / 199 / 200 + 23_750 / 199 / 200) ** 0.5
@@ -192,11 +192,15 @@ def test_report_writes_csv_json_and_a_png_chart(tmp_path):
     write_json(report, tmp_path / "r.json")
     write_chart(report, tmp_path / "r.png")
     header = (tmp_path / "r.csv").read_text().splitlines()[0]
-    assert header.startswith("flow,step,variant,day,sent,human_click_rate,placed_order_rate,rpr,revenue")
-    assert "incremental_revenue_ci_low" in header and header.endswith(",attribution")
+    assert header.startswith("level,flow,step,variant,day,currency,sent,human_click_rate,placed_order_rate,rpr,"
+                             "revenue")
+    assert "incremental_revenue_ci_low" in header and header.endswith(",attribution,holdout_comparison,verdict,records")
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["attribution"] == {"model": "last click, 5 days", "click_window_ms": 5 * DAY_MS,
-                                  "open_window_ms": DAY_MS, "attribute_opens": False}
+    assert doc["attribution"] | {"figures": None} == {
+        "model": "last click, 5 days", "click_window_ms": 5 * DAY_MS, "open_window_ms": DAY_MS,
+        "attribute_opens": False, "figures": None,
+        "holdout_comparison": "intent to treat: in both groups any order within 5 days after the (would-be) send "
+                              "counts, clicked or not"}
     control = doc["rows"][0]
     assert (control["variant"], control["revenue"], control["rpr"], control["placed_order_rate"]) == \
         ("control", "9.99", "9.9900", 1.0)
@@ -225,3 +229,47 @@ def test_export_writes_avro_files_that_fastavro_reads_back_and_the_report_reads(
         assert reader.writer_schema["name"] == "shopmail.OrderEvent"
         assert [r["order_id"] for r in reader] == ["o1", "o2", "o3"]
     assert from_avro_dir(settings, tmp_path).table() == []  # orders alone attribute nothing
+
+
+def test_complaints_unsubscribes_and_bounces_count_on_the_flow_step_and_variant_of_their_command():
+    a = Attribution().feed([cmd("c1", variant="B", step=2), sent("c1", variant="B", step=2),
+                            fb("c1", "delivered", T + 5), fb("c1", "complained", T + HOUR_MS),
+                            cmd("c2", "bob"), sent("c2", "bob"), fb("c2", "delivered", T + 5, "bob"),
+                            fb("c2", "unsubscribed", T + HOUR_MS, "bob")])
+    complained, other = row(a, step=2, variant="B"), row(a)
+    assert (complained.complaints, complained.unsubscribes, complained.complaint_rate) == (1, 0, 1.0)
+    assert (other.complaints, other.unsubscribes) == (0, 1)
+    assert complained.as_dict()["complaints"] == 1
+
+
+def test_against_the_holdout_an_order_in_the_window_counts_alike_in_both_groups_whatever_was_clicked():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), sent("a1", "ann", variant="A"),
+                            cmd("h1", "hal", variant="holdout"),
+                            order(T + DAY_MS, "40.00", customer="ann"), order(T + DAY_MS, "40.00", customer="hal")])
+    mailed, held = row(a, variant="A"), row(a, variant="holdout")
+    assert (mailed.ordered, mailed.revenue_in_window, held.ordered, held.revenue_in_window) == \
+        (1, Decimal("40.00"), 1, Decimal("40.00"))
+    assert (mailed.converted, held.converted) == (0, 0)  # no click: nothing attributed by last click
+    (lift,) = lifts(a.table())
+    assert (lift.diff, lift.rpr_diff) == (0, 0)
+
+
+def test_an_order_before_at_or_after_the_window_of_the_send_counts_in_neither_group():
+    a = Attribution().feed([cmd("a1", "ann", at=T + DAY_MS, variant="A"), sent("a1", "ann", at=T + DAY_MS, variant="A"),
+                            cmd("h1", "hal", at=T + DAY_MS, variant="holdout"),
+                            order(T, customer="ann"), order(T, customer="hal"),
+                            order(T + DAY_MS, customer="ann"), order(T + DAY_MS, customer="hal"),  # at the send
+                            order(T + 7 * DAY_MS, customer="ann"), order(T + 7 * DAY_MS, customer="hal")])
+    assert (row(a, variant="A").ordered, row(a, variant="holdout").ordered) == (0, 0)
+
+
+def test_a_suppressed_command_stays_in_its_group_for_the_holdout_comparison():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), sent("a1", "ann", variant="A"),
+                            cmd("a2", "bob", variant="A"),
+                            ("outcome", {"command_id": "a2", "customer_id": "bob", "outcome": "suppressed",
+                                         "flow": "abandoned_cart", "step": 1, "variant": "A", "occurred_at": T}),
+                            cmd("h1", "hal", variant="holdout"), cmd("h2", "hil", variant="holdout")])
+    mailed = row(a, variant="A")
+    assert (mailed.sent, mailed.suppressed, mailed.assigned) == (1, 1, 2)
+    (lift,) = lifts(a.table())
+    assert (lift.n, lift.control_n) == (2, 2)

@@ -3,7 +3,9 @@ recipient, prints its attribution window, and refuses a missing or empty input w
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 
 from schemas import serde
 from streams.analytics.attribution import Attribution
-from streams.analytics.report import build, print_report
+from streams.analytics.report import build, print_report, split_intervals, write_chart
 from streams.cli.main import app
 from streams.config import DAY_MS, HOUR_MS
 
@@ -100,7 +102,10 @@ def test_the_report_leads_with_human_clicks_placed_orders_and_rpr_and_states_its
     (exp,) = doc["experiments"]
     assert (exp["control_rpr"], exp["rpr_diff"], exp["incremental_revenue"]) == (3.0, 12.0, 240.0)
     assert exp["incremental_revenue_ci_low"] < 240.0 < exp["incremental_revenue_ci_high"]
-    assert (out / "r.csv").read_text().count("\n") == 3 and (out / "r.png").stat().st_size > 10_000
+    lines = list(csv.DictReader((out / "r.csv").open()))
+    assert [line["level"] for line in lines] == ["flow", "row", "row", "verdict", "verdict"]
+    assert {line["currency"] for line in lines[:3]} == {"USD"} and a_row["currency"] == "USD"
+    assert "USD" in text and (out / "r.png").stat().st_size > 10_000
 
 
 def test_a_missing_input_directory_is_a_clear_error_and_a_non_zero_exit(tmp_path):
@@ -131,7 +136,7 @@ def test_the_terminal_tables_show_opens_split_and_the_holdouts_incremental_figur
     print_report(console, build(Attribution().feed(records)))
     text = console.export_text()
     lead = text.index("Per flow (holdout excluded)")
-    assert text.index("human") < text.index("RPR") < text.index("opens") and lead < text.index("Attribution by")
+    assert text.index("human", lead) < text.index("RPR", lead) < text.index("opens", lead) < text.index("Attribution by")
     assert "abandoned_cart · 1 · holdout" in text and "+240.00" in text and "20 vs 20" in text
 
 
@@ -143,3 +148,105 @@ def test_without_a_holdout_the_report_says_there_are_no_incremental_figures():
     print_report(console, build(Attribution().feed(records)))
     text = console.export_text()
     assert "no incremental figures" in text and "Experiments vs holdout" not in text
+
+
+def attack_shop() -> dict[str, list[dict[str, Any]]]:
+    """Mail with no effect: 1,000 mailed (A) and 1,000 held back; one in ten of each group orders a day after
+    the send (60.00); half of the mailed buyers clicked first (a person, an hour after delivery)."""
+    files: dict[str, list[dict[str, Any]]] = {"EmailCommand": [], "EmailOutcome": [], "EmailFeedback": [],
+                                               "OrderEvent": []}
+    for i in range(2000):
+        variant = "A" if i % 2 == 0 else "holdout"
+        files["EmailCommand"].append(command(i, variant))
+        buys = (i // 2) % 10 == 0
+        if variant == "A":
+            files["EmailOutcome"].append(outcome(i))
+            files["EmailFeedback"].append(feedback(i, "delivered", T + 1_000))
+            if buys and (i // 20) % 2 == 0:
+                files["EmailFeedback"].append(feedback(i, "clicked", T + HOUR_MS, IPHONE, "198.51.100.7"))
+        if buys:
+            files["OrderEvent"].append(placed(i, "60.00"))
+    return files
+
+
+def test_equal_order_rates_in_the_mailed_and_held_back_groups_give_a_lift_near_zero_whose_interval_covers_zero(
+        tmp_path):
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(export(tmp_path / "x", attack_shop())),
+                                      "--json", str(tmp_path / "r.json")], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    (exp,) = json.loads((tmp_path / "r.json").read_text())["experiments"]
+    assert (exp["n"], exp["conversions"], exp["control_n"], exp["control_conversions"]) == (1000, 100, 1000, 100)
+    assert exp["diff"] == 0 and exp["ci_low"] < 0 < exp["ci_high"] and not exp["significant"]
+    assert exp["incremental_revenue"] == 0 and exp["incremental_revenue_ci_low"] < 0 < exp["incremental_revenue_ci_high"]
+    assert not exp["revenue_significant"] and exp["currency"] == "USD"
+    text = " ".join(result.output.split())
+    assert "any order within 5 days after the (would-be) send counts, clicked or not" in text
+    assert "10.0% vs 10.0%" in text and "+0.0 pp" in text and "*" not in text.split("excludes 0)")[1]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    mailed = next(r for r in doc["rows"] if r["variant"] == "A")
+    # the last-click figures stay: 50 buyers clicked first, 3,000.00 over 1,000 recipients
+    assert (mailed["placed_order_rate"], mailed["revenue"], mailed["rpr"]) == (0.05, "3000.00", "3.0000")
+    assert (mailed["ordered_rate"], mailed["revenue_in_window"]) == (0.1, "6000.00")
+
+
+def test_orders_in_different_currencies_are_never_added_and_every_output_names_its_currency(tmp_path):
+    files = shop(2)
+    files["OrderEvent"] = [serde.from_json("OrderEvent", {
+        "event_id": f"o{cur}", "customer_id": "u0", "occurred_at": T + DAY_MS, "type": "placed",
+        "order_id": f"o{cur}", "total": total, "currency": cur}) for total, cur in (("10000", "JPY"), ("20.00", "EUR"))]
+    files["EmailFeedback"].append(feedback(0, "clicked", T + 2 * HOUR_MS, IPHONE, "198.51.100.7"))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(export(tmp_path / "x", files)),
+                                      "--csv", str(out / "r.csv"), "--json", str(out / "r.json"),
+                                      "--chart", str(out / "r.png")], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    assert "10,020.00" not in result.output and "5,010.00" not in result.output
+    assert "10,000.00   JPY" in result.output and "20.00   EUR" in result.output
+    doc = json.loads((out / "r.json").read_text())
+    money = {(r["variant"], r["currency"]): (r["revenue"], r["rpr"]) for r in doc["rows"]}
+    assert money[("A", "EUR")] == ("20.00", "20.0000") and money[("A", "JPY")] == ("10000.00", "10000.0000")
+    assert {f["currency"]: f["revenue"] for f in doc["flows"]} == {"EUR": "20.00", "JPY": "10000.00"}
+    assert {x["currency"] for x in doc["experiments"]} == {"EUR", "JPY"}
+    lines = [line for line in csv.DictReader((out / "r.csv").open()) if line["level"] == "flow"]
+    assert {(line["currency"], line["revenue"]) for line in lines} == {("EUR", "20.00"), ("JPY", "10000.00")}
+    assert (out / "r.png").stat().st_size > 10_000
+
+
+def test_a_shop_in_one_currency_reads_as_before_with_its_currency_code():
+    records = [(kind, rec) for name, kind in (("EmailCommand", "command"), ("EmailOutcome", "outcome"),
+                                              ("EmailFeedback", "feedback"), ("OrderEvent", "order"))
+               for rec in shop()[name]]
+    report = build(Attribution().feed(records))
+    assert [(r.variant, r.currency) for r in report.rows] == [("A", "USD"), ("holdout", "USD")]
+    assert [(r.flow, r.currency, str(r.revenue)) for r in report.flows] == [("abandoned_cart", "USD", "300.00")]
+
+
+def test_an_interval_that_cannot_be_computed_shows_n_a_in_the_terminal(tmp_path):
+    records = [(kind, rec) for name, kind in (("EmailCommand", "command"), ("EmailOutcome", "outcome"),
+                                              ("EmailFeedback", "feedback"), ("OrderEvent", "order"))
+               for rec in shop()[name]]
+    report = build(Attribution().feed(records))
+    inf = float("inf")
+    report.experiments = [replace(report.experiments[0], ci_low=-inf, ci_high=inf, rpr_ci_low=-inf, rpr_ci_high=inf)]
+    console = Console(record=True, width=220)
+    print_report(console, report)
+    assert console.export_text().count("[n/a]") == 4  # lift, incremental orders, RPR and revenue
+    write_chart(report, tmp_path / "r.png")  # drawn as a point, "no interval"
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_the_chart_draws_every_experiment_and_says_which_have_no_interval():
+    inf = float("inf")
+    with_ci, without = split_intervals([(1.0, 0.5, 1.5), (2.0, -inf, inf), (0.0, -0.1, 0.1)])
+    assert with_ci == [(0, 1.0, 0.5, 1.5), (2, 0.0, -0.1, 0.1)] and without == [(1, 2.0)]
+
+
+def test_an_input_with_only_held_back_customers_says_there_is_no_variant_to_compare(tmp_path):
+    files: dict[str, list[dict[str, Any]]] = {"EmailCommand": [command(i, "holdout") for i in range(6)],
+                                               "EmailOutcome": [], "EmailFeedback": [], "OrderEvent": []}
+    result = CliRunner().invoke(app, ["report", "--input-dir", str(export(tmp_path / "x", files))],
+                                env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Only held-back customers in this range" in text and "No held-back control group" not in text

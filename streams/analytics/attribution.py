@@ -15,11 +15,20 @@ clicked, unsubscribed, bounced) and ``shop.orders`` — fed in event-time order 
   default 1 day, after an open when opens attribute). ``attributed_command_id`` on the order, when
   present, wins over any touch (the shop saw the customer arrive from that email). A command counts
   as converted once; every attributed order adds its total to its revenue.
-- **Holdout** customers (commands with variant ``holdout``, never sent) are the control group: their
-  "conversion" is an order within the click window after the would-be send time.
-- Rates are per recipient: over ``sent`` (for the holdout, the commands held back), so a variant and
-  its holdout share one denominator. **RPR** (revenue per recipient) is revenue ÷ sent.
-- Rows are per (flow, step, variant, UTC day of the send).
+- **Holdout** customers (commands with variant ``holdout``, never sent) are the control group. The
+  comparison with them is *intent to treat*, the same rule in both groups: a command whose customer
+  places an order after its ``send_at`` (for the holdout the would-be send) and within the click
+  window counts as ordered, and all such orders are its revenue in the window, whatever was clicked.
+  Its group is every command assigned to the variant (``assigned``: sent, suppressed or failed alike,
+  as the holdout is decided before any of that). Last-click conversions and revenue are a different
+  figure (what the mail is credited with) and never compared with the holdout's orders.
+- Rates are per recipient: over ``sent`` (for the holdout, the commands held back). **RPR** (revenue
+  per recipient) is last-click attributed revenue ÷ sent.
+- Money is per **currency** (the order's ``currency``): amounts of different currencies are never
+  added. ``table`` gives each (flow, step, variant, day) one row per currency of the input's orders;
+  counts repeat on each of them, revenue belongs to the row's currency only.
+- Complaints, unsubscribes and bounces count on the flow, step and variant of their command.
+- Rows are per (flow, step, variant, UTC day of the send[, currency]).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ class Row:
     step: int
     variant: str
     day: str
+    currency: str = ""  # ISO 4217 code of every amount of the row ("" when the input has no order)
     sent: int = 0
     delivered: int = 0
     opened: int = 0  # messages opened at all (= human_opened + machine_opened)
@@ -51,11 +61,16 @@ class Row:
     clicked: int = 0  # messages clicked at all (= human_clicked + bot_clicked)
     human_clicked: int = 0
     bot_clicked: int = 0  # …only by bots
-    converted: int = 0  # placed orders attributed (one per message)
-    revenue: Decimal = field(default_factory=lambda: Decimal("0"))
-    revenue_sumsq: float = 0.0  # Σ (revenue of one message)², for the interval of revenue per recipient
+    converted: int = 0  # messages with a placed order attributed by last click (one per message)
+    revenue: Decimal = field(default_factory=lambda: Decimal("0"))  # last-click attributed revenue
+    revenue_sumsq: float = 0.0  # Σ (attributed revenue of one message)²
+    assigned: int = 0  # commands of the variant (intent to treat: sent, suppressed or failed; holdout: held back)
+    ordered: int = 0  # …whose customer placed an order within the window after the (would-be) send
+    revenue_in_window: Decimal = field(default_factory=lambda: Decimal("0"))  # those orders' revenue
+    revenue_in_window_sumsq: float = 0.0  # Σ (revenue in the window of one command)², for the interval
     unsubscribes: int = 0
     bounces: int = 0
+    complaints: int = 0
     suppressed: int = 0
     failed: int = 0
 
@@ -64,11 +79,28 @@ class Row:
 
     @property
     def rpr(self) -> Decimal:
-        """Revenue per recipient."""
+        """Revenue per recipient: last-click attributed revenue ÷ sent."""
         return (self.revenue / self.sent).quantize(Decimal("0.0001")) if self.sent else Decimal("0")
 
+    @property
+    def ordered_rate(self) -> float:
+        """Share of the assigned commands whose customer ordered within the window (intent to treat)."""
+        return self.ordered / self.assigned if self.assigned else 0.0
+
+    @property
+    def rpr_in_window(self) -> Decimal:
+        """Revenue of every order within the window ÷ assigned commands (intent to treat)."""
+        return (self.revenue_in_window / self.assigned).quantize(Decimal("0.0001")) if self.assigned \
+            else Decimal("0")
+
+    @property
+    def complaint_rate(self) -> float:
+        """Complaints ÷ delivered, the rate mailbox providers judge (0 without a delivery)."""
+        return self.complaints / self.delivered if self.delivered else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        return {"flow": self.flow, "step": self.step, "variant": self.variant, "day": self.day, "sent": self.sent,
+        return {"flow": self.flow, "step": self.step, "variant": self.variant, "day": self.day,
+                "currency": self.currency, "sent": self.sent,
                 "human_click_rate": round(self.rate(self.human_clicked), 4),
                 "placed_order_rate": round(self.rate(self.converted), 4), "rpr": str(self.rpr),
                 "revenue": str(self.revenue), "converted": self.converted, "delivered": self.delivered,
@@ -77,11 +109,15 @@ class Row:
                 "human_open_rate": round(self.rate(self.human_opened), 4),
                 "machine_open_rate": round(self.rate(self.machine_opened), 4),
                 "open_rate": round(self.rate(self.opened), 4), "click_rate": round(self.rate(self.clicked), 4),
-                "unsubscribes": self.unsubscribes, "bounces": self.bounces, "suppressed": self.suppressed,
-                "failed": self.failed}
+                "unsubscribes": self.unsubscribes, "bounces": self.bounces, "complaints": self.complaints,
+                "complaint_rate": round(self.complaint_rate, 5), "suppressed": self.suppressed,
+                "failed": self.failed, "assigned": self.assigned, "ordered": self.ordered,
+                "ordered_rate": round(self.ordered_rate, 4), "revenue_in_window": str(self.revenue_in_window),
+                "rpr_in_window": str(self.rpr_in_window)}
 
 
-EVENT_COUNTS = ("delivered", "unsubscribes", "bounces", "suppressed", "failed")
+EVENT_COUNTS = ("delivered", "unsubscribes", "bounces", "complaints", "suppressed", "failed")
+DEFAULT_CURRENCY = "USD"  # OrderEvent.currency's schema default
 
 
 @dataclass
@@ -94,13 +130,16 @@ class _Cmd:
     day: str = ""
     sent: bool = False
     converted: bool = False
+    ordered: bool = False  # an order by the customer within the window after send_at (intent to treat)
     human_open: bool = False
     machine_open: bool = False
     human_click: bool = False
     bot_click: bool = False
-    revenue: Decimal = field(default_factory=lambda: Decimal("0"))
+    revenue: dict[str, Decimal] = field(default_factory=dict)  # currency → last-click attributed revenue
+    revenue_in_window: dict[str, Decimal] = field(default_factory=dict)  # currency → orders in the window
 
     def add_to(self, row: Row) -> None:
+        """Counts to ``row``; money only of ``row.currency``."""
         opened = self.human_open or self.machine_open or self.human_click
         human_opened = self.human_open or self.human_click  # a click implies an open (images blocked)
         row.sent += self.sent
@@ -111,8 +150,14 @@ class _Cmd:
         row.human_clicked += self.human_click
         row.bot_clicked += self.bot_click and not self.human_click
         row.converted += self.converted
-        row.revenue += self.revenue
-        row.revenue_sumsq += float(self.revenue) ** 2
+        row.assigned += 1
+        row.ordered += self.ordered
+        revenue = self.revenue.get(row.currency, Decimal("0"))
+        row.revenue += revenue
+        row.revenue_sumsq += float(revenue) ** 2
+        in_window = self.revenue_in_window.get(row.currency, Decimal("0"))
+        row.revenue_in_window += in_window
+        row.revenue_in_window_sumsq += float(in_window) ** 2
 
 
 def _day(ms: int) -> str:
@@ -142,6 +187,16 @@ def window_label(settings: MetricsSettings) -> str:
     return f"last click, {_duration(settings.click_window_ms)}"
 
 
+def holdout_rule(settings: MetricsSettings) -> str:
+    """How a variant is compared with its holdout, as printed with the figures."""
+    return (f"intent to treat: in both groups any order within {_duration(settings.click_window_ms)} after the "
+            "(would-be) send counts, clicked or not")
+
+
+def currency_of(order: dict[str, Any]) -> str:
+    return str(order.get("currency") or DEFAULT_CURRENCY).strip().upper()
+
+
 def event_time(kind: str, rec: dict[str, Any]) -> int:
     return int(rec["send_at"] if kind == "command" else rec["occurred_at"])
 
@@ -156,7 +211,8 @@ class Attribution:
         self.commands: dict[str, _Cmd] = {}
         self.counts: dict[tuple[str, int, str, str], Counter[str]] = {}  # per row: EVENT_COUNTS
         self.last_touch: dict[str, tuple[int, str, str]] = {}  # customer → (time, command id, kind)
-        self.holdouts: dict[str, list[str]] = {}  # customer → holdout command ids (control)
+        self.by_customer: dict[str, list[str]] = {}  # customer → command ids (every variant and the holdout)
+        self.currencies: set[str] = set()  # of the placed orders fed
         self.engagement: Counter[tuple[str, str, str]] = Counter()  # (type, signal, reason) → feedback records
         self._seen: dict[str, list[dict[str, Any]]] = {}  # message → its feedback so far (add_feedback alone)
 
@@ -167,18 +223,21 @@ class Attribution:
 
     # ---- inputs ---------------------------------------------------------------------------------
     def add_command(self, c: dict[str, Any]) -> None:
-        cmd = _Cmd(c["flow"], c["step"], c["variant"], c["customer_id"], c["send_at"], _day(c["send_at"]))
-        self.commands.setdefault(c["command_id"], cmd)
+        if c["command_id"] in self.commands:
+            return
+        cmd = self.commands[c["command_id"]] = _Cmd(c["flow"], c["step"], c["variant"], c["customer_id"],
+                                                    c["send_at"], _day(c["send_at"]))
+        self.by_customer.setdefault(cmd.customer, []).append(c["command_id"])
+        self._count(cmd)  # assigned: in its group whatever becomes of it (intent to treat)
         if c["variant"] == HOLDOUT:
-            self.holdouts.setdefault(c["customer_id"], []).append(c["command_id"])
             cmd.sent = True  # the control group "receives" the would-be email
-            self._count(cmd)
 
     def add_outcome(self, o: dict[str, Any]) -> None:
         cmd = self.commands.get(o["command_id"])
         if cmd is None:  # outcome without its command (e.g. a narrower time range): from the outcome
             cmd = self.commands[o["command_id"]] = _Cmd(o["flow"], o["step"], o["variant"], o["customer_id"],
                                                         o["occurred_at"], _day(o["occurred_at"]))
+            self.by_customer.setdefault(cmd.customer, []).append(o["command_id"])
         if cmd.variant == HOLDOUT:
             return
         self._count(cmd)
@@ -222,11 +281,20 @@ class Attribution:
             self._count(cmd, "unsubscribes")
         elif kind == "bounced":
             self._count(cmd, "bounces")
+        elif kind == "complained":
+            self._count(cmd, "complaints")
 
     def add_order(self, o: dict[str, Any]) -> None:
         if o["type"] != "placed":
             return
         at, customer = o["occurred_at"], o["customer_id"]
+        currency, total = currency_of(o), _money(o["total"])
+        self.currencies.add(currency)
+        for cid in self.by_customer.get(customer, []):  # intent to treat: every group alike, clicks aside
+            cmd = self.commands[cid]
+            if 0 < at - cmd.send_at <= self.settings.click_window_ms:  # after: not the order that triggered it
+                cmd.ordered = True
+                cmd.revenue_in_window[currency] = cmd.revenue_in_window.get(currency, Decimal("0")) + total
         target: str | None = None
         explicit = o.get("attributed_command_id")
         if explicit and explicit in self.commands:
@@ -238,18 +306,12 @@ class Attribution:
                 window = self.settings.click_window_ms if kind == "click" else self.settings.open_window_ms
                 if 0 <= at - t <= window:
                     target = cid
-        if target is None:
-            for cid in reversed(self.holdouts.get(customer, [])):
-                cmd = self.commands[cid]
-                if 0 <= at - cmd.send_at <= self.settings.click_window_ms:
-                    target = cid
-                    break
-        if target is None:
+        if target is None or self.commands[target].variant == HOLDOUT:
             return
         cmd = self.commands[target]
         self._count(cmd)
         cmd.converted = True
-        cmd.revenue += _money(o["total"])
+        cmd.revenue[currency] = cmd.revenue.get(currency, Decimal("0")) + total
 
     def feed(self, records: Iterable[tuple[str, dict[str, Any]]]) -> "Attribution":
         """Apply (kind, record) pairs — kind ∈ command, outcome, feedback, order — in event-time order.
@@ -266,21 +328,32 @@ class Attribution:
 
     # ---- outputs --------------------------------------------------------------------------------
     def table(self, by_day: bool = False) -> list[Row]:
-        rows: dict[tuple[str, int, str, str], Row] = {}
+        """One row per (flow, step, variant, day or "all") and currency the flow took money in (orders
+        attributed to or in the window of its commands); a flow without money gets the input's only
+        currency, or "" when its orders have several or none. Counts on each row, money of its currency."""
+        rows: dict[tuple[str, int, str, str, str], Row] = {}
+        taken: dict[str, set[str]] = {}
+        for cmd in self.commands.values():
+            taken.setdefault(cmd.flow, set()).update(cmd.revenue, cmd.revenue_in_window)
+        fallback = sorted(self.currencies) if len(self.currencies) == 1 else [""]
 
-        def row_of(key: tuple[str, int, str, str]) -> Row:
+        def rows_of(key: tuple[str, int, str, str]) -> list[Row]:
             k = key if by_day else (key[0], key[1], key[2], "all")
-            row = rows.get(k)
-            if row is None:
-                row = rows[k] = Row(*k)
-            return row
+            out = []
+            for currency in sorted(taken.get(key[0]) or ()) or fallback:
+                row = rows.get((*k, currency))
+                if row is None:
+                    row = rows[(*k, currency)] = Row(*k, currency)
+                out.append(row)
+            return out
 
         for key, counts in self.counts.items():
-            row = row_of(key)
-            for name in EVENT_COUNTS:
-                setattr(row, name, getattr(row, name) + counts[name])
+            for row in rows_of(key):
+                for name in EVENT_COUNTS:
+                    setattr(row, name, getattr(row, name) + counts[name])
         for cmd in self.commands.values():
             key = (cmd.flow, cmd.step, cmd.variant, cmd.day)
             if key in self.counts:
-                cmd.add_to(row_of(key))
-        return sorted(rows.values(), key=lambda r: (r.flow, r.step, r.variant, r.day))
+                for row in rows_of(key):
+                    cmd.add_to(row)
+        return sorted(rows.values(), key=lambda r: (r.flow, r.step, r.variant, r.day, r.currency))

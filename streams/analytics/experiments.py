@@ -1,17 +1,25 @@
 """What each variant adds over its holdout: conversion and revenue, each with a 95 % confidence interval.
 
+Like with like (intent to treat): both groups are every command assigned to them (a variant's
+suppressed or failed commands included, as the holdout is drawn before any of that), and in both a
+command "converts" when its customer places an order after its (would-be) send and within the
+attribution window, clicked or not; its revenue is those orders'. Last-click attributed figures
+credit the mail for orders after a click and are never set against the holdout, which cannot click.
+Revenue is compared per currency.
+
 Conversion: difference of two proportions with a Wald interval
 ``(p_v − p_c) ± 1.96·sqrt(p_v(1−p_v)/n_v + p_c(1−p_c)/n_c)``; relative lift = (p_v − p_c)/p_c. Chosen
 because it is what marketers read in Klaviyo/Braze-style reports and needs no priors; it is only
 reliable with enough conversions on both sides (the report shows n and conversions so small samples
 are visible), and an interval that contains 0 means "no measurable lift yet".
 
-Revenue: difference of the mean revenue per recipient (RPR) of the two groups with Welch's normal
-interval ``(m_v − m_c) ± 1.96·sqrt(s²_v/n_v + s²_c/n_c)`` over the revenue of each recipient (0 for
-most). **Incremental** conversions and revenue are those differences times the variant's recipients:
-what the mail earned beyond what the same customers would have bought without it. Revenue per order
-is skewed (a few large baskets), so the interval is wider than the conversion's and needs more
-recipients to exclude 0; a normal interval of a mean is still sound at the sizes where a shop reads it.
+Revenue: difference of the mean revenue per recipient of the two groups (revenue of the orders in
+the window per assigned command) with Welch's normal interval
+``(m_v − m_c) ± 1.96·sqrt(s²_v/n_v + s²_c/n_c)`` over each command's revenue in the window (0 for
+most). **Incremental** conversions and revenue are those differences times the variant's assigned
+commands: what the mail earned beyond what the same customers would have bought without it. Revenue
+per order is skewed (a few large baskets), so the interval is wider than the conversion's and needs
+more recipients to exclude 0; a normal interval of a mean is still sound at the sizes where a shop reads it.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ class Lift:
     flow: str
     step: int
     variant: str
-    n: int
-    conversions: int
+    n: int  # commands assigned to the variant (intent to treat)
+    conversions: int  # …whose customer ordered within the window after the send
     rate: float
     control_n: int
     control_conversions: int
@@ -40,11 +48,12 @@ class Lift:
     ci_low: float
     ci_high: float
     relative_lift: float | None
-    rpr: float = 0.0
+    rpr: float = 0.0  # revenue of the orders in the window per assigned command (not the last-click RPR)
     control_rpr: float = 0.0
     rpr_diff: float = 0.0
     rpr_ci_low: float = 0.0
     rpr_ci_high: float = 0.0
+    currency: str = ""  # of rpr, control_rpr and the revenue figures
 
     @property
     def significant(self) -> bool:
@@ -56,12 +65,12 @@ class Lift:
 
     @property
     def incremental_conversions(self) -> tuple[float, float, float]:
-        """(estimate, low, high): conversions beyond the holdout's rate, over the variant's recipients."""
+        """(estimate, low, high): orders beyond the holdout's rate, over the variant's assigned commands."""
         return self.diff * self.n, self.ci_low * self.n, self.ci_high * self.n
 
     @property
     def incremental_revenue(self) -> tuple[float, float, float]:
-        """(estimate, low, high): revenue beyond the holdout's RPR, over the variant's recipients."""
+        """(estimate, low, high): revenue beyond the holdout's, over the variant's assigned commands."""
         return self.rpr_diff * self.n, self.rpr_ci_low * self.n, self.rpr_ci_high * self.n
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,24 +116,26 @@ def two_means(total_v: float, sumsq_v: float, n_v: int, total_c: float, sumsq_c:
 
 
 def lifts(rows: list[Row]) -> list[Lift]:
-    """For every (flow, step) that has a holdout row: each variant against it (rows of one day each, or
-    of all days: give ``Attribution.table()`` without ``by_day``)."""
-    by_step: dict[tuple[str, int], dict[str, Row]] = {}
+    """For every (flow, step) that has a holdout row: each variant against it, intent to treat (n: the
+    assigned commands; conversions: those with an order in the window; revenue: those orders'), once per
+    currency (rows of all days: give ``Attribution.table()`` without ``by_day``)."""
+    by_step: dict[tuple[str, int, str], dict[str, Row]] = {}
     for r in rows:
-        by_step.setdefault((r.flow, r.step), {})[r.variant] = r
+        by_step.setdefault((r.flow, r.step, r.currency), {})[r.variant] = r
     out = []
-    for (flow, step), variants in sorted(by_step.items()):
+    for (flow, step, currency), variants in sorted(by_step.items()):
         control = variants.get(HOLDOUT)
         if control is None:
             continue
         for name, r in sorted(variants.items()):
             if name == HOLDOUT:
                 continue
-            diff, lo, hi = two_proportion(r.converted, r.sent, control.converted, control.sent)
-            p_c = control.converted / control.sent if control.sent else 0.0
-            rdiff, rlo, rhi = two_means(float(r.revenue), r.revenue_sumsq, r.sent, float(control.revenue),
-                                        control.revenue_sumsq, control.sent)
-            out.append(Lift(flow, step, name, r.sent, r.converted, r.rate(r.converted), control.sent,
-                            control.converted, p_c, diff, lo, hi, diff / p_c if p_c else None,
-                            float(r.rpr), float(control.rpr), rdiff, rlo, rhi))
+            diff, lo, hi = two_proportion(r.ordered, r.assigned, control.ordered, control.assigned)
+            p_c = control.ordered_rate
+            rdiff, rlo, rhi = two_means(float(r.revenue_in_window), r.revenue_in_window_sumsq, r.assigned,
+                                        float(control.revenue_in_window), control.revenue_in_window_sumsq,
+                                        control.assigned)
+            out.append(Lift(flow, step, name, r.assigned, r.ordered, r.ordered_rate, control.assigned,
+                            control.ordered, p_c, diff, lo, hi, diff / p_c if p_c else None,
+                            float(r.rpr_in_window), float(control.rpr_in_window), rdiff, rlo, rhi, currency))
     return out

@@ -19,8 +19,9 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from streams.analytics.attribution import HOLDOUT, Attribution, Row, window_label
+from streams.analytics.attribution import HOLDOUT, Attribution, Row, holdout_rule, window_label
 from streams.analytics.experiments import Lift, lifts
 from streams.config import Settings
 
@@ -55,6 +56,7 @@ class Report:
     engagement: dict[str, dict[str, int]]  # "opened"/"clicked" → signal or "signal:reason" → records
     settings: dict[str, Any]
     unreadable: int = 0
+    holdout_rule: str = ""  # how variants are set against the holdout (intent to treat, the window)
 
 
 def read_topics(settings: Settings, bootstrap: str, progress: Any = None) -> Inputs:
@@ -117,23 +119,24 @@ def from_avro_dir(settings: Settings, directory: Path) -> Attribution:
     return Attribution(settings.metrics).feed(read_avro_dir(settings, directory).records)
 
 
-def merge(rows: Iterable[Row], flow: str, step: int = 0, variant: str = "all", day: str = "all") -> Row:
-    """One row summing ``rows`` (counts, revenue and its sum of squares)."""
-    out = Row(flow, step, variant, day)
+def merge(rows: Iterable[Row], flow: str, step: int = 0, variant: str = "all", day: str = "all",
+          currency: str = "") -> Row:
+    """One row summing ``rows`` (counts, revenue and its sums of squares), all of one currency."""
+    out = Row(flow, step, variant, day, currency)
     for r in rows:
         for f in fields(Row):
-            if f.name not in ("flow", "step", "variant", "day"):
+            if f.name not in ("flow", "step", "variant", "day", "currency"):
                 setattr(out, f.name, getattr(out, f.name) + getattr(r, f.name))
     return out
 
 
 def per_flow(rows: list[Row]) -> list[Row]:
-    """Each flow over its steps and variants, the holdout left out (it received nothing)."""
-    flows: dict[str, list[Row]] = {}
+    """Each flow over its steps and variants, per currency, the holdout left out (it received nothing)."""
+    flows: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.variant != HOLDOUT:
-            flows.setdefault(r.flow, []).append(r)
-    return [merge(rs, flow) for flow, rs in sorted(flows.items())]
+            flows.setdefault((r.flow, r.currency), []).append(r)
+    return [merge(rs, flow, currency=currency) for (flow, currency), rs in sorted(flows.items())]
 
 
 def build(attribution: Attribution, by_day: bool = False, inputs: Inputs | None = None) -> Report:
@@ -155,7 +158,7 @@ def build(attribution: Attribution, by_day: bool = False, inputs: Inputs | None 
     return Report(window_label(s), rows, per_flow(all_days), lifts(all_days), engagement,
                   {"click_window_ms": s.click_window_ms, "open_window_ms": s.open_window_ms,
                    "attribute_opens": s.attribute_opens},
-                  inputs.unreadable if inputs else 0)
+                  inputs.unreadable if inputs else 0, holdout_rule(s))
 
 
 # ---- terminal -------------------------------------------------------------------------------------
@@ -169,12 +172,13 @@ def _money(x: Decimal | float) -> str:
 
 
 def _interval(est: float, lo: float, hi: float, fmt: str = "{:+,.2f}", unit: str = "",
-              significant: bool = False) -> str:
-    """The estimate, and its interval on a second line (n/a when a group has no recipients)."""
+              significant: bool = False) -> Text:
+    """The estimate, and its interval on a second line (n/a when a group has no recipients); plain text,
+    so the brackets are never read as markup."""
     mark = " *" if significant else ""
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{fmt.format(est)}{unit}\n[n/a]"
-    return f"{fmt.format(est)}{unit}{mark}\n[{fmt.format(lo)}, {fmt.format(hi)}]"
+        return Text(f"{fmt.format(est)}{unit}\n[n/a]")
+    return Text(f"{fmt.format(est)}{unit}{mark}\n[{fmt.format(lo)}, {fmt.format(hi)}]")
 
 
 def _opens(r: Row) -> str:
@@ -190,12 +194,17 @@ def _table(title: str, key: str, columns: Iterable[str]) -> Table:
     return table
 
 
-LEAD = ("sent", "human\nclick", "placed\norder", "RPR", "revenue", "opens\nhuman / machine", "bot\nclicks")
+LEAD = ("sent", "human\nclick", "placed order\n(last click)", "RPR\n(last click)", "revenue\n(last click)", "cur",
+        "ordered in\nwindow (any)", "opens\nhuman / machine", "bot\nclicks")
+
+
+def _currency(code: str) -> str:
+    return code or "–"
 
 
 def _lead_cells(r: Row) -> list[str]:
     return [f"{r.sent:,}", _pct(r.rate(r.human_clicked)), _pct(r.rate(r.converted)), _money(r.rpr),
-            _money(r.revenue), _opens(r), f"{r.bot_clicked:,}"]
+            _money(r.revenue), _currency(r.currency), _pct(r.ordered_rate), _opens(r), f"{r.bot_clicked:,}"]
 
 
 def _key(flow: str, step: int, variant: str, day: str = "all") -> str:
@@ -203,22 +212,27 @@ def _key(flow: str, step: int, variant: str, day: str = "all") -> str:
 
 
 def print_report(console: Console, report: Report) -> None:
-    console.print(f"[bold]Attribution: {report.window}.[/bold] Conversions and revenue come from human clicks "
-                  "(and orders the shop attributes itself); rates and RPR are per recipient (sent; for the "
-                  "holdout: held back).")
+    console.print(Text.assemble(
+        (f"Attribution: {report.window}.", "bold"),
+        " Placed order, RPR and revenue are last-click attributed: orders after a human click (or that the "
+        "shop attributes itself), per recipient (sent; for the holdout: held back). Against the holdout: "
+        f"{report.holdout_rule} (ordered in window). Money is per currency, never added across currencies."))
     flows = _table("Per flow (holdout excluded)", "flow", LEAD)
     for r in report.flows:
         flows.add_row(r.flow, *_lead_cells(r))
     console.print(flows)
-    detail = _table("Attribution by flow, step and variant", "flow · step · variant", LEAD + ("unsub /\nbounce",))
+    detail = _table("Attribution by flow, step and variant", "flow · step · variant",
+                    LEAD + ("unsub / bounce /\ncomplaint",))
     for r in report.rows:
-        detail.add_row(_key(r.flow, r.step, r.variant, r.day), *_lead_cells(r), f"{r.unsubscribes} / {r.bounces}",
+        detail.add_row(_key(r.flow, r.step, r.variant, r.day), *_lead_cells(r),
+                       f"{r.unsubscribes} / {r.bounces} / {r.complaints}",
                        style="dim" if r.variant == HOLDOUT else None)
     console.print(detail)
     if report.experiments:
-        t = _table("Experiments vs holdout: what the mail added (95% CI; * the interval excludes 0)",
-                   "flow · step · variant", ("recipients\nvs holdout", "placed\norder", "lift", "incremental\norders",
-                                             "RPR", "incremental\nRPR", "incremental\nrevenue"))
+        t = _table("Experiments vs holdout: what the mail added (intent to treat; 95% CI; * the interval "
+                   "excludes 0)", "flow · step · variant",
+                   ("assigned\nvs holdout", "ordered in\nwindow (any)", "lift", "incremental\norders",
+                    "revenue per recipient\nin window (any)", "cur", "incremental\nRPR", "incremental\nrevenue"))
         for x in report.experiments:
             orders, o_lo, o_hi = x.incremental_conversions
             rev, r_lo, r_hi = x.incremental_revenue
@@ -226,10 +240,13 @@ def print_report(console: Console, report: Report) -> None:
                       f"{_pct(x.rate)} vs {_pct(x.control_rate)}",
                       _interval(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high, "{:+.1f}", " pp", x.significant),
                       _interval(orders, o_lo, o_hi, "{:+,.1f}"),
-                      f"{_money(x.rpr)} vs {_money(x.control_rpr)}",
+                      f"{_money(x.rpr)} vs {_money(x.control_rpr)}", _currency(x.currency),
                       _interval(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high, significant=x.revenue_significant),
                       _interval(rev, r_lo, r_hi, significant=x.revenue_significant))
         console.print(t)
+    elif any(r.variant == HOLDOUT for r in report.rows):
+        console.print("Only held-back customers in this range: no variant of their steps was assigned here, so "
+                      "nothing to set against the holdout and no incremental figures.")
     else:
         console.print("No held-back control group in this range, so no incremental figures "
                       "(an experiment's share in flows.experiments sets one).")
@@ -239,18 +256,18 @@ def print_report(console: Console, report: Report) -> None:
         if counts:
             parts.append(f"{label}: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
     if parts:
-        console.print("Engagement records by verdict — " + " · ".join(parts))
+        console.print(Text("Engagement records by verdict — " + " · ".join(parts)))
     if report.unreadable:
         console.print(f"[yellow]{report.unreadable:,} records could not be decoded and were left out[/yellow]")
 
 
 # ---- files ----------------------------------------------------------------------------------------
 
-def _lift_columns(report: Report) -> dict[tuple[str, int, str], dict[str, Any]]:
+def _lift_columns(report: Report) -> dict[tuple[str, int, str, str], dict[str, Any]]:
     out = {}
     for x in report.experiments:
         d = x.as_dict()
-        out[(x.flow, x.step, x.variant)] = {
+        out[(x.flow, x.step, x.variant, x.currency)] = {
             "lift_pp": None if d["diff"] is None else round(100 * d["diff"], 2),
             "lift_pp_ci_low": None if d["ci_low"] is None else round(100 * d["ci_low"], 2),
             "lift_pp_ci_high": None if d["ci_high"] is None else round(100 * d["ci_high"], 2),
@@ -271,29 +288,66 @@ LIFT_COLUMNS = ("lift_pp", "lift_pp_ci_low", "lift_pp_ci_high", "incremental_con
 
 def row_dicts(report: Report) -> Iterator[dict[str, Any]]:
     """Each row with its lift over the holdout (empty without one; over the whole range, also in rows of
-    one day) and the attribution window."""
+    one day), the attribution window and the holdout comparison's rule."""
     lift = _lift_columns(report)
     for r in report.rows:
         d = r.as_dict()
-        d.update(lift.get((r.flow, r.step, r.variant)) or dict.fromkeys(LIFT_COLUMNS))
+        d.update(lift.get((r.flow, r.step, r.variant, r.currency)) or dict.fromkeys(LIFT_COLUMNS))
         d["attribution"] = report.window
+        d["holdout_comparison"] = report.holdout_rule
         yield d
 
 
+def csv_dicts(report: Report) -> Iterator[dict[str, Any]]:
+    """What the JSON holds, as one table: ``level`` "flow" (per flow, holdout excluded), "row" (per flow,
+    step and variant) and "verdict" (engagement records by verdict: ``verdict``, ``records``)."""
+    rows = list(row_dicts(report))
+    columns = ["level", *rows[0], "verdict", "records"]
+    blank = dict.fromkeys(columns)
+    for r in report.flows:
+        yield blank | r.as_dict() | {"level": "flow", "attribution": report.window,
+                                     "holdout_comparison": report.holdout_rule}
+    for d in rows:
+        yield blank | d | {"level": "row"}
+    for kind, counts in report.engagement.items():
+        for verdict, n in counts.items():
+            yield blank | {"level": "verdict", "verdict": f"{kind}:{verdict}", "records": n}
+
+
 def write_csv(report: Report, path: Path) -> None:
-    dicts = list(row_dicts(report))
+    dicts = list(csv_dicts(report))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dicts[0]))
         writer.writeheader()
         writer.writerows(dicts)
 
 
+FIGURES = {
+    "converted, placed_order_rate, revenue, rpr": "last-click attributed: orders after a human click (or naming "
+                                                  "the mail), rates and RPR per recipient (sent)",
+    "assigned, ordered, ordered_rate, revenue_in_window, rpr_in_window": "intent to treat: every order within the "
+                                                                         "window after the (would-be) send, per "
+                                                                         "assigned command; what experiments compare",
+    "currency": "every amount of a row is in its currency; counts repeat on each currency's row",
+}
+
+
 def write_json(report: Report, path: Path) -> None:
-    doc: dict[str, Any] = {"attribution": {"model": report.window, **report.settings},
+    doc: dict[str, Any] = {"attribution": {"model": report.window, **report.settings,
+                                           "holdout_comparison": report.holdout_rule, "figures": FIGURES},
                            "flows": [r.as_dict() for r in report.flows], "rows": list(row_dicts(report)),
                            "experiments": [x.as_dict() for x in report.experiments],
                            "engagement": report.engagement, "unreadable_records": report.unreadable}
     path.write_text(json.dumps(doc, indent=2))
+
+
+def split_intervals(values: list[tuple[float, float, float]]) -> tuple[list[tuple[int, float, float, float]],
+                                                                         list[tuple[int, float]]]:
+    """Chart points: (index, estimate, low, high) of those with an interval, (index, estimate) of those
+    without one (a group without recipients)."""
+    with_ci = [(i, est, lo, hi) for i, (est, lo, hi) in enumerate(values) if math.isfinite(lo) and math.isfinite(hi)]
+    without = [(i, est) for i, (est, lo, hi) in enumerate(values) if not (math.isfinite(lo) and math.isfinite(hi))]
+    return with_ci, without
 
 
 def write_chart(report: Report, path: Path) -> None:
@@ -304,33 +358,44 @@ def write_chart(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    fig.suptitle(f"Attribution: {report.window} · conversions and revenue from human clicks", fontsize=10)
+    fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule}", fontsize=9)
     flows = report.flows
     ax = axes[0]
-    bars = ax.bar(range(len(flows)), [float(r.rpr) for r in flows], color="#3a7bd5")
-    ax.bar_label(bars, labels=[_money(r.rpr) for r in flows], fontsize=7)
-    ax.set_xticks(range(len(flows)), [r.flow for r in flows], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("revenue per recipient")
+    palette = ("#3a7bd5", "#e08a1e", "#2ca02c", "#9467bd", "#8c564b")
+    colour = {c: palette[i % len(palette)] for i, c in enumerate(sorted({r.currency for r in flows}))}
+    bars = ax.bar(range(len(flows)), [float(r.rpr) for r in flows], color=[colour[r.currency] for r in flows])
+    ax.bar_label(bars, labels=[f"{_money(r.rpr)} {r.currency}".strip() for r in flows], fontsize=7)
+    ax.set_xticks(range(len(flows)), [f"{r.flow}\n{_currency(r.currency)}" for r in flows], fontsize=7, rotation=30,
+                  ha="right")
+    ax.set_ylabel("revenue per recipient, last click (in each bar's currency)")
     ax.set_title("RPR per flow (holdout excluded)")
     exps = report.experiments
-    labels = [f"{x.flow}/{x.step}\n{x.variant}" for x in exps]
-    for ax, title, unit, values in (
-            (axes[1], "Conversion lift vs holdout (95% CI)", "placed-order rate lift (pp)",
-             [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in exps]),
-            (axes[2], "Incremental RPR vs holdout (95% CI)", "revenue per recipient over holdout",
-             [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in exps])):
+    once: dict[tuple[str, int, str], Lift] = {}  # the order-rate lift is one per variant, whatever the currency
+    for x in exps:
+        once.setdefault((x.flow, x.step, x.variant), x)
+    for ax, title, unit, values, ticks in (
+            (axes[1], "Ordered-in-window lift vs holdout (95% CI)", "order rate lift (pp), intent to treat",
+             [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in once.values()],
+             [f"{x.flow}/{x.step}\n{x.variant}" for x in once.values()]),
+            (axes[2], "Incremental RPR vs holdout (95% CI)", "revenue per recipient over holdout (tick's currency)",
+             [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in exps],
+             [f"{x.flow}/{x.step}\n{x.variant}\n{_currency(x.currency)}" for x in exps])):
         ax.set_title(title)
         ax.axhline(0, color="#666666", linewidth=0.8)
         if not exps:
             ax.text(0.5, 0.5, "no holdout in this range", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             continue
-        finite = [(i, est, lo, hi) for i, (est, lo, hi) in enumerate(values) if lo > float("-inf")]
-        ax.errorbar([i for i, *_ in finite], [est for _, est, _, _ in finite],
-                    yerr=[[est - lo for _, est, lo, _ in finite], [hi - est for _, est, _, hi in finite]],
+        with_ci, without = split_intervals(values)
+        ax.errorbar([i for i, *_ in with_ci], [est for _, est, _, _ in with_ci],
+                    yerr=[[est - lo for _, est, lo, _ in with_ci], [hi - est for _, est, _, hi in with_ci]],
                     fmt="o", color="#3a7bd5", ecolor="#3a7bd5", capsize=5)
-        ax.set_xticks(range(len(exps)), labels, fontsize=7)
-        ax.set_xlim(-0.7, len(exps) - 0.3)
+        for i, est in without:
+            ax.plot([i], [est], marker="o", color="#999999")
+            ax.annotate("no interval", (i, est), textcoords="offset points", xytext=(0, 8), ha="center",
+                        fontsize=7, color="#666666")
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_xlim(-0.7, len(ticks) - 0.3)
         ax.set_ylabel(unit)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
