@@ -5,7 +5,8 @@ The worker bench's input (``worker_customers`` × ``worker_days``, seed 3: 101,7
 produced once to the four input topics of a real broker; then, ``pairs`` times and in a rotating order,
 three processes each read all of it from the start with their own consumer group, exactly-once:
 
-- the prototype (``python -m prototypes.compiled_engine.live``), twice: with Quix's rule (a step fires at the
+- the prototype (``python -m prototypes.compiled_engine.live``; the records of a partition's topics merged by
+  event time, as the worker does and as Quix aligns its streams), twice: with Quix's rule (a step fires at the
   customer's next event past its delay) and with ``--timers`` (on the partition's clock, the worker's rule):
   compiled decode + cart-abandonment state
   + EmailCommand Avro bytes + a changelog record per changed customer, a transaction per 500 records;

@@ -241,9 +241,9 @@ cdef inline object _slice(const unsigned char* base, Caps* caps, int slot):
 
 
 cdef class Engine:
-    """Per batch: ``process_records([(topic, value), ...])`` or ``process_messages(confluent-kafka
-    messages)`` → (commands, changelog, dead): lists of (key, value) to produce (dead: the unreadable
-    records with the reason as value)."""
+    """Per batch: ``process_records([(topic, value), ...])`` (in that order) or ``process_merged(confluent-kafka
+    messages, …)`` (merged by event time) → (commands, changelog, dead[, held]): lists of (key, value) to
+    produce (dead: the unreadable records with the reason as value)."""
     cdef dict kinds  # topic → kind
     cdef list programs  # kind → Program
     cdef Program items_program  # a LineItem record body (the element of a cart's items)
@@ -309,14 +309,6 @@ cdef class Engine:
         cdef object topic, value
         for topic, value in records:
             self._one(self.kinds[topic], value, partition)
-        return self._flush()
-
-    def process_messages(self, list messages):
-        cdef dict kinds = self.kinds
-        for m in messages:
-            if m.error() is not None:
-                continue  # partition EOF and the like: the consumer reports them, they are not records
-            self._one(kinds[m.topic()], m.value(), m.partition())
         return self._flush()
 
     def process_merged(self, list messages, dict fetching):

@@ -92,16 +92,15 @@ def run(bootstrap: str, prefix: str, group: str, expect: int, batch: int, partit
     produce = producer.produce
     while engine.events < expect and time.monotonic() < deadline:
         msgs = consumer.consume(batch, 0.05)
-        if not msgs and not (timers and engine.held_records):
+        if not msgs and not engine.held_records:
             continue
         if not first:
             first = time.perf_counter()
             metadata = consumer.consumer_group_metadata()
         producer.begin_transaction()
-        if timers:  # the records of each partition's topics merged by event time, as the worker does
-            commands, changelog, dead, held = engine.process_merged(msgs, fetching(consumer, cached=bool(msgs)))
-        else:
-            (commands, changelog, dead), held = engine.process_messages(msgs), {}
+        # the records of each partition's topics merged by event time, as the worker does (and Quix's
+        # concatenated streams, aligned by timestamp)
+        commands, changelog, dead, held = engine.process_merged(msgs, fetching(consumer, cached=bool(msgs)))
         for key, value in commands:
             produce(commands_topic, value, key)
         for key, value in changelog:
