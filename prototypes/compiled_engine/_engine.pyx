@@ -240,6 +240,40 @@ cdef inline object _slice(const unsigned char* base, Caps* caps, int slot):
     return PyBytes_FromStringAndSize(<const char*>base + caps.start[slot], caps.size[slot])
 
 
+cdef class _Queue:
+    """One topic-partition's fetched records not processed yet, in offset order."""
+    cdef str topic
+    cdef int partition, kind
+    cdef list times, values, offsets
+    cdef Py_ssize_t head, size
+    cdef int64_t reached  # the latest event time fetched
+
+    def __init__(self, str topic, int partition, int kind):
+        self.topic, self.partition, self.kind = topic, partition, kind
+        self.times, self.values, self.offsets = [], [], []
+        self.head = self.size = 0
+        self.reached = -NEVER
+
+    cdef void push(self, int64_t at, object value, int64_t offset):
+        self.times.append(at)
+        self.values.append(value)
+        self.offsets.append(offset)
+        self.size += 1
+        if at > self.reached:
+            self.reached = at
+
+    cdef void pop(self):
+        self.values[self.head] = None
+        self.head += 1
+        if self.head == self.size:
+            self.times, self.values, self.offsets = [], [], []
+            self.head = self.size = 0
+        elif self.head >= 4096 and 2 * self.head >= self.size:
+            del self.times[:self.head], self.values[:self.head], self.offsets[:self.head]
+            self.size -= self.head
+            self.head = 0
+
+
 cdef class Engine:
     """Per batch: ``process_records([(topic, value), ...])`` (in that order) or ``process_merged(confluent-kafka
     messages, …)`` (merged by event time) → (commands, changelog, dead[, held]): lists of (key, value) to
@@ -267,8 +301,8 @@ cdef class Engine:
     cdef list heaps  # partition → heap of (due, sequence, generation, Customer)
     cdef int64_t sequence
     # the event-time merge (``process_merged``): records held per partition, the latest time per topic-partition
-    cdef dict held  # partition → [(time, sequence, kind, value, topic, offset)]
-    cdef dict reached  # (topic, partition) → the latest event time fetched
+    cdef dict held  # (topic, partition) → its fetched records not processed yet (a _Queue)
+    cdef dict queues  # partition → its topics' _Queues
 
     def __init__(self, dict kinds, list programs, Program items_program, list item_names, bytes command_header,
                  list delays_ms, int64_t expires_ms, str shop_url, str incentive, int coupon_percent,
@@ -295,7 +329,7 @@ cdef class Engine:
         self.timers = timers
         self.heaps = [[] for _ in range(MAX_PARTITIONS)]
         self.held = {}
-        self.reached = {}
+        self.queues = {}
         self.sequence = 0
         for i in range(MAX_PARTITIONS):
             self.clock[i] = -NEVER
@@ -315,53 +349,57 @@ cdef class Engine:
         """The worker's order: the records of a partition's topics merged by event time. A record is
         processed once every input topic of its partition has reached its time or has nothing left to
         fetch (``fetching``: (topic, partition) → whether records remain to be fetched); the others are
-        held. Returns (commands, changelog, dead, held) with held = {(topic, partition): the first held
-        offset} (the offsets to commit stop there)."""
+        held. Each topic-partition's records are taken in offset order (a k-way merge of their heads).
+        Returns (commands, changelog, dead, held) with held = {(topic, partition): the first held offset}
+        (the offsets to commit stop there)."""
         cdef dict kinds = self.kinds
-        cdef int64_t at, bound, reached
-        cdef Py_ssize_t i, n
-        cdef list rows
+        cdef _Queue q, best
+        cdef int64_t bound, head_at
+        cdef list queues
         for m in messages:
             if m.error() is not None:
                 continue
             topic = m.topic()
             p = m.partition()
-            value = m.value()
-            at = self._time_of(<int>kinds[topic], value)
-            self.sequence += 1
-            rows = self.held.get(p)
-            if rows is None:
-                rows = self.held[p] = []
-            rows.append((at, self.sequence, kinds[topic], value, topic, m.offset()))
-            key = (topic, p)
-            if at > self.reached.get(key, -NEVER):
-                self.reached[key] = at
-        first: dict = {}
-        for p, rows in self.held.items():
-            if not rows:
-                continue
+            q = self.held.get((topic, p))
+            if q is None:
+                q = self.held[(topic, p)] = _Queue(topic, p, kinds[topic])
+                self.queues.setdefault(p, []).append(q)
+            q.push(self._time_of(q.kind, m.value()), m.value(), m.offset())
+        first = {}
+        for p, queues in self.queues.items():
             bound = NEVER
-            for topic in kinds:
+            for topic in kinds:  # the time every topic of the partition has reached (or nothing left)
                 if fetching.get((topic, p), False):
-                    reached = self.reached.get((topic, p), -NEVER)
-                    if reached < bound:
-                        bound = reached
-            rows.sort()
-            n = len(rows)
-            i = 0
-            while i < n and <int64_t>rows[i][0] <= bound:
-                self._one(rows[i][2], rows[i][3], p)
-                i += 1
-            del rows[:i]
-            for row in rows:
-                key = (row[4], p)
-                if key not in first or row[5] < first[key]:
-                    first[key] = row[5]
+                    q = self.held.get((topic, p))
+                    if q is None:
+                        bound = -NEVER
+                    elif q.reached < bound:
+                        bound = q.reached
+            while True:
+                best = None
+                for q in queues:
+                    if q.head < q.size and (best is None or q.times[q.head] < best.times[best.head]):
+                        best = q
+                if best is None:
+                    break
+                head_at = best.times[best.head]
+                if head_at > bound:
+                    break
+                self._one(best.kind, best.values[best.head], p)
+                best.pop()
+            for q in queues:
+                if q.head < q.size:
+                    first[(q.topic, p)] = q.offsets[q.head]
         return self._flush() + (first,)
 
     @property
     def held_records(self):
-        return sum(len(rows) for rows in self.held.values())
+        cdef _Queue q
+        cdef Py_ssize_t n = 0
+        for q in self.held.values():
+            n += q.size - q.head
+        return n
 
     cdef int64_t _time_of(self, int kind, object value) except? -2:
         """The record's event time (the smallest time for one it cannot read: processed at once, then
