@@ -3,7 +3,8 @@
 
 The worker bench's input (``worker_customers`` × ``worker_days``, seed 3: 101,731 events at full size) is
 produced once to the four input topics of a real broker; then, ``pairs`` times and in a rotating order,
-three processes each read all of it from the start with their own consumer group, exactly-once:
+four runs, each a process of its own, read all of it from the start with their own consumer group,
+exactly-once:
 
 - the prototype (``python -m prototypes.compiled_engine.live``; the records of a partition's topics merged by
   event time, as the worker does and as Quix aligns its streams), twice: with Quix's rule (a step fires at the
@@ -21,7 +22,6 @@ per step are read back from its commands topic and shown beside them (timers, gu
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import statistics
