@@ -7,6 +7,7 @@ from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -18,5 +19,29 @@ source = generate(ROOT / "schemas")
 if not PYX.exists() or PYX.read_text() != source:  # unchanged schemas: Cython's output is reused
     PYX.write_text(source)
 
-setup(ext_modules=cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"])],
-                            compiler_directives={"language_level": "3"}, quiet=True))
+extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"])],
+                       compiler_directives={"language_level": "3"}, quiet=True)
+
+# The compiled batch engine prototype (prototypes/compiled_engine, not part of the package): built only by
+# an in-place build (`setup.py build_ext --inplace`), and optional: if it fails, the rest is built anyway.
+OPTIONAL = {"prototypes.compiled_engine._engine"}
+if "--inplace" in sys.argv:
+    try:
+        extensions += cythonize([Extension("prototypes.compiled_engine._engine",
+                                           ["prototypes/compiled_engine/_engine.pyx"])],
+                                compiler_directives={"language_level": "3"}, quiet=True)
+    except Exception as exc:  # noqa: BLE001  (Cython's errors have no common type)
+        print(f"warning: the compiled engine prototype was not generated: {exc}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            if ext.name not in OPTIONAL:
+                raise
+            print(f"warning: {ext.name} was not built: {exc}", file=sys.stderr)
+
+
+setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})

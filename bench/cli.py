@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
         known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions", "guard",
                  "guard-instructions", "guard-worker")
+        known += ("compiled-prototype",)  # bench/compiled_prototype.py
         unknown = [p for p in chosen if p not in known]
         if unknown or not chosen:
             raise typer.BadParameter(f"no benchmark called {', '.join(unknown) or '(none)'}: choose from "
@@ -90,6 +91,9 @@ def register(app: typer.Typer) -> None:
 
             with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
                 bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bootstrap, figures)
+        if "compiled-prototype" in chosen:  # bench/compiled_prototype.py, on the worker bench's input
+            from bench.compiled_prototype import bench_part
+            bench_part(cfg, figures)
         machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
                    "seconds": round(time.perf_counter() - t0, 1), "size": "tiny" if tiny else "quick" if quick else "full"}
         table = Table("figure", "value", title=f"shopmail bench ({machine['size']}, {machine['cpus']} cpus)")
