@@ -169,3 +169,17 @@ def test_with_another_config_a_customer_with_a_late_or_unstamped_fact_is_not_exp
     assert other.likely_cause({"customer_id": "c1"}).startswith("may come from the order, not the config — late fact")
     assert same.likely_cause({"customer_id": "c3"}) == "" and same.causes({"customer_id": "c3"}) == {}
     assert same.causes({"customer_id": "c2"}) == {"arrival_unknown": 3}
+
+
+def test_a_difference_says_when_the_range_cut_off_the_customers_history_or_the_clock_that_made_a_fact_late():
+    from streams.tools.arrival import Arrived, LateArrival
+    from streams.tools.replay import CommandDiff, ReplayResult
+
+    fact = Arrived("orders", 0, 7, "c1", T0, T0 + 91_000, "placed", "shop.orders")
+    result = ReplayResult({}, [], CommandDiff(), "r.", late={"c1": [LateArrival(fact, T0 + 91_000, T0 + 90_000)]},
+                          window=TimeRange(T0 - HOUR_MS, T0 + 60_000), before={"c1": 4})
+    words = result.likely_cause({"customer_id": "c1"})
+    assert words.startswith("range start: 4 earlier record(s) of the customer lie before --from")
+    assert "the clock records that made it late lie past --to" in words and "extend --to" in words
+    causes = result.causes({"customer_id": "c1"})
+    assert causes["records_before_range"] == 4 and causes["late_facts"][0]["clock_past_range"] is True

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         other = settings_from(with_config) if with_config else None
         try:
             first = _run(settings, customer_id, input_path, quiet)
-            second = _run(other, customer_id, input_path, quiet) if other is not None else None
+            second = _run(other, customer_id, input_path, quiet, other_config=True) if other is not None else None
         except ExplainError as exc:
             Console(stderr=True).print(f"[red]explain:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -65,7 +65,7 @@ def _change_doc(c: Any, tz: Any) -> dict[str, Any]:
     return doc
 
 
-def _run(settings: Any, customer_id: str, input_path: Optional[Path], quiet: bool) -> Any:
+def _run(settings: Any, customer_id: str, input_path: Optional[Path], quiet: bool, other_config: bool = False) -> Any:
     from streams.tools.explain import explain_file, explain_topics
 
     if input_path is not None:
@@ -75,7 +75,7 @@ def _run(settings: Any, customer_id: str, input_path: Optional[Path], quiet: boo
     from streams.kafka.embedded_broker import kafka_bootstrap
 
     with kafka_bootstrap(settings.kafka.bootstrap_servers, kafka=settings.kafka) as bootstrap:
-        return explain_topics(settings, bootstrap, customer_id, quiet)
+        return explain_topics(settings, bootstrap, customer_id, quiet, other_config=other_config)
 
 
 def _print(console: Console, ex: Any) -> None:

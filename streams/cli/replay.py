@@ -39,7 +39,9 @@ def _diff_doc(result: Any) -> dict[str, Any]:
     return {"prefix": result.replay_prefix, "order": result.order, "copied": result.copied, "summary": d.summary(),
             "added": [{**c, **_cause(result, c)} for c in d.added],
             "removed": [{**c, **_cause(result, c)} for c in d.removed], "changed": changed,
-            "late_facts": {cid: [x.as_dict() for x in late] for cid, late in sorted(result.late.items())},
+            "late_facts": {cid: [{**x.as_dict(), "clock_past_range": result.past_range(x)} for x in late]
+                           for cid, late in sorted(result.late.items())},
+            "records_before_range": dict(sorted(result.before.items())),
             "arrival_unknown": dict(sorted(result.unknown_arrival.items()))}
 
 
@@ -48,9 +50,11 @@ def _cause(result: Any, command: dict[str, Any]) -> dict[str, Any]:
     return {"likely_cause": why, **result.causes(command)} if why else {}
 
 
-def _late_differences(result: Any) -> int:
+def _late_differences(result: Any) -> tuple[int, int]:
+    """The differences with a cause other than the config, and how many customers they concern."""
     d = result.diff
-    return sum(1 for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c))
+    labelled = [c for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c)]
+    return len(labelled), len({c["customer_id"] for c in labelled})
 
 
 def _print_diff(console: Console, result: Any, show: int) -> None:
@@ -71,7 +75,7 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
         rows.append(("[yellow]changed[/yellow]", new["command_id"], new["flow"], str(new["step"]),
                      new["customer_id"], "\n".join(change_text(f, old.get(f), new.get(f)) for f in fields),
                      result.likely_cause(new)))
-    late = _late_differences(result)
+    late, customers = _late_differences(result)
     if rows:
         columns = ("change", "command_id", "flow", "step", "customer", "detail", "likely cause")
         if not late:
@@ -85,9 +89,9 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
                   f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
     if late:
         other = "arrival" if result.order == "event_time" else "event-time"
-        what = (f"{late} of the differences concern customers with a fact that reached production after its clock "
-                f"had passed it, or records whose arrival is unknown ({len(result.late)} and "
-                f"{len(result.unknown_arrival)} customer(s))")
+        what = (f"{late} of the differences ({customers} customer(s)) concern customers with a fact that reached "
+                f"production after its clock had passed it, records whose arrival is unknown, or records before "
+                f"the range (see 'likely cause')")
         if result.other_config:
             console.print(f"{what}: for them the difference may come from the order the records were applied in "
                           f"rather than the config; a replay with production's config (and `--order {other}`) "
@@ -189,6 +193,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("give the replay's topic prefix, e.g. --prefix replay-nov.", param_hint="--prefix")
         if order not in ("arrival", "event-time"):
             raise typer.BadParameter(f"{order!r}: give arrival or event-time", param_hint="--order")
+        if as_json is not None and not as_json.parent.is_dir():  # before the work, not after it
+            raise typer.BadParameter(f"{as_json}: no such directory {as_json.parent}", param_hint="--json")
         production = settings_from(config)
         other = settings_from(with_config) if with_config else None
         window = TimeRange(*_time_window(start, end))

@@ -576,15 +576,19 @@ def read_topics(settings: Settings, bootstrap: str, customer_id: str, timeout_s:
     return read
 
 
-def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False) -> Explanation:
+def explain_topics(settings: Settings, bootstrap: str, customer_id: str, quiet: bool = False,
+                   other_config: bool = False) -> Explanation:
+    """``other_config``: ``settings`` are not production's (``--with-config``), so a command that differs
+    from production's differs first because of the config."""
     with progress("reading the topics", quiet=quiet) as bar:
         read = read_topics(settings, bootstrap, customer_id, on_record=bar.advance if bar.shown else None)
     return _explain_read(settings, customer_id, read.facts, read.outcomes, f"topics on {bootstrap}", quiet,
-                         commands=read.commands)
+                         commands=read.commands, other_config=other_config)
 
 
 def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outcomes: list[Fact],
-                  source: str, quiet: bool = True, commands: list[Fact] | None = None) -> Explanation:
+                  source: str, quiet: bool = True, commands: list[Fact] | None = None,
+                  other_config: bool = False) -> Explanation:
     """Records read from the topics, in the order a caught-up worker took them (``arrival_order``), run
     through the engine; then the commands production emitted for the customer (``commands``) as facts of
     the timeline, and one line for each command the reconstruction and production disagree on."""
@@ -593,7 +597,7 @@ def _explain_read(settings: Settings, customer_id: str, facts: list[Fact], outco
     ex = _run_with_bar(settings, customer_id, arrival_order(facts), outcomes, source, quiet,
                        total=len(facts), unknown_arrival=unknown)
     if commands is not None:
-        ex.rows.extend(production_rows(ex, commands, facts, settings.worker.late_grace_ms))
+        ex.rows.extend(production_rows(ex, commands, facts, settings.worker.late_grace_ms, other_config))
         ex.rows.sort(key=lambda r: r.position)
     return ex
 
@@ -650,7 +654,8 @@ def _streams(facts: list[Fact]) -> list[list[Fact]]:
     return [s for _, s in sorted(streams.items())]
 
 
-def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], grace_ms: int) -> list[Row]:
+def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], grace_ms: int,
+                    other_config: bool = False) -> list[Row]:
     """The customer's commands in the commands topic as timeline facts ("production emitted …"), and one
     line per command that fired in the reconstruction but not in production, or the other way round,
     with the likely cause."""
@@ -669,6 +674,9 @@ def production_rows(ex: Explanation, commands: list[Fact], facts: list[Fact], gr
                          "source_topic": c.topic, "partition": c.partition, "offset": c.offset},
                         twin.position if twin is not None else None))
     cause = _likely_cause(ex, facts, grace_ms)
+    if other_config:  # the config is the first suspect; the order only where the log says it may be
+        cause = ("likely cause: this config differs from the one production ran"
+                 + ("" if cause.startswith("cause unknown") else f"; the order may add to it — {cause[len('likely cause: '):]}"))
     for cid, r in fired.items():
         if cid not in emitted:
             rows.append(Row(r.at, "differs", f"fired here but not in production: "

@@ -95,6 +95,8 @@ class ReplayResult:
     late: dict[str, list[LateArrival]] = field(default_factory=dict)  # customer → their facts that came late
     unknown_arrival: dict[str, int] = field(default_factory=dict)  # customer → records stamped with event time
     other_config: bool = False  # replayed with another config (``--with-config``)
+    window: TimeRange = field(default_factory=lambda: TimeRange())
+    before: dict[str, int] = field(default_factory=dict)  # customer → their records before the range (not copied)
 
     def causes(self, command: dict[str, Any]) -> dict[str, Any]:
         """What, besides a config, can make this customer's commands differ from production's: their
@@ -104,25 +106,39 @@ class ReplayResult:
         late, unknown = self.late.get(cid, []), self.unknown_arrival.get(cid, 0)
         out: dict[str, Any] = {}
         if late:
-            out["late_facts"] = [x.as_dict() for x in late]
+            out["late_facts"] = [{**x.as_dict(), "clock_past_range": self.past_range(x)} for x in late]
         if unknown:
             out["arrival_unknown"] = unknown
+        if self.before.get(cid):
+            out["records_before_range"] = self.before[cid]
         return out
+
+    def past_range(self, late: LateArrival) -> bool:
+        """The clock records that made the fact late lie past the range's end: the replay's clock never gets
+        there, so the replay cannot apply it late in either order."""
+        return self.window.end_ms is not None and late.clock >= self.window.end_ms
 
     def likely_cause(self, command: dict[str, Any], tz: ZoneInfo = UTC) -> str:
         """The same in words ("" when neither). With the production config the difference comes from
         the order the records were applied in; with another config it may come from that order, the
         config, or both — the words say so instead of explaining the config's effect away."""
         cid = str(command.get("customer_id"))
-        late, unknown = self.late.get(cid, []), self.unknown_arrival.get(cid, 0)
-        if not late and not unknown:
+        late, unknown, before = self.late.get(cid, []), self.unknown_arrival.get(cid, 0), self.before.get(cid, 0)
+        if not late and not unknown and not before:
             return ""
         parts = []
+        if before:
+            parts.append(f"range start: {before} earlier record(s) of the customer lie before --from; the replay "
+                         f"starts without the state they built")
         if late:
             more = f"; and {len(late) - 2} more" if len(late) > 2 else ""
-            how = ("this replay applied it in event-time order, production (keeping up) as it arrived"
-                   if self.order == "event_time" else
-                   "this replay applied it as it arrived; production, if it had a backlog then, in event-time order")
+            if any(self.past_range(x) for x in late):
+                how = ("the clock records that made it late lie past --to, so the replay's clock stops before them "
+                       "in either order: extend --to")
+            elif self.order == "event_time":
+                how = "this replay applied it in event-time order, production (keeping up) as it arrived"
+            else:
+                how = "this replay applied it as it arrived; production, if it had a backlog then, in event-time order"
             parts.append(f"late fact: {'; '.join(late_words(x, tz) for x in late[:2])}{more} — {how}")
         if unknown:
             parts.append(f"arrival unknown: {unknown} record(s) of the customer carry their event time as their "
@@ -175,7 +191,8 @@ Progress = Callable[[str, int, int | None], None]  # (what, done, total): for a 
 
 def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: TimeRange,
                 offsets: dict[str, tuple[int | None, int | None]] | None = None,
-                progress: Progress | None = None, seen: list[Arrived] | None = None) -> dict[str, int]:
+                progress: Progress | None = None, seen: list[Arrived] | None = None,
+                before: dict[str, int] | None = None) -> dict[str, int]:
     """Copy the inputs in ``window`` into the replay topics, partition for partition (``progress``:
     ``copying <topic>``, records read of the topic; ``seen`` receives every copied record's arrival,
     for :func:`streams.tools.arrival.late_arrivals`)."""
@@ -200,6 +217,9 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
                 seen.append(Arrived(logical, rec.partition, rec.offset, record.get("customer_id"), at,
                                     rec.timestamp_ms, sys.intern(str(record.get("type", ""))), src))
             if not inside:
+                cid = record.get("customer_id")
+                if before is not None and cid is not None and window.start_ms is not None and at < window.start_ms:
+                    before[cid] = before.get(cid, 0) + 1
                 continue
             producer.produce(dst, partition=rec.partition, key=rec.key, value=rec.value, timestamp=rec.timestamp_ms)
             n += 1
@@ -254,7 +274,8 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     own.extend(sorted(report.created))
     seen: list[Arrived] = []
     try:
-        copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen)
+        before: dict[str, int] = {}
+        copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen, before)
     except TopicReadTimeout as exc:
         raise ReplayError(str(exc)) from exc
     late: dict[str, list[LateArrival]] = {}
@@ -301,7 +322,7 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     except TopicReadTimeout as exc:
         raise ReplayError(str(exc)) from exc
     return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix, order, late,
-                        unknown, config is not None)
+                        unknown, config is not None, window, before)
 
 
 # ---- cleanup: the prefixed topics a replay leaves behind ------------------------------------------
