@@ -180,7 +180,8 @@ def test_equal_order_rates_in_the_mailed_and_held_back_groups_give_a_lift_near_z
     assert exp["incremental_revenue"] == 0 and exp["incremental_revenue_ci_low"] < 0 < exp["incremental_revenue_ci_high"]
     assert not exp["revenue_significant"] and exp["currency"] == "USD"
     text = " ".join(result.output.split())
-    assert "any order within 5 days after the (would-be) send counts, clicked or not" in text
+    assert "customers from their first send in the experiment" in text
+    assert "a customer who orders within 5 days after their first (would-be) send counts, clicked or not" in text
     assert "10.0% vs 10.0%" in text and "+0.0 pp" in text and "*" not in text.split("excludes 0)")[1]
     doc = json.loads((tmp_path / "r.json").read_text())
     mailed = next(r for r in doc["rows"] if r["variant"] == "A")
