@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from schemas import serde
 from streams.analytics.attribution import Attribution
-from streams.analytics.report import build, print_report, split_intervals, write_chart
+from streams.analytics.report import build, chart_currencies, print_report, split_intervals, write_chart
 from streams.cli.main import app
 from streams.config import DAY_MS, HOUR_MS
 
@@ -251,3 +251,32 @@ def test_an_input_with_only_held_back_customers_says_there_is_no_variant_to_comp
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "Only held-back customers in this range" in text and "No held-back control group" not in text
+
+
+def test_no_orders_in_either_group_reads_so_instead_of_a_zero_width_interval():
+    files = shop(10)
+    files["OrderEvent"] = []
+    records = [(kind, rec) for name, kind in (("EmailCommand", "command"), ("EmailOutcome", "outcome"),
+                                              ("EmailFeedback", "feedback"), ("OrderEvent", "order"))
+               for rec in files[name]]
+    report = build(Attribution().feed(records))
+    console = Console(record=True, width=220)
+    print_report(console, report)
+    text = console.export_text()
+    assert "no orders in either group" in text and "[+0.0, +0.0]" not in text and "+0.00, +0.00]" not in text
+
+
+def test_the_chart_draws_money_one_panel_per_currency_and_says_its_unit(tmp_path):
+    files = shop(4)
+    files["OrderEvent"] = [serde.from_json("OrderEvent", {
+        "event_id": f"o{i}", "customer_id": f"u{i}", "occurred_at": T + DAY_MS, "type": "placed",
+        "order_id": f"o{i}", "total": total, "currency": cur}) for i, total, cur in ((0, "5000", "JPY"),
+                                                                                  (2, "20.00", "EUR"))]
+    files["EmailFeedback"] += [feedback(i, "clicked", T + 2 * HOUR_MS, IPHONE, "198.51.100.7") for i in (0, 2)]
+    report = build(Attribution().feed([(kind, rec) for name, kind in (
+        ("EmailCommand", "command"), ("EmailOutcome", "outcome"), ("EmailFeedback", "feedback"),
+        ("OrderEvent", "order")) for rec in files[name]]))
+    assert chart_currencies(report) == ["EUR", "JPY"]
+    assert {(r.currency, r.sent, r.converted) for r in report.flows} == {("EUR", 2, 1), ("JPY", 2, 1)}
+    write_chart(report, tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 10_000

@@ -383,6 +383,12 @@ def split_intervals(values: list[tuple[float, float, float]]) -> tuple[list[tupl
     return with_ci, without
 
 
+def chart_currencies(report: Report) -> list[str]:
+    """The chart's money panels: one per currency (RPR per flow, incremental revenue per customer), so
+    no axis ever holds two currencies."""
+    return sorted({r.currency for r in report.flows} | {x.currency for x in report.experiments}) or [""]
+
+
 def write_chart(report: Report, path: Path) -> None:
     from streams.extras import require
 
@@ -391,20 +397,16 @@ def write_chart(report: Report, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     flows, exps = report.flows, report.experiments
-    currencies = sorted({r.currency for r in flows} | {x.currency for x in exps}) or [""]
+    currencies = chart_currencies(report)
     # one panel per currency for money (never two currencies on one axis) and one for the order-rate lift
     fig, axes = plt.subplots(1, 1 + 2 * len(currencies), figsize=(6 + 5 * len(currencies), 5), squeeze=False)
     axes = axes[0]
-    fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule} (unit: {UNIT})",
-                 fontsize=8)
-    once: dict[tuple[str, int, str], Lift] = {}  # the order-rate lift: one per variant, its first currency's
-    for x in exps:
-        once.setdefault((x.flow, x.step, x.variant), x)
+    fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule}", fontsize=8)
     panels: list[tuple[Any, str, str, list[tuple[float, float, float]], list[str]]] = [
         (axes[0], "Ordered-in-window lift vs holdout (95% CI)", "order rate lift (pp), per customer",
-         [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in once.values()],
-         [f"{x.flow}/{_step(x.step)}\n{x.variant}" + (f"\n{_currency(x.currency)}" if len(currencies) > 1 else "")
-          for x in once.values()])]
+         [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in exps],  # a share: currencies side by side
+         [f"{x.flow}/{_step(x.step)}\n{x.variant}" + (f"\norders in {_currency(x.currency)}"
+                                                     if len(currencies) > 1 else "") for x in exps])]
     for k, currency in enumerate(currencies):
         ax = axes[1 + k]
         mine = [r for r in flows if r.currency == currency]
@@ -414,7 +416,7 @@ def write_chart(report: Report, path: Path) -> None:
         ax.set_ylabel(f"revenue per recipient, last click ({_currency(currency)})")
         ax.set_title(f"RPR per flow, {_currency(currency)} (holdout excluded)")
         in_currency = [x for x in exps if x.currency == currency]
-        panels.append((axes[1 + len(currencies) + k], f"Incremental revenue per customer, {_currency(currency)} "
+        panels.append((axes[1 + len(currencies) + k], f"Incremental revenue per customer\n{_currency(currency)} "
                        "(95% CI)", f"revenue per customer over holdout ({_currency(currency)})",
                        [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in in_currency],
                        [f"{x.flow}/{_step(x.step)}\n{x.variant}" for x in in_currency]))
