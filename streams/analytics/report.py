@@ -202,7 +202,7 @@ def _table(title: str, key: str, columns: Iterable[str]) -> Table:
 
 
 LEAD = ("sent", "human\nclick", "placed order\n(last click)", "RPR\n(last click)", "revenue\n(last click)", "cur",
-        "ordered in\nwindow (any)", "opens\nhuman / machine", "bot\nclicks")
+        "ordered in window\n(any, per command)", "opens\nhuman / machine", "bot\nclicks")
 
 
 def _currency(code: str) -> str:
