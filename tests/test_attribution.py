@@ -102,7 +102,7 @@ def test_holdout_customers_are_the_control_group_and_lift_has_a_confidence_inter
     a = Attribution().feed(events)
     control = row(a, variant="holdout")
     assert (control.sent, control.assigned, control.ordered, control.converted) == (200, 200, 10, 0)
-    (lift,) = lifts(a.table())
+    (lift,) = lifts(a)
     assert lift.variant == "A" and round(lift.diff, 3) == 0.15 and lift.significant
     assert lift.ci_low < 0.15 < lift.ci_high and lift.relative_lift == pytest.approx(3.0)
 
@@ -120,7 +120,7 @@ def test_revenue_per_recipient_and_incremental_revenue_over_the_holdout_have_an_
             events.append(order(T + DAY_MS, "50.00", customer=f"h{i}"))
     a = Attribution().feed(events)
     assert (row(a, variant="A").rpr, row(a, variant="holdout").rpr_in_window) == (Decimal("10"), Decimal("2.5"))
-    (lift,) = lifts(a.table())
+    (lift,) = lifts(a)
     # Welch: variances 80,000/199 and 23,750/199 of the per-recipient revenue, 200 recipients each
     half = 1.959964 * (80_000 / 199 / 200 + 23_750 / 199 / 200) ** 0.5
     assert (lift.rpr, lift.control_rpr, lift.rpr_diff) == (10.0, 2.5, 7.5)
@@ -199,7 +199,8 @@ def test_report_writes_csv_json_and_a_png_chart(tmp_path):
     assert doc["attribution"] | {"figures": None} == {
         "model": "last click, 5 days", "click_window_ms": 5 * DAY_MS, "open_window_ms": DAY_MS,
         "attribute_opens": False, "figures": None,
-        "holdout_comparison": "intent to treat: in both groups any order within 5 days after the (would-be) send "
+        "holdout_comparison": "intent to treat, customers from their first send in the experiment: in both "
+                              "groups a customer who orders within 5 days after their first (would-be) send "
                               "counts, clicked or not"}
     control = doc["rows"][0]
     assert (control["variant"], control["revenue"], control["rpr"], control["placed_order_rate"]) == \
@@ -250,7 +251,7 @@ def test_against_the_holdout_an_order_in_the_window_counts_alike_in_both_groups_
     assert (mailed.ordered, mailed.revenue_in_window, held.ordered, held.revenue_in_window) == \
         (1, Decimal("40.00"), 1, Decimal("40.00"))
     assert (mailed.converted, held.converted) == (0, 0)  # no click: nothing attributed by last click
-    (lift,) = lifts(a.table())
+    (lift,) = lifts(a)
     assert (lift.diff, lift.rpr_diff) == (0, 0)
 
 
@@ -271,5 +272,79 @@ def test_a_suppressed_command_stays_in_its_group_for_the_holdout_comparison():
                             cmd("h1", "hal", variant="holdout"), cmd("h2", "hil", variant="holdout")])
     mailed = row(a, variant="A")
     assert (mailed.sent, mailed.suppressed, mailed.assigned) == (1, 1, 2)
-    (lift,) = lifts(a.table())
+    (lift,) = lifts(a)
     assert (lift.n, lift.control_n) == (2, 2)
+
+
+def test_a_holdout_customers_extra_commands_do_not_make_a_lift_where_the_mail_does_nothing():
+    """The pipeline's shape when the mail does nothing (two carts 3 h apart, every fifth customer orders
+    1.5 h after the first send): a held-back customer's second cart restarts step 1 (no send was recorded),
+    a mailed one's does not. Counted per command that is a lift of +10 pp; per customer it is none."""
+    events, window = [], MetricsSettings().click_window_ms
+    for i in range(2000):
+        c, held = f"u{i}", i % 2 == 1
+        variant = "holdout" if held else "A"
+        sends = [(1, T), (1, T + 3 * HOUR_MS), (2, T + 26 * HOUR_MS), (3, T + 74 * HOUR_MS)] if held else \
+            [(1, T), (2, T + 24 * HOUR_MS), (3, T + 72 * HOUR_MS)]
+        for k, (step, at) in enumerate(sends):
+            events.append(cmd(f"{c}-{k}", c, at=at, step=step, variant=variant))
+            if not held:
+                events.append(sent(f"{c}-{k}", c, at=at, step=step, variant=variant))
+        if i % 5 == 0:
+            events.append(order(T + 90 * 60_000, customer=c))
+    a = Attribution().feed(events)
+    per_command = {r.variant: r.ordered_rate for r in a.table() if r.step == 1}
+    assert per_command == {"A": pytest.approx(0.2), "holdout": pytest.approx(0.1)}  # the bias, per command
+    (lift,) = lifts(a)
+    assert (lift.step, lift.n, lift.control_n, lift.conversions, lift.control_conversions) == (0, 1000, 1000, 200, 200)
+    assert lift.diff == pytest.approx(0) and lift.ci_low < 0 < lift.ci_high and not lift.significant
+    assert lift.rpr_diff == pytest.approx(0) and lift.rpr_ci_low < 0 < lift.rpr_ci_high
+    assert window > 90 * 60_000
+
+
+def test_a_customers_exposure_starts_at_their_first_send_in_the_experiment():
+    a = Attribution().feed([cmd("a1", "ann", at=T, variant="A"), sent("a1", "ann", at=T, variant="A"),
+                            cmd("a2", "ann", at=T + 6 * DAY_MS, variant="A"),
+                            sent("a2", "ann", at=T + 6 * DAY_MS, variant="A"),
+                            cmd("h1", "hal", at=T, variant="holdout"),
+                            order(T + 7 * DAY_MS, customer="ann"), order(T + DAY_MS, customer="hal")])
+    (lift,) = lifts(a)  # ann's order is 7 days after her first send: outside the window, a later send or not
+    assert (lift.n, lift.conversions, lift.control_n, lift.control_conversions) == (1, 0, 1, 1)
+
+
+def test_steps_with_their_own_experiments_are_compared_step_by_step():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), cmd("h1", "hal", variant="holdout"),
+                            cmd("a2", "ann", step=2, variant="holdout"), cmd("h2", "hal", step=2, variant="A")])
+    assert [(x.step, x.n, x.control_n) for x in lifts(a)] == [(1, 1, 1), (2, 1, 1)]
+
+
+def test_no_orders_in_either_group_has_no_interval_rather_than_a_zero_width_one():
+    events = []
+    for i in range(5):
+        events += [cmd(f"a{i}", f"v{i}", variant="A"), sent(f"a{i}", f"v{i}", variant="A"),
+                   cmd(f"h{i}", f"h{i}", variant="holdout")]
+    (lift,) = lifts(Attribution().feed(events))
+    assert lift.no_orders and not lift.significant and not lift.revenue_significant
+    doc = lift.as_dict()
+    assert (doc["ci_low"], doc["ci_high"], doc["rpr_ci_low"], doc["incremental_revenue_ci_high"]) == (None,) * 4
+    assert doc["unit"] == "customers, from their first send in the experiment"
+    diff, lo, hi = two_proportion(0, 5, 0, 5)
+    assert diff == 0 and lo != lo and hi != hi  # NaN: none
+
+
+def test_a_currencys_row_holds_only_that_currencys_orders_and_the_comparison_too():
+    a = Attribution().feed([cmd("a1", "ann", variant="A"), sent("a1", "ann", variant="A"),
+                            fb("a1", "clicked", T + HOUR_MS, ua="Mozilla/5.0 (iPhone; CPU iPhone OS 17_4)"),
+                            cmd("a2", "bob", variant="A"), sent("a2", "bob", variant="A"),
+                            cmd("h1", "hal", variant="holdout"),
+                            ("order", {"customer_id": "ann", "occurred_at": T + 2 * HOUR_MS, "type": "placed",
+                                       "total": "5000", "currency": "JPY"}),
+                            ("order", {"customer_id": "bob", "occurred_at": T + 2 * HOUR_MS, "type": "placed",
+                                       "total": "20.00", "currency": "EUR"})])
+    rows = {r.currency: r for r in a.table() if r.variant == "A"}
+    assert (rows["JPY"].sent, rows["EUR"].sent) == (2, 2)  # the step's, repeated
+    assert (rows["JPY"].converted, rows["JPY"].ordered, rows["JPY"].revenue_in_window) == (1, 1, Decimal("5000"))
+    assert (rows["EUR"].converted, rows["EUR"].ordered, rows["EUR"].revenue_in_window) == (0, 1, Decimal("20.00"))
+    by_currency = {x.currency: x for x in lifts(a)}
+    assert (by_currency["JPY"].conversions, by_currency["EUR"].conversions) == (1, 1)
+    assert (by_currency["JPY"].rpr, by_currency["EUR"].rpr) == (2500.0, 10.0)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from schemas import serde
 from streams.analytics.attribution import Attribution
-from streams.analytics.report import build, print_report, split_intervals, write_chart
+from streams.analytics.report import build, chart_currencies, print_report, split_intervals, write_chart
 from streams.cli.main import app
 from streams.config import DAY_MS, HOUR_MS
 
@@ -180,7 +180,8 @@ def test_equal_order_rates_in_the_mailed_and_held_back_groups_give_a_lift_near_z
     assert exp["incremental_revenue"] == 0 and exp["incremental_revenue_ci_low"] < 0 < exp["incremental_revenue_ci_high"]
     assert not exp["revenue_significant"] and exp["currency"] == "USD"
     text = " ".join(result.output.split())
-    assert "any order within 5 days after the (would-be) send counts, clicked or not" in text
+    assert "customers from their first send in the experiment" in text
+    assert "a customer who orders within 5 days after their first (would-be) send counts, clicked or not" in text
     assert "10.0% vs 10.0%" in text and "+0.0 pp" in text and "*" not in text.split("excludes 0)")[1]
     doc = json.loads((tmp_path / "r.json").read_text())
     mailed = next(r for r in doc["rows"] if r["variant"] == "A")
@@ -250,3 +251,32 @@ def test_an_input_with_only_held_back_customers_says_there_is_no_variant_to_comp
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "Only held-back customers in this range" in text and "No held-back control group" not in text
+
+
+def test_no_orders_in_either_group_reads_so_instead_of_a_zero_width_interval():
+    files = shop(10)
+    files["OrderEvent"] = []
+    records = [(kind, rec) for name, kind in (("EmailCommand", "command"), ("EmailOutcome", "outcome"),
+                                              ("EmailFeedback", "feedback"), ("OrderEvent", "order"))
+               for rec in files[name]]
+    report = build(Attribution().feed(records))
+    console = Console(record=True, width=220)
+    print_report(console, report)
+    text = console.export_text()
+    assert "no orders in either group" in text and "[+0.0, +0.0]" not in text and "+0.00, +0.00]" not in text
+
+
+def test_the_chart_draws_money_one_panel_per_currency_and_says_its_unit(tmp_path):
+    files = shop(4)
+    files["OrderEvent"] = [serde.from_json("OrderEvent", {
+        "event_id": f"o{i}", "customer_id": f"u{i}", "occurred_at": T + DAY_MS, "type": "placed",
+        "order_id": f"o{i}", "total": total, "currency": cur}) for i, total, cur in ((0, "5000", "JPY"),
+                                                                                  (2, "20.00", "EUR"))]
+    files["EmailFeedback"] += [feedback(i, "clicked", T + 2 * HOUR_MS, IPHONE, "198.51.100.7") for i in (0, 2)]
+    report = build(Attribution().feed([(kind, rec) for name, kind in (
+        ("EmailCommand", "command"), ("EmailOutcome", "outcome"), ("EmailFeedback", "feedback"),
+        ("OrderEvent", "order")) for rec in files[name]]))
+    assert chart_currencies(report) == ["EUR", "JPY"]
+    assert {(r.currency, r.sent, r.converted) for r in report.flows} == {("EUR", 2, 1), ("JPY", 2, 1)}
+    write_chart(report, tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 10_000

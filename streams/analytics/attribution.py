@@ -16,17 +16,20 @@ clicked, unsubscribed, bounced) and ``shop.orders`` — fed in event-time order 
   present, wins over any touch (the shop saw the customer arrive from that email). A command counts
   as converted once; every attributed order adds its total to its revenue.
 - **Holdout** customers (commands with variant ``holdout``, never sent) are the control group. The
-  comparison with them is *intent to treat*, the same rule in both groups: a command whose customer
-  places an order after its ``send_at`` (for the holdout the would-be send) and within the click
-  window counts as ordered, and all such orders are its revenue in the window, whatever was clicked.
-  Its group is every command assigned to the variant (``assigned``: sent, suppressed or failed alike,
-  as the holdout is decided before any of that). Last-click conversions and revenue are a different
-  figure (what the mail is credited with) and never compared with the holdout's orders.
+  comparison with them (``streams.analytics.experiments``) is *intent to treat* with one unit per
+  customer: each customer counts once in their arm, from their first (would-be) send in the
+  experiment, and ordered when they placed an order after it within the click window, clicked or
+  not. The per-command figures here (``assigned``: sent, suppressed or failed alike; ``ordered``;
+  ``revenue_in_window``) describe the rows and are not what is set against the holdout. Last-click
+  conversions and revenue are a different figure (what the mail is credited with) and never compared
+  with the holdout's orders.
 - Rates are per recipient: over ``sent`` (for the holdout, the commands held back). **RPR** (revenue
   per recipient) is last-click attributed revenue ÷ sent.
 - Money is per **currency** (the order's ``currency``): amounts of different currencies are never
-  added. ``table`` gives each (flow, step, variant, day) one row per currency of the input's orders;
-  counts repeat on each of them, revenue belongs to the row's currency only.
+  added. ``table`` gives each (flow, step, variant, day) one row per currency of the input's orders:
+  the orders on a row (``converted``, ``ordered``, revenue) are those in the row's currency only; the
+  other counts (sent, assigned, opens, clicks, …) are the flow step's, all currencies, repeated on
+  each currency's row (sum one currency's rows, never across them).
 - Complaints, unsubscribes and bounces count on the flow, step and variant of their command.
 - Rows are per (flow, step, variant, UTC day of the send[, currency]).
 """
@@ -139,7 +142,7 @@ class _Cmd:
     revenue_in_window: dict[str, Decimal] = field(default_factory=dict)  # currency → orders in the window
 
     def add_to(self, row: Row) -> None:
-        """Counts to ``row``; money only of ``row.currency``."""
+        """Counts to ``row``; orders (conversions, revenue) only of ``row.currency``."""
         opened = self.human_open or self.machine_open or self.human_click
         human_opened = self.human_open or self.human_click  # a click implies an open (images blocked)
         row.sent += self.sent
@@ -149,9 +152,9 @@ class _Cmd:
         row.clicked += self.human_click or self.bot_click
         row.human_clicked += self.human_click
         row.bot_clicked += self.bot_click and not self.human_click
-        row.converted += self.converted
+        row.converted += row.currency in self.revenue  # orders of the row's currency only
         row.assigned += 1
-        row.ordered += self.ordered
+        row.ordered += row.currency in self.revenue_in_window
         revenue = self.revenue.get(row.currency, Decimal("0"))
         row.revenue += revenue
         row.revenue_sumsq += float(revenue) ** 2
@@ -189,8 +192,9 @@ def window_label(settings: MetricsSettings) -> str:
 
 def holdout_rule(settings: MetricsSettings) -> str:
     """How a variant is compared with its holdout, as printed with the figures."""
-    return (f"intent to treat: in both groups any order within {_duration(settings.click_window_ms)} after the "
-            "(would-be) send counts, clicked or not")
+    return (f"intent to treat, customers from their first send in the experiment: in both groups a customer who "
+            f"orders within {_duration(settings.click_window_ms)} after their first (would-be) send counts, "
+            "clicked or not")
 
 
 def currency_of(order: dict[str, Any]) -> str:
@@ -213,6 +217,7 @@ class Attribution:
         self.last_touch: dict[str, tuple[int, str, str]] = {}  # customer → (time, command id, kind)
         self.by_customer: dict[str, list[str]] = {}  # customer → command ids (every variant and the holdout)
         self.currencies: set[str] = set()  # of the placed orders fed
+        self.orders: dict[str, list[tuple[int, str, Decimal]]] = {}  # customer → (time, currency, total) placed
         self.engagement: Counter[tuple[str, str, str]] = Counter()  # (type, signal, reason) → feedback records
         self._seen: dict[str, list[dict[str, Any]]] = {}  # message → its feedback so far (add_feedback alone)
 
@@ -290,6 +295,7 @@ class Attribution:
         at, customer = o["occurred_at"], o["customer_id"]
         currency, total = currency_of(o), _money(o["total"])
         self.currencies.add(currency)
+        self.orders.setdefault(customer, []).append((at, currency, total))
         for cid in self.by_customer.get(customer, []):  # intent to treat: every group alike, clicks aside
             cmd = self.commands[cid]
             if 0 < at - cmd.send_at <= self.settings.click_window_ms:  # after: not the order that triggered it

@@ -2,8 +2,9 @@
 placed-order rate and revenue per recipient (RPR) per flow, step and variant, and what each variant
 adds over its holdout (conversions and revenue, with 95 % intervals) — with the attribution window
 printed next to them. Opens are shown split human/machine; conversions and revenue come from human
-touches only. Outputs: a rich terminal table, CSV, JSON and a PNG chart (RPR per flow, lift with
-interval bars). Reads the live topics or Avro files written by `shopmail export`."""
+touches only. Against the holdout the unit is the customer, from their first send in the experiment.
+Outputs: a rich terminal table, CSV, JSON and a PNG chart (RPR per flow and currency, lift with
+interval bars, one money panel per currency). Reads the live topics or Avro files written by `shopmail export`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.analytics.attribution import HOLDOUT, Attribution, Row, holdout_rule, window_label
-from streams.analytics.experiments import Lift, lifts
+from streams.analytics.experiments import UNIT, Lift, lifts
 from streams.config import Settings
 
 SOURCES = {"commands": "command", "outcomes": "outcome", "feedback": "feedback", "orders": "order"}
@@ -52,7 +53,7 @@ class Report:
     window: str  # the attribution model and window, e.g. "last click, 5 days"
     rows: list[Row]  # per flow, step and variant (and day with by_day)
     flows: list[Row]  # per flow, every variant but the holdout
-    experiments: list[Lift]  # each variant against its step's holdout (over all days)
+    experiments: list[Lift]  # each variant against its experiment's holdout, per customer (over all days)
     engagement: dict[str, dict[str, int]]  # "opened"/"clicked" → signal or "signal:reason" → records
     settings: dict[str, Any]
     unreadable: int = 0
@@ -155,7 +156,7 @@ def build(attribution: Attribution, by_day: bool = False, inputs: Inputs | None 
         key = f"{signal}:{reason}" if reason else signal
         engagement[kind][key] = engagement[kind].get(key, 0) + n
     s = attribution.settings
-    return Report(window_label(s), rows, per_flow(all_days), lifts(all_days), engagement,
+    return Report(window_label(s), rows, per_flow(all_days), lifts(attribution), engagement,
                   {"click_window_ms": s.click_window_ms, "open_window_ms": s.open_window_ms,
                    "attribute_opens": s.attribute_opens},
                   inputs.unreadable if inputs else 0, holdout_rule(s))
@@ -171,11 +172,17 @@ def _money(x: Decimal | float) -> str:
     return f"{x:,.2f}"
 
 
+NO_ORDERS = "no orders in either group"
+
+
 def _interval(est: float, lo: float, hi: float, fmt: str = "{:+,.2f}", unit: str = "",
-              significant: bool = False) -> Text:
-    """The estimate, and its interval on a second line (n/a when a group has no recipients); plain text,
-    so the brackets are never read as markup."""
+              significant: bool = False, no_orders: bool = False) -> Text:
+    """The estimate, and its interval on a second line (n/a when a group has no customers or neither
+    has a variance; "no orders in either group" when neither ordered); plain text, so the brackets are
+    never read as markup."""
     mark = " *" if significant else ""
+    if no_orders:
+        return Text(f"n/a\n({NO_ORDERS})")
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return Text(f"{fmt.format(est)}{unit}\n[n/a]")
     return Text(f"{fmt.format(est)}{unit}{mark}\n[{fmt.format(lo)}, {fmt.format(hi)}]")
@@ -195,7 +202,7 @@ def _table(title: str, key: str, columns: Iterable[str]) -> Table:
 
 
 LEAD = ("sent", "human\nclick", "placed order\n(last click)", "RPR\n(last click)", "revenue\n(last click)", "cur",
-        "ordered in\nwindow (any)", "opens\nhuman / machine", "bot\nclicks")
+        "ordered in window\n(any, per command)", "opens\nhuman / machine", "bot\nclicks")
 
 
 def _currency(code: str) -> str:
@@ -208,7 +215,12 @@ def _lead_cells(r: Row) -> list[str]:
 
 
 def _key(flow: str, step: int, variant: str, day: str = "all") -> str:
-    return f"{flow} · {step} · {variant}" + (f" · {day}" if day != "all" else "")
+    return f"{flow} · {_step(step)} · {variant}" + (f" · {day}" if day != "all" else "")
+
+
+def _step(step: int) -> str:
+    """A step, or "all steps" for a flow-wide experiment (step 0)."""
+    return str(step) if step else "all steps"
 
 
 def print_report(console: Console, report: Report) -> None:
@@ -216,7 +228,9 @@ def print_report(console: Console, report: Report) -> None:
         (f"Attribution: {report.window}.", "bold"),
         " Placed order, RPR and revenue are last-click attributed: orders after a human click (or that the "
         "shop attributes itself), per recipient (sent; for the holdout: held back). Against the holdout: "
-        f"{report.holdout_rule} (ordered in window). Money is per currency, never added across currencies."))
+        f"{report.holdout_rule}. Money is per currency, never added across currencies: a currency's row "
+        "holds only its orders (placed order, revenue, ordered in window); sent and the other counts are the "
+        "flow's, all currencies, repeated on each of its currency rows."))
     flows = _table("Per flow (holdout excluded)", "flow", LEAD)
     for r in report.flows:
         flows.add_row(r.flow, *_lead_cells(r))
@@ -229,20 +243,23 @@ def print_report(console: Console, report: Report) -> None:
                        style="dim" if r.variant == HOLDOUT else None)
     console.print(detail)
     if report.experiments:
-        t = _table("Experiments vs holdout: what the mail added (intent to treat; 95% CI; * the interval "
-                   "excludes 0)", "flow · step · variant",
-                   ("assigned\nvs holdout", "ordered in\nwindow (any)", "lift", "incremental\norders",
-                    "revenue per recipient\nin window (any)", "cur", "incremental\nRPR", "incremental\nrevenue"))
+        t = _table(f"Experiments vs holdout: what the mail added (intent to treat, unit: {UNIT}; 95% CI; "
+                   "* the interval excludes 0)", "flow · step · variant",
+                   ("customers\nvs holdout", "ordered in\nwindow (any)", "lift", "incremental\norders",
+                    "revenue per customer\nin window (any)", "cur", "incremental\nper customer",
+                    "incremental\nrevenue"))
         for x in report.experiments:
             orders, o_lo, o_hi = x.incremental_conversions
             rev, r_lo, r_hi = x.incremental_revenue
             t.add_row(_key(x.flow, x.step, x.variant), f"{x.n:,} vs {x.control_n:,}",
                       f"{_pct(x.rate)} vs {_pct(x.control_rate)}",
-                      _interval(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high, "{:+.1f}", " pp", x.significant),
-                      _interval(orders, o_lo, o_hi, "{:+,.1f}"),
+                      _interval(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high, "{:+.1f}", " pp", x.significant,
+                                x.no_orders),
+                      _interval(orders, o_lo, o_hi, "{:+,.1f}", no_orders=x.no_orders),
                       f"{_money(x.rpr)} vs {_money(x.control_rpr)}", _currency(x.currency),
-                      _interval(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high, significant=x.revenue_significant),
-                      _interval(rev, r_lo, r_hi, significant=x.revenue_significant))
+                      _interval(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high, significant=x.revenue_significant,
+                                no_orders=x.no_orders),
+                      _interval(rev, r_lo, r_hi, significant=x.revenue_significant, no_orders=x.no_orders))
         console.print(t)
     elif any(r.variant == HOLDOUT for r in report.rows):
         console.print("Only held-back customers in this range: no variant of their steps was assigned here, so "
@@ -268,6 +285,8 @@ def _lift_columns(report: Report) -> dict[tuple[str, int, str, str], dict[str, A
     for x in report.experiments:
         d = x.as_dict()
         out[(x.flow, x.step, x.variant, x.currency)] = {
+            "lift_unit": UNIT, "lift_experiment_step": x.step, "lift_customers": x.n,
+            "lift_holdout_customers": x.control_n, "lift_no_orders": x.no_orders,
             "lift_pp": None if d["diff"] is None else round(100 * d["diff"], 2),
             "lift_pp_ci_low": None if d["ci_low"] is None else round(100 * d["ci_low"], 2),
             "lift_pp_ci_high": None if d["ci_high"] is None else round(100 * d["ci_high"], 2),
@@ -280,7 +299,8 @@ def _lift_columns(report: Report) -> dict[tuple[str, int, str, str], dict[str, A
     return out
 
 
-LIFT_COLUMNS = ("lift_pp", "lift_pp_ci_low", "lift_pp_ci_high", "incremental_conversions",
+LIFT_COLUMNS = ("lift_unit", "lift_experiment_step", "lift_customers", "lift_holdout_customers", "lift_no_orders",
+                "lift_pp", "lift_pp_ci_low", "lift_pp_ci_high", "incremental_conversions",
                 "incremental_conversions_ci_low", "incremental_conversions_ci_high", "incremental_rpr",
                 "incremental_rpr_ci_low", "incremental_rpr_ci_high", "incremental_revenue",
                 "incremental_revenue_ci_low", "incremental_revenue_ci_high")
@@ -288,11 +308,14 @@ LIFT_COLUMNS = ("lift_pp", "lift_pp_ci_low", "lift_pp_ci_high", "incremental_con
 
 def row_dicts(report: Report) -> Iterator[dict[str, Any]]:
     """Each row with its lift over the holdout (empty without one; over the whole range, also in rows of
-    one day), the attribution window and the holdout comparison's rule."""
+    one day; a flow-wide experiment's on each of its steps' rows: ``lift_experiment_step`` 0), the
+    attribution window and the holdout comparison's rule."""
     lift = _lift_columns(report)
     for r in report.rows:
         d = r.as_dict()
-        d.update(lift.get((r.flow, r.step, r.variant, r.currency)) or dict.fromkeys(LIFT_COLUMNS))
+        d.update(lift.get((r.flow, r.step, r.variant, r.currency)) or lift.get((r.flow, 0, r.variant, r.currency))
+                 or dict.fromkeys(LIFT_COLUMNS))
+        d["counts_of"] = COUNTS_OF
         d["attribution"] = report.window
         d["holdout_comparison"] = report.holdout_rule
         yield d
@@ -305,7 +328,7 @@ def csv_dicts(report: Report) -> Iterator[dict[str, Any]]:
     columns = ["level", *rows[0], "verdict", "records"]
     blank = dict.fromkeys(columns)
     for r in report.flows:
-        yield blank | r.as_dict() | {"level": "flow", "attribution": report.window,
+        yield blank | r.as_dict() | {"level": "flow", "attribution": report.window, "counts_of": COUNTS_OF,
                                      "holdout_comparison": report.holdout_rule}
     for d in rows:
         yield blank | d | {"level": "row"}
@@ -325,11 +348,21 @@ def write_csv(report: Report, path: Path) -> None:
 FIGURES = {
     "converted, placed_order_rate, revenue, rpr": "last-click attributed: orders after a human click (or naming "
                                                   "the mail), rates and RPR per recipient (sent)",
-    "assigned, ordered, ordered_rate, revenue_in_window, rpr_in_window": "intent to treat: every order within the "
-                                                                         "window after the (would-be) send, per "
-                                                                         "assigned command; what experiments compare",
-    "currency": "every amount of a row is in its currency; counts repeat on each currency's row",
+    "assigned, ordered, ordered_rate, revenue_in_window, rpr_in_window": "per command: every order within the "
+                                                                         "window after the (would-be) send; not what "
+                                                                         "experiments compare",
+    "experiments, lift_*, incremental_*": f"intent to treat, unit: {UNIT} (one per customer and experiment, "
+                                          "whatever their number of commands); n, conversions and revenue per "
+                                          "customer of each arm; null intervals: none computable (no_orders: "
+                                          "no orders in either group)",
+    "currency": "every amount of a row is in its currency, and its orders (converted, ordered) are those in "
+                "its currency only",
+    "sent, assigned, delivered, opens, clicks, unsubscribes, bounces, complaints": "the flow step's, all "
+                                                                                  "currencies: repeated on each "
+                                                                                  "currency's row (counts_of), "
+                                                                                  "never sum them across currencies",
 }
+COUNTS_OF = "sent, assigned and engagement counts: the flow step's, all currencies (repeated on each currency's row)"
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -350,6 +383,12 @@ def split_intervals(values: list[tuple[float, float, float]]) -> tuple[list[tupl
     return with_ci, without
 
 
+def chart_currencies(report: Report) -> list[str]:
+    """The chart's money panels: one per currency (RPR per flow, incremental revenue per customer), so
+    no axis ever holds two currencies."""
+    return sorted({r.currency for r in report.flows} | {x.currency for x in report.experiments}) or [""]
+
+
 def write_chart(report: Report, path: Path) -> None:
     from streams.extras import require
 
@@ -357,32 +396,34 @@ def write_chart(report: Report, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule}", fontsize=9)
-    flows = report.flows
-    ax = axes[0]
-    palette = ("#3a7bd5", "#e08a1e", "#2ca02c", "#9467bd", "#8c564b")
-    colour = {c: palette[i % len(palette)] for i, c in enumerate(sorted({r.currency for r in flows}))}
-    bars = ax.bar(range(len(flows)), [float(r.rpr) for r in flows], color=[colour[r.currency] for r in flows])
-    ax.bar_label(bars, labels=[f"{_money(r.rpr)} {r.currency}".strip() for r in flows], fontsize=7)
-    ax.set_xticks(range(len(flows)), [f"{r.flow}\n{_currency(r.currency)}" for r in flows], fontsize=7, rotation=30,
-                  ha="right")
-    ax.set_ylabel("revenue per recipient, last click (in each bar's currency)")
-    ax.set_title("RPR per flow (holdout excluded)")
-    exps = report.experiments
-    once: dict[tuple[str, int, str], Lift] = {}  # the order-rate lift is one per variant, whatever the currency
-    for x in exps:
-        once.setdefault((x.flow, x.step, x.variant), x)
-    for ax, title, unit, values, ticks in (
-            (axes[1], "Ordered-in-window lift vs holdout (95% CI)", "order rate lift (pp), intent to treat",
-             [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in once.values()],
-             [f"{x.flow}/{x.step}\n{x.variant}" for x in once.values()]),
-            (axes[2], "Incremental RPR vs holdout (95% CI)", "revenue per recipient over holdout (tick's currency)",
-             [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in exps],
-             [f"{x.flow}/{x.step}\n{x.variant}\n{_currency(x.currency)}" for x in exps])):
-        ax.set_title(title)
+    flows, exps = report.flows, report.experiments
+    currencies = chart_currencies(report)
+    # one panel per currency for money (never two currencies on one axis) and one for the order-rate lift
+    fig, axes = plt.subplots(1, 1 + 2 * len(currencies), figsize=(6 + 5 * len(currencies), 5), squeeze=False)
+    axes = axes[0]
+    fig.suptitle(f"Attribution: {report.window} (RPR) · vs holdout: {report.holdout_rule}", fontsize=8)
+    panels: list[tuple[Any, str, str, list[tuple[float, float, float]], list[str]]] = [
+        (axes[0], "Ordered-in-window lift vs holdout (95% CI)", "order rate lift (pp), per customer",
+         [(100 * x.diff, 100 * x.ci_low, 100 * x.ci_high) for x in exps],  # a share: currencies side by side
+         [f"{x.flow}/{_step(x.step)}\n{x.variant}" + (f"\norders in {_currency(x.currency)}"
+                                                     if len(currencies) > 1 else "") for x in exps])]
+    for k, currency in enumerate(currencies):
+        ax = axes[1 + k]
+        mine = [r for r in flows if r.currency == currency]
+        bars = ax.bar(range(len(mine)), [float(r.rpr) for r in mine], color="#3a7bd5")
+        ax.bar_label(bars, labels=[f"{_money(r.rpr)} {r.currency}".strip() for r in mine], fontsize=7)
+        ax.set_xticks(range(len(mine)), [r.flow for r in mine], fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel(f"revenue per recipient, last click ({_currency(currency)})")
+        ax.set_title(f"RPR per flow, {_currency(currency)} (holdout excluded)")
+        in_currency = [x for x in exps if x.currency == currency]
+        panels.append((axes[1 + len(currencies) + k], f"Incremental revenue per customer\n{_currency(currency)} "
+                       "(95% CI)", f"revenue per customer over holdout ({_currency(currency)})",
+                       [(x.rpr_diff, x.rpr_ci_low, x.rpr_ci_high) for x in in_currency],
+                       [f"{x.flow}/{_step(x.step)}\n{x.variant}" for x in in_currency]))
+    for ax, title, unit, values, ticks in panels:
+        ax.set_title(title, fontsize=9)
         ax.axhline(0, color="#666666", linewidth=0.8)
-        if not exps:
+        if not values:
             ax.text(0.5, 0.5, "no holdout in this range", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             continue
