@@ -111,18 +111,30 @@ class Sunset(Flow):
             self._engaged(c, at)
             return
         clicks = c.recent_clicks
+        if not waiting and not self._near_waiting(clicks, key, at):
+            return  # a bot's outright (scanner agent, too soon): kept only while it can make a waiting click a burst
         if c.engaged_at is None:  # a record from before sunset: its timer needs the anchor (streams/core/sunset.py)
             last_order = c.ord.last if c.ord is not None else None
             c.engaged_at = max((t for t in (last_order, c.p.opt_at) if t is not None), default=at)
         insort(clicks, (at, key, str(r.get("link") or ""), waiting))
         self._forget_clicks(c, at)
 
+    def _near_waiting(self, clicks: list[tuple[int, str, str, bool]], key: str, at: int) -> bool:
+        """Is a click of message ``key`` at ``at`` within the burst window of a click of it waiting for its verdict?"""
+        window = self.rules.burst_window_ms
+        return any(waiting and known == key and abs(t - at) <= window for t, known, _, waiting in clicks)
+
     def _forget_clicks(self, c: Customer, now: int) -> None:
-        """Keep only the clicks a waiting click (or the next one) could make a burst with."""
+        """Keep only what can still change a verdict: the waiting clicks and the clicks of their message
+        within the burst window of one (at most ``MAX_KEPT_CLICKS``). A decided verdict is final, so once no
+        click waits the list is empty: a bot's clicks never stay in the record."""
         clicks = c.recent_clicks
-        horizon = min((t for t, _, _, waiting in clicks if waiting), default=now) - self.rules.burst_window_ms
-        if clicks and clicks[0][0] < horizon:  # a bot's click stays one window: a later click may burst with it
-            clicks[:] = [k for k in clicks if k[0] >= horizon]
+        if not any(waiting for *_, waiting in clicks):
+            clicks.clear()
+            return
+        kept = [k for k in clicks if k[3] or self._near_waiting(clicks, k[1], k[0])]
+        if len(kept) != len(clicks):
+            clicks[:] = kept
         if len(clicks) > MAX_KEPT_CLICKS:
             del clicks[:-MAX_KEPT_CLICKS]
 
