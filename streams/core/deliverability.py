@@ -28,7 +28,10 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
   or before ``t``. Paused, it is deferred to the next boundary plus an offset of up to
   ``release_spread_ms`` (a hash of the address: the same in every run), re-checked there and dropped once
   past its expiry (``expired_by_provider_pause``), or dropped (``on_stop = "drop"``: ``provider_paused``).
-  So the mail a stop held goes out over ``release_spread_ms`` after the resume, not in one millisecond.
+  So the mail a stop held goes out over ``release_spread_ms`` after the resume, not in one millisecond;
+  a resume in the customer's quiet hours keeps the offset after them (``held_between``, ``release_offset``,
+  read by ``streams/core/guards.py``), and a held step they carry past its expiry is dropped as
+  ``expired_by_provider_pause`` when the pause held it longer than quiet hours would.
   Transactional mail never asks.
 
 Why this is the same in every run (``simulate``, ``replay``, the workers): a boundary is evaluated only

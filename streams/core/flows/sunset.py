@@ -10,13 +10,18 @@ fires once when they are sunset, and defines the audience ``sunset`` (ad platfor
   one is judged without timing, as the report judges a message whose delivery it does not hold), and not
   part of a link burst (``bot_burst_links`` distinct links of the message within ``bot_burst_window_ms``).
   A burst is only known once that window has passed: such a click waits (``recent_clicks``, with the
-  clicks around it) and is decided when the clock passes its time + ``bot_burst_window_ms``. It then
+  clicks of its message around it) and is decided when the partition's watermark (its clock less the
+  late grace; the clock moves with records and ticks) passes its time + ``bot_burst_window_ms``. It then
   counts at its own time. A sunset that falls while a click before it waits is decided after the click.
+  A verdict is final: a burst click arriving later than the late grace does not undo a return.
+- kept clicks: only what can still change a verdict — the waiting clicks and the clicks of their message
+  within the burst window of one. A click judged a bot's outright (scanner agent, too soon after its
+  delivery) near no waiting click is not kept, and once no click waits the list is empty.
 - the timer: the earlier of the sunset (``after_days`` after the engaged time) and the next waiting
   click's verdict. Firing (or being skipped by a late fact) decides the clicks whose window has passed,
-  then marks the customer sunset if they still are (``sunset:entered``). Marketing decisions do not wait
-  for it: they compare times (``streams/core/guards.py``), so a step due at the same moment is dropped
-  whatever fires first.
+  then marks the customer sunset if they still are (``sunset:entered``). A marketing step the sunset
+  would drop while a click at or before its time waits is decided again 1 ms after that click's verdict
+  (``click_verdict_after`` in streams/core/sunset.py), so a person's click sends it.
 """
 
 from __future__ import annotations
