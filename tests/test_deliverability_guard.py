@@ -313,3 +313,32 @@ def test_explain_names_the_paused_provider_with_its_rate_and_the_stop_line():
     held = [r.text for r in ex.rows if r.kind == "deferred"]
     assert held and all("gmail paused since" in t for t in held), held
     assert "complaints 1.00% (stop at 0.30%)" in held[0] and "over 200 mails" in held[0]
+
+
+def held_at_night(expires_after_ms: int) -> Replay:
+    """100 carts of Auckland customers (UTC+13 in November) held by a gmail stop that resumes at T0 + 25 h:
+    23:00 local, in quiet hours (22:00–08:00), which end at T0 + 34 h."""
+    r = Replay()
+    r.sim = Simulator(load_settings(env={}, overrides={
+        "topics": {"partitions": 1}, "deliverability": {"min_volume": MIN_VOLUME},
+        "flows": {"abandoned_cart": {"expires_after_ms": expires_after_ms}}}))
+    r.apply(audience("gmail.com", 200, "g") + complaint_spike(complaints=2)
+            + [customer(f"n{i}", T0 - DAY_MS, tz="Pacific/Auckland", email=f"n{i}@gmail.com") for i in range(100)]
+            + [cart(f"n{i}", T0 + 2 * HOUR_MS) for i in range(100)])
+    r.apply(deliveries("g", 40, T0 + 24 * HOUR_MS + 35 * MINUTE_MS) + [tick(T0 + 36 * HOUR_MS)])
+    return r
+
+
+def test_mail_held_by_a_stop_that_resumes_in_quiet_hours_keeps_its_spread_after_quiet_hours():
+    r = held_at_night(expires_after_ms=3 * DAY_MS)
+    spread = sorted(c["send_at"] for c in r.commands if c["flow"] == "abandoned_cart" and c["step"] == 1)
+    assert len(spread) == 100 and T0 + 34 * HOUR_MS <= spread[0] and spread[-1] < T0 + 35 * HOUR_MS
+    assert len(set(spread)) > 90  # not every step at 08:00:00.000
+    assert max(sum(1 for t in spread if lo <= t < lo + 10 * MINUTE_MS) for lo in spread) < 40
+
+
+def test_held_mail_that_expires_in_the_quiet_hours_after_the_resume_is_expired_by_the_provider_pause():
+    r = held_at_night(expires_after_ms=24 * HOUR_MS)  # due at T0 + 3 h, held 22 h, quiet hours 9 h more
+    assert [c for c in r.commands if c["flow"] == "abandoned_cart" and c["step"] == 1] == []
+    assert r.engine.stats["dropped:abandoned_cart:expired_by_provider_pause"] == 100
+    assert "dropped:abandoned_cart:expired_by_quiet_hours" not in r.engine.stats

@@ -215,3 +215,51 @@ def test_explain_shows_no_return_for_a_bot_burst_and_a_return_for_a_human_click(
                                    "sunset: left marketing on 2027-05-05 (no order or click for 180 days)"], sunset_rows
         assert (len(sunset_rows) == 3) == back, sunset_rows  # the click's verdict: leaves marketing again later
         assert ex.sunset is not None and ex.sunset[0].startswith("leaves" if back else "left"), ex.sunset
+
+
+def test_clicks_judged_a_bots_outright_are_not_kept_in_the_customer_record():
+    from streams.core.state import encode
+
+    scanner = "Mimecast Scanner"
+    events = [customer("scanner", T0), customer("control", T0)]
+    for m in range(8):  # 8 mails, every one of their 30 links clicked by a scanner 20 s after delivery
+        sent = LATER + m * DAY_MS
+        events += [feedback(cid, sent, "delivered", message_id=f"{cid}-m{m}") for cid in ("scanner", "control")]
+        events += [feedback("scanner", sent + 20_000 + j, "clicked", message_id=f"scanner-m{m}",
+                            link=f"https://shop.example.com/p/{j}", user_agent=scanner) for j in range(30)]
+    _, eng = run(sorted(events, key=lambda e: e[1]["occurred_at"]), until=LATER + 9 * DAY_MS)
+    bot, control = eng.customers["scanner"], eng.customers["control"]
+    assert bot.recent_clicks == [] and bot.sunset_since == SUNSET
+    bot.seen = control.seen = {}  # the ids kept to drop duplicates (every event's, for the dedupe window) aside,
+    assert len(encode(bot)) == len(encode(control))  # the same record as a customer nobody clicked for
+
+
+def test_a_bots_click_within_the_window_of_a_waiting_click_still_makes_it_a_burst():
+    person_like = feedback("a", LATER + 60_000, "clicked", message_id="m1", link="https://shop.example.com/a",
+                           user_agent=CHROME)
+    scanner = [feedback("a", LATER + 60_300 + 300 * j, "clicked", message_id="m1",
+                        link=f"https://shop.example.com/{p}", user_agent="Mimecast Scanner") for j, p in enumerate("bc")]
+    events = [customer("a", T0), feedback("a", LATER, "delivered", message_id="m1"), person_like, *scanner]
+    _, eng = run(events, until=LATER + DAY_MS)
+    assert eng.customers["a"].sunset_since == SUNSET  # three links in 0.6 s: a burst, as the report says
+    assert eng.customers["a"].recent_clicks == []  # decided: nothing left to keep
+
+
+def test_a_marketing_step_due_while_a_persons_click_waits_for_its_verdict_goes_once_the_click_brings_them_back():
+    due = LATER + HOUR_MS  # step 1 of a cart at LATER; the customer is sunset since SUNSET
+    clicked = due - 500  # a person's click half a second before: its burst verdict comes 2 s after it
+
+    def step_one(*clicks: tuple[str, dict]) -> tuple[list[int], PartitionEngine]:
+        events = [customer("a", T0), feedback("a", LATER - DAY_MS, "delivered", message_id="m1"),
+                  cart("a", LATER), *clicks]
+        commands, eng = run(sorted(events, key=lambda e: e[1]["occurred_at"]), until=due + HOUR_MS)
+        return [c["send_at"] for c in commands if c["flow"] == "abandoned_cart" and c["step"] == 1], eng
+
+    sent, eng = step_one(feedback("a", clicked, "clicked", message_id="m1", link="https://shop.example.com/a",
+                                  user_agent=CHROME))
+    assert sent == [clicked + 2_002]  # 1 ms after the verdict brought the customer back
+    assert "dropped:abandoned_cart:sunset" not in eng.stats and eng.stats["sunset:returned"] == 1
+    burst = [feedback("a", clicked + 300 * j, "clicked", message_id="m1", link=f"https://shop.example.com/{p}",
+                      user_agent=CHROME) for j, p in enumerate("abc")]
+    sent, eng = step_one(*burst)
+    assert sent == [] and eng.stats["dropped:abandoned_cart:sunset"] == 1  # a bot's burst: still sunset

@@ -28,7 +28,10 @@ rates from the feedback they already read (``email.feedback``: ``delivered``, ``
   or before ``t``. Paused, it is deferred to the next boundary plus an offset of up to
   ``release_spread_ms`` (a hash of the address: the same in every run), re-checked there and dropped once
   past its expiry (``expired_by_provider_pause``), or dropped (``on_stop = "drop"``: ``provider_paused``).
-  So the mail a stop held goes out over ``release_spread_ms`` after the resume, not in one millisecond.
+  So the mail a stop held goes out over ``release_spread_ms`` after the resume, not in one millisecond;
+  a resume in the customer's quiet hours keeps the offset after them (``held_between``, ``release_offset``,
+  read by ``streams/core/guards.py``), and a held step they carry past its expiry is dropped as
+  ``expired_by_provider_pause`` when the pause held it longer than quiet hours would.
   Transactional mail never asks.
 
 Why this is the same in every run (``simulate``, ``replay``, the workers): a boundary is evaluated only
@@ -436,6 +439,22 @@ class DeliverabilityGuard:
             return None
         self.count(f"deliverability:{name}:held")
         return (at // self.bucket_ms + 1) * self.bucket_ms + self._release_offset(email)
+
+    def held_between(self, email: str | None, start: int, end: int) -> bool:
+        """Was ``email``'s provider stopped at some time from ``start`` to ``end`` (a step first due at
+        ``start`` and decided at ``end`` was held by the pause)?"""
+        if not self._stopping:
+            return False
+        name = self.provider(email)
+        window = self.state.providers.get(name)
+        if name not in self._stopping or window is None:
+            return False
+        return self.status_at(name, start) == STOP or any(
+            status == STOP and start < since <= end for since, status in window.history)
+
+    def release_offset(self, email: str | None) -> int:
+        """The offset after a boundary at which a held step to ``email`` asks again (``_release_offset``)."""
+        return self._release_offset(email)
 
     def _release_offset(self, email: str | None) -> int:
         """How long after a boundary a held step asks again: spread over ``release_spread_ms`` by a hash of

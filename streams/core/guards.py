@@ -23,6 +23,12 @@ class ProviderPause(Protocol):
     def paused(self, email: str | None, at: int) -> int | None:
         """None: marketing to this address may go at ``at``; else when to ask again."""
 
+    def held_between(self, email: str | None, start: int, end: int) -> bool:
+        """Was marketing to this address paused at some time from ``start`` to ``end``?"""
+
+    def release_offset(self, email: str | None) -> int:
+        """The offset after a boundary at which a step held for this address asks again."""
+
 
 class Decision(NamedTuple):
     action: str  # "send" | "defer" | "drop"
@@ -96,12 +102,15 @@ def _local_release(local: datetime, zone: ZoneInfo, start_hour: int, end_hour: i
 
 def decide(profile: Profile, suppression: Suppression | None, last_marketing_at: int | None, at: int,
            expires_at: int, guards: GuardSettings, goodbye_at: int | None = None, sunset_at: int | None = None,
-           provider: ProviderPause | None = None) -> Decision:
+           provider: ProviderPause | None = None, first_due: int | None = None) -> Decision:
     """``goodbye_at``: when the win-back goodbye went out (no marketing after it until the customer
     clicks "keep me subscribed"). ``sunset_at``: when the customer is sunset (no human click and no order
     for ``flows.sunset.after_days``; streams/core/sunset.py). ``provider``: the complaint and bounce guard —
     marketing to a paused mailbox provider is deferred to when the guard asks to be asked again (dropped
-    once that is past ``expires_at``), or dropped when the guard drops on stop."""
+    once that is past ``expires_at``), or dropped when the guard drops on stop. ``first_due``: when the step
+    was first due; a step the pause held since then that quiet hours now move keeps its release offset (the
+    held mail stays spread), and dropped past its expiry it is ``expired_by_provider_pause`` when the pause
+    held it longer than quiet hours or the cap would."""
     if not profile.email:
         return Decision("drop", reason="no_email")
     if not profile.opt:
@@ -126,8 +135,15 @@ def decide(profile: Profile, suppression: Suppression | None, last_marketing_at:
     when = at
     if last_marketing_at is not None and when < last_marketing_at + guards.frequency_cap_ms:
         when = last_marketing_at + guards.frequency_cap_ms
+    capped = when
     when = quiet_hours_release(when, profile.tz, guards.quiet_start_hour, guards.quiet_end_hour)
+    held = (when > at and provider is not None and first_due is not None and first_due < at
+            and provider.held_between(profile.email, first_due, at))
+    if held and when > capped:  # quiet hours move mail the pause held: released over the same spread
+        when += provider.release_offset(profile.email)  # type: ignore[union-attr]
     if when > expires_at:
+        if held and at - first_due >= when - at:  # type: ignore[operator]
+            return Decision("drop", reason="expired_by_provider_pause")  # the pause held it longest
         return Decision("drop", reason="expired_by_frequency_cap" if last_marketing_at is not None
                         and at < last_marketing_at + guards.frequency_cap_ms else "expired_by_quiet_hours")
     if when > at:

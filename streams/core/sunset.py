@@ -17,7 +17,7 @@ from __future__ import annotations
 from streams.config import DAY_MS, SunsetSettings
 from streams.core.state import Customer
 
-__all__ = ["sunset_after_ms", "sunset_at"]
+__all__ = ["click_verdict_after", "sunset_after_ms", "sunset_at"]
 
 
 def sunset_after_ms(settings: SunsetSettings) -> int:
@@ -36,3 +36,12 @@ def sunset_at(c: Customer, after_ms: int) -> int | None:
         if anchor is None:
             return None
     return anchor + after_ms
+
+
+def click_verdict_after(c: Customer, at: int, burst_window_ms: int) -> int | None:
+    """A marketing step due at ``at`` that the sunset would drop while a click at or before ``at`` waits for
+    its burst verdict (``recent_clicks``; streams/core/flows/sunset.py): when to decide the step again — 1 ms
+    after the earliest such verdict, so the sunset flow's timer has decided the click (a person's brings the
+    customer back before ``at`` and the step goes). None when no click waits."""
+    first = next((t for t, _, _, waiting in c.recent_clicks if waiting and t <= at), None)
+    return None if first is None else max(first + burst_window_ms + 2, at + 1)

@@ -45,7 +45,7 @@ from streams.core.customer import dec
 from streams.core.guards import decide
 from streams.core.ids import command_id
 from streams.core.state import Customer, Instance
-from streams.core.sunset import sunset_after_ms, sunset_at
+from streams.core.sunset import click_verdict_after, sunset_after_ms, sunset_at
 from streams.core.variants import HOLDOUT, assign, experiment_for
 
 Command = dict[str, Any]
@@ -251,7 +251,13 @@ class MarketingFlow(Flow):
             sunset = c.engaged_at + sunset_ms
         else:
             sunset = sunset_at(c, sunset_ms)
-        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb, sunset, self.provider_guard)
+        if sunset is not None and sunset <= due and c.recent_clicks:  # a click waits: its verdict first
+            verdict_at = click_verdict_after(c, due, self.ctx.settings.metrics.bot_burst_window_ms)
+            if verdict_at is not None:
+                inst.d = verdict_at
+                return []
+        decision = decide(c.p, c.sup, c.mk, due, expires_at, self.guards, c.gb, sunset, self.provider_guard,
+                          expires_at - self.expires_ms)
         if ctx.decisions is not None and decision.action != "send":
             ctx.decisions.guarded(cid, name, step, due, expires_at, decision, c, self.guards)
         if decision.action == "defer":

@@ -10,13 +10,18 @@ fires once when they are sunset, and defines the audience ``sunset`` (ad platfor
   one is judged without timing, as the report judges a message whose delivery it does not hold), and not
   part of a link burst (``bot_burst_links`` distinct links of the message within ``bot_burst_window_ms``).
   A burst is only known once that window has passed: such a click waits (``recent_clicks``, with the
-  clicks around it) and is decided when the clock passes its time + ``bot_burst_window_ms``. It then
+  clicks of its message around it) and is decided when the partition's watermark (its clock less the
+  late grace; the clock moves with records and ticks) passes its time + ``bot_burst_window_ms``. It then
   counts at its own time. A sunset that falls while a click before it waits is decided after the click.
+  A verdict is final: a burst click arriving later than the late grace does not undo a return.
+- kept clicks: only what can still change a verdict — the waiting clicks and the clicks of their message
+  within the burst window of one. A click judged a bot's outright (scanner agent, too soon after its
+  delivery) near no waiting click is not kept, and once no click waits the list is empty.
 - the timer: the earlier of the sunset (``after_days`` after the engaged time) and the next waiting
   click's verdict. Firing (or being skipped by a late fact) decides the clicks whose window has passed,
-  then marks the customer sunset if they still are (``sunset:entered``). Marketing decisions do not wait
-  for it: they compare times (``streams/core/guards.py``), so a step due at the same moment is dropped
-  whatever fires first.
+  then marks the customer sunset if they still are (``sunset:entered``). A marketing step the sunset
+  would drop while a click at or before its time waits is decided again 1 ms after that click's verdict
+  (``click_verdict_after`` in streams/core/sunset.py), so a person's click sends it.
 """
 
 from __future__ import annotations
@@ -111,18 +116,30 @@ class Sunset(Flow):
             self._engaged(c, at)
             return
         clicks = c.recent_clicks
+        if not waiting and not self._near_waiting(clicks, key, at):
+            return  # a bot's outright (scanner agent, too soon): kept only while it can make a waiting click a burst
         if c.engaged_at is None:  # a record from before sunset: its timer needs the anchor (streams/core/sunset.py)
             last_order = c.ord.last if c.ord is not None else None
             c.engaged_at = max((t for t in (last_order, c.p.opt_at) if t is not None), default=at)
         insort(clicks, (at, key, str(r.get("link") or ""), waiting))
         self._forget_clicks(c, at)
 
+    def _near_waiting(self, clicks: list[tuple[int, str, str, bool]], key: str, at: int) -> bool:
+        """Is a click of message ``key`` at ``at`` within the burst window of a click of it waiting for its verdict?"""
+        window = self.rules.burst_window_ms
+        return any(waiting and known == key and abs(t - at) <= window for t, known, _, waiting in clicks)
+
     def _forget_clicks(self, c: Customer, now: int) -> None:
-        """Keep only the clicks a waiting click (or the next one) could make a burst with."""
+        """Keep only what can still change a verdict: the waiting clicks and the clicks of their message
+        within the burst window of one (at most ``MAX_KEPT_CLICKS``). A decided verdict is final, so once no
+        click waits the list is empty: a bot's clicks never stay in the record."""
         clicks = c.recent_clicks
-        horizon = min((t for t, _, _, waiting in clicks if waiting), default=now) - self.rules.burst_window_ms
-        if clicks and clicks[0][0] < horizon:  # a bot's click stays one window: a later click may burst with it
-            clicks[:] = [k for k in clicks if k[0] >= horizon]
+        if not any(waiting for *_, waiting in clicks):
+            clicks.clear()
+            return
+        kept = [k for k in clicks if k[3] or self._near_waiting(clicks, k[1], k[0])]
+        if len(kept) != len(clicks):
+            clicks[:] = kept
         if len(clicks) > MAX_KEPT_CLICKS:
             del clicks[:-MAX_KEPT_CLICKS]
 
