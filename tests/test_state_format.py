@@ -76,3 +76,16 @@ def test_a_customer_without_a_flow_running_carries_no_field_of_that_flow():
     raw = msgspec.json.decode(encode(Customer(v=STATE_VERSION)))
     assert raw == {"v": STATE_VERSION, "p": {}}
     assert decode_customer(encode(Customer(v=STATE_VERSION))).abandoned_cart is None
+
+
+def test_a_format_3_record_has_its_sunset_pending_from_its_engaged_time_and_is_written_as_format_4():
+    consented = {"v": 3, "p": {"email": "ann@example.com", "opt": True, "opt_at": 10}, "eng": 500}
+    sunset = {"v": 3, "p": {"email": "bob@example.com", "opt": True, "opt_at": 10}, "eng": 500, "sun": 900}
+    without_consent = {"v": 3, "p": {"email": "cat@example.com", "opt": False, "opt_at": 10}}
+    ann = decode_customer(json.dumps(consented).encode())
+    assert (ann.engaged_at, ann.sunset_pending_from, ann.v) == (500, 500, STATE_VERSION)
+    assert decode_customer(json.dumps(sunset).encode()).sunset_pending_from is None  # sunset already: nothing pending
+    assert decode_customer(json.dumps(without_consent).encode()).sunset_pending_from is None
+    written = json.loads(encode(ann))
+    assert written["v"] == 4 and written["spf"] == 500
+    assert decode_customer(encode(ann)) == ann

@@ -3,6 +3,7 @@ skip), is in the audience ``sunset`` for ad platforms to exclude, and a click or
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, load_settings
@@ -103,3 +104,36 @@ def test_a_state_from_before_sunset_is_anchored_at_its_last_order_or_consent_dec
     assert sunset_at(eng.customers["b"], 180 * DAY_MS) == T0 + DAY_MS + 180 * DAY_MS  # its last order
     commands, _ = run_engine([cart("a", T0 + 200 * DAY_MS)], until=T0 + 202 * DAY_MS, eng=eng)
     assert carts(commands) == [] and eng.stats["dropped:abandoned_cart:sunset"] == 2  # anchored at its consent decision (T0)
+
+
+def _as_format_3(blob: bytes) -> bytes:
+    """A customer record as the release before ``sunset_pending_from`` wrote it."""
+    record = json.loads(blob)
+    record.pop("spf", None)
+    record["v"] = 3
+    return json.dumps(record).encode()
+
+
+def test_a_state_written_in_format_3_is_sunset_when_that_release_would_have_sunset_it():
+    before = engine()
+    run_engine([customer("a", T0), customer("b", T0, opt_in=False)], until=T0 + DAY_MS, eng=before)
+    changes = before.drain_changes()
+    after = engine()
+    for key, value in changes.items():
+        after.restore(key, _as_format_3(value) if key in ("a", "b") and value is not None else value)
+    after.restored()
+    assert after.customers["a"].sunset_pending_from == T0
+    run_engine([tick(SUNSET + DAY_MS)], until=SUNSET + 2 * DAY_MS, eng=after)
+    assert after.stats["sunset:entered"] == 1  # ``a`` only: ``b`` never gave consent
+    assert after.customers["a"].sunset_since == SUNSET and after.customers["a"].sunset_pending_from is None
+
+
+def test_a_state_with_a_sunset_pending_restored_with_sunset_switched_off_is_never_sunset():
+    before = engine()
+    run_engine([customer("a", T0)], until=T0 + DAY_MS, eng=before)
+    off = engine(enabled=False)
+    for key, value in before.drain_changes().items():
+        off.restore(key, value)
+    off.restored()
+    commands, _ = run_engine([cart("a", SUNSET + DAY_MS)], until=SUNSET + 5 * DAY_MS, eng=off)
+    assert len(carts(commands)) == 3 and "sunset:entered" not in off.stats

@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +105,7 @@ class StepResult:
 
 _WITHDRAWING = frozenset({"customers", "feedback"})  # topics whose records can end marketing consent
 _BUF_ORDER = itemgetter(0, 1, 2)  # buffered event: (time, topic rank, event id, topic, record)
+_NO_TIMER: tuple[None, None] = (None, None)  # ``_next_timer`` found none: no time, no flow
 
 
 class PartitionEngine:
@@ -115,6 +116,11 @@ class PartitionEngine:
         self.customers: dict[str, Customer] = {}
         self._due = DueQueue()  # (time, customer_id); entries ≠ _scheduled are stale
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
+        # customer → its earliest timer (when, whose; None: none) as last found, after its last settlement or
+        # whatever else changed its flows' state (a late fact, a global record, a restore): its next settlement
+        # starts from it instead of asking every timed flow again (hot path). Arrival changes no timer: the
+        # flows that act on arrival have none (``_arrival_moves_timers``, else every arrival forgets it)
+        self._timers: dict[str, tuple[int, Flow] | None] = {}
         self._dirty: set[str] = set()
         self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
@@ -129,15 +135,21 @@ class PartitionEngine:
         # first; each with the getter of its ``field.attribute`` timer key (None: the field alone decides), kept
         # by ``compress`` where the customer's field is set (``_timer_fields``: every timed flow's field in one
         # C call; an empty field means no timer of that flow, not asked)
-        timed = sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority)
-        keys = [timer_getters(f.timer_key) for f in timed]
+        timed = sorted((f for f in self.flows if f.has_timers and f.timers_on), key=lambda f: f.priority)
+        asked = [f for f in timed if f.timer_after_ms is None]
+        keys = [timer_getters(f.timer_key) for f in asked]
         self._timed: tuple[tuple[Callable[[Customer], Any] | None, Flow], ...] = tuple(
-            (inner, f) for (_, inner), f in zip(keys, timed))
+            (inner, f) for (_, inner), f in zip(keys, asked))
         self._timer_fields = fields_getter([field for field, _ in keys])
+        # flows whose one timer is a customer field plus a fixed time (``timer_after_ms``): read, not asked
+        # (sunset's: every consented customer has one)
+        self._fixed_timers: tuple[tuple[Callable[[Customer], int | None], int, Flow], ...] = tuple(
+            (attrgetter(f.timer_key), f.timer_after_ms, f) for f in timed if f.timer_after_ms is not None)
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
         self._arrival: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.arrival_topics) for t in topics}
+        self._arrival_moves_timers = any(f.has_timers and f.arrival_topics for f in self.flows)
         self._settlers: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.settle_topics) for t in topics}
         self._global: dict[str, tuple[Flow, ...]] = {
@@ -215,6 +227,8 @@ class PartitionEngine:
             return result
         seen[eid] = at
         self._dirty.add(cid)
+        if self._arrival_moves_timers:
+            self._timers.pop(cid, None)
         commands = result.commands
         on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
         if logical_topic in _WITHDRAWING and (self._track is not None or c.aud):
@@ -251,7 +265,7 @@ class PartitionEngine:
             self._dirty.add(cid)
             if self.decisions is not None:
                 self.decisions.observe(cid, customers[cid], topic, record, self.watermark)
-            self._schedule(cid, self._next_due_at(customers[cid]))
+            self._schedule(cid, self._next_due_at(cid, customers[cid]))
             if track is not None:
                 track(cid, customers[cid], self.watermark)
         if self._due.due(self.watermark):
@@ -309,7 +323,7 @@ class PartitionEngine:
         self._skip_past(cid, c, wm)
         if self.decisions is not None:
             self.decisions.observe(cid, c, topic, record, wm)
-        self._schedule(cid, self._next_due_at(c))
+        self._schedule(cid, self._next_due_at(cid, c))
         if self._track is not None:
             self._track(cid, c, wm)
 
@@ -390,6 +404,12 @@ class PartitionEngine:
                 t = f.next_due(c)
                 if t is not None and (best is None or t < best):
                     best, owner = t, f
+        for since_of, after, f in self._fixed_timers:
+            since = since_of(c)
+            if since is not None:
+                t = since + after
+                if best is None or t < best or (t == best and owner is not None and f.priority < owner.priority):
+                    best, owner = t, f
         return None if owner is None or best is None else (best, owner)
 
     def _settle(self, cid: str, c: Customer, wm: int, out: list[dict[str, Any]]) -> int | None:
@@ -399,12 +419,13 @@ class PartitionEngine:
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
         next_timer = self._next_timer
-        timer = next_timer(c)  # (when, flow) or None
+        timers = self._timers
+        timer = timers[cid] if cid in timers else next_timer(c)  # (when, whose) or None
+        due, flow = timer or _NO_TIMER
         decisions = self.decisions
         while True:
             ev_at = buf[0][0] if buf else None
-            if timer is not None and timer[0] <= wm and (ev_at is None or timer[0] <= ev_at):
-                due, flow = timer
+            if due is not None and due <= wm and (ev_at is None or due <= ev_at):
                 out.extend(flow.fire(cid, c, due))
                 if decisions is not None:
                     decisions.observe(cid, c, "timer", None, due)
@@ -416,6 +437,8 @@ class PartitionEngine:
             else:
                 break
             timer = next_timer(c)
+            due, flow = timer or _NO_TIMER
+        timers[cid] = timer
         self._dirty.add(cid)
         seen = c.seen
         if seen:  # forget ids older than the retention (the first is the oldest but for jitter)
@@ -424,10 +447,11 @@ class PartitionEngine:
                 c.seen = {k: v for k, v in seen.items() if v >= cutoff}
         if self._track is not None:
             self._track(cid, c, wm)
-        return _earliest(None if timer is None else timer[0], buf)
+        return _earliest(due, buf)
 
-    def _next_due_at(self, c: Customer) -> int | None:
-        timer = self._next_timer(c)
+    def _next_due_at(self, cid: str, c: Customer) -> int | None:
+        """When the customer is due next, its flows' state having changed outside a settlement."""
+        timer = self._timers[cid] = self._next_timer(c)
         return _earliest(None if timer is None else timer[0], c.buf)
 
     def _settled_until(self, c: Customer) -> int:
@@ -476,6 +500,7 @@ class PartitionEngine:
                 self._audiences_checked = data.aud and self.audiences.enabled
                 ctx.deliverability.restore(data.guard)
             return
+        self._timers.pop(key, None)
         if value is None:
             self.customers.pop(key, None)
         else:
@@ -512,8 +537,9 @@ class PartitionEngine:
     def _rebuild_due(self) -> None:
         self._due = DueQueue()
         self._scheduled = {}
+        self._timers = {}
         for cid, c in self.customers.items():
-            nxt = self._next_due_at(c)
+            nxt = self._next_due_at(cid, c)
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt

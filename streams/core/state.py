@@ -13,8 +13,10 @@ encoded, so an idle customer costs a few bytes. ``v`` is the format a record was
 format 1 (decoded as 1), written first as ``STATE_VERSION`` by this release. Format 2 only added
 fields to format 1; format 3 moved each marketing flow's loose fields (``cart``, ``acl``, ``cx``,
 ``lap``, ``wbd``, ``wb``, ``fb``, ``bis``, ``bv``, ``bvl``) into a struct of its own
-(``AbandonedCartState``, ``WinBackState``, …). ``decode_customer`` reads a format-3 record directly and
-migrates an older one on restore (``_migrate``); it is written back in format 3 the next time it changes.
+(``AbandonedCartState``, ``WinBackState``, …); format 4 added ``sunset_pending_from``, the engaged time
+while a sunset is pending (the engine reads the sunset timer from it without asking the flow).
+``decode_customer`` reads a format-4 record directly and upgrades an older one on restore (``_migrate``,
+``_with_sunset_pending``); it is written back in format 4 the next time it changes.
 
 Line items and buffered records stay the plain dicts the event carried (they go into templates and
 commands as they are; converting them on every step would cost the engine its speed).
@@ -29,7 +31,9 @@ from typing import Any
 
 import msgspec
 
-STATE_VERSION = 3  # 1: the dict release (no ``v``); 2: these structs; 3: each marketing flow's state in a struct of its own
+# 1: the dict release (no ``v``); 2: these structs; 3: each marketing flow's state in a struct of its own;
+# 4: ``sunset_pending_from``
+STATE_VERSION = 4
 CLOCK_KEY = "\x00partition"
 TABLE_PREFIX = "\x03"  # + "<table>:<key>": cannot collide with a customer id (ids are printable)
 
@@ -226,6 +230,9 @@ class Customer(Record):
     # consent, or state from before sunset), when the customer was sunset, the latest delivery (message, time)
     engaged_at: int | None = msgspec.field(default=None, name="eng")
     sunset_since: int | None = msgspec.field(default=None, name="sun")
+    # ``engaged_at`` while the customer has consent and is not sunset: the sunset timer counts from it (None:
+    # no sunset pending). Kept by the sunset flow with the two above; the engine reads it as the timer
+    sunset_pending_from: int | None = msgspec.field(default=None, name="spf")
     last_delivery: tuple[str, int] | None = msgspec.field(default=None, name="dlv")
 
 
@@ -283,10 +290,13 @@ def encode(record: Record) -> bytes:
 def decode_customer(blob: bytes) -> Customer:
     if blob[:7] in _CURRENT:
         return _customer.decode(blob)
-    return _migrate(_customer_v2.decode(blob))
+    if blob[:7] in _FORMAT_3:
+        return _with_sunset_pending(_customer.decode(blob))
+    return _with_sunset_pending(_migrate(_customer_v2.decode(blob)))
 
 
 _CURRENT = (b'{"v":%d,' % STATE_VERSION, b'{"v":%d}' % STATE_VERSION)  # ``v`` is the first field, always written
+_FORMAT_3 = (b'{"v":3,', b'{"v":3}')
 _customer_v2 = msgspec.json.Decoder(_CustomerV2)
 
 
@@ -304,6 +314,15 @@ def _migrate(old: _CustomerV2) -> Customer:
         c.back_in_stock = BackInStockState(waiting=old.bis)
     if old.fb:
         c.delivery_feedback = DeliveryFeedbackState(requests=old.fb)
+    return c
+
+
+def _with_sunset_pending(c: Customer) -> Customer:
+    """A record of format 3 or older in format 4: a consented customer with an engaged time who is not
+    sunset has their sunset pending from that time (the rule the sunset flow keeps from then on)."""
+    c.v = STATE_VERSION
+    if c.engaged_at is not None and c.sunset_since is None and c.p.opt:
+        c.sunset_pending_from = c.engaged_at
     return c
 
 

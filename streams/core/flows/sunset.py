@@ -7,8 +7,11 @@ fires once when they are sunset, and defines the audience ``sunset`` (ad platfor
   The latest delivery is remembered (message and time) so a click within seconds of its message's
   delivery is judged a bot's, as the report judges it.
 - the timer: due ``after_days`` after the engaged time; firing (or being skipped by a late fact) marks the
-  customer sunset (``sunset:entered``). Marketing decisions do not wait for it: they compare times
-  (``streams/core/guards.py``), so a step due at the same moment is dropped whatever fires first.
+  customer sunset (``sunset:entered``). Every consented customer has it, so the engine reads it from the
+  customer's ``sunset_pending_from`` (the engaged time while not sunset, kept here with ``engaged_at`` and
+  ``sunset_since``) plus ``after_days`` (``timer_after_ms``), without asking ``next_due``. Marketing
+  decisions do not wait for it: they compare times (``streams/core/guards.py``), so a step due at the same
+  moment is dropped whatever fires first.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ class Sunset(Flow):
     steps = 0
     settle_topics = frozenset({"customers", "orders", "feedback"})
     has_timers = True
-    timer_key = "engaged_at"
+    timer_key = "sunset_pending_from"  # the time the timer counts from (``timer_after_ms`` after it)
     audiences = (AUDIENCE,)
     audience_key = "sunset_since"  # empty: in none of them (not asked)
 
     def __init__(self, ctx: FlowContext) -> None:
         super().__init__(ctx)
         self.after_ms = sunset_after_ms(self.options)
+        self.timer_after_ms = self.after_ms
+        self.timers_on = self.after_ms > 0  # sunset switched off: the engine never asks for its timer
         self.rules = EngagementRules(ctx.settings.metrics)
 
     @staticmethod
@@ -50,9 +55,9 @@ class Sunset(Flow):
         at = r["occurred_at"]
         if topic == "customers":
             if not c.p.opt:
-                c.engaged_at = c.sunset_since = None  # no consent: nothing to anchor
+                c.engaged_at = c.sunset_since = c.sunset_pending_from = None  # no consent: nothing to anchor
             elif c.engaged_at is None:
-                c.engaged_at = at  # consent given
+                c.engaged_at = c.sunset_pending_from = at  # consent given
             return
         if topic == "orders":
             if kind == "placed":
@@ -72,19 +77,21 @@ class Sunset(Flow):
         if not c.p.opt:
             return  # consent, when it comes, anchors the time
         if c.engaged_at is None or at > c.engaged_at:
-            c.engaged_at = at
+            c.engaged_at = c.sunset_pending_from = at
             if c.sunset_since is not None:
                 c.sunset_since = None
                 self.ctx.count("sunset:returned")
 
     def next_due(self, c: Customer) -> int | None:
-        at = c.engaged_at  # not None: the engine asks only then (``timer_key``)
-        if at is None or c.sunset_since is not None or not self.after_ms or not c.p.opt:
+        """What the engine reads without asking (``timer_key`` + ``timer_after_ms``); asked by explain."""
+        at = c.sunset_pending_from
+        if at is None or not self.after_ms:
             return None
-        return at + self.after_ms  # ``sunset_at`` for a customer with an engaged time (hot path)
+        return at + self.after_ms
 
     def fire(self, cid: str, c: Customer, due: int) -> list[Command]:
         c.sunset_since = due
+        c.sunset_pending_from = None
         self.ctx.count("sunset:entered")
         return []
 
