@@ -56,9 +56,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import attrgetter, itemgetter
-from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
@@ -69,12 +67,13 @@ from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
-from streams.core.flows.base import Command, Flow, fields_getter, timer_getters
+from streams.core.flows.base import Command, Flow
 from streams.core.flows.registry import FLOWS
 from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
 from streams.core.state import CLOCK_KEY, Customer, Partition, decode_customer, decode_partition, encode, new_customer
 from streams.core.tables import split_key
+from streams.core.timed_flows import Timer, TimedFlows
 
 log = logging.getLogger("shopmail.engine")
 
@@ -120,7 +119,7 @@ class PartitionEngine:
         # whatever else changed its flows' state (a late fact, a global record, a restore): its next settlement
         # starts from it instead of asking every timed flow again (hot path). Arrival changes no timer: the
         # flows that act on arrival have none (``_arrival_moves_timers``, else every arrival forgets it)
-        self._timers: dict[str, tuple[int, Flow] | None] = {}
+        self._timers: dict[str, Timer | None] = {}
         self._dirty: set[str] = set()
         self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
@@ -131,22 +130,15 @@ class PartitionEngine:
             f.connect(self.flows)
         # transactional mail that waited for an address names its flow
         self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
-        # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
-        # first; each with the getter of its ``field.attribute`` timer key (None: the field alone decides), kept
-        # by ``compress`` where the customer's field is set (``_timer_fields``: every timed flow's field in one
-        # C call; an empty field means no timer of that flow, not asked)
-        timed = sorted((f for f in self.flows if f.has_timers and f.timers_on), key=lambda f: f.priority)
-        asked = [f for f in timed if f.timer_after_ms is None]
-        keys = [timer_getters(f.timer_key) for f in asked]
-        self._timed: tuple[tuple[Callable[[Customer], Any] | None, Flow], ...] = tuple(
-            (inner, f) for (_, inner), f in zip(keys, asked))
-        self._timer_fields = fields_getter([field for field, _ in keys])
-        # flows whose one timer is a customer field plus a fixed time (``timer_after_ms``): read, not asked
-        # (sunset's: every consented customer has one)
-        self._fixed_timers: tuple[tuple[Callable[[Customer], int | None], int, Flow], ...] = tuple(
-            (attrgetter(f.timer_key), f.timer_after_ms, f) for f in timed if f.timer_after_ms is not None)
+        self._timed = TimedFlows(self.flows)  # every timed flow (streams/core/timed_flows.py)
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
+        # the timers a settled record of each topic can move: those of the flows that settle it (a flow's
+        # ``next_due`` reads its own state and the shared facts of its ``settle_topics``); a feedback record
+        # can be a suppression, which ends every flow's instances
+        self._retimed_by: dict[str, TimedFlows] = {
+            t: self._timed if t == "feedback" else TimedFlows(f for f in self.flows if t in f.settle_topics)
+            for t in topics}
         self._arrival: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.arrival_topics) for t in topics}
         self._arrival_moves_timers = any(f.has_timers and f.arrival_topics for f in self.flows)
@@ -394,23 +386,9 @@ class PartitionEngine:
             self._scheduled[cid] = at
             self._due.push(at, cid)
 
-    def _next_timer(self, c: Customer) -> tuple[int, Flow] | None:
+    def _next_timer(self, c: Customer) -> Timer | None:
         """The earliest pending timer of any flow, with its flow (the lowest priority on a tie)."""
-        best: int | None = None
-        owner: Flow | None = None
-        # a flow whose timer field is empty has no timer: not asked (hot path)
-        for inner, f in compress(self._timed, self._timer_fields(c)):
-            if inner is None or inner(c):
-                t = f.next_due(c)
-                if t is not None and (best is None or t < best):
-                    best, owner = t, f
-        for since_of, after, f in self._fixed_timers:
-            since = since_of(c)
-            if since is not None:
-                t = since + after
-                if best is None or t < best or (t == best and owner is not None and f.priority < owner.priority):
-                    best, owner = t, f
-        return None if owner is None or best is None else (best, owner)
+        return self._timed.earliest(c)
 
     def _settle(self, cid: str, c: Customer, wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
@@ -418,7 +396,8 @@ class PartitionEngine:
         buf = c.buf
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
-        next_timer = self._next_timer
+        next_timer = self._timed.earliest
+        retimed_by = self._retimed_by
         timers = self._timers
         timer = timers[cid] if cid in timers else next_timer(c)  # (when, whose) or None
         due, flow = timer or _NO_TIMER
@@ -429,14 +408,17 @@ class PartitionEngine:
                 out.extend(flow.fire(cid, c, due))
                 if decisions is not None:
                     decisions.observe(cid, c, "timer", None, due)
+                timer = next_timer(c)
             elif ev_at is not None and ev_at <= wm:
                 _, _, _, topic, record = buf.pop(0)
                 self._settle_event(cid, c, topic, record, out)
                 if decisions is not None:
                     decisions.observe(cid, c, topic, record, ev_at)
+                moved = retimed_by.get(topic, self._timed)
+                # only the flows that settled it are asked again, unless the timer was one of theirs
+                timer = moved.earliest(c, timer) if flow not in moved.flows else next_timer(c)
             else:
                 break
-            timer = next_timer(c)
             due, flow = timer or _NO_TIMER
         timers[cid] = timer
         self._dirty.add(cid)

@@ -8,7 +8,11 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   watermark): start, re-time or end its instance; ``suppressed`` — the customer unsubscribed,
   bounced or complained;
 - ``next_due`` — when its earliest timer is due (``None``: none pending). The engine asks every flow
-  and fires the earliest; when two are due at the same moment the lower ``priority`` goes first;
+  and fires the earliest; when two are due at the same moment the lower ``priority`` goes first. It reads
+  only the flow's own state and the shared facts of its ``settle_topics``: after a settled record the
+  engine asks again only the flows that settle its topic (every flow after a feedback record, which can be
+  a suppression), and it keeps a customer's earliest timer from one settlement to the next (a late fact,
+  a global record and a restore make it ask every flow again);
 - ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
   fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
 - ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``);
