@@ -56,9 +56,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from itertools import compress
 from operator import itemgetter
-from collections.abc import Callable
 from typing import Any
 
 from streams.config import DAY_MS, HOUR_MS, Settings
@@ -69,12 +67,13 @@ from streams.core.decisions import DecisionLog
 from streams.core.customer import on_arrival
 from streams.core.customer import settle as settle_facts
 from streams.core.due_queue import DueQueue
-from streams.core.flows.base import Command, Flow, fields_getter, timer_getters
+from streams.core.flows.base import Command, Flow
 from streams.core.flows.registry import FLOWS
 from streams.core.flows.transactional import TransactionalFlow
 from streams.core.segments import SpendHistogram
 from streams.core.state import CLOCK_KEY, Customer, Partition, decode_customer, decode_partition, encode, new_customer
 from streams.core.tables import split_key
+from streams.core.timed_flows import Timer, TimedFlows
 
 log = logging.getLogger("shopmail.engine")
 
@@ -105,6 +104,7 @@ class StepResult:
 
 _WITHDRAWING = frozenset({"customers", "feedback"})  # topics whose records can end marketing consent
 _BUF_ORDER = itemgetter(0, 1, 2)  # buffered event: (time, topic rank, event id, topic, record)
+_NO_TIMER: tuple[None, None] = (None, None)  # ``_next_timer`` found none: no time, no flow
 
 
 class PartitionEngine:
@@ -115,6 +115,11 @@ class PartitionEngine:
         self.customers: dict[str, Customer] = {}
         self._due = DueQueue()  # (time, customer_id); entries ≠ _scheduled are stale
         self._scheduled: dict[str, int] = {}  # customer → the one time it is due next
+        # customer → its earliest timer (when, whose; None: none) as last found, after its last settlement or
+        # whatever else changed its flows' state (a late fact, a global record, a restore): its next settlement
+        # starts from it instead of asking every timed flow again (hot path). Arrival changes no timer: the
+        # flows that act on arrival have none (``_arrival_moves_timers``, else every arrival forgets it)
+        self._timers: dict[str, Timer | None] = {}
         self._dirty: set[str] = set()
         self._legacy_clock = False  # restored a partition record older than PARTITION_VERSION
         self.grace_ms = settings.worker.late_grace_ms
@@ -125,19 +130,18 @@ class PartitionEngine:
             f.connect(self.flows)
         # transactional mail that waited for an address names its flow
         self._transactional = {f.name: f for f in self.flows if isinstance(f, TransactionalFlow)}
-        # timed flows by priority (distinct, tests/test_flow_registry.py): the first due at a moment fires
-        # first; each with the getter of its ``field.attribute`` timer key (None: the field alone decides), kept
-        # by ``compress`` where the customer's field is set (``_timer_fields``: every timed flow's field in one
-        # C call; an empty field means no timer of that flow, not asked)
-        timed = sorted((f for f in self.flows if f.has_timers), key=lambda f: f.priority)
-        keys = [timer_getters(f.timer_key) for f in timed]
-        self._timed: tuple[tuple[Callable[[Customer], Any] | None, Flow], ...] = tuple(
-            (inner, f) for (_, inner), f in zip(keys, timed))
-        self._timer_fields = fields_getter([field for field, _ in keys])
+        self._timed = TimedFlows(self.flows)  # every timed flow (streams/core/timed_flows.py)
         # the flows each topic goes to, each after the flows it names in ``after``
         topics = set(TOPIC_RANK)
+        # the timers a settled record of each topic can move: those of the flows that settle it (a flow's
+        # ``next_due`` reads its own state and the shared facts of its ``settle_topics``); a feedback record
+        # can be a suppression, which ends every flow's instances
+        self._retimed_by: dict[str, TimedFlows] = {
+            t: self._timed if t == "feedback" else TimedFlows(f for f in self.flows if t in f.settle_topics)
+            for t in topics}
         self._arrival: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.arrival_topics) for t in topics}
+        self._arrival_moves_timers = any(f.has_timers and f.arrival_topics for f in self.flows)
         self._settlers: dict[str, tuple[Flow, ...]] = {
             t: tuple(f for f in self.flows if t in f.settle_topics) for t in topics}
         self._global: dict[str, tuple[Flow, ...]] = {
@@ -215,6 +219,8 @@ class PartitionEngine:
             return result
         seen[eid] = at
         self._dirty.add(cid)
+        if self._arrival_moves_timers:
+            self._timers.pop(cid, None)
         commands = result.commands
         on_arrival(c, logical_topic, record)  # self._arrive, inlined (hot path)
         if logical_topic in _WITHDRAWING and (self._track is not None or c.aud):
@@ -251,7 +257,7 @@ class PartitionEngine:
             self._dirty.add(cid)
             if self.decisions is not None:
                 self.decisions.observe(cid, customers[cid], topic, record, self.watermark)
-            self._schedule(cid, self._next_due_at(customers[cid]))
+            self._schedule(cid, self._next_due_at(cid, customers[cid]))
             if track is not None:
                 track(cid, customers[cid], self.watermark)
         if self._due.due(self.watermark):
@@ -309,7 +315,7 @@ class PartitionEngine:
         self._skip_past(cid, c, wm)
         if self.decisions is not None:
             self.decisions.observe(cid, c, topic, record, wm)
-        self._schedule(cid, self._next_due_at(c))
+        self._schedule(cid, self._next_due_at(cid, c))
         if self._track is not None:
             self._track(cid, c, wm)
 
@@ -380,17 +386,9 @@ class PartitionEngine:
             self._scheduled[cid] = at
             self._due.push(at, cid)
 
-    def _next_timer(self, c: Customer) -> tuple[int, Flow] | None:
+    def _next_timer(self, c: Customer) -> Timer | None:
         """The earliest pending timer of any flow, with its flow (the lowest priority on a tie)."""
-        best: int | None = None
-        owner: Flow | None = None
-        # a flow whose timer field is empty has no timer: not asked (hot path)
-        for inner, f in compress(self._timed, self._timer_fields(c)):
-            if inner is None or inner(c):
-                t = f.next_due(c)
-                if t is not None and (best is None or t < best):
-                    best, owner = t, f
-        return None if owner is None or best is None else (best, owner)
+        return self._timed.earliest(c)
 
     def _settle(self, cid: str, c: Customer, wm: int, out: list[dict[str, Any]]) -> int | None:
         """Apply buffered events and fire timers of one customer up to the watermark, in time order;
@@ -398,24 +396,31 @@ class PartitionEngine:
         buf = c.buf
         if len(buf) > 1:
             buf.sort(key=_BUF_ORDER)
-        next_timer = self._next_timer
-        timer = next_timer(c)  # (when, flow) or None
+        next_timer = self._timed.earliest
+        retimed_by = self._retimed_by
+        timers = self._timers
+        timer = timers[cid] if cid in timers else next_timer(c)  # (when, whose) or None
+        due, flow = timer or _NO_TIMER
         decisions = self.decisions
         while True:
             ev_at = buf[0][0] if buf else None
-            if timer is not None and timer[0] <= wm and (ev_at is None or timer[0] <= ev_at):
-                due, flow = timer
+            if due is not None and due <= wm and (ev_at is None or due <= ev_at):
                 out.extend(flow.fire(cid, c, due))
                 if decisions is not None:
                     decisions.observe(cid, c, "timer", None, due)
+                timer = next_timer(c)
             elif ev_at is not None and ev_at <= wm:
                 _, _, _, topic, record = buf.pop(0)
                 self._settle_event(cid, c, topic, record, out)
                 if decisions is not None:
                     decisions.observe(cid, c, topic, record, ev_at)
+                moved = retimed_by.get(topic, self._timed)
+                # only the flows that settled it are asked again, unless the timer was one of theirs
+                timer = moved.earliest(c, timer) if flow not in moved.flows else next_timer(c)
             else:
                 break
-            timer = next_timer(c)
+            due, flow = timer or _NO_TIMER
+        timers[cid] = timer
         self._dirty.add(cid)
         seen = c.seen
         if seen:  # forget ids older than the retention (the first is the oldest but for jitter)
@@ -424,10 +429,11 @@ class PartitionEngine:
                 c.seen = {k: v for k, v in seen.items() if v >= cutoff}
         if self._track is not None:
             self._track(cid, c, wm)
-        return _earliest(None if timer is None else timer[0], buf)
+        return _earliest(due, buf)
 
-    def _next_due_at(self, c: Customer) -> int | None:
-        timer = self._next_timer(c)
+    def _next_due_at(self, cid: str, c: Customer) -> int | None:
+        """When the customer is due next, its flows' state having changed outside a settlement."""
+        timer = self._timers[cid] = self._next_timer(c)
         return _earliest(None if timer is None else timer[0], c.buf)
 
     def _settled_until(self, c: Customer) -> int:
@@ -476,6 +482,7 @@ class PartitionEngine:
                 self._audiences_checked = data.aud and self.audiences.enabled
                 ctx.deliverability.restore(data.guard)
             return
+        self._timers.pop(key, None)
         if value is None:
             self.customers.pop(key, None)
         else:
@@ -512,8 +519,9 @@ class PartitionEngine:
     def _rebuild_due(self) -> None:
         self._due = DueQueue()
         self._scheduled = {}
+        self._timers = {}
         for cid, c in self.customers.items():
-            nxt = self._next_due_at(c)
+            nxt = self._next_due_at(cid, c)
             if nxt is not None:
                 self._due.push(nxt, cid)
                 self._scheduled[cid] = nxt

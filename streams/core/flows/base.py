@@ -8,7 +8,11 @@ built once per partition engine with the partition's ``FlowContext`` and then on
   watermark): start, re-time or end its instance; ``suppressed`` — the customer unsubscribed,
   bounced or complained;
 - ``next_due`` — when its earliest timer is due (``None``: none pending). The engine asks every flow
-  and fires the earliest; when two are due at the same moment the lower ``priority`` goes first;
+  and fires the earliest; when two are due at the same moment the lower ``priority`` goes first. It reads
+  only the flow's own state and the shared facts of its ``settle_topics``: after a settled record the
+  engine asks again only the flows that settle its topic (every flow after a feedback record, which can be
+  a suppression), and it keeps a customer's earliest timer from one settlement to the next (a late fact,
+  a global record and a restore make it ask every flow again);
 - ``fire`` — its timer is due: emit the step (marketing steps pass the guards first); ``skip`` — a late
   fact put the step in the past: skip it (counted ``dropped:<flow>:late_start``);
 - ``context`` — the template context of a step (``sinks/templates/emails/<name>_step<n>``);
@@ -115,6 +119,11 @@ class Flow(ABC):
     # a customer whose field of this name (or ``field.attribute`` of the flow's own struct) is empty has no
     # timer of this flow: the engine does not ask it
     timer_key: ClassVar[str] = ""
+    # a flow whose one timer is due a fixed time after the moment in its ``timer_key`` field sets that time here
+    # (an instance attribute, from its settings): the engine adds it to the field instead of asking ``next_due``
+    # (which answers the same, for explain). None: the engine asks ``next_due``
+    timer_after_ms: int | None = None
+    timers_on: bool = True  # False: its settings switch its timers off (the engine never asks for them)
     # likewise for ``audience_of``: a customer whose field of this name is empty is in none of the flow's
     # ``audiences``, so the audience check does not ask (empty: always asked)
     audience_key: ClassVar[str] = ""
