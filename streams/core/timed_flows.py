@@ -4,9 +4,7 @@ record and every fired step).
 The flows are kept in priority order (distinct priorities, tests/test_flow_registry.py): the first due at
 a moment fires first. A flow whose ``timer_key`` field of the customer is empty has no timer and is not
 asked: every asked flow's field is read in one C call and ``itertools.compress`` keeps the flows whose
-field is set (then, for a ``field.attribute`` key, the attribute must be set too). A flow with
-``timer_after_ms`` is not asked at all: its timer is its field's time plus that delay (sunset's, which
-every consented customer has).
+field is set (then, for a ``field.attribute`` key, the attribute must be set too).
 
 The engine holds one ``TimedFlows`` over every timed flow, and one per topic over the flows that settle
 that topic's records (``PartitionEngine._retimed_by``): after a record settles only those are asked
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import compress
-from operator import attrgetter
 from typing import Any
 
 from streams.core.flows.base import Flow, fields_getter, timer_getters
@@ -29,18 +26,15 @@ Timer = tuple[int, Flow]  # when the earliest timer is due, and whose it is
 
 
 class TimedFlows:
-    __slots__ = ("flows", "_asked", "_fields", "_fixed")
+    __slots__ = ("flows", "_asked", "_fields")
 
     def __init__(self, flows: Iterable[Flow]) -> None:
-        timed = sorted((f for f in flows if f.has_timers and f.timers_on), key=lambda f: f.priority)
+        timed = sorted((f for f in flows if f.has_timers), key=lambda f: f.priority)
         self.flows = frozenset(timed)
-        asked = [f for f in timed if f.timer_after_ms is None]
-        keys = [timer_getters(f.timer_key) for f in asked]
+        keys = [timer_getters(f.timer_key) for f in timed]
         self._asked: tuple[tuple[Callable[[Customer], Any] | None, Flow], ...] = tuple(
-            (inner, f) for (_, inner), f in zip(keys, asked))
+            (inner, f) for (_, inner), f in zip(keys, timed))
         self._fields = fields_getter([field for field, _ in keys])
-        self._fixed: tuple[tuple[Callable[[Customer], int | None], int, Flow], ...] = tuple(
-            (attrgetter(f.timer_key), f.timer_after_ms, f) for f in timed if f.timer_after_ms is not None)
 
     def earliest(self, c: Customer, since: Timer | None = None) -> Timer | None:
         """The earliest pending timer of these flows, or ``since`` (a timer of a flow outside them) if that
@@ -50,11 +44,5 @@ class TimedFlows:
             if inner is None or inner(c):
                 t = f.next_due(c)
                 if t is not None and (best is None or t < best or (t == best and f.priority < owner.priority)):
-                    best, owner = t, f
-        for since_of, after, f in self._fixed:
-            at = since_of(c)
-            if at is not None:
-                t = at + after
-                if best is None or t < best or (t == best and f.priority < owner.priority):
                     best, owner = t, f
         return None if owner is None or best is None else (best, owner)

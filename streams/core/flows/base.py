@@ -119,11 +119,6 @@ class Flow(ABC):
     # a customer whose field of this name (or ``field.attribute`` of the flow's own struct) is empty has no
     # timer of this flow: the engine does not ask it
     timer_key: ClassVar[str] = ""
-    # a flow whose one timer is due a fixed time after the moment in its ``timer_key`` field sets that time here
-    # (an instance attribute, from its settings): the engine adds it to the field instead of asking ``next_due``
-    # (which answers the same, for explain). None: the engine asks ``next_due``
-    timer_after_ms: int | None = None
-    timers_on: bool = True  # False: its settings switch its timers off (the engine never asks for them)
     # likewise for ``audience_of``: a customer whose field of this name is empty is in none of the flow's
     # ``audiences``, so the audience check does not ask (empty: always asked)
     audience_key: ClassVar[str] = ""
