@@ -209,7 +209,8 @@ def test_report_writes_csv_json_and_a_png_chart(tmp_path):
     assert doc["rows"][1]["variant"] == "holdout" and doc["rows"][1]["incremental_revenue"] is None
     assert doc["flows"] == [doc["flows"][0]] and doc["flows"][0]["rpr"] == "9.9900"
     (experiment,) = doc["experiments"]
-    assert (experiment["variant"], experiment["rpr"], experiment["control_rpr"]) == ("control", 9.99, 0.0)
+    assert (experiment["variant"], experiment["revenue_per_customer"], experiment["control_revenue_per_customer"]) == \
+        ("control", 9.99, 0.0) and "rpr" not in experiment  # ``rpr`` is the last-click figure of flows and rows
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

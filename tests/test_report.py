@@ -100,7 +100,7 @@ def test_the_report_leads_with_human_clicks_placed_orders_and_rpr_and_states_its
     assert (a_row["human_click_rate"], a_row["placed_order_rate"], a_row["rpr"]) == (0.25, 0.25, "15.0000")
     assert (a_row["human_opened"], a_row["machine_opened"]) == (5, 15)
     (exp,) = doc["experiments"]
-    assert (exp["control_rpr"], exp["rpr_diff"], exp["incremental_revenue"]) == (3.0, 12.0, 240.0)
+    assert (exp["control_revenue_per_customer"], exp["rpr_diff"], exp["incremental_revenue"]) == (3.0, 12.0, 240.0)
     assert exp["incremental_revenue_ci_low"] < 240.0 < exp["incremental_revenue_ci_high"]
     lines = list(csv.DictReader((out / "r.csv").open()))
     assert [line["level"] for line in lines] == ["flow", "row", "row", "verdict", "verdict"]

@@ -97,12 +97,18 @@ class Lift:
     def as_dict(self) -> dict[str, Any]:
         conv, conv_lo, conv_hi = self.incremental_conversions
         rev, rev_lo, rev_hi = self.incremental_revenue
-        doc = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()}
+        doc = {JSON_NAMES.get(k, k): (v if not isinstance(v, float) or math.isfinite(v) else None)
+               for k, v in asdict(self).items()}
         return doc | {
             "unit": UNIT, "no_orders": self.no_orders, "significant": self.significant, "revenue_significant": self.revenue_significant,
             "incremental_conversions": _round(conv), "incremental_conversions_ci_low": _round(conv_lo),
             "incremental_conversions_ci_high": _round(conv_hi), "incremental_revenue": _round(rev),
             "incremental_revenue_ci_low": _round(rev_lo), "incremental_revenue_ci_high": _round(rev_hi)}
+
+
+# in JSON the window figures per customer are not called ``rpr``: there ``rpr`` is the last-click revenue per
+# mail sent of the flows and rows
+JSON_NAMES = {"rpr": "revenue_per_customer", "control_rpr": "control_revenue_per_customer"}
 
 
 def _round(x: float) -> float | None:
