@@ -101,7 +101,8 @@ def test_a_late_order_is_applied_after_the_clock_records_that_preceded_it_and_pr
     differs = [r.text for r in ex.rows if r.kind == "differs"]
     assert differs == [f"in production but not here: abandoned_cart step 1 [{unknown_cmd['command_id']}] — likely "
                        f"cause: the arrival order of 1 record(s) of the customer is unknown (their Kafka timestamp is "
-                       f"their event time): the worker may have applied them after clock records that had passed them"]
+                       f"their event time: orders placed ({s.topics.name('orders')}[{ex.partition}] offset 0)): the "
+                       f"worker may have applied them after clock records that had passed them"]
 
 
 def _row(ex, text: str):

@@ -166,7 +166,7 @@ def test_with_another_config_a_customer_with_a_late_or_unstamped_fact_is_not_exp
     assert same.likely_cause({"customer_id": "c1"}).startswith("late fact: orders placed at 2026-11-02 09:00:00 +00:00 "
                                                                "was produced at 2026-11-02 09:01:31 +00:00")
     assert same.likely_cause({"customer_id": "c2"}).startswith("arrival unknown: 3 record(s) of the customer")
-    assert other.likely_cause({"customer_id": "c1"}).startswith("may come from the order, not the config — late fact")
+    assert other.likely_cause({"customer_id": "c1"}).startswith("may not come from the config — late fact")
     assert same.likely_cause({"customer_id": "c3"}) == "" and same.causes({"customer_id": "c3"}) == {}
     assert same.causes({"customer_id": "c2"}) == {"arrival_unknown": 3}
 
@@ -183,3 +183,23 @@ def test_a_difference_says_when_the_range_cut_off_the_customers_history_or_the_c
     assert "the clock records that made it late lie past --to" in words and "extend --to" in words
     causes = result.causes({"customer_id": "c1"})
     assert causes["records_before_range"] == 4 and causes["late_facts"][0]["clock_past_range"] is True
+
+
+def test_a_production_mail_the_replays_clock_cannot_reach_says_to_extend_the_range_and_not_that_the_config_dropped_it():
+    """Production fired a timer on clock records after --to (or on live ticks a generated history lacks): the
+    replay's clock stops at the latest copied event time of the partition, so it cannot fire it."""
+    from streams.kafka.partitioning import partition_for
+    from streams.tools.replay import CommandDiff, ReplayResult
+
+    p = partition_for("c1", 3)
+    removed = {"command_id": "k1", "customer_id": "c1", "created_at": T0 + 50 * MINUTE_MS}
+    early = {"command_id": "k2", "customer_id": "c1", "created_at": T0 - HOUR_MS}
+    diff = CommandDiff(removed=[removed, early])
+    result = ReplayResult({}, [], diff, "r.", other_config=True, reach={p: T0 + HOUR_MS},
+                          grace_ms=30 * MINUTE_MS, partitions=3)
+    words = result.likely_cause(removed)
+    assert words.startswith("may not come from the config — range end: production fired it on clock records the "
+                            "replay does not have") and words.endswith("extend --to")
+    assert result.causes(removed) == {"fired_past_replay_clock": True}
+    assert result.likely_cause(early) == ""  # within the replay's clock: a config's difference, said as none
+    assert result.remedies([removed]) == ["a later --to gives the replay the clock records production had"]

@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         except ExplainError as exc:
             Console(stderr=True).print(f"[red]explain:[/red] {exc}")
             raise typer.Exit(2) from exc
+        if second is not None:
+            _same_cause(first, second)
         if as_json:
             doc: dict[str, Any] = first.as_json()
             if second is not None:
@@ -63,6 +65,15 @@ def _change_doc(c: Any, tz: Any) -> dict[str, Any]:
         if at is not None:
             doc[f"{side}_at"], doc[f"{side}_at_ms"] = iso(at, tz), at
     return doc
+
+
+def _same_cause(first: Any, second: Any) -> None:
+    """A command that differs from production under production's config too does not differ because of
+    the other config: its row under the other config gives the same cause as under production's."""
+    under_production = {r.data.get("command_id"): r.text for r in first.rows if r.kind == "differs"}
+    for r in second.rows:
+        if r.kind == "differs" and r.data.get("command_id") in under_production:
+            r.text = under_production[r.data["command_id"]]
 
 
 def _run(settings: Any, customer_id: str, input_path: Optional[Path], quiet: bool, other_config: bool = False) -> Any:

@@ -36,13 +36,14 @@ def _diff_doc(result: Any) -> dict[str, Any]:
         changed.append({"production": old, "replay": new, "fields": fields,
                         "changes": [change_text(f, old.get(f), new.get(f)) for f in fields], "deltas": deltas,
                         **_cause(result, new)})
+    differing = {str(c["customer_id"]) for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)]}
     return {"prefix": result.replay_prefix, "order": result.order, "copied": result.copied, "summary": d.summary(),
             "added": [{**c, **_cause(result, c)} for c in d.added],
             "removed": [{**c, **_cause(result, c)} for c in d.removed], "changed": changed,
             "late_facts": {cid: [{**x.as_dict(), "clock_past_range": result.past_range(x)} for x in late]
-                           for cid, late in sorted(result.late.items())},
-            "records_before_range": dict(sorted(result.before.items())),
-            "arrival_unknown": dict(sorted(result.unknown_arrival.items()))}
+                           for cid, late in sorted(result.late.items()) if cid in differing},
+            "records_before_range": {cid: n for cid, n in sorted(result.before.items()) if cid in differing},
+            "arrival_unknown": {cid: n for cid, n in sorted(result.unknown_arrival.items()) if cid in differing}}
 
 
 def _cause(result: Any, command: dict[str, Any]) -> dict[str, Any]:
@@ -50,11 +51,10 @@ def _cause(result: Any, command: dict[str, Any]) -> dict[str, Any]:
     return {"likely_cause": why, **result.causes(command)} if why else {}
 
 
-def _late_differences(result: Any) -> tuple[int, int]:
-    """The differences with a cause other than the config, and how many customers they concern."""
+def _labelled(result: Any) -> list[dict[str, Any]]:
+    """The differing commands with a cause other than the config."""
     d = result.diff
-    labelled = [c for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c)]
-    return len(labelled), len({c["customer_id"] for c in labelled})
+    return [c for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c)]
 
 
 def _print_diff(console: Console, result: Any, show: int) -> None:
@@ -75,7 +75,8 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
         rows.append(("[yellow]changed[/yellow]", new["command_id"], new["flow"], str(new["step"]),
                      new["customer_id"], "\n".join(change_text(f, old.get(f), new.get(f)) for f in fields),
                      result.likely_cause(new)))
-    late, customers = _late_differences(result)
+    labelled = _labelled(result)
+    late, customers = len(labelled), len({c["customer_id"] for c in labelled})
     if rows:
         columns = ("change", "command_id", "flow", "step", "customer", "detail", "likely cause")
         if not late:
@@ -88,18 +89,11 @@ def _print_diff(console: Console, result: Any, show: int) -> None:
     console.print("identical to production" if d.identical else
                   f"{s['added']} added, {s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged")
     if late:
-        other = "arrival" if result.order == "event_time" else "event-time"
-        what = (f"{late} of the differences ({customers} customer(s)) concern customers with a fact that reached "
-                f"production after its clock had passed it, records whose arrival is unknown, or records before "
-                f"the range (see 'likely cause')")
-        if result.other_config:
-            console.print(f"{what}: for them the difference may come from the order the records were applied in "
-                          f"rather than the config; a replay with production's config (and `--order {other}`) "
-                          f"shows which.", soft_wrap=True)
-        else:
-            console.print(f"{what}: production applied a late fact late if it kept up, this replay in "
-                          f"{result.order.replace('_', '-')} order; `--order {other}` applies them the other way.",
-                          soft_wrap=True)
+        remedies = "; ".join(result.remedies(labelled))
+        console.print(f"{late} of the differences ({customers} customer(s)) have a likely cause in the log other than "
+                      f"the config (see 'likely cause'): " + (f"{remedies}." if remedies else "see the labels.")
+                      + (" A replay with production's config shows which differences the config makes."
+                         if result.other_config else ""), soft_wrap=True)
 
 
 def _refuse(production: Any, prefix: str, console: Console) -> None:

@@ -699,13 +699,18 @@ def _likely_cause(ex: Explanation, facts: list[Fact], grace_ms: int) -> str:
     mine = [f for f in facts if f.record.get("customer_id") == ex.customer_id]
     clock = [f for f in facts if f.logical == "clock" and f.partition == ex.partition]
     late = [late_words(x, tz) for x in late_arrivals(map(arrived, clock + mine), grace_ms)]
-    if late:
-        return "likely cause: a record produced after the clock had passed it: " + "; ".join(late)
     unknown = [f for f in mine if arrival(f) is None]
+    causes = []  # every candidate the log shows: which of them mattered, it cannot tell
+    if late:
+        causes.append("a record produced after the clock had passed it: " + "; ".join(late))
     if unknown:
-        return (f"likely cause: the arrival order of {len(unknown)} record(s) of the customer is unknown (their "
-                f"Kafka timestamp is their event time): the worker may have applied them after clock records "
-                f"that had passed them")
+        causes.append(f"the arrival order of {len(unknown)} record(s) of the customer is unknown (their Kafka "
+                      f"timestamp is their event time: " + ", ".join(f"{f.logical} {f.record.get('type', '')} "
+                                                                     f"({f.where()})" for f in unknown[:3])
+                      + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+                      + "): the worker may have applied them after clock records that had passed them")
+    if causes:
+        return "likely cause: " + "; or ".join(causes)
     return "cause unknown: production may have run another configuration or from an earlier state"
 
 

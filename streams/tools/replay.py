@@ -36,6 +36,7 @@ from schemas import serde
 from streams.runtime import background
 from streams.config import KafkaSettings, Settings
 from streams.core.timetext import iso
+from streams.kafka.partitioning import partition_for
 from streams.kafka.io import TopicReadTimeout, client_config, holds_records, producer_config, read_topic
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
@@ -97,6 +98,21 @@ class ReplayResult:
     other_config: bool = False  # replayed with another config (``--with-config``)
     window: TimeRange = field(default_factory=lambda: TimeRange())
     before: dict[str, int] = field(default_factory=dict)  # customer → their records before the range (not copied)
+    reach: dict[int, int] = field(default_factory=dict)  # partition → the latest event time copied into it
+    grace_ms: int = 0  # production's worker.late_grace_ms: a timer fires once the clock passes it by this
+    partitions: int = 1
+
+    def beyond_reach(self, command: dict[str, Any]) -> int | None:
+        """A production command that fired on a clock later than anything the replay copied into its partition
+        (a timer production's clock records after the range fired): the replay's clock stops at that
+        partition's latest copied event time, so it cannot fire it. Returns that time, or None."""
+        if not self.reach:
+            return None
+        p = partition_for(str(command.get("customer_id")), self.partitions)
+        latest = self.reach.get(p)
+        if latest is None or int(command.get("created_at") or 0) > latest - self.grace_ms:
+            return latest if latest is not None else -1
+        return None
 
     def causes(self, command: dict[str, Any]) -> dict[str, Any]:
         """What, besides a config, can make this customer's commands differ from production's: their
@@ -111,6 +127,10 @@ class ReplayResult:
             out["arrival_unknown"] = unknown
         if self.before.get(cid):
             out["records_before_range"] = self.before[cid]
+        if command.get("command_id") in self._removed_ids:
+            reach = self.beyond_reach(command)
+            if reach is not None:
+                out["fired_past_replay_clock"] = True
         return out
 
     def past_range(self, late: LateArrival) -> bool:
@@ -124,9 +144,15 @@ class ReplayResult:
         config, or both — the words say so instead of explaining the config's effect away."""
         cid = str(command.get("customer_id"))
         late, unknown, before = self.late.get(cid, []), self.unknown_arrival.get(cid, 0), self.before.get(cid, 0)
-        if not late and not unknown and not before:
+        reach = self.beyond_reach(command) if command.get("command_id") in self._removed_ids else None
+        if not late and not unknown and not before and reach is None:
             return ""
         parts = []
+        if reach is not None:
+            until = f"stops at {iso(reach - self.grace_ms)}" if reach >= 0 else "never moves"
+            parts.append(f"range end: production fired it on clock records the replay does not have (the replay's "
+                         f"clock on this partition {until}: the latest copied event time less "
+                         f"worker.late_grace_ms); extend --to")
         if before:
             parts.append(f"range start: {before} earlier record(s) of the customer lie before --from; the replay "
                          f"starts without the state they built")
@@ -144,7 +170,26 @@ class ReplayResult:
             parts.append(f"arrival unknown: {unknown} record(s) of the customer carry their event time as their "
                          f"Kafka timestamp; production may have applied them after clock records that had passed them")
         text = "; ".join(parts)
-        return f"may come from the order, not the config — {text}" if self.other_config else text
+        return f"may not come from the config — {text}" if self.other_config else text
+
+    @property
+    def _removed_ids(self) -> frozenset[str]:
+        return frozenset(c["command_id"] for c in self.diff.removed)
+
+    def remedies(self, commands: list[dict[str, Any]]) -> list[str]:
+        """What would take the labelled causes of ``commands`` out of the comparison."""
+        out = []
+        late = [x for c in commands for x in self.late.get(str(c.get("customer_id")), [])]
+        if any(not self.past_range(x) for x in late) or any(self.unknown_arrival.get(str(c.get("customer_id")))
+                                                             for c in commands):
+            out.append(f"--order {'arrival' if self.order == 'event_time' else 'event-time'} applies the late "
+                       f"facts the other way")
+        if any(self.past_range(x) for x in late) or any(self.beyond_reach(c) is not None for c in commands
+                                                         if c.get("command_id") in self._removed_ids):
+            out.append("a later --to gives the replay the clock records production had")
+        if any(self.before.get(str(c.get("customer_id"))) for c in commands):
+            out.append("an earlier --from gives it the customers' history")
+        return out
 
 
 def diff_commands(production: list[dict[str, Any]], replay: list[dict[str, Any]]) -> CommandDiff:
@@ -192,7 +237,7 @@ Progress = Callable[[str, int, int | None], None]  # (what, done, total): for a 
 def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: TimeRange,
                 offsets: dict[str, tuple[int | None, int | None]] | None = None,
                 progress: Progress | None = None, seen: list[Arrived] | None = None,
-                before: dict[str, int] | None = None) -> dict[str, int]:
+                before: dict[str, int] | None = None, reach: dict[int, int] | None = None) -> dict[str, int]:
     """Copy the inputs in ``window`` into the replay topics, partition for partition (``progress``:
     ``copying <topic>``, records read of the topic; ``seen`` receives every copied record's arrival,
     for :func:`streams.tools.arrival.late_arrivals`)."""
@@ -216,6 +261,8 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
                 # range's end may have arrived before a fact inside it, and made that fact late
                 seen.append(Arrived(logical, rec.partition, rec.offset, record.get("customer_id"), at,
                                     rec.timestamp_ms, sys.intern(str(record.get("type", ""))), src))
+            if inside and reach is not None and at > reach.get(rec.partition, at - 1):
+                reach[rec.partition] = at
             if not inside:
                 cid = record.get("customer_id")
                 if before is not None and cid is not None and window.start_ms is not None and at < window.start_ms:
@@ -275,7 +322,8 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     seen: list[Arrived] = []
     try:
         before: dict[str, int] = {}
-        copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen, before)
+        reach: dict[int, int] = {}
+        copied = copy_inputs(production, replay, bootstrap, window, offsets, progress, seen, before, reach)
     except TopicReadTimeout as exc:
         raise ReplayError(str(exc)) from exc
     late: dict[str, list[LateArrival]] = {}
@@ -322,7 +370,8 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     except TopicReadTimeout as exc:
         raise ReplayError(str(exc)) from exc
     return ReplayResult(copied, replay_cmds, diff_commands(prod_cmds, replay_cmds), replay_prefix, order, late,
-                        unknown, config is not None, window, before)
+                        unknown, config is not None, window, before, reach, production.worker.late_grace_ms,
+                        production.topics.partitions)
 
 
 # ---- cleanup: the prefixed topics a replay leaves behind ------------------------------------------
