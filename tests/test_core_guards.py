@@ -118,3 +118,15 @@ def test_vip_threshold_kept_incrementally_equals_one_computed_from_scratch():
         h.move(spend.get(cid), new)
         spend[cid] = new
         assert h.threshold(0.98) == SpendHistogram(h.counts).threshold(0.98)
+
+
+def test_quiet_hours_by_day_offset_equal_the_exact_answer_through_every_transition_of_a_year():
+    from streams.core import guards
+
+    zones = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham", "America/Santiago"]
+    start = ms("2026-01-01T00:00")
+    for tz in zones:
+        for quiet_start, quiet_end in ((22, 8), (1, 4), (2, 3), (9, 17)):
+            for at in range(start, start + 366 * 24 * HOUR_MS, 47 * 60_000 + 7):
+                expected = guards._release(at, tz, quiet_start, quiet_end) or at
+                assert quiet_hours_release(at, tz, quiet_start, quiet_end) == expected, (at, tz, quiet_start)

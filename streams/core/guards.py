@@ -6,7 +6,7 @@ quiet hours), or drop with a reason (no consent / suppressed / no email / past e
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,10 +50,36 @@ _EXACT = -1  # cached for a slot whose local hour is not uniform: compute per in
 _release_cache: dict[tuple[str | None, int, int, int], int | None] = {}
 
 
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_day_offsets: dict[tuple[str | None, int], int | None] = {}
+
+
 def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: int) -> int:
-    """``at_ms`` if outside quiet hours in ``tz``, else the next ``end_hour``:00 local (DST-correct)."""
+    """``at_ms`` if outside quiet hours in ``tz``, else the next ``end_hour``:00 local (DST-correct).
+
+    On a UTC day through which ``tz`` keeps one UTC offset (all but the few days of a transition) the local
+    hour is plain arithmetic, and the release of a quiet night is cached per local date; on a transition
+    day each 15-minute UTC slot is converted (``_slot_release``)."""
     if start_hour == end_hour:
         return at_ms  # quiet hours disabled
+    utc_day = at_ms // _DAY_MS
+    try:
+        offset = _day_offsets[(tz, utc_day)]
+    except KeyError:
+        offset = _day_offset(tz, utc_day)
+        if len(_day_offsets) > 200_000:
+            _day_offsets.clear()
+        _day_offsets[(tz, utc_day)] = offset
+    if offset is not None:
+        local = at_ms + offset
+        h = local // _HOUR_MS % 24
+        if start_hour > end_hour:  # wraps midnight, e.g. 22:00–08:00
+            if h >= start_hour:
+                return _night_release(tz, local // _DAY_MS + 1, end_hour)
+            return _night_release(tz, local // _DAY_MS, end_hour) if h < end_hour else at_ms
+        return _night_release(tz, local // _DAY_MS, end_hour) if start_hour <= h < end_hour else at_ms
     slot = at_ms // _SLOT_MS  # the answer is the same for every instant of a 15-minute UTC slot
     key = (tz, start_hour, end_hour, slot)
     try:
@@ -68,6 +94,24 @@ def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: i
     if release == _EXACT:
         return _release(at_ms, tz, start_hour, end_hour) or at_ms
     return release
+
+
+def _day_offset(tz: str | None, utc_day: int) -> int | None:
+    """The UTC offset of ``tz`` in ms through the whole UTC day ``utc_day`` (days since the epoch), or None
+    when it changes during that day (no zone changes its offset twice within a day)."""
+    local_zone = zone(tz)
+    first = datetime.fromtimestamp(utc_day * 86_400, tz=timezone.utc).astimezone(local_zone).utcoffset()
+    last = datetime.fromtimestamp((utc_day + 1) * 86_400 - 0.001, tz=timezone.utc).astimezone(local_zone).utcoffset()
+    if first is None or first != last:
+        return None
+    return first // timedelta(milliseconds=1)
+
+
+@lru_cache(maxsize=4096)
+def _night_release(tz: str | None, local_day: int, end_hour: int) -> int:
+    """``end_hour``:00 local in ``tz`` on the local date ``local_day`` (days since the epoch), in ms."""
+    day = date.fromordinal(_EPOCH_ORDINAL + local_day)
+    return int(datetime(day.year, day.month, day.day, end_hour, 0, tzinfo=zone(tz)).timestamp() * 1000)
 
 
 def _slot_release(slot_start: int, tz: str | None, start_hour: int, end_hour: int) -> int | None:
