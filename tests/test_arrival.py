@@ -46,3 +46,13 @@ def test_clock_records_produced_out_of_order_count_by_the_highest_tick_produced_
     ticks = [_tick(T0 + 100_000, T0 + 50_000), _tick(T0 + 60_000, T0 + 60_000)]
     late = late_arrivals([*ticks, _order(T0 + 20_000, T0 + 55_000)], grace_ms=30_000)
     assert [x.clock for x in late] == [T0 + 100_000]
+
+
+def test_under_arrival_order_a_fact_produced_after_later_facts_of_its_partition_is_late_though_no_tick_passed_it():
+    backlog = [Arrived("carts", 0, n, f"c{n}", T0 + n * 3_600_000, T0 + 1_000 + n, "item_added", "shop.carts")
+               for n in range(1, 5)]  # a history written topic by topic: carts first…
+    order = Arrived("orders", 0, 0, "c9", T0 + 60_000, T0 + 2_000, "placed", "shop.orders")  # …then the orders
+    assert late_arrivals([*backlog, order], grace_ms=30_000) == []  # no clock record passed it
+    [x] = late_arrivals([*backlog, order], grace_ms=30_000, every_record=True)
+    assert (x.record, x.clock, x.by) == (order, T0 + 4 * 3_600_000, "partition's records")
+    assert "when the partition's records stood at" in late_words(x, ZoneInfo("UTC"))

@@ -64,6 +64,7 @@ class LateArrival:
     record: Arrived
     arrived_at: int  # its Kafka timestamp
     clock: int  # the highest tick of the partition's clock records produced by then
+    by: str = "clock records"  # what the clock was: the partition's clock records, or every record of it ("partition's records")
 
     @property
     def behind_ms(self) -> int:
@@ -76,13 +77,18 @@ class LateArrival:
                 "clock": iso(self.clock), "clock_ms": self.clock, "late_by_ms": self.behind_ms}
 
 
-def late_arrivals(records: Iterable[Arrived], grace_ms: int) -> list[LateArrival]:
+def late_arrivals(records: Iterable[Arrived], grace_ms: int, every_record: bool = False) -> list[LateArrival]:
     """The non-clock ``records`` that arrived when their partition's clock records (of ``records``) had
-    already passed their event time by more than ``grace_ms``, in the order given."""
+    already passed their event time by more than ``grace_ms``, in the order given.
+
+    ``every_record``: the clock is every record of the partition that arrived before (by Kafka timestamp),
+    facts as well as clock records — what a run that merges by Kafka timestamp (``--order arrival``) has
+    seen when it reaches the record, so a fact produced after later facts (a backlog written topic by topic)
+    is late there though a worker merging by event time applied it on time."""
     records = list(records)
     ticks: dict[int, list[tuple[int, int]]] = {}
     for r in records:
-        if r.logical == "clock" and r.timestamp is not None and r.timestamp >= 0:
+        if (every_record or r.logical == "clock") and r.timestamp is not None and r.timestamp >= 0:
             ticks.setdefault(r.partition, []).append((r.timestamp, r.event_time))
     clocks: dict[int, tuple[list[int], list[int]]] = {}
     for p, series in ticks.items():
@@ -92,13 +98,14 @@ def late_arrivals(records: Iterable[Arrived], grace_ms: int) -> list[LateArrival
     for r in records:
         if r.logical == "clock" or r.partition not in clocks:
             continue
-        at = arrival(r.logical, r.event_time, r.timestamp)
-        if at is None:
+        at = r.timestamp if every_record else arrival(r.logical, r.event_time, r.timestamp)
+        if at is None or at < 0:
             continue
         produced, stood = clocks[r.partition]
-        n = bisect.bisect_right(produced, at)  # the clock records produced by ``at``
+        # the records produced by ``at`` (strictly before it when every record counts: not the record itself)
+        n = bisect.bisect_left(produced, at) if every_record else bisect.bisect_right(produced, at)
         if n and r.event_time < stood[n - 1] - grace_ms:
-            late.append(LateArrival(r, at, stood[n - 1]))
+            late.append(LateArrival(r, at, stood[n - 1], "partition's records" if every_record else "clock records"))
     return late
 
 
@@ -107,5 +114,5 @@ def late_words(late: LateArrival, tz: ZoneInfo) -> str:
     (shop.orders[0] offset 7)``, times in ``tz``."""
     r = late.record
     return (f"{r.logical} {r.kind} at {when_exact(r.event_time, tz)} was produced at {when_exact(late.arrived_at, tz)}, "
-            f"when the clock records stood at {when_exact(late.clock, tz)} (late by {duration(late.behind_ms, signed=False)}) "
+            f"when the {late.by} stood at {when_exact(late.clock, tz)} (late by {duration(late.behind_ms, signed=False)}) "
             f"({r.where})")

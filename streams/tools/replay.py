@@ -163,6 +163,9 @@ class ReplayResult:
                        "in either order: extend --to")
             elif self.order == "event_time":
                 how = "this replay applied it in event-time order, production (keeping up) as it arrived"
+            elif any(x.by != "clock records" for x in late):
+                how = ("this replay applied it as it arrived, behind later facts that arrived first; production "
+                       "merges what it has buffered by event time, so a backlog it read at once it applied in order")
             else:
                 how = "this replay applied it as it arrived; production, if it had a backlog then, in event-time order"
             parts.append(f"late fact: {'; '.join(late_words(x, tz) for x in late[:2])}{more} — {how}")
@@ -329,6 +332,11 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
     late: dict[str, list[LateArrival]] = {}
     for x in late_arrivals(seen, production.worker.late_grace_ms):
         late.setdefault(str(x.record.customer_id), []).append(x)
+    if order == "arrival":  # late here too: behind the partition's facts that came before it, not only its ticks
+        known = {(x.record.partition, x.record.logical, x.record.offset) for xs in late.values() for x in xs}
+        for x in late_arrivals(seen, production.worker.late_grace_ms, every_record=True):
+            if (x.record.partition, x.record.logical, x.record.offset) not in known:
+                late.setdefault(str(x.record.customer_id), []).append(x)
     unknown: dict[str, int] = {}
     for r in seen:
         if r.logical != "clock" and r.customer_id is not None and arrival(r.logical, r.event_time, r.timestamp) is None:
