@@ -36,11 +36,11 @@ def _diff_doc(result: Any) -> dict[str, Any]:
         changed.append({"production": old, "replay": new, "fields": fields,
                         "changes": [change_text(f, old.get(f), new.get(f)) for f in fields], "deltas": deltas,
                         **_cause(result, new)})
-    differing = {str(c["customer_id"]) for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)]}
+    differing = {str(c["customer_id"]) for c in d.differing()}
     return {"prefix": result.replay_prefix, "order": result.order, "copied": result.copied, "summary": d.summary(),
             "added": [{**c, **_cause(result, c)} for c in d.added],
             "removed": [{**c, **_cause(result, c)} for c in d.removed], "changed": changed,
-            "late_facts": {cid: [{**x.as_dict(), "clock_past_range": result.past_range(x)} for x in late]
+            "late_facts": {cid: [result.late_fact_doc(x) for x in late]
                            for cid, late in sorted(result.late.items()) if cid in differing},
             "records_before_range": {cid: n for cid, n in sorted(result.before.items()) if cid in differing},
             "arrival_unknown": {cid: n for cid, n in sorted(result.unknown_arrival.items()) if cid in differing}}
@@ -53,8 +53,7 @@ def _cause(result: Any, command: dict[str, Any]) -> dict[str, Any]:
 
 def _labelled(result: Any) -> list[dict[str, Any]]:
     """The differing commands with a cause other than the config."""
-    d = result.diff
-    return [c for c in [*d.added, *d.removed, *(new for _, new, _ in d.changed)] if result.likely_cause(c)]
+    return [c for c in result.diff.differing() if result.likely_cause(c)]
 
 
 def _print_diff(console: Console, result: Any, show: int) -> None:

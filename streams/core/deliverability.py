@@ -438,7 +438,7 @@ class DeliverabilityGuard:
         if name not in self._stopping or self.status_at(name, at) != STOP:
             return None
         self.count(f"deliverability:{name}:held")
-        return (at // self.bucket_ms + 1) * self.bucket_ms + self._release_offset(email)
+        return (at // self.bucket_ms + 1) * self.bucket_ms + self.release_offset(email)
 
     def held_between(self, email: str | None, start: int, end: int) -> bool:
         """Was ``email``'s provider stopped at some time from ``start`` to ``end`` (a step first due at
@@ -453,10 +453,6 @@ class DeliverabilityGuard:
             status == STOP and start < since <= end for since, status in window.history)
 
     def release_offset(self, email: str | None) -> int:
-        """The offset after a boundary at which a held step to ``email`` asks again (``_release_offset``)."""
-        return self._release_offset(email)
-
-    def _release_offset(self, email: str | None) -> int:
         """How long after a boundary a held step asks again: spread over ``release_spread_ms`` by a hash of
         the address (the same in every run), so a resume does not release every held step at once."""
         spread = self.settings.release_spread_ms

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from streams.config import GuardSettings
+from streams.config import DAY_MS, HOUR_MS, GuardSettings
 from streams.core.state import Profile, Suppression
 
 
@@ -50,8 +50,6 @@ _EXACT = -1  # cached for a slot whose local hour is not uniform: compute per in
 _release_cache: dict[tuple[str | None, int, int, int], int | None] = {}
 
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _day_offsets: dict[tuple[str | None, int], int | None] = {}
 
@@ -64,7 +62,7 @@ def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: i
     day each 15-minute UTC slot is converted (``_slot_release``)."""
     if start_hour == end_hour:
         return at_ms  # quiet hours disabled
-    utc_day = at_ms // _DAY_MS
+    utc_day = at_ms // DAY_MS
     try:
         offset = _day_offsets[(tz, utc_day)]
     except KeyError:
@@ -74,12 +72,12 @@ def quiet_hours_release(at_ms: int, tz: str | None, start_hour: int, end_hour: i
         _day_offsets[(tz, utc_day)] = offset
     if offset is not None:
         local = at_ms + offset
-        h = local // _HOUR_MS % 24
+        h = local // HOUR_MS % 24
         if start_hour > end_hour:  # wraps midnight, e.g. 22:00–08:00
             if h >= start_hour:
-                return _night_release(tz, local // _DAY_MS + 1, end_hour)
-            return _night_release(tz, local // _DAY_MS, end_hour) if h < end_hour else at_ms
-        return _night_release(tz, local // _DAY_MS, end_hour) if start_hour <= h < end_hour else at_ms
+                return _night_release(tz, local // DAY_MS + 1, end_hour)
+            return _night_release(tz, local // DAY_MS, end_hour) if h < end_hour else at_ms
+        return _night_release(tz, local // DAY_MS, end_hour) if start_hour <= h < end_hour else at_ms
     slot = at_ms // _SLOT_MS  # the answer is the same for every instant of a 15-minute UTC slot
     key = (tz, start_hour, end_hour, slot)
     try:
@@ -100,8 +98,8 @@ def _day_offset(tz: str | None, utc_day: int) -> int | None:
     """The UTC offset of ``tz`` in ms through the whole UTC day ``utc_day`` (days since the epoch), or None
     when it changes during that day (no zone changes its offset twice within a day)."""
     local_zone = zone(tz)
-    first = datetime.fromtimestamp(utc_day * 86_400, tz=timezone.utc).astimezone(local_zone).utcoffset()
-    last = datetime.fromtimestamp((utc_day + 1) * 86_400 - 0.001, tz=timezone.utc).astimezone(local_zone).utcoffset()
+    first = datetime.fromtimestamp(utc_day * DAY_MS / 1000, tz=timezone.utc).astimezone(local_zone).utcoffset()
+    last = datetime.fromtimestamp(((utc_day + 1) * DAY_MS - 1) / 1000, tz=timezone.utc).astimezone(local_zone).utcoffset()
     if first is None or first != last:
         return None
     return first // timedelta(milliseconds=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from streams.config import DAY_MS, SunsetSettings
 from streams.core.state import Customer
 
-__all__ = ["click_verdict_after", "sunset_after_ms", "sunset_at"]
+__all__ = ["click_verdict_after", "legacy_anchor", "sunset_after_ms", "sunset_at"]
 
 
 def sunset_after_ms(settings: SunsetSettings) -> int:
@@ -29,13 +29,14 @@ def sunset_at(c: Customer, after_ms: int) -> int | None:
     """When the customer is (or was) sunset; None when sunset is off or nothing anchors it."""
     if not after_ms:
         return None
-    anchor = c.engaged_at
-    if anchor is None:  # a record from before sunset: its last order or consent decision
-        last_order = c.ord.last if c.ord is not None else None
-        anchor = max((t for t in (last_order, c.p.opt_at) if t is not None), default=None)
-        if anchor is None:
-            return None
-    return anchor + after_ms
+    anchor = c.engaged_at if c.engaged_at is not None else legacy_anchor(c)
+    return None if anchor is None else anchor + after_ms
+
+
+def legacy_anchor(c: Customer) -> int | None:
+    """The engaged time of a record from before sunset, which has none: its last order or consent decision."""
+    last_order = c.ord.last if c.ord is not None else None
+    return max((t for t in (last_order, c.p.opt_at) if t is not None), default=None)
 
 
 def click_verdict_after(c: Customer, at: int, burst_window_ms: int) -> int | None:

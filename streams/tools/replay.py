@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -81,6 +82,10 @@ class CommandDiff:
     def identical(self) -> bool:
         return not (self.added or self.removed or self.changed)
 
+    def differing(self) -> list[dict[str, Any]]:
+        """Every command that differs: the added and removed ones, and the replay's side of each change."""
+        return [*self.added, *self.removed, *(new for _, new, _ in self.changed)]
+
     def summary(self) -> dict[str, int]:
         return {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
                 "unchanged": self.unchanged}
@@ -102,11 +107,16 @@ class ReplayResult:
     grace_ms: int = 0  # production's worker.late_grace_ms: a timer fires once the clock passes it by this
     partitions: int = 1
 
+    @cached_property
+    def _removed_ids(self) -> frozenset[str]:
+        return frozenset(c["command_id"] for c in self.diff.removed)
+
     def beyond_reach(self, command: dict[str, Any]) -> int | None:
-        """A production command that fired on a clock later than anything the replay copied into its partition
-        (a timer production's clock records after the range fired): the replay's clock stops at that
-        partition's latest copied event time, so it cannot fire it. Returns that time, or None."""
-        if not self.reach:
+        """A removed command (production's only) that fired on a clock later than anything the replay copied
+        into its partition (a timer production's clock records after the range fired): the replay's clock
+        stops at that partition's latest copied event time, so it cannot fire it. Returns that time (-1: the
+        partition got nothing), or None."""
+        if not self.reach or command.get("command_id") not in self._removed_ids:
             return None
         p = partition_for(str(command.get("customer_id")), self.partitions)
         latest = self.reach.get(p)
@@ -122,16 +132,18 @@ class ReplayResult:
         late, unknown = self.late.get(cid, []), self.unknown_arrival.get(cid, 0)
         out: dict[str, Any] = {}
         if late:
-            out["late_facts"] = [{**x.as_dict(), "clock_past_range": self.past_range(x)} for x in late]
+            out["late_facts"] = [self.late_fact_doc(x) for x in late]
         if unknown:
             out["arrival_unknown"] = unknown
         if self.before.get(cid):
             out["records_before_range"] = self.before[cid]
-        if command.get("command_id") in self._removed_ids:
-            reach = self.beyond_reach(command)
-            if reach is not None:
-                out["fired_past_replay_clock"] = True
+        if self.beyond_reach(command) is not None:
+            out["fired_past_replay_clock"] = True
         return out
+
+    def late_fact_doc(self, late: LateArrival) -> dict[str, Any]:
+        """A late fact for JSON, with whether the clock that made it late lies past the range."""
+        return {**late.as_dict(), "clock_past_range": self.past_range(late)}
 
     def past_range(self, late: LateArrival) -> bool:
         """The clock records that made the fact late lie past the range's end: the replay's clock never gets
@@ -144,7 +156,7 @@ class ReplayResult:
         config, or both — the words say so instead of explaining the config's effect away."""
         cid = str(command.get("customer_id"))
         late, unknown, before = self.late.get(cid, []), self.unknown_arrival.get(cid, 0), self.before.get(cid, 0)
-        reach = self.beyond_reach(command) if command.get("command_id") in self._removed_ids else None
+        reach = self.beyond_reach(command)
         if not late and not unknown and not before and reach is None:
             return ""
         parts = []
@@ -175,10 +187,6 @@ class ReplayResult:
         text = "; ".join(parts)
         return f"may not come from the config — {text}" if self.other_config else text
 
-    @property
-    def _removed_ids(self) -> frozenset[str]:
-        return frozenset(c["command_id"] for c in self.diff.removed)
-
     def remedies(self, commands: list[dict[str, Any]]) -> list[str]:
         """What would take the labelled causes of ``commands`` out of the comparison."""
         out = []
@@ -187,8 +195,7 @@ class ReplayResult:
                                                              for c in commands):
             out.append(f"--order {'arrival' if self.order == 'event_time' else 'event-time'} applies the late "
                        f"facts the other way")
-        if any(self.past_range(x) for x in late) or any(self.beyond_reach(c) is not None for c in commands
-                                                         if c.get("command_id") in self._removed_ids):
+        if any(self.past_range(x) for x in late) or any(self.beyond_reach(c) is not None for c in commands):
             out.append("a later --to gives the replay the clock records production had")
         if any(self.before.get(str(c.get("customer_id"))) for c in commands):
             out.append("an earlier --from gives it the customers' history")

@@ -34,7 +34,7 @@ from streams.core.context import FlowContext
 from streams.core.engagement import EngagementRules, message_key
 from streams.core.flows.base import Command, Flow
 from streams.core.state import Customer
-from streams.core.sunset import sunset_after_ms
+from streams.core.sunset import legacy_anchor, sunset_after_ms
 
 AUDIENCE = "sunset"
 RECENT_DELIVERIES = 8  # messages whose delivery time a customer's record keeps (a click is judged against its own)
@@ -118,9 +118,9 @@ class Sunset(Flow):
         clicks = c.recent_clicks
         if not waiting and not self._near_waiting(clicks, key, at):
             return  # a bot's outright (scanner agent, too soon): kept only while it can make a waiting click a burst
-        if c.engaged_at is None:  # a record from before sunset: its timer needs the anchor (streams/core/sunset.py)
-            last_order = c.ord.last if c.ord is not None else None
-            c.engaged_at = max((t for t in (last_order, c.p.opt_at) if t is not None), default=at)
+        if c.engaged_at is None:  # a record from before sunset: its timer needs the anchor
+            anchor = legacy_anchor(c)
+            c.engaged_at = at if anchor is None else anchor
         insort(clicks, (at, key, str(r.get("link") or ""), waiting))
         self._forget_clicks(c, at)
 
