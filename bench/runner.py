@@ -52,7 +52,7 @@ class BenchConfig:
     worker_days: int = 30
     latency_seconds: float = 10.0
     latency_rate: int = 1000
-    latency_runs: int = 3
+    latency_runs: int = 5  # the target: p99 ≤ 500 ms in 4 of 5 runs
     sink_commands: int = 600
     sink_rate: float = 100.0
     simulate_customers: int = 100_000
@@ -66,7 +66,7 @@ class BenchConfig:
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,
-                    worker_days=30, latency_seconds=6.0, latency_rate=1000, latency_runs=3, sink_commands=300,
+                    worker_days=30, latency_seconds=6.0, latency_rate=1000, latency_runs=5, sink_commands=300,
                     sink_rate=100.0, simulate_customers=10_000, restore_customers=20_000)
 TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
                    latency_seconds=2.0, latency_rate=200, latency_runs=1, sink_commands=40, sink_rate=50.0,
@@ -848,6 +848,9 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
             "cpu_s": cpu, "wall_s": wall, "load": os.getloadavg()[0]}
 
 
+LATENCY_P99_TARGET_MS = 500.0
+
+
 def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     """Order produced → SES answered (the sink's `sent` outcome time), ``latency_runs`` runs in a row,
     each with its per-hop split (bench/traced.py) and every process's CPU seconds over the run."""
@@ -868,6 +871,9 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     out.add("latency.p95_ms", round(percentile(pooled, 95), 1))
     out.add("latency.p99_ms", round(percentile(pooled, 99), 1))
     out.add("latency.worst_run_p99_ms", max(round(percentile(r["latencies"], 99)) for r in runs))
+    within = sum(1 for r in runs if r["latencies"] and percentile(r["latencies"], 99) <= LATENCY_P99_TARGET_MS)
+    out.add("latency.runs_with_p99_within_500ms", f"{within} of {len(runs)}")
+    out.add("latency.load1_per_run", [round(r["load"], 2) for r in runs])
     out.add("latency.mean_ms", round(statistics.fmean(pooled), 1) if pooled else None)
 
 
