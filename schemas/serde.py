@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -198,7 +199,7 @@ def _read(data: bytes, offset: int, writer: SchemaEntry, expected: str | tuple[s
         else:
             record = fastavro.schemaless_reader(buf, writer.plain, reader.plain)
     except EOFError as exc:
-        raise SerdeError("truncated", f"{writer.name}: body ends early ({exc})") from exc
+        raise SerdeError("truncated", f"{writer.name}: body ends early ({_without_object_address(exc)})") from exc
     except Exception as exc:  # fastavro raises assorted errors on corrupt bodies
         explained = _explain(data, offset, writer, reader)  # this record's values, not the schemas
         if explained is None and type(exc).__name__ == "SchemaResolutionError":
@@ -209,6 +210,15 @@ def _read(data: bytes, offset: int, writer: SchemaEntry, expected: str | tuple[s
     if reader.to_domain is not None:
         record = reader.to_domain(record)
     return Decoded(writer.name, record, writer.fingerprint)
+
+
+_OBJECT_REPR = re.compile(r" from <[^<>]* object at 0x[0-9a-fA-F]+>")
+
+
+def _without_object_address(exc: BaseException) -> str:
+    """fastavro's EOFError names the buffer it read ("cannot read boolean from <_io.BytesIO object at 0x…>"):
+    a dead-letter reason must read the same for the same bytes, so the address is left out."""
+    return _OBJECT_REPR.sub("", str(exc))
 
 
 def _explain(data: bytes, offset: int, writer: SchemaEntry, reader: SchemaEntry) -> str | None:
