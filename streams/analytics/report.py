@@ -68,7 +68,7 @@ def read_topics(settings: Settings, bootstrap: str, progress: Any = None) -> Inp
                                                    if settings.topics.prefix else ""))
     for logical, kind in SOURCES.items():
         name = settings.topics.name(logical)
-        for r in read_topic(bootstrap, name, idle_s=0.5, timeout_s=120, kafka=settings.kafka,
+        for r in read_topic(bootstrap, name, idle_s=0, timeout_s=120, kafka=settings.kafka,
                             progress=progress(name) if progress else None):
             try:
                 inputs.records.append((kind, r.decoded().record))

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from schemas import serde
-from streams.kafka.log_reader import EOF_CONFIG
+from streams.kafka.log_reader import ONE_OFF_READ_CONFIG
 from streams.config import (
     OAUTH_PROVIDERS,
     SASL_MECHANISMS,
@@ -296,7 +296,7 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
     """
     c = Consumer(client_config(kafka or KafkaSettings(), bootstrap, **{
         "group.id": "shopmail-reader", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted", **EOF_CONFIG}))
+        "isolation.level": "read_committed" if read_committed else "read_uncommitted", **ONE_OFF_READ_CONFIG}))
     try:
         md = c.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -314,8 +314,8 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout
                 break
             if ended_at is not None and time.monotonic() - ended_at >= idle_s:
                 break
-            msgs = c.consume(1000, 0.2)
-            for m in msgs:
+            msgs = c.consume(1000, 0.05)  # returns at the timeout unless 1000 are ready: short, so a small topic
+            for m in msgs:                # read ends soon after its last partition's end is reported
                 if m.error():
                     if m.error().code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(str(m.error()))

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 EOF_CONFIG = {"enable.partition.eof": True}  # merge into the config of a consumer read with read_to_end
+# A one-off read to the end (not a live follower): an empty partition's end is known from the first fetch
+# answer, and the broker holds a fetch that finds nothing for fetch.wait.max.ms (librdkafka: 500 ms).
+ONE_OFF_READ_CONFIG = {"fetch.wait.max.ms": 10, **EOF_CONFIG}
 
 
 def read_to_end(consumer: Consumer, partitions: list[TopicPartition], handle: Callable[[Message], None],

@@ -74,7 +74,7 @@ def export_topic(bootstrap: str, topic: str, out_dir: Path, start_ms: int | None
     check_range(start_ms, end_ms)
     by_schema: dict[str, list[tuple[ConsumedRecord, dict[str, Any]]]] = {}
     skipped = 0
-    for r in read_topic(bootstrap, topic, idle_s=0.5, timeout_s=600, kafka=kafka, progress=progress):
+    for r in read_topic(bootstrap, topic, idle_s=0, timeout_s=600, kafka=kafka, progress=progress):
         try:
             d = serde.decode(r.value, topic=r.topic)
         except serde.SerdeError:

@@ -42,7 +42,7 @@ from streams.kafka.io import TopicReadTimeout, client_config, holds_records, pro
 from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
 from streams.tools.arrival import Arrived, LateArrival, arrival, late_arrivals, late_words
-from streams.kafka.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.log_reader import ONE_OFF_READ_CONFIG, read_to_end
 from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
 
 
@@ -258,7 +258,7 @@ def copy_inputs(production: Settings, replay: Settings, bootstrap: str, window: 
         lo_hi = (offsets or {}).get(logical, (None, None))
         n = 0
         read = (lambda done, total, src=src: progress(f"copying {src}", done, total)) if progress else None
-        for rec in read_topic(bootstrap, src, idle_s=0.2, timeout_s=600, kafka=production.kafka, progress=read):
+        for rec in read_topic(bootstrap, src, idle_s=0, timeout_s=600, kafka=production.kafka, progress=read):
             if (lo_hi[0] is not None and rec.offset < lo_hi[0]) or (lo_hi[1] is not None and rec.offset >= lo_hi[1]):
                 continue
             try:
@@ -292,7 +292,7 @@ def _records_left(replay: Settings, bootstrap: str, group: str, topics: list[str
     """The records the group has not committed past: those between its committed offsets and the end
     the fetch reports (a ListOffsets high watermark can under-report that end); 0 when caught up."""
     c = Consumer(client_config(replay.kafka, bootstrap, **{"group.id": group, "enable.auto.commit": False,
-                                                           "isolation.level": "read_committed", **EOF_CONFIG}))
+                                                           "isolation.level": "read_committed", **ONE_OFF_READ_CONFIG}))
     left = 0
 
     def count(_: object) -> None:
@@ -376,10 +376,10 @@ def run_replay(production: Settings, bootstrap: str, replay_prefix: str, window:
         bg.stop.set()
         bg.thread.join(60)
     try:
-        replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0.2,
+        replay_cmds = [r.decoded().record for r in read_topic(bootstrap, replay.topics.name("commands"), idle_s=0,
                                                               timeout_s=600, kafka=replay.kafka)]
         prod_cmds = [c for c in (r.decoded().record for r in
-                                 read_topic(bootstrap, production.topics.name("commands"), idle_s=0.2,
+                                 read_topic(bootstrap, production.topics.name("commands"), idle_s=0,
                                             timeout_s=600, kafka=production.kafka))
                      if window.contains(c["created_at"])]
     except TopicReadTimeout as exc:
