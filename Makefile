@@ -25,9 +25,10 @@ chromium:
 	      (apt-get update -qq && apt-get install -y -qq chromium fonts-thai-tlwg) || echo "chromium install failed: browser tests will skip"; \
 	    else echo "chromium not installed (needs root + apt-get): browser tests will skip"; fi; }
 
-# Two pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
+# Four pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
+# Four on two cores: much of an integration test is waiting (group joins, session time-outs, killed processes).
 test: $(STAMP) chromium
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile --no-loadscope-reorder
 
 # The edit loop: every test that needs neither the broker nor the SES emulator and is not marked slow (≈ 1½ min).
 test-fast: $(STAMP)

@@ -107,12 +107,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_run_order)
 
 
-# The files that take longest (`pytest --durations=0`, 2 xdist workers, 2026-12-02: 45–145 s each), started
-# first so that `-n 2 --dist loadfile --no-loadscope-reorder` (the Makefile's) ends with short files filling
-# both workers instead of one worker finishing a long file alone.
-LONGEST_FIRST = ("test_processor_crash.py", "test_chaos.py", "test_bench_and_traffic.py", "test_sink.py",
-                 "test_flows_live.py", "test_http_fuzz.py", "test_sink_crash.py", "test_data_tools.py",
-                 "test_demo_and_ops.py", "test_fail_fast.py", "test_sink_resilience.py", "test_bench_instructions.py")
+# The files that take longest (`pytest --durations=120`, 2026-12-03: 40–105 s each), started first so that
+# `-n 4 --dist loadfile --no-loadscope-reorder` (the Makefile's) ends with short files filling every worker
+# instead of one worker finishing a long file alone.
+LONGEST_FIRST = ("test_bench_and_traffic.py", "test_sink_crash.py", "test_sink.py", "test_flows_live.py",
+                 "test_fail_fast.py", "test_demo_and_ops.py", "test_simulate.py", "test_data_tools.py",
+                 "test_http_fuzz.py", "test_replay.py", "test_worker_rebalance.py", "test_sink_resilience.py",
+                 "test_chaos.py", "test_bench_instructions.py", "test_processor_crash.py")
 
 
 def _run_order(item: pytest.Item) -> tuple[int, int]:
