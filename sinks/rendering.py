@@ -150,18 +150,14 @@ class MailFormat:
         return _money_text(str(amount), currency or None, self.locale)
 
     def percent(self, value: Any) -> str:
-        return format_percent(_decimal(value) / 100, locale=self.locale)
+        return _percent_text(str(_decimal(value)), self.locale)
 
     def date(self, epoch_ms: Any) -> str:
         """The day (in the recipient's time zone), long form; Thai in the Buddhist era."""
-        when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(self.timezone))
-        if self.locale.split("_")[0] == "th":  # Babel knows only the Gregorian calendar; Thai dates count from 543 BC
-            return f"{format_date(when, format='d MMMM', locale=self.locale)} พ.ศ. {when.year + 543}"
-        return format_date(when, format="long", locale=self.locale)
+        return _date_text(int(epoch_ms), str(self.timezone) if self.timezone else None, self.locale)
 
     def time_of_day(self, epoch_ms: Any) -> str:
-        when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(self.timezone))
-        return format_time(when, format="short", locale=self.locale)
+        return _time_text(int(epoch_ms), str(self.timezone) if self.timezone else None, self.locale)
 
     def link(self, value: Any, fallback: str = "") -> str:
         """``safe_url``, plus the UTM parameters when the URL is the shop's (flow, step, variant)."""
@@ -193,6 +189,28 @@ def _money_text(digits: str, currency: str | None, fmt: str) -> str:
     elif symbol[:1].isalpha() and text.endswith(symbol) and text[:-len(symbol)][-1:].isdigit():
         text = f"{text[:-len(symbol)]}\xa0{symbol}"
     return text
+
+
+# Percentages, dates and times: pure functions of a few values that recur in mail after mail (a flow's
+# offer, a coupon valid until the end of the recipient's day), so each is formatted by Babel once per process.
+
+@lru_cache(maxsize=4096)
+def _percent_text(digits: str, fmt: str) -> str:
+    return format_percent(Decimal(digits) / 100, locale=fmt)
+
+
+@lru_cache(maxsize=4096)
+def _date_text(epoch_ms: int, timezone: str | None, fmt: str) -> str:
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(_zone(timezone))
+    if fmt.split("_")[0] == "th":  # Babel knows only the Gregorian calendar; Thai dates count from 543 BC
+        return f"{format_date(when, format='d MMMM', locale=fmt)} พ.ศ. {when.year + 543}"
+    return format_date(when, format="long", locale=fmt)
+
+
+@lru_cache(maxsize=4096)
+def _time_text(epoch_ms: int, timezone: str | None, fmt: str) -> str:
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(_zone(timezone))
+    return format_time(when, format="short", locale=fmt)
 
 
 @pass_context
@@ -297,6 +315,17 @@ def _tagged(url: str, utm: tuple[tuple[str, str], ...], shop_hosts: frozenset[st
     return with_utm(url, dict(utm))
 
 
+@lru_cache(maxsize=1024)
+def _parsed_locale(requested: Any) -> tuple[str, str] | None:
+    """(language, Babel locale) of a locale tag, or None when Babel does not know it (customers' locales are
+    a few tags recurring in mail after mail: each is parsed once per process)."""
+    try:
+        parsed = Locale.parse(requested.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return None
+    return parsed.language, str(parsed)
+
+
 class Renderer:
     def __init__(self, template_dir: Path = TEMPLATE_DIR, shop_url: str = "https://shop.example.com",
                  brand: BrandSettings | None = None, i18n_dir: Path = I18N_DIR,
@@ -318,15 +347,14 @@ class Renderer:
     def resolve_locale(self, requested: str | None) -> tuple[str, str]:
         """(catalog language, Babel formatting locale) for a customer's locale."""
         default = self.brand.default_locale
-        try:
-            parsed = Locale.parse((requested or default).replace("-", "_"))
-        except (UnknownLocaleError, ValueError, TypeError):
+        parsed = _parsed_locale(requested or default)
+        if parsed is None:
             LOCALE_FALLBACKS.labels("unknown_locale").inc()
             return default, default
-        if parsed.language not in self.locales:
+        if parsed[0] not in self.locales:
             LOCALE_FALLBACKS.labels("no_catalog").inc()
             return default, default
-        return parsed.language, str(parsed)
+        return parsed
 
     def _template(self, lang: str, name: str, html: bool) -> Template:
         key = (lang, name, html)
