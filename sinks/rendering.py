@@ -316,7 +316,7 @@ def _tagged(url: str, utm: tuple[tuple[str, str], ...], shop_hosts: frozenset[st
 
 
 @lru_cache(maxsize=1024)
-def _parsed_locale(requested: Any) -> tuple[str, str] | None:
+def _parsed_locale(requested: str) -> tuple[str, str] | None:
     """(language, Babel locale) of a locale tag, or None when Babel does not know it (customers' locales are
     a few tags recurring in mail after mail: each is parsed once per process)."""
     try:
