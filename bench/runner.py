@@ -594,7 +594,9 @@ def _run_sink(settings: Settings, bootstrap: str) -> tuple[Any, threading.Event,
 def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     """The sink in its own process against moto in its own process; SendEmail request times are
     recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate), the
-    sink's CPU seconds from /proc over the same window (first to last SendEmail) → CPU ms per email.
+    sink's CPU seconds from /proc over the same window (first to last SendEmail) → CPU ms per email; the
+    emulator's (moto, its own process), the broker's and this process's (the proxy) the same way, with the
+    cores each used over the window (CPU seconds ÷ wall seconds): what the sends/s was bound by.
 
     With ``cfg.sink_baseline`` (a source tree of another release) the unlimited run is repeated
     ``cfg.sink_pairs`` times, that tree's sink and this one's interleaved (baseline first in each pair), each
@@ -607,7 +609,8 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
         for label, tree in sides:
             runs[label].append(_sink_run(cfg, bootstrap, f"{label}unlimited{pair}", 0.0, out, tree))
     for label, results in runs.items():
-        for key in ("sends_per_s", "cpu_ms_per_email"):
+        for key in ("sends_per_s", "cpu_ms_per_email", "sink_cores", "moto_cpu_ms_per_email", "moto_cores",
+                    "broker_cores", "bench_cores"):
             values = [r[key] for r in results if r[key] == r[key]]
             out.add(f"sink.{label}unlimited.{key}", round(statistics.median(values), 2) if values else None)
             if len(results) > 1:
@@ -671,12 +674,16 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
     # environment or SHOPMAIL_CONFIG); the figure names the concurrency it ran with
     sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap, {}, tree=tree)
     out.add(f"sink.{'before.' if tree else ''}max_concurrency", _max_concurrency(tree))
-    samples: list[tuple[int, float]] = []  # (sends so far, the sink's CPU seconds)
+    # CPU seconds of each process on the send path: the sink, the emulator, the broker, and this process
+    # (the proxy between the sink and the emulator, and the outcome reader)
+    procs = {"sink": sink.pid, "moto": ses.proc.pid, "broker": _broker_pid(), "bench": os.getpid()}
+    samples: list[tuple[int, float, dict[str, float]]] = []  # (sends so far, monotonic s, CPU s per process)
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            samples.append((len(proxy.sends()), _cpu_s(sink.pid)))
+            samples.append((len(proxy.sends()), time.monotonic(),
+                            {name: _cpu_s(pid) if pid else float("nan") for name, pid in procs.items()}))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -686,12 +693,18 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
         sampler.join()
         times = sorted(r.at for r in proxy.sends())
         span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
-        sending = [(n, cpu) for n, cpu in samples if 0 < n < len(times)]
-        cpu_ms = ((sending[-1][1] - sending[0][1]) * 1000 / (sending[-1][0] - sending[0][0])
-                  if len(sending) > 1 and sending[-1][0] > sending[0][0] else float("nan"))
+        sending = [row for row in samples if 0 < row[0] < len(times)]
+        first, last = (sending[0], sending[-1]) if len(sending) > 1 else (None, None)
+        sent = last[0] - first[0] if first and last else 0
         worst = max((sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)), default=0)
-        return {"sends": len(times), "sends_per_s": round((len(times) - 1) / span, 1) if span == span and span > 0
-                else float("nan"), "cpu_ms_per_email": cpu_ms, "max_in_any_1s": worst}
+        result = {"sends": len(times), "sends_per_s": round((len(times) - 1) / span, 1) if span == span and span > 0
+                  else float("nan"), "max_in_any_1s": worst}
+        for name in procs:  # per email, and the cores used over the window (CPU seconds ÷ wall seconds)
+            used = last[2][name] - first[2][name] if first and last and sent else float("nan")
+            result["cpu_ms_per_email" if name == "sink" else f"{name}_cpu_ms_per_email"] = \
+                used * 1000 / sent if sent else float("nan")
+            result[f"{name}_cores"] = used / (last[1] - first[1]) if sent else float("nan")
+        return result
     finally:
         done.set()
         sink.terminate()

@@ -126,11 +126,50 @@ def _decimal(value: Any) -> Decimal:
         raise RenderError("template_variable_invalid", f"{value!r} is not a decimal amount") from exc
 
 
+@dataclass(frozen=True)
+class MailFormat:
+    """What one mail's amounts, dates and shop links are formatted with: the Babel locale, the recipient's
+    time zone, the mail's currency, the UTM parameters of its flow, step and variant, and the shop's hosts.
+
+    One per mail, in its context as ``mail``. The filters (``money``, ``percent``, ``date``,
+    ``time_of_day``, ``link``) read it from the context; the shared macros (``common.txt``,
+    ``macros.html``, ``macros.txt``) take it, and every other per-mail value, as arguments. They are
+    imported without context, so jinja2 builds each macro module once per process, not on every import
+    of every render; what they read from outside their arguments is per process (the language's
+    catalog, ``brand``: globals of the renderer's environments)."""
+
+    locale: str  # Babel formatting locale ("de_AT")
+    timezone: str | None = None
+    currency: str | None = None
+    utm: tuple[tuple[str, str], ...] | None = None
+    shop_hosts: frozenset[str] = frozenset()
+
+    def money(self, value: Any, currency: str | None = None, quantity: Any = None) -> str:
+        """The amount in the locale's currency format; without a currency a plain number (never a guessed one)."""
+        amount = _decimal(value) * (int(quantity) if quantity is not None else 1)
+        return _money_text(str(amount), currency or None, self.locale)
+
+    def percent(self, value: Any) -> str:
+        return _percent_text(str(_decimal(value)), self.locale)
+
+    def date(self, epoch_ms: Any) -> str:
+        """The day (in the recipient's time zone), long form; Thai in the Buddhist era."""
+        return _date_text(int(epoch_ms), str(self.timezone) if self.timezone else None, self.locale)
+
+    def time_of_day(self, epoch_ms: Any) -> str:
+        return _time_text(int(epoch_ms), str(self.timezone) if self.timezone else None, self.locale)
+
+    def link(self, value: Any, fallback: str = "") -> str:
+        """``safe_url``, plus the UTM parameters when the URL is the shop's (flow, step, variant)."""
+        url = safe_url(value, fallback)
+        if not url or not self.utm:
+            return url
+        return _tagged(url, self.utm, self.shop_hosts)
+
+
 @pass_context
 def money(ctx: Any, value: Any, currency: str | None = None, quantity: Any = None) -> str:
-    """The amount in the locale's currency format; without a currency a plain number (never a guessed one)."""
-    amount = _decimal(value) * (int(quantity) if quantity is not None else 1)
-    return _money_text(str(amount), currency or None, ctx["fmt_locale"])
+    return ctx["mail"].money(value, currency, quantity)
 
 
 @lru_cache(maxsize=16384)
@@ -152,25 +191,41 @@ def _money_text(digits: str, currency: str | None, fmt: str) -> str:
     return text
 
 
-@pass_context
-def percent(ctx: Any, value: Any) -> str:
-    return format_percent(_decimal(value) / 100, locale=ctx["fmt_locale"])
+# Percentages, dates and times: pure functions of a few values that recur in mail after mail (a flow's
+# offer, a coupon valid until the end of the recipient's day), so each is formatted by Babel once per process.
+
+@lru_cache(maxsize=4096)
+def _percent_text(digits: str, fmt: str) -> str:
+    return format_percent(Decimal(digits) / 100, locale=fmt)
 
 
-@pass_context
-def date(ctx: Any, epoch_ms: Any) -> str:
-    """The day (in the recipient's time zone, ``timezone``), long form; Thai in the Buddhist era."""
-    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(ctx.get("timezone")))
-    fmt = ctx["fmt_locale"]
+@lru_cache(maxsize=4096)
+def _date_text(epoch_ms: int, timezone: str | None, fmt: str) -> str:
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(_zone(timezone))
     if fmt.split("_")[0] == "th":  # Babel knows only the Gregorian calendar; Thai dates count from 543 BC
         return f"{format_date(when, format='d MMMM', locale=fmt)} พ.ศ. {when.year + 543}"
     return format_date(when, format="long", locale=fmt)
 
 
+@lru_cache(maxsize=4096)
+def _time_text(epoch_ms: int, timezone: str | None, fmt: str) -> str:
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC).astimezone(_zone(timezone))
+    return format_time(when, format="short", locale=fmt)
+
+
+@pass_context
+def percent(ctx: Any, value: Any) -> str:
+    return ctx["mail"].percent(value)
+
+
+@pass_context
+def date(ctx: Any, epoch_ms: Any) -> str:
+    return ctx["mail"].date(epoch_ms)
+
+
 @pass_context
 def time_of_day(ctx: Any, epoch_ms: Any) -> str:
-    when = datetime.fromtimestamp(int(epoch_ms) / 1000, UTC).astimezone(_zone(ctx.get("timezone")))
-    return format_time(when, format="short", locale=ctx["fmt_locale"])
+    return ctx["mail"].time_of_day(epoch_ms)
 
 
 def _zone(name: Any) -> Any:
@@ -228,7 +283,9 @@ def email_names(template_dir: Path = TEMPLATE_DIR) -> list[str]:
     return sorted(p.stem for p in (template_dir / "emails").glob("*.mjml"))
 
 
-def make_environment(template_dir: Path, translations: Translations, html: bool) -> Environment:
+def make_environment(template_dir: Path, translations: Translations, html: bool,
+                     brand: BrandSettings | None = None) -> Environment:
+    """``brand``: a global of the environment (the shared macros read it; it is per process, not per mail)."""
     # the HTML environment escapes every template it loads, including the macros shared with the text part
     # (common.txt): a macro's output is trusted by its caller, so it must escape its own variables
     # auto_reload off: a loaded template (a layout, the shared macros) is not checked against its file on
@@ -239,17 +296,14 @@ def make_environment(template_dir: Path, translations: Translations, html: bool)
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(safe_url=safe_url, money=money, percent=percent, date=date, time_of_day=time_of_day,
                        link=link)
+    if brand is not None:
+        env.globals["brand"] = brand
     return env
 
 
 @pass_context
 def link(ctx: Any, value: Any, fallback: str = "") -> str:
-    """``safe_url``, plus the UTM parameters when the URL is the shop's (flow, step, variant)."""
-    url = safe_url(value, fallback)
-    utm = ctx.get("utm")
-    if not url or not utm:
-        return url
-    return _tagged(url, tuple(utm.items()), ctx["shop_hosts"])
+    return ctx["mail"].link(value, fallback)
 
 
 @lru_cache(maxsize=16384)
@@ -259,6 +313,17 @@ def _tagged(url: str, utm: tuple[tuple[str, str], ...], shop_hosts: frozenset[st
     if urlsplit(url).netloc not in shop_hosts:
         return url
     return with_utm(url, dict(utm))
+
+
+@lru_cache(maxsize=1024)
+def _parsed_locale(requested: str) -> tuple[str, str] | None:
+    """(language, Babel locale) of a locale tag, or None when Babel does not know it (customers' locales are
+    a few tags recurring in mail after mail: each is parsed once per process)."""
+    try:
+        parsed = Locale.parse(requested.replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return None
+    return parsed.language, str(parsed)
 
 
 class Renderer:
@@ -282,15 +347,14 @@ class Renderer:
     def resolve_locale(self, requested: str | None) -> tuple[str, str]:
         """(catalog language, Babel formatting locale) for a customer's locale."""
         default = self.brand.default_locale
-        try:
-            parsed = Locale.parse((requested or default).replace("-", "_"))
-        except (UnknownLocaleError, ValueError, TypeError):
+        parsed = _parsed_locale(requested or default)
+        if parsed is None:
             LOCALE_FALLBACKS.labels("unknown_locale").inc()
             return default, default
-        if parsed.language not in self.locales:
+        if parsed[0] not in self.locales:
             LOCALE_FALLBACKS.labels("no_catalog").inc()
             return default, default
-        return parsed.language, str(parsed)
+        return parsed
 
     def _template(self, lang: str, name: str, html: bool) -> Template:
         key = (lang, name, html)
@@ -298,8 +362,8 @@ class Renderer:
             if key not in self._templates:
                 if lang not in self._envs:
                     tr = load_translations(lang, self.i18n_dir)
-                    self._envs[lang] = (make_environment(self.template_dir, tr, True),
-                                        make_environment(self.template_dir, tr, False))
+                    self._envs[lang] = (make_environment(self.template_dir, tr, True, self.brand),
+                                        make_environment(self.template_dir, tr, False, self.brand))
                 html_env, text_env = self._envs[lang]
                 if html:
                     if name not in self.compiled:
@@ -332,12 +396,11 @@ class Renderer:
         brand = self.brand
         links = list_links or {}
         market_locale = fmt.replace("_", "-")
-        lk = self.links
         shop_link = safe_url(v["shop_url"]) or safe_url(self.shop_url)
         support = (f"mailto:{brand.support_email}" if brand.support_email else "") or safe_url(brand.support_url)
         address = v["shipping_address"]
         v.update({
-            "lang": lang, "fmt_locale": fmt, "locale": lang, "flow": flow, "step": command["step"],
+            "lang": lang, "locale": lang, "flow": flow, "step": command["step"],
             "variant": command.get("variant") or "control", "category": command["category"], "brand": brand,
             "shop_link": shop_link, "logo_url": safe_url(brand.logo_url), "support_link": safe_url(support),
             "support_label": brand.support_email or brand.support_url,
@@ -349,12 +412,14 @@ class Renderer:
             "preferences_href": safe_url(links.get("preferences")), "keep_href": safe_url(links.get("keep")),
             "tax_included": self._tax_included(v),
             "legal_text": self.markets.for_locale(self.markets.legal_text, market_locale),
-            "shop_hosts": frozenset({urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc}),
-            "utm": utm_params(lk, command),
             "discounted_total": _discounted(v.get("cart_total"), v.get("coupon_percent")),
             "low_stock_items": any(it["stock"] is not None and 0 < it["stock"] <= brand.low_stock_threshold
                                    for it in v["items"]),
         })
+        utm = utm_params(self.links, command)
+        v["mail"] = MailFormat(locale=fmt, timezone=v["timezone"], currency=currency,
+                               utm=tuple(utm.items()) if utm else None,
+                               shop_hosts=frozenset({urlsplit(self.shop_url).netloc, urlsplit(shop_link).netloc}))
         return v
 
     def _tax_included(self, v: dict[str, Any]) -> bool:
