@@ -66,6 +66,12 @@ def register(app: typer.Typer) -> None:
                   None, "--sink-baseline", help="a source tree of another release: its sink and this one's run "
                                                 "interleaved (--sink-pairs pairs) and compared"),
               sink_pairs: int = typer.Option(3, "--sink-pairs", help="interleaved sink pairs with --sink-baseline"),
+              worker_baseline: Optional[Path] = typer.Option(
+                  None, "--worker-baseline", help="a source tree of another release: its `shopmail worker` and this "
+                                                  "one's run interleaved (--worker-pairs pairs) on the worker bench's "
+                                                  "input, CPU per event compared (bench/worker_ab.py)"),
+              worker_pairs: int = typer.Option(3, "--worker-pairs", min=1,
+                                               help="interleaved worker pairs with --worker-baseline"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
@@ -74,6 +80,8 @@ def register(app: typer.Typer) -> None:
         cfg = TINY if tiny else QUICK if quick else BenchConfig()
         if sink_baseline is not None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
+        if worker_baseline is not None:
+            cfg = dataclasses.replace(cfg, worker_baseline=str(worker_baseline.resolve()), worker_pairs=worker_pairs)
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
         known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions", "guard",

@@ -63,6 +63,8 @@ class BenchConfig:
     guard_rounds: int = 3  # passes with the guard on, and as many off, interleaved
     sink_baseline: str | None = None  # a source tree of another release: its sink interleaved with this one's
     sink_pairs: int = 3  # interleaved (baseline, this) sink runs when sink_baseline is set
+    worker_baseline: str | None = None  # a source tree of another release: its worker A/B against this one's
+    worker_pairs: int = 3  # interleaved (baseline, this) `shopmail worker` runs when worker_baseline is set
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,
@@ -902,6 +904,10 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
             events: list[tuple[str, dict[str, Any]]] | None = None
             if "worker" in parts:
                 events = bench_worker(cfg, bs, figures)
+                if cfg.worker_baseline:
+                    from bench.worker_ab import bench_worker_ab
+
+                    bench_worker_ab(cfg, bs, figures)
             if "scaleout" in parts:
                 if events is None:
                     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
