@@ -99,6 +99,12 @@ def register(app: typer.Typer) -> None:
 
             with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
                 bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bootstrap, figures)
+        if "worker" in chosen and cfg.worker_baseline:  # bench/worker_ab.py builds on the runner's worker harness
+            from bench.worker_ab import bench_worker_ab
+            from streams.kafka.embedded_broker import kafka_bootstrap
+
+            with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+                bench_worker_ab(cfg, bootstrap, figures)
         if "compiled-prototype" in chosen:  # bench/compiled_prototype.py, on the worker bench's input
             from bench.compiled_prototype import bench_part
             bench_part(cfg, figures)

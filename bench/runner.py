@@ -904,10 +904,6 @@ def run_bench(cfg: BenchConfig, parts: list[str], bootstrap: str | None = None) 
             events: list[tuple[str, dict[str, Any]]] | None = None
             if "worker" in parts:
                 events = bench_worker(cfg, bs, figures)
-                if cfg.worker_baseline:
-                    from bench.worker_ab import bench_worker_ab
-
-                    bench_worker_ab(cfg, bs, figures)
             if "scaleout" in parts:
                 if events is None:
                     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
