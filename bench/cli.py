@@ -72,6 +72,10 @@ def register(app: typer.Typer) -> None:
                                                   "input, CPU per event compared (bench/worker_ab.py)"),
               worker_pairs: int = typer.Option(3, "--worker-pairs", min=1,
                                                help="interleaved worker pairs with --worker-baseline"),
+              worker_env: list[str] = typer.Option(
+                  [], "--worker-env", help="KEY=VALUE in the environment of this tree's worker only, with "
+                                           "--worker-baseline (e.g. SHOPMAIL_DELIVERABILITY__ENABLED=false: "
+                                           "settings the baseline does not know); repeatable"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
@@ -81,7 +85,11 @@ def register(app: typer.Typer) -> None:
         if sink_baseline is not None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
         if worker_baseline is not None:
-            cfg = dataclasses.replace(cfg, worker_baseline=str(worker_baseline.resolve()), worker_pairs=worker_pairs)
+            bad = [kv for kv in worker_env if "=" not in kv]
+            if bad:
+                raise typer.BadParameter(f"not KEY=VALUE: {', '.join(bad)}", param_hint="--worker-env")
+            cfg = dataclasses.replace(cfg, worker_baseline=str(worker_baseline.resolve()), worker_pairs=worker_pairs,
+                                      worker_env=dict(kv.split("=", 1) for kv in worker_env))
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
         known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions", "guard",

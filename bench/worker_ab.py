@@ -14,6 +14,9 @@ started the same way on empty input topics and its CPU seconds read once it repo
 assigned (``/healthz``) and it has idled a further second; that idle start-up (imports, topic check,
 group join, empty restore, a second of polling) is subtracted.
 
+``--worker-env KEY=VALUE`` sets a setting for this tree's worker only (and its idle start-up): one
+the baseline does not know, e.g. to switch off a feature added since.
+
 The commands of the two runs of a pair are read back and compared: the same command ids, and the same
 bytes where the two releases' EmailCommand contracts are the same (Parsing Canonical Form). The figures:
 CPU ms per event per side per pair, the ratio (this ÷ baseline) per pair and its median.
@@ -130,7 +133,7 @@ def child_env(s: Settings) -> dict[str, str]:
     return env
 
 
-def idle_start_cpu(tree: str, base: Settings, bootstrap: str, name: str) -> float:
+def idle_start_cpu(tree: str, base: Settings, bootstrap: str, name: str, extra: dict[str, str]) -> float:
     """CPU seconds of the tree's worker on empty input topics, from its start until it reports both
     partitions assigned (/healthz) and has idled one second more."""
     s = run_settings(base, name)
@@ -138,7 +141,7 @@ def idle_start_cpu(tree: str, base: Settings, bootstrap: str, name: str) -> floa
     assert ensure_topics(bootstrap, _quix_specs(s), kafka=s.kafka).healthy
     port = free_port()
     proc = _child(["worker", "--instance-id", name], s, bootstrap,
-                  {**child_env(s), "SHOPMAIL_WORKER__WEB_PORT": str(port)}, tree=tree)
+                  {**child_env(s), **extra, "SHOPMAIL_WORKER__WEB_PORT": str(port)}, tree=tree)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -161,14 +164,17 @@ def idle_start_cpu(tree: str, base: Settings, bootstrap: str, name: str) -> floa
         _stop([proc])
 
 
-def run_side(tree: str, side: str, pair: int, base: Settings, bootstrap: str, n: int) -> AbRun:
+def run_side(tree: str, side: str, pair: int, base: Settings, bootstrap: str, n: int,
+             extra: dict[str, str] | None = None) -> AbRun:
+    """One measured run of ``tree``'s worker; ``extra``: more environment for it (and its idle start-up)."""
     name = f"{side}{pair}"
-    idle = idle_start_cpu(tree, base, bootstrap, f"{name}-idle")
+    extra = extra or {}
+    idle = idle_start_cpu(tree, base, bootstrap, f"{name}-idle", extra)
     s = run_settings(base, name)
     assert ensure_topics(bootstrap, _quix_specs(s), kafka=s.kafka).healthy
     committed = _Committed(s, bootstrap)
     t0 = time.perf_counter()
-    proc = _child(["worker", "--instance-id", name], s, bootstrap, child_env(s), tree=tree)
+    proc = _child(["worker", "--instance-id", name], s, bootstrap, {**child_env(s), **extra}, tree=tree)
     try:
         deadline = time.monotonic() + 1800
         while True:
@@ -248,13 +254,16 @@ def bench_worker_ab(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[AbRu
     differences: list[dict[str, Any]] = []
     for pair in range(cfg.worker_pairs):
         before = run_side(baseline, "before", pair, base, bootstrap, n)
-        now = run_side(HERE, "now", pair, base, bootstrap, n)
+        now = run_side(HERE, "now", pair, base, bootstrap, n, cfg.worker_env)
         runs += [before, now]
         differences.append(compare_commands(before.commands, now.commands, bytes_comparable).summary())
     befores = [r for r in runs if r.side == "before"]
     nows = [r for r in runs if r.side == "now"]
-    ratios = [b.cpu_ms_per_event and a.cpu_ms_per_event / b.cpu_ms_per_event for b, a in zip(befores, nows)]
+    ratios = [a.cpu_ms_per_event / b.cpu_ms_per_event if b.cpu_ms_per_event > 0 else float("nan")
+              for b, a in zip(befores, nows)]
     out.add("worker_ab.baseline", baseline)
+    if cfg.worker_env:
+        out.add("worker_ab.now.env", cfg.worker_env)
     out.add("worker_ab.events", n)
     out.add("worker_ab.pairs", cfg.worker_pairs)
     out.add("worker_ab.before.cpu_ms_per_event", [round(r.cpu_ms_per_event, 4) for r in befores])

@@ -75,12 +75,15 @@ def test_the_worker_ab_harness_runs_a_pair_and_reports_each_figure(kafka):
     from bench.runner import TINY, Figures
     from bench.worker_ab import bench_worker_ab
 
-    cfg = dataclasses.replace(TINY, worker_customers=300, worker_days=10, worker_baseline=HERE, worker_pairs=1)
+    off = {"SHOPMAIL_DELIVERABILITY__ENABLED": "false", "SHOPMAIL_FLOWS__SUNSET__ENABLED": "false"}
+    cfg = dataclasses.replace(TINY, worker_customers=300, worker_days=10, worker_baseline=HERE, worker_pairs=1,
+                              worker_env=off)
     out = Figures()
     runs = bench_worker_ab(cfg, kafka, out)
     fig = out.rows
     events = len(list(generate(TrafficSpec(customers=300, days=10, seed=3))))
     assert fig["worker_ab.events"] == events and fig["worker_ab.pairs"] == 1
+    assert fig["worker_ab.now.env"] == off  # this side only
     assert [r.side for r in runs] == ["before", "now"]  # the baseline first in the pair
     for side in ("before", "now"):
         assert len(fig[f"worker_ab.{side}.cpu_ms_per_event"]) == 1
@@ -89,6 +92,7 @@ def test_the_worker_ab_harness_runs_a_pair_and_reports_each_figure(kafka):
         assert isinstance(fig[f"worker_ab.{side}.cpu_ms_per_event_median"], float)
     assert len(fig["worker_ab.ratio"]) == 1 and isinstance(fig["worker_ab.ratio_median"], float)
     assert len(fig["worker_ab.load1"]) == 2
-    # the same tree on both sides: the same commands, byte for byte (each run wrote its own commands topic)
+    # the same tree on both sides (the guard and sunset change nothing in 10 days without feedback): the
+    # same commands, byte for byte (each run wrote its own commands topic)
     assert fig["worker_ab.same_commands"] is True
     assert fig["worker_ab.commands_compared"][0]["bytes_compared"] is True
