@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-fast venv clean chromium
 
 # the compiled decoder is generated from the .avsc files at install: a changed schema reinstalls
-$(STAMP): pyproject.toml setup.py schemas/codegen.py schemas/avsc.py $(shell find schemas -name '*.avsc')
+$(STAMP): pyproject.toml setup.py schemas/codegen.py schemas/encodegen.py schemas/avsc.py $(shell find schemas -name '*.avsc')
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'

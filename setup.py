@@ -1,5 +1,6 @@
-"""Builds the compiled decoder: ``schemas/_decode.pyx`` is generated from the shipped ``.avsc`` files
-(``schemas/codegen.py``) and compiled with Cython on every install, so it always matches the schemas.
+"""Builds the compiled decoder and encoder: ``schemas/_decode.pyx`` and ``schemas/_encode.pyx`` are generated
+from the shipped ``.avsc`` files (``schemas/codegen.py``, ``schemas/encodegen.py``) and compiled with Cython
+on every install, so they always match the schemas.
 Everything else about the package is declared in pyproject.toml."""
 
 import sys
@@ -19,7 +20,16 @@ source = generate(ROOT / "schemas")
 if not PYX.exists() or PYX.read_text() != source:  # unchanged schemas: Cython's output is reused
     PYX.write_text(source)
 
-extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"])],
+# the compiled encoder of the current contracts (schemas/encodegen.py), generated the same way
+from schemas.encodegen import generate as generate_encoder  # noqa: E402
+
+ENCODE_PYX = ROOT / "schemas" / "_encode.pyx"
+encoder_source = generate_encoder(ROOT / "schemas")
+if not ENCODE_PYX.exists() or ENCODE_PYX.read_text() != encoder_source:
+    ENCODE_PYX.write_text(encoder_source)
+
+extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"]),
+                        Extension("schemas._encode", ["schemas/_encode.pyx"])],
                        compiler_directives={"language_level": "3"}, quiet=True)
 
 # The compiled batch engine prototype (prototypes/compiled_engine, not part of the package): built only by

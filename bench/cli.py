@@ -66,6 +66,16 @@ def register(app: typer.Typer) -> None:
                   None, "--sink-baseline", help="a source tree of another release: its sink and this one's run "
                                                 "interleaved (--sink-pairs pairs) and compared"),
               sink_pairs: int = typer.Option(3, "--sink-pairs", help="interleaved sink pairs with --sink-baseline"),
+              worker_baseline: Optional[Path] = typer.Option(
+                  None, "--worker-baseline", help="a source tree of another release: its `shopmail worker` and this "
+                                                  "one's run interleaved (--worker-pairs pairs) on the worker bench's "
+                                                  "input, CPU per event compared (bench/worker_ab.py)"),
+              worker_pairs: int = typer.Option(3, "--worker-pairs", min=1,
+                                               help="interleaved worker pairs with --worker-baseline"),
+              worker_env: list[str] = typer.Option(
+                  [], "--worker-env", help="KEY=VALUE in the environment of this tree's worker only, with "
+                                           "--worker-baseline (e.g. SHOPMAIL_DELIVERABILITY__ENABLED=false: "
+                                           "settings the baseline does not know); repeatable"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
@@ -74,6 +84,12 @@ def register(app: typer.Typer) -> None:
         cfg = TINY if tiny else QUICK if quick else BenchConfig()
         if sink_baseline is not None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
+        if worker_baseline is not None:
+            bad = [kv for kv in worker_env if "=" not in kv]
+            if bad:
+                raise typer.BadParameter(f"not KEY=VALUE: {', '.join(bad)}", param_hint="--worker-env")
+            cfg = dataclasses.replace(cfg, worker_baseline=str(worker_baseline.resolve()), worker_pairs=worker_pairs,
+                                      worker_env=dict(kv.split("=", 1) for kv in worker_env))
         t0 = time.perf_counter()
         chosen = ["instructions"] if instructions else [p.strip() for p in parts.split(",") if p.strip()]
         known = ("core", "simulate", "worker", "scaleout", "restore", "latency", "sink", "instructions", "guard",
@@ -91,6 +107,12 @@ def register(app: typer.Typer) -> None:
 
             with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
                 bench_guard_worker(cfg.guard_customers, cfg.guard_days, cfg.guard_rounds, bootstrap, figures)
+        if "worker" in chosen and cfg.worker_baseline:  # bench/worker_ab.py builds on the runner's worker harness
+            from bench.worker_ab import bench_worker_ab
+            from streams.kafka.embedded_broker import kafka_bootstrap
+
+            with kafka_bootstrap(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+                bench_worker_ab(cfg, bootstrap, figures)
         if "compiled-prototype" in chosen:  # bench/compiled_prototype.py, on the worker bench's input
             from bench.compiled_prototype import bench_part
             bench_part(cfg, figures)

@@ -63,6 +63,9 @@ class BenchConfig:
     guard_rounds: int = 3  # passes with the guard on, and as many off, interleaved
     sink_baseline: str | None = None  # a source tree of another release: its sink interleaved with this one's
     sink_pairs: int = 3  # interleaved (baseline, this) sink runs when sink_baseline is set
+    worker_baseline: str | None = None  # a source tree of another release: its worker A/B against this one's
+    worker_pairs: int = 3  # interleaved (baseline, this) `shopmail worker` runs when worker_baseline is set
+    worker_env: dict[str, str] = field(default_factory=dict)  # settings for this tree's worker only (A/B)
 
 
 QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, worker_customers=25_000,

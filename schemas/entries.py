@@ -17,7 +17,7 @@ import fastavro
 from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas import _decode
+from schemas import _decode, _encode
 from schemas.avsc import SCHEMA_DIR, shipped, source_digest, strip_logical_types
 from schemas.avsc import fullname as _fullname
 
@@ -302,6 +302,8 @@ class SchemaRegistry:
         self.by_fingerprint: dict[int, SchemaEntry] = {}
         # (writer fingerprint, reader fingerprint) → the decoder compiled from these very files
         self.compiled: dict[tuple[int, int], Callable[[bytes, int], dict[str, Any]]] = {}
+        # writer fingerprint of a current contract → the encoder compiled from it (header, record → bytes)
+        self.encoders: dict[int, Callable[[bytes, dict[str, Any]], bytes]] = {}
         files = shipped(directory)
         writers = []
         def add(entry: SchemaEntry, key: str, table: dict[str, SchemaEntry] | None) -> None:
@@ -335,6 +337,10 @@ class SchemaRegistry:
             reader = self.readers.get(writer.fullname)
             if reader is not None:
                 self.compiled[(writer.fingerprint, reader.fingerprint)] = _decode.DECODERS[key]
+        if _encode.SOURCE_DIGEST == digest:
+            for key, writer in writers:
+                if key in _encode.ENCODERS:
+                    self.encoders[writer.fingerprint] = _encode.ENCODERS[key]
 
     def get(self, name: str) -> SchemaEntry:
         try:

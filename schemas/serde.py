@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 import orjson
 
-from schemas import _decode
+from schemas import _decode, _encode
 from schemas.avsc import SCHEMA_DIR, strip_logical_types  # noqa: F401 - serde.SCHEMA_DIR for tools and tests
 from schemas.entries import (  # noqa: F401 - every reader of serde finds these here too
     HEADER_LEN, MAGIC, REGISTRY_HEADER_LEN, REGISTRY_MAGIC, RegistryStartupError, SchemaEntry, SchemaRegistry,
@@ -100,6 +100,12 @@ def encode(name: str, record: dict[str, Any], topic: str | None = None) -> bytes
 
 
 def _write(header: bytes, entry: SchemaEntry, record: dict[str, Any]) -> bytes:
+    compiled = registry().encoders.get(entry.fingerprint)
+    if compiled is not None:  # a current contract known at build time: the generated encoder writes it
+        try:
+            return compiled(header, record)
+        except _encode.Unencodable:
+            pass  # not exactly the types the schema names: fastavro below writes it or gives the reason
     buf = io.BytesIO()
     buf.write(header)
     try:
