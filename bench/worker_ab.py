@@ -252,9 +252,13 @@ def bench_worker_ab(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[AbRu
     bytes_comparable = same_contract(baseline, HERE, "EmailCommand")
     runs: list[AbRun] = []
     differences: list[dict[str, Any]] = []
-    for pair in range(cfg.worker_pairs):
-        before = run_side(baseline, "before", pair, base, bootstrap, n)
-        now = run_side(HERE, "now", pair, base, bootstrap, n, cfg.worker_env)
+    for pair in range(cfg.worker_pairs):  # the order alternates: a load that drifts within a pair favours neither
+        if pair % 2 == 0:
+            before = run_side(baseline, "before", pair, base, bootstrap, n)
+            now = run_side(HERE, "now", pair, base, bootstrap, n, cfg.worker_env)
+        else:
+            now = run_side(HERE, "now", pair, base, bootstrap, n, cfg.worker_env)
+            before = run_side(baseline, "before", pair, base, bootstrap, n)
         runs += [before, now]
         differences.append(compare_commands(before.commands, now.commands, bytes_comparable).summary())
     befores = [r for r in runs if r.side == "before"]

@@ -56,3 +56,23 @@ def test_mails_in_two_locales_rendered_interleaved_are_each_as_when_rendered_alo
         assert mail == alone[i % 3]
     assert len({(m.subject, m.text, m.html) for m in alone}) == 3  # the three mails differ, so the check can fail
     assert [m.locale for m in alone] == ["de", "en", "th"]
+
+
+@pytest.mark.parametrize("flow,step", [("order_confirmation", 1), ("abandoned_cart", 1)])
+def test_mails_in_one_language_rendered_interleaved_each_show_their_own_name_and_currency(flow: str, step: int) -> None:
+    """Mails of one language share every macro module and cache: each must still carry its own name, currency
+    and time zone, checked in its own text (not only against a render that shares the process's caches)."""
+    mails = [("Grace", "en", "USD", "$", "America/New_York"), ("Olivia", "en-GB", "GBP", "£", "Europe/London"),
+             ("Kenji", "en", "JPY", "¥", "Asia/Tokyo")]
+    shared = Renderer()
+    for i in range(6):
+        name, locale, currency, sign, zone = mails[i % 3]
+        mail = render(shared, flow, step, locale=locale, first_name=name,
+                      context={"timezone": zone, "currency": currency})
+        assert name in mail.text and name in mail.html
+        assert sign in mail.text and sign in mail.html
+        for other, *_, other_sign, _ in mails:
+            if other != name:
+                assert other not in mail.text and other not in mail.html
+            if other_sign != sign:
+                assert other_sign not in mail.text
