@@ -26,7 +26,7 @@ from schemas import serde
 from streams.config import Settings
 from streams.core.audiences import membership_key
 from streams.kafka.io import client_config
-from streams.kafka.log_reader import EOF_CONFIG, read_to_end
+from streams.kafka.log_reader import ONE_OFF_READ_CONFIG, read_to_end
 
 # format → header of the hashed-email column in that platform's customer-list CSV
 FORMATS = {
@@ -79,7 +79,7 @@ def read_topic(settings: Settings, bootstrap: str, timeout_s: float = 120.0) -> 
     topic = settings.topics.name("audiences")
     consumer = Consumer(client_config(settings.kafka, bootstrap, **{
         "group.id": f"{settings.worker.app_id}-audience-export", "enable.auto.commit": False,
-        "isolation.level": "read_committed", **EOF_CONFIG}))
+        "isolation.level": "read_committed", **ONE_OFF_READ_CONFIG}))
     try:
         md = consumer.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
