@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Producer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from bench.runner import BenchConfig, Figures, _Committed, _child, _cpu_s, _quix_specs, _stop, _worker_settings
 from schemas import serde
 from streams.config import Settings
 from streams.kafka.embedded_broker import free_port
-from streams.kafka.io import producer_config, read_topic
+from streams.kafka.io import produce_encoded, read_topic
 from streams.kafka.topics import VALUE_SCHEMA, ensure_topics
 from streams.tools.traffic import TrafficSpec, generate
 
@@ -102,20 +101,8 @@ def encoded_inputs(events: list[tuple[str, dict[str, Any]]], baseline: str) -> l
 
 
 def produce_rows(settings: Settings, bootstrap: str, rows: list[tuple[str, bytes, bytes]]) -> None:
-    p = Producer(producer_config(settings, bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
-    failed: list[str] = []
-    for n, (topic, key, value) in enumerate(rows, 1):
-        while True:
-            try:
-                p.produce(settings.topics.name(topic), key=key, value=value,
-                          on_delivery=lambda err, msg: failed.append(str(err)) if err else None)
-                break
-            except BufferError:
-                p.poll(0.1)
-        if n % 10000 == 0:
-            p.poll(0)
-    if p.flush(60) or failed:
-        raise RuntimeError(f"input not delivered: {len(p)} queued, {len(failed)} failed {failed[:1]}")
+    produce_encoded(settings, bootstrap, ((settings.topics.name(topic), key, value) for topic, key, value in rows),
+                    **{"linger.ms": 20, "batch.num.messages": 10000})
 
 
 def run_settings(base: Settings, name: str) -> Settings:

@@ -234,6 +234,13 @@ def produce_events(settings: Settings, bootstrap: str, events: Iterable[tuple[st
 
 def _produce(settings: Settings, bootstrap: str, rows: Iterable[tuple[str, str, dict[str, Any], str]],
              on_delivery: Callable[[Any], None] | None = None, **producer_extra: Any) -> int:
+    encoded = ((topic, str(rec[key_field]).encode(), serde.encode(schema, rec)) for topic, schema, rec, key_field in rows)
+    return produce_encoded(settings, bootstrap, encoded, on_delivery, **producer_extra)
+
+
+def produce_encoded(settings: Settings, bootstrap: str, rows: Iterable[tuple[str, bytes, bytes]],
+                    on_delivery: Callable[[Any], None] | None = None, **producer_extra: Any) -> int:
+    """Produce (topic, key, value) rows whose values are already encoded; every one delivered or an error."""
     p = Producer(producer_config(settings, bootstrap, **producer_extra))
     failed: list[str] = []
 
@@ -244,11 +251,10 @@ def _produce(settings: Settings, bootstrap: str, rows: Iterable[tuple[str, str, 
             on_delivery(msg)
 
     n = 0
-    for topic, schema, rec, key_field in rows:
-        value = serde.encode(schema, rec)
+    for topic, key, value in rows:
         while True:
             try:
-                p.produce(topic, key=str(rec[key_field]).encode(), value=value, on_delivery=delivered)
+                p.produce(topic, key=key, value=value, on_delivery=delivered)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 p.poll(0.1)
