@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv clean chromium
+.PHONY: demo test test-fast venv clean chromium compiled
 
 # the compiled decoder is generated from the .avsc files at install: a changed schema reinstalls
 $(STAMP): pyproject.toml setup.py schemas/codegen.py schemas/encodegen.py schemas/avsc.py $(shell find schemas -name '*.avsc')
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml setup.py schemas/codegen.py schemas/encodegen.py schema
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: compiled
 	$(VENV)/bin/shopmail demo  # .venv has the [test] extra, which includes [demo]
 
 # Headless Chromium for the browser tests (preview screenshots, unsubscribe page): installed where it can be
@@ -27,11 +27,15 @@ chromium:
 
 # Four pytest-xdist workers, each with its own session broker and SES emulator; a test file stays on one worker.
 # Four on two cores: much of an integration test is waiting (group joins, session time-outs, killed processes).
-test: $(STAMP) chromium
+# The hot path's modules compiled in place (streams/compiled.py): after an edit only the changed ones are rebuilt.
+compiled: $(STAMP)
+	SHOPMAIL_BUILD_PROTOTYPE=0 $(VENV)/bin/python setup.py -q build_ext --inplace
+
+test: compiled chromium
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile --no-loadscope-reorder
 
 # The edit loop: every test that needs neither the broker nor the SES emulator and is not marked slow (≈ 1½ min).
-test-fast: $(STAMP)
+test-fast: compiled
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 -m "not integration and not slow"
 
 clean:

@@ -1,8 +1,9 @@
-"""Builds the compiled decoder and encoder: ``schemas/_decode.pyx`` and ``schemas/_encode.pyx`` are generated
-from the shipped ``.avsc`` files (``schemas/codegen.py``, ``schemas/encodegen.py``) and compiled with Cython
-on every install, so they always match the schemas.
+"""Builds the compiled parts: the decoder and encoder (``schemas/_decode.pyx`` and ``schemas/_encode.pyx``,
+generated from the shipped ``.avsc`` files by ``schemas/codegen.py`` and ``schemas/encodegen.py``, so they
+always match the schemas), and the hot path's Python modules compiled as they are (``streams/compiled.py``).
 Everything else about the package is declared in pyproject.toml."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,10 +33,17 @@ extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"]),
                         Extension("schemas._encode", ["schemas/_encode.pyx"])],
                        compiler_directives={"language_level": "3"}, quiet=True)
 
+# the hot path's modules, compiled from their .py (streams/compiled.py); Cython regenerates a module's C only
+# when its source changed, and build_ext recompiles only changed C: `make compiled` after an edit is quick
+from streams.compiled import DIRECTIVES, MODULES, source_path  # noqa: E402  (standard library only)
+
+extensions += cythonize([Extension(m, [str(source_path(m).relative_to(ROOT))]) for m in MODULES],
+                        compiler_directives=DIRECTIVES, quiet=True)
+
 # The compiled batch engine prototype (prototypes/compiled_engine, not part of the package): built only by
 # an in-place build (`setup.py build_ext --inplace`), and optional: if it fails, the rest is built anyway.
 OPTIONAL = {"prototypes.compiled_engine._engine"}
-if "--inplace" in sys.argv:
+if "--inplace" in sys.argv and os.environ.get("SHOPMAIL_BUILD_PROTOTYPE", "1") != "0":
     try:
         extensions += cythonize([Extension("prototypes.compiled_engine._engine",
                                            ["prototypes/compiled_engine/_engine.pyx"])],
@@ -45,6 +53,11 @@ if "--inplace" in sys.argv:
 
 
 class OptionalBuildExt(build_ext):
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:  # the extensions are independent: one compiler per CPU
+            self.parallel = os.cpu_count() or 1
+
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)

@@ -145,10 +145,12 @@ class Flow(ABC):
         assert isinstance(flow, cls)
         return flow
 
-    @staticmethod
-    @abstractmethod
-    def settings_of(flows: FlowSettings) -> Any:
+    def _settings_of(flows: FlowSettings) -> Any:  # type: ignore[misc]
         """This flow's settings section (a dataclass of streams/config.py)."""
+
+    # spelled out, not stacked as decorators: compiled (streams/compiled.py), the stack would apply in the other order
+    settings_of = staticmethod(abstractmethod(_settings_of))
+    del _settings_of
 
     def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
         return []
