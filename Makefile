@@ -39,4 +39,5 @@ test-fast: compiled
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 -m "not integration and not slow"
 
 clean:
-	rm -rf $(VENV) .shopmail-data
+	rm -rf $(VENV) .shopmail-data build
+	find streams -name '*.so' -delete -o -name '*.c' -delete; rm -f schemas/serde*.so schemas/serde.c

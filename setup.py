@@ -37,13 +37,20 @@ extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"]),
 # when its source changed, and build_ext recompiles only changed C: `make compiled` after an edit is quick
 from streams.compiled import DIRECTIVES, MODULES, source_path  # noqa: E402  (standard library only)
 
+# Cython regenerates C only for a changed source: a changed list or changed directives regenerate it all
+_LISTED_AT = (ROOT / "streams" / "compiled.py").stat().st_mtime
+for _m in MODULES:
+    _c = source_path(_m).with_suffix(".c")
+    if _c.exists() and _c.stat().st_mtime < _LISTED_AT:
+        _c.unlink()
+
 extensions += cythonize([Extension(m, [str(source_path(m).relative_to(ROOT))]) for m in MODULES],
                         compiler_directives=DIRECTIVES, quiet=True)
 
 # The compiled batch engine prototype (prototypes/compiled_engine, not part of the package): built only by
 # an in-place build (`setup.py build_ext --inplace`), and optional: if it fails, the rest is built anyway.
 OPTIONAL = {"prototypes.compiled_engine._engine"}
-if "--inplace" in sys.argv and os.environ.get("SHOPMAIL_BUILD_PROTOTYPE", "1") != "0":
+if "--inplace" in sys.argv and os.environ.get("SHOPMAIL_BUILD_PROTOTYPE", "1").lower() not in ("0", "false", "no", ""):
     try:
         extensions += cythonize([Extension("prototypes.compiled_engine._engine",
                                            ["prototypes/compiled_engine/_engine.pyx"])],
@@ -52,11 +59,16 @@ if "--inplace" in sys.argv and os.environ.get("SHOPMAIL_BUILD_PROTOTYPE", "1") !
         print(f"warning: the compiled engine prototype was not generated: {exc}", file=sys.stderr)
 
 
+def _usable_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the CPUs this process may run on
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 class OptionalBuildExt(build_ext):
     def finalize_options(self) -> None:
         super().finalize_options()
-        if self.parallel is None:  # the extensions are independent: one compiler per CPU
-            self.parallel = os.cpu_count() or 1
+        if self.parallel is None:  # the extensions are independent: one compiler per CPU this process may use
+            self.parallel = min(_usable_cpus(), int(os.environ.get("SHOPMAIL_BUILD_JOBS", "4")))
 
     def build_extension(self, ext: Extension) -> None:
         try:

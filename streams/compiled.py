@@ -3,10 +3,16 @@ interpreter's per-bytecode work on the hot path goes (the engine, its flows and 
 and the serde around it). The ``.py`` stays the source of truth and runs as it is wherever the build has not
 run; the compiled module built next to it (``<name>.cpython-*.so``) is what Python imports when both exist.
 
-``setup.py`` builds ``MODULES``; ``make test`` and ``make test-fast`` rebuild the ones whose source changed
-(``make compiled``). ``stale()`` names a compiled module older than its source: Python would import it and
-run the old code, so the test session refuses to start (tests/conftest.py). Standard library only: setup.py
-imports it before anything is installed.
+``setup.py`` builds ``MODULES``; ``make test``, ``make test-fast`` and ``make demo`` rebuild the ones whose
+source changed (``make compiled``). ``stale()`` names a compiled module Python would import in place of the
+current source: older than its ``.py`` or than this list, or no longer listed, or with no ``.py`` at all. A
+test session refuses to start with one (tests/conftest.py); the CLI of a source checkout warns.
+Standard library only: setup.py imports it before anything is installed.
+
+Compiled, the code means what it means in Python, with what a debugger sees changed: cProfile, pdb and
+coverage do not see inside these modules (py-spy and callgrind do, by C function); log records made in
+them carry the caller's function and line; a signal is handled between calls into them, not between
+bytecodes.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import importlib.machinery
 from pathlib import Path
 
-__all__ = ["DIRECTIVES", "MODULES", "compiled_path", "stale"]
+__all__ = ["DIRECTIVES", "MODULES", "compiled_path", "stale", "stale_in_checkout"]
 
 # the per-record path of the worker, simulate and replay (measured in docs/scaling.md)
 MODULES: tuple[str, ...] = (
@@ -78,10 +84,35 @@ def compiled_path(module: str, root: Path = _ROOT) -> Path | None:
 
 
 def stale(root: Path = _ROOT) -> list[str]:
-    """The modules whose compiled file is older than their source (a missing one is not stale: the source runs)."""
+    """The compiled modules Python would import in place of the current source (a module never built is not
+    stale: its source runs). Compared by modification time, as the build itself decides what to rebuild."""
+    listed = set(MODULES)
+    this_list = Path(__file__).stat().st_mtime if root == _ROOT else 0.0
     out = []
-    for module in MODULES:
-        built = compiled_path(module, root)
-        if built is not None and built.stat().st_mtime < source_path(module, root).stat().st_mtime:
+    for built in _built_files(root):
+        module = _module_of(built, root)
+        source = source_path(module, root)
+        if module not in listed or not source.exists():
+            out.append(f"{module} (no longer compiled: delete {built.relative_to(root)})")
+        elif built.stat().st_mtime < max(source.stat().st_mtime, this_list):
             out.append(module)
-    return out
+    return sorted(out)
+
+
+def _built_files(root: Path) -> list[Path]:
+    """Every compiled module built in place under the packages that hold listed modules."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    found = [p for p in (root / "streams").rglob("*.so") if p.name.endswith(suffixes)]
+    found += [p for p in (root / "schemas").glob("serde*.so") if p.name.endswith(suffixes)]
+    return found
+
+
+def _module_of(built: Path, root: Path) -> str:
+    relative = built.relative_to(root)
+    return ".".join(relative.parent.parts + (relative.name.split(".", 1)[0],))
+
+
+def stale_in_checkout() -> list[str]:
+    """``stale()`` in a source checkout, where modules are edited; nothing for an installed package, whose
+    files carry the times the installer gave them."""
+    return stale() if (_ROOT / ".git").exists() else []
