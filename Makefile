@@ -5,11 +5,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast venv clean chromium compiled
 
-# the compiled decoder is generated from the .avsc files at install: a changed schema reinstalls
+# the compiled decoder is generated from the .avsc files at install: a changed schema reinstalls; the package is
+# installed editable without its extensions, which are then built once in place (setup.py)
 $(STAMP): pyproject.toml setup.py schemas/codegen.py schemas/encodegen.py schemas/avsc.py $(shell find schemas -name '*.avsc')
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	SHOPMAIL_EXTENSIONS=in-place-later $(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	SHOPMAIL_BUILD_PROTOTYPE=0 $(VENV)/bin/python setup.py -q build_ext --inplace
 	touch $(STAMP)
 
 venv: $(STAMP)
