@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.machinery
 from pathlib import Path
 
-__all__ = ["DIRECTIVES", "MODULES", "compiled_path", "stale", "stale_in_checkout"]
+__all__ = ["DIRECTIVES", "MODULES", "stale", "stale_in_checkout", "stale_message"]
 
 # the per-record path of the worker, simulate and replay (measured in docs/scaling.md)
 MODULES: tuple[str, ...] = (
@@ -73,16 +73,6 @@ def source_path(module: str, root: Path = _ROOT) -> Path:
     return root.joinpath(*module.split(".")).with_suffix(".py")
 
 
-def compiled_path(module: str, root: Path = _ROOT) -> Path | None:
-    """The compiled module built next to the source, if there is one (this interpreter's suffix)."""
-    source = source_path(module, root)
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = source.with_suffix(suffix)
-        if candidate.exists():
-            return candidate
-    return None
-
-
 def stale(root: Path = _ROOT) -> list[str]:
     """The compiled modules Python would import in place of the current source (a module never built is not
     stale: its source runs). Compared by modification time, as the build itself decides what to rebuild."""
@@ -116,3 +106,8 @@ def stale_in_checkout() -> list[str]:
     """``stale()`` in a source checkout, where modules are edited; nothing for an installed package, whose
     files carry the times the installer gave them."""
     return stale() if (_ROOT / ".git").exists() else []
+
+
+def stale_message(old: list[str]) -> str:
+    """What to say about ``stale()``'s modules, and what to run."""
+    return f"compiled modules older than their source run in its place: {', '.join(old)}; run `make compiled`"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streams.compiled import stale
+from streams.compiled import stale, stale_message
 from streams.config import Settings, load_settings
 
 
@@ -20,7 +20,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """A compiled module older than its source would be imported instead of it: the tests would run old code."""
     old = stale()
     if old:
-        pytest.exit(f"compiled modules older than their source: {', '.join(old)}; run `make compiled`", returncode=4)
+        pytest.exit(stale_message(old), returncode=4)
 
 
 def _container_bootstrap() -> Iterator[str]:

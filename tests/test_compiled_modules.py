@@ -13,15 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from streams.compiled import MODULES, compiled_path, stale
+from streams.compiled import MODULES, stale
 from streams.config import load_settings
 from streams.tools.traffic import TrafficSpec, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# a child that imports every compiled module from its .py instead, then runs the CLI
+# a child that runs the CLI and says where the engine was imported from
+_RUN = """
+import runpy, sys
+sys.argv = ["shopmail"] + sys.argv[1:]
+try:
+    runpy.run_module("streams.cli", run_name="__main__")
+finally:
+    print("engine from", sys.modules["streams.core.engine"].__file__, file=sys.stderr)
+"""
+
+# the same child, importing every compiled module from its .py instead
 _FROM_SOURCE = """
-import importlib.util, runpy, sys
+import importlib.util, sys
 from streams.compiled import MODULES, source_path
 
 class FromSource:
@@ -30,21 +40,7 @@ class FromSource:
         return importlib.util.spec_from_file_location(name, source_path(name)) if name in MODULES else None
 
 sys.meta_path.insert(0, FromSource)
-sys.argv = ["shopmail"] + sys.argv[1:]
-try:
-    runpy.run_module("streams.cli", run_name="__main__")
-finally:
-    print("engine from", sys.modules["streams.core.engine"].__file__, file=sys.stderr)
-"""
-
-_COMPILED = """
-import runpy, sys
-sys.argv = ["shopmail"] + sys.argv[1:]
-try:
-    runpy.run_module("streams.cli", run_name="__main__")
-finally:
-    print("engine from", sys.modules["streams.core.engine"].__file__, file=sys.stderr)
-"""
+""" + _RUN
 
 
 def test_every_module_of_the_hot_path_is_imported_compiled() -> None:
@@ -62,7 +58,6 @@ def test_a_compiled_module_older_than_its_source_is_named_stale(tmp_path: Path) 
     built.write_bytes(b"")
     os.utime(built, (1_000, 1_000))
     os.utime(source, (2_000, 2_000))
-    assert compiled_path(module, tmp_path) == built
     assert stale(tmp_path) == [module]
     os.utime(built, (3_000, 3_000))  # rebuilt after the edit
     assert stale(tmp_path) == []
@@ -89,7 +84,7 @@ def test_the_compiled_modules_write_byte_for_byte_what_their_source_writes(tmp_p
     with open(traffic, "w") as f:  # 200 days: a win-back lapse (90 days after an order) falls inside
         write_jsonl(TrafficSpec(customers=300, days=200, seed=5), f, load_settings(env={}).topics.name)
     outputs = {}
-    for name, code in (("compiled", _COMPILED), ("source", _FROM_SOURCE)):
+    for name, code in (("compiled", _RUN), ("source", _FROM_SOURCE)):
         out = tmp_path / f"{name}.jsonl"
         run = subprocess.run([sys.executable, "-c", code, "simulate", "--input", str(traffic), "--output", str(out),
                               "--workers", "1"], capture_output=True, text=True, cwd=ROOT, check=False,

@@ -90,14 +90,13 @@ def main() -> None:
     opened (missing, a directory, no permission) or a missing optional extra one line and exit code 2;
     the traceback only with ``--debug``."""
     from schemas.serde import RegistryStartupError
+    from streams.compiled import stale_in_checkout, stale_message
     from streams.extras import MissingExtra
-    from streams.compiled import stale_in_checkout
     from streams.kafka.io import KafkaConnectError, TopicReadTimeout
 
     old = stale_in_checkout()
     if old:  # Python imports a compiled module in place of its source: the code edited since would not run
-        print(f"shopmail: warning: compiled modules older than their source run in its place: {', '.join(old)}; "
-              "run `make compiled`", file=sys.stderr)
+        print(f"shopmail: warning: {stale_message(old)}", file=sys.stderr)
     try:
         app(prog_name="shopmail")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
