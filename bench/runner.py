@@ -289,6 +289,9 @@ def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[tuple[s
     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
     _produce_inputs(settings, bootstrap, events)
     plain = _plain_loop(settings, bootstrap, len(events))
+    from streams.runtime.gc_policy import tune_for_streaming
+
+    tune_for_streaming(settings.worker.gc_young_threshold)  # as `shopmail worker` runs (a no-op outside the program)
     run = _worker(settings, bootstrap, len(events))
     worker = run.events / run.seconds
     out.add("worker.events", len(events))

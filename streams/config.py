@@ -137,6 +137,10 @@ class WorkerSettings:
     # ``replay`` uses so a fact that reached production late is applied late again, as production did)
     merge_order: str = "event_time"
     health_stall_s: float = 60.0  # /healthz fails (the pod restarts) when the loop has not turned this long
+    # allocations before Python's youngest generation is collected, in `worker`, `simulate` and `replay`
+    # (streams/runtime/gc_policy.py: a buffered record is released before it is promoted and sets off
+    # full collections of the whole state); 0 → Python's default (700)
+    gc_young_threshold: int = 50_000
 
 
 @dataclass

@@ -94,6 +94,9 @@ def main() -> None:
     from streams.extras import MissingExtra
     from streams.kafka.io import KafkaConnectError, TopicReadTimeout
 
+    from streams.runtime.gc_policy import own_process
+
+    own_process()  # the collector policy of the streaming commands applies (streams/runtime/gc_policy.py)
     old = stale_in_checkout()
     if old:  # Python imports a compiled module in place of its source: the code edited since would not run
         print(f"shopmail: warning: {stale_message(old)}", file=sys.stderr)

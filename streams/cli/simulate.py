@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         size = input.stat().st_size
         settings = settings_from(config)
+        from streams.runtime.gc_policy import tune_for_streaming
+
+        tune_for_streaming(settings.worker.gc_young_threshold)  # inherited by the forked workers
         try:
             until_ms = parse_time_ms(until) if until else None
         except ValueError as exc:

@@ -16,6 +16,10 @@ fields to format 1; format 3 moved each marketing flow's loose fields (``cart``,
 (``AbandonedCartState``, ``WinBackState``, …). ``decode_customer`` reads a format-3 record directly and
 migrates an older one on restore (``_migrate``); it is written back in format 3 the next time it changes.
 
+The structs are not tracked by Python's cyclic garbage collector (``gc=False``): a record holds data and
+no reference back to what holds it, so it can be in no cycle, and a worker's hundreds of thousands of them
+are not traversed by every full collection (streams/runtime/gc_policy.py).
+
 Line items and buffered records stay the plain dicts the event carried (they go into templates and
 commands as they are; converting them on every step would cost the engine its speed).
 
@@ -34,7 +38,7 @@ CLOCK_KEY = "\x00partition"
 TABLE_PREFIX = "\x03"  # + "<table>:<key>": cannot collide with a customer id (ids are printable)
 
 
-class Record(msgspec.Struct, omit_defaults=True):
+class Record(msgspec.Struct, omit_defaults=True, gc=False):
     """A state record: fields by attribute; ``record["field"]`` reads one too (tools, tests)."""
 
     def __getitem__(self, key: str) -> Any:
