@@ -176,8 +176,26 @@ def test_canonical_json_writes_exactly_what_the_standard_library_writes(value):
 
 
 def test_canonical_json_escapes_non_ascii_and_del_like_the_standard_library():
-    for value in ({"name": "Müller", "a": 1}, {"x": "\x7f"}, {1: "int key"}, {"big": 10**30}):
+    for value in ({"name": "Müller", "a": 1}, {"x": "\x7f"}, {1: "int key"}, {"big": 10**30},
+                  {"th": "เทียนหอม", "emoji": "\U0001f56f\ufe0f", "pl": "Świeca", "ü": "key beyond ASCII"},
+                  {"lone": "\ud800"}, {"mixed": "a\x7fé\u2028\n\x00\U0010ffff"}):
         assert serde.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
+        assert serde.canonical_json_bytes(value, newline=True) == (
+            json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+# text that names products and customers in the shops' languages: beyond ASCII, astral, DEL, controls
+_any_text = st.text(st.characters(codec="utf-8") | st.sampled_from("\x7f\x00\n\"\\éŚ€เ\u2028\U0001f56f"),
+                    max_size=12)
+_texts_json = st.recursive(_any_text | st.integers(-2**63, 2**63 - 1) | st.none(),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4),
+                           max_leaves=20)
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(_texts_json)
+def test_canonical_json_of_text_in_any_language_is_what_the_standard_library_writes(value):
+    assert serde.canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def test_to_json_fast_path_equals_the_validating_path_and_still_rejects_bad_records():
