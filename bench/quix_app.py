@@ -17,16 +17,12 @@ sends another event, not at its due time on the partition's clock), no other flo
 win-back, post-purchase), no quiet hours, frequency caps, holdouts or locales, no deduplication of
 event ids, no dead letters or record limits, no Avro output, no late-event rules.
 
-It runs with the garbage-collector policy of shopmail's streaming commands (the objects alive at start-up
-frozen, the youngest generation collected every 50,000 allocations), as it runs with the same schema fix.
-
 Usage (the bench runs it): python quix_app.py BOOTSTRAP PREFIX GROUP EXPECTED SCHEMA_DIR COMMIT_EVERY STATE_DIR
 prints one JSON line: {"events", "commands", "seconds", ...}.
 """
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import sys
@@ -40,7 +36,6 @@ from quixstreams import Application, State
 from quixstreams.models.serializers import Deserializer
 
 TOPICS = {"carts": "CartEvent", "orders": "OrderEvent", "shipments": "ShipmentEvent", "customers": "CustomerEvent"}
-GC_YOUNG_THRESHOLD = 50_000  # shopmail's default worker.gc_young_threshold
 DELAYS_MS = (3_600_000, 86_400_000, 259_200_000)
 
 
@@ -133,10 +128,6 @@ def main() -> None:
 
     sdf = sdf.apply(count)
     sdf.to_topic(out)
-    # the collector policy of shopmail's streaming commands (streams/runtime/gc_policy.py), for an equal footing
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     started = time.perf_counter()
     app.run()
     end = time.perf_counter()

@@ -289,10 +289,10 @@ def bench_worker(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[tuple[s
     events = list(generate(TrafficSpec(customers=cfg.worker_customers, days=cfg.worker_days, seed=3)))
     _produce_inputs(settings, bootstrap, events)
     plain = _plain_loop(settings, bootstrap, len(events))
-    from streams.runtime.gc_policy import tune_for_streaming
+    from streams.runtime.gc_policy import tuned_for_streaming
 
-    tune_for_streaming(settings.worker.gc_young_threshold)  # as `shopmail worker` runs (a no-op outside the program)
-    run = _worker(settings, bootstrap, len(events))
+    with tuned_for_streaming(settings.worker.gc_young_threshold):  # as `shopmail worker` runs (not in a test)
+        run = _worker(settings, bootstrap, len(events))
     worker = run.events / run.seconds
     out.add("worker.events", len(events))
     out.add("worker.events_per_s", round(worker))

@@ -1,5 +1,5 @@
-"""The collector policy of the streaming commands (streams/runtime/gc_policy.py): the state is never
-tracked, and the policy changes only a process the `shopmail` program owns."""
+"""The collector policy of the streaming commands (streams/runtime/gc_policy.py): the state's records are
+not tracked and hold no cycle, and the policy changes only a process the `shopmail` program owns."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from streams.config import ConfigError
 from streams.core.state import (AbandonedCartState, BackInStockState, Cart, Customer, OrderRef, Profile,
                                 WaitingSku)
 
@@ -23,19 +24,72 @@ def test_the_state_records_are_not_tracked_by_the_cyclic_collector() -> None:
     assert gc.is_tracked(customer.buf)  # the lists and dicts they hold still are: a cycle through them is found
 
 
+def _cycles_through(root: object) -> int:
+    """Back edges found walking the data graph under ``root`` (records, dicts, lists, tuples, sets)."""
+    from streams.core.state import Record
+
+    found = 0
+    on_path: set[int] = set()
+
+    def walk(o: object) -> None:
+        nonlocal found
+        if isinstance(o, (str, int, float, bool, bytes, type(None))):
+            return
+        if id(o) in on_path:
+            found += 1
+            return
+        on_path.add(id(o))
+        if isinstance(o, Record):
+            children = [getattr(o, f) for f in o.__struct_fields__]
+        elif isinstance(o, dict):
+            children = [*o.keys(), *o.values()]
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            children = list(o)
+        else:
+            raise AssertionError(f"state holds a {type(o).__name__}: records hold data only")
+        for child in children:
+            walk(child)
+        on_path.discard(id(o))
+
+    walk(root)
+    return found
+
+
+def test_a_simulated_partitions_state_holds_no_cycle_and_nothing_but_data() -> None:
+    import io
+
+    from streams.config import load_settings
+    from streams.tools.simulate import simulate
+    from streams.tools.traffic import TrafficSpec, write_jsonl
+
+    settings = load_settings(env={})
+    lines = io.StringIO()
+    write_jsonl(TrafficSpec(customers=300, days=120, seed=7), lines, settings.topics.name)
+    result = simulate(lines.getvalue().splitlines(), settings, keep=False, on_command=lambda c: None)
+    customers = [c for engine in result.engines.values() for c in engine.customers.values()]
+    assert len(customers) > 250
+    assert sum(_cycles_through(c) for c in customers) == 0
+    assert _cycles_through(customers) == 0  # no record shared into another customer's either
+
+
 _PROBE = """
 import gc, json, sys
 from streams.runtime import gc_policy
 from streams.config import ConfigError
-if sys.argv[1] == "owned":
+if sys.argv[1].startswith("owned"):
     gc_policy.own_process()
 before = gc.get_threshold()
+error = inside = None
 try:
-    gc_policy.tune_for_streaming(int(sys.argv[2]))
-    error = None
+    if sys.argv[1] == "owned-for-a-while":
+        with gc_policy.tuned_for_streaming(int(sys.argv[2])):
+            inside = [gc.get_threshold(), gc.get_freeze_count()]
+    else:
+        gc_policy.tune_for_streaming(int(sys.argv[2]))
 except ConfigError as exc:
     error = str(exc)
-print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(), "error": error}))
+print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(), "error": error,
+                  "inside": inside}))
 """
 
 
@@ -61,8 +115,77 @@ def test_a_process_shopmail_does_not_own_or_a_threshold_of_zero_keeps_pythons_co
     assert out["frozen"] == 0
 
 
-def test_a_negative_threshold_is_a_configuration_error() -> None:
-    assert "worker.gc_young_threshold is -1" in _probe("owned", -1)["error"]
+@pytest.mark.parametrize("threshold", [-1, 2**31])
+def test_a_threshold_python_cannot_take_is_a_configuration_error(threshold: int) -> None:
+    assert f"worker.gc_young_threshold is {threshold}" in _probe("owned", threshold)["error"]
+
+
+def test_the_worker_and_replay_commands_apply_the_policy_before_any_topic_is_made(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import streams.services
+    from streams.cli.main import app
+    from streams.cli.worker import run_worker
+    from streams.runtime import gc_policy
+
+    applied: list[int] = []
+    monkeypatch.setattr(gc_policy, "tune_for_streaming", applied.append)
+
+    class NoServices(Exception):
+        pass
+
+    def no_services(settings):
+        raise NoServices  # the worker would connect, make its topics and run from here
+
+    monkeypatch.setattr(streams.services, "service_context", no_services)
+    monkeypatch.setenv("SHOPMAIL_WORKER__GC_YOUNG_THRESHOLD", "12345")
+    with pytest.raises(NoServices):
+        run_worker(None, None, None)
+    assert applied == [12345]
+    result = CliRunner().invoke(app, ["replay", "--prefix", "replay-gc.", "--from", "2026-01-01", "--to", "2026-01-02"],
+                                env={"SHOPMAIL_WORKER__GC_YOUNG_THRESHOLD": "23456", "KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert applied == [12345, 23456], result.output
+
+
+_EMBEDDED = """
+import gc, json, sys
+from typer.testing import CliRunner
+from streams.cli.main import app
+before = gc.get_threshold()
+result = CliRunner().invoke(app, ["simulate", "--input", sys.argv[1], "--output", sys.argv[2], "--workers", "1", "-q"])
+assert result.exit_code == 0, result.output
+print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_a_command_invoked_inside_another_program_leaves_its_collector_alone(tmp_path) -> None:
+    import json
+
+    from streams.config import load_settings
+    from streams.tools.traffic import TrafficSpec, write_jsonl
+
+    events = tmp_path / "events.jsonl"
+    with open(events, "w") as f:
+        write_jsonl(TrafficSpec(customers=10, days=3, seed=1), f, load_settings(env={}).topics.name)
+    run = subprocess.run([sys.executable, "-c", _EMBEDDED, str(events), str(tmp_path / "out.jsonl")],
+                         capture_output=True, text=True, check=True)
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["after"] == out["before"] and out["frozen"] == 0
+
+
+def test_the_policy_for_a_while_restores_the_collector_after() -> None:
+    out = _probe("owned-for-a-while", 40_000)
+    assert out["inside"][0] == [40_000, out["before"][1], out["before"][2]] and out["inside"][1] > 1_000
+    assert out["after"] == out["before"] and out["frozen"] == 0
+
+    from streams.runtime import gc_policy
+
+    before = gc.get_threshold()
+    with gc_policy.tuned_for_streaming(50_000):  # not owned here (a test): nothing changes, nothing is undone
+        assert gc.get_threshold() == before
+    assert gc.get_threshold() == before
+    with pytest.raises(ConfigError):
+        gc_policy.check(-5)
 
 
 _SIMULATE = """

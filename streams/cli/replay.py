@@ -190,9 +190,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{as_json}: no such directory {as_json.parent}", param_hint="--json")
         production = settings_from(config)
         other = settings_from(with_config) if with_config else None
-        from streams.runtime.gc_policy import tune_for_streaming
+        from streams.runtime.gc_policy import check, tune_for_streaming
 
-        tune_for_streaming((other or production).worker.gc_young_threshold)
+        check(production.worker.gc_young_threshold)
+        tune_for_streaming((other or production).worker.gc_young_threshold)  # the settings the replay runs with
         window = TimeRange(*_time_window(start, end))
         why = prefix_refusal(production, prefix)
         if why:  # before any work: a replay's topics never sit among production's

@@ -16,6 +16,9 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
     settings = settings_from(config)
     if web_port is not None:
         settings.worker.web_port = web_port
+    from streams.runtime.gc_policy import tune_for_streaming
+
+    tune_for_streaming(settings.worker.gc_young_threshold)  # before any topic is made: a bad value stops here
     with service_context(settings) as (bootstrap, stop):
         if runtime_name == "faust":
             from streams.extras import require
@@ -25,12 +28,10 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
 
             run_faust_worker(settings, bootstrap)
             return
-        from streams.runtime.gc_policy import tune_for_streaming
         from streams.runtime.worker import ProcessorRuntime
         from streams.runtime.metrics import ProcessorMetrics, health, readiness
         from streams.web import customer_route
 
-        tune_for_streaming(settings.worker.gc_young_threshold)
         runtime = ProcessorRuntime(settings, bootstrap, instance_id=instance_id, observer=ProcessorMetrics())
         run_with_ops(settings.worker.web_port, lambda: health(runtime), runtime.run, stop, "shopmail.processor",
                      host=settings.ops.bind_host, ready=lambda: readiness(runtime),

@@ -16,9 +16,12 @@ fields to format 1; format 3 moved each marketing flow's loose fields (``cart``,
 (``AbandonedCartState``, ``WinBackState``, …). ``decode_customer`` reads a format-3 record directly and
 migrates an older one on restore (``_migrate``); it is written back in format 3 the next time it changes.
 
-The structs are not tracked by Python's cyclic garbage collector (``gc=False``): a record holds data and
-no reference back to what holds it, so it can be in no cycle, and a worker's hundreds of thousands of them
-are not traversed by every full collection (streams/runtime/gc_policy.py).
+The structs themselves are not tracked by Python's cyclic garbage collector (``gc=False``; the lists and
+dicts they hold still are): a record holds data and no reference back to what holds it, so it can be in
+no cycle, and a full collection has hundreds of thousands fewer objects to traverse
+(streams/runtime/gc_policy.py). A record must never hold a flow, the engine or a record that holds it: a
+cycle through records alone would never be freed (tests/test_gc_policy.py walks a simulated partition's
+state for one).
 
 Line items and buffered records stay the plain dicts the event carried (they go into templates and
 commands as they are; converting them on every step would cost the engine its speed).
