@@ -158,7 +158,8 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.ge
 """
 
 
-def test_a_command_invoked_inside_another_program_leaves_its_collector_alone(tmp_path) -> None:
+def _simulate_in_child(code: str, tmp_path, customers: int, days: int) -> dict:
+    """``code`` run in a fresh interpreter on an event file; the JSON it prints last."""
     import json
 
     from streams.config import load_settings
@@ -166,10 +167,14 @@ def test_a_command_invoked_inside_another_program_leaves_its_collector_alone(tmp
 
     events = tmp_path / "events.jsonl"
     with open(events, "w") as f:
-        write_jsonl(TrafficSpec(customers=10, days=3, seed=1), f, load_settings(env={}).topics.name)
-    run = subprocess.run([sys.executable, "-c", _EMBEDDED, str(events), str(tmp_path / "out.jsonl")],
+        write_jsonl(TrafficSpec(customers=customers, days=days, seed=1), f, load_settings(env={}).topics.name)
+    run = subprocess.run([sys.executable, "-c", code, str(events), str(tmp_path / "out.jsonl")],
                          capture_output=True, text=True, check=True)
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_command_invoked_inside_another_program_leaves_its_collector_alone(tmp_path) -> None:
+    out = _simulate_in_child(_EMBEDDED, tmp_path, customers=10, days=3)
     assert out["after"] == out["before"] and out["frozen"] == 0
 
 
@@ -201,16 +206,6 @@ print(json.dumps({"after": gc.get_threshold(), "frozen": gc.get_freeze_count()})
 
 
 def test_shopmail_simulate_runs_with_the_streaming_collector_policy(tmp_path) -> None:
-    import json
-
-    from streams.config import load_settings
-    from streams.tools.traffic import TrafficSpec, write_jsonl
-
-    events = tmp_path / "events.jsonl"
-    with open(events, "w") as f:
-        write_jsonl(TrafficSpec(customers=60, days=10, seed=1), f, load_settings(env={}).topics.name)
-    run = subprocess.run([sys.executable, "-c", _SIMULATE, str(events), str(tmp_path / "out.jsonl")],
-                         capture_output=True, text=True, check=True)
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = _simulate_in_child(_SIMULATE, tmp_path, customers=60, days=10)
     assert out["after"][0] == 50_000 and out["frozen"] > 1_000
     assert (tmp_path / "out.jsonl").read_text().count("\n") > 0
