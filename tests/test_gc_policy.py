@@ -78,10 +78,12 @@ from streams.runtime import gc_policy
 from streams.config import ConfigError
 if sys.argv[1].startswith("owned"):
     gc_policy.own_process()
+if sys.argv[1].startswith("embedded-frozen"):
+    gc.freeze()  # the embedding program's own
 before = gc.get_threshold()
 error = inside = None
 try:
-    if sys.argv[1] == "owned-for-a-while":
+    if sys.argv[1].endswith("for-a-while"):
         with gc_policy.tuned_for_streaming(int(sys.argv[2])):
             inside = [gc.get_threshold(), gc.get_freeze_count()]
     else:
@@ -189,6 +191,7 @@ def test_the_policy_for_a_while_restores_the_collector_after() -> None:
     with gc_policy.tuned_for_streaming(50_000):  # not owned here (a test): nothing changes, nothing is undone
         assert gc.get_threshold() == before
     assert gc.get_threshold() == before
+    assert _probe("embedded-frozen-for-a-while", 40_000)["frozen"] > 1_000  # the program's own freeze stands
     with pytest.raises(ConfigError):
         gc_policy.check(-5)
 

@@ -192,8 +192,9 @@ def register(app: typer.Typer) -> None:
         other = settings_from(with_config) if with_config else None
         from streams.runtime.gc_policy import check, tune_for_streaming
 
-        check(production.worker.gc_young_threshold)
-        tune_for_streaming((other or production).worker.gc_young_threshold)  # the settings the replay runs with
+        if other is not None:  # production's settings are checked too, though the replay runs with these
+            check(production.worker.gc_young_threshold)
+        tune_for_streaming((other or production).worker.gc_young_threshold)
         window = TimeRange(*_time_window(start, end))
         why = prefix_refusal(production, prefix)
         if why:  # before any work: a replay's topics never sit among production's

@@ -49,16 +49,17 @@ def check(young_threshold: int) -> None:
                           f"to {MAX_THRESHOLD}")
 
 
-def tune_for_streaming(young_threshold: int) -> None:
+def tune_for_streaming(young_threshold: int) -> bool:
     """Freeze what start-up left alive and set the youngest generation's threshold, in a process shopmail
-    owns; 0 leaves the collector as Python set it."""
+    owns; 0 leaves the collector as Python set it. Whether the collector was changed."""
     check(young_threshold)
     if young_threshold == 0 or not _owned:
-        return
+        return False
     gc.collect()  # start-up's own garbage is not frozen with the rest
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(young_threshold, middle, oldest)
+    return True
 
 
 @contextmanager
@@ -66,7 +67,9 @@ def tuned_for_streaming(young_threshold: int) -> Iterator[None]:
     """The policy for a while, then the collector as it was (the bench runs the worker in its own process
     between parts that keep Python's collector)."""
     before = gc.get_threshold()
-    tune_for_streaming(young_threshold)
+    if not tune_for_streaming(young_threshold):  # not ours to change: nor to undo (another program's freeze)
+        yield
+        return
     try:
         yield
     finally:
