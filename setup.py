@@ -71,6 +71,16 @@ class OptionalBuildExt(build_ext):
         if self.parallel is None:  # the extensions are independent: one compiler per CPU this process may use
             self.parallel = min(_usable_cpus(), int(os.environ.get("SHOPMAIL_BUILD_JOBS", "4")))
 
+    def build_extensions(self) -> None:
+        # the built files name no directory of the machine that built them: debug information names the tree
+        # as "." and the interpreter as "python", and the interpreter's run path is left out of the link (an
+        # extension module on Linux loads into the interpreter and links no libpython: the path is unused)
+        self.compiler.linker_so = [a for a in self.compiler.linker_so if not a.startswith("-Wl,-rpath")]
+        prefix_maps = [f"-ffile-prefix-map={ROOT}=.", f"-ffile-prefix-map={Path(sys.base_prefix).resolve()}=python"]
+        for ext in self.extensions:
+            ext.extra_compile_args = [*ext.extra_compile_args, *prefix_maps]
+        super().build_extensions()
+
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
