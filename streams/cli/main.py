@@ -93,7 +93,6 @@ def main() -> None:
     from streams.compiled import stale_in_checkout, stale_message
     from streams.extras import MissingExtra
     from streams.kafka.io import KafkaConnectError, TopicReadTimeout
-
     from streams.runtime.gc_policy import own_process
 
     own_process()  # the collector policy of the streaming commands applies (streams/runtime/gc_policy.py)
