@@ -9,6 +9,13 @@ current source: older than its ``.py`` or than this list, or no longer listed, o
 test session refuses to start with one (tests/conftest.py); the CLI of a source checkout warns.
 Standard library only: setup.py imports it before anything is installed.
 
+A module may have a ``.pxd`` next to it (Cython's augmenting declarations): it gives the module's classes a C
+layout, each instance attribute a typed slot, so the compiled code reads them as struct fields instead of
+looking them up by name; the ``.py`` is unchanged and stays what runs uncompiled. Such a class is an
+extension type: it takes no attribute its layout does not declare (unless it declares ``__dict__``), and a
+slot typed ``dict``/``list``/``set`` refuses anything else, a subclass included. A compiled module is stale
+also when older than its ``.pxd`` or a ``.pxd`` that one cimports (``layout_files``).
+
 Compiled, the code means what it means in Python, with what a debugger sees changed: cProfile, pdb and
 coverage do not see inside these modules (py-spy and callgrind do, by C function); log records made in
 them carry the caller's function and line; a signal is handled between calls into them, not between
@@ -18,9 +25,10 @@ bytecodes.
 from __future__ import annotations
 
 import importlib.machinery
+import re
 from pathlib import Path
 
-__all__ = ["DIRECTIVES", "MODULES", "stale", "stale_in_checkout", "stale_message"]
+__all__ = ["DIRECTIVES", "MODULES", "layout_files", "stale", "stale_in_checkout", "stale_message"]
 
 # the per-record path of the worker, simulate and replay (measured in docs/scaling.md)
 MODULES: tuple[str, ...] = (
@@ -67,6 +75,7 @@ MODULES: tuple[str, ...] = (
 DIRECTIVES: dict[str, object] = {"language_level": "3", "annotation_typing": False, "binding": True}
 
 _ROOT = Path(__file__).resolve().parent.parent
+_CIMPORT = re.compile(r"^from ([\w.]+) cimport", re.MULTILINE)
 
 
 def source_path(module: str, root: Path = _ROOT) -> Path:
@@ -84,9 +93,23 @@ def stale(root: Path = _ROOT) -> list[str]:
         source = source_path(module, root)
         if module not in listed or not source.exists():
             out.append(f"{module} (no longer compiled: delete {built.relative_to(root)})")
-        elif built.stat().st_mtime < max(source.stat().st_mtime, this_list):
+        elif built.stat().st_mtime < max([source.stat().st_mtime, this_list]
+                                         + [p.stat().st_mtime for p in layout_files(module, root)]):
             out.append(module)
     return sorted(out)
+
+
+def layout_files(module: str, root: Path = _ROOT) -> list[Path]:
+    """The ``.pxd`` files a compiled module is built with: its own (the C layout of its classes, next to
+    the ``.py``) and, through their ``cimport`` lines, those of the modules whose classes it types."""
+    found: list[Path] = []
+    todo = [module]
+    while todo:
+        pxd = source_path(todo.pop(), root).with_suffix(".pxd")
+        if pxd.exists() and pxd not in found:
+            found.append(pxd)
+            todo += _CIMPORT.findall(pxd.read_text())
+    return found
 
 
 def _built_files(root: Path) -> list[Path]:

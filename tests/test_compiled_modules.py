@@ -65,6 +65,27 @@ def test_a_compiled_module_older_than_its_source_is_named_stale(tmp_path: Path) 
     assert stale(tmp_path) == []
 
 
+def test_a_compiled_module_older_than_its_class_layout_or_a_layout_it_cimports_is_named_stale(tmp_path: Path) -> None:
+    core = tmp_path / "streams" / "core"
+    core.mkdir(parents=True)
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for name in ("engine", "due_queue"):
+        (core / f"{name}.py").write_text("")
+        os.utime(core / f"{name}.py", (1_000, 1_000))
+        (core / f"{name}{suffix}").write_bytes(b"")
+        os.utime(core / f"{name}{suffix}", (2_000, 2_000))
+    (core / "engine.pxd").write_text("from streams.core.due_queue cimport DueQueue\n")
+    (core / "due_queue.pxd").write_text("cdef class DueQueue:\n    cdef public list near\n")
+    for pxd in ("engine.pxd", "due_queue.pxd"):
+        os.utime(core / pxd, (1_500, 1_500))
+    assert stale(tmp_path) == []
+    os.utime(core / "due_queue.pxd", (3_000, 3_000))  # a layout edited: both modules built with it are stale
+    assert stale(tmp_path) == ["streams.core.due_queue", "streams.core.engine"]
+    os.utime(core / "due_queue.pxd", (1_500, 1_500))
+    os.utime(core / "engine.pxd", (3_000, 3_000))  # the engine's own layout: the queue is not built with it
+    assert stale(tmp_path) == ["streams.core.engine"]
+
+
 def test_a_compiled_module_that_is_no_longer_listed_or_has_no_source_is_named_stale(tmp_path: Path) -> None:
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     unlisted = tmp_path / "streams" / "tools" / "readable.py"

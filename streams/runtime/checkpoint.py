@@ -72,7 +72,7 @@ class Checkpoint:
         is read outside the group and has none."""
         offsets = self.offsets
         for m in done:
-            if m.__class__ is not GlobalRecord:
+            if type(m) is not GlobalRecord:
                 offsets[(m.topic(), m.partition())] = m.offset() + 1
 
     def abort(self) -> None:

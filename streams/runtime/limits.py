@@ -68,7 +68,7 @@ def admit(limits: LimitSettings, logical: str, key: bytes | None, size: int,
     get = record.get  # every record passes here: the loop is kept to a lookup and a length
     for name in _ID_FIELDS:
         value = get(name)
-        if value.__class__ is str and len(value) > max_id:
+        if type(value) is str and len(value) > max_id:
             return Refusal("invalid", f"{name} of {len(value)} characters is longer than "
                                       f"limits.max_id_chars ({max_id})")
     return None
@@ -94,7 +94,7 @@ def _needs_clamp(limits: LimitSettings, record: dict[str, Any]) -> bool:
     """Whether any text is longer than the smallest cap, or there are too many items (cheap)."""
     cap = min(limits.max_name_chars, limits.max_text_chars)
     for value in record.values():
-        if value.__class__ is str and len(value) > cap:
+        if type(value) is str and len(value) > cap:
             return True
     items = record.get("items")
     if items:
@@ -102,7 +102,7 @@ def _needs_clamp(limits: LimitSettings, record: dict[str, Any]) -> bool:
             return True
         for item in items:
             for value in item.values():
-                if value.__class__ is str and len(value) > cap:
+                if type(value) is str and len(value) > cap:
                     return True
     return False
 
