@@ -89,3 +89,24 @@ def test_a_flow_that_asks_about_an_unregistered_flow_is_refused(monkeypatch):
     monkeypatch.setattr(engine_module, "FLOWS", (BackInStock,))
     with pytest.raises(ValueError, match="back_in_stock after \\['AbandonedCart'\\]"):
         PartitionEngine(load_settings(env={}), 0)
+
+
+def test_a_flow_that_leaves_a_method_or_its_name_undefined_cannot_be_built() -> None:
+    from streams.core.flows.base import KeyedFlow
+    from streams.core.flows.price_drop import PriceDrop
+
+    engine = PartitionEngine(load_settings(env={}), 0)
+
+    class Unfinished(KeyedFlow):  # names itself, but has neither its state's timers nor a step's context
+        name = "unfinished"
+        settings_of = staticmethod(lambda flows: flows.price_drop)
+
+    with pytest.raises(TypeError, match=r"Unfinished cannot be built: it does not define context, timers$"):
+        Unfinished(engine.ctx)
+
+    class Nameless(PriceDrop):  # everything implemented, no name of its own
+        name = ""
+
+    with pytest.raises(TypeError, match=r"Nameless cannot be built: it does not define name$"):
+        Nameless(engine.ctx)
+    assert PriceDrop(engine.ctx).name == "price_drop"  # a finished flow is built

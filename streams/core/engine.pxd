@@ -19,3 +19,6 @@ cdef class PartitionEngine:
     cdef public TimedFlows _timed
     cdef public dict _retimed_by, _arrival, _settlers, _global
     cdef public object audiences, _track, decisions
+
+cdef class StepResult:
+    cdef public list commands, rejections

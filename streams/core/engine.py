@@ -55,7 +55,7 @@ of the log, so replays give the same result.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -92,10 +92,24 @@ class Rejection:
     detail: str
 
 
-@dataclass
 class StepResult:
-    commands: list[dict[str, Any]] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    """What one record or clock move produced: commands in firing order, and rejections (→ DLQ)."""
+
+    __slots__ = ("commands", "rejections")
+
+    def __init__(self, commands: list[dict[str, Any]] | None = None, rejections: list[Rejection] | None = None) -> None:
+        self.commands: list[dict[str, Any]] = [] if commands is None else commands
+        self.rejections: list[Rejection] = [] if rejections is None else rejections
+
+    def __repr__(self) -> str:
+        return f"StepResult(commands={self.commands!r}, rejections={self.rejections!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StepResult):
+            return NotImplemented
+        return self.commands == other.commands and self.rejections == other.rejections
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, as the dataclass it replaces)
 
     def extend(self, other: "StepResult") -> None:
         self.commands.extend(other.commands)

@@ -33,7 +33,7 @@ instance). docs/adding-a-flow.md walks through adding a flow.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
 from collections.abc import Callable, Mapping
@@ -103,13 +103,23 @@ def fields_getter(names: list[str]) -> Callable[[Customer], tuple[Any, ...]]:
     return get
 
 
+def abstract_methods(cls: type) -> list[str]:
+    """The methods marked ``@abstractmethod`` that ``cls`` leaves without an implementation (sorted)."""
+    return sorted(name for name in dir(cls) if getattr(getattr(cls, name, None), "__isabstractmethod__", False))
+
+
 def total(lines: list[dict[str, Any]]) -> str:
     return str(sum((dec(it["price"]) * it["quantity"] for it in lines), Decimal(0)).quantize(Decimal("0.01")))
 
 
-class Flow(ABC):
-    name: ClassVar[str]
-    category: ClassVar[str]  # "transactional" (sent on arrival, no guards) or "marketing"
+def _settings_of(flows: FlowSettings) -> Any:
+    """This flow's settings section (a dataclass of streams/config.py): ``Flow.settings_of``, which every flow
+    implements (a static method)."""
+
+
+class Flow:
+    name: ClassVar[str] = ""  # every flow names itself (its templates, counters and commands carry the name)
+    category: ClassVar[str] = ""  # "transactional" (sent on arrival, no guards) or "marketing"
     priority: ClassVar[int] = 9  # lower goes first when two steps are due at the same moment
     steps: ClassVar[int] = 1  # template steps: emails/<name>_step1 … _step<steps>
     settle_topics: ClassVar[frozenset[str]] = frozenset()  # logical topics ``settle`` is called for
@@ -128,6 +138,10 @@ class Flow(ABC):
     after: ClassVar[tuple[type[Flow], ...]] = ()
 
     def __init__(self, ctx: FlowContext) -> None:
+        missing = abstract_methods(type(self)) + [a for a in ("name", "category") if not getattr(self, a)]
+        if missing:  # what ``abc.ABC`` would refuse (a compiled flow has a C layout, so no ABC metaclass)
+            raise TypeError(f"flow {type(self).__name__} cannot be built: it does not define "
+                            f"{', '.join(missing)}")
         self.ctx = ctx
         self.options = self.settings_of(ctx.settings.flows)
         self._peers: dict[type[Flow], Flow] = {}
@@ -145,12 +159,8 @@ class Flow(ABC):
         assert isinstance(flow, cls)
         return flow
 
-    def _settings_of(flows: FlowSettings) -> Any:  # type: ignore[misc]
-        """This flow's settings section (a dataclass of streams/config.py)."""
-
     # spelled out, not stacked as decorators: compiled (streams/compiled.py), the stack would apply in the other order
     settings_of = staticmethod(abstractmethod(_settings_of))
-    del _settings_of
 
     def on_arrival(self, cid: str, c: Customer, topic: str, r: dict[str, Any]) -> list[Command]:
         return []
@@ -203,6 +213,9 @@ class Flow(ABC):
                 "template": f"{name}/step{step}", "locale": loc, "variant": variant,
                 "category": self.category, "send_at": at, "expires_at": expires_at, "context": canonical_json(base),
                 "trigger_event_id": trigger, "created_at": at}
+
+
+del _settings_of  # only ``Flow.settings_of``
 
 
 class MarketingFlow(Flow):
