@@ -19,18 +19,26 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass
 class Pending(Generic[T]):
-    topic: str
-    at: int  # event time (ms), or the Kafka timestamp under ``merge_order = "arrival"``; records that
-    # could not be decoded use -1 and go first
-    item: T
+    """One queued record: its topic, its time in the merge — event time (ms), or the Kafka timestamp under
+    ``merge_order = "arrival"``; records that could not be decoded use -1 and go first — and what the
+    driver queued. A plain class: one is made per record, and a dataclass's generated ``__init__`` would run
+    interpreted even where this module is compiled."""
+
+    __slots__ = ("topic", "at", "item")
+
+    def __init__(self, topic: str, at: int, item: T) -> None:
+        self.topic = topic
+        self.at = at
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"Pending(topic={self.topic!r}, at={self.at!r}, item={self.item!r})"
 
 
 class PartitionMerger(Generic[T]):

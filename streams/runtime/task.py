@@ -90,12 +90,16 @@ class TaskOutput(Generic[R]):
         self.dead_letters.extend(d for d in other.dead_letters if not d.admission)
 
 
-@dataclass
 class _Offered(Generic[R]):
-    logical: str
-    ref: R
-    record: dict[str, Any] | None
-    refusal: Refusal | None
+    """A record as queued for the merge (one per record: a plain class, see ``Pending``)."""
+
+    __slots__ = ("logical", "ref", "record", "refusal")
+
+    def __init__(self, logical: str, ref: R, record: dict[str, Any] | None, refusal: Refusal | None) -> None:
+        self.logical = logical
+        self.ref = ref
+        self.record = record
+        self.refusal = refusal
 
 
 class PartitionTask(Generic[R]):
