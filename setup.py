@@ -35,13 +35,15 @@ extensions = cythonize([Extension("schemas._decode", ["schemas/_decode.pyx"]),
 
 # the hot path's modules, compiled from their .py (streams/compiled.py); Cython regenerates a module's C only
 # when its source changed, and build_ext recompiles only changed C: `make compiled` after an edit is quick
-from streams.compiled import DIRECTIVES, MODULES, source_path  # noqa: E402  (standard library only)
+from streams.compiled import DIRECTIVES, MODULES, built_layouts, source_path  # noqa: E402  (standard library only)
 
 # Cython regenerates C only for a changed source: a changed list or changed directives regenerate it all
 _LISTED_AT = (ROOT / "streams" / "compiled.py").stat().st_mtime
 for _m in MODULES:
     _c = source_path(_m).with_suffix(".c")
     if _c.exists() and _c.stat().st_mtime < _LISTED_AT:
+        _c.unlink()
+    elif any(not (ROOT / _pxd).exists() for _pxd in built_layouts(_m, ROOT)):  # generated with a layout since removed
         _c.unlink()
 
 # -O1: the generated C is calls into the interpreter's API, which -O2 does not make faster; it halves the build

@@ -11,10 +11,12 @@ Standard library only: setup.py imports it before anything is installed.
 
 A module may have a ``.pxd`` next to it (Cython's augmenting declarations): it gives the module's classes a C
 layout, each instance attribute a typed slot, so the compiled code reads them as struct fields instead of
-looking them up by name; the ``.py`` is unchanged and stays what runs uncompiled. Such a class is an
+looking them up by name; the ``.py`` stays plain Python and is what runs uncompiled. Such a class is an
 extension type: it takes no attribute its layout does not declare (unless it declares ``__dict__``), and a
 slot typed ``dict``/``list``/``set`` refuses anything else, a subclass included. A compiled module is stale
-also when older than its ``.pxd`` or a ``.pxd`` that one cimports (``layout_files``).
+also when older than its ``.pxd`` or a ``.pxd`` that one cimports (``layout_files``), and when its generated C
+was made with a ``.pxd`` since removed (``built_layouts``). Compiled, such a class also cannot be patched at
+run time, takes no weak reference, and reads a slot never set as ``None``.
 
 Compiled, the code means what it means in Python, with what a debugger sees changed: cProfile, pdb and
 coverage do not see inside these modules (py-spy and callgrind do, by C function); log records made in
@@ -28,7 +30,7 @@ import importlib.machinery
 import re
 from pathlib import Path
 
-__all__ = ["DIRECTIVES", "MODULES", "layout_files", "stale", "stale_in_checkout", "stale_message"]
+__all__ = ["DIRECTIVES", "MODULES", "built_layouts", "layout_files", "stale", "stale_in_checkout", "stale_message"]
 
 # the per-record path of the worker, simulate and replay (measured in docs/scaling.md)
 MODULES: tuple[str, ...] = (
@@ -75,7 +77,11 @@ MODULES: tuple[str, ...] = (
 DIRECTIVES: dict[str, object] = {"language_level": "3", "annotation_typing": False, "binding": True}
 
 _ROOT = Path(__file__).resolve().parent.parent
-_CIMPORT = re.compile(r"^from ([\w.]+) cimport", re.MULTILINE)
+# ``from a.b cimport X``, ``from .b cimport X``, ``cimport a.b`` (a line may be indented)
+_CIMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w][\w.]*)|from[ \t]+(\.+[\w.]*)|cimport[ \t]+([\w][\w.]*))"
+                      r"(?:[ \t]+cimport\b|[ \t]*$|[ \t]+as\b|[ \t]*,)", re.MULTILINE)
+_C_FILE_TABLE = re.compile(r"__pyx_f\[\] = \{\n(.*?)\n\};", re.DOTALL)
+_C_TABLE_WITHIN = 1 << 20  # the table is in the generated C's first part (about 60 kB in)
 
 
 def source_path(module: str, root: Path = _ROOT) -> Path:
@@ -93,10 +99,25 @@ def stale(root: Path = _ROOT) -> list[str]:
         source = source_path(module, root)
         if module not in listed or not source.exists():
             out.append(f"{module} (no longer compiled: delete {built.relative_to(root)})")
+        elif any(not (root / used).exists() for used in built_layouts(module, root)):
+            out.append(f"{module} (built with a layout since removed)")
         elif built.stat().st_mtime < max([source.stat().st_mtime, this_list]
                                          + [p.stat().st_mtime for p in layout_files(module, root)]):
             out.append(module)
     return sorted(out)
+
+
+def built_layouts(module: str, root: Path = _ROOT) -> list[str]:
+    """The ``.pxd`` files (relative to ``root``) that the module's generated C was made with, as Cython's
+    table of source files names them; none when there is no generated C. A layout since deleted makes the
+    module stale, and ``setup.py`` has its C generated again (Cython regenerates only for a newer file)."""
+    c = source_path(module, root).with_suffix(".c")
+    if not c.exists():
+        return []
+    with open(c, encoding="utf-8", errors="replace") as f:
+        head = f.read(_C_TABLE_WITHIN)
+    table = _C_FILE_TABLE.search(head)
+    return re.findall(r'"([^"]+\.pxd)"', table.group(1)) if table else []
 
 
 def layout_files(module: str, root: Path = _ROOT) -> list[Path]:
@@ -108,7 +129,20 @@ def layout_files(module: str, root: Path = _ROOT) -> list[Path]:
         pxd = source_path(todo.pop(), root).with_suffix(".pxd")
         if pxd.exists() and pxd not in found:
             found.append(pxd)
-            todo += _CIMPORT.findall(pxd.read_text())
+            for absolute, relative, plain in _CIMPORT.findall(pxd.read_text()):
+                if relative:  # ``from .x cimport`` / ``from ..x cimport``: within the module's package
+                    dots = len(relative) - len(relative.lstrip("."))
+                    package = module_of_pxd(pxd, root).split(".")[:-dots]
+                    if relative.lstrip("."):  # (``from . cimport x`` names modules after ``cimport``: not used here)
+                        todo.append(".".join(package + [relative.lstrip(".")]))
+                else:
+                    todo.append(absolute or plain)
+    return found
+
+
+def module_of_pxd(pxd: Path, root: Path) -> str:
+    relative = pxd.relative_to(root).with_suffix("")
+    return ".".join(relative.parts)
     return found
 
 

@@ -101,6 +101,9 @@ class _Offered(Generic[R]):
         self.record = record
         self.refusal = refusal
 
+    def __repr__(self) -> str:
+        return f"_Offered(logical={self.logical!r}, ref={self.ref!r}, record={self.record!r}, refusal={self.refusal!r})"
+
 
 class PartitionTask(Generic[R]):
     def __init__(self, settings: Settings, partition: int, engine: PartitionEngine | None = None,
