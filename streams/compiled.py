@@ -82,6 +82,7 @@ _CIMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w][\w.]*)|from[ \t]+(\.+[\w.]*)|c
                       r"(?:[ \t]+cimport\b|[ \t]*$|[ \t]+as\b|[ \t]*,)", re.MULTILINE)
 _C_FILE_TABLE = re.compile(r"__pyx_f\[\] = \{\n(.*?)\n\};", re.DOTALL)
 _C_TABLE_WITHIN = 1 << 20  # the table is in the generated C's first part (about 60 kB in)
+_C_CHUNK = 1 << 16
 
 
 def source_path(module: str, root: Path = _ROOT) -> Path:
@@ -114,10 +115,17 @@ def built_layouts(module: str, root: Path = _ROOT) -> list[str]:
     c = source_path(module, root).with_suffix(".c")
     if not c.exists():
         return []
-    with open(c, encoding="utf-8", errors="replace") as f:
-        head = f.read(_C_TABLE_WITHIN)
-    table = _C_FILE_TABLE.search(head)
-    return re.findall(r'"([^"]+\.pxd)"', table.group(1)) if table else []
+    head = ""
+    with open(c, encoding="utf-8", errors="replace") as f:  # read only as far as the table (every CLI start)
+        while len(head) < _C_TABLE_WITHIN:
+            chunk = f.read(_C_CHUNK)
+            head += chunk
+            table = _C_FILE_TABLE.search(head)
+            if table:
+                return re.findall(r'"([^"]+\.pxd)"', table.group(1))
+            if not chunk:
+                break
+    return []
 
 
 def layout_files(module: str, root: Path = _ROOT) -> list[Path]:
@@ -132,17 +140,11 @@ def layout_files(module: str, root: Path = _ROOT) -> list[Path]:
             for absolute, relative, plain in _CIMPORT.findall(pxd.read_text()):
                 if relative:  # ``from .x cimport`` / ``from ..x cimport``: within the module's package
                     dots = len(relative) - len(relative.lstrip("."))
-                    package = module_of_pxd(pxd, root).split(".")[:-dots]
+                    package = _module_of(pxd, root).split(".")[:-dots]
                     if relative.lstrip("."):  # (``from . cimport x`` names modules after ``cimport``: not used here)
                         todo.append(".".join(package + [relative.lstrip(".")]))
                 else:
                     todo.append(absolute or plain)
-    return found
-
-
-def module_of_pxd(pxd: Path, root: Path) -> str:
-    relative = pxd.relative_to(root).with_suffix("")
-    return ".".join(relative.parts)
     return found
 
 
@@ -154,8 +156,9 @@ def _built_files(root: Path) -> list[Path]:
     return found
 
 
-def _module_of(built: Path, root: Path) -> str:
-    relative = built.relative_to(root)
+def _module_of(path: Path, root: Path) -> str:
+    """The module a file under ``root`` belongs to (a compiled ``.so``, a ``.pxd``)."""
+    relative = path.relative_to(root)
     return ".".join(relative.parent.parts + (relative.name.split(".", 1)[0],))
 
 

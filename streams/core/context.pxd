@@ -3,7 +3,7 @@ cdef class FlowContext:
     cdef public object settings, grace_ms, clock_ms, tick_ms
     cdef public dict stats
     cdef public object cooc, catalog, spend
-    cdef public bint partition_changed
+    cdef public object partition_changed
     cdef public object shop_url
     cdef public dict tables
     cdef public object deliverability, decisions

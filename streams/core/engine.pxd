@@ -12,7 +12,7 @@ cdef class PartitionEngine:
     cdef public dict _scheduled
     cdef public object _timers  # any mapping (a test swaps in one that forgets)
     cdef public set _dirty
-    cdef public bint _legacy_clock, _arrival_moves_timers, _audiences_checked
+    cdef public object _legacy_clock, _arrival_moves_timers, _audiences_checked
     cdef public object grace_ms, max_future_ms
     cdef public tuple flows
     cdef public dict _transactional
