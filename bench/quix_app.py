@@ -18,6 +18,7 @@ win-back, post-purchase), no quiet hours, frequency caps, holdouts or locales, n
 event ids, no dead letters or record limits, no Avro output, no late-event rules.
 
 Usage (the bench runs it): python quix_app.py BOOTSTRAP PREFIX GROUP EXPECTED SCHEMA_DIR COMMIT_EVERY STATE_DIR
+[COMMIT_INTERVAL_S] (Quix's default 5 s);
 prints one JSON line: {"events", "commands", "seconds", ...}.
 """
 
@@ -92,6 +93,7 @@ def abandonment(event: dict[str, Any], state: State) -> list[dict[str, Any]] | N
 
 def main() -> None:
     bootstrap, prefix, group, expected, schema_dir, commit_every, state_dir = sys.argv[1:8]
+    commit_interval_s = float(sys.argv[8]) if len(sys.argv) > 8 else 5.0  # Quix's default
     n = int(expected)
     schemas = load_schemas(Path(schema_dir))
     seen = 0
@@ -107,7 +109,8 @@ def main() -> None:
             apps[0].stop()  # the final checkpoint (transaction) is committed before run() returns
 
     app = Application(broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest",
-                      processing_guarantee="exactly-once", commit_every=int(commit_every), loglevel="WARNING",
+                      processing_guarantee="exactly-once", commit_every=int(commit_every),
+                      commit_interval=commit_interval_s, loglevel="WARNING",
                       state_dir=state_dir, on_message_processed=processed)
     apps.append(app)
     sdf = None
@@ -133,7 +136,7 @@ def main() -> None:
     end = time.perf_counter()
     print(json.dumps({"events": seen, "commands": commands, "seconds": round(end - first[0], 3) if first else None,
                       "startup_s": round(first[0] - started, 3) if first else None,
-                      "commit_every": int(commit_every)}))
+                      "commit_every": int(commit_every), "commit_interval_s": commit_interval_s}))
 
 
 if __name__ == "__main__":

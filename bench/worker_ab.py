@@ -115,9 +115,9 @@ def run_settings(base: Settings, name: str) -> Settings:
 
 
 def child_env(s: Settings) -> dict[str, str]:
-    env = {f"SHOPMAIL_TOPICS__{output.upper()}": getattr(s.topics, output) for output in OUTPUTS}
-    env["SHOPMAIL_WORKER__BATCH_SIZE"] = str(s.worker.batch_size)
-    return env
+    """The run's output topics. Every other setting is the tree's own default (``--worker-env`` sets one
+    for this tree only)."""
+    return {f"SHOPMAIL_TOPICS__{output.upper()}": getattr(s.topics, output) for output in OUTPUTS}
 
 
 def idle_start_cpu(tree: str, base: Settings, bootstrap: str, name: str, extra: dict[str, str]) -> float:

@@ -126,7 +126,11 @@ class WorkerSettings:
     processing_guarantee: str = "exactly_once"
     instance_id: str = ""  # stable per worker (transactional.id suffix); empty → hostname (pod name)
     transaction_timeout_ms: int = 15000  # a crashed worker's open transaction is aborted after this
-    batch_size: int = 500  # records per transaction
+    # A transaction holds at most ``batch_size`` records, and under backlog ends once its records have taken
+    # ``commit_interval_ms`` to process (Kafka Streams' commit.interval.ms under exactly-once: 100 ms); a
+    # record's commands reach the sink when its transaction commits. 0: only batch_size ends it.
+    batch_size: int = 2000
+    commit_interval_ms: int = 100
     restore_timeout_s: float = 300.0
     max_idle_ms: int = 500  # wait this long for a co-partitioned topic with unfetched data before
     # processing the others anyway (event-time ordered merge, like Kafka Streams' max.task.idle.ms)

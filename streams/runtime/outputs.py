@@ -51,10 +51,14 @@ class Outputs:
 
     def commands(self, out: TaskOutput[Message]) -> int:
         """Produce the batch's commands (each already within ``limits.max_message_bytes``: the task
-        checked it) to the commands partition of the input that caused them; returns how many."""
+        checked it) to the commands partition of the input that caused them; returns how many.
+
+        Only each partition's last command asks for a delivery report: delivery is in order within a
+        partition, so that report alone says where the partition's commands end (as the changelog's
+        marker does), and a failed delivery of any of them fails the commit anyway."""
         emitted = 0
-        by_flow = self.stats.by_flow
         topic = self.commands_topic
+        last: dict[int, tuple[Message, dict[str, Any], bytes]] = {}  # partition → its command produced last
         for m, cmd in out.commands:
             assert m is not None
             p = m.partition()
@@ -62,17 +66,27 @@ class Outputs:
             if already and cmd["command_id"] in already:
                 already.discard(cmd["command_id"])
                 continue
-            try:
-                self.produce(topic, cmd["customer_id"].encode(), serde.encode("EmailCommand", cmd, topic),
-                             partition=p, timestamp=cmd["created_at"], on_delivery=self.on_command_delivered)
-            except KafkaException as exc:  # refused by the client for another reason: this record only
-                if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
-                    raise
-                self.dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
-                continue
-            by_flow[cmd["flow"]] = by_flow.get(cmd["flow"], 0) + 1
-            emitted += 1
+            held = last.get(p)
+            last[p] = (m, cmd, serde.encode("EmailCommand", cmd, topic))
+            if held is not None:
+                emitted += self._command(held, None)
+        for held in last.values():
+            emitted += self._command(held, self.on_command_delivered)
         return emitted
+
+    def _command(self, held: tuple[Message, dict[str, Any], bytes], on_delivery: Callable[[Any, Message], None] | None) -> int:
+        m, cmd, value = held
+        try:
+            self.produce(self.commands_topic, cmd["customer_id"].encode(), value, partition=m.partition(),
+                         timestamp=cmd["created_at"], on_delivery=on_delivery)
+        except KafkaException as exc:  # refused by the client for another reason: this record only
+            if exc.args and getattr(exc.args[0], "fatal", lambda: False)():
+                raise
+            self.dead_letter(m, "produce_failed", f"{cmd['flow']} step {cmd['step']}: {exc}")
+            return 0
+        by_flow = self.stats.by_flow
+        by_flow[cmd["flow"]] = by_flow.get(cmd["flow"], 0) + 1
+        return 1
 
     def memberships(self, out: TaskOutput[Message]) -> int:
         """Audience joins and leaves of the batch, in the same transaction as the state that holds them

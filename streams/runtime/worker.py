@@ -66,6 +66,7 @@ from streams.runtime.tasks import TaskManager
 log = logging.getLogger("shopmail.processor")
 
 EngineFactory = Callable[[Settings, int], PartitionEngine]
+COMMIT_CHECK_RECORDS = 250  # records processed between two looks at the clock (~10 ms of work)
 ISOLATE_AFTER_ABORTS = 2  # aborted transactions in a row before records are isolated one per transaction
 
 __all__ = ["ProcessorRuntime", "RuntimeStats", "GlobalRecord", "EngineFactory", "ISOLATE_AFTER_ABORTS"]
@@ -356,15 +357,25 @@ class ProcessorRuntime:
         self._last_tick = now
         return self.manager.partitions
 
-    def _run_tasks(self, out: TaskOutput[Message]) -> None:
+    def _run_tasks(self, out: TaskOutput[Message], started: float) -> None:
+        """The queued records of one transaction: at most ``worker.batch_size``, and no more once the
+        transaction has run ``worker.commit_interval_ms`` (``started``: ``time.perf_counter()`` when it
+        began). The clock is read between chunks of ``COMMIT_CHECK_RECORDS`` records."""
         assert self._intake is not None
-        limit = 1 if self._isolating else self.settings.worker.batch_size
-        left = limit - len(out.done)
-        if left > 0:
-            self.manager.run(out, left, self._intake.lag_reader(), time.monotonic() * 1000)
+        w = self.settings.worker
+        limit = 1 if self._isolating else w.batch_size
+        lag = self._intake.lag_reader()
+        now_ms = time.monotonic() * 1000
+        deadline = started + w.commit_interval_ms / 1000 if w.commit_interval_ms > 0 else float("inf")
+        more_ready = True  # the last chunk was full: more records may be ready now
+        while len(out.done) < limit:
+            chunk = min(limit - len(out.done), COMMIT_CHECK_RECORDS)
+            more_ready = self.manager.run(out, chunk, lag, now_ms) == chunk
+            if not more_ready or time.perf_counter() >= deadline:
+                break
         self.stats.enforced = self.manager.enforced
         self.stats.clamped = self.manager.clamped
-        self._intake.full_batch_ready = len(out.done) >= limit
+        self._intake.full_batch_ready = more_ready  # the next fetch does not wait for records
 
     def _process_batch(self, ticks: list[int]) -> None:
         assert self._consumer is not None and self._producer is not None
@@ -381,7 +392,7 @@ class ProcessorRuntime:
             started = clock()
             if self._global is not None:
                 self._global.apply(self.manager, out)
-            self._run_tasks(out)
+            self._run_tasks(out, started)
             processed_at = clock()
             stats.timed("process", processed_at - started)
             first = out.done[0] if out.done else None
