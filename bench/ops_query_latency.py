@@ -37,9 +37,9 @@ class TimedRuntime(ProcessorRuntime):
         super().__init__(*args, **kw)
         self.batch_s: list[float] = []
 
-    def _process_batch(self, ticks: list[int]) -> None:
+    def _process_batch(self, ticks: list[int], turn_started: float) -> None:
         started = time.perf_counter()
-        super()._process_batch(ticks)
+        super()._process_batch(ticks, turn_started)
         self.batch_s.append(time.perf_counter() - started)
 
 

@@ -35,9 +35,9 @@ def trace_worker() -> None:
 
     process_batch = ProcessorRuntime._process_batch
 
-    def traced(self: ProcessorRuntime, ticks: list[int]) -> None:
+    def traced(self: ProcessorRuntime, ticks: list[int], turn_started: float) -> None:
         start = time.time()
-        process_batch(self, ticks)
+        process_batch(self, ticks, turn_started)
         end = time.time()
         for _, cmd in self._out.commands:
             _write({"w": cmd["command_id"], "start": start, "end": end})

@@ -225,6 +225,19 @@ def compare_commands(before: dict[str, bytes], now: dict[str, bytes], bytes_comp
     return CommandDifference(only_before, only_now, bytes_comparable, differing, context_keys)
 
 
+def transaction_settings(tree: str, extra: dict[str, str]) -> str:
+    """How ``tree``'s worker bounds a transaction with ``extra`` in its environment (a release without
+    ``worker.commit_interval_ms`` bounds it by ``worker.batch_size`` alone)."""
+    import subprocess
+    import sys
+
+    code = ("from streams.config import load_settings; w = load_settings().worker; "
+            "print(w.batch_size, getattr(w, 'commit_interval_ms', 0))")
+    batch, interval = subprocess.run([sys.executable, "-c", code], env={**os.environ, **extra, "PYTHONPATH": tree},
+                                     cwd=tree, capture_output=True, text=True, check=True).stdout.split()
+    return f"{batch} records" + (f" or {interval} ms" if int(interval) > 0 else "")
+
+
 def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
@@ -255,6 +268,8 @@ def bench_worker_ab(cfg: BenchConfig, bootstrap: str, out: Figures) -> list[AbRu
     out.add("worker_ab.baseline", baseline)
     if cfg.worker_env:
         out.add("worker_ab.now.env", cfg.worker_env)
+    out.add("worker_ab.before.transaction", transaction_settings(baseline, {}))
+    out.add("worker_ab.now.transaction", transaction_settings(HERE, cfg.worker_env))
     out.add("worker_ab.events", n)
     out.add("worker_ab.pairs", cfg.worker_pairs)
     out.add("worker_ab.before.cpu_ms_per_event", [round(r.cpu_ms_per_event, 4) for r in befores])

@@ -112,6 +112,9 @@ class TopicSettings:
         return self.name(logical) + ".dlq"
 
 
+MAX_BATCH_SIZE = 1_000_000  # records one consume() call of the Kafka client takes at most
+
+
 @dataclass
 class WorkerSettings:
     app_id: str = "shopmail-processors"
@@ -145,6 +148,14 @@ class WorkerSettings:
     # (streams/runtime/gc_policy.py: a buffered record is released before it is promoted and sets off
     # full collections of the whole state); 0 → Python's default (700)
     gc_young_threshold: int = 50_000
+
+    def check_transactions(self) -> None:
+        """A ConfigError unless ``batch_size`` and ``commit_interval_ms`` are values the worker can run with
+        (the Kafka client fetches at most 1,000,000 records in one call)."""
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"worker.batch_size is {self.batch_size}: give 1 to {MAX_BATCH_SIZE:,}")
+        if self.commit_interval_ms < 0:
+            raise ConfigError(f"worker.commit_interval_ms is {self.commit_interval_ms}: give 0 (off) or more")
 
 
 @dataclass

@@ -19,6 +19,7 @@ def run_worker(config: Optional[Path], instance_id: Optional[str], web_port: Opt
     from streams.runtime.gc_policy import tune_for_streaming
 
     tune_for_streaming(settings.worker.gc_young_threshold)  # before any topic is made: a bad value stops here
+    settings.worker.check_transactions()
     with service_context(settings) as (bootstrap, stop):
         if runtime_name == "faust":
             from streams.extras import require

@@ -88,7 +88,10 @@ class Intake:
         50 ms to every record's latency at low rates."""
         n = self.batch_size
         if self.full_batch_ready:
-            return records(self.consumer.consume(n, 0))
+            got = records(self.consumer.consume(n, 0))
+            if got or self.manager.pending():
+                return got
+            self.full_batch_ready = False  # the full batch was the last one: wait for records as usual
         first = self.consumer.poll(0.05)
         if first is None:
             return []

@@ -109,6 +109,7 @@ class ProcessorRuntime:
     def __init__(self, settings: Settings, bootstrap: str, *, instance_id: str | None = None,
                  engine_factory: EngineFactory | None = None, write_ticks: bool | None = None,
                  observer: Any | None = None) -> None:
+        settings.worker.check_transactions()
         self.settings = settings
         self.bootstrap = bootstrap
         serde.configure(settings.registry)  # registry framing in and (registry.output_framing) out
@@ -235,7 +236,7 @@ class ProcessorRuntime:
                     if self.manager.tasks and not msgs and not self._to_restore:
                         self.ready.set()
                     continue
-                self._process_batch(ticks)
+                self._process_batch(ticks, started)
                 intake.resume_drained()
         finally:
             self._close()
@@ -357,16 +358,18 @@ class ProcessorRuntime:
         self._last_tick = now
         return self.manager.partitions
 
-    def _run_tasks(self, out: TaskOutput[Message], started: float) -> None:
-        """The queued records of one transaction: at most ``worker.batch_size``, and no more once the
-        transaction has run ``worker.commit_interval_ms`` (``started``: ``time.perf_counter()`` when it
-        began). The clock is read between chunks of ``COMMIT_CHECK_RECORDS`` records."""
+    def _run_tasks(self, out: TaskOutput[Message], turn_started: float) -> None:
+        """The queued records of one transaction: at most ``worker.batch_size``, and no more once
+        ``worker.commit_interval_ms`` has passed since the loop's turn began (``turn_started``,
+        ``time.perf_counter()`` before the fetch: the previous turn ended with its commit), as Kafka
+        Streams commits once ``commit.interval.ms`` has passed since its last commit. The clock is read
+        between chunks of ``COMMIT_CHECK_RECORDS`` records."""
         assert self._intake is not None
         w = self.settings.worker
         limit = 1 if self._isolating else w.batch_size
         lag = self._intake.lag_reader()
         now_ms = time.monotonic() * 1000
-        deadline = started + w.commit_interval_ms / 1000 if w.commit_interval_ms > 0 else float("inf")
+        deadline = turn_started + w.commit_interval_ms / 1000 if w.commit_interval_ms > 0 else float("inf")
         more_ready = True  # the last chunk was full: more records may be ready now
         while len(out.done) < limit:
             chunk = min(limit - len(out.done), COMMIT_CHECK_RECORDS)
@@ -377,7 +380,7 @@ class ProcessorRuntime:
         self.stats.clamped = self.manager.clamped
         self._intake.full_batch_ready = more_ready  # the next fetch does not wait for records
 
-    def _process_batch(self, ticks: list[int]) -> None:
+    def _process_batch(self, ticks: list[int], turn_started: float) -> None:
         assert self._consumer is not None and self._producer is not None
         assert self._checkpoint is not None and self._outputs is not None
         producer = self._producer
@@ -392,7 +395,7 @@ class ProcessorRuntime:
             started = clock()
             if self._global is not None:
                 self._global.apply(self.manager, out)
-            self._run_tasks(out, started)
+            self._run_tasks(out, turn_started)
             processed_at = clock()
             stats.timed("process", processed_at - started)
             first = out.done[0] if out.done else None
