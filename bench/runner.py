@@ -728,12 +728,18 @@ def _max_concurrency(tree: str | None) -> int:
     """``ses.max_concurrency`` as a sink from ``tree`` (else this tree) reads it from the user's settings."""
     if not tree:
         return load_settings().ses.max_concurrency
+    return int(_in_tree(tree, "print(s.ses.max_concurrency)"))
+
+
+def _in_tree(tree: str, code: str, extra: dict[str, str] | None = None) -> str:
+    """What ``code`` prints when run by another release's source ``tree`` with its settings loaded as ``s``
+    (the user's environment, and ``extra`` on top)."""
     import subprocess
     import sys
 
-    code = "from streams.config import load_settings; print(load_settings().ses.max_concurrency)"
-    return int(subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": tree}, cwd=tree,
-                              capture_output=True, text=True, check=True).stdout.strip())
+    program = f"from streams.config import load_settings; s = load_settings(); {code}"
+    return subprocess.run([sys.executable, "-c", program], env={**os.environ, **(extra or {}), "PYTHONPATH": tree},
+                          cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _child(args: list[str], settings: Settings, bootstrap: str, extra: dict[str, str],

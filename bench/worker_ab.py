@@ -38,7 +38,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from bench.runner import BenchConfig, Figures, _Committed, _child, _cpu_s, _quix_specs, _stop, _worker_settings
+from bench.runner import (BenchConfig, Figures, _Committed, _child, _cpu_s, _in_tree, _quix_specs, _stop,
+                          _worker_settings)
 from schemas import serde
 from streams.config import Settings
 from streams.kafka.embedded_broker import free_port
@@ -228,13 +229,8 @@ def compare_commands(before: dict[str, bytes], now: dict[str, bytes], bytes_comp
 def transaction_settings(tree: str, extra: dict[str, str]) -> str:
     """How ``tree``'s worker bounds a transaction with ``extra`` in its environment (a release without
     ``worker.commit_interval_ms`` bounds it by ``worker.batch_size`` alone)."""
-    import subprocess
-    import sys
-
-    code = ("from streams.config import load_settings; w = load_settings().worker; "
-            "print(w.batch_size, getattr(w, 'commit_interval_ms', 0))")
-    batch, interval = subprocess.run([sys.executable, "-c", code], env={**os.environ, **extra, "PYTHONPATH": tree},
-                                     cwd=tree, capture_output=True, text=True, check=True).stdout.split()
+    batch, interval = _in_tree(tree, "print(s.worker.batch_size, getattr(s.worker, 'commit_interval_ms', 0))",
+                               extra).split()
     return f"{batch} records" + (f" or {interval} ms" if int(interval) > 0 else "")
 
 

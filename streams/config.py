@@ -129,9 +129,10 @@ class WorkerSettings:
     processing_guarantee: str = "exactly_once"
     instance_id: str = ""  # stable per worker (transactional.id suffix); empty → hostname (pod name)
     transaction_timeout_ms: int = 15000  # a crashed worker's open transaction is aborted after this
-    # A transaction holds at most ``batch_size`` records, and under backlog ends once its records have taken
-    # ``commit_interval_ms`` to process (Kafka Streams' commit.interval.ms under exactly-once: 100 ms); a
-    # record's commands reach the sink when its transaction commits. 0: only batch_size ends it.
+    # A transaction holds at most ``batch_size`` records, and under backlog stops taking records once
+    # ``commit_interval_ms`` has passed since the previous commit (Kafka Streams' commit.interval.ms under
+    # exactly-once: 100 ms); a record's commands reach the sink when its transaction commits. 0: only
+    # batch_size ends it.
     batch_size: int = 2000
     commit_interval_ms: int = 100
     restore_timeout_s: float = 300.0

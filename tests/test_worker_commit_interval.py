@@ -1,6 +1,7 @@
-"""A transaction under backlog holds at most ``worker.batch_size`` records and ends once its records have
-taken ``worker.commit_interval_ms`` to process (Kafka Streams' ``commit.interval.ms`` under exactly-once),
-so a command waits for its transaction's commit at most about that long, whatever the batch size. Each
+"""A transaction under backlog holds at most ``worker.batch_size`` records and stops taking records once
+``worker.commit_interval_ms`` has passed since the previous commit (Kafka Streams' ``commit.interval.ms``
+under exactly-once), so the records of a transaction are gathered for about that long at most, whatever
+the batch size. Each
 transaction's changelog marker says where its partition's commands end, though only the partition's last
 command of the transaction asks for a delivery report."""
 
@@ -70,7 +71,7 @@ def test_the_default_transaction_is_kafka_streams_exactly_once_commit_interval()
     assert WorkerSettings().batch_size == 2000
 
 
-def test_a_transaction_under_backlog_ends_once_its_records_have_taken_the_commit_interval(kafka, settings) -> None:
+def test_a_transaction_under_backlog_ends_once_the_commit_interval_has_passed(kafka, settings) -> None:
     settings.worker.batch_size = 2000
     settings.worker.commit_interval_ms = 1  # less than any chunk of records takes
     sizes, changelog = _transactions_over_a_backlog(kafka, settings)
