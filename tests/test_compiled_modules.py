@@ -29,8 +29,8 @@ finally:
     print("engine from", sys.modules["streams.core.engine"].__file__, file=sys.stderr)
 """
 
-# the same child, importing every compiled module from its .py instead
-_FROM_SOURCE = """
+# every compiled module imported from its .py instead
+_SOURCE_FINDER = """
 import importlib.util, sys
 from streams.compiled import MODULES, source_path
 
@@ -40,7 +40,10 @@ class FromSource:
         return importlib.util.spec_from_file_location(name, source_path(name)) if name in MODULES else None
 
 sys.meta_path.insert(0, FromSource)
-""" + _RUN
+"""
+
+# the CLI child, from source
+_FROM_SOURCE = _SOURCE_FINDER + _RUN
 
 
 def test_every_module_of_the_hot_path_is_imported_compiled() -> None:
@@ -154,3 +157,20 @@ def test_the_compiled_modules_write_byte_for_byte_what_their_source_writes(tmp_p
     assert flows >= {"abandoned_cart", "win_back", "order_confirmation", "shipping_confirmation", "tracking_update",
                      "delivery_feedback", "browse_abandonment"}, flows  # every flow this traffic reaches decided mail
     assert outputs["compiled"] == outputs["source"]
+
+
+_DELETE_CLOCK = """
+from streams.config import load_settings
+from streams.core.engine import PartitionEngine
+engine = PartitionEngine(load_settings(env={}), 0)
+try:
+    del engine.clock_ms
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_deleting_the_engines_clock_is_refused_alike_compiled_and_from_source() -> None:
+    said = [subprocess.run([sys.executable, "-c", prelude + _DELETE_CLOCK], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.strip() for prelude in ("", _SOURCE_FINDER)]
+    assert said[0] == said[1] == "AttributeError property 'clock_ms' of 'PartitionEngine' object has no deleter"

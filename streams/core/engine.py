@@ -190,6 +190,10 @@ class PartitionEngine:
     def clock_ms(self, value: int) -> None:
         self.ctx.clock_ms = value
 
+    @clock_ms.deleter
+    def clock_ms(self) -> None:  # what Python says for a property without one (compiled: the same error)
+        raise AttributeError(f"property 'clock_ms' of {type(self).__name__!r} object has no deleter")
+
     @property
     def tick_ms(self) -> int:
         return self.ctx.tick_ms
