@@ -5,7 +5,8 @@ The loop (streams/runtime/worker.py) asks for a fetch, hands the records to the 
 records of a topic-partition are still to fetch (``lag``). A topic-partition whose queue grows past
 ``worker.max_buffered`` is paused until it has drained to a quarter of that; partitions being
 restored are paused too (``hold``/``release``), so nothing of theirs is fetched before their state is
-there.
+there; once released, their leaders' fetchers are woken at once rather than at librdkafka's next idle
+wake-up, up to a second later.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from streams.runtime.limits import Refusal
 from streams.runtime.tasks import TaskManager
 
 Coords = tuple[str, int, int]  # topic, partition, offset
+WAKE_TIMEOUT_S = 5.0  # each request that wakes a leader's fetcher after a restore (Intake.wake_fetchers)
 
 
 class Decoder:
@@ -137,12 +139,37 @@ class Intake:
             self.held.update(tp.partition for tp in partitions)
 
     def release(self, partitions: set[int]) -> None:
-        """Resume the restored partitions' topic-partitions (all of them: their queues are empty)."""
+        """Resume the restored partitions' topic-partitions (all of them: their queues are empty) and
+        wake their leaders' fetchers (``wake_fetchers``)."""
         tps = [tp for tp in self.consumer.assignment() if tp.partition in partitions]
         if tps:
             self.consumer.resume(tps)
+            self.wake_fetchers(tps)
         self.held.difference_update(partitions)
         self.paused.difference_update((tp.topic, tp.partition) for tp in tps)
+
+    def wake_fetchers(self, tps: list[TopicPartition]) -> None:
+        """librdkafka does not wake a broker's fetcher when partitions are resumed: a broker whose
+        partitions were all paused (as they are while restored) stays in its I/O wait for up to a second
+        (its idle wake-up) before it fetches them, and the restored partitions wait that long for their
+        first records. Any request to the broker wakes it: one high-watermark query (ListOffsets) per
+        leader, after one metadata request for the leaders. Best effort: a failed request leaves the
+        fetchers to their own wake-up, nothing else."""
+        try:
+            topics = self.consumer.list_topics(timeout=WAKE_TIMEOUT_S).topics
+        except KafkaException:
+            return
+        by_leader: dict[int, TopicPartition] = {}
+        for tp in tps:
+            meta = topics.get(tp.topic)
+            part = meta.partitions.get(tp.partition) if meta is not None else None
+            if part is not None and part.leader >= 0:
+                by_leader.setdefault(part.leader, TopicPartition(tp.topic, tp.partition))
+        for leader in sorted(by_leader):
+            try:
+                self.consumer.get_watermark_offsets(by_leader[leader], timeout=WAKE_TIMEOUT_S, cached=False)
+            except KafkaException:
+                continue
 
     def rewind(self) -> None:
         """Back to the committed offsets of every assigned partition (after an aborted transaction);

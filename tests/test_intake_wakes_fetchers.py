@@ -1,0 +1,55 @@
+"""Partitions released after their restore get their records at once. librdkafka does not wake a
+broker's fetcher when paused partitions are resumed: one whose partitions were all paused sleeps until
+its idle wake-up, up to a second later. The intake wakes each leader with a request (``wake_fetchers``).
+Through the real broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.config import Settings
+from streams.kafka.io import consumer_config, producer_config
+from streams.kafka.topics import ensure_topics, topic_specs
+from streams.runtime.intake import Decoder, Intake
+from streams.runtime.tasks import TaskManager
+
+pytestmark = pytest.mark.integration
+
+PAUSED_FOR_S = 0.2  # the fetcher has looked at the paused partitions and gone idle by then
+FIRST_RECORDS_WITHIN_S = 0.4  # woken: a few round trips; not woken: the rest of a one-second idle wait
+
+
+def _seconds_to_first_record(kafka: str, settings: Settings, topic: str, group: str) -> float:
+    consumer = Consumer(consumer_config(settings, kafka, group))
+    try:
+        intake = Intake(settings, consumer, {topic: "orders"}, TaskManager(settings), Decoder(settings, 3))
+        tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        consumer.assign(tps)
+        intake.hold(tps)  # paused from the start, as a new assignment is while its state is restored
+        time.sleep(PAUSED_FOR_S)
+        released = time.perf_counter()
+        intake.release({0, 1})
+        while time.perf_counter() - released < 10:
+            m = consumer.poll(0.005)
+            if m is not None and m.error() is None:
+                return time.perf_counter() - released
+        raise AssertionError("no record within 10 s of the release")
+    finally:
+        consumer.close()
+
+
+def test_released_partitions_get_their_first_records_without_waiting_for_the_fetchers_idle_wake_up(
+        kafka, settings):
+    assert ensure_topics(kafka, topic_specs(settings)).healthy
+    topic = settings.topics.name("orders")
+    producer = Producer(producer_config(settings, kafka))
+    for i in range(20):
+        producer.produce(topic, key=f"c{i}".encode(), value=b"x", partition=i % 2)
+    assert producer.flush(10) == 0
+
+    waits = [_seconds_to_first_record(kafka, settings, topic, f"{settings.worker.app_id}-wake{n}") for n in range(3)]
+
+    assert min(waits) < FIRST_RECORDS_WITHIN_S, waits
