@@ -11,6 +11,7 @@ wake-up, up to a second later.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -22,7 +23,7 @@ from streams.runtime.limits import Refusal
 from streams.runtime.tasks import TaskManager
 
 Coords = tuple[str, int, int]  # topic, partition, offset
-WAKE_TIMEOUT_S = 5.0  # each request that wakes a leader's fetcher after a restore (Intake.wake_fetchers)
+WAKE_BUDGET_S = 1.0  # the requests that wake the leaders' fetchers after a restore, in all: librdkafka's idle wake-up
 
 
 class Decoder:
@@ -153,10 +154,12 @@ class Intake:
         partitions were all paused (as they are while restored) stays in its I/O wait for up to a second
         (its idle wake-up) before it fetches them, and the restored partitions wait that long for their
         first records. Any request to the broker wakes it: one high-watermark query (ListOffsets) per
-        leader, after one metadata request for the leaders. Best effort: a failed request leaves the
-        fetchers to their own wake-up, nothing else."""
+        leader, after one metadata request for the leaders. Best effort, within ``WAKE_BUDGET_S`` in all
+        (by then every fetcher has woken on its own): a failed or slow request leaves the fetchers to
+        their own wake-up, nothing else."""
+        deadline = time.monotonic() + WAKE_BUDGET_S
         try:
-            topics = self.consumer.list_topics(timeout=WAKE_TIMEOUT_S).topics
+            topics = self.consumer.list_topics(timeout=WAKE_BUDGET_S).topics
         except KafkaException:
             return
         by_leader: dict[int, TopicPartition] = {}
@@ -166,8 +169,11 @@ class Intake:
             if part is not None and part.leader >= 0:
                 by_leader.setdefault(part.leader, TopicPartition(tp.topic, tp.partition))
         for leader in sorted(by_leader):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
             try:
-                self.consumer.get_watermark_offsets(by_leader[leader], timeout=WAKE_TIMEOUT_S, cached=False)
+                self.consumer.get_watermark_offsets(by_leader[leader], timeout=left, cached=False)
             except KafkaException:
                 continue
 
