@@ -76,12 +76,15 @@ def register(app: typer.Typer) -> None:
                   [], "--worker-env", help="KEY=VALUE in the environment of this tree's worker only, with "
                                            "--worker-baseline (e.g. SHOPMAIL_DELIVERABILITY__ENABLED=false: "
                                            "settings the baseline does not know); repeatable"),
+              latency_linger_ms: int = typer.Option(5, "--latency-linger-ms", min=0,
+                                                    help="linger.ms of the shop's producer in the latency runs "
+                                                         "(5: librdkafka's default; 0: every record its own request)"),
               as_json: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON")) -> None:
         """Benchmarks: domain core vs decode ceiling, simulate over a year, worker vs plain loop and Quix Streams,
         scale-out, restore, latency, sink rate."""
         from bench.runner import QUICK, TINY, BenchConfig, run_bench
 
-        cfg = TINY if tiny else QUICK if quick else BenchConfig()
+        cfg = dataclasses.replace(TINY if tiny else QUICK if quick else BenchConfig(), latency_linger_ms=latency_linger_ms)
         if sink_baseline is not None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
         if worker_baseline is not None:

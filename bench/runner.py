@@ -53,6 +53,7 @@ class BenchConfig:
     latency_seconds: float = 10.0
     latency_rate: int = 1000
     latency_runs: int = 5  # the target: p99 ≤ 500 ms in 4 of 5 runs
+    latency_linger_ms: int = 5  # the shop's producer in the latency runs: librdkafka's and the Java client's default
     sink_commands: int = 600
     sink_rate: float = 100.0
     simulate_customers: int = 100_000
@@ -235,42 +236,49 @@ class WorkerRun:
     commands: int
     transactions: int
     cpu_s: float = 0.0  # this process's CPU seconds over the same window (the runtime's and librdkafka's threads)
-    startup_s: float = 0.0  # from the assignment's fetch (state restored) to the first records: not in ``seconds``
+    startup_s: float = 0.0  # from the runtime's start (group join, restore) to its first records: not in ``seconds``
 
 
 def _worker(settings: Settings, bootstrap: str, n: int) -> WorkerRun:
-    """The in-process runtime from its first records (after assignment and restore) to ``n`` events
-    committed, the window Quix's run is timed over (bench/quix_app.py: first processed record to the last
-    checkpoint); its per-stage wall times (``RuntimeStats.stage_s``) over exactly that window, and the
-    time from the restored assignment to the first records beside it."""
+    """The in-process runtime from its first records to ``n`` events committed and the runtime stopped
+    (consumer and producer closed): the window Quix's run is timed over (bench/quix_app.py: from its first
+    processed record to the return of ``app.run()``, which closes its clients). The loop's per-stage wall
+    times (``RuntimeStats.stage_s``) over the same window, and the start-up before it (group join,
+    assignment, restore, the first fetch), as Quix's ``startup_s`` is its own before its first record.
+
+    The window opens in the loop's own thread, when the first fetch that returned records is timed: the
+    loop's stage timer is wrapped on this runtime's stats, nothing else is changed."""
     from streams.runtime.worker import ProcessorRuntime
 
     runtime = ProcessorRuntime(settings, bootstrap, instance_id="bench", write_ticks=False)
+    stats = runtime.stats
+    opened: list[tuple[float, float, dict[str, float], int, int, int]] = []
+    loop_timed = stats.timed
+
+    def timed(stage: str, seconds: float) -> None:
+        loop_timed(stage, seconds)
+        if stage == "fetch" and not opened:  # the first records have just been fetched
+            opened.append((time.perf_counter(), time.process_time(), dict(stats.stage_s), stats.events,
+                           stats.commands, stats.transactions))
+
+    stats.timed = timed  # type: ignore[method-assign]
     stop = threading.Event()
     thread = threading.Thread(target=runtime.run, args=(stop,), daemon=True)
+    started = time.perf_counter()
     thread.start()
     deadline = time.monotonic() + 600
-    stats = runtime.stats
-    while not runtime.engines and time.monotonic() < deadline:  # assigned and state restored
-        time.sleep(0.001)
-    timed = sum(stats.stage_s.values())
-    while sum(stats.stage_s.values()) == timed and time.monotonic() < deadline:
-        time.sleep(0.0005)  # the fetch that ran the assignment (and the restore) has returned
-    assigned = time.perf_counter()
-    stats.stage_s = {}
-    while "fetch" not in stats.stage_s and time.monotonic() < deadline:
-        time.sleep(0.0005)  # the first records: the window opens here, as Quix's at its first record
-    stats.stage_s = {}
-    start, cpu0 = time.perf_counter(), time.process_time()
-    events0, commands0, transactions0 = stats.events, stats.commands, stats.transactions
-    while stats.events < n and time.monotonic() < deadline:
+    while stats.events < n and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.005)
-    end, cpu1 = time.perf_counter(), time.process_time()
-    stages = dict(stats.stage_s)
     stop.set()
     thread.join(30)
-    return WorkerRun(stats.events - events0, end - start, stages, stats.commands - commands0,
-                     stats.transactions - transactions0, cpu1 - cpu0, start - assigned)
+    end, cpu1 = time.perf_counter(), time.process_time()
+    if not opened or stats.events < n:
+        raise RuntimeError(f"the worker processed {stats.events} of {n} events"
+                           f"{'' if opened else ' and fetched no record'} before it stopped")
+    at, cpu0, stages0, events0, commands0, transactions0 = opened[0]
+    stages = {stage: seconds - stages0.get(stage, 0.0) for stage, seconds in stats.stage_s.items()}
+    return WorkerRun(stats.events - events0, end - at, stages, stats.commands - commands0,
+                     stats.transactions - transactions0, cpu1 - cpu0, at - started)
 
 
 def _worker_settings(tag: str) -> Settings:
@@ -834,7 +842,7 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
     sink = _child(["sink", "--instance-id", f"bench-latency{run}"], s, bootstrap, env, module="bench.traced")
     procs = {"worker": worker.pid, "sink": sink.pid, "moto": ses.proc.pid, "broker": _broker_pid()}
     try:
-        producer = Producer(producer_config(s, bootstrap, **{"linger.ms": 0}))
+        producer = Producer(producer_config(s, bootstrap, **{"linger.ms": cfg.latency_linger_ms}))
         # warm-up: wait until an order goes all the way through (group joins, state restore)
         warm = {"event_id": "warm-o", "customer_id": "warm", "occurred_at": int(time.time() * 1000), "type": "placed",
                 "order_id": "warm", "email": "warm@example.com", "total": "1.00", "currency": "EUR",
@@ -846,6 +854,11 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
         bench_cpu0 = time.process_time()
         wall0 = time.perf_counter()
         produced: dict[str, float] = {}
+        acknowledged: dict[str, float] = {}  # command id → when the broker acknowledged its order (delivery report)
+
+        def on_ack(cmd_id: str) -> Any:
+            return lambda err, msg: acknowledged.__setitem__(cmd_id, time.time() * 1000) if err is None else None
+
         rnd = random.Random(5)
         interval = 1.0 / cfg.latency_rate
         n = int(cfg.latency_seconds * cfg.latency_rate)
@@ -860,9 +873,11 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
                 rec = {"event_id": f"lat-o{i}", "customer_id": cid, "occurred_at": at, "type": "placed",
                        "order_id": f"o{i}", "email": f"{cid}@example.com", "total": "9.00", "currency": "EUR",
                        "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
+                cmd_id = command_id("order_confirmation", 1, cid, rec["event_id"])
                 producer.produce(s.topics.name("orders"), key=cid.encode(),
-                                 value=serde.encode("OrderEvent", serde.from_json("OrderEvent", rec)))
-                produced[command_id("order_confirmation", 1, cid, rec["event_id"])] = time.time() * 1000
+                                 value=serde.encode("OrderEvent", serde.from_json("OrderEvent", rec)),
+                                 on_delivery=on_ack(cmd_id))
+                produced[cmd_id] = time.time() * 1000
             else:
                 rec = {"event_id": f"lat-c{i}", "customer_id": cid, "occurred_at": at, "type": "item_added",
                        "cart_id": f"k-{cid}", "items": [{"sku": "S", "name": "Mug", "price": "9.00", "quantity": 1}]}
@@ -883,7 +898,8 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
     time.sleep(0.2)
     hops = _hops(trace.name, produced)
     os.unlink(trace.name)
-    return {"events_per_s": achieved, "orders": len(produced), "latencies": latencies, "hops": hops,
+    acked = [acknowledged[c] - at for c, at in produced.items() if c in acknowledged]
+    return {"events_per_s": achieved, "orders": len(produced), "latencies": latencies, "hops": hops, "acked": acked,
             "cpu_s": cpu, "wall_s": wall, "load": os.getloadavg()[0]}
 
 
@@ -904,6 +920,10 @@ def bench_latency(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
         for hop in HOPS:
             ms = r["hops"][hop]
             out.add(f"{tag}.hop.{hop}", f"p50 {percentile(ms, 50):.1f} / p99 {percentile(ms, 99):.1f} ms")
+        # the shop's producer alone, inside the first hop: produce() → the broker's acknowledgement
+        acked = r["acked"]
+        out.add(f"{tag}.produce → broker acknowledged", f"p50 {percentile(acked, 50):.1f} / p99 {percentile(acked, 99):.1f} ms"
+                if acked else None)
     pooled = [x for r in runs for x in r["latencies"]]
     out.add("latency.runs", len(runs))
     out.add("latency.p50_ms", round(percentile(pooled, 50), 1))

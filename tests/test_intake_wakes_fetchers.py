@@ -5,18 +5,19 @@ Through the real broker."""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.config import Settings
+from streams.config import Settings, load_settings
 from streams.kafka.io import consumer_config, producer_config
 from streams.kafka.topics import ensure_topics, topic_specs
 from streams.runtime.intake import Decoder, Intake
 from streams.runtime.tasks import TaskManager
 
-pytestmark = pytest.mark.integration
 
 PAUSED_FOR_S = 0.2  # the fetcher has looked at the paused partitions and gone idle by then
 FIRST_RECORDS_WITHIN_S = 0.4  # woken: a few round trips; not woken: the rest of a one-second idle wait
@@ -41,6 +42,7 @@ def _seconds_to_first_record(kafka: str, settings: Settings, topic: str, group: 
         consumer.close()
 
 
+@pytest.mark.integration
 def test_released_partitions_get_their_first_records_without_waiting_for_the_fetchers_idle_wake_up(
         kafka, settings):
     assert ensure_topics(kafka, topic_specs(settings)).healthy
@@ -53,3 +55,56 @@ def test_released_partitions_get_their_first_records_without_waiting_for_the_fet
     waits = [_seconds_to_first_record(kafka, settings, topic, f"{settings.worker.app_id}-wake{n}") for n in range(3)]
 
     assert min(waits) < FIRST_RECORDS_WITHIN_S, waits
+
+
+class _MockClusterAddress(logging.Handler):
+    """librdkafka logs the address of the mock cluster a client starts (``test.mock.num.brokers``)."""
+
+    address: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.search(r"replaced with (\S+)", record.getMessage())
+        if found:
+            self.address = found.group(1)
+
+
+def test_every_leader_of_the_released_partitions_is_woken_not_only_the_first():
+    """With partitions led by three brokers, each one's fetcher must be woken: the metadata request alone
+    wakes one broker, a query to one leader wakes that leader only. The real broker here is a single
+    broker, so this runs on librdkafka's own mock cluster (``test.mock.num.brokers``), the one cluster with
+    several brokers to be had in a test."""
+    grab = _MockClusterAddress()
+    logger = logging.getLogger("shopmail.test.mock-cluster")
+    logger.addHandler(grab)
+    logger.setLevel(logging.DEBUG)
+    producer = Producer({"bootstrap.servers": "unused", "test.mock.num.brokers": 3, "logger": logger})
+    producer.produce("orders", value=b"x", partition=0)
+    assert producer.flush(10) == 0 and grab.address
+    partitions = producer.list_topics("orders", timeout=5).topics["orders"].partitions
+    leaders = {p: meta.leader for p, meta in partitions.items()}
+    assert len(set(leaders.values())) >= 2, leaders
+    for i in range(10 * len(partitions)):
+        producer.produce("orders", value=b"x", partition=i % len(partitions))
+    assert producer.flush(10) == 0
+
+    settings = load_settings(env={})
+    consumer = Consumer({"bootstrap.servers": grab.address, "group.id": "wake", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
+    try:
+        intake = Intake(settings, consumer, {"orders": "orders"}, TaskManager(settings), Decoder(settings, 3))
+        tps = [TopicPartition("orders", p) for p in partitions]
+        consumer.assign(tps)
+        intake.hold(tps)
+        time.sleep(PAUSED_FOR_S)
+        released = time.perf_counter()
+        intake.release(set(partitions))
+        first: dict[int, float] = {}
+        while len(first) < len(partitions) and time.perf_counter() - released < 10:
+            m = consumer.poll(0.005)
+            if m is not None and m.error() is None:
+                first.setdefault(m.partition(), time.perf_counter() - released)
+    finally:
+        consumer.close()
+
+    assert set(first) == set(partitions)
+    assert max(first.values()) < FIRST_RECORDS_WITHIN_S, {leaders[p]: round(t, 3) for p, t in first.items()}
