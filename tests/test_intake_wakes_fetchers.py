@@ -68,43 +68,56 @@ class _MockClusterAddress(logging.Handler):
             self.address = found.group(1)
 
 
+def _mock_cluster_with_three_leaders() -> tuple[Producer, str, dict[int, int]]:
+    """A librdkafka mock cluster of three brokers whose ``orders`` partitions have three distinct leaders
+    (the mock cluster places leaders at random: a fresh cluster until they differ), with records in
+    every partition; its producer (which keeps the cluster alive), address and partition → leader."""
+    logger = logging.getLogger("shopmail.test.mock-cluster")
+    logger.setLevel(logging.DEBUG)
+    for _ in range(40):
+        grab = _MockClusterAddress()
+        logger.addHandler(grab)
+        try:
+            producer = Producer({"bootstrap.servers": "unused", "test.mock.num.brokers": 3, "logger": logger})
+            producer.produce("orders", value=b"x", partition=0)
+            assert producer.flush(10) == 0 and grab.address
+        finally:
+            logger.removeHandler(grab)
+        partitions = producer.list_topics("orders", timeout=5).topics["orders"].partitions
+        leaders = {p: meta.leader for p, meta in partitions.items()}
+        if len(set(leaders.values())) == 3:
+            for i in range(10 * len(partitions)):
+                producer.produce("orders", value=b"x", partition=i % len(partitions))
+            assert producer.flush(10) == 0
+            return producer, grab.address, leaders
+    raise AssertionError("no mock cluster of three brokers placed its partitions on all three")
+
+
 def test_every_leader_of_the_released_partitions_is_woken_not_only_the_first():
     """With partitions led by three brokers, each one's fetcher must be woken: the metadata request alone
     wakes one broker, a query to one leader wakes that leader only. The real broker here is a single
     broker, so this runs on librdkafka's own mock cluster (``test.mock.num.brokers``), the one cluster with
     several brokers to be had in a test."""
-    grab = _MockClusterAddress()
-    logger = logging.getLogger("shopmail.test.mock-cluster")
-    logger.addHandler(grab)
-    logger.setLevel(logging.DEBUG)
-    producer = Producer({"bootstrap.servers": "unused", "test.mock.num.brokers": 3, "logger": logger})
-    producer.produce("orders", value=b"x", partition=0)
-    assert producer.flush(10) == 0 and grab.address
-    partitions = producer.list_topics("orders", timeout=5).topics["orders"].partitions
-    leaders = {p: meta.leader for p, meta in partitions.items()}
-    assert len(set(leaders.values())) >= 2, leaders
-    for i in range(10 * len(partitions)):
-        producer.produce("orders", value=b"x", partition=i % len(partitions))
-    assert producer.flush(10) == 0
-
+    producer, address, leaders = _mock_cluster_with_three_leaders()
     settings = load_settings(env={})
-    consumer = Consumer({"bootstrap.servers": grab.address, "group.id": "wake", "enable.auto.commit": False,
+    consumer = Consumer({"bootstrap.servers": address, "group.id": "wake", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
     try:
         intake = Intake(settings, consumer, {"orders": "orders"}, TaskManager(settings), Decoder(settings, 3))
-        tps = [TopicPartition("orders", p) for p in partitions]
+        tps = [TopicPartition("orders", p) for p in leaders]
         consumer.assign(tps)
         intake.hold(tps)
         time.sleep(PAUSED_FOR_S)
         released = time.perf_counter()
-        intake.release(set(partitions))
+        intake.release(set(leaders))
         first: dict[int, float] = {}
-        while len(first) < len(partitions) and time.perf_counter() - released < 10:
+        while len(first) < len(leaders) and time.perf_counter() - released < 10:
             m = consumer.poll(0.005)
             if m is not None and m.error() is None:
                 first.setdefault(m.partition(), time.perf_counter() - released)
     finally:
         consumer.close()
+        del producer  # the mock cluster goes with it
 
-    assert set(first) == set(partitions)
-    assert max(first.values()) < FIRST_RECORDS_WITHIN_S, {leaders[p]: round(t, 3) for p, t in first.items()}
+    assert set(first) == set(leaders)
+    assert max(first.values()) < FIRST_RECORDS_WITHIN_S, {p: (leaders[p], round(t, 3)) for p, t in first.items()}
