@@ -11,19 +11,18 @@ wake-up, up to a second later.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from schemas import serde
 from streams.config import Settings
+from streams.kafka.fetchers import wake_fetchers
 from streams.kafka.topics import VALUE_SCHEMA
 from streams.runtime.limits import Refusal
 from streams.runtime.tasks import TaskManager
 
 Coords = tuple[str, int, int]  # topic, partition, offset
-WAKE_BUDGET_S = 1.0  # the requests that wake the leaders' fetchers after a restore, in all: librdkafka's idle wake-up
 
 
 class Decoder:
@@ -150,32 +149,9 @@ class Intake:
         self.paused.difference_update((tp.topic, tp.partition) for tp in tps)
 
     def wake_fetchers(self, tps: list[TopicPartition]) -> None:
-        """librdkafka does not wake a broker's fetcher when partitions are resumed: a broker whose
-        partitions were all paused (as they are while restored) stays in its I/O wait for up to a second
-        (its idle wake-up) before it fetches them, and the restored partitions wait that long for their
-        first records. Any request to the broker wakes it: one high-watermark query (ListOffsets) per
-        leader, after one metadata request for the leaders. Best effort, within ``WAKE_BUDGET_S`` in all
-        (by then every fetcher has woken on its own): a failed or slow request leaves the fetchers to
-        their own wake-up, nothing else."""
-        deadline = time.monotonic() + WAKE_BUDGET_S
-        try:
-            topics = self.consumer.list_topics(timeout=WAKE_BUDGET_S).topics
-        except KafkaException:
-            return
-        by_leader: dict[int, TopicPartition] = {}
-        for tp in tps:
-            meta = topics.get(tp.topic)
-            part = meta.partitions.get(tp.partition) if meta is not None else None
-            if part is not None and part.leader >= 0:
-                by_leader.setdefault(part.leader, TopicPartition(tp.topic, tp.partition))
-        for leader in sorted(by_leader):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                self.consumer.get_watermark_offsets(by_leader[leader], timeout=left, cached=False)
-            except KafkaException:
-                continue
+        """Wake the resumed partitions' leaders' fetchers (streams/kafka/fetchers.py: librdkafka leaves a
+        broker whose partitions were all paused asleep for up to a second after a resume)."""
+        wake_fetchers(self.consumer, tps)
 
     def rewind(self) -> None:
         """Back to the committed offsets of every assigned partition (after an aborted transaction);
