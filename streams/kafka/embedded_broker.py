@@ -56,7 +56,39 @@ def tansu_binary() -> Path:
     return path
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+BELOW_EPHEMERAL = 12_000  # how many ports under the kernel's ephemeral range free_port draws from
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in EPHEMERAL_PORTS.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server that binds it a moment later (often in another process).
+
+    Drawn at random from the ports just under the kernel's ephemeral range (``ip_local_port_range``),
+    which ``bind(("", 0))`` and outgoing connections never hand out: a port from ``bind(0)`` is ephemeral,
+    and the kernel may give the same port to the next ``bind(0)`` before the server has bound it (seen:
+    the demo's tracking page and its SES emulator on one port). Falls back to ``bind(0)`` when no port
+    there is free."""
+    import random
+
+    low, _ = _ephemeral_range()
+    first = max(1024, low - BELOW_EPHEMERAL)
+    draw = random.SystemRandom()
+    for _ in range(64):
+        port = draw.randrange(first, low) if low > first else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
