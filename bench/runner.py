@@ -376,6 +376,9 @@ def _quix_python(settings: Settings) -> tuple[str | None, str]:
     return str(python), run.stdout.strip()
 
 
+QUIX_DEFAULT_COMMIT_S = 5.0  # Quix's own default commit_interval
+
+
 def bench_quix(settings: Settings, bootstrap: str, n: int, worker_per_s: float, out: Figures) -> None:
     """bench/quix_app.py on the worker bench's input topics (its own consumer group), exactly-once:
     once with Quix's default commit interval (5 s), once with the worker's rule (a checkpoint every
@@ -395,8 +398,9 @@ def bench_quix(settings: Settings, bootstrap: str, n: int, worker_per_s: float, 
     app = str(Path(__file__).with_name("quix_app.py"))
     schemas = str(Path(serde.__file__).parent)
     w = settings.worker
-    like_worker = (w.batch_size, w.commit_interval_ms / 1000 if w.commit_interval_ms > 0 else 5.0)
-    for label, (commit_every, commit_interval_s) in (("", (0, 5.0)), ("commit_like_worker.", like_worker)):
+    like_worker = (w.batch_size, w.commit_interval_ms / 1000 if w.commit_interval_ms > 0 else QUIX_DEFAULT_COMMIT_S)
+    for label, (commit_every, commit_interval_s) in (("", (0, QUIX_DEFAULT_COMMIT_S)),
+                                                     ("commit_like_worker.", like_worker)):
         group = f"{settings.worker.app_id}-quix{commit_every}"
         with tempfile.TemporaryDirectory(prefix="shopmail-quix-") as state:
             run = subprocess.run([python, app, bootstrap, settings.topics.prefix, group, str(n), schemas,
@@ -877,7 +881,6 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
         wall0 = time.perf_counter()
         produced: dict[str, float] = {}
         acknowledged: dict[str, float] = {}  # command id → when the broker acknowledged its order (delivery report)
-
         not_acknowledged: list[str] = []  # failed deliveries (reported beside the figure)
 
         def on_ack(cmd_id: str) -> Any:

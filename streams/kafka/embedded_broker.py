@@ -60,12 +60,12 @@ EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 BELOW_EPHEMERAL = 12_000  # how many ports under the kernel's ephemeral range free_port draws from
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range."""
     try:
-        low, high = (int(x) for x in EPHEMERAL_PORTS.read_text().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_port() -> int:
@@ -78,20 +78,18 @@ def free_port() -> int:
     there is free."""
     import random
 
-    low, _ = _ephemeral_range()
+    low = _ephemeral_start()
     first = max(1024, low - BELOW_EPHEMERAL)
     draw = random.SystemRandom()
-    for _ in range(64):
-        port = draw.randrange(first, low) if low > first else 0
+    drawn = [draw.randrange(first, low) for _ in range(64)] if low > first else []
+    for port in (*drawn, 0):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return int(s.getsockname()[1])
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    raise OSError("no free loopback port")
 
 
 def wait_until_ready(bootstrap: str, timeout_s: float = 20.0, kafka: KafkaSettings | None = None) -> None:

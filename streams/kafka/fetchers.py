@@ -35,7 +35,7 @@ def wake_fetchers(consumer: Consumer, tps: list[TopicPartition], budget_s: float
         meta = topics.get(tp.topic)
         part = meta.partitions.get(tp.partition) if meta is not None else None
         if part is not None and part.leader >= 0:
-            by_leader.setdefault(part.leader, TopicPartition(tp.topic, tp.partition))
+            by_leader.setdefault(part.leader, tp)
     for leader in sorted(by_leader):
         left = deadline - time.monotonic()
         if left <= 0:

@@ -140,18 +140,14 @@ class Intake:
 
     def release(self, partitions: set[int]) -> None:
         """Resume the restored partitions' topic-partitions (all of them: their queues are empty) and
-        wake their leaders' fetchers (``wake_fetchers``)."""
+        wake their leaders' fetchers (streams/kafka/fetchers.py: librdkafka leaves a broker whose
+        partitions were all paused asleep for up to a second after a resume)."""
         tps = [tp for tp in self.consumer.assignment() if tp.partition in partitions]
         if tps:
             self.consumer.resume(tps)
-            self.wake_fetchers(tps)
+            wake_fetchers(self.consumer, tps)
         self.held.difference_update(partitions)
         self.paused.difference_update((tp.topic, tp.partition) for tp in tps)
-
-    def wake_fetchers(self, tps: list[TopicPartition]) -> None:
-        """Wake the resumed partitions' leaders' fetchers (streams/kafka/fetchers.py: librdkafka leaves a
-        broker whose partitions were all paused asleep for up to a second after a resume)."""
-        wake_fetchers(self.consumer, tps)
 
     def rewind(self) -> None:
         """Back to the committed offsets of every assigned partition (after an aborted transaction);
