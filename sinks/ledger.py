@@ -43,6 +43,7 @@ from streams.shared_metrics import DLQ
 log = logging.getLogger("shopmail.sink")
 
 SENDS = Counter("shopmail_sink_sends_total", "Commands settled by the sink", ["outcome", "reason"])
+TRANSACTIONS = Counter("shopmail_sink_transactions_total", "Transactions the sink committed (outcomes, ledger, offsets)")
 
 FINAL = ("sent", "suppressed", "failed")
 FLUSH_TIMEOUT_S = 60.0
@@ -84,6 +85,7 @@ class Commit:
         self.producer = producer
         self.ledger = ledger
         self.settled = 0
+        self.transactions = 0  # committed by this sink
 
     def run(self, step: Step, offsets: dict[int, PartitionOffsets], group_metadata: object) -> Committed:
         """One transaction for ``step``; raises ``KafkaException`` (or ``RuntimeError`` if the broker does
@@ -117,6 +119,8 @@ class Commit:
         if tps:
             p.send_offsets_to_transaction(tps, group_metadata, 30)
         p.commit_transaction(60)
+        self.transactions += 1
+        TRANSACTIONS.inc()
         return self._remember(step, at)
 
     def _flush(self, what: str) -> None:

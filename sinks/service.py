@@ -20,6 +20,8 @@ in flight on a thread pool:
    ledger entries + DLQ records of everything settled since the last step, parked commands, the
    ``pending`` entries of the next few commands to send (at most the free SES slots, each already
    holding a rate-limit token) and the committable offsets. Only then are those commands handed to SES.
+   While busy, a step commits no sooner than ``sink.min_commit_interval_ms`` after the one before: what
+   settles meanwhile gathers into one transaction.
 
 Crash window: ``pending`` is durable only for commands about to be handed to SES, and a finished
 send's final entry is committed before its slot is reused, so after a SIGKILL at most
@@ -80,6 +82,8 @@ class SinkService:
         if settings.sink.ledger_retention_ms < longest:
             raise ValueError(f"sink.ledger_retention_ms ({settings.sink.ledger_retention_ms}) must be ≥ the longest "
                              f"flow expiry ({longest} ms): a command could outlive its dedupe entry")
+        if settings.sink.min_commit_interval_ms < 0:
+            raise ValueError(f"sink.min_commit_interval_ms is {settings.sink.min_commit_interval_ms}: give 0 or more")
         check_mail_settings(settings)
         self.intake = Intake(settings)
         self.preparation = Preparation(settings, renderer or Renderer(
@@ -100,6 +104,7 @@ class SinkService:
         self._offsets: dict[int, PartitionOffsets] = {}
         self._fetch_paused = False
         self._next_sweep = 0.0
+        self._next_commit = 0.0  # monotonic: no transaction before this while work gathers
         self._catching_up = False
         self._beat_at = time.monotonic()
         self._stop = threading.Event()
@@ -126,6 +131,10 @@ class SinkService:
     @property
     def settled(self) -> int:
         return self._commit.settled if self._commit is not None else 0
+
+    @property
+    def transactions(self) -> int:
+        return self._commit.transactions if self._commit is not None else 0
 
     # ---- lifecycle --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -174,6 +183,10 @@ class SinkService:
             self._ready.extendleft(reversed(self._waiting))
             self._waiting = []
             PAUSED.set(0)
+        gather = self._next_commit - time.monotonic()
+        if gather > 0 and (self._inflight or self._step_in or self._ready):
+            self._stop.wait(gather)
+            return
         self._step_in.to_send = self._pick()
         self._step_in.tombstones = self._sweep()
         if self._step_in:
@@ -402,6 +415,7 @@ class SinkService:
         """Commit the step gathered so far; returns the commands now to hand to SES."""
         assert self._commit is not None and self._consumer is not None
         step, self._step_in = self._step_in, Step()
+        self._next_commit = time.monotonic() + self.settings.sink.min_commit_interval_ms / 1000
         committed = self._commit.run(step, self._offsets, self._consumer.consumer_group_metadata())
         for w in step.parks:
             self._hold(w)

@@ -151,6 +151,29 @@ def test_a_burst_of_250_commands_never_exceeds_the_configured_send_rate(kafka, p
     assert (times[-1] - times[0]) >= (250 - 5) / 100 * 0.95
 
 
+def test_a_busy_sink_commits_no_more_than_one_transaction_per_min_commit_interval(kafka, moto_ses, proxy,
+                                                                                 sink_settings):
+    sink_settings.ses.max_send_rate = 0  # unlimited
+    sink_settings.ses.max_concurrency = 8
+    sink_settings.sink.min_commit_interval_ms = 150
+    proxy.delay_s = 0.01  # SES answers in ~10 ms: without the interval, a transaction every few ms
+    burst = [command(3000 + i, f"t{i % 40}") for i in range(240)]
+    with running_sink(sink_settings, kafka) as sink:
+        before = sink.transactions
+        produce_records(sink_settings, kafka, sink_settings.topics.name("commands"), "EmailCommand", burst)
+        outs = outcomes(kafka, sink_settings, 240, timeout_s=60)
+        committed = sink.transactions - before
+    assert sorted(o["command_id"] for o in outs) == sorted(c["command_id"] for c in burst)
+    assert all(o["outcome"] == "sent" for o in outs)
+    assert sum(delivered(moto_ses).values()) >= 240 and max(delivered(moto_ses).values()) == 1
+    times = sorted(r.at for r in proxy.sends())
+    span = times[-1] - times[0]
+    print(f"{committed} transactions for 240 sends over {span:.2f} s at ≥ 150 ms apart")
+    # ≥ 150 ms apart over the sending span, plus the first (pending entries) and the last (outcomes)
+    assert committed <= span / 0.15 + 3, f"{committed} transactions in {span:.2f} s"
+    assert committed >= 3  # the sends were spread over several transactions, not one
+
+
 def test_replicas_split_the_send_rate_by_their_share_of_partitions(kafka, sink_settings):
     sink_settings.ses.max_send_rate = 40
     partitions = sink_settings.topics.partitions

@@ -292,3 +292,12 @@ def test_a_command_whose_outcome_got_through_without_its_final_ledger_entry_gets
     assert delivered(moto_ses)["cmd-50-half"] == 0  # not sent again either
     entries = [r.decoded().record for r in read_topic(kafka, topics.ledger, idle_s=1.0) if r.key == b"cmd-50-half"]
     assert ("sent", "found_in_outcomes") in {(e["state"], e["reason"]) for e in entries}
+
+
+def test_the_sink_refuses_a_negative_min_commit_interval():
+    from sinks.service import SinkService
+
+    s = load_settings(env={})
+    s.sink.min_commit_interval_ms = -1
+    with pytest.raises(ValueError, match="sink.min_commit_interval_ms is -1"):
+        SinkService(s, "127.0.0.1:1", instance_id="x")
