@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
                   None, "--sink-baseline", help="a source tree of another release: its sink and this one's run "
                                                 "interleaved (--sink-pairs pairs) and compared"),
               sink_pairs: int = typer.Option(3, "--sink-pairs", help="interleaved sink pairs with --sink-baseline"),
+              sink_emulators: Optional[int] = typer.Option(
+                  None, "--sink-emulators", min=1, help="SES emulator processes in the sink runs, called in turn "
+                                                        "(default 2; 1 in --tiny)"),
               worker_baseline: Optional[Path] = typer.Option(
                   None, "--worker-baseline", help="a source tree of another release: its `shopmail worker` and this "
                                                   "one's run interleaved (--worker-pairs pairs) on the worker bench's "
@@ -85,6 +88,8 @@ def register(app: typer.Typer) -> None:
         from bench.runner import QUICK, TINY, BenchConfig, run_bench
 
         cfg = dataclasses.replace(TINY if tiny else QUICK if quick else BenchConfig(), latency_linger_ms=latency_linger_ms)
+        if sink_emulators is not None:
+            cfg = dataclasses.replace(cfg, sink_emulators=sink_emulators)
         if sink_baseline is not None:
             cfg = dataclasses.replace(cfg, sink_baseline=str(sink_baseline.resolve()), sink_pairs=sink_pairs)
         if worker_baseline is not None:

@@ -2,11 +2,13 @@
 
 It forwards every request to moto, records each SendEmail call (time and parameters), and can answer
 the next N SendEmail calls itself with an SES error (429 TooManyRequestsException, 500, a
-SendingPausedException, …) — wire-level fault injection, no boto3 patching.
+SendingPausedException, …) — wire-level fault injection, no boto3 patching. Given further emulators
+(``others``), it hands the requests to each in turn, as a load balancer in front of SES's fleet does.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -39,10 +41,12 @@ class FaultProxy:
     faults: list[Fault] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     delay_s: float = 0.0
+    others: list[str] = field(default_factory=list)  # further upstreams, each taken in turn with ``upstream``
 
     def __post_init__(self) -> None:
         proxy = self
         self._lock = threading.Lock()
+        self._turn = itertools.cycle([self.upstream, *self.others])
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -70,7 +74,9 @@ class FaultProxy:
                     return
                 if proxy.delay_s:
                     time.sleep(proxy.delay_s)
-                req = urllib.request.Request(proxy.upstream + self.path, data=body if body else None,
+                with proxy._lock:
+                    upstream = next(proxy._turn)
+                req = urllib.request.Request(upstream + self.path, data=body if body else None,
                                              method=self.command,
                                              headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
                 try:

@@ -56,6 +56,10 @@ class BenchConfig:
     latency_linger_ms: int = 5  # the shop's producer in the latency runs: librdkafka's and the Java client's default
     sink_commands: int = 600
     sink_rate: float = 100.0
+    # SES emulator processes in the sink runs, each SendEmail to the next in turn. moto closes every
+    # connection, so each call is a connection its one accept loop takes and a thread it starts under its
+    # interpreter lock: one process caps near 0.7 of a core however many calls wait (docs/scaling.md)
+    sink_emulators: int = 2
     simulate_customers: int = 100_000
     restore_customers: int = 100_000  # one profile each (2 days of traffic): 100k keys in the changelog
     quix: bool = True  # the Quix Streams baseline (its own virtualenv, created on first use)
@@ -75,7 +79,7 @@ QUICK = BenchConfig(core_customers=3_000, core_days=60, state_customers=3_000, w
 TINY = BenchConfig(core_customers=200, core_days=30, state_customers=200, worker_customers=100, worker_days=10,
                    latency_seconds=2.0, latency_rate=200, latency_runs=1, sink_commands=40, sink_rate=50.0,
                    simulate_customers=300, restore_customers=300, quix=False, guard_customers=200, guard_days=20,
-                   guard_rounds=1)
+                   guard_rounds=1, sink_emulators=1)
 
 
 @dataclass
@@ -649,12 +653,14 @@ def bench_sink(cfg: BenchConfig, bootstrap: str, out: Figures) -> None:
     """The sink in its own process against moto in its own process; SendEmail request times are
     recorded by a proxy in between (outcome timestamps are per transaction, too coarse for a rate), the
     sink's CPU seconds from /proc over the same window (first to last SendEmail) → CPU ms per email; the
-    emulator's (moto, its own process), the broker's and this process's (the proxy) the same way, with the
+    emulator's (moto: ``cfg.sink_emulators`` processes, summed), the broker's and this process's (the proxy)
+    the same way, with the
     cores each used over the window (CPU seconds ÷ wall seconds): what the sends/s was bound by.
 
     With ``cfg.sink_baseline`` (a source tree of another release) the unlimited run is repeated
     ``cfg.sink_pairs`` times, that tree's sink and this one's interleaved (baseline first in each pair), each
     with its own defaults and the user's settings; the figures are the medians and their ratios."""
+    out.add("sink.emulators", max(1, cfg.sink_emulators))
     sides: list[tuple[str, str | None]] = [("", None)]
     if cfg.sink_baseline:
         sides = [("before.", cfg.sink_baseline), ("", None)]
@@ -710,8 +716,8 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
     s = _bench_settings(f"bench-sink-{label.replace('.', '-')}")
     s.ses.max_send_rate = rate
     assert ensure_topics(bootstrap, topic_specs(s), kafka=s.kafka).healthy
-    ses = _Ses(s)
-    proxy = FaultProxy(ses.url)
+    emulators = [_Ses(s) for _ in range(max(1, cfg.sink_emulators))]  # each with the sender verified
+    proxy = FaultProxy(emulators[0].url, others=[e.url for e in emulators[1:]])
     s.ses.endpoint_url = proxy.url
     now = int(time.time() * 1000)
     p = Producer(producer_config(s, bootstrap))
@@ -728,16 +734,19 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
     # environment or SHOPMAIL_CONFIG); the figure names the concurrency it ran with
     sink = _child(["sink", "--instance-id", f"bench-{label}"], s, bootstrap, {}, tree=tree)
     out.add(f"sink.{'before.' if tree else ''}max_concurrency", _max_concurrency(tree))
-    # CPU seconds of each process on the send path: the sink, the emulator, the broker, and this process
-    # (the proxy between the sink and the emulator, and the outcome reader)
-    procs = {"sink": sink.pid, "moto": ses.proc.pid, "broker": _broker_pid(), "bench": os.getpid()}
+    # CPU seconds of each process on the send path: the sink, the emulator (all its processes), the broker,
+    # and this process (the proxy between the sink and the emulator, and the outcome reader)
+    broker = _broker_pid()
+    procs: dict[str, list[int]] = {"sink": [sink.pid], "moto": [e.proc.pid for e in emulators],
+                                   "broker": [broker] if broker else [], "bench": [os.getpid()]}
     samples: list[tuple[int, float, dict[str, float]]] = []  # (sends so far, monotonic s, CPU s per process)
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
             samples.append((len(proxy.sends()), time.monotonic(),
-                            {name: _cpu_s(pid) if pid else float("nan") for name, pid in procs.items()}))
+                            {name: sum(_cpu_s(pid) for pid in pids) if pids else float("nan")
+                             for name, pids in procs.items()}))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -764,7 +773,22 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
         sink.terminate()
         sink.wait(30)
         proxy.close()
-        ses.close()
+        for e in emulators:
+            e.close()
+        _drop_topics(s, bootstrap)
+
+
+def _drop_topics(s: Settings, bootstrap: str) -> None:
+    """Delete a run's topics: a broker holding every earlier run's topics answers the next run slower (the
+    embedded broker's CPU per run grew run by run), which would favour the earlier side of a pair."""
+    import sys
+
+    from streams.kafka.topics import delete_topics
+
+    refused = {name: why for name, why in delete_topics(bootstrap, [t.name for t in topic_specs(s)], s.kafka).items()
+               if why is not None}
+    if refused:
+        print(f"bench: topics not deleted: {refused}", file=sys.stderr)
 
 
 def _max_concurrency(tree: str | None) -> int:
@@ -923,6 +947,7 @@ def _latency_run(cfg: BenchConfig, bootstrap: str, run: int) -> dict[str, Any]:
     finally:
         _stop([sink, worker])
         ses.close()
+        _drop_topics(s, bootstrap)
     time.sleep(0.2)
     hops = _hops(trace.name, produced)
     os.unlink(trace.name)

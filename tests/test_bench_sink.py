@@ -27,3 +27,43 @@ def test_the_cpu_harness_measures_every_part_of_the_sinks_work():
     assert figures["mix"] >= 13 * 6  # every template in every shipped locale
     assert figures["total_ms"] == pytest.approx(sum(v for k, v in figures.items() if k.endswith("_ms") and k != "total_ms"),
                                                 abs=0.01)
+
+
+def test_the_proxy_hands_the_calls_to_each_emulator_in_turn():
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.fault_proxy import FaultProxy
+
+    seen: list[str] = []
+
+    def upstream(name: str) -> ThreadingHTTPServer:
+        class Answer(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append(name)
+                body = b'{"MessageId": "m"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    a, b = upstream("a"), upstream("b")
+    proxy = FaultProxy(f"http://127.0.0.1:{a.server_address[1]}", others=[f"http://127.0.0.1:{b.server_address[1]}"])
+    try:
+        for _ in range(4):
+            req = urllib.request.Request(proxy.url + "/v2/email/outbound-emails", data=b"{}", method="POST")
+            urllib.request.urlopen(req, timeout=10).read()
+    finally:
+        proxy.close()
+        a.shutdown()
+        b.shutdown()
+    assert seen == ["a", "b", "a", "b"] and len(proxy.sends()) == 4

@@ -109,7 +109,8 @@ def _cleanup(production: Any, bootstrap: str, prefix: str, yes: bool, console: C
     merely start with it are named and left alone), confirm (unless ``yes``), delete, and say what
     happened."""
     from streams.tools.readable import table
-    from streams.tools.replay import delete_topics, replay_topics
+    from streams.kafka.topics import delete_topics
+    from streams.tools.replay import replay_topics
 
     _refuse(production, prefix, console)
     names, others = replay_topics(bootstrap, production, prefix)
@@ -140,7 +141,7 @@ def _cleanup(production: Any, bootstrap: str, prefix: str, yes: bool, console: C
 def _cleanup_own(production: Any, bootstrap: str, prefix: str, created: list[str]) -> None:
     """``--cleanup``: delete exactly the topics this run created, never another topic with the prefix
     (a replay refused at start created none, so an earlier replay's topics stay)."""
-    from streams.tools.replay import delete_topics
+    from streams.kafka.topics import delete_topics
 
     err = Console(stderr=True, soft_wrap=True)
     if not created:

@@ -73,3 +73,20 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True, t
             else:
                 report.ok.append(s.name)
     return report
+
+
+def delete_topics(bootstrap: str, names: list[str], kafka: KafkaSettings | None = None,
+                  timeout_s: float = 30.0) -> dict[str, str | None]:
+    """Delete ``names``; returns each name with None (deleted) or why the broker refused."""
+    if not names:
+        return {}
+    admin = admin_client(bootstrap, kafka)  # kept until the futures resolve: a destroyed client fails them
+    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
+    out: dict[str, str | None] = {}
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout_s)
+            out[name] = None
+        except Exception as exc:  # noqa: BLE001 - each refusal is reported by name
+            out[name] = str(exc)
+    return dict(sorted(out.items()))

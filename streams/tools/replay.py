@@ -43,7 +43,8 @@ from streams.runtime.merge import event_time_of
 from streams.runtime.worker import ProcessorRuntime
 from streams.tools.arrival import Arrived, LateArrival, arrival, late_arrivals, late_words
 from streams.kafka.log_reader import ONE_OFF_READ_CONFIG, read_to_end
-from streams.kafka.topics import GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, ensure_topics, topic_specs
+from streams.kafka.topics import (GLOBAL_INPUT_TOPICS, INPUT_TOPICS, VALUE_SCHEMA, delete_topics, ensure_topics,
+                                  topic_specs)
 
 
 UTC = ZoneInfo("UTC")
@@ -476,20 +477,3 @@ def topics_with_prefix(bootstrap: str, prefix: str, kafka: KafkaSettings | None 
     return sorted(t for t in admin_client(bootstrap, kafka).list_topics(timeout=15).topics if t.startswith(prefix))
 
 
-def delete_topics(bootstrap: str, names: list[str], kafka: KafkaSettings | None = None,
-                  timeout_s: float = 30.0) -> dict[str, str | None]:
-    """Delete ``names``; returns each name with None (deleted) or why the broker refused."""
-    from streams.kafka.topics import admin_client
-
-    if not names:
-        return {}
-    admin = admin_client(bootstrap, kafka)  # kept until the futures resolve: a destroyed client fails them
-    futures = admin.delete_topics(names, operation_timeout=timeout_s, request_timeout=timeout_s)
-    out: dict[str, str | None] = {}
-    for name, fut in futures.items():
-        try:
-            fut.result(timeout_s)
-            out[name] = None
-        except Exception as exc:  # noqa: BLE001 - each refusal is reported by name
-            out[name] = str(exc)
-    return dict(sorted(out.items()))
