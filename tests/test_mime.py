@@ -155,6 +155,17 @@ def test_a_from_address_with_a_display_name_is_split_not_refused():
     assert named.name == "Nordwax"  # ses.from_names wins
 
 
+def test_a_sender_whose_name_would_inject_a_header_is_refused_on_every_mail():
+    bad = "Shop\r\nBcc: victim@example.org <shop@example.com>"
+    for _ in range(2):  # the checked From field is kept per sender; a refusal is not kept, it is raised again
+        with pytest.raises(InvalidAddress, match="header injection"):
+            build_mime(EMAIL, sender=bad, to="ada@example.com", command_id="c", category="transactional",
+                       unsubscribe_url=None, unsubscribe_mailto=None, date_ms=0)
+    good = build_mime(EMAIL, sender="Shop <shop@example.com>", to="ada@example.com", command_id="c",
+                      category="transactional", unsubscribe_url=None, unsubscribe_mailto=None, date_ms=0)
+    assert message_from_bytes(good, policy=policy.default)["From"].addresses[0].display_name == "Shop"
+
+
 def test_an_unusable_from_address_is_refused_at_start_up_with_a_line_naming_from_names():
     from sinks.mime import check_mail_settings
     from streams.config import SesSettings, Settings
