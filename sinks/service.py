@@ -48,6 +48,7 @@ from sinks.intake import Intake, PartitionOffsets, Route, Work, now_ms
 from sinks.ledger import Commit, SinkTopics, Step, outcomes_since
 from sinks.mime import check_mail_settings
 from sinks.preparation import Preparation
+from sinks.rate_limit import TokenBucket
 from sinks.record_errors import classify
 from sinks.rendering import Renderer
 from sinks.ses_sender import SesSender
@@ -57,6 +58,8 @@ from streams.config import Settings
 from streams.kafka.io import consumer_config, producer_config
 
 log = logging.getLogger("shopmail.sink")
+
+MAX_COMMIT_INTERVAL_MS = 1000  # longer would leave the loop (and its health beat) asleep for as long
 
 PAUSED = Gauge("shopmail_sink_paused", "1 while sending is paused (SES paused/suspended/quota)")
 HELD = Gauge("shopmail_sink_held_commands", "Commands parked until their send_at")
@@ -82,14 +85,22 @@ class SinkService:
         if settings.sink.ledger_retention_ms < longest:
             raise ValueError(f"sink.ledger_retention_ms ({settings.sink.ledger_retention_ms}) must be ≥ the longest "
                              f"flow expiry ({longest} ms): a command could outlive its dedupe entry")
-        if settings.sink.min_commit_interval_ms < 0:
-            raise ValueError(f"sink.min_commit_interval_ms is {settings.sink.min_commit_interval_ms}: give 0 or more")
+        interval_ms = settings.sink.min_commit_interval_ms
+        if not 0 <= interval_ms <= MAX_COMMIT_INTERVAL_MS:
+            raise ValueError(f"sink.min_commit_interval_ms is {interval_ms}: give 0 to {MAX_COMMIT_INTERVAL_MS}")
         check_mail_settings(settings)
         self.intake = Intake(settings)
         self.preparation = Preparation(settings, renderer or Renderer(
             shop_url=settings.flows.shop_url, brand=settings.brand, markets=settings.markets, links=settings.links),
             self.intake)
         self.sending = Sending(settings, sender or SesSender(settings.ses))
+        bucket = self.sending.bucket
+        if isinstance(bucket, TokenBucket) and bucket.capacity < bucket.rate * interval_ms / 1000:
+            # the loop picks at most once per interval while busy: a bucket holding less than an interval's
+            # tokens would cap sending at burst ÷ interval, below the rate
+            raise ValueError(f"ses.rate_burst ({bucket.capacity:g}) is below the {bucket.rate * interval_ms / 1000:g} "
+                             f"tokens {bucket.rate:g}/s earns in sink.min_commit_interval_ms ({interval_ms}): sending "
+                             f"would stay under the rate; raise ses.rate_burst or lower the interval")
         self._commands_partitions = 0  # partition count of email.commands, read at the first assignment
         self.ready = threading.Event()
         self.paused_until = 0.0
@@ -184,8 +195,11 @@ class SinkService:
             self._waiting = []
             PAUSED.set(0)
         gather = self._next_commit - time.monotonic()
-        if gather > 0 and (self._inflight or self._step_in or self._ready):
-            self._stop.wait(gather)
+        if gather > 0 and (self._inflight or self._ready):  # busy: let more settle before the next transaction
+            if self._inflight:  # …but no longer than the sends in flight take: the last outcomes go at once
+                wait(list(self._inflight), timeout=gather)
+            else:
+                self._stop.wait(gather)
             return
         self._step_in.to_send = self._pick()
         self._step_in.tombstones = self._sweep()

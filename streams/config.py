@@ -204,10 +204,11 @@ class SinkSettings:
     instance_id: str = ""  # stable per sink replica (transactional.id suffix); empty → hostname
     batch_size: int = 200
     poll_timeout_s: float = 0.02  # longest wait to fill a batch (latency vs. batching)
-    # Shortest time between two of the sink's transactions while it has work: the outcomes of the sends
-    # that finish meanwhile and the pending entries of the next ones gather and commit together (a
-    # transaction whenever a send finished cost the broker twice the CPU at 250 sends/s). An idle sink
-    # commits at once. 0: a transaction at every loop step with something to commit.
+    # Shortest time between two of the sink's transactions while sends are in flight or queued: the
+    # outcomes of the sends that finish meanwhile and the pending entries of the next ones gather and
+    # commit together (a transaction whenever a send finished cost the broker twice the CPU at 250
+    # sends/s). Otherwise it commits at once. 0 to 1000; 0: a transaction at every loop step with something
+    # to commit. ``ses.rate_burst``, when set, must hold at least an interval's tokens.
     min_commit_interval_ms: int = 25
     ambiguous_policy: str = "skip"  # a command found pending after a crash: "skip" (no duplicate) or "resend"
     pause_retry_s: float = 60.0  # how long sending stays paused after SendingPaused/AccountSuspended/quota

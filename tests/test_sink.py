@@ -174,6 +174,19 @@ def test_a_busy_sink_commits_no_more_than_one_transaction_per_min_commit_interva
     assert committed >= 3  # the sends were spread over several transactions, not one
 
 
+def test_a_lone_commands_outcome_is_committed_at_once_not_after_the_commit_interval(kafka, proxy, sink_settings):
+    sink_settings.sink.min_commit_interval_ms = 1000
+    sink_settings.ses.max_send_rate = 0  # unlimited (a bucket must hold an interval's tokens)
+    with running_sink(sink_settings, kafka):
+        time.sleep(1.2)  # idle: the last transaction is long past
+        produce_records(sink_settings, kafka, sink_settings.topics.name("commands"), "EmailCommand", [command(4000)])
+        (out,) = outcomes(kafka, sink_settings, 1)
+    (call,) = proxy.sends()
+    called_at_ms = (call.at + time.time() - time.monotonic()) * 1000  # the proxy's clock is monotonic
+    # the pending entry commits at once (idle), and so does the outcome: nothing else is in flight or queued
+    assert out["outcome"] == "sent" and out["occurred_at"] - called_at_ms < 500, out["occurred_at"] - called_at_ms
+
+
 def test_replicas_split_the_send_rate_by_their_share_of_partitions(kafka, sink_settings):
     sink_settings.ses.max_send_rate = 40
     partitions = sink_settings.topics.partitions

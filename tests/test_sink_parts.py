@@ -294,10 +294,26 @@ def test_a_command_whose_outcome_got_through_without_its_final_ledger_entry_gets
     assert ("sent", "found_in_outcomes") in {(e["state"], e["reason"]) for e in entries}
 
 
-def test_the_sink_refuses_a_negative_min_commit_interval():
+@pytest.mark.parametrize("interval_ms", [-1, 1001])
+def test_the_sink_refuses_a_min_commit_interval_outside_0_to_1000_ms(interval_ms):
     from sinks.service import SinkService
 
     s = load_settings(env={})
-    s.sink.min_commit_interval_ms = -1
-    with pytest.raises(ValueError, match="sink.min_commit_interval_ms is -1"):
+    s.ses.use_account_rate = False
+    s.sink.min_commit_interval_ms = interval_ms
+    with pytest.raises(ValueError, match=f"sink.min_commit_interval_ms is {interval_ms}: give 0 to 1000"):
         SinkService(s, "127.0.0.1:1", instance_id="x")
+
+
+def test_the_sink_refuses_a_burst_smaller_than_what_the_rate_earns_in_one_commit_interval():
+    from sinks.service import SinkService
+
+    s = load_settings(env={})
+    s.ses.use_account_rate = False
+    s.ses.max_send_rate, s.ses.rate_burst, s.sink.min_commit_interval_ms = 100, 1, 25  # 2.5 tokens per interval
+    with pytest.raises(ValueError, match=r"ses.rate_burst \(1\) is below the 2.5 tokens"):
+        SinkService(s, "127.0.0.1:1", instance_id="x")
+    s.ses.rate_burst = 3
+    SinkService(s, "127.0.0.1:1", instance_id="x")  # holds an interval's tokens: accepted
+    s.ses.rate_burst = 0  # the default burst, a tenth of a second's sends, always holds an interval's
+    SinkService(s, "127.0.0.1:1", instance_id="x")
