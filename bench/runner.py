@@ -738,16 +738,14 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
     # and this process (the proxy between the sink and the emulator, and the outcome reader)
     broker = _broker_pid()
     procs: dict[str, list[int]] = {"sink": [sink.pid], "moto": [e.proc.pid for e in emulators],
-                                   "broker": [broker] if broker else [], "bench": [os.getpid()],
-                                   **{f"emulator{i}": [e.proc.pid] for i, e in enumerate(emulators)}}
-    samples: list[tuple[int, float, dict[str, float]]] = []  # (sends so far, monotonic s, CPU s per process)
+                                   "broker": [broker] if broker else [], "bench": [os.getpid()]}
+    every_pid = [pid for pids in procs.values() for pid in pids]
+    samples: list[tuple[int, float, dict[int, float]]] = []  # (sends so far, monotonic s, CPU s per pid)
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            samples.append((len(proxy.sends()), time.monotonic(),
-                            {name: sum(_cpu_s(pid) for pid in pids) if pids else float("nan")
-                             for name, pids in procs.items()}))
+            samples.append((len(proxy.sends()), time.monotonic(), {pid: _cpu_s(pid) for pid in every_pid}))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -763,15 +761,17 @@ def _sink_run(cfg: BenchConfig, bootstrap: str, label: str, rate: float, out: Fi
         worst = max((sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)), default=0)
         result = {"sends": len(times), "sends_per_s": round((len(times) - 1) / span, 1) if span == span and span > 0
                   else float("nan"), "max_in_any_1s": worst}
-        for name in procs:  # per email, and the cores used over the window (CPU seconds ÷ wall seconds)
-            used = last[2][name] - first[2][name] if first and last and sent else float("nan")
+        def used(pids: list[int]) -> float:  # CPU seconds of ``pids`` over the window
+            return sum(last[2][pid] - first[2][pid] for pid in pids) if first and last and sent and pids \
+                else float("nan")
+
+        for name, pids in procs.items():  # per email, and the cores used over the window (CPU s ÷ wall s)
             result["cpu_ms_per_email" if name == "sink" else f"{name}_cpu_ms_per_email"] = \
-                used * 1000 / sent if sent else float("nan")
-            result[f"{name}_cores"] = used / (last[1] - first[1]) if sent else float("nan")
+                used(pids) * 1000 / sent if sent else float("nan")
+            result[f"{name}_cores"] = used(pids) / (last[1] - first[1]) if sent else float("nan")
         # one emulator process near its cap (~0.7 of a core) would hide in the sum: the busiest one beside it
-        result["emulator_busiest_cores"] = max(result.pop(f"emulator{i}_cores") for i in range(len(emulators)))
-        for i in range(len(emulators)):
-            result.pop(f"emulator{i}_cpu_ms_per_email")
+        result["emulator_busiest_cores"] = max(used([pid]) for pid in procs["moto"]) / (last[1] - first[1]) \
+            if sent else float("nan")
         return result
     finally:
         done.set()
